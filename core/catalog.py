@@ -1,0 +1,241 @@
+"""The catalog: every fixed lakeops table with its explicit Arrow schema and partitioning.
+
+Tables named ``data/<dataset>`` and ``predictions/<model>`` are per-dataset and per-model; their
+schemas are built by ``core.datasets`` and ``core.serving`` and passed to ``Lake.create``.
+Every table is append-only: current state is derived by query (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+__all__ = ["TABLES", "TableSpec", "TS", "prediction_common_fields", "spec_for"]
+
+TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table's name, schema and partition columns."""
+
+    name: str
+    schema: pa.Schema
+    partition_by: tuple[str, ...] = ()
+    description: str = ""
+
+
+def _s(*fields: tuple[str, pa.DataType] | tuple[str, pa.DataType, bool]) -> pa.Schema:
+    """Build a schema; a third item False marks a NOT NULL column."""
+    return pa.schema([pa.field(f[0], f[1], nullable=f[2] if len(f) > 2 else True) for f in fields])
+
+
+_STR = pa.string()
+_I64 = pa.int64()
+_F64 = pa.float64()
+_BOOL = pa.bool_()
+
+TABLES: dict[str, TableSpec] = {
+    t.name: t
+    for t in [
+        TableSpec(
+            "datasets",
+            _s(
+                ("name", _STR, False),
+                ("version", _I64, False),
+                ("created_at", TS, False),
+                ("mode", _STR),
+                ("rows", _I64),
+                ("total_rows", _I64),
+                ("schema_json", _STR),
+                ("content_hash", _STR),
+                ("profile_json", _STR),
+                ("validation_status", _STR),
+                ("validation_json", _STR),
+                ("created_by", _STR),
+                ("source", _STR),
+            ),
+            description="one row per dataset version (the Delta version of data/<name>)",
+        ),
+        TableSpec(
+            "quarantine",
+            _s(
+                ("quarantine_id", _STR, False),
+                ("dataset", _STR, False),
+                ("at", TS, False),
+                ("rows", _I64),
+                ("source", _STR),
+                ("path", _STR),
+                ("validation_json", _STR),
+                ("created_by", _STR),
+            ),
+            description="batches refused by validation, kept with their report",
+        ),
+        TableSpec(
+            "runs",
+            _s(
+                ("run_id", _STR, False),
+                ("experiment", _STR, False),
+                ("name", _STR),
+                ("parent_run_id", _STR),
+                ("status", _STR, False),
+                ("started_at", TS),
+                ("ended_at", TS),
+                ("error", _STR),
+                ("dataset_name", _STR),
+                ("dataset_version", _I64),
+                ("git_sha", _STR),
+                ("git_dirty", _BOOL),
+                ("seed", _I64),
+                ("python_version", _STR),
+                ("packages_json", _STR),
+                ("host", _STR),
+                ("user", _STR),
+                ("at", TS, False),
+            ),
+            description="one row per run status change; the latest row per run_id is its state",
+        ),
+        TableSpec(
+            "params",
+            _s(("run_id", _STR, False), ("key", _STR, False), ("value", _STR), ("at", TS)),
+        ),
+        TableSpec(
+            "metrics",
+            _s(
+                ("run_id", _STR, False),
+                ("key", _STR, False),
+                ("value", _F64),
+                ("step", _I64),
+                ("at", TS),
+            ),
+        ),
+        TableSpec(
+            "tags",
+            _s(("run_id", _STR, False), ("key", _STR, False), ("value", _STR), ("at", TS)),
+        ),
+        TableSpec(
+            "artifacts",
+            _s(
+                ("run_id", _STR, False),
+                ("path", _STR, False),
+                ("uri", _STR),
+                ("sha256", _STR),
+                ("size_bytes", _I64),
+                ("at", TS),
+            ),
+        ),
+        TableSpec(
+            "model_versions",
+            _s(
+                ("model", _STR, False),
+                ("version", _I64, False),
+                ("run_id", _STR),
+                ("artifact_uri", _STR),
+                ("sha256", _STR),
+                ("size_bytes", _I64),
+                ("signature_json", _STR),
+                ("metrics_json", _STR),
+                ("tags_json", _STR),
+                ("description", _STR),
+                ("dataset_name", _STR),
+                ("dataset_version", _I64),
+                ("created_at", TS, False),
+                ("created_by", _STR),
+            ),
+        ),
+        TableSpec(
+            "registry_events",
+            _s(
+                ("event_id", _STR, False),
+                ("model", _STR, False),
+                ("version", _I64),
+                ("action", _STR, False),
+                ("alias", _STR),
+                ("actor", _STR),
+                ("reason", _STR),
+                ("report_json", _STR),
+                ("at", TS, False),
+            ),
+            description="audit trail: register, gate, approve, reject, promote, rollback, archive",
+        ),
+        TableSpec(
+            "feedback",
+            _s(
+                ("prediction_id", _STR, False),
+                ("model", _STR),
+                ("label", _F64),
+                ("at", TS, False),
+                ("source", _STR),
+            ),
+        ),
+        TableSpec(
+            "drift_reports",
+            _s(
+                ("report_id", _STR, False),
+                ("model", _STR, False),
+                ("model_version", _I64),
+                ("window_start", TS),
+                ("window_end", TS),
+                ("window_rows", _I64),
+                ("feature", _STR, False),
+                ("kind", _STR),
+                ("test", _STR),
+                ("statistic", _F64),
+                ("p_value", _F64),
+                ("threshold", _F64),
+                ("drifted", _BOOL),
+                ("reference_dataset", _STR),
+                ("reference_version", _I64),
+                ("at", TS, False),
+            ),
+        ),
+        TableSpec(
+            "alerts",
+            _s(
+                ("alert_id", _STR, False),
+                ("kind", _STR, False),
+                ("severity", _STR),
+                ("model", _STR),
+                ("message", _STR),
+                ("payload_json", _STR),
+                ("fingerprint", _STR),
+                ("status", _STR),
+                ("at", TS, False),
+            ),
+        ),
+        TableSpec(
+            "job_runs",
+            _s(
+                ("job_run_id", _STR, False),
+                ("job", _STR, False),
+                ("trigger", _STR),
+                ("status", _STR, False),
+                ("started_at", TS),
+                ("ended_at", TS),
+                ("error", _STR),
+                ("outputs_json", _STR),
+                ("host", _STR),
+                ("at", TS, False),
+            ),
+        ),
+    ]
+}
+
+
+def prediction_common_fields() -> list[pa.Field]:
+    """Columns every ``predictions/<model>`` table starts with; features follow them."""
+    return [
+        pa.field("prediction_id", _STR, nullable=False),
+        pa.field("at", TS, nullable=False),
+        pa.field("day", pa.date32(), nullable=False),
+        pa.field("model_version", _I64),
+        pa.field("score", _F64),
+        pa.field("label", _I64),
+        pa.field("latency_ms", _F64),
+    ]
+
+
+def spec_for(name: str) -> TableSpec | None:
+    """Return the fixed spec of table ``name``, or None for per-dataset/per-model tables."""
+    return TABLES.get(name)

@@ -1,0 +1,116 @@
+"""Shared pieces of the CLI: the one-line-error parser, settings, lake opening, table output."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import polars as pl
+
+from core.config import Settings, load_settings
+from core.errors import LakeopsError
+
+__all__ = ["CliParser", "emit_frame", "open_lake", "render_table", "run_handler", "settings_from"]
+
+
+class CliParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment and config file, with ``--lake`` winning."""
+    overrides: dict[str, Any] = {}
+    if getattr(args, "lake", None):
+        overrides["lake_uri"] = args.lake
+    return load_settings(config_path=getattr(args, "config", None), **overrides)
+
+
+def open_lake(args: argparse.Namespace, *, create: bool = False) -> Any:
+    """Open the lake named by ``args``/settings (not created unless ``create``)."""
+    from core.lake import Lake
+
+    return Lake.from_settings(settings_from(args), create=create)
+
+
+def run_handler(args: argparse.Namespace) -> int:
+    """Call ``args.handler``; map a ``LakeopsError`` to one stderr line and exit code 2."""
+    try:
+        code = args.handler(args)
+    except LakeopsError as exc:
+        sys.stderr.write(f"lakeops: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("lakeops: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    return int(code or 0)
+
+
+def render_table(frame: pl.DataFrame, *, max_width: int = 60) -> str:
+    """Render a frame as an aligned plain-text table (header, rule, rows)."""
+    cols = frame.columns
+    if not cols:
+        return "(no columns)"
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "NULL"
+        if isinstance(v, float):
+            text = f"{v:.6g}"
+        elif isinstance(v, (dict, list)):
+            text = json.dumps(v, default=str)
+        else:
+            text = str(v)
+        text = text.replace("\n", " ")
+        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+    rows = [[cell(v) for v in row] for row in frame.iter_rows()]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
+    numeric = [frame.schema[c].is_numeric() for c in cols]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)).rstrip()
+
+    out = [line(cols), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in rows]
+    out.append(f"({frame.height} row{'s' if frame.height != 1 else ''})")
+    return "\n".join(out)
+
+
+def emit_frame(frame: pl.DataFrame, fmt: str = "table") -> None:
+    """Write ``frame`` to stdout as an aligned table, csv, json (array of objects) or parquet."""
+    if fmt == "table":
+        sys.stdout.write(render_table(frame) + "\n")
+    elif fmt == "csv":
+        sys.stdout.write(_csv_safe(frame).write_csv())
+    elif fmt == "json":
+        sys.stdout.write(json.dumps(frame.to_dicts(), default=str) + "\n")
+    elif fmt == "parquet":
+        buf = io.BytesIO()
+        frame.write_parquet(buf)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(buf.getvalue())
+    else:
+        raise LakeopsError(f"unknown format {fmt!r}: use table, csv, json or parquet")
+
+
+def _csv_safe(frame: pl.DataFrame) -> pl.DataFrame:
+    """CSV cannot hold nested values: write them as JSON text."""
+    nested = [c for c, t in frame.schema.items() if t.is_nested()]
+    if not nested:
+        return frame
+    return frame.with_columns(
+        pl.col(c).map_elements(lambda v: json.dumps(v, default=str), return_dtype=pl.String) for c in nested
+    )

@@ -1,0 +1,133 @@
+"""The one exception hierarchy of lakeops.
+
+Every user-facing error names the thing that is wrong and, where there is one, the fix::
+
+    LakeopsError                      base of everything lakeops raises on purpose
+    ├── ConfigError                   a setting or the lakeops.toml is invalid
+    ├── LakeError                     the lake could not do what was asked
+    │   ├── LakeUnavailableError      the lake root cannot be reached or is not a folder/bucket
+    │   ├── UnsafeStoreError          the object store ignores conditional writes (would lose commits)
+    │   ├── TableNotFoundError        no such table (or no such version of it)
+    │   ├── SchemaMismatchError       rows do not fit the table's schema (names column and problem)
+    │   └── CommitConflictError       a commit kept losing races after every retry
+    ├── DataValidationError           input data broke rules; carries the report
+    ├── NotFoundError                 a named thing does not exist
+    │   ├── DatasetNotFoundError
+    │   ├── RunNotFoundError
+    │   ├── ModelNotFoundError
+    │   └── ModelVersionNotFoundError
+    ├── ArtifactIntegrityError        an artifact is missing or its sha256 does not match
+    ├── PromotionRefusedError         a promotion the gate or policy does not allow
+    ├── TrainingError                 a training job cannot run with the given input
+    ├── SqlRefusedError               a query the read-only SQL sandbox does not allow
+    └── SqlError                      a query that DuckDB could not run (syntax, unknown column)
+
+A failed gate is a normal ``GateReport``, not an exception. HTTP status codes live in
+``core.serving``; this module knows none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ArtifactIntegrityError",
+    "CommitConflictError",
+    "ConfigError",
+    "DataValidationError",
+    "DatasetNotFoundError",
+    "LakeError",
+    "LakeUnavailableError",
+    "LakeopsError",
+    "ModelNotFoundError",
+    "ModelVersionNotFoundError",
+    "NotFoundError",
+    "PromotionRefusedError",
+    "RunNotFoundError",
+    "SchemaMismatchError",
+    "SqlError",
+    "SqlRefusedError",
+    "TableNotFoundError",
+    "TrainingError",
+    "UnsafeStoreError",
+]
+
+
+class LakeopsError(Exception):
+    """Base class of every error lakeops raises on purpose; ``str()`` is one user-facing line."""
+
+
+class ConfigError(LakeopsError, ValueError):
+    """A setting (env var or lakeops.toml) is missing or invalid."""
+
+
+class LakeError(LakeopsError):
+    """The lake could not do what was asked."""
+
+
+class LakeUnavailableError(LakeError):
+    """The lake root cannot be reached, or is a file where a folder is needed."""
+
+
+class UnsafeStoreError(LakeError):
+    """The object store ignores conditional writes, so concurrent commits would be lost."""
+
+
+class TableNotFoundError(LakeError, LookupError):
+    """No table of that name exists in the lake (or not at that version or time)."""
+
+
+class SchemaMismatchError(LakeError, ValueError):
+    """Rows do not fit the table's schema; the message names the column and the problem."""
+
+
+class CommitConflictError(LakeError):
+    """A commit kept losing the race against other writers after every retry."""
+
+
+class DataValidationError(LakeopsError, ValueError):
+    """Input data broke validation rules; ``report`` holds the full report when there is one."""
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class NotFoundError(LakeopsError, LookupError):
+    """A named thing does not exist."""
+
+
+class DatasetNotFoundError(NotFoundError):
+    """No dataset of that name, or no such version of it."""
+
+
+class RunNotFoundError(NotFoundError):
+    """No run with that id."""
+
+
+class ModelNotFoundError(NotFoundError):
+    """No registered model of that name."""
+
+
+class ModelVersionNotFoundError(NotFoundError):
+    """The model exists but not that version (or no version holds that alias)."""
+
+
+class ArtifactIntegrityError(LakeopsError):
+    """An artifact is missing or its sha256 does not match the recorded one."""
+
+
+class PromotionRefusedError(LakeopsError):
+    """A promotion that the gate report or the promotion policy does not allow."""
+
+
+class TrainingError(LakeopsError, ValueError):
+    """A training job cannot run with the given input (unknown target, one class, bad params)."""
+
+
+class SqlRefusedError(LakeopsError, PermissionError):
+    """A query the read-only SQL sandbox does not allow (file access, writes, settings...)."""
+
+
+class SqlError(LakeopsError, ValueError):
+    """A query DuckDB could not run: syntax error, unknown table or column."""
