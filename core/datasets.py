@@ -47,7 +47,7 @@ def content_hash(frame: pl.DataFrame) -> str:
     """A hash of the rows that does not depend on their order (sum of per-row hashes)."""
     if frame.height == 0:
         return hashlib.sha256(json.dumps(frame.columns).encode()).hexdigest()
-    row_hashes = frame.hash_rows(seed=0, seed_1=1, seed_2=2, seed_3=3)
+    row_hashes = frame.hash_rows(seed=0)
     total = int(row_hashes.cast(pl.UInt64).sum() or 0) % (1 << 64)
     h = hashlib.sha256(json.dumps([frame.columns, [str(t) for t in frame.dtypes]]).encode())
     h.update(total.to_bytes(8, "little"))
