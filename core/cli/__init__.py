@@ -24,7 +24,9 @@ _MODULES = (
     "core.cli.data",
     "core.cli.runs",
     "core.cli.models",
+    "core.cli.serve",
     "core.cli.jobs",
+    "core.cli.monitor",
 )
 
 
