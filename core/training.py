@@ -1,0 +1,631 @@
+"""LightGBM training and evaluation, deterministic for a seed: the only module that imports lightgbm.
+
+Pure: frames in, a ``Model`` (text + signature + sha256) and metrics out; no lake I/O.
+
+The ``Signature`` is a plain JSON-able dict that travels with the model text::
+
+    {"task": "binary" | "regression", "target": str, "threshold": float,
+     "time_column": str | None,
+     "features": [{"name": str, "kind": "numeric" | "categorical", "dtype": str,
+                   "levels": [str, ...]}]}          # levels only for categorical features
+
+``Model.encode`` turns a frame into the float64 matrix LightGBM sees (categorical values become
+their index in ``levels``; unknown or null values become NaN, i.e. missing). Training and
+serving both go through it, so there is no training/serving skew.
+
+Determinism: rows are put in a canonical order (by time, then by a content hash) before the
+split, LightGBM runs with ``deterministic=True``, ``force_row_wise=True``, a fixed
+``num_threads`` and the seed, so the same data, params and seed give the same model text and
+therefore the same sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+from lightgbm.basic import _ConfigAliases
+
+from core.errors import DataValidationError, TrainingError
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "Model",
+    "TrainResult",
+    "compute_metrics",
+    "detect_time_column",
+    "id_like_columns",
+    "infer_signature",
+    "infer_task",
+    "split",
+    "train",
+    "validate_params",
+]
+
+Task = Literal["binary", "regression"]
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 20,
+    "num_iterations": 200,
+    "early_stopping_round": 20,
+    "num_threads": 1,
+}
+"""Defaults under the user's params; ``objective``, ``metric``, ``seed`` and the determinism
+switches are set by ``train`` itself."""
+
+# lakeops' own training keys, accepted next to LightGBM's.
+_OWN_KEYS = {"valid_fraction", "threshold"}
+# Parameters that read/write files or start network training: refused, training is pure.
+_REFUSED = {
+    "task",
+    "config",
+    "data",
+    "valid",
+    "input_model",
+    "output_model",
+    "output_result",
+    "convert_model",
+    "convert_model_language",
+    "machine_list_filename",
+    "machines",
+    "num_machines",
+    "local_listen_port",
+    "time_out",
+    "forcedsplits_filename",
+    "forcedbins_filename",
+    "parser_config_file",
+    "save_binary",
+    "snapshot_freq",
+    "header",
+    "label_column",
+    "weight_column",
+    "group_column",
+    "ignore_column",
+    "categorical_feature",
+    "device_type",
+    "gpu_platform_id",
+    "gpu_device_id",
+    "num_gpu",
+    "pre_partition",
+    "tree_learner",
+}
+_FORCED = {"deterministic", "force_row_wise", "force_col_wise", "verbosity", "objective", "metric", "seed"}
+_SMALL_BATCH = 2048  # rows; below this prediction runs on one thread (LAKE-FACTS: 1.2 ms vs 30 us)
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _aliases() -> dict[str, str]:
+    """Map every LightGBM parameter name and alias to its canonical name."""
+    out: dict[str, str] = {}
+    for canonical, names in _ConfigAliases._get_all_param_aliases().items():
+        for n in [canonical, *names]:
+            out.setdefault(n, canonical)
+    return out
+
+
+_ALIASES = _aliases()
+
+
+def validate_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check user params against LightGBM's parameter names and return them canonicalised.
+
+    Aliases become canonical names (``n_estimators`` -> ``num_iterations``); lakeops' own keys
+    ``valid_fraction`` and ``threshold`` pass through.
+
+    Raises:
+        TrainingError: an unknown key (with close matches), a refused key (file/network/device
+            parameters, or one lakeops sets itself), or a non-scalar value.
+    """
+    import difflib
+
+    out: dict[str, Any] = {}
+    for key, value in (params or {}).items():
+        if key in _OWN_KEYS:
+            out[key] = value
+            continue
+        canonical = _ALIASES.get(key)
+        if canonical is None:
+            near = difflib.get_close_matches(key, [*_ALIASES, *_OWN_KEYS], n=3)
+            hint = f"; did you mean {', '.join(near)}?" if near else "; see LightGBM's parameter list"
+            raise TrainingError(f"unknown training parameter {key!r}{hint}")
+        if canonical in _REFUSED:
+            raise TrainingError(
+                f"training parameter {key!r} is not allowed (training is pure and in-process)"
+            )
+        if canonical in _FORCED and canonical != "seed":
+            raise TrainingError(
+                f"training parameter {key!r} is set by lakeops (task and determinism); remove it"
+            )
+        if canonical == "seed":
+            raise TrainingError("pass the seed with --seed / seed=, not in the params")
+        if not isinstance(value, (bool, int, float, str)) and not (
+            isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value)
+        ):
+            raise TrainingError(f"training parameter {key!r} must be a number, string or list of numbers")
+        if canonical in out:
+            raise TrainingError(f"training parameter {canonical!r} is given twice (as {key!r} and an alias)")
+        out[canonical] = list(value) if isinstance(value, tuple) else value
+    frac = out.get("valid_fraction", 0.2)
+    if not isinstance(frac, (int, float)) or not 0 < float(frac) < 1:
+        raise TrainingError(f"valid_fraction must be between 0 and 1 (exclusive), got {frac!r}")
+    return out
+
+
+# ---------------------------------------------------------------------------- signature
+def detect_time_column(frame: pl.DataFrame, preferred: str | None = None) -> str | None:
+    """Return the time column: ``preferred`` when present, else the only UTC datetime column.
+
+    With several UTC datetime columns and no preference, the first one is taken.
+    """
+    if preferred and preferred in frame.columns:
+        return preferred
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone in ("UTC", "Etc/UTC"):
+            return name
+    return None
+
+
+def id_like_columns(frame: pl.DataFrame, *, exclude: Sequence[str] = ()) -> list[str]:
+    """Return string columns that look like ids: named ``id``/``*_id`` or all values unique."""
+    out = []
+    for name, dtype in frame.schema.items():
+        if name in exclude or dtype not in (pl.String, pl.Categorical):
+            continue
+        col = frame[name]
+        if (
+            name.lower() == "id"
+            or name.lower().endswith("_id")
+            or (frame.height > 1 and col.n_unique() == frame.height)
+        ):
+            out.append(name)
+    return out
+
+
+def infer_task(frame: pl.DataFrame, target: str) -> Task:
+    """``binary`` for a boolean or 0/1 target, ``regression`` for any other numeric target.
+
+    Raises:
+        TrainingError: the target is missing, not numeric, or has a single class.
+    """
+    if target not in frame.columns:
+        raise TrainingError(
+            f"target {target!r} is not a column of the dataset; columns: {', '.join(frame.columns)}"
+        )
+    col = frame[target].drop_nulls()
+    if col.len() == 0:
+        raise TrainingError(f"target {target!r} has no non-null values")
+    dtype = col.dtype
+    if dtype == pl.Boolean:
+        values = set(col.cast(pl.Int64).unique().to_list())
+    elif dtype.is_numeric():
+        values = set(col.unique().to_list())
+    else:
+        raise TrainingError(
+            f"target {target!r} has type {dtype}; lakeops trains on a numeric target "
+            "(0/1 for classification): encode it first"
+        )
+    if len(values) < 2:
+        raise TrainingError(
+            f"target {target!r} has a single value ({next(iter(values))!r}); need two classes or more values"
+        )
+    if values <= {0, 1}:
+        return "binary"
+    return "regression"
+
+
+def infer_signature(
+    frame: pl.DataFrame,
+    target: str,
+    *,
+    task: Task | None = None,
+    time_column: str | None = None,
+    exclude: Sequence[str] = (),
+    threshold: float = 0.5,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Build the signature of a model trained on ``frame`` and say which columns were left out.
+
+    Numeric and boolean columns become numeric features; string columns categorical ones with
+    their sorted levels; the target, the time column, id-like columns, other datetimes and
+    ``exclude`` are left out.
+
+    Returns:
+        ``(signature, excluded)`` where ``excluded`` maps each left-out column to the reason.
+
+    Raises:
+        TrainingError: unknown target, wrong target type for the task, or no feature left.
+    """
+    inferred = infer_task(frame, target)
+    task = task or inferred
+    if task == "binary" and inferred != "binary":
+        raise TrainingError(
+            f"target {target!r} is not 0/1 or boolean; a binary task needs two classes 0 and 1"
+        )
+    excluded: dict[str, str] = {}
+    if time_column:
+        excluded[time_column] = "time column"
+    for c in exclude:
+        excluded.setdefault(c, "excluded by request")
+    for c in id_like_columns(frame, exclude=[target, *excluded]):
+        excluded[c] = "id-like (named *_id or every value unique)"
+    features: list[dict[str, Any]] = []
+    for name, dtype in frame.schema.items():
+        if name == target or name in excluded:
+            continue
+        if dtype == pl.Boolean or dtype.is_numeric():
+            features.append({"name": name, "kind": "numeric", "dtype": str(dtype)})
+        elif dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
+            levels = sorted(frame[name].cast(pl.String).drop_nulls().unique().to_list())
+            features.append({"name": name, "kind": "categorical", "dtype": "String", "levels": levels})
+        else:
+            excluded[name] = f"unsupported type {dtype}"
+    if not features:
+        raise TrainingError(f"no feature columns left after excluding {', '.join(excluded) or 'the target'}")
+    signature = {
+        "task": task,
+        "target": target,
+        "threshold": float(threshold),
+        "time_column": time_column,
+        "features": features,
+    }
+    return signature, excluded
+
+
+# ---------------------------------------------------------------------------- model
+class Model:
+    """A trained LightGBM model: its text, its signature and the sha256 of the text.
+
+    Example:
+        >>> model = Model.from_text(text, signature)            # doctest: +SKIP
+        >>> scores = model.predict(frame)                       # doctest: +SKIP
+    """
+
+    def __init__(self, text: str, signature: Mapping[str, Any], booster: lgb.Booster | None = None) -> None:
+        self.text = text
+        self.signature: dict[str, Any] = dict(signature)
+        self.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        try:
+            self._booster = booster or lgb.Booster(model_str=text)
+        except lgb.basic.LightGBMError as exc:
+            raise TrainingError(
+                f"the model text is not a LightGBM model: {str(exc).splitlines()[0]}"
+            ) from None
+        features = self.signature.get("features") or []
+        if self._booster.num_feature() != len(features):
+            raise TrainingError(
+                f"the model has {self._booster.num_feature()} features but its signature lists {len(features)}"
+            )
+        self._exprs = [_encode_expr(f) for f in features]
+
+    @classmethod
+    def from_text(cls, text: str, signature: Mapping[str, Any]) -> Model:
+        """Load a model from its LightGBM text and signature (no pickle anywhere)."""
+        return cls(text, signature)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The feature names in signature (matrix column) order."""
+        return [f["name"] for f in self.signature["features"]]
+
+    @property
+    def num_trees(self) -> int:
+        """Number of boosting iterations kept in the model."""
+        return int(self._booster.current_iteration())
+
+    def encode(self, frame: pl.DataFrame) -> np.ndarray:
+        """Return the float64 matrix (rows x features, signature order) LightGBM is fed.
+
+        Raises:
+            DataValidationError: a feature column is missing or not convertible to its kind.
+        """
+        return _encode(self._exprs, self.feature_names, frame)
+
+    def predict_matrix(self, X: np.ndarray) -> np.ndarray:
+        """Score an encoded matrix: P(class 1) for binary, the value for regression."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X.reshape(1, -1)
+        threads = 1 if X.shape[0] < _SMALL_BATCH else max(1, min(4, os.cpu_count() or 1))
+        return np.asarray(self._booster.predict(X, num_threads=threads), dtype=np.float64)
+
+    def predict(self, frame: pl.DataFrame) -> np.ndarray:
+        """Encode ``frame`` and score it."""
+        return self.predict_matrix(self.encode(frame))
+
+    def importance(self) -> pl.DataFrame:
+        """Feature importance: ``feature``, ``gain``, ``split`` (sorted by gain, descending)."""
+        gain = self._booster.feature_importance(importance_type="gain")
+        splits = self._booster.feature_importance(importance_type="split")
+        return pl.DataFrame(
+            {"feature": self.feature_names, "gain": gain.astype(np.float64), "split": splits.astype(np.int64)}
+        ).sort(["gain", "feature"], descending=[True, False])
+
+
+def _encode(exprs: list[pl.Expr], names: list[str], frame: pl.DataFrame) -> np.ndarray:
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise DataValidationError(
+            f"missing feature column(s) {', '.join(missing)}; the model needs {', '.join(names)}"
+        )
+    try:
+        out = frame.select(exprs).to_numpy()
+    except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as exc:
+        raise DataValidationError(f"cannot encode features: {str(exc).splitlines()[0]}") from None
+    return np.ascontiguousarray(out, dtype=np.float64).reshape(frame.height, len(names))
+
+
+def _encode_expr(feature: Mapping[str, Any]) -> pl.Expr:
+    name = feature["name"]
+    if feature["kind"] == "categorical":
+        levels = list(feature.get("levels") or [])
+        return (
+            pl.col(name)
+            .cast(pl.String)
+            .replace_strict(levels, list(range(len(levels))), default=None, return_dtype=pl.Float64)
+            .fill_null(float("nan"))
+        )
+    return pl.col(name).cast(pl.Float64).fill_null(float("nan"))
+
+
+# ---------------------------------------------------------------------------- split
+def split(
+    frame: pl.DataFrame,
+    target: str,
+    *,
+    time_column: str | None = None,
+    seed: int = 0,
+    valid_fraction: float = 0.2,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split ``frame`` into (train, valid) deterministically, independent of the row order.
+
+    With a time column the latest ``valid_fraction`` of rows (by time, ties broken by a content
+    hash) is the validation set. Otherwise the split is stratified by the target when it has
+    few distinct values (classification), else a seeded hash split; each part is ordered by
+    the content hash, so the same rows give the same frames whatever order they were read in.
+    """
+    if not 0 < valid_fraction < 1:
+        raise TrainingError(f"valid_fraction must be between 0 and 1 (exclusive), got {valid_fraction}")
+    if frame.height < 2:
+        raise TrainingError(f"cannot split {frame.height} row(s) into train and valid sets")
+    h = frame.hash_rows(seed=seed).alias("__h")
+    work = frame.with_columns(h)
+    n = frame.height
+    if time_column:
+        work = work.sort([time_column, "__h"])
+        n_valid = min(n - 1, max(1, math.ceil(n * valid_fraction)))
+        train, valid = work.head(n - n_valid), work.tail(n_valid)
+    else:
+        group = target if frame[target].n_unique() <= 20 else None
+        if group is None:
+            rank = pl.col("__h").rank("ordinal")
+            size = pl.len()
+        else:
+            rank = pl.col("__h").rank("ordinal").over(group)
+            size = pl.len().over(group)
+        work = work.with_columns(
+            (rank <= (size.cast(pl.Float64) * valid_fraction).round(0).clip(lower_bound=1)).alias("__valid")
+        ).sort("__h")
+        train = work.filter(~pl.col("__valid")).drop("__valid")
+        valid = work.filter(pl.col("__valid")).drop("__valid")
+        if train.height == 0:
+            raise TrainingError(f"too few rows ({n}) to keep a training set")
+    return train.drop("__h"), valid.drop("__h")
+
+
+# ---------------------------------------------------------------------------- metrics
+def compute_metrics(
+    task: str, y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5
+) -> dict[str, float]:
+    """Evaluation metrics of ``scores`` against ``y_true``.
+
+    Binary: auc, log_loss, accuracy, precision, recall, f1, brier (labels at ``threshold``).
+    Regression: rmse, mae, r2. Undefined values (AUC with one class, precision with no
+    positive prediction) are reported as NaN and 0.0 respectively.
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape:
+        raise TrainingError(f"y_true has {y.shape[0]} values but scores {s.shape[0]}")
+    if y.size == 0:
+        raise TrainingError("cannot compute metrics on zero rows")
+    if task == "regression":
+        err = s - y
+        ss_tot = float(np.sum((y - y.mean()) ** 2))
+        ss_res = float(np.sum(err**2))
+        return {
+            "rmse": float(np.sqrt(np.mean(err**2))),
+            "mae": float(np.mean(np.abs(err))),
+            "r2": (1.0 - ss_res / ss_tot) if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0),
+        }
+    if task != "binary":
+        raise TrainingError(f"unknown task {task!r}: use 'binary' or 'regression'")
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos and n_neg:
+        from scipy.stats import rankdata
+
+        ranks = rankdata(s)
+        auc = float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    else:
+        auc = float("nan")
+    p = np.clip(s, 1e-15, 1 - 1e-15)
+    pred = s >= threshold
+    tp = int((pred & pos).sum())
+    fp = int((pred & ~pos).sum())
+    fn = int((~pred & pos).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "auc": auc,
+        "log_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
+        "accuracy": float(np.mean(pred == pos)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0,
+        "brier": float(np.mean((s - y) ** 2)),
+    }
+
+
+# ---------------------------------------------------------------------------- train
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``train`` produced.
+
+    Attributes:
+        model: the model (best iteration only).
+        metrics: final metrics on the validation set.
+        train_metrics: final metrics on the training set.
+        history: per-iteration curves, e.g. ``{"train_auc": [...], "valid_binary_logloss": [...]}``.
+        best_iteration: the iteration kept (early stopping), 1-based.
+        params: the effective LightGBM parameters (user params over defaults, plus forced ones).
+        excluded: columns left out of the features, with the reason.
+        rows: ``{"train": n, "valid": n, "dropped_null_target": n}``.
+        split: how the split was made (``{"method": "time"|"stratified"|"hash", ...}``).
+    """
+
+    model: Model
+    metrics: dict[str, float]
+    train_metrics: dict[str, float]
+    history: dict[str, list[float]]
+    best_iteration: int
+    params: dict[str, Any]
+    excluded: dict[str, str]
+    rows: dict[str, int]
+    split: dict[str, Any] = field(default_factory=dict)
+
+
+_METRICS: dict[str, list[str]] = {"binary": ["binary_logloss", "auc"], "regression": ["l2", "l1"]}
+
+
+def _feature_names(signature: Mapping[str, Any]) -> list[str]:
+    names = [f["name"] for f in signature["features"]]
+    if all(_SAFE_NAME.match(n) for n in names):
+        return names
+    return [f"f{i}" for i in range(len(names))]
+
+
+def train(
+    frame: pl.DataFrame,
+    target: str,
+    *,
+    task: Task | None = None,
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    time_column: str | None = None,
+    exclude: Sequence[str] = (),
+) -> TrainResult:
+    """Train a LightGBM model on ``frame`` with early stopping on a deterministic split.
+
+    Args:
+        frame: the dataset (features, target and optionally a time column).
+        target: the target column (0/1 or boolean for binary, numeric for regression).
+        task: ``binary`` or ``regression``; inferred from the target when None.
+        params: LightGBM params (checked by ``validate_params``) plus ``valid_fraction`` and
+            ``threshold``.
+        seed: the seed of the split and of LightGBM.
+        time_column: split by this column (it is not a feature); None for a stratified split.
+        exclude: further columns to leave out of the features.
+
+    Raises:
+        TrainingError: bad target, params or too little data.
+    """
+    user = validate_params(params)
+    valid_fraction = float(user.pop("valid_fraction", 0.2))
+    threshold = float(user.pop("threshold", 0.5))
+    if time_column is not None and time_column not in frame.columns:
+        raise TrainingError(f"time column {time_column!r} is not in the dataset")
+    if target not in frame.columns:
+        raise TrainingError(
+            f"target {target!r} is not a column of the dataset; columns: {', '.join(frame.columns)}"
+        )
+    clean = frame.filter(pl.col(target).is_not_null())
+    signature, excluded = infer_signature(
+        clean, target, task=task, time_column=time_column, exclude=exclude, threshold=threshold
+    )
+    task_ = signature["task"]
+    train_df, valid_df = split(
+        clean, target, time_column=time_column, seed=seed, valid_fraction=valid_fraction
+    )
+    if task_ == "binary":
+        for part, name in ((train_df, "training"), (valid_df, "validation")):
+            if part[target].n_unique() < 2:
+                raise TrainingError(
+                    f"the {name} set has a single class of {target!r}; more rows or another split are needed"
+                )
+    effective: dict[str, Any] = {**DEFAULT_PARAMS, **user}
+    effective.update(
+        {
+            "objective": task_,
+            "metric": _METRICS[task_],
+            "first_metric_only": True,
+            "seed": int(seed),
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbosity": -1,
+        }
+    )
+    exprs = [_encode_expr(f) for f in signature["features"]]
+    all_names = [f["name"] for f in signature["features"]]
+    X_train, X_valid = _encode(exprs, all_names, train_df), _encode(exprs, all_names, valid_df)
+    y_train = train_df[target].cast(pl.Float64).to_numpy()
+    y_valid = valid_df[target].cast(pl.Float64).to_numpy()
+    cats = [i for i, f in enumerate(signature["features"]) if f["kind"] == "categorical"]
+    names = _feature_names(signature)
+    history: dict[str, dict[str, list[float]]] = {}
+    rounds = int(effective.pop("early_stopping_round", 0) or 0)
+    try:
+        dtrain = lgb.Dataset(
+            X_train, y_train, feature_name=names, categorical_feature=cats or "auto", free_raw_data=True
+        )
+        dvalid = lgb.Dataset(X_valid, y_valid, reference=dtrain)
+        callbacks = [lgb.record_evaluation(history)]
+        if rounds > 0:
+            callbacks.append(lgb.early_stopping(rounds, first_metric_only=True, verbose=False))
+        booster = lgb.train(
+            effective,
+            dtrain,
+            valid_sets=[dtrain, dvalid],
+            valid_names=["train", "valid"],
+            callbacks=callbacks,
+        )
+        best = int(booster.best_iteration or booster.current_iteration())
+        text = booster.model_to_string(num_iteration=best)
+    except lgb.basic.LightGBMError as exc:
+        raise TrainingError(f"LightGBM could not train: {str(exc).splitlines()[0]}") from None
+    effective["early_stopping_round"] = rounds
+    model = Model(text, signature)
+    curves = {
+        f"{part}_{metric}": [float(v) for v in values]
+        for part, d in history.items()
+        for metric, values in d.items()
+    }
+    method = "time" if time_column else ("stratified" if clean[target].n_unique() <= 20 else "hash")
+    return TrainResult(
+        model=model,
+        metrics=compute_metrics(task_, y_valid, model.predict_matrix(X_valid), threshold),
+        train_metrics=compute_metrics(task_, y_train, model.predict_matrix(X_train), threshold),
+        history=curves,
+        best_iteration=best,
+        params=effective,
+        excluded=excluded,
+        rows={
+            "train": train_df.height,
+            "valid": valid_df.height,
+            "dropped_null_target": frame.height - clean.height,
+        },
+        split={
+            "method": method,
+            "time_column": time_column,
+            "valid_fraction": valid_fraction,
+            "seed": int(seed),
+        },
+    )
