@@ -142,7 +142,9 @@ TABLES: dict[str, TableSpec] = {
                 ("dataset_version", _I64),
                 ("created_at", TS, False),
                 ("created_by", _STR),
+                ("registration_id", _STR),
             ),
+            description="version claims; a claim is a version once its `register` event (event_id = registration_id) exists",
         ),
         TableSpec(
             "registry_events",
@@ -217,7 +219,24 @@ TABLES: dict[str, TableSpec] = {
                 ("outputs_json", _STR),
                 ("host", _STR),
                 ("at", TS, False),
+                ("pid", _I64),
             ),
+            description="one row per job status change (running, then finished/failed); latest row per job_run_id wins",
+        ),
+        TableSpec(
+            "leases",
+            _s(
+                ("lease", _STR, False),
+                ("event", _STR, False),
+                ("holder", _STR, False),
+                ("epoch", _I64, False),
+                ("base_version", _I64, False),
+                ("acquired_at", TS),
+                ("expires_at", TS, False),
+                ("at", TS, False),
+                ("info_json", _STR),
+            ),
+            description="lease events (acquire, renew, release); an event counts only if it committed at base_version + 1",
         ),
     ]
 }

@@ -18,6 +18,7 @@ Every user-facing error names the thing that is wrong and, where there is one, t
     │   └── ModelVersionNotFoundError
     ├── ArtifactIntegrityError        an artifact is missing or its sha256 does not match
     ├── PromotionRefusedError         a promotion the gate or policy does not allow
+    ├── RegistryError                 a registry request that cannot be carried out (bad name, no reason)
     ├── TrainingError                 a training job cannot run with the given input
     ├── SqlRefusedError               a query the read-only SQL sandbox does not allow
     └── SqlError                      a query that DuckDB could not run (syntax, unknown column)
@@ -43,6 +44,7 @@ __all__ = [
     "ModelVersionNotFoundError",
     "NotFoundError",
     "PromotionRefusedError",
+    "RegistryError",
     "RunNotFoundError",
     "SchemaMismatchError",
     "SqlError",
@@ -123,6 +125,10 @@ class PromotionRefusedError(LakeopsError):
 
 class TrainingError(LakeopsError, ValueError):
     """A training job cannot run with the given input (unknown target, one class, bad params)."""
+
+
+class RegistryError(LakeopsError, ValueError):
+    """A registry request that cannot be carried out: invalid model name, missing reason, bad alias."""
 
 
 class SqlRefusedError(LakeopsError, PermissionError):

@@ -438,7 +438,10 @@ class Lake:
             CommitConflictError: the commit lost every retry.
         """
         spec = self._spec(name, schema, partition_by)
-        table = conform(_arrow(data), spec.schema, table_name=name)
+        raw = _arrow(data)
+        if raw.num_rows == 0 and raw.num_columns == 0:  # e.g. an empty list: nothing to check or write
+            return self.version(name) if self.exists(name) else -1
+        table = conform(raw, spec.schema, table_name=name)
         if table.num_rows == 0:
             return self.version(name) if self.exists(name) else -1
         meta = {str(k): v if isinstance(v, str) else json.dumps(v, default=str) for k, v in (metadata or {}).items()}

@@ -32,7 +32,7 @@ __all__ = ["DERIVED_VIEWS", "query", "query_arrow", "view_name", "views"]
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _VERSIONED = re.compile(r"^data_(?P<name>[A-Za-z0-9_-]+)_v(?P<version>\d+)$")
 
-_PRED_COMMON = "prediction_id, at, day, model_version, score, label, latency_ms"
+_PRED_COMMON = 'prediction_id, "at", day, model_version, score, label, latency_ms'  # AT is a DuckDB keyword
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,33 @@ class DerivedView:
 DERIVED_VIEWS: dict[str, DerivedView] = {
     "runs_latest": DerivedView(
         """select * exclude (rn) from (
-               select r.*, row_number() over (partition by run_id order by at desc) as rn from runs r
+               select r.*, row_number() over (partition by run_id order by r."at" desc) as rn from runs r
            ) where rn = 1""",
         ("runs",),
         "the current state of each run (its latest status row)",
+    ),
+    "metrics_latest": DerivedView(
+        """select run_id, key, arg_max(value, (step, "at")) as value, max(step) as step
+           from metrics group by run_id, key""",
+        ("metrics",),
+        "the last value of each run's metrics (highest step, then latest time)",
+    ),
+    "runs_wide": DerivedView(
+        """select r.* exclude (rn), m.metrics, p.params, t.tags from (
+               select r.*, row_number() over (partition by run_id order by r."at" desc) as rn from runs r
+           ) r
+           left join (select run_id, map_from_entries(list((key, value))) as metrics from (
+               select run_id, key, arg_max(value, (step, "at")) as value from metrics group by run_id, key
+           ) group by run_id) m using (run_id)
+           left join (select run_id, map_from_entries(list((key, value))) as params from (
+               select run_id, key, arg_max(value, "at") as value from params group by run_id, key
+           ) group by run_id) p using (run_id)
+           left join (select run_id, map_from_entries(list((key, value))) as tags from (
+               select run_id, key, arg_max(value, "at") as value from tags group by run_id, key
+           ) group by run_id) t using (run_id)
+           where r.rn = 1""",
+        ("runs", "metrics", "params", "tags"),
+        "each run's latest state with metrics/params/tags maps: metrics['auc'], params['num_leaves']",
     ),
 }
 

@@ -484,7 +484,7 @@ class TrainResult:
         model: the model (best iteration only).
         metrics: final metrics on the validation set.
         train_metrics: final metrics on the training set.
-        history: per-iteration curves, e.g. ``{"train_auc": [...], "valid_binary_logloss": [...]}``.
+        history: per-iteration curves, e.g. ``{"train.auc": [...], "valid.binary_logloss": [...]}``.
         best_iteration: the iteration kept (early stopping), 1-based.
         params: the effective LightGBM parameters (user params over defaults, plus forced ones).
         excluded: columns left out of the features, with the reason.
@@ -604,7 +604,7 @@ def train(
     effective["early_stopping_round"] = rounds
     model = Model(text, signature)
     curves = {
-        f"{part}_{metric}": [float(v) for v in values]
+        f"{part}.{metric}": [float(v) for v in values]
         for part, d in history.items()
         for metric, values in d.items()
     }

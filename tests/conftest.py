@@ -23,3 +23,27 @@ def settings(tmp_path: Path) -> Settings:
 def lake(settings: Settings) -> Lake:
     """An empty local lake."""
     return Lake.from_settings(settings)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 (a child process; see tests/s3server.py), one per session."""
+    from s3server import moto_server
+
+    with moto_server() as server:
+        yield server
+
+
+def _fresh_bucket(server) -> str:  # noqa: ANN001 - s3server.S3Server
+    import uuid
+
+    return server.create_bucket(f"lake-{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def any_lake(request: pytest.FixtureRequest, tmp_path: Path) -> Lake:
+    """A Lake on a fresh local folder, or on a fresh bucket of the moto S3 server."""
+    if request.param == "local":
+        return Lake(tmp_path / "lake")
+    server = request.getfixturevalue("s3_server")
+    return Lake(f"s3://{_fresh_bucket(server)}/lake", server.options)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import http.client
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,16 +71,46 @@ class S3Server:
 
 @contextmanager
 def moto_server() -> Iterator[S3Server]:
-    """Run ``moto.server.ThreadedMotoServer`` on 127.0.0.1 on a free port."""
-    from moto.server import ThreadedMotoServer
+    """Run moto's S3 server on 127.0.0.1 on a free port, in a child process.
 
+    Not ``ThreadedMotoServer`` in this process: some deltalake calls (``DeltaTable.history``,
+    ``DeltaTable.is_deltatable``) keep the GIL while they wait for the network, so a server
+    thread in the same interpreter can never answer them and the test deadlocks.
+    """
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    code = (
+        "import sys, time\n"
+        "from moto.server import ThreadedMotoServer\n"
+        f"s = ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False)\n"
+        "s.start()\n"
+        "sys.stdin.read()\n"  # run until the parent closes our stdin (or dies)
+        "s.stop()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto server did not start on port {port}") from None
+                time.sleep(0.05)
         yield S3Server(f"http://127.0.0.1:{port}")
     finally:
-        server.stop()
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}

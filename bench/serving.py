@@ -1,0 +1,216 @@
+"""Serving benchmark: wrk against lakeops serve (logging on/off), the HTTP floor and the model floor.
+
+Run: ``python bench/serving.py [--quick] [--duration S]``. Everything on 127.0.0.1; wrk (Debian)
+posts the body with ``bench/wrk/post.lua``. Server CPU per request is the server process's
+user+system CPU time (all its threads: event loop, WAL writer, lake writer, poller) over the run,
+divided by the requests wrk completed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+LUA = ROOT / "bench" / "wrk" / "post.lua"
+
+
+def floor_app():  # noqa: ANN201 - uvicorn factory for the HTTP floor
+    """A constant-JSON Litestar endpoint: reads the body, answers a fixed document."""
+    from litestar import Litestar, Request, Response, post
+
+    payload = b'{"model":"churn","version":1,"prediction_ids":["x"],"scores":[0.5],"labels":[0]}'
+
+    @post("/v1/models/churn/predict", status_code=200)
+    async def const(request: Request) -> Response:
+        await request.body()
+        return Response(content=payload, media_type="application/json")
+
+    return Litestar(route_handlers=[const])
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(url: str, proc: subprocess.Popen) -> None:
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+def build_lake(root: Path) -> Path:
+    """A lake holding the demo churn champion (seeded like ``lakeops up`` does)."""
+    from core.flows.seed import seed_demo
+    from core.lake import Lake
+
+    lake_path = root / "lake"
+    seed_demo(lake=Lake(str(lake_path)), rows=5000)
+    return lake_path
+
+
+def start_lakeops(lake: Path, root: Path, name: str, serving: dict) -> tuple[subprocess.Popen, str]:
+    port = _port()
+    cfg = root / f"{name}.toml"
+    lines = ["[serving]"] + [f"{k} = {json.dumps(v)}" for k, v in serving.items()]
+    lines.append(f'wal_dir = "{root / "wal" / name}"')
+    cfg.write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "LAKEOPS_LAKE": str(lake), "LAKEOPS_CONFIG": str(cfg)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait(url + "/health", proc)
+    return proc, url
+
+
+def start_floor() -> tuple[subprocess.Popen, str]:
+    port = _port()
+    code = (
+        "import uvicorn; uvicorn.run('serving:floor_app', factory=True, app_dir=%r, host='127.0.0.1', port=%d, "
+        "loop='uvloop', http='httptools', log_level='warning', access_log=False)" % (str(ROOT / "bench"), port)
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    _wait(url + "/", proc)
+    return proc, url
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def run_wrk(url: str, body: Path, conc: int, duration: float, proc: subprocess.Popen) -> dict:
+    threads = 1 if conc == 1 else 2
+    ps = psutil.Process(proc.pid)
+    env = {**os.environ, "BODY": str(body)}
+    cmd = ["wrk", f"-t{threads}", f"-c{conc}", f"-d{duration:g}s", "--latency", "-s", str(LUA), url]
+    c0 = ps.cpu_times()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    c1 = ps.cpu_times()
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
+    return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu / max(total, 1) * 1e6, "errors": int(non2xx.group(1)) if non2xx else 0}
+
+
+def model_floor(lake: Path, rows: dict[int, list[dict]], seconds: float) -> dict[int, dict]:
+    """``Model.predict_matrix`` (booster.predict, 1 thread for small batches) in this process."""
+    import polars as pl
+
+    from core import registry
+    from core.lake import Lake
+
+    model = registry.load("churn", lake=Lake(str(lake))).model
+    out = {}
+    for n, body in rows.items():
+        X = model.encode(pl.DataFrame(body))
+        model.predict_matrix(X)
+        lat = []
+        c0 = time.process_time()
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            model.predict_matrix(X)
+            lat.append(time.perf_counter() - t)
+        cpu = time.process_time() - c0
+        arr = np.array(lat) * 1000
+        out[n] = {"rps": len(lat) / seconds, "p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)),
+                  "cpu_us": cpu / len(lat) * 1e6, "errors": 0}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="2 s per cell instead of 6")
+    ap.add_argument("--duration", type=float, default=None)
+    args = ap.parse_args()
+    duration = args.duration or (2.0 if args.quick else 6.0)
+
+    from core import demo
+
+    root = Path(tempfile.mkdtemp(prefix="lakeops-bench-"))
+    t0 = time.time()
+    lake = build_lake(root)
+    print(f"# lake seeded in {time.time() - t0:.1f} s at {lake}")
+    frame = demo.generate(n=100, seed=7).select(demo.FEATURES)
+    rows = {1: frame.head(1).to_dicts(), 100: frame.to_dicts()}
+    bodies = {}
+    for n, body in rows.items():
+        bodies[n] = root / f"body{n}.json"
+        bodies[n].write_text(json.dumps(body))
+
+    servers = {
+        "a lakeops, log on (fsync)": lambda: start_lakeops(lake, root, "log_on", {}),
+        "a' lakeops, log on (wal_sync=write)": lambda: start_lakeops(lake, root, "log_write", {"wal_sync": "write"}),
+        "b lakeops, log off": lambda: start_lakeops(lake, root, "log_off", {"log_predictions": False}),
+        "c HTTP floor (const JSON)": start_floor,
+    }
+    results: dict[tuple[str, int, int], dict] = {}
+    for name, start in servers.items():
+        proc, url = start()
+        target = url + "/v1/models/churn/predict"
+        try:
+            for n in (1, 100):
+                httpx.post(target, content=bodies[n].read_bytes(), headers={"content-type": "application/json"}).raise_for_status()
+                run_wrk(target, bodies[n], 8, 1.0, proc)  # warm-up
+                for conc in (1, 8, 64):
+                    results[(name, n, conc)] = r = run_wrk(target, bodies[n], conc, duration, proc)
+                    print(f"{name:38s} rows={n:<3d} c={conc:<2d} {r['rps']:9.0f} req/s  p50 {r['p50']:7.2f} ms  "
+                          f"p99 {r['p99']:7.2f} ms  cpu {r['cpu_us']:7.0f} us/req  errors {r['errors']}", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    floor = model_floor(lake, rows, duration / 2)
+    for n, r in floor.items():
+        results[("d model floor (predict_matrix)", n, 1)] = r
+        print(f"{'d model floor (predict_matrix)':38s} rows={n:<3d} c=1  {r['rps']:9.0f} calls/s p50 {r['p50']:7.3f} ms  "
+              f"p99 {r['p99']:7.3f} ms  cpu {r['cpu_us']:7.1f} us/call")
+
+    print("\n## goals")
+    a, c = "a lakeops, log on (fsync)", "c HTTP floor (const JSON)"
+    for conc in (1, 8, 64):
+        one = results[(a, 1, conc)]["cpu_us"] / results[(c, 1, conc)]["cpu_us"]
+        hundred = results[(a, 100, conc)]["cpu_us"] / (floor[100]["cpu_us"] + results[(c, 100, conc)]["cpu_us"])
+        print(f"c={conc:<2d} 1-row CPU vs HTTP floor: {one:.2f}x (goal <= 1.5x); "
+              f"100-row CPU vs model+HTTP floor: {hundred:.2f}x (goal <= 1.3x)")
+    for n in (1, 100):
+        for conc in (1, 8, 64):
+            on, off = results[(a, n, conc)]["rps"], results[("b lakeops, log off", n, conc)]["rps"]
+            on_w = results[("a' lakeops, log on (wal_sync=write)", n, conc)]["rps"]
+            print(f"rows={n:<3d} c={conc:<2d} logging cost: fsync {100 * (1 - on / off):5.1f} % of throughput, "
+                  f"wal_sync=write {100 * (1 - on_w / off):5.1f} % (goal < 10 %)")
+    print(f"# total {time.time() - t0:.0f} s; machine: {os.cpu_count()} cores, shared")
+
+
+if __name__ == "__main__":
+    main()

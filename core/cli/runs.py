@@ -1,0 +1,168 @@
+"""``lakeops train`` and ``lakeops runs list|show|compare|reproduce``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import polars as pl
+
+from core.cli._common import emit_frame, open_lake, render_table
+
+__all__ = ["register"]
+
+_LIST_ATTRS = ["run_id", "experiment", "name", "status", "started_at", "dataset", "seed"]
+
+
+def register(sub: Any) -> None:
+    """Add ``train`` and ``runs`` to ``sub``."""
+    p = sub.add_parser("train", help="train a LightGBM model on a dataset version and record the run")
+    p.add_argument("--dataset", required=True, help="dataset name, optionally @version: churn or churn@3")
+    p.add_argument("--target", required=True, help="target column (0/1 for classification)")
+    p.add_argument("--params", help="TOML file of LightGBM params ([params] table or top-level keys)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of LightGBM (default 0)")
+    p.add_argument("--experiment", help="experiment name (default: the dataset name)")
+    p.add_argument("--name", help="run name (default dataset@vN)")
+    p.add_argument("--task", choices=["binary", "regression"], help="default: inferred from the target")
+    p.add_argument("--time-column", default="auto", help="split by this column; 'auto' (default) or 'none'")
+    p.add_argument("--exclude", nargs="*", default=[], help="columns to keep out of the features")
+    p.set_defaults(handler=_train)
+
+    runs = sub.add_parser("runs", help="list, show, compare and reproduce experiment runs")
+    rsub = runs.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=type(runs))
+    p = rsub.add_parser("list", help="list runs (newest first), with MLflow-style filters")
+    p.add_argument("--experiment", help="only this experiment")
+    p.add_argument("--filter", help="e.g. \"metrics.auc > 0.8 and params.num_leaves = '31'\"")
+    p.add_argument("--order-by", action="append", help="e.g. 'metrics.auc desc' (repeatable)")
+    p.add_argument("--max", type=int, default=50, help="at most this many runs (default 50)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(handler=_list)
+    p = rsub.add_parser("show", help="show one run: lineage, params, metrics, tags, artifacts")
+    p.add_argument("run_id")
+    p.set_defaults(handler=_show)
+    p = rsub.add_parser("compare", help="compare runs side by side (params and metrics)")
+    p.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    p.add_argument("--all", action="store_true", help="also show rows where every run has the same value")
+    p.set_defaults(handler=_compare)
+    p = rsub.add_parser("reproduce", help="retrain a run from its recorded data, params and seed")
+    p.add_argument("run_id")
+    p.set_defaults(handler=_reproduce)
+    runs.set_defaults(handler=lambda args: (runs.print_help(), 2)[1])
+
+
+def _train(args: argparse.Namespace) -> int:
+    from core.errors import TrainingError
+    from core.flows.train import load_params_file, train_model
+
+    name, _, ver = args.dataset.partition("@")
+    try:
+        version = int(ver.removeprefix("v")) if ver else None
+    except ValueError:
+        raise TrainingError(f"--dataset {args.dataset!r}: the version after @ must be a number") from None
+    params = load_params_file(args.params) if args.params else None
+    time_column = None if args.time_column.lower() == "none" else args.time_column
+    lake = open_lake(args)
+    out = train_model(
+        name,
+        target=args.target,
+        version=version,
+        params=params,
+        seed=args.seed,
+        experiment=args.experiment,
+        name=args.name,
+        task=args.task,
+        time_column=time_column,
+        exclude=args.exclude,
+        lake=lake,
+    )
+    sys.stdout.write(
+        f"run {out.run_id} finished: dataset {out.dataset}@v{out.dataset_version}, "
+        f"best iteration {out.best_iteration}, model sha256 {out.model.sha256}\n"
+    )
+    metrics = pl.DataFrame({"metric": list(out.metrics), "value": list(out.metrics.values())})
+    sys.stdout.write(render_table(metrics) + "\n")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from core.tracking import search_runs
+
+    frame = search_runs(args.experiment, args.filter, args.order_by, args.max, lake=open_lake(args))
+    if frame.height:
+        frame = frame.with_columns(
+            pl.when(pl.col("dataset_name").is_not_null())
+            .then(pl.format("{}@v{}", "dataset_name", "dataset_version"))
+            .alias("dataset"),
+            pl.col("started_at").dt.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        final = [c for c in frame.columns if c.startswith("metrics.") and "." not in c[len("metrics.") :]]
+        frame = frame.select(_LIST_ATTRS + final[:8])
+    emit_frame(frame, args.format)
+    return 0
+
+
+def _kv(title: str, data: dict[str, Any]) -> str:
+    frame = pl.DataFrame(
+        {"key": list(data), "value": ["" if v is None else str(v) for v in data.values()]},
+        schema={"key": pl.String, "value": pl.String},
+    )
+    return f"{title}\n{render_table(frame, max_width=90)}\n"
+
+
+def _show(args: argparse.Namespace) -> int:
+    from core.tracking import get_run, list_artifacts
+
+    lake = open_lake(args)
+    info = get_run(args.run_id, lake=lake)
+    dataset = f"{info.dataset_name}@v{info.dataset_version}" if info.dataset_name else None
+    lineage = {
+        "run_id": info.run_id,
+        "experiment": info.experiment,
+        "name": info.name,
+        "status": info.status,
+        "error": info.error,
+        "parent_run_id": info.parent_run_id,
+        "started_at": info.started_at,
+        "ended_at": info.ended_at,
+        "dataset": dataset,
+        "seed": info.seed,
+        "git_sha": info.git_sha,
+        "git_dirty": info.git_dirty,
+        "python": info.python_version,
+        "packages": ", ".join(f"{k}={v}" for k, v in sorted(info.packages.items())),
+        "host": info.host,
+        "user": info.user,
+    }
+    out = [_kv("run", lineage)]
+    final = {k: f"{v:.6g}" for k, v in sorted(info.metrics.items())}
+    out += [_kv("params", dict(sorted(info.params.items()))), _kv("metrics (last value)", final)]
+    out.append(_kv("tags", dict(sorted(info.tags.items()))))
+    arts = list_artifacts(info.run_id, lake=lake).select("path", "size_bytes", "sha256")
+    out.append(f"artifacts\n{render_table(arts, max_width=70)}\n")
+    sys.stdout.write("\n".join(out))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from core.tracking import compare_runs
+
+    frame = compare_runs(args.run_ids, lake=open_lake(args))
+    runs = [c for c in frame.columns if c not in ("section", "key")]
+    if not args.all and len(runs) > 1:
+        same = pl.concat_list(runs).list.eval(pl.element().fill_null("∅")).list.n_unique() == 1
+        frame = frame.filter(~same | (pl.col("section") == "run"))
+    emit_frame(frame)
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from core.flows.train import reproduce
+
+    out = reproduce(args.run_id, lake=open_lake(args))
+    verdict = "MATCH" if out.matches else "MISMATCH"
+    sys.stdout.write(
+        f"{verdict}: run {out.run_id} sha256 {out.sha256}\n"
+        f"{' ' * len(verdict)}  retrain {out.new_run_id} sha256 {out.new_sha256}\n"
+    )
+    return 0 if out.matches else 1

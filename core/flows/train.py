@@ -1,0 +1,248 @@
+"""The training use case: load a dataset version, train LightGBM deterministically, track everything, and reproduce a run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from core import datasets, tracking, training
+from core.errors import ArtifactIntegrityError, DatasetNotFoundError, TrainingError
+from core.lake import Lake, resolve
+
+__all__ = [
+    "ReproduceOutcome",
+    "TrainOutcome",
+    "feature_importance",
+    "load_params_file",
+    "reproduce",
+    "run_model",
+    "train_model",
+]
+
+AUTO = "auto"
+MODEL_PATH = "model/model.txt"
+SIGNATURE_PATH = "model/signature.json"
+IMPORTANCE_PATH = "model/importance.json"
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What ``train_model`` produced (the run holds the rest)."""
+
+    run_id: str
+    dataset: str
+    dataset_version: int
+    metrics: dict[str, float]
+    model: training.Model
+    best_iteration: int = 0
+    excluded: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class ReproduceOutcome:
+    """A retrain of a recorded run and whether it produced the very same model."""
+
+    run_id: str
+    new_run_id: str
+    sha256: str
+    new_sha256: str
+
+    @property
+    def matches(self) -> bool:
+        """True when the retrained model's sha256 equals the recorded one."""
+        return self.sha256 == self.new_sha256
+
+
+def load_params_file(path: str | Path) -> dict[str, Any]:
+    """Read training params from a TOML file (a ``[params]`` table or top-level keys), validated.
+
+    Raises:
+        TrainingError: the file is unreadable, not TOML, or has unknown parameter names.
+    """
+    import tomllib
+
+    try:
+        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TrainingError(f"cannot read params file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TrainingError(f"params file {path} is not valid TOML: {exc}") from None
+    params = doc.get("params", doc)
+    if not isinstance(params, dict):
+        raise TrainingError(f"params file {path}: [params] must be a table")
+    try:
+        return training.validate_params(params)
+    except TrainingError as exc:
+        raise TrainingError(f"params file {path}: {exc}") from None
+
+
+def _resolve_version(dataset: str, version: int | None, lake: Lake) -> int:
+    latest = datasets.latest_version(dataset, lake=lake)
+    if version is None:
+        return latest
+    if not 1 <= version <= latest:
+        raise DatasetNotFoundError(f"dataset {dataset!r} has versions 1-{latest}; asked for {version}")
+    return version
+
+
+def train_model(
+    dataset: str,
+    *,
+    target: str,
+    version: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    experiment: str | None = None,
+    name: str | None = None,
+    task: str | None = None,
+    time_column: str | None = AUTO,
+    exclude: Sequence[str] = (),
+    tags: Mapping[str, Any] | None = None,
+    lake: Lake | None = None,
+) -> TrainOutcome:
+    """Train a model on a dataset version and record it as a run.
+
+    The run logs: params (the effective LightGBM params, ``seed``, ``target``, ``task``, the
+    split definition, the excluded columns and ``train_params``, the user params as JSON, which
+    ``reproduce`` uses); per-iteration ``train.<metric>``/``valid.<metric>`` step metrics;
+    final validation metrics (``auc``, ``log_loss`` ... or ``rmse``, ``mae``, ``r2``) and the
+    training-set ones as ``train_<metric>``; artifacts ``model/model.txt``,
+    ``model/signature.json`` and ``model/importance.json``; tag ``model_sha256``. The run is
+    committed before this returns.
+
+    Args:
+        dataset: dataset name.
+        target: target column.
+        version: dataset version (default latest).
+        params: LightGBM params (validated), plus ``valid_fraction`` and ``threshold``.
+        seed: split and LightGBM seed.
+        experiment: experiment name (default: the dataset name).
+        name: run name (default ``<dataset>@v<version>``).
+        task: ``binary`` or ``regression`` (default: inferred from the target).
+        time_column: ``"auto"`` (a UTC datetime column, if any), a column, or None (stratified).
+        exclude: columns to keep out of the features.
+        tags: extra run tags.
+        lake: the lake.
+
+    Raises:
+        DatasetNotFoundError: unknown dataset or version.
+        TrainingError: bad target, params or data (a run already started ends ``failed``).
+    """
+    lake = resolve(lake)
+    user_params = training.validate_params(params)
+    version = _resolve_version(dataset, version, lake)
+    frame = datasets.load(dataset, version, lake=lake)
+    if frame.height == 0:
+        raise TrainingError(f"dataset {dataset!r} version {version} has no rows")
+    if task not in (None, "binary", "regression"):
+        raise TrainingError(f"task must be 'binary' or 'regression', got {task!r}")
+    inferred = training.infer_task(frame, target)  # unknown/one-class/non-numeric target: no run
+    task_ = task or inferred
+    if task_ == "binary" and inferred != "binary":
+        raise TrainingError(f"target {target!r} is not 0/1: it cannot be trained as binary")
+    if time_column == AUTO:
+        time_column = training.detect_time_column(frame)
+    elif time_column is not None and time_column not in frame.columns:
+        raise TrainingError(f"time column {time_column!r} is not a column of dataset {dataset!r}")
+    with tracking.start_run(
+        experiment or dataset,
+        name or f"{dataset}@v{version}",
+        dataset=(dataset, version),
+        seed=seed,
+        tags={"task": task_, "target": target, "source": "lakeops.train", **(tags or {})},
+        sync=True,
+        lake=lake,
+    ) as run:
+        result = training.train(
+            frame, target, task=task_, params=user_params, seed=seed, time_column=time_column, exclude=exclude
+        )  # type: ignore[arg-type]
+        run.log_params(
+            {
+                **{k: v for k, v in result.params.items()},
+                "target": target,
+                "task": task_,
+                "train_params": json.dumps(user_params, sort_keys=True),
+                "split_method": result.split["method"],
+                "time_column": time_column or "",
+                "valid_fraction": result.split["valid_fraction"],
+                "excluded_columns": json.dumps(result.excluded, sort_keys=True),
+                "exclude": json.dumps(list(exclude)),
+                "rows_train": result.rows["train"],
+                "rows_valid": result.rows["valid"],
+            }
+        )
+        curves = result.history
+        n = max((len(v) for v in curves.values()), default=0)
+        for i in range(n):
+            run.log_metrics({k: v[i] for k, v in curves.items() if i < len(v)}, step=i + 1)
+        run.log_metrics(result.metrics, step=result.best_iteration)
+        run.log_metrics({f"train_{k}": v for k, v in result.train_metrics.items()}, step=result.best_iteration)
+        run.log_metric("best_iteration", result.best_iteration)
+        model = result.model
+        run.log_text(MODEL_PATH, model.text)
+        run.log_dict(SIGNATURE_PATH, model.signature)
+        run.log_artifact(IMPORTANCE_PATH, json.dumps(model.importance().to_dicts()).encode("utf-8"))
+        run.set_tags({"model_sha256": model.sha256})
+    return TrainOutcome(
+        run_id=run.run_id,
+        dataset=dataset,
+        dataset_version=version,
+        metrics=result.metrics,
+        model=model,
+        best_iteration=result.best_iteration,
+        excluded=result.excluded,
+    )
+
+
+def run_model(run_id: str, *, lake: Lake | None = None) -> training.Model:
+    """Load the model a training run logged (text + signature, sha256 checked by the artifact read)."""
+    lake = resolve(lake)
+    text = tracking.read_artifact(run_id, MODEL_PATH, lake=lake).decode("utf-8")
+    signature = json.loads(tracking.read_artifact(run_id, SIGNATURE_PATH, lake=lake))
+    return training.Model.from_text(text, signature)
+
+
+def feature_importance(run_id: str, *, lake: Lake | None = None) -> pl.DataFrame:
+    """The run's feature importance: ``feature, gain, split`` (empty when the run has none)."""
+    try:
+        data = tracking.read_artifact(run_id, IMPORTANCE_PATH, lake=lake)
+    except ArtifactIntegrityError:
+        return pl.DataFrame(schema={"feature": pl.String, "gain": pl.Float64, "split": pl.Int64})
+    return pl.DataFrame(json.loads(data), schema={"feature": pl.String, "gain": pl.Float64, "split": pl.Int64})
+
+
+def reproduce(run_id: str, *, lake: Lake | None = None) -> ReproduceOutcome:
+    """Retrain run ``run_id`` from its recorded dataset version, params and seed; compare sha256.
+
+    Raises:
+        RunNotFoundError: no such run.
+        TrainingError: the run is not a lakeops training run (nothing to reproduce from).
+    """
+    lake = resolve(lake)
+    info = tracking.get_run(run_id, lake=lake)
+    needed = ("target", "train_params")
+    if info.dataset_name is None or info.dataset_version is None or any(k not in info.params for k in needed):
+        raise TrainingError(f"run {run_id} is not a 'lakeops train' run: it has no dataset version or training params")
+    sha = info.tags.get("model_sha256")
+    if sha is None:
+        raise TrainingError(f"run {run_id} has no model (status {info.status}); nothing to reproduce")
+    outcome = train_model(
+        info.dataset_name,
+        target=info.params["target"],
+        version=info.dataset_version,
+        params=json.loads(info.params["train_params"]),
+        seed=int(info.seed or 0),
+        experiment=info.experiment,
+        name=f"reproduce {info.name or run_id}",
+        task=info.params.get("task"),
+        time_column=info.params.get("time_column") or None,
+        exclude=json.loads(info.params.get("exclude", "[]")),
+        tags={"reproduces": run_id},
+        lake=lake,
+    )
+    return ReproduceOutcome(run_id, outcome.run_id, sha, outcome.model.sha256)

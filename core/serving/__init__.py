@@ -1,0 +1,3 @@
+"""The prediction service: Litestar app, model cache with hot swap, durable prediction log."""
+
+__all__: list[str] = []

@@ -1,0 +1,231 @@
+"""The Litestar app: routes, problem responses, OpenAPI from model signatures, lifespan.
+
+Run it with ``lakeops serve`` (uvicorn, ``factory=True`` on ``core.serving.app:create_app``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
+from litestar.openapi.spec.base import BaseSchemaObject
+from litestar.params import FromPath, FromQuery
+
+from core import registry
+from core.config import Settings, load_settings
+from core.errors import LakeopsError
+from core.lake import Lake
+from core.serving.config import ServingConfig, serving_config
+from core.serving.problems import PROBLEM_MEDIA_TYPE, ProblemError, errors_of, problem_body, status_for
+from core.serving.schemas import json_schema
+from core.serving.service import Service
+
+__all__ = ["create_app"]
+
+_log = logging.getLogger("lakeops.serving")
+_JSON = "application/json"
+
+
+@dataclass
+class _RawSchema(BaseSchemaObject):
+    """A JSON schema passed to OpenAPI verbatim (Litestar would camel-case feature names)."""
+
+    raw: dict[str, Any]
+
+    def to_schema(self) -> dict[str, Any]:
+        return self.raw
+
+
+def _operation(body: dict[str, Any]) -> type[Operation]:
+    @dataclass
+    class _WithBody(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = RequestBody(
+                content={_JSON: OpenAPIMediaType(schema=_RawSchema(body))},  # type: ignore[arg-type]
+                required=True,
+            )
+
+    return _WithBody
+
+
+def _predict_schema(lake: Lake, config: ServingConfig) -> dict[str, Any]:
+    """One request schema per registered model's champion signature (``oneOf``), read at startup."""
+    variants = []
+    try:
+        for name in registry.list_models(lake=lake)["model"].to_list():
+            try:
+                sig = registry.get_version(name, registry.resolve_version(name, lake=lake), lake=lake).signature
+            except LakeopsError:
+                continue
+            variants.append({"title": f"{name} (champion signature)", **json_schema(sig, config.max_rows)})
+    except LakeopsError as exc:
+        _log.warning("OpenAPI: could not read model signatures: %s", exc)
+    if not variants:
+        return {"description": "rows as a list of objects, or {\"columns\": {...}}", "type": ["array", "object"]}
+    return variants[0] if len(variants) == 1 else {"oneOf": variants}
+
+
+_FEEDBACK_SCHEMA = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "properties": {"prediction_id": {"type": "string"}, "label": {"type": "number"}},
+        "required": ["prediction_id", "label"],
+        "additionalProperties": False,
+    },
+}
+
+
+def _is_json(request: Request) -> bool:
+    for key, value in request.scope["headers"]:
+        if key == b"content-type":
+            mt = value.split(b";", 1)[0].strip().lower()
+            return mt == b"application/json" or mt.endswith(b"+json")
+    return False
+
+
+def _require_json(request: Request) -> None:
+    if not _is_json(request):
+        raise ProblemError(415, "unsupported-media-type", "send the body as JSON with Content-Type: application/json")
+
+
+def create_app(settings: Settings | None = None, *, lake: Lake | None = None) -> Litestar:
+    """Build the prediction API.
+
+    Args:
+        settings: lakeops settings; default: from the environment and lakeops.toml.
+        lake: the lake; default: opened from ``settings``.
+
+    Returns:
+        The Litestar app (start/stop of the worker's threads happen in its lifespan).
+
+    Raises:
+        ConfigError: an invalid ``[serving]`` section.
+    """
+    settings = settings or load_settings()
+    config = serving_config(settings)
+    lake = lake or Lake.from_settings(settings)
+    service = Service(settings, config, lake)
+    metrics = service.metrics
+
+    def problem(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException) and not isinstance(exc, LakeopsError):
+            status, slug = exc.status_code, f"http-{exc.status_code}"
+            detail = str(exc.detail)
+            errors: list[dict[str, Any]] = []
+            extra = getattr(exc, "extra", None)
+            if isinstance(extra, list):
+                errors = [{"row": None, "field": e.get("key"), "message": e.get("message")} for e in extra if isinstance(e, dict)]
+        else:
+            status, slug = status_for(exc)
+            detail = str(exc) if status < 500 or isinstance(exc, LakeopsError) else "internal error; see the server log"
+            errors = errors_of(exc)
+            if status >= 500 and not isinstance(exc, LakeopsError):
+                _log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+        route = request.scope.get("path_template") or request.url.path
+        metrics.error(route, slug)
+        metrics.observe(route, status, time.perf_counter() - request.scope.get("lakeops_t0", time.perf_counter()))
+        return Response(
+            content=problem_body(status, slug, detail, errors=errors, instance=request.url.path),
+            status_code=status,
+            media_type=PROBLEM_MEDIA_TYPE,
+        )
+
+    @post(
+        "/v1/models/{name:str}/predict",
+        status_code=200,
+        operation_class=_operation(_predict_schema(lake, config)),
+        summary="Score rows with a model (champion by default)",
+        description=(
+            "Body: rows as a list of objects, or {\"columns\": {feature: [values]}}; 1 to "
+            f"{config.max_rows:,} rows. `?version=N` or `?alias=challenger` pins a version. Every "
+            "scored row is in the prediction log (write-ahead file) before the answer is sent."
+        ),
+        request_max_body_size=config.request_max_body_size,
+    )
+    async def predict(
+        request: Request, name: FromPath[str], version: FromQuery[int | None] = None, alias: FromQuery[str | None] = None
+    ) -> Response:
+        t0 = time.perf_counter()
+        request.scope["lakeops_t0"] = t0  # type: ignore[typeddict-unknown-key]
+        _require_json(request)
+        body = await request.body()
+        out = await service.predict(name, body, version, alias)
+        metrics.observe("/v1/models/{name}/predict", 200, time.perf_counter() - t0)
+        return Response(content=out, media_type=_JSON)
+
+    @post(
+        "/v1/models/{name:str}/feedback",
+        status_code=202,
+        operation_class=_operation(_FEEDBACK_SCHEMA),
+        summary="Record ground-truth labels by prediction_id (batch)",
+        request_max_body_size=config.request_max_body_size,
+    )
+    async def feedback(request: Request, name: FromPath[str]) -> Response:
+        t0 = time.perf_counter()
+        request.scope["lakeops_t0"] = t0  # type: ignore[typeddict-unknown-key]
+        _require_json(request)
+        n = await service.feedback(name, await request.body())
+        metrics.observe("/v1/models/{name}/feedback", 202, time.perf_counter() - t0)
+        return Response(content=msgspec.json.encode({"accepted": n}), media_type=_JSON, status_code=202)
+
+    @get("/v1/models", summary="Registered models with their champion and aliases", sync_to_thread=True)
+    def models() -> list[dict[str, Any]]:
+        return registry.list_models(lake=lake).to_dicts()
+
+    @get("/v1/models/{name:str}", summary="One model: versions, aliases, champion signature", sync_to_thread=True)
+    def model_detail(name: FromPath[str]) -> dict[str, Any]:
+        vs = registry.versions(name, lake=lake)
+        amap = registry.aliases(name, lake=lake)
+        champ = amap.get("champion")
+        sig = registry.get_version(name, champ, lake=lake).signature if champ is not None else None
+        served = service.cache.champions.get(name)
+        return {
+            "name": name,
+            "aliases": amap,
+            "serving_version": served.version if served is not None else None,
+            "signature": sig,
+            "versions": vs.to_dicts(),
+        }
+
+    @get("/health", summary="Liveness")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/ready", summary="Readiness: a champion is loaded and the prediction log is not too far behind")
+    async def ready() -> Response:
+        ok, details = service.readiness()
+        return Response(content=msgspec.json.encode(details), media_type=_JSON, status_code=200 if ok else 503)
+
+    @get("/metrics", summary="Prometheus metrics", media_type=MediaType.TEXT)
+    async def prometheus() -> Response:
+        return Response(content=service.metrics_text(), media_type="text/plain; version=0.0.4")
+
+    @asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = Litestar(
+        route_handlers=[predict, feedback, models, model_detail, health, ready, prometheus],
+        exception_handlers={Exception: problem},
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(title="lakeops prediction API", version="1"),
+        request_max_body_size=config.request_max_body_size,
+        debug=False,
+    )
+    app.state.service = service
+    return app

@@ -1,0 +1,110 @@
+"""The ``[serving]`` section of lakeops.toml, parsed and validated into ``ServingConfig``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from core.config import Settings
+from core.errors import ConfigError
+
+__all__ = ["ServingConfig", "serving_config"]
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """How the prediction service behaves; every field is a ``[serving]`` key.
+
+    Attributes:
+        log_predictions: write every scored row to ``predictions/<model>`` (through the WAL).
+        unknown_category: ``"error"`` refuses a categorical level the model never saw (422);
+            ``"missing"`` scores it as missing, like training's encoder does.
+        max_rows: most rows one predict request may carry.
+        request_max_body_size: largest request body in bytes (413 above it).
+        wal_dir: folder of this replica's write-ahead log; default ``<lake parent>/wal/<host>-<port>``
+            for a local lake and ``data/wal/<host>-<port>`` for an s3:// lake.
+        wal_sync: ``"fsync"`` (acknowledged = on disk, survives a power cut) or ``"write"``
+            (acknowledged = in the OS page cache, survives a killed process, not a power cut).
+        wal_max_bytes: WAL backlog above which ``/ready`` answers 503 (the lake is behind).
+        flush_interval_s: how often the WAL is sealed and appended to the lake (one commit per
+            table per flush).
+        poll_interval_s: how often each worker checks the registry aliases for a hot swap.
+        microbatch: score concurrent requests for one model in a single predict call.
+        offload_rows: requests with more rows than this are scored in a worker thread.
+    """
+
+    log_predictions: bool = True
+    unknown_category: Literal["error", "missing"] = "error"
+    max_rows: int = 10_000
+    request_max_body_size: int = 16 * 1024 * 1024
+    wal_dir: str | None = None
+    wal_sync: Literal["fsync", "write"] = "fsync"
+    wal_max_bytes: int = 256 * 1024 * 1024
+    flush_interval_s: float = 0.5
+    poll_interval_s: float = 1.0
+    microbatch: bool = True
+    offload_rows: int = 2_000
+
+    def wal_path(self, settings: Settings) -> Path:
+        """Return the WAL folder for this host/port (see ``wal_dir``)."""
+        if self.wal_dir:
+            return Path(self.wal_dir).expanduser()
+        slot = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{settings.api_host}-{settings.api_port}")
+        uri = settings.lake_uri.removeprefix("file://")
+        if uri.startswith("s3://"):
+            return Path("data") / "wal" / slot
+        return Path(uri).expanduser().resolve().parent / "wal" / slot
+
+
+_CHOICES = {"unknown_category": ("error", "missing"), "wal_sync": ("fsync", "write")}
+
+
+def serving_config(settings: Settings) -> ServingConfig:
+    """Parse ``settings.section("serving")`` into a ``ServingConfig``.
+
+    Raises:
+        ConfigError: an unknown key or a value of the wrong type or range, naming the key.
+    """
+    raw = settings.section("serving")
+    known = {f.name: f for f in fields(ServingConfig)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"[serving] {key} is not a setting; known: {', '.join(sorted(known))}")
+        default = getattr(ServingConfig, key)
+        values[key] = _coerce(key, value, default)
+    cfg = ServingConfig(**values)
+    for key, allowed in _CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"[serving] {key} must be one of {', '.join(allowed)}; got {getattr(cfg, key)!r}")
+    for key in ("max_rows", "request_max_body_size", "wal_max_bytes", "offload_rows"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"[serving] {key} must be >= 1; got {getattr(cfg, key)}")
+    for key in ("flush_interval_s", "poll_interval_s"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"[serving] {key} must be > 0; got {getattr(cfg, key)}")
+    return cfg
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0"}:
+            return value.lower() in {"true", "1"}
+        raise ConfigError(f"[serving] {key} must be true or false; got {value!r}")
+    if isinstance(default, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"[serving] {key} must be an integer; got {value!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"[serving] {key} must be a number; got {value!r}") from None
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"[serving] {key} must be a string; got {value!r}")
+    return value

@@ -1,0 +1,216 @@
+"""The model cache of one worker: champions kept hot, hot swap by polling, micro-batched scoring.
+
+A background thread polls ``registry.state`` (one look at the events table's version when
+nothing changed) every ``poll_interval_s``. When a champion moves it loads the new version
+(sha256-checked) and swaps it in with a single dict assignment: a request takes its ``Served``
+object once, at its start, and scores with it to the end, so no request mixes two versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core import registry
+from core.errors import LakeopsError, ModelVersionNotFoundError
+from core.lake import Lake
+from core.serving.config import ServingConfig
+from core.serving.schemas import Codec
+
+__all__ = ["ModelCache", "Served"]
+
+_log = logging.getLogger("lakeops.serving")
+_PINNED_MAX = 8
+
+
+class _Batcher:
+    """Collects the matrices of requests that arrive in one event-loop turn; scores them at once."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self._pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
+        self._scheduled = False
+
+    def submit(self, X: np.ndarray) -> asyncio.Future[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[np.ndarray] = loop.create_future()
+        self._pending.append((X, fut))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        items, self._pending, self._scheduled = self._pending, [], False
+        try:
+            if len(items) == 1:
+                items[0][1].set_result(self._model.predict_matrix(items[0][0]))
+                return
+            scores = self._model.predict_matrix(np.vstack([x for x, _ in items]))
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+            for _, f in items:
+                if not f.done():
+                    f.set_exception(exc)
+            return
+        start = 0
+        for x, f in items:
+            end = start + x.shape[0]
+            if not f.done():
+                f.set_result(scores[start:end])
+            start = end
+
+
+@dataclass(eq=False)
+class Served:
+    """One loaded model version with its request codec."""
+
+    name: str
+    version: int
+    model: Any
+    signature: dict[str, Any]
+    sha256: str
+    codec: Codec
+    task: str
+    threshold: float
+    batcher: _Batcher = field(repr=False, default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.batcher = _Batcher(self.model)
+
+
+class ModelCache:
+    """Champions (and recently pinned versions) of every registered model, kept current.
+
+    Args:
+        lake: the lake holding the registry.
+        config: the serving config (poll interval, codec policy).
+    """
+
+    def __init__(self, lake: Lake, config: ServingConfig) -> None:
+        self.lake = lake
+        self.config = config
+        self.champions: dict[str, Served] = {}
+        self.aliases: dict[str, dict[str, int]] = {}
+        self._pinned: OrderedDict[tuple[str, int], Served] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll_loop, name="lakeops-models", daemon=True)
+        self.swaps = 0
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        """Load every champion once and start polling."""
+        try:
+            self.refresh(discover=True)
+        except LakeopsError as exc:
+            self.last_error = str(exc)
+            _log.warning("model cache: initial load failed: %s", exc)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop polling."""
+        self._stop.set()
+
+    def _load(self, name: str, version: int) -> Served:
+        key = (name, version)
+        cur = self.champions.get(name)
+        if cur is not None and cur.version == version:
+            return cur
+        with self._lock:
+            hit = self._pinned.get(key)
+            if hit is not None:
+                self._pinned.move_to_end(key)
+                return hit
+        loaded = registry.load(name, version=version, lake=self.lake)
+        sig = dict(loaded.signature)
+        served = Served(
+            name=name,
+            version=loaded.version,
+            model=loaded.model,
+            signature=sig,
+            sha256=loaded.sha256,
+            codec=Codec(sig, unknown_category=self.config.unknown_category, max_rows=self.config.max_rows),
+            task=str(sig.get("task", "binary")),
+            threshold=float(sig.get("threshold", 0.5)),
+        )
+        with self._lock:
+            self._pinned[key] = served
+            while len(self._pinned) > _PINNED_MAX:
+                self._pinned.popitem(last=False)
+        return served
+
+    def refresh(self, *, discover: bool = False) -> None:
+        """Re-read aliases of every known model (and list new models) and swap moved champions."""
+        names = set(self.champions) | set(self.aliases)
+        if discover:
+            models = registry.list_models(lake=self.lake)
+            names |= set(models["model"].to_list()) if models.height else set()
+        for name in sorted(names):
+            amap = registry.aliases(name, lake=self.lake)
+            if not amap and name in self.champions:
+                continue  # no alias at all: an unreachable lake looks like this; keep serving
+            self.aliases[name] = amap
+            champ = amap.get("champion")
+            cur = self.champions.get(name)
+            if champ is None:
+                self.champions.pop(name, None)
+            elif cur is None or cur.version != champ:
+                served = self._load(name, champ)
+                self.champions[name] = served  # the atomic swap
+                self.swaps += 1
+                _log.info("model %s: champion is now v%s", name, champ)
+
+    def _poll_loop(self) -> None:
+        n = 0
+        while not self._stop.wait(self.config.poll_interval_s):
+            n += 1
+            try:
+                self.refresh(discover=n % 10 == 0)
+                self.last_error = None
+            except LakeopsError as exc:
+                self.last_error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a poll failure must never stop serving
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                _log.exception("model cache: poll failed")
+
+    def fast(self, name: str, version: int | None, alias: str | None) -> Served | None:
+        """Return the model for a request without I/O when it is already loaded, else None."""
+        if version is None and (alias is None or alias == "champion"):
+            return self.champions.get(name)
+        if version is None:
+            version = self.aliases.get(name, {}).get(alias or "")
+            if version is None:
+                return None
+        cur = self.champions.get(name)
+        if cur is not None and cur.version == version:
+            return cur
+        return self._pinned.get((name, version))
+
+    def resolve(self, name: str, version: int | None, alias: str | None) -> Served:
+        """Return the model for a request, loading it from the registry when needed (blocking).
+
+        Raises:
+            ModelNotFoundError, ModelVersionNotFoundError: no such model, version or alias.
+        """
+        v = registry.resolve_version(name, version=version, alias=alias or "champion", lake=self.lake)
+        served = self._load(name, v)
+        if version is None and (alias is None or alias == "champion"):
+            if name not in self.champions:
+                self.champions[name] = served
+                self.aliases.setdefault(name, {"champion": v})
+        return served
+
+    async def get(self, name: str, version: int | None, alias: str | None) -> Served:
+        """Return the model for a request (fast path in memory, else loaded in a thread)."""
+        served = self.fast(name, version, alias)
+        if served is not None:
+            return served
+        if version is not None and version < 1:
+            raise ModelVersionNotFoundError(f"model {name!r}: version must be >= 1, got {version}")
+        return await asyncio.to_thread(self.resolve, name, version, alias)

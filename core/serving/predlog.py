@@ -1,0 +1,254 @@
+"""The prediction log: WAL records -> batched, exactly-once appends to ``predictions/<model>``.
+
+Requests write their records to the write-ahead log (``core.serving.wal``) before they answer.
+A background thread seals the active segment every ``flush_interval_s``, turns each sealed
+segment into one Arrow table per target table (``predictions/<model>``, ``feedback``) and appends
+each with one commit whose metadata carries ``wal_segment = <slot id>/<segment>``; only then is
+the segment deleted. A segment whose fate is unknown (left by a killed process, or an append
+that raised after maybe committing) is checked against those markers in the table history
+first, so each record reaches the lake exactly once. When the lake is unreachable the segments
+pile up (``backlog_bytes``) and are retried with back-off until it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from core.catalog import TS
+from core.errors import LakeopsError, SchemaMismatchError
+from core.lake import Lake
+from core.serving.schemas import prediction_schema
+from core.serving.wal import Slot, WriteAheadLog, read_segment, segments
+
+__all__ = ["FEEDBACK_TABLE", "PredictionLog", "prediction_table"]
+
+_log = logging.getLogger("lakeops.serving")
+FEEDBACK_TABLE = "feedback"
+_US_PER_DAY = 86_400_000_000
+_HISTORY_LIMIT = 5_000
+
+
+def prediction_table(model: str) -> str:
+    """Return the lake table holding model ``model``'s prediction log."""
+    return f"predictions/{model}"
+
+
+class PredictionLog:
+    """Moves sealed WAL segments into the lake in a background thread.
+
+    Args:
+        lake: the lake to append to.
+        wal: this worker's write-ahead log.
+        interval_s: seconds between flushes.
+        actor: recorded in commit metadata.
+        features_for: returns the signature features of a model (for a new table's schema),
+            or None when unknown.
+    """
+
+    def __init__(
+        self,
+        lake: Lake,
+        wal: WriteAheadLog,
+        *,
+        interval_s: float,
+        actor: str,
+        features_for: Callable[[str], list[dict[str, Any]] | None] = lambda _m: None,
+    ) -> None:
+        self.lake = lake
+        self.wal = wal
+        self.interval_s = interval_s
+        self.actor = actor
+        self.features_for = features_for
+        self.lake_ok = True
+        self.last_error: str | None = None
+        self.rows_committed = 0
+        self.commits = 0
+        self._uncertain: set[Path] = set(segments(wal.slot.path))  # left by an earlier process
+        self._schemas: dict[str, pa.Schema] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lakeops-predlog", daemon=True)
+
+    def start(self) -> None:
+        """Start the background flusher."""
+        self._thread.start()
+
+    def flush_now(self) -> None:
+        """Ask the flusher to run now instead of at the next interval."""
+        self._wake.set()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush what is on the WAL (best effort within ``timeout``) and stop the thread."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        backoff = self.interval_s
+        while True:
+            self._wake.wait(backoff)
+            self._wake.clear()
+            stopping = self._stop.is_set()
+            try:
+                self.flush()
+                self.lake_ok, self.last_error = True, None
+                backoff = self.interval_s
+            except (LakeopsError, OSError) as exc:
+                self.lake_ok, self.last_error = False, str(exc)
+                _log.warning("prediction log: lake append failed, will retry: %s", exc)
+                backoff = min(max(backoff * 2, 0.5), 10.0)
+            if stopping:
+                return
+
+    def flush(self) -> int:
+        """Seal the active segment and append every sealed segment; return rows committed."""
+        self.wal.seal()
+        active = self.wal._active
+        total = 0
+        for seg in segments(self.wal.slot.path):
+            if seg == active:
+                continue
+            total += self.commit_segment(seg, self.wal.slot, forget=self.wal.forget)
+        return total
+
+    def commit_segment(self, seg: Path, slot: Slot, *, forget: Callable[[Path], None] | None = None) -> int:
+        """Append one sealed segment to the lake exactly once, then delete it."""
+        marker = f"{slot.id}/{seg.name}"
+        records = read_segment(seg)
+        tables = _tables(records, self._schema)
+        rows = 0
+        for name, table in tables.items():
+            if seg in self._uncertain and self._committed(name, marker, seg):
+                continue
+            is_pred = name != FEEDBACK_TABLE
+            try:
+                self.lake.append(
+                    name,
+                    table,
+                    metadata={"actor": self.actor, "source": "serving", "wal_segment": marker},
+                    schema=table.schema if is_pred else None,
+                    partition_by=("day",) if is_pred else (),
+                )
+            except SchemaMismatchError as exc:
+                bad = seg.with_suffix(".rejected")
+                seg.rename(bad)
+                _log.error("prediction log: segment %s does not fit %s, kept as %s: %s", seg, name, bad, exc)
+                return rows
+            except BaseException:
+                self._uncertain.add(seg)  # the commit may have landed before the error
+                raise
+            rows += table.num_rows
+            self.commits += 1
+        self._uncertain.discard(seg)
+        (forget or (lambda p: p.unlink()))(seg)
+        self.rows_committed += rows
+        return rows
+
+    def _committed(self, table: str, marker: str, seg: Path) -> bool:
+        if not self.lake.exists(table):
+            return False
+        since_ms = seg.stat().st_mtime * 1000 - 3_600_000  # commits older than the segment cannot be it
+        for h in self.lake.history(table, _HISTORY_LIMIT):
+            if h.get("wal_segment") == marker:
+                return True
+            if (h.get("timestamp") or 0) < since_ms:
+                break
+        return False
+
+    def _schema(self, model: str) -> pa.Schema | None:
+        name = prediction_table(model)
+        if model in self._schemas:
+            return self._schemas[model]
+        if self.lake.exists(name):
+            self._schemas[model] = self.lake.schema(name)
+            return self._schemas[model]
+        features = self.features_for(model)
+        return prediction_schema(features) if features is not None else None
+
+    def replay_orphans(self, slots: list[Slot]) -> int:
+        """Append the segments of slots no live worker holds (each checked for a marker first)."""
+        total = 0
+        for slot in slots:
+            for seg in segments(slot.path):
+                self._uncertain.add(seg)
+                total += self.commit_segment(seg, slot)
+        return total
+
+
+def _tables(records: list[dict], schema_of: Callable[[str], pa.Schema | None]) -> dict[str, pa.Table]:
+    """Group a segment's records into one Arrow table per lake table."""
+    preds: dict[str, list[dict]] = {}
+    feedback: list[dict] = []
+    for r in records:
+        if r.get("k") == "p":
+            preds.setdefault(r["m"], []).append(r)
+        elif r.get("k") == "f":
+            feedback.append(r)
+    out: dict[str, pa.Table] = {}
+    for model, recs in preds.items():
+        out[prediction_table(model)] = _prediction_table(recs, schema_of(model))
+    if feedback:
+        out[FEEDBACK_TABLE] = _feedback_table(feedback)
+    return out
+
+
+def _repeat(recs: list[dict], key: str, count: str = "ids") -> list[Any]:
+    out: list[Any] = []
+    for r in recs:
+        out += [r[key]] * len(r[count])
+    return out
+
+
+def _concat(recs: list[dict], key: str) -> list[Any]:
+    out: list[Any] = []
+    for r in recs:
+        out += r[key]
+    return out
+
+
+def _prediction_table(recs: list[dict], schema: pa.Schema | None) -> pa.Table:
+    at = pa.array(_repeat(recs, "at"), pa.int64())
+    day = pa.array([us // _US_PER_DAY for us in at.to_pylist()], pa.int32()).cast(pa.date32())
+    labels: list[Any] = []
+    for r in recs:
+        labels += r["l"] if r.get("l") is not None else [None] * len(r["ids"])
+    cols: dict[str, pa.Array] = {
+        "prediction_id": pa.array(_concat(recs, "ids"), pa.string()),
+        "at": at.cast(TS),
+        "day": day,
+        "model_version": pa.array(_repeat(recs, "v"), pa.int64()),
+        "score": pa.array(_concat(recs, "s"), pa.float64()),
+        "label": pa.array(labels, pa.int64()),
+        "latency_ms": pa.array(_repeat(recs, "lat"), pa.float64()),
+    }
+    names = list(recs[0]["f"])
+    for name in names:
+        values: list[Any] = []
+        for r in recs:
+            values += r["f"].get(name) or [None] * len(r["ids"])
+        want = schema.field(name).type if schema is not None and schema.get_field_index(name) >= 0 else None
+        arr = pa.array(values)
+        if want is None:
+            want = pa.string() if pa.types.is_string(arr.type) else pa.float64()
+        cols[name] = arr.cast(want) if not arr.type.equals(want) else arr
+    if schema is None:
+        return pa.table(cols)
+    return pa.table({n: cols[n] if n in cols else pa.nulls(len(at), schema.field(n).type) for n in schema.names}, schema=schema)
+
+
+def _feedback_table(recs: list[dict]) -> pa.Table:
+    return pa.table(
+        {
+            "prediction_id": pa.array(_concat(recs, "ids"), pa.string()),
+            "model": pa.array(_repeat(recs, "m"), pa.string()),
+            "label": pa.array(_concat(recs, "labels"), pa.float64()),
+            "at": pa.array(_repeat(recs, "at"), pa.int64()).cast(TS),
+            "source": pa.array(_repeat(recs, "src"), pa.string()),
+        }
+    )

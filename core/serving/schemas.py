@@ -1,0 +1,208 @@
+"""Request bodies derived from a model signature: decoding, validation and column-wise encoding.
+
+A ``Codec`` is built once per served model version. It holds a msgspec decoder for exactly that
+signature (a Struct per row with one typed field per feature, unknown fields forbidden), so type
+errors, missing and extra features are found in C while decoding; the rest (unknown categorical
+levels, non-finite numbers, row limits, ragged columns) is checked column by column. Encoding
+follows ``core.training``'s contract exactly: numeric -> float64, categorical -> index in
+``levels``, null (and, under the ``missing`` policy, an unknown level) -> NaN.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from core.catalog import prediction_common_fields
+from core.errors import DataValidationError
+from core.serving.problems import ProblemError
+
+__all__ = ["Codec", "Decoded", "json_schema", "prediction_schema"]
+
+_PATH = re.compile(r"at `\$(?:\[(?P<row>\d+)\](?:\.(?P<f1>\w+))?|\.columns(?:\.(?P<f2>\w+))?(?:\[(?P<row2>\d+)\])?)`")
+_FIELD = re.compile(r"field `(?P<field>[^`]+)`")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A validated request: the feature matrix and the raw columns (for the prediction log)."""
+
+    X: np.ndarray
+    columns: dict[str, list[Any]]
+    rows: int
+
+
+def _numeric_type(feature: Mapping[str, Any]) -> Any:
+    return (bool | None) if feature.get("dtype") == "Boolean" else (float | None)
+
+
+class Codec:
+    """Decoder, validator and encoder for one model signature.
+
+    Args:
+        signature: the model's signature dict (``core.training`` format).
+        unknown_category: ``"error"`` or ``"missing"`` (see ``ServingConfig``).
+        max_rows: the most rows one request may carry.
+    """
+
+    def __init__(
+        self, signature: Mapping[str, Any], *, unknown_category: Literal["error", "missing"], max_rows: int
+    ) -> None:
+        self.signature = dict(signature)
+        self.features: list[dict[str, Any]] = list(signature["features"])
+        self.names = [f["name"] for f in self.features]
+        self.unknown_category = unknown_category
+        self.max_rows = max_rows
+        self._lookup = {
+            f["name"]: {level: float(i) for i, level in enumerate(f.get("levels") or [])}
+            for f in self.features
+            if f["kind"] == "categorical"
+        }
+        row_fields = [
+            (f["name"], (str | None) if f["kind"] == "categorical" else _numeric_type(f)) for f in self.features
+        ]
+        col_fields = [(name, list[tp]) for name, tp in row_fields]  # type: ignore[valid-type]
+        self._Row = msgspec.defstruct("Row", row_fields, forbid_unknown_fields=True)
+        self._Cols = msgspec.defstruct("Columns", col_fields, forbid_unknown_fields=True)
+        self._Body = msgspec.defstruct("ColumnarBody", [("columns", self._Cols)], forbid_unknown_fields=True)
+        self._decoder = msgspec.json.Decoder(list[self._Row] | self._Body)  # type: ignore[name-defined]
+
+    def decode(self, body: bytes) -> Decoded:
+        """Decode and validate a request body; return the encoded matrix and raw columns.
+
+        Raises:
+            ProblemError: the body is not JSON (400).
+            DataValidationError: the body does not fit the signature (422), with an ``errors``
+                report naming the row and field.
+        """
+        try:
+            obj = self._decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise _validation_problem(str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise ProblemError(400, "not-json", f"the request body is not valid JSON: {exc}") from None
+        if isinstance(obj, list):
+            n = len(obj)
+            self._check_rows(n)
+            cols = list(zip(*[msgspec.structs.astuple(r) for r in obj], strict=True))
+            columns = {name: list(col) for name, col in zip(self.names, cols, strict=True)}
+        else:
+            columns = {name: getattr(obj.columns, name) for name in self.names}
+            lengths = {name: len(v) for name, v in columns.items()}
+            n = Counter(lengths.values()).most_common(1)[0][0]  # the odd ones out are ragged
+            ragged = [name for name, k in lengths.items() if k != n]
+            if ragged:
+                raise DataValidationError(
+                    f"columns must all have {n} values; {', '.join(ragged)} differ",
+                    report=[{"row": None, "field": c, "message": f"has {lengths[c]} values, expected {n}"} for c in ragged],
+                )
+            self._check_rows(n)
+        return Decoded(self._encode(columns, n), columns, n)
+
+    def _check_rows(self, n: int) -> None:
+        if n == 0:
+            raise DataValidationError(
+                f"the request has no rows; send 1 to {self.max_rows:,} rows",
+                report=[{"row": None, "field": None, "message": "empty list of rows"}],
+            )
+        if n > self.max_rows:
+            raise ProblemError(
+                413, "too-many-rows", f"the request has {n:,} rows; the limit is {self.max_rows:,} per request"
+            )
+
+    def _encode(self, columns: dict[str, list[Any]], n: int) -> np.ndarray:
+        X = np.empty((n, len(self.names)), dtype=np.float64)
+        errors: list[dict[str, Any]] = []
+        for j, f in enumerate(self.features):
+            name = f["name"]
+            values = columns[name]
+            if f["kind"] == "categorical":
+                lut = self._lookup[name]
+                nan = float("nan")
+                codes = np.array([nan if v is None else lut.get(v, -1.0) for v in values], dtype=np.float64)
+                unknown = np.flatnonzero(codes < 0)
+                if unknown.size:
+                    if self.unknown_category == "error":
+                        levels = ", ".join(lut)
+                        errors += [
+                            {"row": int(i), "field": name, "message": f"unknown level {values[i]!r}; known: {levels}"}
+                            for i in unknown[:20]
+                        ]
+                    codes[unknown] = nan
+                X[:, j] = codes
+            else:
+                col = np.array(values, dtype=np.float64)  # None -> NaN (missing)
+                bad = np.flatnonzero(np.isinf(col))
+                errors += [{"row": int(i), "field": name, "message": "value is not finite"} for i in bad[:20]]
+                X[:, j] = col
+        if errors:
+            first = errors[0]
+            raise DataValidationError(
+                f"{len(errors)} invalid value(s); first: row {first['row']}, {first['field']}: {first['message']}",
+                report=errors,
+            )
+        return X
+
+
+def _validation_problem(message: str) -> DataValidationError:
+    """Turn a msgspec validation message into a DataValidationError naming row and field."""
+    m = _PATH.search(message)
+    row: int | None = None
+    field: str | None = None
+    if m:
+        r = m.group("row") or m.group("row2")
+        row = int(r) if r is not None else None
+        field = m.group("f1") or m.group("f2")
+    fm = _FIELD.search(message)
+    if fm and ("missing required field" in message or "unknown field" in message):
+        field = fm.group("field")
+    text = message.split(" - at ")[0]
+    if "missing required field" in message:
+        text = f"missing feature {field!r}"
+    elif "unknown field" in message:
+        text = f"unknown feature {field!r}: not in the model's signature"
+    where = (f"row {row}, " if row is not None else "") + (f"{field}: " if field else "")
+    return DataValidationError(f"{where}{text}", report=[{"row": row, "field": field, "message": text}])
+
+
+def json_schema(signature: Mapping[str, Any], max_rows: int) -> dict[str, Any]:
+    """Return the JSON schema of a predict body for ``signature`` (rows or columns form)."""
+    props: dict[str, Any] = {}
+    for f in signature["features"]:
+        if f["kind"] == "categorical":
+            props[f["name"]] = {"type": ["string", "null"], "enum": [*f.get("levels", []), None]}
+        elif f.get("dtype") == "Boolean":
+            props[f["name"]] = {"type": ["boolean", "null"]}
+        else:
+            props[f["name"]] = {"type": ["number", "null"]}
+    names = list(props)
+    row = {"type": "object", "properties": props, "required": names, "additionalProperties": False}
+    columns = {
+        "type": "object",
+        "properties": {
+            "columns": {
+                "type": "object",
+                "properties": {k: {"type": "array", "items": v, "minItems": 1, "maxItems": max_rows} for k, v in props.items()},
+                "required": names,
+                "additionalProperties": False,
+            }
+        },
+        "required": ["columns"],
+        "additionalProperties": False,
+    }
+    return {"oneOf": [{"type": "array", "items": row, "minItems": 1, "maxItems": max_rows}, columns]}
+
+
+def prediction_schema(features: Sequence[Mapping[str, Any]]) -> pa.Schema:
+    """The ``predictions/<model>`` schema: the common columns, then one column per feature."""
+    extra = [
+        pa.field(f["name"], pa.string() if f["kind"] == "categorical" else pa.float64()) for f in features
+    ]
+    return pa.schema([*prediction_common_fields(), *extra])

@@ -1,0 +1,252 @@
+"""The prediction service of one worker: scoring, the durable prediction log, feedback, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from core import registry
+from core.config import Settings
+from core.errors import DataValidationError, LakeopsError
+from core.ids import new_id
+from core.lake import Lake
+from core.serving.config import ServingConfig
+from core.serving.metrics import Metrics
+from core.serving.models import ModelCache, Served
+from core.serving.predlog import PredictionLog
+from core.serving.problems import ProblemError
+from core.serving.wal import Slot, WriteAheadLog, claim_slot, orphan_slots
+
+__all__ = ["FeedbackItem", "Service", "batch_ids"]
+
+_log = logging.getLogger("lakeops.serving")
+_encode = msgspec.json.encode
+
+
+class FeedbackItem(msgspec.Struct, forbid_unknown_fields=True):
+    """One ground-truth label for a prediction."""
+
+    prediction_id: str
+    label: float
+
+
+_feedback_decoder = msgspec.json.Decoder(list[FeedbackItem])
+
+
+def batch_ids(n: int) -> list[str]:
+    """Return ``n`` prediction ids: UUIDv7 strings sharing one request's time prefix.
+
+    The first is a full ``new_id()``; the others keep its 48-bit time and counter and take 60
+    fresh random bits each, which is far cheaper than ``n`` separate clock reads.
+    """
+    first = new_id()
+    if n == 1:
+        return [first]
+    prefix = first[:19]
+    h = os.urandom(8 * (n - 1)).hex()
+    return [first] + [f"{prefix}8{h[i : i + 3]}-{h[i + 3 : i + 15]}" for i in range(0, 16 * (n - 1), 16)]
+
+
+class Service:
+    """Everything one worker process serves with; started and stopped by the app's lifespan.
+
+    Args:
+        settings: lakeops settings (lake, host/port for the default WAL folder).
+        config: the ``[serving]`` config.
+        lake: the lake to read models from and log predictions to.
+    """
+
+    def __init__(self, settings: Settings, config: ServingConfig, lake: Lake) -> None:
+        self.settings = settings
+        self.config = config
+        self.lake = lake
+        self.metrics = Metrics()
+        self.cache = ModelCache(lake, config)
+        self.wal: WriteAheadLog | None = None
+        self.predlog: PredictionLog | None = None
+        self._slot: Slot | None = None
+        self.inflight = 0
+        self.started = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Claim a WAL slot, replay what earlier processes left, load champions, start threads."""
+        self.cache.start()
+        if self.config.log_predictions:
+            root = self.config.wal_path(self.settings)
+            self._slot = claim_slot(root)
+            self.wal = WriteAheadLog(self._slot, sync=self.config.wal_sync == "fsync")
+            self.predlog = PredictionLog(
+                self.lake, self.wal, interval_s=self.config.flush_interval_s, actor=self.settings.actor,
+                features_for=self._features_for,
+            )
+            orphans = [s for s in orphan_slots(root) if s.path != self._slot.path]
+            try:
+                self.predlog.replay_orphans(orphans)
+            except (LakeopsError, OSError) as exc:
+                _log.warning("could not replay orphaned WAL slots yet: %s", exc)
+            finally:
+                for s in orphans:
+                    s.close()
+            self.predlog.start()
+            self.predlog.flush_now()  # replay this slot's leftovers right away
+        self.started = True
+
+    def stop(self) -> None:
+        """Flush the prediction log and stop every thread."""
+        self.cache.close()
+        if self.predlog is not None:
+            self.predlog.close()
+        if self.wal is not None:
+            self.wal.close()
+        if self._slot is not None:
+            self._slot.close()
+
+    def _features_for(self, model: str) -> list[dict[str, Any]] | None:
+        served = self.cache.champions.get(model)
+        return list(served.signature["features"]) if served is not None else None
+
+    # ------------------------------------------------------------------ scoring
+    async def predict(self, name: str, body: bytes, version: int | None, alias: str | None) -> bytes:
+        """Score a predict body and return the response JSON (after the WAL has it).
+
+        Raises:
+            DataValidationError, ProblemError, NotFoundError: see ``core.serving.problems``.
+        """
+        t0 = time.perf_counter()
+        served = self.cache.fast(name, version, alias) or await self.cache.get(name, version, alias)
+        decoded = served.codec.decode(body)
+        self.inflight += 1
+        try:
+            scores = await self._score(served, decoded.X)
+        finally:
+            self.inflight -= 1
+        n = decoded.rows
+        ids = batch_ids(n)
+        score_list = scores.tolist()
+        labels = (scores >= served.threshold).astype(np.int64).tolist() if served.task == "binary" else None
+        if self.wal is not None:
+            record = _encode(
+                {
+                    "k": "p",
+                    "m": name,
+                    "v": served.version,
+                    "at": time.time_ns() // 1000,
+                    "lat": (time.perf_counter() - t0) * 1000.0,
+                    "ids": ids,
+                    "s": score_list,
+                    "l": labels,
+                    "f": decoded.columns,
+                }
+            )
+            await self._durable(record)
+        self.metrics.rows_scored[name] += n
+        return _encode(
+            {"model": name, "version": served.version, "prediction_ids": ids, "scores": score_list, "labels": labels}
+        )
+
+    async def _score(self, served: Served, X: np.ndarray) -> np.ndarray:
+        n = X.shape[0]
+        if n > self.config.offload_rows:
+            return await asyncio.to_thread(served.model.predict_matrix, X)
+        if self.config.microbatch and self.inflight > 1:
+            return await served.batcher.submit(X)
+        return served.model.predict_matrix(X)
+
+    async def _durable(self, record: bytes) -> None:
+        assert self.wal is not None
+        try:
+            await self.wal.submit(record)
+        except OSError as exc:
+            raise ProblemError(
+                503, "wal-unavailable", f"the prediction could not be logged to the write-ahead file: {exc}"
+            ) from None
+
+    async def feedback(self, name: str, body: bytes) -> int:
+        """Validate a feedback batch and log it durably; return how many labels were accepted."""
+        try:
+            items = _feedback_decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise DataValidationError(
+                f"feedback body: {exc}", report=[{"row": None, "field": None, "message": str(exc)}]
+            ) from None
+        except msgspec.DecodeError as exc:
+            raise ProblemError(400, "not-json", f"the request body is not valid JSON: {exc}") from None
+        if not items:
+            raise DataValidationError("feedback body has no items; send 1 or more {prediction_id, label}")
+        if len(items) > self.config.max_rows:
+            raise ProblemError(413, "too-many-rows", f"{len(items):,} labels; the limit is {self.config.max_rows:,}")
+        labels = np.array([i.label for i in items], dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(labels))
+        if bad.size:
+            raise DataValidationError(
+                f"label of row {int(bad[0])} is not finite",
+                report=[{"row": int(i), "field": "label", "message": "value is not finite"} for i in bad[:20]],
+            )
+        if name not in self.cache.aliases and name not in self.cache.champions:
+            await asyncio.to_thread(registry.versions, name, lake=self.lake)  # raises ModelNotFoundError
+        if self.wal is None:
+            raise ProblemError(
+                503, "logging-disabled", "feedback needs the prediction log; set [serving] log_predictions = true"
+            )
+        record = _encode(
+            {
+                "k": "f",
+                "m": name,
+                "at": time.time_ns() // 1000,
+                "src": "api",
+                "ids": [i.prediction_id for i in items],
+                "labels": labels.tolist(),
+            }
+        )
+        await self._durable(record)
+        self.metrics.feedback_rows += len(items)
+        return len(items)
+
+    # ------------------------------------------------------------------ status
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Return (ready, details): a champion is loaded and the WAL backlog is under its bound."""
+        backlog = self.wal.backlog_bytes if self.wal is not None else 0
+        reasons = []
+        if not self.cache.champions:
+            reasons.append("no champion model is loaded")
+        if backlog > self.config.wal_max_bytes:
+            reasons.append(f"prediction log backlog {backlog} bytes is over wal_max_bytes={self.config.wal_max_bytes}")
+        if self.wal is not None and self.wal.error is not None:
+            reasons.append(f"the write-ahead file cannot be written: {self.wal.error}")
+        details = {
+            "ready": not reasons,
+            "reasons": reasons,
+            "champions": {n: s.version for n, s in sorted(self.cache.champions.items())},
+            "wal_backlog_bytes": backlog,
+            "lake_ok": self.predlog.lake_ok if self.predlog is not None else True,
+            "lake_error": self.predlog.last_error if self.predlog is not None else None,
+        }
+        return not reasons, details
+
+    def metrics_text(self) -> str:
+        """Return the Prometheus exposition of this worker."""
+        backlog = float(self.wal.backlog_bytes) if self.wal is not None else 0.0
+        pending_segments = float(len(list(Path(self._slot.path).glob("seg-*.wal")))) if self._slot else 0.0
+        gauges = {
+            "lakeops_model_version": (
+                "Version of the model answering by default (the champion), by model.",
+                {(("model", n),): float(s.version) for n, s in self.cache.champions.items()},
+            ),
+            "lakeops_log_queue_bytes": ("Prediction-log bytes on the WAL not yet in the lake.", {(): backlog}),
+            "lakeops_log_queue_segments": ("WAL segments not yet in the lake.", {(): pending_segments}),
+            "lakeops_log_rows_committed_total": (
+                "Prediction-log rows appended to the lake by this worker.",
+                {(): float(self.predlog.rows_committed if self.predlog else 0)},
+            ),
+            "lakeops_lake_ok": ("1 when the last prediction-log append succeeded.", {(): float(self.predlog.lake_ok if self.predlog else 1)}),
+            "lakeops_model_swaps_total": ("Champion swaps seen by this worker.", {(): float(self.cache.swaps)}),
+        }
+        return self.metrics.render(gauges)

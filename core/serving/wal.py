@@ -1,0 +1,250 @@
+"""A local write-ahead log: segment files, group commit (one fsync for many requests), replay.
+
+Layout of a WAL folder (one per host:port, see ``ServingConfig.wal_dir``)::
+
+    <wal_dir>/w0/            a slot, owned by one worker process through an flock on ``lock``
+        id                   the slot's random id (names its segments in commit metadata)
+        seg-000000000001.wal newline-delimited msgspec JSON records; the highest is the active one
+    <wal_dir>/w1/ ...        further workers (``lakeops serve --workers N``) claim further slots
+
+A request's records are handed to ``submit``; a writer thread appends everything submitted since
+its last write in one ``write`` + ``fdatasync`` (group commit) and then resolves every waiting
+request's future, so a response is only sent once its rows are on disk. ``seal`` closes the
+active segment and opens a new one; sealed segments are read back by ``core.serving.predlog``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+from core.errors import ConfigError
+
+__all__ = ["Slot", "WriteAheadLog", "claim_slot", "orphan_slots", "read_segment", "segments"]
+
+_MAX_SLOTS = 64
+
+
+class Slot:
+    """A WAL slot folder held under an exclusive flock (released by ``close``)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+        id_file = path / "id"
+        if not id_file.exists():
+            tmp = path / "id.tmp"
+            tmp.write_text(uuid.uuid4().hex, encoding="utf-8")
+            tmp.replace(id_file)
+        self.id = id_file.read_text(encoding="utf-8").strip()
+
+    def close(self) -> None:
+        """Release the slot."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _try_lock(path: Path) -> Slot | None:
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return Slot(path, fd)
+
+
+def claim_slot(root: Path) -> Slot:
+    """Claim the first free slot ``w0``, ``w1`` ... under ``root`` (one per worker process).
+
+    Raises:
+        ConfigError: the folder cannot be created or every slot is taken.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for i in range(_MAX_SLOTS):
+            slot = _try_lock(root / f"w{i}")
+            if slot is not None:
+                return slot
+    except OSError as exc:
+        raise ConfigError(f"[serving] wal_dir {root} is not usable: {exc.strerror or exc}") from exc
+    raise ConfigError(f"[serving] wal_dir {root}: all {_MAX_SLOTS} slots are taken by running workers")
+
+
+def orphan_slots(root: Path) -> Iterator[Slot]:
+    """Yield (locked) slots under ``root`` that no live process holds, e.g. of a smaller restart."""
+    for path in sorted(root.glob("w*")):
+        if path.is_dir():
+            slot = _try_lock(path)
+            if slot is not None:
+                yield slot
+
+
+def segments(path: Path) -> list[Path]:
+    """Return the segment files of a slot folder, oldest first."""
+    return sorted(path.glob("seg-*.wal"))
+
+
+def read_segment(path: Path) -> list[dict]:
+    """Decode a segment's records; a torn last line (never acknowledged) is dropped."""
+    out: list[dict] = []
+    decoder = msgspec.json.Decoder(dict)
+    for line in path.read_bytes().split(b"\n"):
+        if not line:
+            continue
+        try:
+            out.append(decoder.decode(line))
+        except msgspec.DecodeError:
+            continue  # a partial write cut by a crash: its request never got an answer
+    return out
+
+
+class WriteAheadLog:
+    """The active segment of one slot, with a group-commit writer thread.
+
+    Args:
+        slot: the claimed slot folder.
+        sync: fdatasync after each group write (``wal_sync = "fsync"``) or not (``"write"``).
+    """
+
+    def __init__(self, slot: Slot, *, sync: bool = True) -> None:
+        self.slot = slot
+        self.sync = sync
+        existing = segments(slot.path)
+        self._seq = int(existing[-1].stem.split("-")[1]) if existing else 0
+        self._fd = -1
+        self._active: Path | None = None
+        self._active_bytes = 0
+        self._file_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._pending: list[bytes] = []
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | threading.Event] = []
+        self._closing = False
+        self.sealed_bytes = sum(p.stat().st_size for p in existing)
+        self.records_written = 0
+        self.error: OSError | None = None
+        self._open_new()
+        self._thread = threading.Thread(target=self._run, name="lakeops-wal", daemon=True)
+        self._thread.start()
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes written to the WAL and not yet appended to the lake."""
+        return self.sealed_bytes + self._active_bytes
+
+    def _open_new(self) -> None:
+        self._seq += 1
+        self._active = self.slot.path / f"seg-{self._seq:012d}.wal"
+        self._fd = os.open(self._active, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._active_bytes = 0
+
+    def submit(self, record: bytes) -> asyncio.Future[None]:
+        """Queue ``record`` (one JSON document) and return a future resolved once it is on disk."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            self._pending.append(record + b"\n")
+            self._waiters.append((loop, fut))
+            self._cond.notify()
+        return fut
+
+    def write(self, record: bytes, timeout: float = 30.0) -> None:
+        """Append ``record`` and block until it is on disk (for callers outside an event loop)."""
+        done = threading.Event()
+        with self._cond:
+            self._pending.append(record + b"\n")
+            self._waiters.append(done)
+            self._cond.notify()
+        if not done.wait(timeout):
+            raise OSError("the write-ahead log did not confirm the write in time")
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending and self._closing:
+                    return
+                batch, waiters = self._pending, self._waiters
+                self._pending, self._waiters = [], []
+            data = b"".join(batch)
+            err: OSError | None = None
+            with self._file_lock:
+                try:
+                    os.write(self._fd, data)
+                    if self.sync:
+                        os.fdatasync(self._fd)
+                    self._active_bytes += len(data)
+                    self.records_written += len(batch)
+                except OSError as exc:
+                    err = exc
+            self.error = err
+            _resolve(waiters, err)
+
+    def seal(self) -> Path | None:
+        """Close the active segment (when it holds anything) and start a new one.
+
+        Returns:
+            The sealed segment's path, or None when the active segment was empty.
+        """
+        with self._file_lock:
+            if self._active_bytes == 0:
+                return None
+            sealed = self._active
+            os.close(self._fd)
+            self.sealed_bytes += self._active_bytes
+            self._open_new()
+            return sealed
+
+    def forget(self, path: Path) -> None:
+        """Delete a sealed segment whose records are committed to the lake."""
+        size = path.stat().st_size
+        path.unlink()
+        self.sealed_bytes = max(0, self.sealed_bytes - size)
+
+    def close(self) -> None:
+        """Write what is pending, stop the thread and close the active segment (removed if empty)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout=10)
+        with self._file_lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            if self._active is not None and self._active_bytes == 0:
+                self._active.unlink(missing_ok=True)
+
+
+def _resolve(waiters: list, err: OSError | None) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for w in waiters:
+        if isinstance(w, threading.Event):
+            w.set()
+        else:
+            by_loop.setdefault(w[0], []).append(w[1])
+    for loop, futs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_finish, futs, err)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+
+def _finish(futs: list[asyncio.Future[None]], err: OSError | None) -> None:
+    for f in futs:
+        if not f.done():
+            if err is None:
+                f.set_result(None)
+            else:
+                f.set_exception(err)

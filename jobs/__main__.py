@@ -1,0 +1,5 @@
+"""``python -m jobs``: run the lakeops scheduler for the configured lake until SIGINT/SIGTERM."""
+
+from jobs import main
+
+main()

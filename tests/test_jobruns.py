@@ -1,0 +1,259 @@
+"""core.jobruns: job-run records, the job catalog and run_job, the lease (local and S3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from core.config import load_settings
+from core.errors import ConfigError, NotFoundError
+from core.ids import utcnow
+from core.jobruns import (
+    Lease,
+    abandon_stale,
+    current_holder,
+    history,
+    job_specs,
+    list_jobs,
+    pending_alerts,
+    run_job,
+    start_run,
+)
+from core.lake import Lake
+
+ROOT = Path(__file__).resolve().parents[1]
+TOML = """
+[jobs]
+lease_ttl_s = 3
+[jobs.extra.tick]
+func = "jobfuncs:tick"
+interval_s = 1
+[jobs.extra.boom]
+func = "jobfuncs:boom"
+[jobs.extra.sleepy]
+func = "jobfuncs:sleepy"
+args = {seconds = 0.2}
+"""
+
+
+def _settings(tmp_path: Path, toml: str = TOML):
+    cfg = tmp_path / "lakeops.toml"
+    cfg.write_text(toml)
+    return load_settings(env={}, config_path=cfg, lake_uri=str(tmp_path / "lake"), actor="tester")
+
+
+def test_run_job_records_a_running_then_finished_row(tmp_path):
+    settings = _settings(tmp_path)
+    lake = Lake.from_settings(settings)
+    res = run_job("tick", lake=lake, settings=settings)
+    assert res.status == "finished"
+    assert res.outputs == {"pid": os.getpid(), "trigger": "manual"}
+    rows = lake.read("job_runs").sort("at")
+    assert rows["status"].to_list() == ["running", "finished"]
+    assert rows["job_run_id"].n_unique() == 1
+    assert rows["pid"].to_list() == [os.getpid()] * 2
+    h = history(lake=lake)
+    assert h.height == 1 and h["status"][0] == "finished" and h["duration_s"][0] >= 0
+    assert json.loads(h["outputs_json"][0])["trigger"] == "manual"
+
+
+def test_a_raising_job_is_recorded_as_failed_not_raised(tmp_path):
+    settings = _settings(tmp_path)
+    lake = Lake.from_settings(settings)
+    res = run_job("boom", trigger="schedule", lake=lake, settings=settings)
+    assert res.status == "failed"
+    assert res.error == "RuntimeError: boom: this job always fails"
+    run_job("sleepy", lake=lake, settings=settings)
+    h = history(lake=lake)
+    assert h["job"].to_list() == ["sleepy", "boom"]  # newest first
+    assert h.filter(pl.col("job") == "boom")["trigger"][0] == "schedule"
+    assert history("boom", lake=lake).height == 1
+
+
+def test_unknown_job_lists_the_jobs(tmp_path):
+    settings = _settings(tmp_path)
+    with pytest.raises(NotFoundError, match="no job named 'nope'; jobs: drift_check, performance_check, retrain, maintenance, tick"):
+        run_job("nope", lake=Lake.from_settings(settings), settings=settings)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[jobs.maintenance]\ncron = 'every night'", r"\[jobs.maintenance\] cron must be a 5-field crontab"),
+        ("[jobs.drift_check]\nintervall_s = 5", r"\[jobs.drift_check\] has unknown key\(s\) intervall_s"),
+        ("[jobs.extra.x]\ninterval_s = 5", r"\[jobs.extra.x\] needs func"),
+        ("[jobs.extra.x]\nfunc = 'nodots'", r"\[jobs.extra.x\] func must be"),
+        ("[jobs.retrain]\ninterval_s = -1", r"\[jobs.retrain\] interval_s must be a positive"),
+        ("[jobs.extra.retrain]\nfunc = 'a:b'", r"'retrain' is a built-in job"),
+    ],
+)
+def test_bad_job_config_names_the_key(tmp_path, toml, message):
+    with pytest.raises(ConfigError, match=message):
+        job_specs(_settings(tmp_path, toml))
+
+
+def test_catalog_defaults_and_overrides(tmp_path):
+    specs = job_specs(_settings(tmp_path, "[jobs.drift_check]\ninterval_s = 60\nargs = {window_hours = 6}\n"))
+    assert specs["drift_check"].schedule == "every 60s"
+    assert specs["drift_check"].args == {"window_hours": 6}
+    assert specs["retrain"].schedule == "on alert"
+    assert specs["maintenance"].schedule == "cron 30 2 * * *"
+
+
+def test_maintenance_job_keeps_registered_training_versions(tmp_path):
+    settings = _settings(tmp_path)
+    lake = Lake.from_settings(settings)
+    schema = pl.DataFrame({"x": [1]}).to_arrow().schema
+    for i in range(3):
+        lake.append("data/churn", pl.DataFrame({"x": [i]}), schema=schema)
+    lake.append("model_versions", [{"model": "churn", "version": 1, "dataset_name": "churn", "dataset_version": 1, "created_at": utcnow()}])
+    res = run_job("maintenance", lake=lake, settings=settings)
+    assert res.status == "finished", res.error
+    assert res.outputs["kept_versions"] == {"data/churn": [1]}
+    assert res.outputs["tables"] >= 3
+    assert res.outputs["files_after"] < res.outputs["files_before"]  # data/churn compacted 3 -> 1
+    assert lake.read("data/churn", version=1)["x"].to_list() == [0]
+
+
+def test_abandon_stale_closes_other_processes_scheduled_runs(tmp_path, lake):
+    other = {"job_run_id": "r-other", "job": "tick", "trigger": "schedule", "status": "running",
+             "started_at": utcnow(), "host": "elsewhere", "pid": 1, "at": utcnow()}
+    manual = {**other, "job_run_id": "r-manual", "trigger": "manual"}
+    lake.append("job_runs", [other, manual])
+    mine = start_run("tick", "schedule", lake=lake)
+    assert abandon_stale(lake=lake) == 1
+    h = history(lake=lake)
+    status = dict(zip(h["job_run_id"], h["status"], strict=True))
+    assert status == {"r-other": "abandoned", "r-manual": "running", mine.job_run_id: "running"}
+    assert abandon_stale(lake=lake, mine=True) == 1
+    assert history(lake=lake).filter(pl.col("job_run_id") == mine.job_run_id)["status"][0] == "interrupted"
+
+
+def test_pending_alerts_are_those_newer_than_the_last_retrain(settings, lake):
+    old = utcnow() - timedelta(minutes=5)
+    lake.append("alerts", [
+        {"alert_id": "a1", "kind": "drift", "model": "churn", "message": "psi high", "status": "open", "at": old},
+        {"alert_id": "a2", "kind": "latency", "model": "churn", "message": None, "status": "open", "at": old},
+        {"alert_id": "a3", "kind": "performance", "model": "other", "message": None, "status": "resolved", "at": old},
+    ])
+    pending = pending_alerts(lake=lake, settings=settings)
+    assert pending["alert_id"].to_list() == ["a1"]
+    start_run("retrain", "alert", lake=lake)
+    assert pending_alerts(lake=lake, settings=settings).height == 0
+    lake.append("alerts", [{"alert_id": "a4", "kind": "performance_drop", "model": "churn", "at": utcnow()}])
+    assert pending_alerts(lake=lake, settings=settings)["alert_id"].to_list() == ["a4"]
+
+
+def test_lease_acquire_deny_renew_expire_takeover_release(lake):
+    a = Lease(lake, holder="A", ttl_s=1.5)
+    b = Lease(lake, holder="B", ttl_s=1.5)
+    assert current_holder(lake=lake) is None
+    assert a.acquire() and a.held and a.epoch == 1
+    assert not b.acquire() and not b.held
+    assert current_holder(lake=lake).holder == "A"
+    assert a.renew() and a.acquire()  # acquiring a lease we hold renews it
+    time.sleep(1.6)
+    assert not a.held  # self-fenced once expired
+    assert b.acquire() and b.epoch == 2
+    assert not a.renew() and a.epoch is None  # A learns it lost
+    assert current_holder(lake=lake).holder == "B"
+    b.release()
+    assert current_holder(lake=lake) is None and not b.held
+    assert a.acquire() and a.epoch == 3  # a released lease is free at once
+    events = lake.read("leases").sort("at")
+    assert events["event"].to_list()[:2] == ["acquire", "renew"]
+
+
+def test_lease_info_feeds_next_runs_in_list_jobs(tmp_path):
+    settings = _settings(tmp_path)
+    lake = Lake.from_settings(settings)
+    when = (utcnow() + timedelta(minutes=3)).replace(microsecond=0)
+    lease = Lease(lake, ttl_s=30)
+    assert lease.acquire(info={"next_runs": {"tick": when.isoformat()}})
+    jobs = list_jobs(lake=lake, settings=settings)
+    row = jobs.filter(pl.col("job") == "tick").row(0, named=True)
+    assert row["next_run"] == when and row["schedule"] == "every 1s"
+    assert jobs.filter(pl.col("job") == "boom")["next_run"][0] is None
+
+
+def _race(uri: str, options: dict, rounds: int, n: int) -> list[list[str]]:
+    """n threads, each with its own Lake handle, race for a released lease, `rounds` times."""
+    winners: list[list[str]] = []
+    leases = [Lease(Lake(uri, options), holder=f"h{i}", ttl_s=30) for i in range(n)]
+    for _ in range(rounds):
+        barrier = threading.Barrier(n)
+        got: list[str] = []
+
+        def go(lease: Lease) -> None:
+            barrier.wait()
+            if lease.acquire():
+                got.append(lease.holder_id)
+
+        threads = [threading.Thread(target=go, args=(le,)) for le in leases]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners.append(got)
+        holder = current_holder(lake=leases[0].lake)
+        assert holder is not None and [holder.holder] == got
+        next(le for le in leases if le.holder_id == got[0]).release()
+    return winners
+
+
+def test_lease_race_between_threads_has_one_winner(lake):
+    winners = _race(lake.uri, {}, rounds=4, n=6)
+    assert all(len(w) == 1 for w in winners), winners
+
+
+_RACER = """
+import sys, json
+from core.lake import Lake
+from core.jobruns import Lease
+lease = Lease(Lake(sys.argv[1]), holder=sys.argv[2], ttl_s=30)
+print("ready", flush=True)
+sys.stdin.readline()
+print(json.dumps(lease.acquire()), flush=True)
+"""
+
+
+def test_lease_race_between_processes_has_one_winner(lake):
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _RACER, lake.uri, f"p{i}"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for i in range(3)
+    ]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    results = [json.loads(p.communicate(timeout=60)[0].strip()) for p in procs]
+    assert results.count(True) == 1, results
+    assert current_holder(lake=lake).holder == f"p{results.index(True)}"
+    assert lake.read("leases")["event"].to_list().count("acquire") >= 2  # they really raced
+
+
+@pytest.mark.s3
+def test_lease_on_s3_has_one_winner_and_expires():
+    from s3server import moto_server
+
+    with moto_server() as server:
+        server.create_bucket("lake")
+        uri = "s3://lake/team"
+        winners = _race(uri, server.options, rounds=1, n=4)
+        assert all(len(w) == 1 for w in winners), winners
+        lake = Lake(uri, server.options)
+        a, b = Lease(lake, holder="A", ttl_s=1.5), Lease(lake, holder="B", ttl_s=1.5)
+        assert a.acquire() and not b.acquire()
+        time.sleep(1.6)
+        assert b.acquire() and not a.renew()
+        assert current_holder(lake=lake).holder == "B"
