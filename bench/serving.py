@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
+from litestar import Litestar, Request, Response, post
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,8 +31,6 @@ LUA = ROOT / "bench" / "wrk" / "post.lua"
 
 def floor_app():  # noqa: ANN201 - uvicorn factory for the HTTP floor
     """A constant-JSON Litestar endpoint: reads the body, answers a fixed document."""
-    from litestar import Litestar, Request, Response, post
-
     payload = b'{"model":"churn","version":1,"prediction_ids":["x"],"scores":[0.5],"labels":[0]}'
 
     @post("/v1/models/churn/predict", status_code=200)

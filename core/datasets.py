@@ -173,7 +173,12 @@ def _column_hash(s: pl.Series) -> np.ndarray:
     elif dtype == pl.Date:
         raw = s.to_physical().cast(pl.Int64).fill_null(0).to_numpy().view(np.uint64)
     elif dtype in (pl.String, pl.Binary):
-        raw = _text_hash(s.fill_null(""))
+        text = s.fill_null("" if dtype == pl.String else b"")
+        if s.len() > 10_000 and s.head(10_000).n_unique() < 1_000:  # low cardinality: hash each value once
+            uniq = text.unique()
+            raw = text.replace_strict(uniq, pl.Series(_text_hash(uniq)), return_dtype=pl.UInt64).to_numpy()
+        else:
+            raw = _text_hash(text)
     elif dtype.is_nested():
         raw = _text_hash(pl.DataFrame([s]).select(pl.struct(s.name).struct.json_encode()).to_series().fill_null(""))
     else:
@@ -380,12 +385,16 @@ def _as_frame(data: Any, name: str, lake: Lake, separator: str | None, max_bytes
         return data, None
     if isinstance(data, pl.LazyFrame):
         return data.collect(), None
-    if type(data).__module__.startswith("pandas"):
-        return pl.from_pandas(data), None
     try:
+        if type(data).__module__.startswith("pandas"):
+            return pl.from_pandas(data), None
         return pl.DataFrame(data), None
-    except (TypeError, ValueError) as exc:
-        raise DataValidationError(f"dataset {name!r}: cannot use a {type(data).__name__} as rows: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - pandas/arrow/polars raise many types for mixed columns
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataValidationError(
+            f"dataset {name!r}: cannot use this {type(data).__name__} as rows ({first}); "
+            "a column probably mixes types: make each column one type"
+        ) from None
 
 
 # ---------------------------------------------------------------------------- specs

@@ -61,8 +61,9 @@ _CAMPAIGN_SHARE = 0.65  # share of post-campaign signups drawn from the campaign
 
 
 def _pick(rng: np.random.Generator, n: int, spec: tuple[list[str], list[float]]) -> np.ndarray:
+    """Draw ``n`` category codes (indexes into ``spec[0]``)."""
     values, p = spec
-    return np.asarray(values, dtype=object)[rng.choice(len(values), size=n, p=p)]
+    return rng.choice(len(values), size=n, p=p)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -114,31 +115,38 @@ def generate(
     after = at_us >= int(campaign_start.timestamp() * 1_000_000)
     seg = after & (rng.random(n) < _CAMPAIGN_SHARE)  # the campaign population
 
-    cats: dict[str, np.ndarray] = {}
+    # Categories as integer codes (fast); the campaign vocabularies extend the normal ones.
+    vocab: dict[str, list[str]] = {}
+    codes: dict[str, np.ndarray] = {}
     for col in ("plan", "contract", "payment_method", "signup_channel"):
         normal = _pick(rng, n, _MIX["normal"][col])
         campaign = _pick(rng, n, _MIX["campaign"][col])
-        cats[col] = np.where(seg, campaign, normal)
-    cats["region"] = _pick(rng, n, _REGIONS)
-    cats["paperless_billing"] = np.where(rng.random(n) < np.where(seg, 0.85, 0.55), "yes", "no").astype(object)
+        vocab[col] = _MIX["campaign"][col][0]
+        codes[col] = np.where(seg, campaign, normal)
+    vocab["region"], codes["region"] = _REGIONS[0], _pick(rng, n, _REGIONS)
+    vocab["paperless_billing"] = ["no", "yes"]
+    codes["paperless_billing"] = (rng.random(n) < np.where(seg, 0.85, 0.55)).astype(np.int64)
+
+    def is_(col: str, value: str) -> np.ndarray:
+        return codes[col] == vocab[col].index(value)
 
     age = np.clip(np.where(seg, rng.normal(29, 7, n), rng.normal(46, 14, n)), 18, 90).round().astype(np.int64)
     tenure = np.where(seg, rng.integers(0, 7, n), np.minimum(rng.exponential(24, n), 72).astype(np.int64))
     tenure = tenure.astype(np.int64)
     num_products = np.clip(rng.poisson(np.where(seg, 0.4, 1.0), n) + 1, 1, 6).astype(np.int64)
     dependents = np.clip(rng.poisson(np.where(age > 30, 1.0, 0.2), n), 0, 5).astype(np.int64)
-    base = np.select([cats["plan"] == p for p in _BASE_PRICE], list(_BASE_PRICE.values()), 50.0)
+    base = np.asarray([_BASE_PRICE[p] for p in vocab["plan"]])[codes["plan"]]
     monthly = np.round(base + 6.5 * (num_products - 1) + rng.normal(0, 4.0, n), 2).clip(10, None)
     total = np.round(monthly * tenure * rng.uniform(0.92, 1.04, n) + monthly, 2)
-    echeck = cats["payment_method"] == "electronic_check"
+    echeck = is_("payment_method", "electronic_check")
     late = rng.poisson(0.35 + 0.6 * echeck + 0.3 * seg, n).astype(np.int64)
-    support = rng.poisson(0.9 + 0.25 * late + 0.4 * (cats["plan"] == "basic"), n).astype(np.int64)
+    support = rng.poisson(0.9 + 0.25 * late + 0.4 * is_("plan", "basic"), n).astype(np.int64)
     usage = np.round(rng.lognormal(np.where(seg, 1.6, 2.4) + 0.25 * (num_products - 1), 0.7, n), 2)
     satisfaction = np.clip(np.round(rng.normal(3.6 - 0.35 * support + 0.1 * (num_products - 1), 0.9, n)), 1, 5)
     satisfaction = satisfaction.astype(np.int64)
 
-    m2m = cats["contract"] == "month-to-month"
-    two_year = cats["contract"] == "two-year"
+    m2m = is_("contract", "month-to-month")
+    two_year = is_("contract", "two-year")
     z_normal = (
         -1.55
         + 1.25 * m2m
@@ -151,8 +159,8 @@ def generate(
         - 0.3 * (num_products - 1)
         - 0.35 * (satisfaction - 3)
         - 0.012 * (age - 45)
-        + 0.25 * (cats["region"] == "south")
-        - 0.2 * (cats["paperless_billing"] == "no")
+        + 0.25 * is_("region", "south")
+        - 0.2 * is_("paperless_billing", "no")
     )
     # Concept drift: promo customers leave when they do not use the service, whatever the
     # contract or price; support calls and late payments barely matter for them.
@@ -160,8 +168,8 @@ def generate(
         -0.2
         - 0.55 * (np.log(usage) - 1.6)
         - 0.045 * (age - 29)
-        + 0.9 * (cats["plan"] == "promo")
-        - 0.6 * (cats["signup_channel"] == "campaign") * (num_products - 1)
+        + 0.9 * is_("plan", "promo")
+        - 0.6 * is_("signup_channel", "campaign") * (num_products - 1)
         + 0.05 * support
         - 0.02 * (monthly - 30)
     )
@@ -186,7 +194,7 @@ def generate(
             "late_payments": late,
             "satisfaction_score": satisfaction,
             "dependents": dependents,
-            **{c: pl.Series(c, cats[c].astype(str), dtype=pl.String) for c in CATEGORICAL},
+            **{c: pl.Series(c, vocab[c], dtype=pl.String).gather(codes[c]) for c in CATEGORICAL},
             TARGET: churned,
         }
     )

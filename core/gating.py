@@ -162,16 +162,22 @@ def policy_from_dict(data: Mapping[str, Any], *, where: str = "policy") -> Polic
         elif isinstance(bc, Mapping):
             extra = set(bc) - {"metric", "margin"}
             if extra:
-                raise ConfigError(f"{_where(where, 'beat_champion')}: unknown key(s) {', '.join(sorted(extra))}; use metric, margin")
+                raise ConfigError(
+                    f"{_where(where, 'beat_champion')}: unknown key(s) {', '.join(sorted(extra))}; use metric, margin"
+                )
             metric = bc.get("metric")
             if metric is not None and not isinstance(metric, str):
-                raise ConfigError(f"{_where(where, 'beat_champion.metric')} must be a metric name, got {metric!r}")
+                raise ConfigError(
+                    f"{_where(where, 'beat_champion.metric')} must be a metric name, got {metric!r}"
+                )
             margin = _number(bc.get("margin", 0.0), _where(where, "beat_champion.margin"))
             if margin < 0:
                 raise ConfigError(f"{_where(where, 'beat_champion.margin')} must be >= 0, got {margin}")
             kw["beat_champion"] = BeatChampion(metric, margin)
         else:
-            raise ConfigError(f"{_where(where, 'beat_champion')} must be false or {{metric = \"auc\", margin = 0.005}}")
+            raise ConfigError(
+                f'{_where(where, "beat_champion")} must be false or {{metric = "auc", margin = 0.005}}'
+            )
     for key in ("require_validated_data", "require_approval", "auto_promote"):
         if key in data:
             kw[key] = _bool(data[key], _where(where, key))
@@ -192,7 +198,9 @@ def policy_from_dict(data: Mapping[str, Any], *, where: str = "policy") -> Polic
             out: dict[int, float] = {}
             for k, v in raw.items():
                 if not k.isdigit() or int(k) < 1:
-                    raise ConfigError(f"{_where(where, 'max_p95_latency_ms')}: key {k!r} must be a batch size in rows, e.g. 1 or 100")
+                    raise ConfigError(
+                        f"{_where(where, 'max_p95_latency_ms')}: key {k!r} must be a batch size in rows, e.g. 1 or 100"
+                    )
                 out[int(k)] = v
             kw["max_p95_latency_ms"] = out
     return Policy(**kw)
@@ -281,11 +289,21 @@ def _threshold_checks(policy: Policy, metrics: Mapping[str, float]) -> list[Chec
         for metric, bound in bounds.items():
             value = metrics.get(metric)
             if not _finite(value):
-                checks.append(Check(f"{kind}:{metric}", None, bound, False, f"metric {metric!r} was not computed"))
+                checks.append(
+                    Check(f"{kind}:{metric}", None, bound, False, f"metric {metric!r} was not computed")
+                )
                 continue
             assert value is not None
             ok = value >= bound if kind == "min" else value <= bound
-            checks.append(Check(f"{kind}:{metric}", value, bound, ok, f"{metric} {'>=' if kind == 'min' else '<='} {bound:g}"))
+            checks.append(
+                Check(
+                    f"{kind}:{metric}",
+                    value,
+                    bound,
+                    ok,
+                    f"{metric} {'>=' if kind == 'min' else '<='} {bound:g}",
+                )
+            )
     return checks
 
 
@@ -301,7 +319,15 @@ def _champion_check(policy: Policy, inp: GateInputs) -> list[Check]:
     if inp.champion_version == inp.version:
         return [Check(name, cand, None, True, "candidate is the champion")]
     if inp.champion_error:
-        return [Check(name, cand, None, False, f"champion v{inp.champion_version} could not be scored: {inp.champion_error}")]
+        return [
+            Check(
+                name,
+                cand,
+                None,
+                False,
+                f"champion v{inp.champion_version} could not be scored: {inp.champion_error}",
+            )
+        ]
     champ = (inp.champion_metrics or {}).get(metric)
     if not _finite(cand) or not _finite(champ):
         return [Check(name, cand, None, False, f"metric {metric!r} missing for candidate or champion")]
@@ -334,7 +360,9 @@ def _other_checks(policy: Policy, inp: GateInputs) -> list[Check]:
     for rows, limit in sorted(policy.max_p95_latency_ms.items()):
         value = inp.latency_p95_ms.get(rows)
         ok = _finite(value) and value is not None and value <= limit
-        checks.append(Check(f"max_p95_latency_ms:{rows}", value, limit, ok, f"p95 latency of a {rows}-row batch"))
+        checks.append(
+            Check(f"max_p95_latency_ms:{rows}", value, limit, ok, f"p95 latency of a {rows}-row batch")
+        )
     return checks
 
 

@@ -76,6 +76,13 @@ DERIVED_VIEWS: dict[str, DerivedView] = {
         ("runs", "metrics", "params", "tags"),
         "each run's latest state with metrics/params/tags maps: metrics['auc'], params['num_leaves']",
     ),
+    "registered_versions": DerivedView(
+        """select v.* from model_versions v where exists (
+               select 1 from registry_events e where e.action = 'register' and e.event_id = v.registration_id
+           )""",
+        ("model_versions", "registry_events"),
+        "model versions that completed registration (model_versions also holds lost version claims)",
+    ),
 }
 
 
@@ -152,9 +159,11 @@ def _register(con: duckdb.DuckDBPyConnection, lake: Lake, sql: str) -> None:
         con.register(v, lake.snapshot(by_view[v]))
     for w in wanted:
         m = _VERSIONED.match(w)
-        if m and f"data/{m['name']}" in tables:
+        # map back through the view name: dataset "my-set" is data_my_set, so data_my_set_v1
+        table = {k.lower(): t for k, t in by_view.items()}.get(f"data_{m['name']}") if m else None
+        if m and table and table.startswith("data/"):
             try:
-                con.register(w, lake.snapshot(f"data/{m['name']}", version=int(m["version"])))
+                con.register(w, lake.snapshot(table, version=int(m["version"])))
             except TableNotFoundError as exc:
                 raise SqlError(f"{w}: {exc}") from None
     for name, view in DERIVED_VIEWS.items():

@@ -66,39 +66,17 @@ switches are set by ``train`` itself."""
 # lakeops' own training keys, accepted next to LightGBM's.
 _OWN_KEYS = {"valid_fraction", "threshold"}
 # Parameters that read/write files or start network training: refused, training is pure.
+# fmt: off
 _REFUSED = {
-    "task",
-    "config",
-    "data",
-    "valid",
-    "input_model",
-    "output_model",
-    "output_result",
-    "convert_model",
-    "convert_model_language",
-    "machine_list_filename",
-    "machines",
-    "num_machines",
-    "local_listen_port",
-    "time_out",
-    "forcedsplits_filename",
-    "forcedbins_filename",
-    "parser_config_file",
-    "save_binary",
-    "snapshot_freq",
-    "header",
-    "label_column",
-    "weight_column",
-    "group_column",
-    "ignore_column",
-    "categorical_feature",
-    "device_type",
-    "gpu_platform_id",
-    "gpu_device_id",
-    "num_gpu",
-    "pre_partition",
-    "tree_learner",
+    "task", "config", "data", "valid", "input_model", "output_model", "output_result",
+    "convert_model", "convert_model_language", "machine_list_filename", "machines",
+    "num_machines", "local_listen_port", "time_out", "forcedsplits_filename",
+    "forcedbins_filename", "parser_config_file", "save_binary", "snapshot_freq",
+    "header", "label_column", "weight_column", "group_column", "ignore_column",
+    "categorical_feature", "device_type", "gpu_platform_id", "gpu_device_id", "num_gpu",
+    "pre_partition", "tree_learner",
 }
+# fmt: on
 _FORCED = {"deterministic", "force_row_wise", "force_col_wise", "verbosity", "objective", "metric", "seed"}
 _SMALL_BATCH = 2048  # rows; below this prediction runs on one thread (LAKE-FACTS: 1.2 ms vs 30 us)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_]+$")

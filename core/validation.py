@@ -325,10 +325,16 @@ def psi_against_profile(reference: Mapping[str, Any], series: pl.Series) -> floa
 
 
 # ---------------------------------------------------------------------------- checks
+_DTYPE_ALIASES = {"int": "Int64", "integer": "Int64", "float": "Float64", "double": "Float64", "str": "String",
+                  "string": "String", "text": "String", "bool": "Boolean", "boolean": "Boolean",
+                  "datetime": "Datetime", "timestamp": "Datetime", "date": "Date"}
+
+
 def _dtype_ok(found: pl.DataType, expected: str) -> bool:
     """Same type, or one that widens safely (int -> wider int or float; all-null column)."""
     text = str(found)
-    if text == expected or found == pl.Null:
+    expected = _DTYPE_ALIASES.get(expected.lower(), expected)
+    if text == expected or found == pl.Null or ("(" not in expected and text.startswith(expected + "(")):
         return True
     ints = ["Int8", "Int16", "Int32", "Int64"]
     if found.is_integer() and (expected in ("Float32", "Float64")

@@ -24,8 +24,10 @@ with st.expander("Actions", expanded=True):
     reason = st.text_input("Reason (required, recorded in the audit trail)", key="reason")
     force = st.checkbox("Force promotion past a failed gate (recorded as forced)", key="force")
     cols = st.columns(5)
-    clicked = {name: col.button(name, key=f"btn_{name.lower().replace(' ', '_')}") for name, col in zip(
-        ["Evaluate", "Approve", "Reject", "Promote", "Roll back"], cols, strict=True)}
+    clicked = {
+        name: col.button(name, key=f"btn_{name.lower().replace(' ', '_')}")
+        for name, col in zip(["Evaluate", "Approve", "Reject", "Promote", "Roll back"], cols, strict=True)
+    }
     actor = settings().actor
     try:
         if clicked["Evaluate"]:
@@ -38,7 +40,9 @@ with st.expander("Actions", expanded=True):
             promote.reject(model, version, reason=reason, actor=actor, lake=lake(), settings=settings())
             st.success(f"rejected v{version}")
         if clicked["Promote"]:
-            ch = promote.promote(model, version, reason=reason, actor=actor, force=force, lake=lake(), settings=settings())
+            ch = promote.promote(
+                model, version, reason=reason, actor=actor, force=force, lake=lake(), settings=settings()
+            )
             st.success(f"champion: v{ch.previous_version} -> v{ch.version}")
         if clicked["Roll back"]:
             ch = promote.rollback(model, reason=reason, actor=actor, lake=lake(), settings=settings())
@@ -66,7 +70,16 @@ if report is None:
 else:
     (st.success if report.passed else st.error)(report.summary())
     checks = pd.DataFrame(
-        [{"check": c.name, "value": str(c.value), "threshold": str(c.threshold), "passed": c.passed, "detail": c.detail} for c in report.checks]
+        [
+            {
+                "check": c.name,
+                "value": str(c.value),
+                "threshold": str(c.threshold),
+                "passed": c.passed,
+                "detail": c.detail,
+            }
+            for c in report.checks
+        ]
     )
 
     def _highlight(row: pd.Series) -> list[str]:
@@ -84,7 +97,17 @@ def _timeline(frame: pd.DataFrame) -> alt.Chart:
     points = base.mark_point(size=90, filled=True).encode(
         color=alt.Color("action:N"),
         shape=alt.Shape("forced:N"),
-        tooltip=["at:T", "alias:N", "action:N", "version:Q", "previous_version:Q", "actor:N", "reason:N", "applied:N", "forced:N"],
+        tooltip=[
+            "at:T",
+            "alias:N",
+            "action:N",
+            "version:Q",
+            "previous_version:Q",
+            "actor:N",
+            "reason:N",
+            "applied:N",
+            "forced:N",
+        ],
     )
     return (line + points).properties(height=260)
 
@@ -94,7 +117,9 @@ hist = registry.history(model, lake=lake())
 if hist.height == 0:
     st.caption("No alias has moved yet.")
 else:
-    alias_pick = st.selectbox("Alias", sorted(set(hist["alias"].to_list()), key=lambda a: (a != "champion", a)), key="hist_alias")
+    alias_pick = st.selectbox(
+        "Alias", sorted(set(hist["alias"].to_list()), key=lambda a: (a != "champion", a)), key="hist_alias"
+    )
     shown = hist.filter(hist["alias"] == alias_pick).to_pandas()
     st.altair_chart(_timeline(shown), width="stretch")
     st.dataframe(shown, hide_index=True)

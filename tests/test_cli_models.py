@@ -17,7 +17,9 @@ def trained(tmp_path_factory):
     lake = Lake(tmp_path_factory.mktemp("cli") / "lake")
     datasets.ingest("churn", demo.generate(n=2000, seed=5), lake=lake)
     run_a = train_model("churn", target="churned", params={"num_iterations": 20}, lake=lake).run_id
-    run_b = train_model("churn", target="churned", params={"num_iterations": 5, "num_leaves": 2}, seed=2, lake=lake).run_id
+    run_b = train_model(
+        "churn", target="churned", params={"num_iterations": 5, "num_leaves": 2}, seed=2, lake=lake
+    ).run_id
     return lake, run_a, run_b
 
 
@@ -55,7 +57,12 @@ def test_register_evaluate_promote_history(trained, cli):
     assert code == 0 and "team" in out and "beat_champion:auc" in out
     code, out, _ = cli("history", "churn", "--format", "json")
     rows = json.loads(out)
-    assert code == 0 and rows[0]["actor"] == "carol" and rows[0]["reason"] == "first launch" and rows[0]["version"] == 1
+    assert (
+        code == 0
+        and rows[0]["actor"] == "carol"
+        and rows[0]["reason"] == "first launch"
+        and rows[0]["version"] == 1
+    )
     code, out, _ = cli("history", "churn", "--all")
     assert code == 0 and all(a in out for a in ("register", "gate", "promote"))
     code, out, _ = cli("list", "--format", "json")
@@ -76,7 +83,9 @@ def test_failed_gate_force_and_rollback(trained, cli, tmp_path):
     _one_error_line(err, code, "failed its gate: min:auc")
     code, _, err = cli("promote", "strict", "2", "--force")
     _one_error_line(err, code, "needs a reason")
-    code, out, _ = cli("promote", "strict", "2", "--force", "--reason", "exec override", "--policy", str(policy))
+    code, out, _ = cli(
+        "promote", "strict", "2", "--force", "--reason", "exec override", "--policy", str(policy)
+    )
     assert code == 0 and "FORCED" in out
     hist = registry.history("strict", "champion", lake=lake)
     assert hist["forced"].to_list() == [False, True]
@@ -111,5 +120,15 @@ def test_end_to_end_subprocess(trained):
     env = {**os.environ, "LAKEOPS_LAKE": lake.uri, "LAKEOPS_ACTOR": "dave"}
     ok = subprocess.run(["lakeops", "models", "list"], env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "churn" in ok.stdout
-    bad = subprocess.run(["lakeops", "models", "promote", "nosuch", "1", "--reason", "x"], env=env, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "'nosuch' is not registered" in bad.stderr
+    bad = subprocess.run(
+        ["lakeops", "models", "promote", "nosuch", "1", "--reason", "x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip().count("\n") == 0
+        and "'nosuch' is not registered" in bad.stderr
+    )

@@ -257,3 +257,10 @@ def test_real_data_wa_churn(lake: Lake):
     broken = second.with_columns(pl.lit(None, dtype=pl.Float64).alias("monthly_charges"))
     with pytest.raises(DataValidationError, match=r"nulls\(monthly_charges\)"):
         ds.ingest("wa_churn", broken, lake=lake)
+
+
+def test_pandas_frame_with_a_mixed_column_is_refused(lake: Lake):
+    pd = pytest.importorskip("pandas")
+    with pytest.raises(DataValidationError, match="mixes types"):
+        ds.ingest("mixed", pd.DataFrame({"a": [1, "x", 2.5]}), lake=lake)
+    assert not lake.exists("data/mixed")

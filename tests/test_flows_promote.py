@@ -23,16 +23,24 @@ def world(tmp_path_factory):
     datasets.ingest("churn", data.tail(1000), lake=lake)
     datasets.ingest("raw", data, lake=lake, validate=False)
     runs = {
-        "a": train_model("churn", target="churned", version=1, params={"num_iterations": 20}, lake=lake).run_id,
-        "b": train_model("churn", target="churned", version=2, params={"num_iterations": 40}, seed=1, lake=lake).run_id,
-        "c": train_model("churn", target="churned", version=2, params={"num_iterations": 5, "num_leaves": 2}, lake=lake).run_id,
+        "a": train_model(
+            "churn", target="churned", version=1, params={"num_iterations": 20}, lake=lake
+        ).run_id,
+        "b": train_model(
+            "churn", target="churned", version=2, params={"num_iterations": 40}, seed=1, lake=lake
+        ).run_id,
+        "c": train_model(
+            "churn", target="churned", version=2, params={"num_iterations": 5, "num_leaves": 2}, lake=lake
+        ).run_id,
         "raw": train_model("raw", target="churned", params={"num_iterations": 10}, lake=lake).run_id,
     }
     return lake, runs
 
 
 def _settings(lake: Lake, model: str, **policy):
-    return load_settings(env={}, lake_uri=lake.uri, actor="alice", sections={"models": {model: {"policy": policy}}})
+    return load_settings(
+        env={}, lake_uri=lake.uri, actor="alice", sections={"models": {model: {"policy": policy}}}
+    )
 
 
 def test_first_version_passes_with_no_champion_and_is_promoted(world):
@@ -42,7 +50,12 @@ def test_first_version_passes_with_no_champion_and_is_promoted(world):
     assert report.passed and report.champion_version is None
     check = next(c for c in report.checks if c.name == "beat_champion:auc")
     assert check.detail == "no champion"
-    assert {c.name for c in report.checks} >= {"validated_data", "max_size_bytes", "max_p95_latency_ms:1", "max_p95_latency_ms:100"}
+    assert {c.name for c in report.checks} >= {
+        "validated_data",
+        "max_size_bytes",
+        "max_p95_latency_ms:1",
+        "max_p95_latency_ms:100",
+    }
     assert report.eval_dataset == "churn" and report.eval_dataset_version == 1 and report.eval_rows == 400
     assert promote.latest_gate("m1", 1, lake=lake) == report
     change = promote.promote("m1", 1, reason="launch", lake=lake, actor="alice")
@@ -56,7 +69,9 @@ def test_champion_is_rescored_on_the_candidates_holdout(world):
     registry.register("m2", runs["a"], lake=lake)  # trained on churn v1
     registry.register("m2", runs["b"], lake=lake)  # trained on churn v2
     registry.set_alias("m2", "champion", 1, actor="t", reason="seed", lake=lake)
-    report = promote.evaluate("m2", 2, lake=lake, settings=_settings(lake, "m2", beat_champion={"metric": "auc", "margin": 0.0}))
+    report = promote.evaluate(
+        "m2", 2, lake=lake, settings=_settings(lake, "m2", beat_champion={"metric": "auc", "margin": 0.0})
+    )
     # recompute by hand: the champion's own model on the candidate's (dataset v2) holdout
     frame = datasets.load("churn", 2, lake=lake)
     _, holdout = training.split(frame, "churned", time_column="signup_at", seed=1, valid_fraction=0.2)
@@ -64,7 +79,9 @@ def test_champion_is_rescored_on_the_candidates_holdout(world):
     y = holdout["churned"].cast(pl.Float64).to_numpy()
     expected = training.compute_metrics("binary", y, champ.model.predict(holdout))["auc"]
     assert report.champion_metrics["auc"] == pytest.approx(expected, abs=1e-12)
-    assert report.champion_metrics["auc"] != pytest.approx(registry.get_version("m2", 1, lake=lake).metrics["auc"])
+    assert report.champion_metrics["auc"] != pytest.approx(
+        registry.get_version("m2", 1, lake=lake).metrics["auc"]
+    )
     check = next(c for c in report.checks if c.name == "beat_champion:auc")
     assert check.threshold == pytest.approx(expected)
     assert check.passed == (report.metrics["auc"] >= expected)
@@ -82,7 +99,9 @@ def test_failed_gate_refuses_promotion_unless_forced(world):
         promote.promote("m3", 1, reason="try", lake=lake, settings=settings)
     with pytest.raises(RegistryError, match="needs a reason"):
         promote.promote("m3", 1, reason="", force=True, lake=lake, settings=settings)
-    promote.promote("m3", 1, reason="hotfix, accepted risk", force=True, lake=lake, settings=settings, actor="bob")
+    promote.promote(
+        "m3", 1, reason="hotfix, accepted risk", force=True, lake=lake, settings=settings, actor="bob"
+    )
     hist = registry.history("m3", "champion", lake=lake).row(0, named=True)
     assert hist["forced"] and hist["actor"] == "bob" and hist["reason"] == "hotfix, accepted risk"
 
@@ -143,9 +162,13 @@ def test_auto_promote_and_aliases(world):
     lake, runs = world
     registry.register("m7", runs["a"], lake=lake)
     registry.register("m7", runs["b"], lake=lake)
-    off = promote.evaluate_and_maybe_promote("m7", 1, reason="retrain", lake=lake, settings=_settings(lake, "m7"))
+    off = promote.evaluate_and_maybe_promote(
+        "m7", 1, reason="retrain", lake=lake, settings=_settings(lake, "m7")
+    )
     assert not off.promoted and "auto_promote is off" in off.why
-    on = promote.evaluate_and_maybe_promote("m7", 1, reason="retrain", lake=lake, settings=_settings(lake, "m7", auto_promote=True))
+    on = promote.evaluate_and_maybe_promote(
+        "m7", 1, reason="retrain", lake=lake, settings=_settings(lake, "m7", auto_promote=True)
+    )
     assert on.promoted and registry.champion_version("m7", lake) == 1
     promote.alias("m7", "challenger", 2, reason="shadow traffic", lake=lake)
     assert registry.aliases("m7", lake=lake) == {"champion": 1, "challenger": 2}
@@ -157,7 +180,7 @@ def test_auto_promote_and_aliases(world):
 
 def test_policy_from_file_and_bad_keys(tmp_path):
     f = tmp_path / "p.toml"
-    f.write_text('[policy]\nmin = {auc = 0.7}\nrequire_approval = true\nmax_p95_latency_ms = {1 = 5}\n')
+    f.write_text("[policy]\nmin = {auc = 0.7}\nrequire_approval = true\nmax_p95_latency_ms = {1 = 5}\n")
     pol = promote.load_policy("churn", path=f)
     assert pol == Policy(min={"auc": 0.7}, require_approval=True, max_p95_latency_ms={1: 5.0})
     f.write_text("min = {auc = 'high'}\n")

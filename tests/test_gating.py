@@ -13,8 +13,15 @@ GOOD = {"auc": 0.85, "brier": 0.15, "log_loss": 0.4}
 
 def _inputs(**kw):
     base = dict(
-        model="churn", version=2, task="binary", candidate_metrics=GOOD, validation_status="passed",
-        size_bytes=1000, latency_p95_ms={1: 1.0, 100: 5.0}, eval_dataset="churn", eval_dataset_version=3,
+        model="churn",
+        version=2,
+        task="binary",
+        candidate_metrics=GOOD,
+        validation_status="passed",
+        size_bytes=1000,
+        latency_p95_ms={1: 1.0, 100: 5.0},
+        eval_dataset="churn",
+        eval_dataset_version=3,
     )
     return GateInputs(**{**base, **kw})
 
@@ -28,7 +35,10 @@ def test_absolute_thresholds_pass_and_fail():
     assert run_gate(pol, _inputs()).passed
     bad = run_gate(pol, _inputs(candidate_metrics={"auc": 0.79, "brier": 0.21}))
     assert not bad.passed
-    assert [(c.name, c.value, c.threshold) for c in bad.failed] == [("min:auc", 0.79, 0.8), ("max:brier", 0.21, 0.2)]
+    assert [(c.name, c.value, c.threshold) for c in bad.failed] == [
+        ("min:auc", 0.79, 0.8),
+        ("max:brier", 0.21, 0.2),
+    ]
     edge = run_gate(pol, _inputs(candidate_metrics={"auc": 0.8, "brier": 0.2}))
     assert edge.passed  # bounds are inclusive
     missing = run_gate(Policy(min={"f1": 0.5}), _inputs())
@@ -53,11 +63,21 @@ def test_beat_champion_special_cases():
     pol = Policy()
     none = _check(run_gate(pol, _inputs()), "beat_champion:auc")
     assert none.passed and none.detail == "no champion"
-    same = _check(run_gate(pol, _inputs(champion_version=2, champion_metrics={"auc": 0.9})), "beat_champion:auc")
+    same = _check(
+        run_gate(pol, _inputs(champion_version=2, champion_metrics={"auc": 0.9})), "beat_champion:auc"
+    )
     assert same.passed and same.detail == "candidate is the champion"
     err = run_gate(pol, _inputs(champion_version=1, champion_error="missing feature column(s) age"))
     assert not err.passed and "could not be scored" in err.failed[0].detail
-    reg = run_gate(pol, _inputs(task="regression", candidate_metrics={"rmse": 1.0}, champion_version=1, champion_metrics={"rmse": 1.1}))
+    reg = run_gate(
+        pol,
+        _inputs(
+            task="regression",
+            candidate_metrics={"rmse": 1.0},
+            champion_version=1,
+            champion_metrics={"rmse": 1.1},
+        ),
+    )
     assert _check(reg, "beat_champion:rmse").passed
     assert all(not c.name.startswith("beat") for c in run_gate(Policy(beat_champion=None), _inputs()).checks)
 
@@ -67,7 +87,10 @@ def test_data_size_and_latency_checks():
     report = run_gate(pol, _inputs(validation_status="failed"))
     assert {c.name for c in report.failed} == {"validated_data", "max_size_bytes", "max_p95_latency_ms:100"}
     assert _check(report, "max_p95_latency_ms:1").passed
-    assert run_gate(Policy(require_validated_data=False, max_size_bytes=None, max_p95_latency_ms={}), _inputs(validation_status=None)).passed
+    assert run_gate(
+        Policy(require_validated_data=False, max_size_bytes=None, max_p95_latency_ms={}),
+        _inputs(validation_status=None),
+    ).passed
     assert run_gate(Policy(), _inputs(validation_status="warned")).passed
     unmeasured = run_gate(Policy(max_p95_latency_ms={1000: 9.0}), _inputs())
     assert not unmeasured.passed

@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import polars as pl
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import datasets, demo, registry
@@ -17,6 +18,7 @@ def ui_lake(lake, monkeypatch):
     monkeypatch.setenv("LAKEOPS_LAKE", lake.uri)
     monkeypatch.setenv("LAKEOPS_ACTOR", "uiuser")
     monkeypatch.delenv("LAKEOPS_CONFIG", raising=False)
+    st.cache_resource.clear()  # pages/_common caches the lake handle per process: drop other tests' lakes
     datasets.ingest("churn", demo.generate(n=1500, seed=7), lake=lake)
     for seed, iters in ((0, 20), (1, 5)):
         run = train_model("churn", target="churned", params={"num_iterations": iters}, seed=seed, lake=lake)
@@ -61,6 +63,7 @@ def test_models_page_actions_need_a_reason_and_call_core(ui_lake):
     assert "beat_champion:auc" in gate["check"].tolist()
     assert registry.statuses("churn", lake=ui_lake)[2] == "candidate"
     at.button(key="btn_approve").click().run()
+    assert not at.error, [e.value for e in at.error]
     assert registry.statuses("churn", lake=ui_lake)[2] == "approved"
     at.checkbox(key="force").check().run()
     at.button(key="btn_promote").click().run()

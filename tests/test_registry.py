@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core import registry
+from core import registry, sql
 from core.errors import (
     ArtifactIntegrityError,
     ModelNotFoundError,
@@ -31,15 +31,30 @@ def tiny_model():
 
 def _reg(lake: Lake, model, metrics, name: str = "churn", **kw):
     return registry._register_files(
-        lake, name, "run-x", model.text.encode(), json.dumps(model.signature).encode(),
-        metrics=metrics, dataset_name="churn", dataset_version=1, actor="tester", **kw,
+        lake,
+        name,
+        "run-x",
+        model.text.encode(),
+        json.dumps(model.signature).encode(),
+        metrics=metrics,
+        dataset_name="churn",
+        dataset_version=1,
+        actor="tester",
+        **kw,
     )
 
 
 def _fake(lake: Lake, name: str = "m") -> registry.ModelVersion:
     return registry._register_files(
-        lake, name, None, b"not a model", b"{}", metrics={"auc": 0.5}, dataset_name=None,
-        dataset_version=None, actor="tester",
+        lake,
+        name,
+        None,
+        b"not a model",
+        b"{}",
+        metrics={"auc": 0.5},
+        dataset_name=None,
+        dataset_version=None,
+        actor="tester",
     )
 
 
@@ -98,7 +113,9 @@ def test_aliases_statuses_history_and_alias_at(lake):
     at2 = registry.alias_at("m", "champion", t2, lake=lake)
     assert (at2.version, at2.previous_version, at2.actor) == (2, 1, "bob")
     # rollback pops the champion stack back to v1 in one step
-    back = registry.set_alias("m", "champion", 1, actor="ann", reason="incident", action="rollback", expected=2, lake=lake)
+    back = registry.set_alias(
+        "m", "champion", 1, actor="ann", reason="incident", action="rollback", expected=2, lake=lake
+    )
     assert back.applied and registry.state("m", lake=lake).champion_stack == (1,)
     hist = registry.history("m", "champion", lake=lake)
     assert hist["version"].to_list() == [1, 2, 1]
@@ -117,7 +134,9 @@ def test_bad_names_give_clear_errors(lake):
     with pytest.raises(RegistryError, match="needs a reason"):
         registry.set_alias("m", "champion", 1, actor="a", reason="  ", lake=lake)
     with pytest.raises(RegistryError, match="invalid"):
-        registry._register_files(lake, "bad/name", None, b"x", b"{}", metrics={}, dataset_name=None, dataset_version=None)
+        registry._register_files(
+            lake, "bad/name", None, b"x", b"{}", metrics={}, dataset_name=None, dataset_version=None
+        )
 
 
 def test_superseded_alias_change_is_recorded_but_not_applied(lake):
@@ -125,64 +144,50 @@ def test_superseded_alias_change_is_recorded_but_not_applied(lake):
         _fake(lake)
     registry.set_alias("m", "champion", 1, actor="a", reason="r", expected=None, lake=lake)
     a = registry.set_alias("m", "champion", 2, actor="a", reason="r", expected=1, lake=lake)
-    b = registry.set_alias("m", "champion", 3, actor="b", reason="r", expected=1, lake=lake)  # saw stale state
+    b = registry.set_alias(
+        "m", "champion", 3, actor="b", reason="r", expected=1, lake=lake
+    )  # saw stale state
     assert a.applied and not b.applied
     assert registry.champion_version("m", lake) == 2
     assert registry.history("m", lake=lake)["applied"].to_list() == [True, True, False]
 
 
-def _claim_worker(uri: str, start: float, n: int, out) -> None:
+def _worker(uri: str, start: float, n_claims: int, targets: list[int], out) -> None:
+    """Register ``n_claims`` versions of "m", then move its champion through ``targets``, racing."""
     lake = Lake(uri)
     time.sleep(max(0.0, start - time.time()))
-    got = [_fake(lake).version for _ in range(n)]
-    out.put(got)
-
-
-def _alias_worker(uri: str, start: float, versions: list[int], out) -> None:
-    lake = Lake(uri)
-    time.sleep(max(0.0, start - time.time()))
+    claimed = [_fake(lake).version for _ in range(n_claims)]
+    time.sleep(max(0.0, start + 4.0 - time.time()))  # the other process has registered by now
     ids = []
-    for v in versions:
+    for v in targets:
         cur = registry.champion_version("m", lake)
         change = registry.set_alias("m", "champion", v, actor=f"p{v}", reason="race", expected=cur, lake=lake)
         ids.append(change.event_id)
-    out.put(ids)
+    out.put((claimed, ids))
 
 
-def _run_two(target, args_a, args_b):
+def test_two_processes_register_and_move_aliases_at_the_same_moment(lake):
+    _fake(lake)
+    registry.set_alias("m", "champion", 1, actor="a", reason="init", lake=lake)
+    start = time.time() + 3.0
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*a, out)) for a in (args_a, args_b)]
+    args = [(lake.uri, start, 3, [2, 3, 4]), (lake.uri, start, 3, [5, 6, 7, 2])]
+    procs = [ctx.Process(target=_worker, args=(*a, out)) for a in args]
     for p in procs:
         p.start()
-    results = [out.get(timeout=120) for _ in procs]
+    (claims_a, ids_a), (claims_b, ids_b) = [out.get(timeout=180) for _ in procs]
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    return results
-
-
-def test_concurrent_registrations_get_distinct_versions(lake):
-    _fake(lake)  # create the tables first
-    start = time.time() + 3.0
-    a, b = _run_two(_claim_worker, (lake.uri, start, 3), (lake.uri, start, 3))
-    assert sorted(a + b) == [2, 3, 4, 5, 6, 7]
-    frame = registry.versions("m", lake=lake)
-    assert frame["version"].to_list() == list(range(1, 8))
-    assert frame["sha256"].n_unique() == 1
-
-
-def test_concurrent_alias_changes_equal_a_serial_order(lake):
-    for _ in range(6):
-        _fake(lake)
-    registry.set_alias("m", "champion", 1, actor="a", reason="init", lake=lake)
-    start = time.time() + 3.0
-    ids_a, ids_b = _run_two(_alias_worker, (lake.uri, start, [2, 3, 4]), (lake.uri, start, [5, 6, 2]))
+    # registrations: distinct numbers, no gap, one row per version
+    assert sorted(claims_a + claims_b) == [2, 3, 4, 5, 6, 7]
+    assert registry.versions("m", lake=lake)["version"].to_list() == list(range(1, 8))
+    assert sql.query(lake, "select count(*) as n from registered_versions")["n"][0] == 7
+    # alias changes: every event recorded, and the applied ones form one serial chain
     hist = registry.history("m", "champion", lake=lake)
-    assert set(ids_a + ids_b) <= set(hist["event_id"].to_list())  # nothing lost
-    assert hist.height == 7
+    assert set(ids_a + ids_b) <= set(hist["event_id"].to_list()) and hist.height == 8
     applied = hist.filter("applied")
-    # replaying only the applied changes serially gives the same chain and final state
     versions = applied["version"].to_list()
     assert applied["previous_version"].to_list()[1:] == versions[:-1]
     assert registry.champion_version("m", lake) == versions[-1]

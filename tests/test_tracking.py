@@ -13,7 +13,7 @@ from core import tracking
 from core.errors import ArtifactIntegrityError, LakeopsError, RunNotFoundError
 from core.lake import Lake
 from core.sql import query
-from core.tracking_search import SearchSyntaxError
+from core.tracking import SearchSyntaxError
 
 
 def _runs(lake: Lake) -> pl.DataFrame:

@@ -152,3 +152,12 @@ def test_report_round_trip_and_lines():
     assert report.errors[0].line().startswith("ERROR columns: expected exactly the 4 reference columns, found missing plan")
     frame = report.frame()
     assert frame.height == len(report.results) and frame.filter(~pl.col("passed")).height == len(report.errors)
+
+
+def test_dtype_names_and_aliases():
+    from datetime import UTC, datetime
+
+    frame = pl.DataFrame({"t": [datetime(2025, 1, 1, tzinfo=UTC)], "n": [1], "s": ["a"]})
+    spec = parse_spec({"dtypes": {"t": "Datetime", "n": "float", "s": "Int64"}})
+    passed = {r.column: r.passed for r in validate(frame, spec.rules).results}
+    assert passed == {"t": True, "n": True, "s": False}

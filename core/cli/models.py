@@ -29,7 +29,9 @@ def register(sub: Any) -> None:
     p.add_argument("--format", choices=_FORMATS, default="table")
     p.set_defaults(handler=_list)
 
-    p = msub.add_parser("show", help="a model's versions (status, aliases, gate, metrics), or one version in detail")
+    p = msub.add_parser(
+        "show", help="a model's versions (status, aliases, gate, metrics), or one version in detail"
+    )
     p.add_argument("model")
     p.add_argument("version", nargs="?", type=int)
     p.add_argument("--format", choices=_FORMATS, default="table")
@@ -56,7 +58,10 @@ def register(sub: Any) -> None:
     p.add_argument("--format", choices=_FORMATS, default="table")
     p.set_defaults(handler=_evaluate)
 
-    for action, text in (("approve", "approve a version (needed when the policy requires approval)"), ("reject", "reject a version")):
+    for action, text in (
+        ("approve", "approve a version (needed when the policy requires approval)"),
+        ("reject", "reject a version"),
+    ):
         p = msub.add_parser(action, help=text)
         p.add_argument("model")
         p.add_argument("version", type=int)
@@ -76,7 +81,9 @@ def register(sub: Any) -> None:
     p.add_argument("--reason", help="why (required)")
     p.set_defaults(handler=_rollback)
 
-    p = msub.add_parser("alias", help="point a non-champion alias (challenger ...) at a version, or --delete it")
+    p = msub.add_parser(
+        "alias", help="point a non-champion alias (challenger ...) at a version, or --delete it"
+    )
     p.add_argument("model")
     p.add_argument("alias")
     p.add_argument("version", nargs="?", type=int)
@@ -163,23 +170,36 @@ def _register(args: argparse.Namespace) -> None:
         tags[key] = value
     settings = settings_from(args)
     mv = registry.register(
-        args.model, args.run_id, description=args.description, tags=tags, actor=settings.actor, lake=open_lake(args)
+        args.model,
+        args.run_id,
+        description=args.description,
+        tags=tags,
+        actor=settings.actor,
+        lake=open_lake(args),
     )
-    sys.stdout.write(f"registered {mv.model} v{mv.version} from run {mv.run_id} (sha256 {mv.sha256[:12]}...)\n")
+    sys.stdout.write(
+        f"registered {mv.model} v{mv.version} from run {mv.run_id} (sha256 {mv.sha256[:12]}...)\n"
+    )
 
 
 def _checks(report: Any) -> pl.DataFrame:
     rows = [
         {
             "check": c.name,
-            "value": "" if c.value is None else (f"{c.value:.6g}" if isinstance(c.value, float) else str(c.value)),
-            "threshold": "" if c.threshold is None else (f"{c.threshold:.6g}" if isinstance(c.threshold, float) else str(c.threshold)),
+            "value": ""
+            if c.value is None
+            else (f"{c.value:.6g}" if isinstance(c.value, float) else str(c.value)),
+            "threshold": ""
+            if c.threshold is None
+            else (f"{c.threshold:.6g}" if isinstance(c.threshold, float) else str(c.threshold)),
             "result": "pass" if c.passed else "FAIL",
             "detail": c.detail,
         }
         for c in report.checks
     ]
-    return pl.DataFrame(rows, schema={k: pl.String for k in ("check", "value", "threshold", "result", "detail")})
+    return pl.DataFrame(
+        rows, schema={k: pl.String for k in ("check", "value", "threshold", "result", "detail")}
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -188,7 +208,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     lake = open_lake(args)
     policy = promote.load_policy(args.model, settings=settings, path=args.policy)
-    report = promote.evaluate(args.model, args.version, actor=settings.actor, lake=lake, settings=settings, policy=policy)
+    report = promote.evaluate(
+        args.model, args.version, actor=settings.actor, lake=lake, settings=settings, policy=policy
+    )
     if args.format == "json":
         sys.stdout.write(json.dumps(report.to_dict(), default=str) + "\n")
     else:
@@ -203,7 +225,14 @@ def _decide(args: argparse.Namespace) -> None:
 
     settings = settings_from(args)
     fn = promote.approve if args.action == "approve" else promote.reject
-    fn(args.model, args.version, reason=args.reason, actor=settings.actor, lake=open_lake(args), settings=settings)
+    fn(
+        args.model,
+        args.version,
+        reason=args.reason,
+        actor=settings.actor,
+        lake=open_lake(args),
+        settings=settings,
+    )
     sys.stdout.write(f"{args.action}d {args.model} v{args.version} ({settings.actor}: {args.reason})\n")
 
 
@@ -213,8 +242,14 @@ def _promote(args: argparse.Namespace) -> None:
     settings = settings_from(args)
     policy = promote.load_policy(args.model, settings=settings, path=args.policy)
     change = promote.promote(
-        args.model, args.version, reason=args.reason, actor=settings.actor, force=args.force,
-        lake=open_lake(args), settings=settings, policy=policy,
+        args.model,
+        args.version,
+        reason=args.reason,
+        actor=settings.actor,
+        force=args.force,
+        lake=open_lake(args),
+        settings=settings,
+        policy=policy,
     )
     prev = "none" if change.previous_version is None else f"v{change.previous_version}"
     forced = " (FORCED)" if args.force else ""
@@ -225,8 +260,12 @@ def _rollback(args: argparse.Namespace) -> None:
     from core.flows import promote
 
     settings = settings_from(args)
-    change = promote.rollback(args.model, reason=args.reason, actor=settings.actor, lake=open_lake(args), settings=settings)
-    sys.stdout.write(f"champion of {args.model}: v{change.previous_version} -> v{change.version} (rollback)\n")
+    change = promote.rollback(
+        args.model, reason=args.reason, actor=settings.actor, lake=open_lake(args), settings=settings
+    )
+    sys.stdout.write(
+        f"champion of {args.model}: v{change.previous_version} -> v{change.version} (rollback)\n"
+    )
 
 
 def _alias(args: argparse.Namespace) -> None:
@@ -237,8 +276,14 @@ def _alias(args: argparse.Namespace) -> None:
         raise RegistryError(f"give the version alias {args.alias!r} should point to, or --delete")
     settings = settings_from(args)
     change = promote.alias(
-        args.model, args.alias, args.version, reason=args.reason, actor=settings.actor, delete=args.delete,
-        lake=open_lake(args), settings=settings,
+        args.model,
+        args.alias,
+        args.version,
+        reason=args.reason,
+        actor=settings.actor,
+        delete=args.delete,
+        lake=open_lake(args),
+        settings=settings,
     )
     target = "removed" if change.version is None else f"v{change.version}"
     sys.stdout.write(f"alias {args.alias} of {args.model}: {target}\n")

@@ -41,7 +41,7 @@ __all__ = [
     "rollback",
 ]
 
-_LATENCY_REPEATS = 60
+_LATENCY_REPEATS = 40
 _LATENCY_WARMUP = 5
 
 
@@ -69,10 +69,16 @@ def load_policy(model: str, *, settings: Settings | None = None, path: str | Pat
             raise ConfigError(f"policy file {p}: cannot read it ({exc.strerror})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"policy file {p}: invalid TOML: {exc}") from None
-        nested = data.get("models", {}).get(model, {}).get("policy") if isinstance(data.get("models"), dict) else None
+        nested = (
+            data.get("models", {}).get(model, {}).get("policy")
+            if isinstance(data.get("models"), dict)
+            else None
+        )
         return gating.policy_from_dict(nested if nested is not None else data, where=f"policy file {p}")
     settings = settings or load_settings()
-    return gating.policy_from_dict(settings.section(f"models.{model}.policy"), where=f"[models.{model}.policy]")
+    return gating.policy_from_dict(
+        settings.section(f"models.{model}.policy"), where=f"[models.{model}.policy]"
+    )
 
 
 def _actor(actor: str | None, settings: Settings | None) -> str:
@@ -83,7 +89,7 @@ def _reason(reason: str | None, what: str) -> str:
     if reason is None or not str(reason).strip():
         from core.errors import RegistryError
 
-        raise RegistryError(f"{what} needs a reason: pass --reason \"...\" (it goes into the audit trail)")
+        raise RegistryError(f'{what} needs a reason: pass --reason "..." (it goes into the audit trail)')
     return str(reason).strip()
 
 
@@ -205,8 +211,13 @@ def evaluate(
     )
     report = gating.run_gate(policy, inputs)
     registry.record_event(
-        model, "gate", version=version, actor=_actor(actor, settings), reason=report.summary(),
-        report=report.to_dict(), lake=lake,
+        model,
+        "gate",
+        version=version,
+        actor=_actor(actor, settings),
+        reason=report.summary(),
+        report=report.to_dict(),
+        lake=lake,
     )
     return report
 
@@ -237,19 +248,45 @@ def approval(model: str, version: int, *, lake: Lake | None = None) -> str | Non
 
 
 # ---------------------------------------------------------------------------- decisions
-def _decide(model: str, version: int, action: str, reason: str | None, actor: str | None, lake: Lake | None, settings: Settings | None) -> str:
+def _decide(
+    model: str,
+    version: int,
+    action: str,
+    reason: str | None,
+    actor: str | None,
+    lake: Lake | None,
+    settings: Settings | None,
+) -> str:
     lake = resolve(lake)
     why = _reason(reason, f"{action} of {model!r} v{version}")
     registry.get_version(model, version, lake=lake)
-    return registry.record_event(model, action, version=version, actor=_actor(actor, settings), reason=why, lake=lake)
+    return registry.record_event(
+        model, action, version=version, actor=_actor(actor, settings), reason=why, lake=lake
+    )
 
 
-def approve(model: str, version: int, *, reason: str, actor: str | None = None, lake: Lake | None = None, settings: Settings | None = None) -> str:
+def approve(
+    model: str,
+    version: int,
+    *,
+    reason: str,
+    actor: str | None = None,
+    lake: Lake | None = None,
+    settings: Settings | None = None,
+) -> str:
     """Record a manual approval of a version (needed to promote when the policy requires it)."""
     return _decide(model, version, "approve", reason, actor, lake, settings)
 
 
-def reject(model: str, version: int, *, reason: str, actor: str | None = None, lake: Lake | None = None, settings: Settings | None = None) -> str:
+def reject(
+    model: str,
+    version: int,
+    *,
+    reason: str,
+    actor: str | None = None,
+    lake: Lake | None = None,
+    settings: Settings | None = None,
+) -> str:
     """Record a manual rejection of a version (it can then only be promoted with ``force``)."""
     return _decide(model, version, "reject", reason, actor, lake, settings)
 
@@ -315,8 +352,15 @@ def promote(
         "overridden": refusal if force else None,
     }
     change = registry.set_alias(
-        model, "champion", version, actor=_actor(actor, settings), reason=why, action="promote",
-        report=details, expected=champion, lake=lake,
+        model,
+        "champion",
+        version,
+        actor=_actor(actor, settings),
+        reason=why,
+        action="promote",
+        report=details,
+        expected=champion,
+        lake=lake,
     )
     if not change.applied:
         raise PromotionRefusedError(
@@ -326,7 +370,14 @@ def promote(
     return change
 
 
-def rollback(model: str, *, reason: str, actor: str | None = None, lake: Lake | None = None, settings: Settings | None = None) -> registry.AliasChange:
+def rollback(
+    model: str,
+    *,
+    reason: str,
+    actor: str | None = None,
+    lake: Lake | None = None,
+    settings: Settings | None = None,
+) -> registry.AliasChange:
     """Return ``champion`` to the previous champion in one step (its artifact is checked first).
 
     Raises:
@@ -340,15 +391,26 @@ def rollback(model: str, *, reason: str, actor: str | None = None, lake: Lake | 
     stack = registry.state(model, lake=lake).champion_stack
     if len(stack) < 2:
         held = ", ".join(f"v{v}" for v in stack) or "none"
-        raise PromotionRefusedError(f"model {model!r} has no previous champion to roll back to (champion history: {held})")
+        raise PromotionRefusedError(
+            f"model {model!r} has no previous champion to roll back to (champion history: {held})"
+        )
     current, target = stack[-1], stack[-2]
     registry.load(model, version=target, alias=None, lake=lake)
     change = registry.set_alias(
-        model, "champion", target, actor=_actor(actor, settings), reason=why, action="rollback",
-        report={"from_version": current}, expected=current, lake=lake,
+        model,
+        "champion",
+        target,
+        actor=_actor(actor, settings),
+        reason=why,
+        action="rollback",
+        report={"from_version": current},
+        expected=current,
+        lake=lake,
     )
     if not change.applied:
-        raise PromotionRefusedError(f"a concurrent change moved the champion of {model!r} first; the rollback is recorded as superseded")
+        raise PromotionRefusedError(
+            f"a concurrent change moved the champion of {model!r} first; the rollback is recorded as superseded"
+        )
     return change
 
 
@@ -372,8 +434,13 @@ def alias(
         raise PromotionRefusedError("the champion alias moves only through 'promote' (gated) or 'rollback'")
     why = _reason(reason, f"moving alias {name!r}")
     return registry.set_alias(
-        model, name, None if delete else version, actor=_actor(actor, settings), reason=why,
-        action="unalias" if delete else "alias", lake=resolve(lake),
+        model,
+        name,
+        None if delete else version,
+        actor=_actor(actor, settings),
+        reason=why,
+        action="unalias" if delete else "alias",
+        lake=resolve(lake),
     )
 
 
@@ -397,7 +464,9 @@ def evaluate_and_maybe_promote(
     if not report.passed:
         return PromotionOutcome(report, False, report.summary())
     if not policy.auto_promote:
-        return PromotionOutcome(report, False, "gate passed; auto_promote is off, awaiting a manual promotion")
+        return PromotionOutcome(
+            report, False, "gate passed; auto_promote is off, awaiting a manual promotion"
+        )
     if policy.require_approval:
         return PromotionOutcome(report, False, "gate passed; the policy requires approval before promotion")
     try:

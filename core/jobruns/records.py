@@ -1,0 +1,135 @@
+"""Job-run records: each execution is a ``running`` row, then a final row, in ``job_runs``."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+import core.lake
+from core.errors import LakeopsError
+from core.ids import new_id, utcnow
+from core.lake import Lake
+
+__all__ = ["FINAL_STATUSES", "JobRunResult", "abandon_stale", "finish_run", "history", "start_run"]
+
+_TABLE = "job_runs"
+_FINAL = ("finished", "failed", "interrupted", "abandoned")
+FINAL_STATUSES = _FINAL
+_HOST = socket.gethostname()
+
+
+@dataclass(frozen=True)
+class JobRunResult:
+    """One job execution: its id, status, error and outputs."""
+
+    job_run_id: str
+    job: str
+    trigger: str
+    status: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    error: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def start_run(job: str, trigger: str, *, lake: Lake | None = None) -> JobRunResult:
+    """Append the ``running`` row of a new execution of ``job`` and return it."""
+    lake = core.lake.resolve(lake)
+    run = JobRunResult(new_id(), job, trigger, "running", utcnow())
+    lake.append(_TABLE, [_row(run)], metadata={"job": job, "trigger": trigger, "status": "running"})
+    return run
+
+
+def finish_run(
+    run: JobRunResult,
+    status: str,
+    *,
+    error: str | None = None,
+    outputs: Mapping[str, Any] | None = None,
+    lake: Lake | None = None,
+) -> JobRunResult:
+    """Append the final row (``finished``, ``failed``, ``interrupted``, ``abandoned``) of ``run``."""
+    if status not in _FINAL:
+        raise LakeopsError(f"job run status {status!r} is not final: use one of {', '.join(_FINAL)}")
+    lake = core.lake.resolve(lake)
+    done = JobRunResult(run.job_run_id, run.job, run.trigger, status, run.started_at, utcnow(), error, dict(outputs or {}))
+    lake.append(_TABLE, [_row(done)], metadata={"job": run.job, "trigger": run.trigger, "status": status})
+    return done
+
+
+def _row(run: JobRunResult) -> dict[str, Any]:
+    return {
+        "job_run_id": run.job_run_id,
+        "job": run.job,
+        "trigger": run.trigger,
+        "status": run.status,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "error": run.error,
+        "outputs_json": json.dumps(run.outputs, default=str) if run.outputs else None,
+        "host": _HOST,
+        "pid": os.getpid(),
+        "at": utcnow(),
+    }
+
+
+def history(job: str | None = None, *, lake: Lake | None = None, limit: int | None = None) -> pl.DataFrame:
+    """Return one row per execution (its latest state), newest first, with ``duration_s``.
+
+    Args:
+        job: only this job's executions.
+        lake: the lake (default: the current settings' lake).
+        limit: at most this many rows.
+    """
+    lake = core.lake.resolve(lake)
+    frame = lake.read_or_empty(_TABLE)
+    if job is not None:
+        frame = frame.filter(pl.col("job") == job)
+    out = (
+        frame.sort("at")
+        .group_by("job_run_id", maintain_order=True)
+        .last()
+        .with_columns(((pl.col("ended_at") - pl.col("started_at")).dt.total_microseconds() / 1e6).alias("duration_s"))
+        .sort("started_at", descending=True, nulls_last=True)
+        .select("job_run_id", "job", "trigger", "status", "started_at", "ended_at", "duration_s", "error", "outputs_json", "host", "pid")
+    )
+    return out.head(limit) if limit is not None else out
+
+
+def abandon_stale(*, lake: Lake | None = None, mine: bool = False, reason: str | None = None) -> int:
+    """Close scheduler-started executions still ``running``.
+
+    Args:
+        lake: the lake.
+        mine: False (a scheduler that just took the lease): close other processes' executions
+            as ``abandoned``; True (a scheduler stopping before its jobs finished): close this
+            process's executions as ``interrupted``. Manual runs are never touched.
+        reason: the error text recorded.
+
+    Returns:
+        How many executions were closed.
+    """
+    lake = core.lake.resolve(lake)
+    me = (pl.col("pid") == os.getpid()) & (pl.col("host") == _HOST)
+    runs = history(lake=lake).filter(
+        (pl.col("status") == "running") & pl.col("trigger").is_in(["schedule", "alert"]) & (me if mine else ~me)
+    )
+    status = "interrupted" if mine else "abandoned"
+    why = reason or ("the scheduler stopped before the job finished" if mine else "the scheduler running it died")
+    now = utcnow()
+    rows = [
+        _row(JobRunResult(r["job_run_id"], r["job"], r["trigger"], status, r["started_at"], now, why))
+        for r in runs.iter_rows(named=True)
+    ]
+    if rows:
+        lake.append(_TABLE, rows, metadata={"status": status, "count": len(rows)})
+    return len(rows)
+
+

@@ -1,0 +1,333 @@
+"""Registry events: appending them, and deriving aliases, statuses and alias history by replay."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from core.errors import (
+    LakeError,
+    ModelVersionNotFoundError,
+    RegistryError,
+)
+from core.ids import new_id, utcnow
+from core.lake import Lake, resolve
+from core.registry._base import _actor, _check_alias, _reason, get_version, require_model
+
+__all__ = [
+    "ALIAS_ACTIONS",
+    "AliasChange",
+    "RegistryState",
+    "alias_at",
+    "aliases",
+    "champion_version",
+    "events",
+    "history",
+    "record_event",
+    "set_alias",
+    "state",
+    "statuses",
+]
+
+ALIAS_ACTIONS = ("promote", "rollback", "alias", "unalias")
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """One alias event as replayed: who moved which alias from where to where, and why."""
+
+    model: str
+    alias: str
+    version: int | None
+    previous_version: int | None
+    action: str
+    actor: str | None
+    reason: str | None
+    at: datetime
+    event_id: str
+    applied: bool = True
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RegistryState:
+    """A model's state derived from its events: alias map, statuses, champion stack, alias history."""
+
+    model: str
+    aliases: dict[str, int]
+    statuses: dict[int, str]
+    champion_stack: tuple[int, ...]
+    changes: tuple[AliasChange, ...]
+    table_version: int = -1
+
+
+# ---------------------------------------------------------------------------- events
+def record_event(
+    model: str,
+    action: str,
+    *,
+    version: int | None = None,
+    alias: str | None = None,
+    actor: str | None = None,
+    reason: str | None = None,
+    report: Mapping[str, Any] | None = None,
+    event_id: str | None = None,
+    lake: Lake | None = None,
+) -> str:
+    """Append one event to ``registry_events`` (one commit) and return its id.
+
+    Low level: flows (``core.flows.promote``) decide *whether* an event may be written.
+    """
+    lake = resolve(lake)
+    eid = event_id or new_id()
+    who = _actor(actor)
+    row = {
+        "event_id": eid,
+        "model": model,
+        "version": version,
+        "action": action,
+        "alias": alias,
+        "actor": who,
+        "reason": reason,
+        "report_json": json.dumps(dict(report), default=str, sort_keys=True) if report else None,
+        "at": utcnow(),
+    }
+    lake.append(
+        "registry_events", [row], metadata={"actor": who, "model": model, "action": action, "event_id": eid}
+    )
+    return eid
+
+
+def events(model: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+    """Return registry events (all models, or one), in replay order ``(at, event_id)``."""
+    lake = resolve(lake)
+    frame = lake.read_or_empty("registry_events")
+    if model is not None:
+        frame = frame.filter(pl.col("model") == model)
+    return frame.sort(["at", "event_id"])
+
+
+def _replay(model: str, rows: list[dict[str, Any]], table_version: int) -> RegistryState:
+    """Derive the alias map, statuses and alias history from ordered events."""
+    alias_map: dict[str, int] = {}
+    status: dict[int, str] = {}
+    stack: list[int] = []
+    changes: list[AliasChange] = []
+    for ev in rows:
+        action, v = ev["action"], ev["version"]
+        if action == "register":
+            status[v] = "candidate"
+        elif action in ("approve", "reject", "archive"):
+            status[v] = {"approve": "approved", "reject": "rejected", "archive": "archived"}[action]
+        if action not in ALIAS_ACTIONS or not ev["alias"]:
+            continue
+        alias = ev["alias"]
+        report = json.loads(ev["report_json"]) if ev["report_json"] else {}
+        current = alias_map.get(alias)
+        new = None if action == "unalias" else v
+        applied = "expected" not in report or report["expected"] == current
+        if applied:
+            if alias == "champion":
+                if action == "rollback" and stack:
+                    stack.pop()
+                if new is None:
+                    stack.clear()
+                elif not stack or stack[-1] != new:
+                    stack.append(new)
+                if current is not None and current != new:
+                    status[current] = "archived"
+            if new is None:
+                alias_map.pop(alias, None)
+            else:
+                alias_map[alias] = new
+        changes.append(
+            AliasChange(
+                model,
+                alias,
+                new,
+                current,
+                action,
+                ev["actor"],
+                ev["reason"],
+                ev["at"],
+                ev["event_id"],
+                applied,
+                report,
+            )
+        )
+    if "champion" in alias_map:
+        status[alias_map["champion"]] = "champion"
+    return RegistryState(model, alias_map, status, tuple(stack), tuple(changes), table_version)
+
+
+_cache: dict[tuple[str, str], RegistryState] = {}
+_cache_lock = threading.Lock()
+
+
+def state(model: str, *, lake: Lake | None = None) -> RegistryState:
+    """Return the model's derived state, recomputed only when ``registry_events`` has a new commit.
+
+    Cheap when nothing changed (one listing of the table's ``_delta_log``), so serving may poll it.
+    """
+    lake = resolve(lake)
+    tv = lake.latest_version_hint("registry_events")
+    if tv < 0:
+        return RegistryState(model, {}, {}, (), ())
+    key = (lake.uri, model)
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is not None and hit.table_version == tv:
+        return hit
+    frame = (
+        lake.scan("registry_events", version=tv)
+        .filter(pl.col("model") == model)
+        .select("event_id", "version", "action", "alias", "actor", "reason", "report_json", "at")
+        .sort(["at", "event_id"])
+        .collect()
+    )
+    result = _replay(model, frame.to_dicts(), tv)
+    with _cache_lock:
+        _cache[key] = result
+    return result
+
+
+def champion_version(model: str, lake: Lake | None = None) -> int | None:
+    """Return the version holding ``champion`` (None when there is none); reads only the events table.
+
+    Serving polls this every second or two: it costs one lookup of the table's latest version
+    when nothing changed, and a small scan of the model's events when something did.
+    """
+    return state(model, lake=lake).aliases.get("champion")
+
+
+def aliases(model: str, *, lake: Lake | None = None) -> dict[str, int]:
+    """Return the current alias map of ``model`` (alias -> version)."""
+    return dict(state(model, lake=lake).aliases)
+
+
+def statuses(model: str, *, lake: Lake | None = None) -> dict[int, str]:
+    """Return every registered version's derived status."""
+    return dict(state(model, lake=lake).statuses)
+
+
+def history(model: str, alias: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+    """Return the alias history (deployment history for ``champion``), oldest first.
+
+    Columns: at, alias, action, version, previous_version, applied, forced, actor, reason, event_id.
+    ``applied`` is False for an event superseded by a concurrent change (it changed nothing).
+    """
+    require_model(model, lake=resolve(lake))
+    rows = [
+        {
+            "at": c.at,
+            "alias": c.alias,
+            "action": c.action,
+            "version": c.version,
+            "previous_version": c.previous_version,
+            "applied": c.applied,
+            "forced": bool(c.report.get("forced", False)),
+            "actor": c.actor,
+            "reason": c.reason,
+            "event_id": c.event_id,
+        }
+        for c in state(model, lake=lake).changes
+        if alias is None or c.alias == alias
+    ]
+    schema = {
+        "at": pl.Datetime("us", "UTC"),
+        "alias": pl.String,
+        "action": pl.String,
+        "version": pl.Int64,
+        "previous_version": pl.Int64,
+        "applied": pl.Boolean,
+        "forced": pl.Boolean,
+        "actor": pl.String,
+        "reason": pl.String,
+        "event_id": pl.String,
+    }
+    return pl.DataFrame(rows, schema=schema)
+
+
+def alias_at(model: str, alias: str, when: datetime, *, lake: Lake | None = None) -> AliasChange | None:
+    """Return the alias event in force at ``when``: its ``version`` held ``alias`` then.
+
+    The result names who moved the alias there, when and why; None when the alias did not
+    exist yet (or had been removed) at that moment.
+    """
+    lake = resolve(lake)
+    require_model(model, lake=lake)
+    if when.tzinfo is None:
+        raise RegistryError(f"alias_at needs an aware datetime (UTC), got naive {when.isoformat()}")
+    found = None
+    for c in state(model, lake=lake).changes:
+        if c.at > when:
+            break
+        if c.alias == alias and c.applied:
+            found = c
+    return found if found is not None and found.version is not None else None
+
+
+def set_alias(
+    model: str,
+    alias: str,
+    version: int | None,
+    *,
+    actor: str | None,
+    reason: str,
+    action: str = "promote",
+    report: Mapping[str, Any] | None = None,
+    expected: Any = _UNSET,
+    lake: Lake | None = None,
+) -> AliasChange:
+    """Point ``alias`` at ``version`` (None with action ``unalias`` removes it) as one event.
+
+    Args:
+        model: registered model name.
+        alias: alias name (``champion``, ``challenger``, any name).
+        version: the version the alias should point to.
+        actor: who does it (default: settings' actor).
+        reason: why (required; it is the audit trail).
+        action: ``promote``, ``rollback``, ``alias`` or ``unalias``.
+        report: extra JSON-able details (gate report id, forced flag ...).
+        expected: the version the caller saw holding the alias (None = no holder); when given,
+            the change applies only if that still holds at its place in the event order.
+        lake: the lake (default: from settings).
+
+    Returns:
+        The replayed change; ``applied`` is False when a concurrent change superseded it.
+
+    Raises:
+        ModelNotFoundError, ModelVersionNotFoundError, RegistryError (bad alias, no reason).
+    """
+    lake = resolve(lake)
+    if action not in ALIAS_ACTIONS:
+        raise RegistryError(f"alias action {action!r} is unknown: use {', '.join(ALIAS_ACTIONS)}")
+    _check_alias(alias)
+    why = _reason(reason, f"moving alias {alias!r}")
+    if action == "unalias":
+        if alias not in aliases(model, lake=lake):
+            raise ModelVersionNotFoundError(f"model {model!r} has no alias {alias!r} to remove")
+        version = None
+    else:
+        if version is None:
+            raise RegistryError(f"alias {alias!r} needs a version to point to")
+        get_version(model, version, lake=lake)
+    body = dict(report or {})
+    if expected is not _UNSET:
+        body["expected"] = expected
+    eid = record_event(
+        model, action, version=version, alias=alias, actor=actor, reason=why, report=body, lake=lake
+    )
+    for change in state(model, lake=lake).changes:
+        if change.event_id == eid:
+            return change
+    raise LakeError(
+        f"registry event {eid} for {model!r} was committed but is not readable yet; retry the read"
+    )

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from monitor_world import MODEL, Receiver, build_champion, clone, log_predictions, send_feedback, settings_for, traffic
+
+from core import datasets, monitoring, registry
+from core.flows import monitor
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return build_champion(tmp_path_factory.mktemp("flowmon") / "lake")
+
+
+@pytest.fixture
+def lake(base, tmp_path):
+    return clone(base, tmp_path / "lake")
+
+
+def _settings(lake, *, auto_promote: bool, hook: str | None = None):
+    sections = {
+        "models": {MODEL: {"policy": {"auto_promote": auto_promote, "max_p95_latency_ms": {1: 2000.0, 100: 5000.0}},
+                           "monitoring": {"min_labels": 100, "min_rows": 100}}},
+    }
+    if hook:
+        sections["alerts"] = {"webhook_url": hook}
+    return settings_for(lake, **sections)
+
+
+def test_drift_alert_opens_once_and_resolves(lake):
+    receiver = Receiver()
+    try:
+        s = _settings(lake, auto_promote=False, hook=receiver.url)
+        log_predictions(lake, traffic(800, seed=21, campaign=True))
+        first = monitor.check_drift(MODEL, lake=lake, settings=s)
+        assert first.drifted and first.alert == "opened"
+        second = monitor.check_drift(MODEL, lake=lake, settings=s)
+        assert second.drifted and second.alert == "ongoing"
+        open_ = monitor.alerts_open(MODEL, lake=lake)
+        assert open_.height == 1 and open_["kind"][0] == "drift" and open_["severity"][0] == "warning"
+        evidence = __import__("json").loads(open_["payload_json"][0])
+        assert evidence["report_id"] == first.report_id
+        assert {f["feature"] for f in evidence["features"]} == set(first.drifted_features)
+        log_predictions(lake, traffic(800, seed=22, campaign=False))
+        clean = monitor.check_drift(MODEL, window_rows=800, lake=lake, settings=s)
+        assert clean.drifted is False and clean.alert == "resolved"
+        assert monitor.alerts_open(MODEL, lake=lake).height == 0
+        assert [b["status"] for b in receiver.bodies] == ["open", "resolved"]
+        assert lake.read("drift_reports")["report_id"].n_unique() == 3
+    finally:
+        receiver.close()
+
+
+def test_performance_alert(lake):
+    s = settings_for(lake, models={MODEL: {"monitoring": {"min_labels": 100, "tolerance": 0.02}}})
+    send_feedback(lake, log_predictions(lake, traffic(1200, seed=23, campaign=True)))
+    rep = monitor.check_performance(MODEL, lake=lake, settings=s)
+    assert rep.degraded and rep.alert == "opened"
+    alert = monitor.alerts_open(MODEL, lake=lake)
+    assert alert["kind"].to_list() == ["performance"] and alert["severity"][0] == "critical"
+    assert "auc" in alert["message"][0]
+    assert monitor.check_performance(MODEL, lake=lake, settings=s).alert == "ongoing"
+
+
+def test_retrain_adds_feedback_gates_and_promotes(lake):
+    s = _settings(lake, auto_promote=True)
+    logged = log_predictions(lake, traffic(2500, seed=24, campaign=True))
+    labelled = send_feedback(lake, logged, share=0.8)
+    out = monitor.retrain(MODEL, reason="drift on the campaign", lake=lake, settings=s)
+    assert out.champion_before == 1 and out.version == 2 and out.rows_added == labelled
+    assert out.dataset == "churn" and out.dataset_version == 2
+    v2 = datasets.load("churn", 2, lake=lake)
+    assert v2.height == 3000 + labelled and v2["customer_id"].null_count() == 0
+    row = datasets.versions("churn", lake=lake).filter(pl.col("version") == 2).row(0, named=True)
+    assert row["validation_status"] in ("passed", "warned") and row["source"].startswith("feedback:churn:")
+    mv = registry.get_version(MODEL, 2, lake=lake)
+    assert mv.dataset_version == 2
+    assert out.gate_passed and out.promoted
+    assert registry.champion_version(MODEL, lake) == 2
+    # nothing new: the next retrain trains on the same version and adds no rows
+    again = monitor.retrain(MODEL, reason="schedule", lake=lake, settings=_settings(lake, auto_promote=False))
+    assert again.rows_added == 0 and again.dataset_version == 2 and not again.promoted
+    assert registry.champion_version(MODEL, lake) == 2
+
+
+def test_retrain_without_auto_promote_waits_for_a_human(lake):
+    s = _settings(lake, auto_promote=False)
+    send_feedback(lake, log_predictions(lake, traffic(1500, seed=25, campaign=True)))
+    out = monitor.retrain(MODEL, reason="test", lake=lake, settings=s)
+    assert out.gate_passed and not out.promoted and "auto_promote" in out.why
+    assert registry.champion_version(MODEL, lake) == 1
+    assert registry.versions(MODEL, lake=lake).filter(pl.col("version") == out.version)["gate"][0] == "passed"
+
+
+def test_retrain_if_needed_follows_alerts(lake):
+    s = _settings(lake, auto_promote=True)
+    assert monitor.retrain_if_needed(MODEL, lake=lake, settings=s) is None  # no alert
+    logged = log_predictions(lake, traffic(1500, seed=26, campaign=True))
+    assert monitor.check_drift(MODEL, lake=lake, settings=s).alert == "opened"
+    assert monitor.retrain_if_needed(MODEL, lake=lake, settings=s) is None  # no labels yet
+    send_feedback(lake, logged)
+    out = monitor.retrain_if_needed(MODEL, lake=lake, settings=s)
+    assert out is not None and out.promoted and "data drift" in out.reason
+    assert monitor.retrain_if_needed(MODEL, lake=lake, settings=s) is None  # already retrained for it
+    # the new champion's reference is the campaign period: the next window is back under threshold
+    log_predictions(lake, traffic(1500, seed=27, campaign=True))
+    after = monitor.check_drift(MODEL, window_rows=1500, lake=lake, settings=s)
+    assert after.model_version == 2 and after.drifted is False and after.alert == "resolved"
+    assert monitoring.reference(MODEL, lake=lake, settings=s).model_version == 2
+
+
+def test_simulate_through_the_api_then_cli(lake, tmp_path, capsys):
+    from test_serving_support import ThreadServer, serving_settings
+
+    from core.cli import run
+    from core.serving.app import create_app
+    from core.simulate import simulate
+
+    settings = serving_settings(lake.uri, tmp_path / "wal", unknown_category="missing")
+    with ThreadServer(create_app(settings)) as srv:
+        stats = simulate(srv.url, speed=600, duration=30, rate=30, campaign_after=10, feedback_delay=5,
+                         label_share=0.5, seed=3, realtime=False)
+        assert stats.errors == 0, stats.error_samples
+        assert stats.rows == 900 and 0 < stats.campaign_rows < 900 and stats.versions == {1: 900}
+        assert 0 < stats.labels < stats.rows
+        assert run(["--lake", lake.uri, "simulate", "--api", srv.url, "--speed", "3000", "--duration", "2",
+                    "--rate", "20", "--quiet"]) == 0
+        assert '"rows": 40' in capsys.readouterr().out
+    logged = lake.read(f"predictions/{MODEL}")
+    assert logged.height == 940 and logged["prediction_id"].n_unique() == 940
+    assert lake.read("feedback").height >= stats.labels
+    assert (logged.filter(pl.col("plan") == "promo").height > 0)  # campaign traffic reached the log
+    assert run(["--lake", lake.uri, "drift", "check", MODEL, "--rows", "600"]) == 0
+    out = capsys.readouterr().out
+    assert "age" in out and "report " in out and "drifted share" in out
+    assert run(["--lake", lake.uri, "drift", "history", MODEL, "--format", "json"]) == 0
+    assert '"feature": "__dataset__"' in capsys.readouterr().out
+    assert run(["--lake", lake.uri, "alerts", "list", "--all"]) == 0
+    assert run(["--lake", lake.uri, "performance", MODEL]) == 0
+    assert "labelled" in capsys.readouterr().out
+    assert run(["--lake", lake.uri, "drift", "check", "nosuch"]) == 2
+    assert "nosuch" in capsys.readouterr().err
