@@ -117,27 +117,46 @@ def _fmix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(33))
 
 
+_POWERS: list[np.ndarray] = [np.ones(1, np.uint64), np.ones(1, np.uint64)]  # Q^i, Q^-i (grown on demand)
+_CHUNK_BYTES = 1 << 21
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Q^i and Q^-i mod 2^64 for i in [0, n], cached (the table only ever grows)."""
+    q, qi = _POWERS
+    if len(q) <= n:
+        size = max(n + 1, 2 * len(q), 1 << 16)
+        q = np.concatenate([np.ones(1, np.uint64), np.cumprod(np.full(size - 1, _Q, dtype=np.uint64))])
+        qi = np.concatenate([np.ones(1, np.uint64), np.cumprod(np.full(size - 1, _Q_INV, dtype=np.uint64))])
+        _POWERS[:] = [q, qi]
+    return q, qi
+
+
 def _text_hash(series: pl.Series) -> np.ndarray:
     """Per-row hash of UTF-8/binary values: sum of (byte+1) * Q^(position in value), then length."""
     import pyarrow as pa
 
     out = np.empty(series.len(), dtype=np.uint64)
-    for start in range(0, series.len(), _CHUNK):
-        arr = series.slice(start, _CHUNK).to_arrow()
-        arr = arr.cast(pa.large_binary()) if not pa.types.is_large_binary(arr.type) else arr
+    total = series.len()
+    if total == 0:
+        return out
+    avg = max(1, int(series.cast(pl.Binary).bin.size().mean() or 1) if series.dtype == pl.Binary
+              else int(series.str.len_bytes().mean() or 1))
+    step = max(1, min(_CHUNK, _CHUNK_BYTES // avg))
+    for start in range(0, total, step):
+        arr = series.slice(start, step).to_arrow()
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
+        arr = arr.cast(pa.large_binary()) if not pa.types.is_large_binary(arr.type) else arr
         offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=len(arr) + 1, offset=arr.offset * 8)
         data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
         lo, hi = int(offsets[0]), int(offsets[-1])
         rel = offsets - lo
-        n_bytes = hi - lo
-        qpow = np.cumprod(np.full(n_bytes, _Q, dtype=np.uint64)) * np.uint64(_Q_INV)  # Q^i
-        weighted = (data[lo:hi].astype(np.uint64) + np.uint64(1)) * qpow
+        q, qi = _powers(hi - lo)
+        weighted = (data[lo:hi].astype(np.uint64) + np.uint64(1)) * q[: hi - lo]
         csum = np.concatenate([np.zeros(1, np.uint64), np.cumsum(weighted, dtype=np.uint64)])
-        qinv = np.concatenate([np.ones(1, np.uint64), np.cumprod(np.full(n_bytes, _Q_INV, dtype=np.uint64))])
         starts = rel[:-1]
-        h = (csum[rel[1:]] - csum[starts]) * qinv[starts]  # shift each value to position 0
+        h = (csum[rel[1:]] - csum[starts]) * qi[starts]  # shift each value to position 0
         out[start : start + len(arr)] = _fmix(h ^ _fmix(np.diff(rel).astype(np.uint64) + _NULL))
     return out
 

@@ -381,6 +381,9 @@ class Lake:
                 mode="ignore",
                 partition_by=list(partition_by) or None,
                 storage_options=self.storage_options,
+                # A creator that loses the race must fail, not retry: a retried CREATE lands as
+                # version 1 with a second protocol+metaData action (measured with 4 processes).
+                commit_properties=CommitProperties(max_commit_retries=0),
             )
         except DeltaError as exc:
             if not self.exists(name):

@@ -60,46 +60,36 @@ def profile(frame: pl.DataFrame, *, bins: int = 20, top: int = 20) -> dict[str, 
         The profile dict described in the module docstring.
     """
     kinds = {c: column_kind(t) for c, t in frame.schema.items()}
-    numeric = [c for c, k in kinds.items() if k == "numeric"]
-    # NaN is a missing value for profiling purposes.
-    clean = frame.with_columns(
-        pl.col(c).fill_nan(None) for c in numeric if frame.schema[c].is_float()
-    ) if numeric else frame
-    exprs: list[pl.Expr] = []
-    for c in frame.columns:
-        exprs += [pl.col(c).null_count().alias(f"{c}\x00nulls"), pl.col(c).n_unique().alias(f"{c}\x00distinct")]
-        if kinds[c] == "numeric":
-            x = pl.col(c).cast(pl.Float64)
-            exprs += [
-                x.min().alias(f"{c}\x00min"),
-                x.max().alias(f"{c}\x00max"),
-                x.mean().alias(f"{c}\x00mean"),
-                x.std().alias(f"{c}\x00std"),
-            ]
-            exprs += [x.quantile(q, "linear").alias(f"{c}\x00q{q}") for q in QUANTILES]
-        elif kinds[c] == "datetime":
-            exprs += [pl.col(c).min().alias(f"{c}\x00min"), pl.col(c).max().alias(f"{c}\x00max")]
-    stats = clean.select(exprs).row(0, named=True) if exprs and frame.width else {}
     rows = frame.height
+    # One pass for null counts (NaN counts as missing) and for the few non-numeric statistics.
+    exprs: list[pl.Expr] = []
+    for c, dtype in frame.schema.items():
+        col = pl.col(c)
+        missing = col.is_null() | col.is_nan() if dtype.is_float() else col.is_null()
+        exprs.append(missing.sum().alias(f"{c}\x00nulls"))
+        if kinds[c] in ("datetime", "other"):
+            exprs.append(col.n_unique().alias(f"{c}\x00distinct"))
+        if kinds[c] == "datetime":
+            exprs += [col.min().alias(f"{c}\x00min"), col.max().alias(f"{c}\x00max")]
+    stats = frame.select(exprs).row(0, named=True) if exprs else {}
     columns: dict[str, dict[str, Any]] = {}
     for c, dtype in frame.schema.items():
         nulls = int(stats.get(f"{c}\x00nulls", 0) or 0)
-        distinct = int(stats.get(f"{c}\x00distinct", 0) or 0) - (1 if nulls else 0)
         col: dict[str, Any] = {
             "dtype": str(dtype),
             "kind": kinds[c],
             "count": rows - nulls,
             "nulls": nulls,
             "null_fraction": nulls / rows if rows else 0.0,
-            "distinct": max(distinct, 0),
         }
         if kinds[c] == "numeric":
-            col.update({k: _num(stats[f"{c}\x00{k}"]) for k in ("min", "max", "mean", "std")})
-            col["quantiles"] = {str(q): _num(stats[f"{c}\x00q{q}"]) for q in QUANTILES}
-            col["histogram"] = _histogram(clean[c], col["min"], col["max"], bins)
+            col.update(_numeric(frame[c], bins))
         elif kinds[c] == "categorical":
-            col.update(_top_values(clean[c], top, rows - nulls))
-        elif kinds[c] == "datetime":
+            col.update(_top_values(frame[c], top, rows - nulls))
+        else:
+            distinct = int(stats.get(f"{c}\x00distinct", 0) or 0)
+            col["distinct"] = max(distinct - (1 if nulls else 0), 0)
+        if kinds[c] == "datetime":
             lo, hi = stats[f"{c}\x00min"], stats[f"{c}\x00max"]
             col["min"] = lo.isoformat() if lo is not None else None
             col["max"] = hi.isoformat() if hi is not None else None
@@ -107,15 +97,30 @@ def profile(frame: pl.DataFrame, *, bins: int = 20, top: int = 20) -> dict[str, 
     return {"rows": rows, "bins": bins, "columns": columns}
 
 
-def _histogram(series: pl.Series, lo: float | None, hi: float | None, bins: int) -> dict[str, list[Any]]:
-    """Equal-width histogram between ``lo`` and ``hi`` (one bin when they are equal)."""
-    if lo is None or hi is None:
-        return {"edges": [], "counts": []}
-    values = series.drop_nulls().cast(pl.Float64).to_numpy()
-    values = values[np.isfinite(values)]
+def _numeric(series: pl.Series, bins: int) -> dict[str, Any]:
+    """Statistics of one numeric column from one sorted copy of its values (NaN/inf dropped)."""
+    x = series.cast(pl.Float64).to_numpy()
+    x = np.sort(x[np.isfinite(x)])
+    empty = {"distinct": 0, "min": None, "max": None, "mean": None, "std": None,
+             "quantiles": {str(q): None for q in QUANTILES}, "histogram": {"edges": [], "counts": []}}
+    if x.size == 0:
+        return empty
+    lo, hi = float(x[0]), float(x[-1])
+    pos = np.asarray(QUANTILES) * (x.size - 1)  # linear interpolation between order statistics
+    below = np.floor(pos).astype(np.int64)
+    above = np.minimum(below + 1, x.size - 1)
+    quants = x[below] + (x[above] - x[below]) * (pos - below)
     n_bins = bins if hi > lo else 1
-    counts, edges = np.histogram(values, bins=n_bins, range=(lo, hi if hi > lo else lo + 1.0))
-    return {"edges": [float(e) for e in edges], "counts": [int(k) for k in counts]}
+    counts, edges = np.histogram(x, bins=n_bins, range=(lo, hi if hi > lo else lo + 1.0))
+    return {
+        "distinct": int(np.count_nonzero(np.diff(x)) + 1),
+        "min": lo,
+        "max": hi,
+        "mean": _num(x.mean()),
+        "std": _num(x.std(ddof=1)) if x.size > 1 else None,
+        "quantiles": {str(q): _num(v) for q, v in zip(QUANTILES, quants, strict=True)},
+        "histogram": {"edges": [float(e) for e in edges], "counts": [int(k) for k in counts]},
+    }
 
 
 def _top_values(series: pl.Series, top: int, non_null: int) -> dict[str, Any]:
@@ -131,7 +136,7 @@ def _top_values(series: pl.Series, top: int, non_null: int) -> dict[str, Any]:
         {"value": v, "count": int(k), "frequency": int(k) / non_null if non_null else 0.0}
         for v, k in head.iter_rows()
     ]
-    return {"top": values, "other_count": int(non_null - int(head["count"].sum() or 0))}
+    return {"distinct": counts.height, "top": values, "other_count": int(non_null - int(head["count"].sum() or 0))}
 
 
 def summary_frame(prof: dict[str, Any]) -> pl.DataFrame:

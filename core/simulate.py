@@ -115,7 +115,8 @@ def simulate(
     scale = days * 1440.0 / duration  # generator minutes per simulated minute
     campaign = t0_sim + timedelta(minutes=(campaign_after if campaign_after is not None else 10 * duration) * scale)
     data = demo.generate(n, seed=seed, start=t0_sim, days=days, campaign_start=campaign)
-    offsets = ((data[demo.TIME_COLUMN] - pl.lit(t0_sim)).dt.total_microseconds() / 60e6 / scale).to_numpy()
+    t0_us = int(t0_sim.timestamp() * 1_000_000)
+    offsets = (data[demo.TIME_COLUMN].dt.epoch("us").to_numpy() - t0_us) / 60e6 / scale
     features = data.select(demo.FEATURES)
     truth = data[demo.TARGET].to_numpy()
     is_campaign = offsets >= (campaign_after if campaign_after is not None else np.inf)

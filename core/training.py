@@ -429,9 +429,7 @@ def compute_metrics(
     pos = y == 1
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos and n_neg:
-        from scipy.stats import rankdata
-
-        ranks = rankdata(s)
+        ranks = _average_ranks(s)
         auc = float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
     else:
         auc = float("nan")
@@ -451,6 +449,18 @@ def compute_metrics(
         "f1": float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0,
         "brier": float(np.mean((s - y) ** 2)),
     }
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties sharing their average rank (what AUC's Mann-Whitney form needs)."""
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    first = np.concatenate(([True], ordered[1:] != ordered[:-1]))
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.append(starts, values.size))
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = np.repeat(starts + (counts + 1) / 2.0, counts)
+    return ranks
 
 
 # ---------------------------------------------------------------------------- train

@@ -127,7 +127,7 @@ def test_search_filters_and_order(searchable):
     assert {"params.num_leaves", "params.opt", "tags.team", "metrics.valid.loss"} <= set(f.columns)
     f = tracking.search_runs(["s", "other"], "tags.team LIKE 'growth%'", ["attributes.seed"], lake=lake)
     assert f["seed"].to_list() == [0, 3, 6, 9]
-    f = tracking.search_runs(None, "metrics.valid.loss <= 0.9 and attributes.status = 'finished'", ["metrics.`valid.loss`"], 2, lake=lake)
+    f = tracking.search_runs(None, "metrics.valid.loss <= 0.9 and attributes.status = 'FINISHED'", ["metrics.`valid.loss`"], 2, lake=lake)
     assert f["name"].to_list() == ["run-11", "run-10"]
     f = tracking.search_runs("s", "params.opt != 'adam' and seed IN (6, 7, 42)", lake=lake)
     assert sorted(f["seed"].to_list()) == [6, 7]

@@ -102,11 +102,11 @@ def test_predict_on_the_running_api_is_logged_and_queryable(stack):
     from core import demo
 
     row = demo.generate(5, seed=7).drop([demo.TARGET, demo.TIME_COLUMN, "customer_id"], strict=False).to_dicts()[0]
-    resp = httpx.post(f"http://127.0.0.1:{stack.api_port}/v1/models/churn/predict", json={"rows": [row]}, timeout=30)
+    resp = httpx.post(f"http://127.0.0.1:{stack.api_port}/v1/models/churn/predict", json=[row], timeout=30)
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    score = body["predictions"][0]["score"] if "predictions" in body else body["scores"][0]
-    assert 0.0 <= score <= 1.0
+    assert body["model"] == "churn" and body["version"] == 1
+    assert 0.0 <= body["scores"][0] <= 1.0 and len(body["prediction_ids"]) == 1
     deadline = time.monotonic() + 30
     n = 0
     while time.monotonic() < deadline:

@@ -11,14 +11,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.enums import ParamType
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Parameter, RequestBody, Schema
 from litestar.openapi.spec.base import BaseSchemaObject
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath
+from litestar.types import ASGIApp
 
 from core import registry
 from core.config import Settings, load_settings
@@ -45,7 +48,18 @@ class _RawSchema(BaseSchemaObject):
         return self.raw
 
 
-def _operation(body: dict[str, Any]) -> type[Operation]:
+def _operation(body: dict[str, Any], *, query: bool = False) -> type[Operation]:
+    params = [
+        Parameter(name="name", param_in=ParamType.PATH, required=True, schema=Schema(type=OpenAPIType.STRING)),
+    ]
+    if query:
+        params += [
+            Parameter(name="version", param_in=ParamType.QUERY, required=False, schema=Schema(type=OpenAPIType.INTEGER),
+                      description="score with this model version instead of the champion"),
+            Parameter(name="alias", param_in=ParamType.QUERY, required=False, schema=Schema(type=OpenAPIType.STRING),
+                      description="score with the version this alias points to (e.g. challenger)"),
+        ]
+
     @dataclass
     class _WithBody(Operation):
         def __post_init__(self) -> None:
@@ -53,8 +67,56 @@ def _operation(body: dict[str, Any]) -> type[Operation]:
                 content={_JSON: OpenAPIMediaType(schema=_RawSchema(body))},  # type: ignore[arg-type]
                 required=True,
             )
+            self.parameters = list(params)  # type: ignore[arg-type]
 
     return _WithBody
+
+
+class _JsonBytes:
+    """A pre-encoded JSON answer as a bare ASGI app (no header objects, no re-encoding)."""
+
+    __slots__ = ("body", "status")
+
+    def __init__(self, body: bytes, status: int = 200) -> None:
+        self.body = body
+        self.status = status
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(self.body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def _query(raw: bytes) -> tuple[int | None, str | None]:
+    """Parse ``?version=N`` / ``?alias=name`` (400 problem for anything else)."""
+    if not raw:
+        return None, None
+    version: int | None = None
+    alias: str | None = None
+    for key, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+        if key == "version":
+            try:
+                version = int(value)
+            except ValueError:
+                raise ProblemError(
+                    400, "bad-query", f"version must be an integer, got {value!r}",
+                    [{"row": None, "field": "version", "message": "not an integer"}],
+                ) from None
+        elif key == "alias":
+            alias = value
+        else:
+            raise ProblemError(
+                400, "bad-query", f"unknown query parameter {key!r}; use version or alias",
+                [{"row": None, "field": key, "message": "unknown query parameter"}],
+            )
+    if version is not None and alias is not None:
+        raise ProblemError(400, "bad-query", "pass either version or alias, not both")
+    return version, alias
 
 
 def _predict_schema(lake: Lake, config: ServingConfig) -> dict[str, Any]:
@@ -144,7 +206,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
     @post(
         "/v1/models/{name:str}/predict",
         status_code=200,
-        operation_class=_operation(_predict_schema(lake, config)),
+        operation_class=_operation(_predict_schema(lake, config), query=True),
         summary="Score rows with a model (champion by default)",
         description=(
             "Body: rows as a list of objects, or {\"columns\": {feature: [values]}}; 1 to "
@@ -153,16 +215,19 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         ),
         request_max_body_size=config.request_max_body_size,
     )
-    async def predict(
-        request: Request, name: FromPath[str], version: FromQuery[int | None] = None, alias: FromQuery[str | None] = None
-    ) -> Response:
+    async def predict(request: Request) -> ASGIApp:
+        # The hot path: path and query parsed by hand and the answer is a bare ASGI callable,
+        # which skips Litestar's parameter models and Response machinery (about a third of the
+        # CPU of a 1-row request).
         t0 = time.perf_counter()
-        request.scope["lakeops_t0"] = t0  # type: ignore[typeddict-unknown-key]
+        scope = request.scope
+        scope["lakeops_t0"] = t0  # type: ignore[typeddict-unknown-key]
         _require_json(request)
+        version, alias = _query(scope["query_string"])
         body = await request.body()
-        out = await service.predict(name, body, version, alias)
+        out = await service.predict(scope["path_params"]["name"], body, version, alias)
         metrics.observe("/v1/models/{name}/predict", 200, time.perf_counter() - t0)
-        return Response(content=out, media_type=_JSON)
+        return _JsonBytes(out)
 
     @post(
         "/v1/models/{name:str}/feedback",

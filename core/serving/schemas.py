@@ -27,6 +27,7 @@ from core.serving.problems import ProblemError
 __all__ = ["Codec", "Decoded", "json_schema", "prediction_schema"]
 
 _PATH = re.compile(r"at `\$(?:\[(?P<row>\d+)\](?:\.(?P<f1>\w+))?|\.columns(?:\.(?P<f2>\w+))?(?:\[(?P<row2>\d+)\])?)`")
+_INF = (float("inf"), float("-inf"))
 _FIELD = re.compile(r"field `(?P<field>[^`]+)`")
 
 
@@ -125,6 +126,8 @@ class Codec:
         # work itself for small requests. Categorical levels go through a dict (C-speed lookups);
         # an unknown level becomes -1 so it can be found afterwards in one vectorised test.
         nan = float("nan")
+        if n == 1:
+            return self._encode_one(columns)
         cols: list[list[Any]] = []
         for f in self.features:
             values = columns[f["name"]]
@@ -160,6 +163,36 @@ class Codec:
                 report=errors,
             )
         return np.ascontiguousarray(X)
+
+
+    def _encode_one(self, columns: dict[str, list[Any]]) -> np.ndarray:
+        """The one-row case in plain Python: a handful of numpy calls would cost more."""
+        nan = float("nan")
+        row: list[Any] = []
+        errors: list[dict[str, Any]] = []
+        for f in self.features:
+            name = f["name"]
+            v = columns[name][0]
+            if v is None:
+                row.append(nan)
+            elif f["kind"] == "categorical":
+                code = self._lookup[name].get(v)
+                if code is None:
+                    if self.unknown_category == "error":
+                        levels = ", ".join(self._lookup[name])
+                        errors.append({"row": 0, "field": name, "message": f"unknown level {v!r}; known: {levels}"})
+                    code = nan
+                row.append(code)
+            else:
+                if v in _INF:
+                    errors.append({"row": 0, "field": name, "message": "value is not finite"})
+                row.append(v)
+        if errors:
+            raise DataValidationError(
+                f"{len(errors)} invalid value(s); first: row 0, {errors[0]['field']}: {errors[0]['message']}",
+                report=errors,
+            )
+        return np.array([row], dtype=np.float64)
 
 
 def _validation_problem(message: str) -> DataValidationError:

@@ -156,7 +156,9 @@ class Service:
         n = X.shape[0]
         if n > self.config.offload_rows:
             return await asyncio.to_thread(served.model.predict_matrix, X)
-        if self.config.microbatch and self.inflight > 1:
+        if self.config.microbatch:
+            # Requests that arrived in the same event-loop turn are scored in one predict call
+            # (the fixed cost of a LightGBM call dominates small requests).
             return await served.batcher.submit(X)
         return served.model.predict_matrix(X)
 

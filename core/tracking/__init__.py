@@ -25,7 +25,13 @@ because it is what makes hundreds of runs per second possible.
 Tables (append-only): ``runs`` has one row when a run starts and one when it ends (state = the
 latest row per run_id, SQL view ``runs_latest``); ``params``, ``tags``, ``metrics`` (with step)
 and ``artifacts`` have one row per value. Artifacts are files under
-``artifacts/runs/<run_id>/<path>`` in the lake, recorded with their sha256.
+``artifacts/runs/<run_id>/<path>`` in the lake, recorded with their sha256. SQL also has
+``metrics_latest`` and ``runs_wide`` (``metrics['auc']``, ``params['num_leaves']`` maps).
+Note: ``os._exit`` (as the ``lakeops`` CLI uses) skips atexit: call ``tracking.flush()`` first.
+
+Package layout: ``_writer`` (buffer + group commit; ``FLUSH_INTERVAL_S``/``FLUSH_POINTS``
+live there), ``_runs`` (``start_run``, ``Run``, lineage), ``_reads`` (``get_run``,
+``search_runs`` over a cached pivot ...), ``search`` (the MLflow filter grammar).
 """
 
 from core.tracking._reads import (

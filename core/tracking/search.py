@@ -296,6 +296,8 @@ def _expr(clause: Clause, schema: pl.Schema) -> pl.Expr:
     col = pl.col(column)
     dtype = schema[column]
     op, value = clause.op, clause.value
+    if column == "status":  # MLflow spells statuses in capitals: FINISHED == finished
+        value = tuple(v.lower() for v in value) if isinstance(value, tuple) else str(value).lower()
     if op in ("like", "ilike"):
         if not isinstance(value, str):
             raise SearchSyntaxError(f"LIKE needs a quoted pattern, got {value!r}")
