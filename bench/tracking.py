@@ -12,8 +12,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import tracking  # noqa: E402
-from core.tracking import _reads  # noqa: E402
 from core.lake import Lake  # noqa: E402
+from core.tracking import _reads  # noqa: E402
 
 
 def _commits(lake: Lake) -> int:
@@ -27,7 +27,10 @@ def log_runs(lake: Lake, n: int, experiment: str, offset: int = 0) -> float:
         with tracking.start_run(experiment, name=f"run-{i}", seed=i, lake=lake) as run:
             run.log_params({f"p{j}": (i + j) % 7 for j in range(9)} | {"num_leaves": 15 + 16 * (i % 4)})
             run.set_tags({f"t{j}": f"v{(i * j) % 5}" for j in range(5)})
-            run.log_metrics({f"m{j}": ((i * 7919 + j * 104729) % 10_000) / 10_000 for j in range(19)} | {"auc": (i % 1000) / 1000})
+            run.log_metrics(
+                {f"m{j}": ((i * 7919 + j * 104729) % 10_000) / 10_000 for j in range(19)}
+                | {"auc": (i % 1000) / 1000}
+            )
     tracking.flush(lake)
     return time.perf_counter() - t0
 
@@ -58,35 +61,53 @@ def time_query(lake: Lake, repeat: int, **kwargs: object) -> tuple[float, float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller run (200 runs, 2,000 steps, 2,000 runs searched)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller run (200 runs, 2,000 steps, 2,000 runs searched)"
+    )
     args = parser.parse_args()
     n_runs, n_steps, n_search = (200, 2_000, 2_000) if args.quick else (1_000, 10_000, 10_000)
     with tempfile.TemporaryDirectory() as tmp:
         lake = Lake(Path(tmp) / "lake")
         tracking.flush(lake)
         elapsed = log_runs(lake, n_runs, "bench")
-        print(f"runs: {n_runs} runs x (10 params, 5 tags, 20 metrics) in {elapsed:.2f} s "
-              f"= {n_runs / elapsed:,.0f} runs/s (goal >= 100), durable; {_commits(lake)} commits in all")
+        print(
+            f"runs: {n_runs} runs x (10 params, 5 tags, 20 metrics) in {elapsed:.2f} s "
+            f"= {n_runs / elapsed:,.0f} runs/s (goal >= 100), durable; {_commits(lake)} commits in all"
+        )
 
         elapsed, points = log_steps(lake, n_steps)
-        print(f"steps: {n_steps} steps x 3 metrics (one log_metrics call per step) in {elapsed:.2f} s "
-              f"= {n_steps / elapsed:,.0f} steps/s (goal >= 10,000), durable; {points:,} points read back "
-              f"({'all' if points == 3 * n_steps else 'MISSING SOME'})")
+        print(
+            f"steps: {n_steps} steps x 3 metrics (one log_metrics call per step) in {elapsed:.2f} s "
+            f"= {n_steps / elapsed:,.0f} steps/s (goal >= 10,000), durable; {points:,} points read back "
+            f"({'all' if points == 3 * n_steps else 'MISSING SOME'})"
+        )
 
         t0 = time.perf_counter()
         log_runs(lake, n_search - n_runs, "bench", offset=n_runs)
-        print(f"(logged {n_search - n_runs} more runs in {time.perf_counter() - t0:.1f} s for the search figures)")
+        print(
+            f"(logged {n_search - n_runs} more runs in {time.perf_counter() - t0:.1f} s for the search figures)"
+        )
         cases = {
             "metric filter": {"filter": "metrics.auc > 0.5", "order_by": ["metrics.auc desc"]},
             "param filter": {"filter": "params.num_leaves = '31'", "order_by": ["metrics.m3 desc"]},
             "two clauses": {"filter": "metrics.auc > 0.2 and params.num_leaves = '47'"},
             "no filter, order by metric": {"order_by": ["metrics.m1 desc"]},
         }
-        print(f"search_runs over {n_search:,} runs of experiment 'bench' (ms; cold = pivot rebuilt, warm = median of 20):")
+        print(
+            f"search_runs over {n_search:,} runs of experiment 'bench' (ms; cold = pivot rebuilt, warm = median of 20):"
+        )
         for label, kwargs in cases.items():
             for top in (100, None):
                 cold, warm, rows = time_query(lake, 20, experiment="bench", max_results=top, **kwargs)
-                print(f"  {label:28s} top {str(top or 'all'):>4s}: cold {cold:7.1f}  warm {warm:6.2f}  ({rows:,} rows)")
+                print(
+                    f"  {label:28s} top {str(top or 'all'):>4s}: cold {cold:7.1f}  warm {warm:6.2f}  ({rows:,} rows)"
+                )
+        ttl, _reads.SEARCH_CACHE_TTL_S = _reads.SEARCH_CACHE_TTL_S, 0.0  # every call re-checks versions
+        _, checked, _ = time_query(lake, 10, experiment="bench", max_results=100, **cases["metric filter"])
+        _reads.SEARCH_CACHE_TTL_S = ttl
+        print(
+            f"  after the {ttl:g} s cache TTL, tables unchanged (version check, no rebuild): {checked:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

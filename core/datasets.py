@@ -488,7 +488,7 @@ def ingest(
         mode: ``append`` adds the rows; ``replace`` makes them the whole dataset.
         lake: the lake (default: from settings).
         source: where the rows came from (default: the file name).
-        actor: who ingests (commit metadata and the ``datasets`` row).
+        actor: who ingests (commit metadata and the ``datasets`` row); default ``settings.actor``.
         spec: declared rules: a mapping or TOML file; default ``[datasets.<name>]`` in lakeops.toml.
         settings: settings to read the spec section and file limit from (default: loaded).
         separator: CSV separator (default by file suffix).
@@ -511,6 +511,8 @@ def ingest(
         raise DataValidationError(f"mode {mode!r} is not supported: use 'append' or 'replace'")
     tname = table_name(name)
     lake.table_uri(tname)  # validates the name before any work
+    settings = settings or load_settings()
+    actor = actor or settings.actor
     frame, file_name = _as_frame(data, name, lake, separator, _max_bytes(settings))
     source = source or file_name
     frame = _normalise(frame, name)

@@ -464,7 +464,7 @@ class Lake:
         with self._lock:
             tlock = self._table_locks.setdefault(name, threading.Lock())
         with tlock:
-            if not self.exists(name):
+            if name not in self._tables and not self.exists(name):
                 self.create(name, spec.schema, spec.partition_by)
             last: Exception | None = None
             for attempt in range(_OUTER_RETRIES):

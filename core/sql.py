@@ -79,6 +79,7 @@ DERIVED_VIEWS: dict[str, DerivedView] = {
     "registered_versions": DerivedView(
         """select v.* from model_versions v where exists (
                select 1 from registry_events e where e.action = 'register' and e.event_id = v.registration_id
+                   and e.model = v.model and e.version = v.version
            )""",
         ("model_versions", "registry_events"),
         "model versions that completed registration (model_versions also holds lost version claims)",

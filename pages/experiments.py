@@ -28,7 +28,9 @@ def _importance_chart(imp: pl.DataFrame, measure: str) -> alt.Chart:
     return (
         alt.Chart(imp.to_pandas())
         .mark_bar()
-        .encode(x=alt.X(f"{measure}:Q"), y=alt.Y("feature:N", sort="-x"), tooltip=["feature", "gain", "split"])
+        .encode(
+            x=alt.X(f"{measure}:Q"), y=alt.Y("feature:N", sort="-x"), tooltip=["feature", "gain", "split"]
+        )
     )
 
 
@@ -44,11 +46,17 @@ if exps.height == 0:
 
 c1, c2, c3 = st.columns([1, 2, 1])
 experiment = c1.selectbox("Experiment", ["(all)", *exps["experiment"].to_list()], key="experiment")
-filter_text = c2.text_input("Filter", "", key="filter", placeholder="metrics.auc > 0.8 and params.num_leaves = '31'")
+filter_text = c2.text_input(
+    "Filter", "", key="filter", placeholder="metrics.auc > 0.8 and params.num_leaves = '31'"
+)
 order = c3.text_input("Order by", "attributes.started_at desc", key="order")
 try:
     runs = tracking.search_runs(
-        None if experiment == "(all)" else experiment, filter_text or None, [order] if order else None, 500, lake=lake()
+        None if experiment == "(all)" else experiment,
+        filter_text or None,
+        [order] if order else None,
+        500,
+        lake=lake(),
     )
 except LakeopsError as exc:
     st.error(str(exc))
@@ -59,24 +67,30 @@ st.dataframe(runs.select(shown), hide_index=True, width="stretch")
 if runs.height == 0:
     st.stop()
 
-labels = dict(zip(runs["run_id"].to_list(), [f"{n or '-'} · {r[-8:]}" for n, r in runs.select("name", "run_id").iter_rows()], strict=True))
+labels = {r: f"{n or '-'} · {r[-8:]}" for r, n in runs.select("run_id", "name").iter_rows()}
 selected = st.multiselect(
     "Runs to look at", list(labels), default=list(labels)[:2], format_func=labels.get, key="selected"
 )
 if not selected:
     st.stop()
 
-tab_curves, tab_compare, tab_importance, tab_lineage = st.tabs(["Metric curves", "Compare", "Feature importance", "Lineage"])
+tab_curves, tab_compare, tab_importance, tab_lineage = st.tabs(
+    ["Metric curves", "Compare", "Feature importance", "Lineage"]
+)
 with tab_curves:
     history = tracking.metric_history(selected, lake=lake())
-    stepped = history.group_by("key").agg(pl.col("step").n_unique().alias("steps")).filter(pl.col("steps") > 1)
+    stepped = (
+        history.group_by("key").agg(pl.col("step").n_unique().alias("steps")).filter(pl.col("steps") > 1)
+    )
     keys = sorted(stepped["key"].to_list())
     if not keys:
         st.caption("These runs logged no metric over several steps.")
     else:
         default = [k for k in keys if k.startswith("valid.")][:1] or keys[:1]
         chosen = st.multiselect("Metrics", keys, default=default, key="curve_keys")
-        curves = history.filter(pl.col("key").is_in(chosen)).with_columns(pl.col("run_id").replace_strict(labels).alias("label"))
+        curves = history.filter(pl.col("key").is_in(chosen)).with_columns(
+            pl.col("run_id").replace_strict(labels).alias("label")
+        )
         if curves.height:
             st.altair_chart(_curves_chart(curves), width="stretch")
 with tab_compare:
@@ -93,15 +107,5 @@ with tab_lineage:
     for run_id in selected:
         info = tracking.get_run(run_id, lake=lake())
         st.markdown(f"**{labels[run_id]}** — `{info.status}`" + (f": {info.error}" if info.error else ""))
-        lineage = {
-            "run_id": info.run_id,
-            "dataset": f"{info.dataset_name}@v{info.dataset_version}" if info.dataset_name else "-",
-            "seed": "-" if info.seed is None else str(info.seed),
-            "git commit": (info.git_sha or "-") + (" (dirty)" if info.git_dirty else ""),
-            "parent run": info.parent_run_id or "-",
-            "python": info.python_version or "-",
-            "packages": ", ".join(f"{k} {v}" for k, v in sorted(info.packages.items())),
-            "host / user": f"{info.host or '-'} / {info.user or '-'}",
-            "started / ended": f"{info.started_at} / {info.ended_at or '-'}",
-        }
-        st.dataframe(pl.DataFrame({"field": list(lineage), "value": list(lineage.values())}), hide_index=True, width="stretch")
+        lineage = info.lineage()
+        st.dataframe(pl.DataFrame({"field": list(lineage), "value": list(lineage.values())}), hide_index=True)

@@ -71,7 +71,7 @@ if runs.height:
                 range=["#2e7d32", "#1565c0", "#c62828", "#ef6c00", "#6d4c41"])),
             tooltip=["job", "status", "started_at:T", alt.Tooltip("duration_s:Q", format=".2f")],
         )
-        .properties(height=40 + 28 * runs["job"].n_unique())
+        .properties(height=max(140, 45 * runs["job"].n_unique()))
     )
     st.altair_chart(chart, width="stretch")
 

@@ -63,7 +63,7 @@ else:
             color=alt.Color("drifted:N", scale=alt.Scale(domain=[False, True], range=["#cfe8cf", "#d9534f"])),
             tooltip=["feature", "test", "statistic", "p_value", "threshold", "drifted", "window_rows"],
         ),
-        use_container_width=True,
+        width="stretch",
     )
 
 # ---- reference vs current distribution of one feature
@@ -78,7 +78,7 @@ try:
             x=alt.X("bin:N", sort=None, title=feature), y=alt.Y("share:Q", stack=None),
             color=alt.Color("source:N"), tooltip=["source", "bin", "share"],
         ),
-        use_container_width=True,
+        width="stretch",
     )
 except LakeopsError as exc:
     st.error(str(exc))
@@ -92,7 +92,7 @@ if scores.height:
     st.altair_chart(
         base.mark_area(opacity=0.3).encode(y=alt.Y("p10:Q", title="score"), y2="p90:Q")
         + base.mark_line().encode(y="p50:Q", color=alt.Color("model_version:N"), tooltip=["bucket", "n", "p50", "mean"]),
-        use_container_width=True,
+        width="stretch",
     )
 st.subheader("Performance over time (labelled predictions only)")
 perf_time = monitoring.performance_over_time(model, every=every, lake=lake())
@@ -104,7 +104,7 @@ if perf_time.height:
             x=alt.X("bucket:T", title="time"), y=alt.Y("value:Q", title=metric),
             color="model_version:N", tooltip=["bucket", "value", "labelled", "predictions", "coverage"],
         ),
-        use_container_width=True,
+        width="stretch",
     )
     st.dataframe(perf_time.filter(perf_time["metric"] == metric).select(
         "bucket", "model_version", "predictions", "labelled", "coverage", "value"), hide_index=True)

@@ -24,10 +24,38 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_train_list_show_compare_reproduce(cli_lake, capsys):
     lake, params = cli_lake
-    code, out, err = _run(capsys, "train", "--lake", lake.uri, "--dataset", "churn@1", "--target", "churned", "--params", str(params), "--seed", "4")
+    code, out, err = _run(
+        capsys,
+        "train",
+        "--lake",
+        lake.uri,
+        "--dataset",
+        "churn@1",
+        "--target",
+        "churned",
+        "--params",
+        str(params),
+        "--seed",
+        "4",
+    )
     assert code == 0, err
     assert "finished: dataset churn@v1" in out and "auc" in out
-    code, _, err = _run(capsys, "train", "--lake", lake.uri, "--dataset", "churn", "--target", "churned", "--params", str(params), "--time-column", "none", "--experiment", "other")
+    code, _, err = _run(
+        capsys,
+        "train",
+        "--lake",
+        lake.uri,
+        "--dataset",
+        "churn",
+        "--target",
+        "churned",
+        "--params",
+        str(params),
+        "--time-column",
+        "none",
+        "--experiment",
+        "other",
+    )
     assert code == 0, err
     ids = tracking.search_runs(order_by=["attributes.started_at"], lake=lake)["run_id"].to_list()
     assert len(ids) == 2
@@ -36,12 +64,22 @@ def test_train_list_show_compare_reproduce(cli_lake, capsys):
     lines = out.splitlines()
     assert code == 0 and lines[0].split()[:4] == ["run_id", "experiment", "name", "status"]
     assert ids[0] in out and ids[1] not in out and "metrics.auc" in lines[0] and "(1 row)" in out
-    code, out, _ = _run(capsys, "runs", "list", "--lake", lake.uri, "--filter", "params.split_method = 'stratified'")
+    code, out, _ = _run(
+        capsys, "runs", "list", "--lake", lake.uri, "--filter", "params.split_method = 'stratified'"
+    )
     assert ids[1] in out and ids[0] not in out
 
     code, out, _ = _run(capsys, "runs", "show", ids[0], "--lake", lake.uri)
     assert code == 0
-    for text in ("dataset        churn@v1", "git_sha", "python", "lightgbm=", "num_leaves", "model/model.txt", "model_sha256"):
+    for text in (
+        "dataset        churn@v1",
+        "git_sha",
+        "python",
+        "lightgbm=",
+        "num_leaves",
+        "model/model.txt",
+        "model_sha256",
+    ):
         assert text in out
 
     code, out, _ = _run(capsys, "runs", "compare", ids[0], ids[1], "--lake", lake.uri)
@@ -57,7 +95,10 @@ def test_bad_input_exits_2_with_one_line(cli_lake, capsys, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("num_leafz = 3\n")
     cases = [
-        (["--dataset", "churn", "--target", "churned", "--params", str(bad)], "unknown training parameter 'num_leafz'"),
+        (
+            ["--dataset", "churn", "--target", "churned", "--params", str(bad)],
+            "unknown training parameter 'num_leafz'",
+        ),
         (["--dataset", "nope", "--target", "churned"], "dataset 'nope' does not exist"),
         (["--dataset", "churn@9", "--target", "churned"], "versions 1-1; asked for 9"),
         (["--dataset", "churn", "--target", "gone"], "target 'gone' is not a column"),
@@ -75,8 +116,21 @@ def test_bad_input_exits_2_with_one_line(cli_lake, capsys, tmp_path):
 def test_lakeops_process_end_to_end(cli_lake):
     lake, params = cli_lake
     proc = subprocess.run(
-        ["lakeops", "train", "--lake", lake.uri, "--dataset", "churn", "--target", "churned", "--params", str(params)],
-        capture_output=True, text=True, timeout=120,
+        [
+            "lakeops",
+            "train",
+            "--lake",
+            lake.uri,
+            "--dataset",
+            "churn",
+            "--target",
+            "churned",
+            "--params",
+            str(params),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     run_id = proc.stdout.split()[1]

@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from monitor_world import MODEL, Receiver, build_champion, clone, log_predictions, send_feedback, settings_for, traffic
+from monitor_world import (
+    MODEL,
+    Receiver,
+    build_champion,
+    clone,
+    log_predictions,
+    send_feedback,
+    settings_for,
+    traffic,
+)
 
 from core import datasets, monitoring, registry
 from core.flows import monitor

@@ -48,10 +48,18 @@ def test_train_model_records_everything_and_reproduces(churn_lake):
     out = flow.train_model("churn", target="churned", params=FAST, seed=3, lake=lake)
     assert out.dataset_version == 1 and out.metrics["auc"] > 0.7
     info = tracking.get_run(out.run_id, lake=lake)
-    assert info.status == "finished" and (info.dataset_name, info.dataset_version, info.seed) == ("churn", 1, 3)
+    assert info.status == "finished" and (info.dataset_name, info.dataset_version, info.seed) == (
+        "churn",
+        1,
+        3,
+    )
     assert info.experiment == "churn"
     assert info.params["split_method"] == "time" and info.params["time_column"] == "signup_at"
-    assert info.params["num_leaves"] == "7" and info.params["seed"] == "3" and info.params["deterministic"] == "True"
+    assert (
+        info.params["num_leaves"] == "7"
+        and info.params["seed"] == "3"
+        and info.params["deterministic"] == "True"
+    )
     assert "customer_id" in info.params["excluded_columns"]
     assert set(out.metrics) <= set(info.metrics) and "train_auc" in info.metrics
     assert info.tags["model_sha256"] == out.model.sha256
@@ -86,7 +94,11 @@ def test_version_pinning(churn_lake):
     ("kwargs", "error", "match"),
     [
         ({"dataset": "nope", "target": "churned"}, DatasetNotFoundError, "'nope'"),
-        ({"dataset": "churn", "target": "churned", "version": 7}, DatasetNotFoundError, "versions 1-1; asked for 7"),
+        (
+            {"dataset": "churn", "target": "churned", "version": 7},
+            DatasetNotFoundError,
+            "versions 1-1; asked for 7",
+        ),
         ({"dataset": "churn", "target": "churn"}, TrainingError, "target 'churn' is not a column"),
         ({"dataset": "churn", "target": "plan"}, TrainingError, "type String"),
         ({"dataset": "churn", "target": "plan", "task": "regression"}, TrainingError, "numeric target"),
@@ -108,7 +120,9 @@ def test_one_class_target_and_failure_inside_the_run(lake):
         flow.train_model("one", target="churned", lake=lake)
     # the latest 20% (validation by time) hold a single class: found only once training started
     late = pl.int_range(pl.len()) >= 320
-    datasets.ingest("late", frame.with_columns(churned=pl.when(late).then(0).otherwise(pl.col("churned"))), lake=lake)
+    datasets.ingest(
+        "late", frame.with_columns(churned=pl.when(late).then(0).otherwise(pl.col("churned"))), lake=lake
+    )
     with pytest.raises(TrainingError, match="validation set has a single class"):
         flow.train_model("late", target="churned", params=FAST, lake=lake)
     runs = tracking.search_runs(lake=lake)
@@ -123,5 +137,7 @@ def test_params_file(tmp_path):
     assert flow.load_params_file(good) == {"num_leaves": 15, "num_iterations": 40}
     bad = tmp_path / "bad.toml"
     bad.write_text("num_leaves = 15\nlearnin_rate = 0.1\n")
-    with pytest.raises(TrainingError, match="bad.toml: unknown training parameter 'learnin_rate'.*learning_rate"):
+    with pytest.raises(
+        TrainingError, match="bad.toml: unknown training parameter 'learnin_rate'.*learning_rate"
+    ):
         flow.load_params_file(bad)

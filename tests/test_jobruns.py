@@ -138,30 +138,34 @@ def test_abandon_stale_closes_other_processes_scheduled_runs(tmp_path, lake):
     assert history(lake=lake).filter(pl.col("job_run_id") == mine.job_run_id)["status"][0] == "interrupted"
 
 
-def test_pending_alerts_are_those_newer_than_the_last_retrain(settings, lake):
-    old = utcnow() - timedelta(minutes=5)
-    lake.append("alerts", [
-        {"alert_id": "a1", "kind": "drift", "model": "churn", "message": "psi high", "status": "open", "at": old},
-        {"alert_id": "a2", "kind": "latency", "model": "churn", "message": None, "status": "open", "at": old},
-        {"alert_id": "a3", "kind": "performance", "model": "other", "message": None, "status": "resolved", "at": old},
-    ])
+def test_pending_alerts_new_episodes_then_periodic_recheck(tmp_path):
+    from core.monitoring import raise_alert, resolve_alert
+
+    settings = _settings(tmp_path)
+    lake = Lake.from_settings(settings)
+    raise_alert("drift", "churn", message="psi high", evidence={}, lake=lake, settings=settings)
+    raise_alert("latency", "churn", message="slow", evidence={}, lake=lake, settings=settings)
+    raise_alert("performance", "other", message="auc down", evidence={}, lake=lake, settings=settings)
+    resolve_alert("performance", "other", message="auc back", lake=lake, settings=settings)
     pending = pending_alerts(lake=lake, settings=settings)
-    assert pending["alert_id"].to_list() == ["a1"]
+    assert pending.select("kind", "model").rows() == [("drift", "churn")]
     start_run("retrain", "alert", lake=lake)
-    assert pending_alerts(lake=lake, settings=settings).height == 0
-    lake.append("alerts", [{"alert_id": "a4", "kind": "performance_drop", "model": "churn", "at": utcnow()}])
-    assert pending_alerts(lake=lake, settings=settings)["alert_id"].to_list() == ["a4"]
+    assert pending_alerts(lake=lake, settings=settings).height == 0  # answered; recheck in 600 s
+    recheck = _settings(tmp_path, TOML.replace("lease_ttl_s = 3", "lease_ttl_s = 3\nalert_recheck_s = 0.001"))
+    assert pending_alerts(lake=lake, settings=recheck)["kind"].to_list() == ["drift"]  # still open: due again
+    raise_alert("performance", "churn", message="auc down", evidence={}, lake=lake, settings=settings)
+    assert pending_alerts(lake=lake, settings=settings).select("kind", "model").rows() == [("performance", "churn")]
 
 
 def test_lease_acquire_deny_renew_expire_takeover_release(lake):
-    a = Lease(lake, holder="A", ttl_s=1.5)
+    a = Lease(lake, holder="A", ttl_s=3)
     b = Lease(lake, holder="B", ttl_s=60)
     assert current_holder(lake=lake) is None
     assert a.acquire() and a.held and a.epoch == 1
     assert not b.acquire() and not b.held
     assert current_holder(lake=lake).holder == "A"
     assert a.renew() and a.acquire()  # acquiring a lease we hold renews it
-    time.sleep(1.6)
+    time.sleep(3.1)
     assert not a.held  # self-fenced once expired
     assert b.acquire() and b.epoch == 2
     assert not a.renew() and a.epoch is None  # A learns it lost
@@ -213,6 +217,8 @@ def _race(uri: str, options: dict, rounds: int, n: int) -> list[list[str]]:
 def test_lease_race_between_threads_has_one_winner(lake):
     winners = _race(lake.uri, {}, rounds=4, n=6)
     assert all(len(w) == 1 for w in winners), winners
+    claims = lake.read("leases").filter(pl.col("event") == "acquire").height
+    assert claims > 4  # losers' claims were committed too, and did not count
 
 
 _RACER = """
@@ -226,6 +232,7 @@ print(json.dumps(lease.acquire()), flush=True)
 """
 
 
+@pytest.mark.slow
 def test_lease_race_between_processes_has_one_winner(lake):
     procs = [
         subprocess.Popen([sys.executable, "-c", _RACER, lake.uri, f"p{i}"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -239,7 +246,6 @@ def test_lease_race_between_processes_has_one_winner(lake):
     results = [json.loads(p.communicate(timeout=60)[0].strip()) for p in procs]
     assert results.count(True) == 1, results
     assert current_holder(lake=lake).holder == f"p{results.index(True)}"
-    assert lake.read("leases")["event"].to_list().count("acquire") >= 2  # they really raced
 
 
 @pytest.mark.s3
@@ -252,8 +258,8 @@ def test_lease_on_s3_has_one_winner_and_expires():
         winners = _race(uri, server.options, rounds=1, n=3)
         assert all(len(w) == 1 for w in winners), winners
         lake = Lake(uri, server.options)
-        a, b = Lease(lake, holder="A", ttl_s=1.5), Lease(lake, holder="B", ttl_s=60)
+        a, b = Lease(lake, holder="A", ttl_s=4), Lease(lake, holder="B", ttl_s=60)
         assert a.acquire() and not b.acquire()
-        time.sleep(1.6)
+        time.sleep(4.1)
         assert b.acquire() and not a.renew()
         assert current_holder(lake=lake).holder == "B"

@@ -22,7 +22,7 @@ from jobs import Scheduler
 ROOT = Path(__file__).resolve().parents[1]
 TOML = """
 [jobs]
-lease_ttl_s = 3
+lease_ttl_s = 5
 stop_grace_s = 8
 [jobs.drift_check]
 enabled = false
@@ -174,3 +174,31 @@ def test_invalid_cron_is_refused_before_taking_the_lease(tmp_path):
     with pytest.raises(ConfigError, match=r"\[jobs.maintenance\] cron '61 \* \* \* \*' is invalid"):
         Scheduler(settings)
     assert not Lake.from_settings(settings).exists("leases")
+
+
+def test_builtin_jobs_close_the_loop_drift_alert_retrain(tmp_path):
+    from monitor_world import MODEL, build_champion, log_predictions, send_feedback, settings_for, traffic
+
+    from core import registry
+    from core.jobruns import pending_alerts, run_job
+
+    lake = build_champion(tmp_path / "lake")
+    settings = settings_for(lake, models={MODEL: {"policy": {"auto_promote": True, "max_p95_latency_ms": {1: 2000.0, 100: 5000.0}},
+                                                  "monitoring": {"min_labels": 100, "min_rows": 100}}})
+    logged = log_predictions(lake, traffic(1500, seed=26, campaign=True))
+    drift = run_job("drift_check", trigger="schedule", lake=lake, settings=settings)
+    assert drift.status == "finished", drift.error
+    assert drift.outputs["models"][MODEL]["drifted"] is True and drift.outputs["models"][MODEL]["alert"] == "opened"
+    assert pending_alerts(lake=lake, settings=settings)["model"].to_list() == [MODEL]
+
+    waiting = run_job("retrain", trigger="alert", lake=lake, settings=settings)  # no labels yet
+    assert waiting.status == "finished" and waiting.outputs["models"][MODEL]["retrained"] is False
+    send_feedback(lake, logged)
+    done = run_job("retrain", trigger="alert", lake=lake, settings=settings)
+    assert done.status == "finished", done.error
+    out = done.outputs["models"][MODEL]
+    assert out["version"] == 2 and out["promoted"] is True and out["run_id"]
+    assert registry.champion_version(MODEL, lake) == 2
+    perf = run_job("performance_check", lake=lake, settings=settings)
+    assert perf.status == "finished", perf.error and MODEL in perf.outputs["models"]
+    assert history(lake=lake)["job"].to_list() == ["performance_check", "retrain", "retrain", "drift_check"]

@@ -7,7 +7,16 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 import pytest
-from monitor_world import MODEL, Receiver, build_champion, clone, log_predictions, send_feedback, settings_for, traffic
+from monitor_world import (
+    MODEL,
+    Receiver,
+    build_champion,
+    clone,
+    log_predictions,
+    send_feedback,
+    settings_for,
+    traffic,
+)
 
 from core import drift, monitoring, registry
 from core.errors import ConfigError, ModelVersionNotFoundError

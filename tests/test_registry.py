@@ -154,16 +154,22 @@ def test_superseded_alias_change_is_recorded_but_not_applied(lake):
 
 def _worker(uri: str, start: float, n_claims: int, targets: list[int], out) -> None:
     """Register ``n_claims`` versions of "m", then move its champion through ``targets``, racing."""
-    lake = Lake(uri)
-    time.sleep(max(0.0, start - time.time()))
-    claimed = [_fake(lake).version for _ in range(n_claims)]
-    time.sleep(max(0.0, start + 4.0 - time.time()))  # the other process has registered by now
-    ids = []
-    for v in targets:
-        cur = registry.champion_version("m", lake)
-        change = registry.set_alias("m", "champion", v, actor=f"p{v}", reason="race", expected=cur, lake=lake)
-        ids.append(change.event_id)
-    out.put((claimed, ids))
+    try:
+        lake = Lake(uri)
+        time.sleep(max(0.0, start - time.time()))
+        claimed = [_fake(lake).version for _ in range(n_claims)]
+        time.sleep(max(0.0, start + 4.0 - time.time()))  # the other process has registered by now
+        ids = []
+        for v in targets:
+            cur = registry.champion_version("m", lake)
+            change = registry.set_alias("m", "champion", v, actor=f"p{v}", reason="race", expected=cur, lake=lake)
+            ids.append(change.event_id)
+        out.put((claimed, ids))
+    except BaseException:
+        import traceback
+
+        out.put(traceback.format_exc())
+        raise
 
 
 def test_two_processes_register_and_move_aliases_at_the_same_moment(lake):
@@ -176,7 +182,9 @@ def test_two_processes_register_and_move_aliases_at_the_same_moment(lake):
     procs = [ctx.Process(target=_worker, args=(*a, out)) for a in args]
     for p in procs:
         p.start()
-    (claims_a, ids_a), (claims_b, ids_b) = [out.get(timeout=180) for _ in procs]
+    results = [out.get(timeout=180) for _ in procs]
+    assert all(isinstance(r, tuple) for r in results), results
+    (claims_a, ids_a), (claims_b, ids_b) = results
     for p in procs:
         p.join(60)
         assert p.exitcode == 0

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import polars as pl
 import pytest
@@ -121,13 +122,21 @@ def searchable(lake):
 
 def test_search_filters_and_order(searchable):
     lake = searchable
-    f = tracking.search_runs("s", "metrics.auc > 0.55 and params.num_leaves = '31'", ["metrics.auc desc"], lake=lake)
+    f = tracking.search_runs(
+        "s", "metrics.auc > 0.55 and params.num_leaves = '31'", ["metrics.auc desc"], lake=lake
+    )
     assert f["name"].to_list() == ["run-9", "run-7"]
     assert f["metrics.auc"].to_list() == pytest.approx([0.59, 0.57])
     assert {"params.num_leaves", "params.opt", "tags.team", "metrics.valid.loss"} <= set(f.columns)
     f = tracking.search_runs(["s", "other"], "tags.team LIKE 'growth%'", ["attributes.seed"], lake=lake)
     assert f["seed"].to_list() == [0, 3, 6, 9]
-    f = tracking.search_runs(None, "metrics.valid.loss <= 0.9 and attributes.status = 'FINISHED'", ["metrics.`valid.loss`"], 2, lake=lake)
+    f = tracking.search_runs(
+        None,
+        "metrics.valid.loss <= 0.9 and attributes.status = 'FINISHED'",
+        ["metrics.`valid.loss`"],
+        2,
+        lake=lake,
+    )
     assert f["name"].to_list() == ["run-11", "run-10"]
     f = tracking.search_runs("s", "params.opt != 'adam' and seed IN (6, 7, 42)", lake=lake)
     assert sorted(f["seed"].to_list()) == [6, 7]
@@ -178,7 +187,37 @@ def test_crash_loses_only_the_unflushed_buffer(lake):
 
 def test_sql_views_over_tracking_tables(searchable):
     tracking.flush(searchable)
-    wide = query(searchable, "select name, metrics['auc'] as auc, params['num_leaves'] as nl from runs_wide where metrics['auc'] > 0.585 order by name")
-    assert wide.rows() == [("run-10", pytest.approx(0.6), "15"), ("run-11", pytest.approx(0.61), "31"), ("run-9", pytest.approx(0.59), "31")]
+    wide = query(
+        searchable,
+        "select name, metrics['auc'] as auc, params['num_leaves'] as nl from runs_wide where metrics['auc'] > 0.585 order by name",
+    )
+    assert wide.rows() == [
+        ("run-10", pytest.approx(0.6), "15"),
+        ("run-11", pytest.approx(0.61), "31"),
+        ("run-9", pytest.approx(0.59), "31"),
+    ]
     last = query(searchable, "select count(*) as n from metrics_latest where key = 'auc'")
     assert last["n"][0] == 12
+
+
+def test_background_writer_commits_without_an_explicit_flush(lake, monkeypatch):
+    from core.tracking import _writer
+
+    monkeypatch.setattr(_writer, "FLUSH_POINTS", 100)
+    with tracking.start_run("bg", lake=lake) as run:
+        for step in range(150):  # crosses FLUSH_POINTS: the writer wakes up and commits
+            run.log_metric("x", step, step=step)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if lake.exists("runs") and lake.read("runs").height == 2 and lake.read("metrics").height == 150:
+            break
+        time.sleep(0.1)
+    assert lake.read("metrics").height == 150
+    assert lake.read("runs")["status"].sort().to_list() == ["finished", "running"]
+
+
+def test_sync_run_is_committed_when_the_block_exits(lake):
+    with tracking.start_run("sync", sync=True, lake=lake) as run:
+        run.log_params({"a": 1})
+    assert lake.read("params")["run_id"].to_list() == [run.run_id]
+    assert lake.read("runs").sort("at")["status"].to_list() == ["running", "finished"]

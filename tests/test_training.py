@@ -73,7 +73,12 @@ def test_train_binary_signature_and_determinism():
     assert sig["task"] == "binary" and sig["target"] == "churned" and sig["time_column"] == "signup_at"
     names = [f["name"] for f in sig["features"]]
     assert names == ["x", "calls", "plan"]
-    assert sig["features"][2] == {"name": "plan", "kind": "categorical", "dtype": "String", "levels": ["basic", "premium", "promo"]}
+    assert sig["features"][2] == {
+        "name": "plan",
+        "kind": "categorical",
+        "dtype": "String",
+        "levels": ["basic", "premium", "promo"],
+    }
     assert set(res.excluded) == {"customer_id", "signup_at"}
     assert res.metrics["auc"] > 0.7
     assert set(res.metrics) == {"auc", "log_loss", "accuracy", "precision", "recall", "f1", "brier"}
@@ -82,7 +87,13 @@ def test_train_binary_signature_and_determinism():
     assert res.params["deterministic"] is True and res.params["num_threads"] == 1
     again = training.train(df.reverse(), "churned", params=FAST, seed=1, time_column="signup_at")
     assert again.model.sha256 == res.model.sha256
-    other = training.train(df, "churned", params={**FAST, "bagging_fraction": 0.7, "bagging_freq": 1}, seed=2, time_column="signup_at")
+    other = training.train(
+        df,
+        "churned",
+        params={**FAST, "bagging_fraction": 0.7, "bagging_freq": 1},
+        seed=2,
+        time_column="signup_at",
+    )
     assert other.model.sha256 != res.model.sha256
 
 
@@ -90,7 +101,9 @@ def test_model_roundtrip_and_encoding():
     res = training.train(_frame(), "churned", params=FAST, seed=0)
     model = training.Model.from_text(res.model.text, res.model.signature)
     assert model.sha256 == res.model.sha256
-    rows = pl.DataFrame({"x": [0.5, None], "calls": [1, 2], "plan": ["promo", "unknown-plan"], "extra": [1, 2]})
+    rows = pl.DataFrame(
+        {"x": [0.5, None], "calls": [1, 2], "plan": ["promo", "unknown-plan"], "extra": [1, 2]}
+    )
     X = model.encode(rows)
     assert X.dtype == np.float64 and X.shape == (2, 3)
     assert X[0].tolist() == [0.5, 1.0, 2.0]
@@ -112,7 +125,10 @@ def test_regression_task():
 
 
 def test_params_validation():
-    assert training.validate_params({"n_estimators": 10, "num_leaves": 8}) == {"num_iterations": 10, "num_leaves": 8}
+    assert training.validate_params({"n_estimators": 10, "num_leaves": 8}) == {
+        "num_iterations": 10,
+        "num_leaves": 8,
+    }
     with pytest.raises(TrainingError, match="unknown training parameter 'num_leafs'.*num_leaves"):
         training.validate_params({"num_leafs": 8})
     with pytest.raises(TrainingError, match="output_model"):

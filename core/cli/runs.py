@@ -12,6 +12,7 @@ from core.cli._common import emit_frame, open_lake, render_table
 
 __all__ = ["register"]
 
+_PREFERRED = ["auc", "log_loss", "f1", "accuracy", "rmse", "mae", "r2", "precision", "recall", "brier"]
 _LIST_ATTRS = ["run_id", "experiment", "name", "status", "started_at", "dataset", "seed"]
 
 
@@ -97,6 +98,7 @@ def _list(args: argparse.Namespace) -> int:
             pl.col("started_at").dt.strftime("%Y-%m-%d %H:%M:%S"),
         )
         final = [c for c in frame.columns if c.startswith("metrics.") and "." not in c[len("metrics.") :]]
+        final.sort(key=lambda c: (_PREFERRED.index(c[8:]) if c[8:] in _PREFERRED else len(_PREFERRED), c))
         frame = frame.select(_LIST_ATTRS + final[:8])
     emit_frame(frame, args.format)
     return 0
@@ -115,25 +117,7 @@ def _show(args: argparse.Namespace) -> int:
 
     lake = open_lake(args)
     info = get_run(args.run_id, lake=lake)
-    dataset = f"{info.dataset_name}@v{info.dataset_version}" if info.dataset_name else None
-    lineage = {
-        "run_id": info.run_id,
-        "experiment": info.experiment,
-        "name": info.name,
-        "status": info.status,
-        "error": info.error,
-        "parent_run_id": info.parent_run_id,
-        "started_at": info.started_at,
-        "ended_at": info.ended_at,
-        "dataset": dataset,
-        "seed": info.seed,
-        "git_sha": info.git_sha,
-        "git_dirty": info.git_dirty,
-        "python": info.python_version,
-        "packages": ", ".join(f"{k}={v}" for k, v in sorted(info.packages.items())),
-        "host": info.host,
-        "user": info.user,
-    }
+    lineage = info.lineage()
     out = [_kv("run", lineage)]
     final = {k: f"{v:.6g}" for k, v in sorted(info.metrics.items())}
     out += [_kv("params", dict(sorted(info.params.items()))), _kv("metrics (last value)", final)]

@@ -181,7 +181,9 @@ def train_model(
         for i in range(n):
             run.log_metrics({k: v[i] for k, v in curves.items() if i < len(v)}, step=i + 1)
         run.log_metrics(result.metrics, step=result.best_iteration)
-        run.log_metrics({f"train_{k}": v for k, v in result.train_metrics.items()}, step=result.best_iteration)
+        run.log_metrics(
+            {f"train_{k}": v for k, v in result.train_metrics.items()}, step=result.best_iteration
+        )
         run.log_metric("best_iteration", result.best_iteration)
         model = result.model
         run.log_text(MODEL_PATH, model.text)
@@ -213,7 +215,9 @@ def feature_importance(run_id: str, *, lake: Lake | None = None) -> pl.DataFrame
         data = tracking.read_artifact(run_id, IMPORTANCE_PATH, lake=lake)
     except ArtifactIntegrityError:
         return pl.DataFrame(schema={"feature": pl.String, "gain": pl.Float64, "split": pl.Int64})
-    return pl.DataFrame(json.loads(data), schema={"feature": pl.String, "gain": pl.Float64, "split": pl.Int64})
+    return pl.DataFrame(
+        json.loads(data), schema={"feature": pl.String, "gain": pl.Float64, "split": pl.Int64}
+    )
 
 
 def reproduce(run_id: str, *, lake: Lake | None = None) -> ReproduceOutcome:
@@ -227,7 +231,9 @@ def reproduce(run_id: str, *, lake: Lake | None = None) -> ReproduceOutcome:
     info = tracking.get_run(run_id, lake=lake)
     needed = ("target", "train_params")
     if info.dataset_name is None or info.dataset_version is None or any(k not in info.params for k in needed):
-        raise TrainingError(f"run {run_id} is not a 'lakeops train' run: it has no dataset version or training params")
+        raise TrainingError(
+            f"run {run_id} is not a 'lakeops train' run: it has no dataset version or training params"
+        )
     sha = info.tags.get("model_sha256")
     if sha is None:
         raise TrainingError(f"run {run_id} has no model (status {info.status}); nothing to reproduce")

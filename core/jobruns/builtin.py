@@ -28,48 +28,67 @@ def _champions(lake: Lake) -> list[str]:
     return sorted(models.filter(pl.col("champion").is_not_null())["model"].to_list())
 
 
-def drift_check(*, lake: Lake, settings: Settings, **args: Any) -> dict[str, Any]:
+def drift_check(*, lake: Lake, settings: Settings, trigger: str = "manual", **args: Any) -> dict[str, Any]:
+    """Check drift of every model with a champion (``args``: window_rows, window_hours)."""
     from core.flows.monitor import check_drift
 
     return {"models": {m: jsonable(check_drift(m, lake=lake, settings=settings, **args)) for m in _champions(lake)}}
 
 
-def performance_check(*, lake: Lake, settings: Settings, **args: Any) -> dict[str, Any]:
+def performance_check(*, lake: Lake, settings: Settings, trigger: str = "manual", **args: Any) -> dict[str, Any]:
+    """Check the performance of every model with a champion (``args``: window_hours)."""
     from core.flows.monitor import check_performance
 
     return {"models": {m: jsonable(check_performance(m, lake=lake, settings=settings, **args)) for m in _champions(lake)}}
 
 
 def pending_alerts(job: str = "retrain", *, lake: Lake | None = None, settings: Settings | None = None) -> pl.DataFrame:
-    """Return the newest open drift/performance alert per model not yet answered by ``job``.
+    """Return the open drift/performance alerts (one per model, newest) that ``job`` should answer.
 
-    An alert is pending when it is newer than the start of the last execution of ``job`` (or,
-    before any, than a day ago) and its kind contains one of ``[jobs] alert_kinds``.
+    An open alert is due when its episode opened after the last start of ``job`` (a new alert),
+    or when ``job`` last started more than ``[jobs] alert_recheck_s`` ago (the alert is still
+    open: ``retrain_if_needed`` may have been waiting for labels). Kinds are the alert kinds
+    containing one of ``[jobs] alert_kinds``.
     """
     lake = core.lake.resolve(lake)
-    kinds = list(jobs_config(settings)["alert_kinds"])
+    due = _alerted(lake, settings)
     last = history(job, lake=lake, limit=1)
-    since = last["started_at"][0] if last.height and last["started_at"][0] else utcnow() - timedelta(days=1)
-    alerts = lake.read_or_empty("alerts")
-    kind_ok = pl.any_horizontal(*[pl.col("kind").str.contains(k, literal=True) for k in kinds]) if kinds else pl.lit(False)
+    last_start = last["started_at"][0] if last.height else None
+    if last_start is not None and utcnow() - last_start < timedelta(seconds=float(jobs_config(settings)["alert_recheck_s"])):
+        due = due.filter(pl.col("opened_at") > last_start)
+    return due
+
+
+def _alerted(lake: Lake, settings: Settings | None) -> pl.DataFrame:
+    """The newest open alert per model whose kind contains one of ``[jobs] alert_kinds``."""
+    from core.monitoring import alerts
+
+    kinds = list(jobs_config(settings)["alert_kinds"])
+    open_ = alerts(status="open", lake=lake)
+    if not kinds or open_.height == 0:
+        return open_.head(0)
+    kind_ok = pl.any_horizontal(*[pl.col("kind").str.contains(k, literal=True) for k in kinds])
     return (
-        alerts.filter(kind_ok & (pl.col("at") > since) & pl.col("model").is_not_null()
-                      & ~pl.col("status").fill_null("open").is_in(["resolved", "closed"]))
-        .sort("at")
-        .group_by("model", maintain_order=True)
-        .last()
+        open_.filter(kind_ok & pl.col("model").is_not_null())
+        .sort("opened_at", descending=True)
+        .unique("model", keep="first", maintain_order=True)
     )
 
 
 def retrain(*, lake: Lake, settings: Settings, trigger: str, **args: Any) -> dict[str, Any]:
+    """Retrain: on an alert, each alerted model if ``retrain_if_needed`` agrees; else every champion."""
     from core.flows.monitor import retrain as retrain_flow
+    from core.flows.monitor import retrain_if_needed
 
+    out: dict[str, Any] = {}
     if trigger == "alert":
-        todo = {r["model"]: f"alert {r['kind']} {r['alert_id']}: {r['message'] or ''}"[:300]
-                for r in pending_alerts("retrain", lake=lake, settings=settings).iter_rows(named=True)}
+        for model in _alerted(lake, settings)["model"].to_list():
+            outcome = retrain_if_needed(model, lake=lake, settings=settings)
+            out[model] = jsonable(outcome) if outcome is not None else {"retrained": False, "why": "not needed yet"}
     else:
-        todo = {m: f"{trigger} retrain" for m in _champions(lake)}
-    return {"models": {m: jsonable(retrain_flow(m, reason=why, lake=lake, settings=settings, **args)) for m, why in todo.items()}}
+        for model in _champions(lake):
+            out[model] = jsonable(retrain_flow(model, reason=f"{trigger} retrain", lake=lake, settings=settings, **args))
+    return {"models": out}
 
 
 def maintain_lake(*, lake: Lake | None = None, retention_hours: int = 168) -> dict[str, Any]:

@@ -16,6 +16,7 @@ to this catalog). Built-in targets are in ``core.jobruns.builtin``; ``[jobs.extr
     stop_grace_s = 20           # on SIGTERM, running jobs get this long before "interrupted"
     workers = 2                 # jobs that may run at once (each job: one at a time)
     alert_kinds = ["drift", "performance"]
+    alert_recheck_s = 600       # an alert still open re-triggers its on_alert jobs this often
 
     [jobs.drift_check]          # per job: enabled, interval_s and/or cron (UTC), on_alert, args
     interval_s = 900
@@ -96,7 +97,7 @@ _BUILTIN: dict[str, dict[str, Any]] = {
 }
 _GLOBAL_DEFAULTS: dict[str, Any] = {
     "enabled": True, "lease_ttl_s": 30.0, "alert_poll_s": 60.0, "misfire_grace_s": 600.0,
-    "stop_grace_s": 20.0, "workers": 2, "alert_kinds": ["drift", "performance"],
+    "stop_grace_s": 20.0, "workers": 2, "alert_kinds": ["drift", "performance"], "alert_recheck_s": 600.0,
 }
 _JOB_KEYS = {"func", "enabled", "interval_s", "cron", "on_alert", "args", "description"}
 
@@ -111,7 +112,7 @@ def jobs_config(settings: Settings | None = None) -> dict[str, Any]:
         if key not in _GLOBAL_DEFAULTS:
             raise ConfigError(f"[jobs] {key} is not a setting; known: {', '.join(sorted(_GLOBAL_DEFAULTS))}")
         out[key] = value
-    for key in ("lease_ttl_s", "alert_poll_s", "misfire_grace_s", "stop_grace_s", "workers"):
+    for key in ("lease_ttl_s", "alert_poll_s", "alert_recheck_s", "misfire_grace_s", "stop_grace_s", "workers"):
         if not isinstance(out[key], int | float) or out[key] <= 0:
             raise ConfigError(f"[jobs] {key} must be a positive number, got {out[key]!r}")
     return out
@@ -238,23 +239,28 @@ def list_jobs(*, lake: Lake | None = None, settings: Settings | None = None) -> 
     })
 
 
-def jsonable(value: Any) -> Any:
-    """Turn a flow's result (dataclass, frame, dict ...) into small JSON-able outputs."""
+def jsonable(value: Any, _depth: int = 0) -> Any:
+    """Turn a flow's result (dataclass, frame, dict ...) into small JSON-able outputs.
+
+    Scalars stay, datetimes become ISO text, dataclasses and mappings become dicts down to three
+    levels (deeper values become short text), lists keep 20 items, frames become their row count.
+    """
     if value is None or isinstance(value, int | float | bool):
         return value
     if isinstance(value, str):
         return value if len(value) <= 500 else value[:499] + "…"
     if isinstance(value, datetime):
         return value.isoformat()
-    if is_dataclass(value) and not isinstance(value, type):
-        items = {f.name: getattr(value, f.name) for f in fields(value)}
-        return {k: jsonable(v) for k, v in items.items() if _small(v)}
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items() if _small(v)}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value[:50]]
     if isinstance(value, pl.DataFrame):
         return {"rows": value.height}
+    if _depth >= 3:
+        return str(value)[:200]
+    if is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, _depth + 1) for k, v in value.items() if _small(v)}
+    if isinstance(value, list | tuple):
+        return [jsonable(v, _depth + 1) for v in value[:20]]
     return str(value)[:200]
 
 

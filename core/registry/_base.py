@@ -109,9 +109,11 @@ def valid_claims(lake: Lake, model: str | None = None) -> pl.DataFrame:
         frame = hit[2]
     else:
         claims = _read_pinned(lake, "model_versions", mv_v)
-        regs = _read_pinned(lake, "registry_events", ev_v, ["event_id", "action"])
-        ids = regs.filter(pl.col("action") == "register").select(pl.col("event_id").alias("registration_id"))
-        frame = claims.join(ids, on="registration_id", how="semi").unique(["model", "version"], keep="first")
+        regs = _read_pinned(lake, "registry_events", ev_v, ["event_id", "action", "model", "version"])
+        ids = regs.filter(pl.col("action") == "register").select(
+            pl.col("event_id").alias("registration_id"), "model", "version"
+        )
+        frame = claims.join(ids, on=["registration_id", "model", "version"], how="semi")
         with _claims_lock:
             _claims_cache[lake.uri] = (mv_v, ev_v, frame)
     return frame if model is None else frame.filter(pl.col("model") == model)

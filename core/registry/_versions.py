@@ -143,11 +143,16 @@ def list_models(*, lake: Lake | None = None) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema)
 
 
-def _claim_version(lake: Lake, row: dict[str, Any]) -> int:
-    """Append a claim for the next version number; the first committed claim of a number wins."""
+def _claim_version(lake: Lake, row: dict[str, Any]) -> tuple[int, str]:
+    """Append a claim for the next version number; the first committed claim of a number wins.
+
+    Returns the version and the winning claim's id (each attempt has its own id, so a lost
+    claim can never be mistaken for a registered version).
+    """
     model = row["model"]
     for _ in range(_MAX_CLAIMS):
-        if lake.exists("model_versions"):
+        taken = None
+        if lake.latest_version_hint("model_versions") >= 0:
             taken = (
                 lake.scan("model_versions")
                 .filter(pl.col("model") == model)
@@ -155,25 +160,31 @@ def _claim_version(lake: Lake, row: dict[str, Any]) -> int:
                 .collect()
                 .item()
             )
-        else:
-            taken = None
         version = int(taken or 0) + 1
-        claim = {**row, "version": version, "artifact_uri": f"{lake.uri}/{artifact_path(model, version)}"}
+        claim_id = new_id()
+        claim = {
+            **row,
+            "version": version,
+            "registration_id": claim_id,
+            "artifact_uri": f"{lake.uri}/{artifact_path(model, version)}",
+        }
         commit = lake.append(
             "model_versions",
             [claim],
-            metadata={"actor": row["created_by"], "model": model, "registration_id": row["registration_id"]},
+            metadata={"actor": row["created_by"], "model": model, "registration_id": claim_id},
         )
-        before = (
-            lake.read("model_versions", version=commit - 1, columns=["model", "version", "registration_id"])
-            if commit > 0
-            else None
+        if commit <= 0:
+            return version, claim_id
+        before = lake.read(
+            "model_versions", version=commit - 1, columns=["model", "version", "registration_id"]
         )
-        if (
-            before is None
-            or before.filter((pl.col("model") == model) & (pl.col("version") == version)).height == 0
-        ):
-            return version
+        rivals = before.filter(
+            (pl.col("model") == model)
+            & (pl.col("version") == version)
+            & (pl.col("registration_id") != claim_id)
+        )
+        if rivals.height == 0:
+            return version, claim_id
     raise LakeError(
         f"could not claim a version number for model {model!r} after {_MAX_CLAIMS} tries: too many concurrent registrations"
     )
@@ -248,7 +259,6 @@ def _register_files(
     _check_model_name(model)
     who = _actor(actor)
     sha = _sha256(text)
-    reg_id = new_id()
     row = {
         "model": model,
         "run_id": run_id,
@@ -262,9 +272,8 @@ def _register_files(
         "dataset_version": dataset_version,
         "created_at": utcnow(),
         "created_by": who,
-        "registration_id": reg_id,
     }
-    version = _claim_version(lake, row)
+    version, reg_id = _claim_version(lake, row)
     lake.put_bytes(artifact_path(model, version), text)
     lake.put_bytes(artifact_path(model, version, "signature.json"), sig_bytes)
     record_event(

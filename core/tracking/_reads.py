@@ -63,6 +63,27 @@ class RunInfo:
     user: str | None = None
     artifacts: list[str] = field(default_factory=list)
 
+    def lineage(self) -> dict[str, str]:
+        """The run's state and lineage as display text, in a fixed order (CLI and UI)."""
+        dataset = f"{self.dataset_name}@v{self.dataset_version}" if self.dataset_name else "-"
+        return {
+            "run_id": self.run_id,
+            "experiment": self.experiment,
+            "name": self.name or "-",
+            "status": self.status,
+            "error": self.error or "-",
+            "parent_run_id": self.parent_run_id or "-",
+            "started_at": str(self.started_at or "-"),
+            "ended_at": str(self.ended_at or "-"),
+            "dataset": dataset,
+            "seed": "-" if self.seed is None else str(self.seed),
+            "git_sha": (self.git_sha or "-") + (" (dirty)" if self.git_dirty else ""),
+            "python": self.python_version or "-",
+            "packages": ", ".join(f"{k}={v}" for k, v in sorted(self.packages.items())),
+            "host": self.host or "-",
+            "user": self.user or "-",
+        }
+
 
 def _read(
     lake: Lake, table: str, run_ids: Sequence[str] | None = None, columns: Sequence[str] | None = None
