@@ -85,6 +85,8 @@ def child(step: str, lake_dir: str, path: str) -> None:
         datasets.content_hash(frame)
         out["hash_s"] = time.perf_counter() - t0
     out["seconds"] = time.perf_counter() - t
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out["cpu_s"] = ru.ru_utime + ru.ru_stime  # whole child process, imports included
     out["peak_rss_mb"] = _peak_mb()
     out["rss_at_start_mb"] = start_mb
     print(json.dumps(out))
@@ -115,11 +117,11 @@ def main() -> None:
             r = json.loads(res.stdout.strip().splitlines()[-1])
             if step == "pure":
                 print(f"pure, in memory ({rows:,} rows): profile {r['profile_s']:.2f} s, validate ({r['rules']} inferred "
-                      f"rules) {r['validate_s']:.2f} s, content hash {r['hash_s']:.2f} s; peak RSS {r['peak_rss_mb']:,.0f} MB "
+                      f"rules) {r['validate_s']:.2f} s, content hash {r['hash_s']:.2f} s (wall); peak RSS {r['peak_rss_mb']:,.0f} MB "
                       f"(frame loaded: {r['rss_at_start_mb']:,.0f} MB)")
             else:
                 print(f"ingest {step:6s}: version {r['version']}, {r['rows']:,} rows -> {r['total_rows']:,} in version, "
-                      f"validation {r['status']}: {r['seconds']:.2f} s wall, peak RSS {r['peak_rss_mb']:,.0f} MB "
+                      f"validation {r['status']}: {r['seconds']:.2f} s wall ({r['cpu_s']:.1f} s CPU in the process), peak RSS {r['peak_rss_mb']:,.0f} MB "
                       f"(RSS before ingest {r['rss_at_start_mb']:,.0f} MB)")
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "latest_version",
     "list_datasets",
     "load",
+    "profile_of",
     "quarantined",
     "read_file",
     "row_hashes",
@@ -194,8 +195,12 @@ def _column_hash(s: pl.Series) -> np.ndarray:
     elif dtype in (pl.String, pl.Binary):
         text = s.fill_null("" if dtype == pl.String else b"")
         if s.len() > 10_000 and s.head(10_000).n_unique() < 1_000:  # low cardinality: hash each value once
-            uniq = text.unique()
-            raw = text.replace_strict(uniq, pl.Series(_text_hash(uniq)), return_dtype=pl.UInt64).to_numpy()
+            import pyarrow as pa
+
+            enc = text.to_arrow().dictionary_encode()
+            enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
+            values = pl.Series(enc.dictionary)
+            raw = _text_hash(values)[enc.indices.to_numpy(zero_copy_only=False)]
         else:
             raw = _text_hash(text)
     elif dtype.is_nested():
@@ -556,7 +561,7 @@ def ingest(
             version = lake.append(tname, table, metadata=meta)
             full = load(name, version, lake=lake)
     else:
-        version = lake.append(tname, frame, schema=frame.to_arrow().schema, metadata=meta)
+        version = lake.append(tname, frame, schema=frame.head(0).to_arrow().schema, metadata=meta)
         full = frame
     digest = content_hash(full)
     prof = profiling.profile(full)
@@ -654,6 +659,14 @@ def describe(name: str, version: int | None = None, *, lake: Lake | None = None)
     row["profile"] = json.loads(row["profile_json"]) if row.get("profile_json") else {}
     row["report"] = validation.ValidationReport.from_dict(json.loads(row["validation_json"] or "{}"))
     return row
+
+
+def profile_of(name: str, version: int | None = None, *, lake: Lake | None = None) -> dict[str, Any]:
+    """The stored profile of a version (latest by default), without rereading the data.
+
+    See ``core.profiling`` for its shape; drift checks use it as the reference.
+    """
+    return dict(describe(name, version, lake=lake)["profile"])
 
 
 def diff(name: str, a: int, b: int, *, lake: Lake | None = None) -> DatasetDiff:

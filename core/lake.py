@@ -305,7 +305,7 @@ class Lake:
             tmp = f"{target}.tmp-{os.getpid()}-{threading.get_ident()}"
             with self._fs.open_output_stream(tmp) as out:
                 out.write(data)
-            os.replace(tmp, target)
+            Path(tmp).replace(target)
         except OSError as exc:
             raise LakeError(f"cannot write {rel} in lake {self.uri}: {exc}") from exc
         return f"{self.uri}/{rel}"
@@ -535,21 +535,43 @@ class Lake:
             when = datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of
             if when.tzinfo is None:
                 when = when.replace(tzinfo=UTC)
-            first = self._first_commit_time(dt)
+            oldest, first = self._first_commit(name)
             if first is not None and when < first:
+                if oldest == 0:
+                    raise TableNotFoundError(
+                        f"table {name!r} did not exist at {when.isoformat()}; "
+                        f"its first commit is at {first.isoformat()}"
+                    )
                 raise TableNotFoundError(
-                    f"table {name!r} did not exist at {when.isoformat()}; "
-                    f"its first commit is at {first.isoformat()}"
+                    f"table {name!r} keeps no version from {when.isoformat()}: its oldest "
+                    f"version still in the log is {oldest}, from {first.isoformat()}"
                 )
-            dt.load_as_version(when)
+            try:
+                dt.load_as_version(when)
+            except DeltaError as exc:
+                raise TableNotFoundError(
+                    f"table {name!r} has no version at {when.isoformat()}: {str(exc).splitlines()[0]}"
+                ) from None
         return dt
 
-    @staticmethod
-    def _first_commit_time(dt: DeltaTable) -> datetime | None:
-        stamps = [h.get("timestamp") for h in dt.history() if h.get("timestamp") is not None]
-        if not stamps:
-            return None
-        return datetime.fromtimestamp(min(stamps) / 1000, tz=UTC)
+    def _first_commit(self, name: str) -> tuple[int, datetime | None]:
+        """The oldest version still in the log and its commit time.
+
+        Reads one log file instead of ``DeltaTable.history()``, which reads every commit (slow
+        after thousands of commits) and holds the GIL while it waits on an object store.
+        """
+        sel = pafs.FileSelector(self._fs_path(f"{name}/_delta_log"), allow_not_found=True)
+        logs = [i for i in self._fs.get_file_info(sel) if len(i.base_name) == 25 and i.base_name.endswith(".json")]
+        if not logs:
+            return 0, None
+        info = min(logs, key=lambda i: i.base_name)
+        with self._fs.open_input_stream(info.path) as src:
+            for line in bytes(src.read()).decode("utf-8").splitlines():
+                action = json.loads(line) if line.strip() else {}
+                stamp = action.get("commitInfo", {}).get("timestamp")
+                if stamp is not None:
+                    return int(info.base_name[:20]), datetime.fromtimestamp(stamp / 1000, tz=UTC)
+        return int(info.base_name[:20]), info.mtime
 
     def snapshot(
         self, name: str, *, version: int | None = None, as_of: datetime | str | None = None

@@ -84,7 +84,7 @@ class Scheduler:
                 if not self._renew():
                     log.warning("lost the scheduler lease; no new jobs start until it is taken again")
                     break
-            self._shutdown_aps()
+            self._shutdown_aps(stopping=self._stop.is_set())
         self.lease.release()
         log.info("scheduler stopped")
         return 0
@@ -135,11 +135,14 @@ class Scheduler:
         aps.start()
         self._aps = aps
 
-    def _shutdown_aps(self) -> None:
+    def _shutdown_aps(self, *, stopping: bool) -> None:
+        """Stop firing jobs; when stopping, give running ones ``stop_grace_s`` then record them interrupted."""
         if self._aps is None:
             return
         self._aps.shutdown(wait=False)
         self._aps = None
+        if not stopping:
+            return  # lease lost: running jobs finish and record themselves
         deadline = time.monotonic() + float(self.conf["stop_grace_s"])
         while any(lock.locked() for lock in self._locks.values()) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -1,5 +1,7 @@
 """Datasets: versions over time, the profile of a version, validation reports, quarantine, diffs."""
 
+import json
+
 import altair as alt
 import polars as pl
 import streamlit as st
@@ -7,6 +9,7 @@ import streamlit as st
 from core import datasets
 from core.errors import LakeopsError
 from core.profiling import histogram_frame, summary_frame
+from core.validation import ValidationReport
 from pages._common import lake
 
 
@@ -90,12 +93,8 @@ with tab_validation:
     for r in report.warnings:
         st.warning(r.line())
     if report.results:
-        st.dataframe(
-            report.frame().to_pandas().style.apply(
-                lambda row: ["background-color: #fde2e1" if not row["passed"] else "" for _ in row], axis=1
-            ),
-            hide_index=True, width="stretch",
-        )
+        failed_red = lambda row: ["background-color: #fde2e1" if not row["passed"] else "" for _ in row]  # noqa: E731
+        st.dataframe(report.frame().to_pandas().style.apply(failed_red, axis=1), hide_index=True, width="stretch")
 
 with tab_diff:
     have = sorted(rows["version"].to_list())
@@ -124,3 +123,6 @@ with tab_quarantine:
         st.caption("No quarantined batch.")
     else:
         st.dataframe(q.drop("validation_json"), hide_index=True, width="stretch")
+        qid = st.selectbox("Batch", q["quarantine_id"].to_list(), key="quarantine_id")
+        for r in ValidationReport.from_dict(json.loads(q.filter(pl.col("quarantine_id") == qid)["validation_json"].item())).errors:
+            st.error(r.line())

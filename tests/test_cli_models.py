@@ -63,6 +63,10 @@ def test_register_evaluate_promote_history(trained, cli):
         and rows[0]["reason"] == "first launch"
         and rows[0]["version"] == 1
     )
+    code, out, _ = cli("history", "churn", "--at", rows[0]["at"])
+    assert code == 0 and out.startswith("v1 held champion of churn") and "carol" in out and "first launch" in out
+    code, out, _ = cli("history", "churn", "--at", "2001-01-01T00:00:00")
+    assert code == 0 and out.startswith("no version held champion")
     code, out, _ = cli("history", "churn", "--all")
     assert code == 0 and all(a in out for a in ("register", "gate", "promote"))
     code, out, _ = cli("list", "--format", "json")

@@ -80,6 +80,7 @@ def test_ingest_append_replace_and_time_travel(lake: Lake, churn: pl.DataFrame):
     assert r2["validation_status"] == "warned"
     info = ds.describe("churn", 2, lake=lake)
     assert info["report"].status == "warned" and info["profile"]["columns"]["plan"]["distinct"] == 4
+    assert ds.profile_of("churn", 1, lake=lake)["rows"] == 2_500
     commits = {h["version"]: h for h in lake.history("data/churn")}
     assert commits[2].get("actor") == "bob" and commits[2].get("source") == "batch2"
 

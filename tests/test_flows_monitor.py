@@ -150,3 +150,20 @@ def test_simulate_through_the_api_then_cli(lake, tmp_path, capsys):
     assert "labelled" in capsys.readouterr().out
     assert run(["--lake", lake.uri, "drift", "check", "nosuch"]) == 2
     assert "nosuch" in capsys.readouterr().err
+
+
+def test_cli_end_to_end_subprocess(lake):
+    import subprocess
+
+    log_predictions(lake, traffic(400, seed=41, campaign=True))
+    done = subprocess.run(["lakeops", "--lake", lake.uri, "drift", "check", MODEL, "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = __import__("json").loads(done.stdout)
+    assert {r["feature"] for r in rows} >= {"age", "plan", "score"}
+    done = subprocess.run(["lakeops", "--lake", lake.uri, "alerts", "list", "--model", MODEL],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "data drift" in done.stdout
+    done = subprocess.run(["lakeops", "--lake", lake.uri, "simulate", "--api", "http://127.0.0.1:9", "--duration", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "cannot reach the API" in done.stderr

@@ -120,8 +120,10 @@ def test_second_scheduler_waits_then_takes_over_after_kill9(tmp_path):
                 p.kill()
 
 
-def test_sigterm_finishes_the_running_job_releases_the_lease_and_exits_0(tmp_path):
-    cfg, lake_dir = _config(tmp_path), tmp_path / "lake"
+@pytest.mark.parametrize(("grace", "sleep", "final"), [(8, 1.5, "finished"), (0.5, 6, "interrupted")])
+def test_sigterm_finishes_the_running_job_releases_the_lease_and_exits_0(tmp_path, grace, sleep, final):
+    toml = TOML.replace("stop_grace_s = 8", f"stop_grace_s = {grace}").replace("seconds = 1.5", f"seconds = {sleep}")
+    cfg, lake_dir = _config(tmp_path, toml), tmp_path / "lake"
     proc = _start(lake_dir, cfg)
     try:
         lake = Lake(lake_dir)
@@ -131,7 +133,7 @@ def test_sigterm_finishes_the_running_job_releases_the_lease_and_exits_0(tmp_pat
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, proc.stderr.read()
         runs = _runs(lake)
-        assert runs.filter(pl.col("job_run_id") == run_id)["status"][0] == "finished"
+        assert runs.filter(pl.col("job_run_id") == run_id)["status"][0] == final
         assert runs.filter(pl.col("status") == "running").height == 0
         assert current_holder(lake=lake) is None
         assert "scheduler stopped" in proc.stderr.read()
@@ -141,9 +143,14 @@ def test_sigterm_finishes_the_running_job_releases_the_lease_and_exits_0(tmp_pat
 
 
 def test_scheduler_in_process_one_run_at_a_time_failures_recorded_and_keeps_going(tmp_path):
+    from core.monitoring import raise_alert
+
     toml = TOML.replace("[jobs.maintenance]\nenabled = false", "[jobs.maintenance]\ninterval_s = 1.5\ncron = \"0 3 * * *\"")
+    toml = toml.replace("stop_grace_s = 8", "stop_grace_s = 8\nalert_poll_s = 0.5")
+    toml += "[jobs.extra.responder]\nfunc = \"jobfuncs:tick\"\non_alert = true\n"
     settings = load_settings(env={}, config_path=_config(tmp_path, toml), lake_uri=str(tmp_path / "lake"))
     lake = Lake.from_settings(settings)
+    raise_alert("drift", "churn", message="drifted", evidence={}, lake=lake, settings=settings)
     sched = Scheduler(settings, lake=lake)
     codes: list[int] = []
     thread = threading.Thread(target=lambda: codes.append(sched.run()))
@@ -164,7 +171,9 @@ def test_scheduler_in_process_one_run_at_a_time_failures_recorded_and_keeps_goin
     sleepy = runs.filter(pl.col("job") == "sleepy").sort("started_at")
     # interval 0.5 s, each run 1.5 s: never two at once (max_instances=1, coalesced)
     assert (sleepy["started_at"].shift(-1) >= sleepy["ended_at"]).drop_nulls().all()
-    assert set(runs["trigger"].to_list()) == {"schedule"}
+    # the open alert started the on_alert job once (next re-check only after alert_recheck_s)
+    assert runs.filter(pl.col("job") == "responder").select("trigger", "status").rows() == [("alert", "finished")]
+    assert set(runs.filter(pl.col("job") != "responder")["trigger"].to_list()) == {"schedule"}
     assert current_holder(lake=lake) is None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -32,11 +33,16 @@ SCHEMA = pa.schema(
 
 def _rows(start: int, count: int) -> list[dict]:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    return [{"id": f"r{i}", "n": i, "x": i / 2, "at": t0 + timedelta(seconds=i)} for i in range(start, start + count)]
+    return [
+        {"id": f"r{i}", "n": i, "x": i / 2, "at": t0 + timedelta(seconds=i)}
+        for i in range(start, start + count)
+    ]
 
 
 def _feedback(n: int, start: int = 0) -> list[dict]:
-    return [{"prediction_id": f"p{i}", "label": float(i % 2), "at": utcnow()} for i in range(start, start + n)]
+    return [
+        {"prediction_id": f"p{i}", "label": float(i % 2), "at": utcnow()} for i in range(start, start + n)
+    ]
 
 
 def test_append_then_read_returns_the_rows_and_versions_count_up(any_lake: Lake):
@@ -55,7 +61,12 @@ def test_empty_append_writes_nothing(any_lake: Lake):
     assert not any_lake.exists("feedback")
     assert any_lake.read_or_empty("feedback").columns == ["prediction_id", "model", "label", "at", "source"]
     any_lake.append("feedback", _feedback(1))
-    assert any_lake.append("feedback", pl.DataFrame(schema={"prediction_id": pl.String, "at": pl.Datetime("us", "UTC")})) == 1
+    assert (
+        any_lake.append(
+            "feedback", pl.DataFrame(schema={"prediction_id": pl.String, "at": pl.Datetime("us", "UTC")})
+        )
+        == 1
+    )
 
 
 def test_accepts_polars_pyarrow_and_row_dicts(any_lake: Lake):
@@ -101,7 +112,9 @@ def test_naive_timestamps_are_taken_as_utc_and_zones_become_utc(any_lake: Lake):
     naive = datetime(2026, 3, 1, 12, 0, 0)
     paris = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone(timedelta(hours=1)))
     any_lake.append("data/t", [{"id": "naive", "at": naive}], schema=SCHEMA)
-    any_lake.append("data/t", pa.table({"id": ["tz"], "at": pa.array([paris], pa.timestamp("us", tz="+01:00"))}))
+    any_lake.append(
+        "data/t", pa.table({"id": ["tz"], "at": pa.array([paris], pa.timestamp("us", tz="+01:00"))})
+    )
     got = dict(any_lake.read("data/t").select("id", "at").iter_rows())
     assert got["naive"] == datetime(2026, 3, 1, 12, tzinfo=UTC)
     assert got["tz"] == datetime(2026, 3, 1, 11, tzinfo=UTC)  # same instant, stored in UTC
@@ -188,7 +201,9 @@ def test_put_and_get_bytes(any_lake: Lake):
 
 
 def test_commit_metadata_is_kept_in_history(any_lake: Lake):
-    any_lake.append("feedback", _feedback(1), metadata={"actor": "alice", "run_id": "r-1", "extra": {"k": [1, 2]}})
+    any_lake.append(
+        "feedback", _feedback(1), metadata={"actor": "alice", "run_id": "r-1", "extra": {"k": [1, 2]}}
+    )
     any_lake.append("feedback", _feedback(1, start=1), metadata={"actor": "bob"})
     hist = any_lake.history("feedback")
     assert [h["version"] for h in hist] == [2, 1, 0]  # newest first
@@ -311,3 +326,21 @@ def test_s3_lake_is_readable_by_a_second_client(s3_server):
     assert b.uri == a.uri == f"s3://{bucket}/team"
     assert b.read("feedback").height == 3
     assert b.tables() == ["feedback"]
+
+
+def test_time_travel_before_the_oldest_kept_log_entry_is_refused(lake: Lake):
+    for i in range(3):
+        lake.append("data/t", _rows(i, 1), schema=SCHEMA)
+        time.sleep(0.02)
+    mid = utcnow()
+    time.sleep(0.02)
+    lake.append("data/t", _rows(3, 1))
+    lake.maintain(["data/t"])  # writes a checkpoint, so the oldest log entries may go
+    log = lake.list_files("data/t/_delta_log")
+    for v in (0, 1):  # what log retention would do to 30-day-old entries
+        (Path(lake.uri) / f"data/t/_delta_log/{v:020d}.json").unlink()
+    assert len(lake.list_files("data/t/_delta_log")) == len(log) - 2
+    assert lake.read("data/t").height == 4
+    assert lake.read("data/t", as_of=mid).height == 3
+    with pytest.raises(TableNotFoundError, match="oldest version still in the log is 2"):
+        lake.read("data/t", as_of=mid - timedelta(seconds=30))

@@ -27,7 +27,9 @@ SCHEMA = pa.schema([
 ])
 """
 
-CONCURRENT_WRITER = _SCHEMA + """
+CONCURRENT_WRITER = (
+    _SCHEMA
+    + """
 import sys, time, pathlib
 from core.lake import Lake
 uri, w, n, rows, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -41,8 +43,11 @@ for i in range(n):
     lake.append("data/conc", batch, schema=SCHEMA, metadata={"actor": f"writer-{w}"})
 print("done", flush=True)
 """
+)
 
-BIG_WRITER = _SCHEMA + """
+BIG_WRITER = (
+    _SCHEMA
+    + """
 import sys
 import numpy as np
 from core.lake import Lake
@@ -58,6 +63,7 @@ while True:
     lake.append("data/crash", batch, schema=SCHEMA)
     print("committed", bid, flush=True)
 """
+)
 
 
 def _python(script: str, *args: object, **kw: object) -> subprocess.Popen:
@@ -160,7 +166,9 @@ def test_cli_process_ends_with_os_exit_after_flushing(tmp_path: Path):
         "from core.cli import main\n"
         f"main(['--lake', {lake.uri!r}, 'sql', 'select count(*) as n from feedback', '--format', 'csv'])\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ
+    )
     assert r.returncode == 0
     assert r.stdout == "n\n1\n"  # flushed before the exit
     assert "atexit ran" not in r.stderr  # interpreter teardown (where the abort happens) is skipped

@@ -38,20 +38,27 @@ def test_reference_is_built_once_stored_and_reloaded(lake):
     s = settings_for(lake)
     ref = monitoring.reference(MODEL, lake=lake, settings=s)
     again = monitoring.reference(MODEL, lake=lake, settings=s)
-    rows = lake.read("drift_references")
-    assert rows.height == 1 and again.path == ref.path
-    data = lake.get_bytes(ref.path)
-    assert hashlib.sha256(data).hexdigest() == rows["sha256"][0]
+    rows = lake.read("drift_references").sort("kind")
+    assert rows["kind"].to_list() == ["features:holdout", "scores"] and again.path == ref.path
+    for row in rows.iter_rows(named=True):
+        assert hashlib.sha256(lake.get_bytes(row["path"])).hexdigest() == row["sha256"]
     mv = registry.get_version(MODEL, 1, lake=lake)
     assert (ref.dataset, ref.dataset_version) == (mv.dataset_name, mv.dataset_version)
+    assert ref.path.startswith(f"artifacts/drift/datasets/churn/v{mv.dataset_version}/")
     assert set(ref.kinds) == {f["name"] for f in mv.signature["features"]}
     assert ref.kinds["plan"] == "categorical" and ref.kinds["age"] == "numeric"
     assert ref.rows == 600  # the 20 % holdout of 3000 rows
-    monitoring._CACHE.clear()  # another process: read back from the lake
+    monitoring.clear_cache()  # another process: read back from the lake
     back = monitoring.reference(MODEL, lake=lake, settings=s)
     np.testing.assert_array_equal(back.features["age"].values, ref.features["age"].values)
     np.testing.assert_array_equal(back.score.values, ref.score.values)
-    assert lake.read("drift_references").height == 1
+    assert lake.read("drift_references").height == 2
+    # another model version trained on the same dataset version and split reuses the features
+    registry.register(MODEL, mv.run_id, lake=lake)
+    v2 = monitoring.reference(MODEL, version=2, lake=lake, settings=s)
+    assert v2.path == ref.path and v2.scores_path != ref.scores_path
+    assert lake.read("drift_references")["kind"].to_list().count("scores") == 2
+    assert lake.read("drift_references").height == 3
 
 
 def test_drift_check_without_shift_writes_one_commit(lake):

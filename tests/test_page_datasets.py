@@ -64,3 +64,5 @@ def test_versions_profile_validation_diff_quarantine(ui_lake):
     # quarantine tab lists the refused batch
     q = [d.value for d in at.dataframe if "quarantine_id" in d.value.columns]
     assert q and q[0]["source"].tolist() == ["broken.csv"]
+    errors = [e.value for e in at.error]
+    assert any("ERROR columns" in e and "missing plan" in e for e in errors)  # the quarantined batch's report

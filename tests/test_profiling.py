@@ -84,3 +84,12 @@ def test_large_frame_is_fast_enough_shape():
     f = pl.DataFrame({f"c{i}": rng.normal(size=50_000) for i in range(10)})
     p = profile(f)
     assert all(sum(c["histogram"]["counts"]) == 50_000 for c in p["columns"].values())
+
+
+def test_quantiles_match_numpy_linear():
+    rng = np.random.default_rng(1)
+    values = rng.gamma(2.0, 3.0, 10_001)
+    p = profile(pl.DataFrame({"v": values}))["columns"]["v"]
+    expected = np.quantile(values, QUANTILES)
+    assert np.allclose([p["quantiles"][str(q)] for q in QUANTILES], expected)
+    assert p["distinct"] == len(np.unique(values))

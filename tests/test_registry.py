@@ -152,13 +152,13 @@ def test_superseded_alias_change_is_recorded_but_not_applied(lake):
     assert registry.history("m", lake=lake)["applied"].to_list() == [True, True, False]
 
 
-def _worker(uri: str, start: float, n_claims: int, targets: list[int], out) -> None:
+def _worker(uri: str, start: float, n_claims: int, targets: list[int], barrier, out) -> None:
     """Register ``n_claims`` versions of "m", then move its champion through ``targets``, racing."""
     try:
         lake = Lake(uri)
         time.sleep(max(0.0, start - time.time()))
         claimed = [_fake(lake).version for _ in range(n_claims)]
-        time.sleep(max(0.0, start + 4.0 - time.time()))  # the other process has registered by now
+        barrier.wait(120)  # both have registered; now race on the alias
         ids = []
         for v in targets:
             cur = registry.champion_version("m", lake)
@@ -177,9 +177,9 @@ def test_two_processes_register_and_move_aliases_at_the_same_moment(lake):
     registry.set_alias("m", "champion", 1, actor="a", reason="init", lake=lake)
     start = time.time() + 3.0
     ctx = mp.get_context("spawn")
-    out = ctx.Queue()
+    out, barrier = ctx.Queue(), ctx.Barrier(2)
     args = [(lake.uri, start, 3, [2, 3, 4]), (lake.uri, start, 3, [5, 6, 7, 2])]
-    procs = [ctx.Process(target=_worker, args=(*a, out)) for a in args]
+    procs = [ctx.Process(target=_worker, args=(*a, barrier, out)) for a in args]
     for p in procs:
         p.start()
     results = [out.get(timeout=180) for _ in procs]

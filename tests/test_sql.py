@@ -25,7 +25,13 @@ def _preds(n: int, version: int, start: int = 0, **features: list) -> list[dict]
     rows = []
     for i in range(start, start + n):
         at = T0 + timedelta(hours=12 * i)
-        row = {"prediction_id": f"p{version}-{i}", "at": at, "day": at.date(), "model_version": version, "score": i / 100}
+        row = {
+            "prediction_id": f"p{version}-{i}",
+            "at": at,
+            "day": at.date(),
+            "model_version": version,
+            "score": i / 100,
+        }
         row.update({k: v[i - start] for k, v in features.items()})
         rows.append(row)
     return rows
@@ -33,7 +39,9 @@ def _preds(n: int, version: int, start: int = 0, **features: list) -> list[dict]
 
 def _seed(lk: Lake) -> Lake:
     """Fill ``lk`` with feedback, a dataset in two versions, two prediction logs and runs."""
-    lk.append("feedback", [{"prediction_id": f"p{i}", "label": float(i % 2), "at": utcnow()} for i in range(6)])
+    lk.append(
+        "feedback", [{"prediction_id": f"p{i}", "label": float(i % 2), "at": utcnow()} for i in range(6)]
+    )
     lk.append("data/churn", [{"id": i, "city": "a"} for i in range(3)], schema=DATA)
     lk.append("data/churn", [{"id": i, "city": "b"} for i in range(3, 5)])
     lk.append(
@@ -76,14 +84,25 @@ def test_every_table_is_a_view(seeded: Lake):
     assert query(seeded, "select sum(tenure) as s from predictions_churn")["s"].item() == 21.0
     assert query(seeded, "select count(*) as n from predictions_price where plan = ?", ["y"])["n"].item() == 1
     names = views(seeded)
-    for v in ("feedback", "data_churn", "predictions_churn", "predictions_price", "runs", "predictions", "runs_latest"):
+    for v in (
+        "feedback",
+        "data_churn",
+        "predictions_churn",
+        "predictions_price",
+        "runs",
+        "predictions",
+        "runs_latest",
+    ):
         assert v in names
     assert names["data_churn"] == "data/churn"
     assert view_name("data/my-set") == "data_my_set"
 
 
 def test_predictions_view_unions_every_model_on_common_columns(seeded: Lake):
-    out = query(seeded, "select model, count(*) as n, max(model_version) as v from predictions group by model order by model")
+    out = query(
+        seeded,
+        "select model, count(*) as n, max(model_version) as v from predictions group by model order by model",
+    )
     assert out.rows() == [("churn", 6, 2), ("price", 3, 7)]
     cols = query(seeded, "select * from predictions limit 1").columns
     assert cols[:2] == ["model", "prediction_id"] and "tenure" not in cols and "plan" not in cols
@@ -100,7 +119,9 @@ def test_runs_latest_keeps_the_last_row_per_run(seeded: Lake):
 def test_dataset_versions_are_views(seeded: Lake):
     assert query(seeded, "select count(*) as n from data_churn_v1")["n"].item() == 3
     assert query(seeded, "select count(*) as n from data_churn_v2")["n"].item() == 5
-    both = query(seeded, "select (select count(*) from data_churn_v1) as a, (select count(*) from data_churn) as b")
+    both = query(
+        seeded, "select (select count(*) from data_churn_v1) as a, (select count(*) from data_churn) as b"
+    )
     assert both.row(0) == (3, 5)
     with pytest.raises(SqlError, match=r"data_churn_v9.*versions 0-2; asked for 9"):
         query(seeded, "select * from data_churn_v9")
@@ -153,7 +174,11 @@ def test_refused_statements_leave_the_lake_untouched(local_seeded: Lake, sql: st
 
 def test_refusals_on_s3_too(seeded: Lake):
     before = _versions(seeded)
-    for sql in ("select * from read_csv('/etc/passwd')", "copy feedback to '/tmp/x.csv'", "drop view feedback"):
+    for sql in (
+        "select * from read_csv('/etc/passwd')",
+        "copy feedback to '/tmp/x.csv'",
+        "drop view feedback",
+    ):
         with pytest.raises(SqlRefusedError):
             query(seeded, sql)
     assert _versions(seeded) == before
@@ -197,7 +222,12 @@ def test_queries_on_an_empty_lake(lake: Lake):
 
 def test_a_long_query_is_interrupted(lake: Lake):
     with pytest.raises(SqlError, match=r"longer than 0.5 s"):
-        query(lake, "select sum(a.range * b.range) from range(200000) a, range(200000) b", timeout_s=0.5, threads=1)
+        query(
+            lake,
+            "select sum(a.range * b.range) from range(200000) a, range(200000) b",
+            timeout_s=0.5,
+            threads=1,
+        )
     assert query(lake, "select 2 as two")["two"].item() == 2  # the next query is unaffected
 
 
@@ -216,3 +246,24 @@ def test_versioned_views_of_datasets_with_dashes_and_capitals(lake: Lake):
     assert query(lake, "select count(*) as n from data_my_set_v1")["n"].item() == 1
     assert query(lake, "select count(*) as n from data_my_set")["n"].item() == 2
     assert query(lake, "select id from data_big_v1")["id"].item() == 3
+
+
+def test_sql_works_in_utc_whatever_the_host_time_zone(tmp_path):
+    import subprocess
+    import sys
+
+    lake = Lake(tmp_path / "lake")
+    lake.append("feedback", [{"prediction_id": "late", "at": datetime(2026, 5, 1, 23, 30, tzinfo=UTC)}])
+    code = (
+        "import sys\n"
+        "from core.lake import Lake\n"
+        "from core.sql import query\n"
+        'f = query(Lake(sys.argv[1]), \'select "at", "at"::date as d, hour("at") as h from feedback\')\n'
+        "print(f.schema['at'].time_zone, f['d'][0], f['h'][0])\n"
+    )
+    env = dict(__import__("os").environ, TZ="America/New_York")
+    r = subprocess.run(
+        [sys.executable, "-c", code, lake.uri], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["UTC", "2026-05-01", "23"]

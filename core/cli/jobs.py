@@ -52,7 +52,7 @@ def _scheduler(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> None:
     from core.jobruns import list_jobs
 
-    emit_frame(list_jobs(lake=open_lake(args, create=True), settings=settings_from(args)).drop("description"), args.format)
+    emit_frame(list_jobs(lake=open_lake(args), settings=settings_from(args)).drop("description"), args.format)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -72,5 +72,5 @@ def _run(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> None:
     from core.jobruns import history
 
-    frame = history(args.job, lake=open_lake(args, create=True), limit=args.limit)
+    frame = history(args.job, lake=open_lake(args), limit=args.limit)
     emit_frame(frame.drop("outputs_json") if args.format == "table" else frame, args.format)

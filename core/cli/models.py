@@ -41,6 +41,7 @@ def register(sub: Any) -> None:
     p.add_argument("model")
     p.add_argument("--alias", help="only this alias (e.g. champion)")
     p.add_argument("--all", action="store_true", help="every registry event (register, gate, approve ...)")
+    p.add_argument("--at", help="which version held --alias (default champion) at this ISO time (UTC if no zone)")
     p.add_argument("--format", choices=_FORMATS, default="table")
     p.set_defaults(handler=_history)
 
@@ -148,6 +149,9 @@ def _history(args: argparse.Namespace) -> None:
     from core import registry
 
     lake = open_lake(args)
+    if args.at:
+        _alias_at(args, lake)
+        return
     if args.all:
         frame = registry.events(args.model, lake=lake)
         if frame.height == 0:
@@ -156,6 +160,28 @@ def _history(args: argparse.Namespace) -> None:
     else:
         frame = registry.history(args.model, args.alias, lake=lake)
     emit_frame(frame, args.format)
+
+
+def _alias_at(args: argparse.Namespace, lake: Any) -> None:
+    from datetime import UTC, datetime
+
+    from core import registry
+    from core.errors import RegistryError
+
+    try:
+        when = datetime.fromisoformat(args.at)
+    except ValueError:
+        raise RegistryError(f"--at {args.at!r} is not an ISO time, e.g. 2026-01-31T12:00:00Z") from None
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    alias = args.alias or "champion"
+    held = registry.alias_at(args.model, alias, when, lake=lake)
+    if held is None:
+        sys.stdout.write(f"no version held {alias} of {args.model} at {when.isoformat()}\n")
+        return
+    sys.stdout.write(
+        f"v{held.version} held {alias} of {args.model} at {when.isoformat()}: moved there by {held.actor} "
+        f"at {held.at.isoformat()} ({held.action}: {held.reason})\n"
+    )
 
 
 def _register(args: argparse.Namespace) -> None:

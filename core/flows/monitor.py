@@ -258,7 +258,7 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
 
 
 def retrain_if_needed(model: str, *, lake: Lake | None = None, settings: Settings | None = None) -> RetrainOutcome | None:
-    """Retrain when a drift or performance alert is open and no retrain happened since it opened.
+    """Retrain when a drift or performance alert is open and no model version was registered since it opened.
 
     Waits (returns None) while fewer than ``min_labels`` new labelled predictions exist, so a
     retrain actually sees the new period.

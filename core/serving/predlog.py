@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from core.catalog import TS
@@ -199,6 +200,7 @@ def _tables(records: list[dict], schema_of: Callable[[str], pa.Schema | None]) -
 
 
 def _repeat(recs: list[dict], key: str, count: str = "ids") -> list[Any]:
+    """Each record's ``key`` value once per row of the record."""
     out: list[Any] = []
     for r in recs:
         out += [r[key]] * len(r[count])
@@ -213,33 +215,52 @@ def _concat(recs: list[dict], key: str) -> list[Any]:
 
 
 def _prediction_table(recs: list[dict], schema: pa.Schema | None) -> pa.Table:
-    at = pa.array(_repeat(recs, "at"), pa.int64())
-    day = pa.array([us // _US_PER_DAY for us in at.to_pylist()], pa.int32()).cast(pa.date32())
-    labels: list[Any] = []
-    for r in recs:
-        labels += r["l"] if r.get("l") is not None else [None] * len(r["ids"])
+    """Build one table from binary prediction records (numpy over the raw bytes, no per-row work)."""
+    counts = np.array([len(r["ids"]) for r in recs], dtype=np.int64)
+    at = np.repeat(np.array([r["at"] for r in recs], dtype=np.int64), counts)
+    scores = np.concatenate([np.frombuffer(r["s"], dtype=np.float64) for r in recs])
+    labels = [
+        (np.frombuffer(r["s"], dtype=np.float64) >= r["thr"]).astype(np.int64)
+        if r.get("thr") is not None
+        else np.full(len(r["ids"]), -1, dtype=np.int64)
+        for r in recs
+    ]
+    label = np.concatenate(labels)
     cols: dict[str, pa.Array] = {
         "prediction_id": pa.array(_concat(recs, "ids"), pa.string()),
-        "at": at.cast(TS),
-        "day": day,
-        "model_version": pa.array(_repeat(recs, "v"), pa.int64()),
-        "score": pa.array(_concat(recs, "s"), pa.float64()),
-        "label": pa.array(labels, pa.int64()),
-        "latency_ms": pa.array(_repeat(recs, "lat"), pa.float64()),
+        "at": pa.array(at, pa.int64()).cast(TS),
+        "day": pa.array((at // _US_PER_DAY).astype(np.int32), pa.int32()).cast(pa.date32()),
+        "model_version": pa.array(np.repeat(np.array([r["v"] for r in recs], dtype=np.int64), counts)),
+        "score": pa.array(scores, pa.float64()),
+        "label": pa.array(label, pa.int64(), mask=label < 0),
+        "latency_ms": pa.array(np.repeat(np.array([r["lat"] for r in recs], dtype=np.float64), counts)),
     }
-    names = list(recs[0]["f"])
+    names: list[str] = list(recs[0]["fn"])
+    if all(r["fn"] == names for r in recs):
+        X = np.concatenate([np.frombuffer(r["X"], dtype=np.float64).reshape(len(r["ids"]), len(names)) for r in recs])
+        numeric = {n: X[:, j] for j, n in enumerate(names)}
+    else:  # versions with different features in one flush: align by name, NaN where absent
+        numeric = {}
+        for n in dict.fromkeys(x for r in recs for x in r["fn"]):
+            parts = []
+            for r in recs:
+                m = np.frombuffer(r["X"], dtype=np.float64).reshape(len(r["ids"]), len(r["fn"]))
+                parts.append(m[:, r["fn"].index(n)] if n in r["fn"] else np.full(len(r["ids"]), np.nan))
+            numeric[n] = np.concatenate(parts)
+        names = list(numeric)
     for name in names:
-        values: list[Any] = []
-        for r in recs:
-            values += r["f"].get(name) or [None] * len(r["ids"])
-        want = schema.field(name).type if schema is not None and schema.get_field_index(name) >= 0 else None
-        arr = pa.array(values)
-        if want is None:
-            want = pa.string() if pa.types.is_string(arr.type) else pa.float64()
-        cols[name] = arr.cast(want) if not arr.type.equals(want) else arr
+        if name in recs[0]["cat"]:
+            values: list[Any] = []
+            for r in recs:
+                values += r["cat"].get(name) or [None] * len(r["ids"])
+            cols[name] = pa.array(values, pa.string())
+        else:
+            cols[name] = pa.array(numeric[name], pa.float64(), from_pandas=True)  # NaN (missing) -> null
     if schema is None:
         return pa.table(cols)
-    return pa.table({n: cols[n] if n in cols else pa.nulls(len(at), schema.field(n).type) for n in schema.names}, schema=schema)
+    return pa.table(
+        {n: cols[n] if n in cols else pa.nulls(len(at), schema.field(n).type) for n in schema.names}, schema=schema
+    )
 
 
 def _feedback_table(recs: list[dict]) -> pa.Table:

@@ -59,6 +59,7 @@ class Codec:
         self.signature = dict(signature)
         self.features: list[dict[str, Any]] = list(signature["features"])
         self.names = [f["name"] for f in self.features]
+        self.categorical = [f["name"] for f in self.features if f["kind"] == "categorical"]
         self.unknown_category = unknown_category
         self.max_rows = max_rows
         self._lookup = {

@@ -28,6 +28,7 @@ __all__ = ["FeedbackItem", "Service", "batch_ids"]
 
 _log = logging.getLogger("lakeops.serving")
 _encode = msgspec.json.encode
+_pack = msgspec.msgpack.encode
 
 
 class FeedbackItem(msgspec.Struct, forbid_unknown_fields=True):
@@ -133,17 +134,22 @@ class Service:
         score_list = scores.tolist()
         labels = (scores >= served.threshold).astype(np.int64).tolist() if served.task == "binary" else None
         if self.wal is not None:
-            record = _encode(
+            # Binary record: the float64 matrix and scores as raw bytes (no per-value work here
+            # or in the lake writer); categorical columns keep the strings that were sent.
+            codec = served.codec
+            record = _pack(
                 {
                     "k": "p",
                     "m": name,
                     "v": served.version,
                     "at": time.time_ns() // 1000,
                     "lat": (time.perf_counter() - t0) * 1000.0,
+                    "thr": served.threshold if labels is not None else None,
                     "ids": ids,
-                    "s": score_list,
-                    "l": labels,
-                    "f": decoded.columns,
+                    "s": scores.tobytes(),
+                    "X": decoded.X.tobytes(),
+                    "fn": codec.names,
+                    "cat": {c: decoded.columns[c] for c in codec.categorical},
                 }
             )
             await self._durable(record)
@@ -198,7 +204,7 @@ class Service:
             raise ProblemError(
                 503, "logging-disabled", "feedback needs the prediction log; set [serving] log_predictions = true"
             )
-        record = _encode(
+        record = _pack(
             {
                 "k": "f",
                 "m": name,

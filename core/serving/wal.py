@@ -4,7 +4,7 @@ Layout of a WAL folder (one per host:port, see ``ServingConfig.wal_dir``)::
 
     <wal_dir>/w0/            a slot, owned by one worker process through an flock on ``lock``
         id                   the slot's random id (names its segments in commit metadata)
-        seg-000000000001.wal newline-delimited msgspec JSON records; the highest is the active one
+        seg-000000000001.wal length-prefixed msgpack records; the highest is the active one
     <wal_dir>/w1/ ...        further workers (``lakeops serve --workers N``) claim further slots
 
 A request's records are handed to ``submit``; a writer thread appends everything submitted since
@@ -27,7 +27,7 @@ import msgspec
 
 from core.errors import ConfigError
 
-__all__ = ["Slot", "WriteAheadLog", "claim_slot", "orphan_slots", "read_segment", "segments"]
+__all__ = ["Slot", "WriteAheadLog", "claim_slot", "frame", "orphan_slots", "read_segment", "segments"]
 
 _MAX_SLOTS = 64
 
@@ -94,17 +94,27 @@ def segments(path: Path) -> list[Path]:
     return sorted(path.glob("seg-*.wal"))
 
 
+def frame(record: bytes) -> bytes:
+    """Frame one msgpack record for a segment: 4-byte little-endian length, then the bytes."""
+    return len(record).to_bytes(4, "little") + record
+
+
 def read_segment(path: Path) -> list[dict]:
-    """Decode a segment's records; a torn last line (never acknowledged) is dropped."""
+    """Decode a segment's records; a torn last record (never acknowledged) is dropped."""
     out: list[dict] = []
-    decoder = msgspec.json.Decoder(dict)
-    for line in path.read_bytes().split(b"\n"):
-        if not line:
-            continue
+    data = path.read_bytes()
+    decoder = msgspec.msgpack.Decoder(dict)
+    pos = 0
+    while pos + 4 <= len(data):
+        size = int.from_bytes(data[pos : pos + 4], "little")
+        end = pos + 4 + size
+        if end > len(data):
+            break  # a write cut by a crash: its request never got an answer
         try:
-            out.append(decoder.decode(line))
+            out.append(decoder.decode(data[pos + 4 : end]))
         except msgspec.DecodeError:
-            continue  # a partial write cut by a crash: its request never got an answer
+            break
+        pos = end
     return out
 
 
@@ -148,11 +158,11 @@ class WriteAheadLog:
         self._active_bytes = 0
 
     def submit(self, record: bytes) -> asyncio.Future[None]:
-        """Queue ``record`` (one JSON document) and return a future resolved once it is on disk."""
+        """Queue ``record`` (one msgpack document) and return a future resolved once it is on disk."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         with self._cond:
-            self._pending.append(record + b"\n")
+            self._pending.append(frame(record))
             self._waiters.append((loop, fut))
             self._cond.notify()
         return fut
@@ -161,7 +171,7 @@ class WriteAheadLog:
         """Append ``record`` and block until it is on disk (for callers outside an event loop)."""
         done = threading.Event()
         with self._cond:
-            self._pending.append(record + b"\n")
+            self._pending.append(frame(record))
             self._waiters.append(done)
             self._cond.notify()
         if not done.wait(timeout):

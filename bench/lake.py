@@ -1,0 +1,175 @@
+"""Lake figures (issue 2): append latency, SQL vs polars on a 10M-row prediction log, read cost
+after many small commits before and after maintenance.
+
+Run ``python bench/lake.py`` (full) or ``python bench/lake.py --quick`` (smaller sizes). Uses a
+temporary local lake unless ``--lake DIR`` is given. Numbers are wall-clock on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.catalog import prediction_common_fields  # noqa: E402
+from core.lake import Lake  # noqa: E402
+from core.sql import query  # noqa: E402
+
+SMALL = pa.schema([pa.field("id", pa.int64()), pa.field("x", pa.float64()), pa.field("s", pa.string())])
+
+
+def _timed(fn, repeat: int) -> tuple[float, object]:
+    """Median seconds of ``repeat`` calls, and the last result."""
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def _small(n: int, start: int = 0) -> pa.Table:
+    ids = np.arange(start, start + n)
+    return pa.table({"id": ids, "x": ids * 0.5, "s": pa.array([f"s{i % 97}" for i in range(n)])})
+
+
+def bench_append(lake: Lake, repeat: int) -> None:
+    print(f"\n== append latency per commit (median of {repeat}, one Lake object, local folder)")
+    lake.append("data/append_bench", _small(1), schema=SMALL)
+    for n in (1, 1_000, 100_000):
+        batch = _small(n)
+        sec, _ = _timed(lambda b=batch: lake.append("data/append_bench", b), repeat)
+        print(f"  {n:>7,} rows: {sec * 1000:8.1f} ms/commit  ({n / sec:,.0f} rows/s)")
+
+
+def build_predictions(lake: Lake, rows: int, days: int, appends: int) -> str:
+    name = "predictions/bench"
+    schema = pa.schema(prediction_common_fields())
+    rng = np.random.default_rng(0)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    per = rows // appends
+    t0 = time.perf_counter()
+    for a in range(appends):
+        offs = rng.integers(0, days * 86_400_000_000, per)
+        at = pl.Series("at", offs).cast(pl.Duration("us")) + pl.lit(start)
+        frame = pl.DataFrame(
+            {
+                "prediction_id": pl.int_range(a * per, (a + 1) * per, eager=True).cast(pl.String),
+                "model_version": rng.integers(1, 6, per),
+                "score": rng.random(per),
+            }
+        ).with_columns(at.alias("at"))
+        frame = frame.with_columns(pl.col("at").dt.replace_time_zone("UTC"))
+        frame = frame.with_columns(pl.col("at").dt.date().alias("day"))
+        lake.append(name, frame, schema=schema, partition_by=["day"], metadata={"actor": "bench"})
+    sec = time.perf_counter() - t0
+    print(
+        f"  built {rows:,} rows in {appends} appends, {days} day partitions: {sec:.1f} s, "
+        f"{lake.file_count(name)} files"
+    )
+    return name
+
+
+def bench_predictions(lake: Lake, rows: int, repeat: int) -> None:
+    print(
+        f"\n== {rows:,}-row prediction log: DuckDB (core.sql.query) vs polars lake.scan (median of {repeat})"
+    )
+    name = build_predictions(lake, rows, days=30, appends=5)
+    q1 = "select count(*) as n, avg(score) as avg_score from predictions where model_version = ?"
+    q2 = "select day, count(*) as n, avg(score) as avg_score from predictions group by day order by day"
+    s1, r1 = _timed(lambda: query(lake, q1, [3]), repeat)
+    s2, r2 = _timed(lambda: query(lake, q2), repeat)
+
+    def p1() -> pl.DataFrame:
+        return (
+            lake.scan(name)
+            .filter(pl.col("model_version") == 3)
+            .select(pl.len().alias("n"), pl.col("score").mean().alias("avg_score"))
+            .collect()
+        )
+
+    def p2() -> pl.DataFrame:
+        return (
+            lake.scan(name)
+            .group_by("day")
+            .agg(pl.len().alias("n"), pl.col("score").mean().alias("avg_score"))
+            .sort("day")
+            .collect()
+        )
+
+    t1, o1 = _timed(p1, repeat)
+    t2, o2 = _timed(p2, repeat)
+    assert r1["n"].item() == o1["n"].item() and r2.height == o2.height == 30
+    print(
+        f"  count+avg where model_version=?: DuckDB {s1:6.3f} s | polars {t1:6.3f} s  (n={o1['n'].item():,})"
+    )
+    print(f"  group by day (30 groups):        DuckDB {s2:6.3f} s | polars {t2:6.3f} s")
+    s3, _ = _timed(
+        lambda: query(lake, "select count(*) from predictions where day = ?", [datetime(2026, 1, 7).date()]),
+        repeat,
+    )
+    print(f"  count where day = ? (partition pruning, DuckDB): {s3:6.3f} s")
+
+
+def bench_small_commits(lake: Lake, commits: int, repeat: int) -> None:
+    print(f"\n== reading a table after {commits:,} one-row commits, before and after lake.maintain()")
+    name = "data/small_commits"
+    lake.append(name, _small(1), schema=SMALL)
+    t0 = time.perf_counter()
+    for i in range(1, commits):
+        lake.append(name, _small(1, start=i))
+    print(
+        f"  {commits:,} commits took {time.perf_counter() - t0:.1f} s "
+        f"({commits / (time.perf_counter() - t0):.1f} commits/s, one writer)"
+    )
+    mid = datetime.now(UTC) - timedelta(seconds=1)
+
+    def measure(label: str) -> None:
+        a, _ = _timed(lambda: lake.read(name), repeat)
+        b, _ = _timed(lambda: query(lake, f"select count(*) from {name.replace('/', '_')}"), repeat)
+        c, _ = _timed(lambda: lake.scan(name).select(pl.len()).collect(), repeat)
+        d, _ = _timed(lambda: lake.read(name, version=commits // 2), repeat)
+        e, _ = _timed(lambda: lake.read(name, as_of=mid), repeat)
+        print(
+            f"  {label:<7} files={lake.file_count(name):>5}  lake.read {a:6.3f} s | SQL count {b:6.3f} s | "
+            f"polars scan count {c:6.3f} s | read(version) {d:6.3f} s | read(as_of) {e:6.3f} s"
+        )
+
+    measure("before")
+    t = time.perf_counter()
+    (report,) = lake.maintain([name])
+    print(f"  maintain: {time.perf_counter() - t:.1f} s, files {report.files_before} -> {report.files_after}")
+    measure("after")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
+    ap.add_argument("--lake", help="lake folder to use (default: a temporary folder, removed after)")
+    args = ap.parse_args()
+    rows, commits, repeat = (1_000_000, 200, 3) if args.quick else (10_000_000, 2_000, 5)
+    root = Path(args.lake) if args.lake else Path(tempfile.mkdtemp(prefix="lakeops-bench-"))
+    lake = Lake(root)
+    print(f"lakeops lake bench ({'quick' if args.quick else 'full'}), lake {lake.uri}")
+    try:
+        bench_append(lake, repeat=7 if not args.quick else 5)
+        bench_predictions(lake, rows, repeat=3)
+        bench_small_commits(lake, commits, repeat=3)
+    finally:
+        if not args.lake:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

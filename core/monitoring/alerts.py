@@ -1,0 +1,121 @@
+"""Alerts: ``alerts`` rows de-duplicated by fingerprint while a condition persists, resolved rows, webhook POSTs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from core.config import Settings, load_settings
+from core.ids import new_id, utcnow
+from core.lake import Lake, resolve
+from core.monitoring.checks import json_default
+from core.monitoring.config import monitor_config
+
+__all__ = ["Alert", "alert_history", "alerts", "raise_alert", "resolve_alert"]
+
+_log = logging.getLogger("lakeops.monitoring")
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One ``alerts`` row."""
+
+    alert_id: str
+    kind: str
+    severity: str
+    model: str | None
+    message: str
+    evidence: dict[str, Any]
+    fingerprint: str
+    status: str
+    at: datetime
+
+
+def alert_history(model: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+    """Every ``alerts`` row (of one model or all), oldest first."""
+    lake = resolve(lake)
+    frame = lake.read_or_empty("alerts")
+    if model is not None:
+        frame = frame.filter(pl.col("model") == model)
+    return frame.sort("at")
+
+
+def alerts(model: str | None = None, *, status: str | None = "open", lake: Lake | None = None) -> pl.DataFrame:
+    """Current state per fingerprint (its latest row), filtered by ``status`` (None: all), newest first.
+
+    The ``opened_at`` column is when the current episode began.
+    """
+    frame = alert_history(model, lake=lake)
+    latest = frame.group_by("fingerprint").agg(pl.all().sort_by("at").last())
+    if status is not None:
+        latest = latest.filter(pl.col("status") == status)
+    return latest.rename({"at": "opened_at"}).sort("opened_at", descending=True).select(
+        "alert_id", "kind", "severity", "model", "message", "payload_json", "fingerprint", "status", "opened_at"
+    )
+
+
+def _current(fingerprint: str, lake: Lake) -> str | None:
+    frame = lake.read_or_empty("alerts", columns=["fingerprint", "status", "at"]).filter(pl.col("fingerprint") == fingerprint)
+    return frame.sort("at")["status"][-1] if frame.height else None
+
+
+def _write_alert(lake: Lake, alert: Alert, settings: Settings | None) -> None:
+    lake.append("alerts", [{
+        "alert_id": alert.alert_id, "kind": alert.kind, "severity": alert.severity, "model": alert.model,
+        "message": alert.message, "payload_json": json.dumps(alert.evidence, default=json_default),
+        "fingerprint": alert.fingerprint, "status": alert.status, "at": alert.at,
+    }], metadata={"model": alert.model or "", "alert": alert.fingerprint, "status": alert.status})
+    cfg = monitor_config(alert.model or "_", settings) if alert.model else None
+    url = cfg.webhook_url if cfg else (settings or load_settings()).section("alerts").get("webhook_url")
+    if url:
+        _post(url, alert, cfg.webhook_timeout_s if cfg else 5.0)
+
+
+def _post(url: str, alert: Alert, timeout: float) -> bool:
+    """POST the alert as JSON; a failing webhook is logged, never raised (the row is the record)."""
+    import httpx
+
+    body = {"alert_id": alert.alert_id, "kind": alert.kind, "severity": alert.severity, "model": alert.model,
+            "message": alert.message, "evidence": alert.evidence, "fingerprint": alert.fingerprint,
+            "status": alert.status, "at": alert.at.isoformat()}
+    try:
+        resp = httpx.post(url, content=json.dumps(body, default=json_default), headers={"content-type": "application/json"}, timeout=timeout)
+        resp.raise_for_status()
+        return True
+    except httpx.HTTPError as exc:
+        _log.warning("alert webhook %s failed: %s", url, exc)
+        return False
+
+
+def raise_alert(
+    kind: str, model: str | None, *, message: str, evidence: Mapping[str, Any], severity: str = "warning",
+    fingerprint: str | None = None, lake: Lake | None = None, settings: Settings | None = None,
+) -> Alert | None:
+    """Open an alert unless the same condition (fingerprint) is already open; return the new row or None."""
+    lake = resolve(lake)
+    fp = fingerprint or f"{kind}:{model}"
+    if _current(fp, lake) == "open":
+        return None
+    alert = Alert(new_id(), kind, severity, model, message, dict(evidence), fp, "open", utcnow())
+    _write_alert(lake, alert, settings)
+    return alert
+
+
+def resolve_alert(
+    kind: str, model: str | None, *, message: str, evidence: Mapping[str, Any] | None = None,
+    fingerprint: str | None = None, lake: Lake | None = None, settings: Settings | None = None,
+) -> Alert | None:
+    """Write a ``resolved`` row when the condition's alert is open; return it, or None if nothing was open."""
+    lake = resolve(lake)
+    fp = fingerprint or f"{kind}:{model}"
+    if _current(fp, lake) != "open":
+        return None
+    alert = Alert(new_id(), kind, "info", model, message, dict(evidence or {}), fp, "resolved", utcnow())
+    _write_alert(lake, alert, settings)
+    return alert
