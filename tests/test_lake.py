@@ -142,7 +142,9 @@ def test_time_travel_by_timestamp(any_lake: Lake):
     any_lake.append("data/t", _rows(0, 5), schema=SCHEMA)
     time.sleep(0.05)
     between = utcnow()
-    time.sleep(0.05)
+    # deltalake resolves times by the log files' modification times: on S3 (LastModified) that
+    # has one-second resolution, so a commit less than a second later could be taken as earlier
+    time.sleep(0.05 if any_lake.is_local else 1.1)
     any_lake.append("data/t", _rows(5, 5))
     assert any_lake.read("data/t", as_of=between).height == 5
     assert any_lake.read("data/t", as_of=between.isoformat()).height == 5
@@ -341,6 +343,7 @@ def test_time_travel_before_the_oldest_kept_log_entry_is_refused(lake: Lake):
         (Path(lake.uri) / f"data/t/_delta_log/{v:020d}.json").unlink()
     assert len(lake.list_files("data/t/_delta_log")) == len(log) - 2
     assert lake.read("data/t").height == 4
-    assert lake.read("data/t", as_of=mid).height == 3
+    with pytest.raises(TableNotFoundError, match="has no version at"):  # v3 needs the deleted v0 metadata
+        lake.read("data/t", as_of=mid)
     with pytest.raises(TableNotFoundError, match="oldest version still in the log is 2"):
         lake.read("data/t", as_of=mid - timedelta(seconds=30))
