@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
-__all__ = ["CATEGORICAL", "FEATURES", "NUMERIC", "TARGET", "TIME_COLUMN", "generate"]
+__all__ = ["CATEGORICAL", "FEATURES", "ID_COLUMN", "NUMERIC", "TARGET", "TIME_COLUMN", "generate"]
 
 TARGET = "churned"
 TIME_COLUMN = "signup_at"

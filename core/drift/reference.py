@@ -6,7 +6,7 @@ Built once per reference version (``build_reference``) and serialised to a plain
 
 from __future__ import annotations
 
-import io
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -159,45 +159,67 @@ def build_reference(
     return out
 
 
+_MAGIC = b"LAKEOPS-DRIFT-REF-1\n"
+
+
 def reference_to_bytes(reference: Mapping[str, Reference]) -> bytes:
-    """Serialise references to an uncompressed ``.npz`` (plain arrays, no pickle)."""
-    arrays: dict[str, np.ndarray] = {}
-    for i, (name, ref) in enumerate(reference.items()):
-        arrays[f"{i}.name"] = np.array([name])
+    """Serialise references: a magic line, an 8-byte header length, a JSON header, raw arrays.
+
+    Plain little-endian arrays (no pickle), so loading is ``numpy.frombuffer`` views with no
+    copy and no decompression (integrity is the caller's sha256).
+    """
+    header: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    offset = 0
+
+    def put(arr: np.ndarray, dtype: str) -> list[Any]:
+        nonlocal offset
+        raw = np.ascontiguousarray(arr, dtype=dtype).tobytes()
+        chunks.append(raw)
+        offset += len(raw)
+        return [dtype, offset - len(raw), int(arr.size)]
+
+    for name, ref in reference.items():
         if isinstance(ref, NumericReference):
-            arrays[f"{i}.values"] = ref.uniques
+            entry: dict[str, Any] = {
+                "name": name, "kind": "numeric", "mean": ref.mean, "std": ref.std,
+                "uniques": put(ref.uniques, "<f8"), "edges": put(ref.edges, "<f8"),
+                "bin_counts": put(ref.bin_counts, "<i8"),
+            }
             if ref.counts is not None:
-                arrays[f"{i}.runs"] = ref.counts
-            arrays[f"{i}.edges"] = ref.edges
-            arrays[f"{i}.bin_counts"] = ref.bin_counts
-            arrays[f"{i}.moments"] = np.array([ref.mean, ref.std])
+                entry["counts"] = put(ref.counts, "<i8")
         else:
-            arrays[f"{i}.levels"] = np.array(ref.levels, dtype=np.str_)
-            arrays[f"{i}.counts"] = ref.counts
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+            entry = {"name": name, "kind": "categorical", "levels": list(ref.levels), "counts": put(ref.counts, "<i8")}
+        header.append(entry)
+    head = json.dumps(header, allow_nan=True).encode("utf-8")
+    return b"".join([_MAGIC, len(head).to_bytes(8, "little"), head, *chunks])
 
 
 def reference_from_bytes(data: bytes) -> dict[str, Reference]:
-    """Load references written by ``reference_to_bytes``."""
+    """Load references written by ``reference_to_bytes`` (arrays are read-only views of ``data``).
+
+    Raises:
+        ValueError: ``data`` is not a serialised reference.
+    """
+    if not data.startswith(_MAGIC):
+        raise ValueError("not a lakeops drift reference (bad magic)")
+    start = len(_MAGIC)
+    size = int.from_bytes(data[start : start + 8], "little")
+    header = json.loads(data[start + 8 : start + 8 + size])
+    base = start + 8 + size
+    buf = memoryview(data)
+
+    def get(spec: list[Any]) -> np.ndarray:
+        dtype, off, count = spec
+        return np.frombuffer(buf, dtype=dtype, count=count, offset=base + off)
+
     out: dict[str, Reference] = {}
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        keys = set(npz.files)
-        i = 0
-        while f"{i}.name" in keys:
-            name = str(npz[f"{i}.name"][0])
-            if f"{i}.values" in keys:
-                mean, std = npz[f"{i}.moments"].tolist()
-                runs = npz[f"{i}.runs"] if f"{i}.runs" in keys else None
-                out[name] = NumericReference(
-                    npz[f"{i}.values"], runs, npz[f"{i}.edges"], npz[f"{i}.bin_counts"], float(mean), float(std)
-                )
-            else:
-                out[name] = CategoricalReference(
-                    tuple(str(v) for v in npz[f"{i}.levels"].tolist()), npz[f"{i}.counts"].astype(np.int64)
-                )
-            i += 1
+    for e in header:
+        if e["kind"] == "numeric":
+            out[e["name"]] = NumericReference(
+                get(e["uniques"]), get(e["counts"]) if "counts" in e else None, get(e["edges"]),
+                get(e["bin_counts"]), float(e["mean"]), float(e["std"]),
+            )
+        else:
+            out[e["name"]] = CategoricalReference(tuple(e["levels"]), get(e["counts"]))
     return out
-
-

@@ -42,7 +42,7 @@ class ServingConfig:
     wal_dir: str | None = None
     wal_sync: Literal["fsync", "write"] = "fsync"
     wal_max_bytes: int = 256 * 1024 * 1024
-    flush_interval_s: float = 0.5
+    flush_interval_s: float = 1.0
     poll_interval_s: float = 1.0
     microbatch: bool = True
     offload_rows: int = 2_000
