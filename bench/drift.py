@@ -1,7 +1,7 @@
 """Drift check of N current rows x 25 features (20 numeric, 5 categorical) vs an N-row reference.
 
 Prints CPU seconds (time.process_time, all threads) and peak RSS for:
-  ours    read the current columns + load the stored reference (.npz built once per reference
+  ours    read the current columns + load the stored reference (built once per reference
           version) + core.drift.compare (one sort per numeric column, linear merge for KS and
           Wasserstein, searchsorted for PSI, polars value counts for categoricals);
   floor   read the current columns + one sort per numeric column + category counts, in polars
@@ -73,7 +73,7 @@ def _run_ours(paths: dict[str, str]) -> dict:
 
     t0 = time.process_time()
     cur = pl.read_parquet(paths["current"], columns=NUMERIC + CATEGORICAL)
-    reference = drift.reference_from_bytes(Path(paths["reference_npz"]).read_bytes())
+    reference = drift.reference_from_bytes(Path(paths["reference_blob"]).read_bytes())
     t_read = time.process_time() - t0
     result = drift.compare(reference, cur, drift.DriftPolicy())
     cpu = time.process_time() - t0
@@ -172,11 +172,11 @@ def main() -> None:
         reference = drift.build_reference(ref, numeric=NUMERIC, categorical=CATEGORICAL)
         build_cpu = time.process_time() - t0
         blob = drift.reference_to_bytes(reference)
-        paths["reference_npz"] = str(Path(tmp) / "reference.npz")
-        Path(paths["reference_npz"]).write_bytes(blob)
+        paths["reference_blob"] = str(Path(tmp) / "reference.ref")
+        Path(paths["reference_blob"]).write_bytes(blob)
         del ref, reference
         print(f"drift check: {n:,} current rows x 25 features (20 numeric, 5 categorical {LEVELS} levels) vs {n:,} reference rows")
-        print(f"reference built once per version: {build_cpu:.2f} CPU s, stored {len(blob) / 1e6:.0f} MB (.npz)")
+        print(f"reference built once per version: {build_cpu:.2f} CPU s, stored {len(blob) / 1e6:.0f} MB (raw arrays + JSON header)")
         results = {m: _spawn(m, paths) for m in ("ours", "floor-polars", "floor-numpy", "scipy")}
 
     print(f"{'mode':<14}{'CPU s':>9}{'peak RSS MB':>13}")

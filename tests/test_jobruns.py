@@ -173,8 +173,24 @@ def test_lease_acquire_deny_renew_expire_takeover_release(lake):
     b.release()
     assert current_holder(lake=lake) is None and not b.held
     assert a.acquire() and a.epoch == 3  # a released lease is free at once
+    # epochs change by counting Delta commits; renewals are heartbeat objects, not commits
     events = lake.read("leases").sort("at")
-    assert events["event"].to_list()[:2] == ["acquire", "renew"]
+    assert events.select("event", "holder", "epoch").rows() == [
+        ("acquire", "A", 1), ("acquire", "B", 2), ("release", "B", 2), ("acquire", "A", 3)]
+    assert lake.list_files("_lakeops/leases/scheduler") == ["_lakeops/leases/scheduler/000000000001.json"]
+
+
+def test_lease_renewal_extends_past_the_first_expiry_and_a_late_holder_reacquires(lake):
+    a, b = Lease(lake, holder="A", ttl_s=2), Lease(lake, holder="B", ttl_s=60)
+    assert a.acquire()
+    time.sleep(1)
+    assert a.renew(info={"next_runs": {}})
+    time.sleep(1.5)  # past the acquire event's expiry: only the heartbeat keeps A's lease
+    assert not b.acquire() and current_holder(lake=lake).holder == "A"
+    time.sleep(2.1)
+    assert not a.held and current_holder(lake=lake) is None
+    assert a.renew() and a.epoch == 2  # expired but nobody claimed: the CAS gives A a new epoch
+    assert not b.acquire()
 
 
 def test_lease_info_feeds_next_runs_in_list_jobs(tmp_path):

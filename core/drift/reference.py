@@ -1,6 +1,6 @@
 """Reference distributions: sorted finite values (run-length form when tied), quantile edges, category counts.
 
-Built once per reference version (``build_reference``) and serialised to a plain ``.npz``
+Built once per reference version (``build_reference``) and serialised to raw arrays with a JSON header
 (``reference_to_bytes``) so a drift check never re-sorts the reference.
 """
 

@@ -1,28 +1,31 @@
-"""The lease: at most one holder per lease name and lake (one scheduler per lake), on Delta commits.
+"""The lease: at most one holder per lease name and lake (one scheduler per lake), local or S3.
 
-Design (a compare-and-swap on the Delta log; correct on a local folder and on S3):
+Design: a compare-and-swap on the Delta log decides who holds which epoch; a heartbeat object
+per epoch says until when.
 
-* The ``leases`` table holds events: ``acquire``, ``renew``, ``release``. Each is appended with
-  the table version its writer read just before (``base_version``), and the whole event is also
-  copied into the commit metadata (key ``lakeops_lease``).
-* Delta commits are atomic and totally ordered (each is a put-if-absent of
-  ``_delta_log/N.json``, locally a hard link, on S3 a ``PUT`` with ``If-None-Match``), and
-  ``Lake.append`` returns the version its commit landed at.
-* An event **counts** only if it landed at exactly ``base_version + 1``: then nothing was
-  committed between its writer's read and its commit, so the writer decided on the true current
-  state. Every counting event carries the full state (holder, epoch, expiry), so the state of a
-  lease is just its newest counting event, found in the last few commits (``Lake.history``
-  reads commit metadata only; no replay of the table, no data files read).
-* Two claimants that both saw a free lease both append, but only the first commit counts; the
-  other, re-reading, sees it lost and waits. An unrelated commit in between (compaction by the
-  maintenance job) only makes an event not count: its writer reads again and retries.
-* A holder renews every ``ttl/3`` (one commit each) and trusts its lease only until
-  ``expires_at - margin`` of its last counting event (``Lease.held``), so a dead or paused
-  holder is taken over once its expiry has passed, and a paused one finds out at its next
-  renewal. ``epoch`` grows by one per acquisition (a fencing token). Hosts sharing a lake must
-  have clocks that agree to well under ``ttl``.
-* Cost: one small commit per renewal (8,640 a day at the default ttl of 30 s); the nightly
-  maintenance job compacts the table like every other.
+* **Epochs by CAS.** The ``leases`` table holds ``acquire`` and ``release`` events. Each is
+  appended with the table version its writer read just before (``base_version``), and the event
+  is copied into the commit metadata (key ``lakeops_lease``). Delta commits are atomic and
+  totally ordered (a put-if-absent of ``_delta_log/N.json``: a hard link locally, a ``PUT`` with
+  ``If-None-Match`` on S3), and ``Lake.append`` returns the version its commit landed at. An event
+  **counts** only if it landed at exactly ``base_version + 1``: nothing was committed between
+  its writer's read and its commit, so the writer decided on the true current state. The state
+  of a lease is its newest counting event, found in the last commits (``Lake.history`` reads
+  commit metadata only). Two claimants that both saw a free lease both append; only the first
+  commit counts, the other sees on re-reading that it lost and waits. ``epoch`` grows by one
+  per acquisition (a fencing token).
+* **Renewal by heartbeat.** The holder of epoch ``e`` extends its lease by overwriting the object
+  ``_lakeops/leases/<name>/<e>.json`` (expiry, time, info such as next run times) every
+  ``ttl/3``; only that holder writes that object, and both stores read their own writes at once.
+  Expiry = the later of the acquire event's and the heartbeat's ``expires_at``. So renewals cost
+  one small ``PUT``, not a Delta commit (8,640 commits a day at ttl 30 s would slow every read).
+* **Why no one else acts meanwhile.** A claimant takes the time *before* it reads the heartbeat
+  and only claims when that time is past the expiry it reads. A holder trusts a renewal only if
+  its write *completed* before its previous expiry minus a margin (``Lease.held``); otherwise it
+  goes back through the CAS (``acquire``), which it wins unless someone claimed first. With
+  clocks that agree to within the margin (``min(2 s, ttl/10)``), any claimant reading after the
+  expiry sees every renewal the holder trusts, so two holders never overlap; a dead or paused
+  holder is taken over once its expiry has passed, and a paused one finds out on waking.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import os
 import socket
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,7 +54,7 @@ _HOST = socket.gethostname()
 
 @dataclass(frozen=True)
 class LeaseState:
-    """The newest counting event of a lease: who holds it, since when, until when."""
+    """Who holds a lease (its newest counting event), since when, and until when (heartbeat)."""
 
     lease: str
     holder: str
@@ -68,7 +71,11 @@ class LeaseState:
         return self.event != "release" and (now or utcnow()) < self.expires_at
 
 
-def _read_state(lake: Lake, name: str) -> tuple[int, LeaseState | None]:
+def _heartbeat_path(name: str, epoch: int) -> str:
+    return f"_lakeops/leases/{name}/{epoch:012d}.json"
+
+
+def _read_event(lake: Lake, name: str) -> tuple[int, LeaseState | None]:
     """Return (the table version read, the newest counting event of lease ``name`` or None)."""
     limit = 32
     while True:
@@ -94,11 +101,26 @@ def _read_state(lake: Lake, name: str) -> tuple[int, LeaseState | None]:
                     int(c["version"]),
                     ev.get("info") or {},
                 )
-        # Nothing counting in the last `limit` commits: look further back; a lease with no
-        # counting event in 4,096 commits has certainly expired (renewals come every ttl/3).
+        # Nothing counting in the last `limit` commits: look further back (only failed claims
+        # and compactions come between counting events, so this stays short).
         if len(commits) < limit or limit >= 4096:
             return base, None
         limit *= 4
+
+
+def _read_state(lake: Lake, name: str) -> tuple[int, LeaseState | None]:
+    """Like ``_read_event``, with the expiry and info of the holder's latest heartbeat applied."""
+    base, state = _read_event(lake, name)
+    if state is None or state.event == "release":
+        return base, state
+    try:
+        beat = json.loads(lake.get_bytes(_heartbeat_path(name, state.epoch)))
+    except FileNotFoundError:
+        return base, state
+    expires = datetime.fromisoformat(beat["expires_at"])
+    if beat.get("holder") != state.holder or expires <= state.expires_at:
+        return base, state
+    return base, replace(state, expires_at=expires, info=beat.get("info") or state.info)
 
 
 def current_holder(name: str = "scheduler", *, lake: Lake | None = None) -> LeaseState | None:
@@ -137,7 +159,7 @@ class Lease:
 
     @property
     def held(self) -> bool:
-        """True while this holder may act: its last counting event has not (nearly) expired."""
+        """True while this holder may act: its last trusted expiry minus the margin is ahead."""
         return self.expires_at is not None and utcnow() < self.expires_at - self.margin
 
     def holder(self) -> LeaseState | None:
@@ -145,37 +167,25 @@ class Lease:
         return current_holder(self.name, lake=self.lake)
 
     def acquire(self, info: Mapping[str, Any] | None = None) -> bool:
-        """Take the lease if it is free, expired, released or already ours; True when we hold it."""
+        """Take the lease if it is free, expired, released or ours (a new epoch); True when held.
+
+        Acquiring a lease this holder already holds just renews it.
+        """
         with self._lock:
-            for _ in range(5):
-                base, state = _read_state(self.lake, self.name)
-                now = utcnow()
-                mine = state is not None and state.holder == self.holder_id and state.epoch == self.epoch
-                if state is not None and state.active(now) and not mine:
-                    self._drop()
-                    return False
-                if mine and state is not None and state.active(now):
-                    ok = self._commit("renew", base, state.epoch, state.acquired_at, info)
-                else:
-                    ok = self._commit("acquire", base, (state.epoch if state else 0) + 1, now, info)
-                if ok:
-                    return True
-            self._drop()
-            return False
+            if self.held and self._renew(info):
+                return True
+            return self._acquire(info)
 
     def renew(self, info: Mapping[str, Any] | None = None) -> bool:
         """Extend our lease by ``ttl``; False when it was lost (someone else holds or held it)."""
         with self._lock:
             if self.epoch is None:
                 return False
-            for _ in range(5):
-                base, state = _read_state(self.lake, self.name)
-                if state is None or state.holder != self.holder_id or state.epoch != self.epoch or state.event == "release":
-                    self._drop()
-                    return False
-                if self._commit("renew", base, self.epoch, state.acquired_at, info):
-                    return True
-            return self.held  # only lost CAS races (e.g. to compaction): keep the current expiry
+            if self.held and self._renew(info):
+                return True
+            # Too late to trust a heartbeat (or it was lost): go through the CAS again; this
+            # wins unless someone else claimed the lease first.
+            return self._acquire(info)
 
     def release(self) -> None:
         """Give the lease up now (a waiting holder may take it at once)."""
@@ -183,12 +193,43 @@ class Lease:
             if self.epoch is None:
                 return
             for _ in range(5):
-                base, state = _read_state(self.lake, self.name)
+                base, state = _read_event(self.lake, self.name)
                 if state is None or state.holder != self.holder_id or state.epoch != self.epoch:
                     break
                 if self._commit("release", base, self.epoch, state.acquired_at, None):
                     break
             self._drop()
+
+    # ------------------------------------------------------------------ internals
+    def _acquire(self, info: Mapping[str, Any] | None) -> bool:
+        for _ in range(5):
+            now = utcnow()  # taken before reading the heartbeat (see the module docstring)
+            base, state = _read_state(self.lake, self.name)
+            if state is not None and state.active(now) and state.holder != self.holder_id:
+                self._drop()
+                return False
+            epoch = (state.epoch if state else 0) + 1
+            if self._commit("acquire", base, epoch, utcnow(), info):
+                return True
+        self._drop()
+        return False
+
+    def _renew(self, info: Mapping[str, Any] | None) -> bool:
+        """Write the heartbeat of our epoch; True only if it completed in time to be trusted."""
+        assert self.epoch is not None and self.expires_at is not None
+        _, state = _read_event(self.lake, self.name)
+        if state is None or state.holder != self.holder_id or state.epoch != self.epoch or state.event == "release":
+            self._drop()
+            return False
+        start = utcnow()
+        expires = start + self.ttl
+        beat = {"lease": self.name, "holder": self.holder_id, "epoch": self.epoch, "at": start.isoformat(),
+                "expires_at": expires.isoformat(), "info": dict(info or {})}
+        self.lake.put_bytes(_heartbeat_path(self.name, self.epoch), json.dumps(beat, default=str).encode())
+        if utcnow() >= self.expires_at - self.margin:
+            return False  # landed too late to be sure every claimant saw it
+        self.expires_at = expires
+        return True
 
     def _drop(self) -> None:
         self.epoch = self.acquired_at = self.expires_at = None
@@ -197,7 +238,7 @@ class Lease:
         """Append one event read at ``base``; True when it counts (landed at ``base + 1``)."""
         if base < 0:
             self.lake.create(_LEASES, TABLES[_LEASES].schema)
-            base, state = _read_state(self.lake, self.name)
+            base, state = _read_event(self.lake, self.name)
             if state is not None:  # someone else started the table and wrote first: decide again
                 return False
         now = utcnow()
@@ -226,5 +267,3 @@ class Lease:
         else:
             self.epoch, self.acquired_at, self.expires_at = epoch, acquired_at, expires
         return True
-
-

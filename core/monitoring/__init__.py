@@ -5,7 +5,7 @@ the champion) with the champion's reference: its training dataset version (by de
 holdout part, i.e. the most recent rows when the split is by time, which is what the gate
 measured; ``reference = "all"`` takes every row) plus the champion's scores on that holdout.
 The feature distributions are computed once per training dataset version (and split) and the
-holdout scores once per model version, and stored in the lake (``artifacts/drift/...npz``, listed
+holdout scores once per model version, and stored in the lake (``artifacts/drift/...ref``, listed
 in ``drift_references``), so a check only reads the window and the stored arrays. Each check writes one ``drift_reports`` row
 per feature, one for ``score`` and one ``__dataset__`` verdict, in one commit.
 

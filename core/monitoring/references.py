@@ -134,9 +134,9 @@ def reference(model: str, *, version: int | None = None, lake: Lake | None = Non
     """Return the reference of ``model`` (the champion by default), building and storing it once.
 
     Feature distributions (sorted values, quantile edges, category counts) are built once per
-    training dataset version and split, at ``artifacts/drift/datasets/<name>/v<version>/<key>.npz``;
+    training dataset version and split, at ``artifacts/drift/datasets/<name>/v<version>/<key>.ref``;
     the model's scores on the holdout once per model version, at
-    ``artifacts/drift/models/<model>/v<version>/scores.npz``. Both are listed in
+    ``artifacts/drift/models/<model>/v<version>/scores.ref``. Both are listed in
     ``drift_references``; later calls (any process) read the stored arrays, checked by sha256,
     and keep them in memory.
     """
@@ -147,8 +147,8 @@ def reference(model: str, *, version: int | None = None, lake: Lake | None = Non
     cfg = monitor_config(model, settings)
     split = _split_of(mv, lake)
     declared = {f["name"]: f["kind"] for f in mv.signature.get("features", [])}
-    path = f"artifacts/drift/datasets/{split.dataset}/v{split.version}/{split.key(cfg.reference, declared, cfg.policy.bins)}.npz"
-    scores_path = f"artifacts/drift/models/{model}/v{mv.version}/scores.npz"
+    path = f"artifacts/drift/datasets/{split.dataset}/v{split.version}/{split.key(cfg.reference, declared, cfg.policy.bins)}.ref"
+    scores_path = f"artifacts/drift/models/{model}/v{mv.version}/scores.ref"
     feats, scores = _stored(path, lake), _stored(scores_path, lake)
     if feats is None or scores is None:
         ref_frame, holdout = _frames(split, cfg.reference, lake)

@@ -194,7 +194,10 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
             errors = errors_of(exc)
             if status >= 500 and not isinstance(exc, LakeopsError):
                 _log.exception("unhandled error on %s", request.url.path, exc_info=exc)
-        route = request.scope.get("path_template") or request.url.path
+        handler = request.scope.get("route_handler")
+        paths = getattr(handler, "paths", None)
+        # the route template, never the raw path: model names must not explode label cardinality
+        route = str(next(iter(paths))).replace(":str", "") if paths else "unmatched"
         metrics.error(route, slug)
         metrics.observe(route, status, time.perf_counter() - request.scope.get("lakeops_t0", time.perf_counter()))
         return Response(
