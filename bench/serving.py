@@ -89,8 +89,8 @@ def start_lakeops(lake: Path, root: Path, name: str, serving: dict) -> tuple[sub
 def start_floor() -> tuple[subprocess.Popen, str]:
     port = _port()
     code = (
-        "import uvicorn; uvicorn.run('serving:floor_app', factory=True, app_dir=%r, host='127.0.0.1', port=%d, "
-        "loop='uvloop', http='httptools', log_level='warning', access_log=False)" % (str(ROOT / "bench"), port)
+        f"import uvicorn; uvicorn.run('serving:floor_app', factory=True, app_dir={str(ROOT / 'bench')!r}, "
+        f"host='127.0.0.1', port={port}, loop='uvloop', http='httptools', log_level='warning', access_log=False)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"

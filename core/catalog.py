@@ -255,7 +255,7 @@ TABLES: dict[str, TableSpec] = {
                 ("at", TS, False),
                 ("info_json", _STR),
             ),
-            description="lease events (acquire, renew, release); an event counts only if it committed at base_version + 1",
+            description="lease events (acquire, release); an event counts only if it committed at base_version + 1 (renewals are heartbeat objects under _lakeops/leases/)",
         ),
     ]
 }

@@ -80,10 +80,29 @@ def _arrow(data: Any) -> pa.Table:
     if isinstance(data, pl.DataFrame):
         return data.to_arrow()
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
-        return pa.Table.from_pylist(list(data))
+        return _from_rows(list(data))
     if hasattr(data, "__arrow_c_stream__") or type(data).__module__.startswith("pandas"):
         return pa.table(data)
     raise SchemaMismatchError(f"cannot append a {type(data).__name__}: pass a table, frame or rows")
+
+
+def _from_rows(rows: list[Any]) -> pa.Table:
+    """Build a table from row dicts over the union of their keys (a key missing in a row is null).
+
+    ``pa.Table.from_pylist`` takes its columns from the first row only and would silently drop a
+    key that appears in later rows.
+    """
+    if rows and not all(isinstance(r, Mapping) for r in rows):
+        raise SchemaMismatchError("rows must be mappings of column name to value")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    columns = {}
+    for k in keys:
+        values = [r.get(k) for r in rows]
+        try:
+            columns[k] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+            raise SchemaMismatchError(f"column {k!r}: values of mixed or unsupported types ({exc})") from None
+    return pa.table(columns) if columns else pa.table({})
 
 
 def _plain_type(t: pa.DataType) -> pa.DataType:

@@ -79,7 +79,7 @@ if runs.height:
         bad = getattr(row, "status", None) in _BAD
         return ["background-color: #fde0e0" if bad else "" for _ in row]  # type: ignore[attr-defined]
 
-    table = runs.drop("outputs_json").to_pandas()
+    table = runs.select("job", "trigger", "status", "started_at", "duration_s", "error", "host", "pid", "job_run_id").to_pandas()
     st.dataframe(table.style.apply(_mark, axis=1), hide_index=True, width="stretch")
 else:
     st.info("No job has run on this lake yet.")

@@ -1,4 +1,4 @@
-"""Job targets used only by the jobs tests (named in a test lakeops.toml as tests.jobfuncs:NAME)."""
+"""Job targets used only by the jobs tests, named in test configs as "jobfuncs:NAME" (tests/ is on sys.path)."""
 
 from __future__ import annotations
 

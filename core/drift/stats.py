@@ -103,8 +103,7 @@ def _merge_cdfs(
     del merged
     scale = float(n) * float(m)
     w = float(np.dot(diff.astype(np.float64), deltas)) / scale
-    changes = diff[deltas != 0]
-    d = float(changes.max()) / scale if changes.size else 0.0
+    d = float(np.max(diff, where=deltas != 0, initial=0)) / scale
     return d, w
 
 

@@ -2,8 +2,9 @@
 
 * ``records``: every execution is two ``job_runs`` rows with one ``job_run_id`` (``running``,
   then ``finished``/``failed``/``interrupted``/``abandoned``); the latest row is its state.
-* ``lease``: ``Lease(lake, name="scheduler", holder=..., ttl_s=30)``, a compare-and-swap on the
-  Delta log of the ``leases`` table (its docstring gives the design and why it is safe on S3).
+* ``lease``: ``Lease(lake, name="scheduler", holder=..., ttl_s=30)``: epochs decided by a
+  compare-and-swap on the Delta log of the ``leases`` table, renewals by a heartbeat object per
+  epoch (its docstring gives the design and why it is safe locally and on S3).
 * ``catalog``: the jobs as data (name -> ``core`` function + schedule) and ``run_job``, shared by
   ``lakeops jobs run``, the Jobs page and the scheduler process (``jobs/``, APScheduler).
 * ``builtin``: drift check, performance check, retrain, maintenance.
