@@ -27,7 +27,7 @@ import pyarrow as pa
 from core.errors import LakeopsError, SqlError, SqlRefusedError, TableNotFoundError
 from core.lake import Lake
 
-__all__ = ["DERIVED_VIEWS", "query", "query_arrow", "view_name", "views"]
+__all__ = ["DERIVED_VIEWS", "query", "query_arrow", "quote_at", "view_name", "views"]
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _VERSIONED = re.compile(r"^data_(?P<name>[A-Za-z0-9_-]+)_v(?P<version>\d+)$")
@@ -115,6 +115,33 @@ def _extract(sql: str) -> list[Any]:
         if _parser is None:
             _parser = duckdb.connect(config={"enable_external_access": False})
         return list(_parser.extract_statements(sql))
+
+
+def quote_at(sql: str) -> str:
+    """Quote bare ``at`` column references: ``at`` is a DuckDB keyword, and every lakeops table
+    has an ``at`` timestamp column, so ``order by at`` would otherwise be a syntax error.
+
+    Only keyword tokens spelled ``at`` that are not followed by ``(`` (DuckDB's ``AT (VERSION =>
+    ...)`` clause) are rewritten; strings, quoted names and comments are left alone.
+    """
+    try:
+        tokens = duckdb.tokenize(sql)
+    except duckdb.Error:
+        return sql
+    out, last = [], 0
+    for pos, kind in tokens:
+        if kind != duckdb.token_type.keyword or sql[pos : pos + 2].lower() != "at":
+            continue
+        end = pos + 2
+        if end < len(sql) and (sql[end].isalnum() or sql[end] == "_"):
+            continue
+        if sql[end:].lstrip().startswith("("):
+            continue
+        out.append(sql[last:pos])
+        out.append(f'"{sql[pos:end]}"')
+        last = end
+    out.append(sql[last:])
+    return "".join(out)
 
 
 def _statements(sql: str) -> None:
@@ -218,6 +245,7 @@ def query_arrow(
         SqlRefusedError: the statement writes, touches files, loads extensions or sets options.
         SqlError: DuckDB could not run it (syntax, unknown table or column, timeout).
     """
+    sql = quote_at(sql)
     _statements(sql)
     con = _connect(memory_limit, threads)
     timer = threading.Timer(timeout_s, con.interrupt)
