@@ -206,14 +206,7 @@ def test_models_health_ready_metrics_and_openapi(server):
 
 
 def test_hot_swap_under_concurrent_load(server, lake_path):
-    try:
-        from core.flows.promote import promote, rollback
-    except ImportError:  # promotion flow not built yet: move the alias directly
-        def promote(model, version, **kw):
-            registry.set_alias(model, "champion", version, actor="tester", reason=kw["reason"], lake=kw["lake"])
-
-        def rollback(model, **kw):
-            registry.set_alias(model, "champion", 1, actor="tester", reason=kw["reason"], action="rollback", lake=kw["lake"])
+    from core.flows.promote import promote, rollback
 
     lake = Lake(str(lake_path))
     rows = demo_rows(2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -25,32 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def build_champion_lake(path: Path, *, versions: int = 2) -> Lake:
     """A lake with dataset churn (3,000 demo rows) and model churn v1..vN, v1 the champion."""
     from core import datasets, demo, registry
+    from core.flows.promote import promote
+    from core.flows.train import train_model
 
     lake = Lake(str(path))
-    frame = demo.generate(n=3000, seed=0)
-    datasets.ingest("churn", frame, lake=lake, actor="tester")
-    try:
-        from core.flows.promote import promote
-        from core.flows.train import train_model
-    except ImportError:
-        train_model = promote = None  # type: ignore[assignment]
+    datasets.ingest("churn", demo.generate(n=3000, seed=0), lake=lake, actor="tester")
     for i in range(versions):
-        params = {"num_iterations": 30 + 5 * i}
-        if train_model is not None:
-            outcome = train_model("churn", target="churned", params=params, seed=i, lake=lake)
-            registry.register("churn", outcome.run_id, actor="tester", lake=lake)
-        else:
-            from core import training
-
-            res = training.train(frame.drop("customer_id"), "churned", params=params, seed=i, time_column="signup_at")
-            registry._register_files(
-                lake, "churn", None, res.model.text.encode(), json.dumps(res.model.signature).encode(),
-                metrics=res.metrics, dataset_name="churn", dataset_version=1, actor="tester",
-            )
-    if promote is not None:
-        promote("churn", 1, reason="test", actor="tester", force=True, lake=lake)
-    else:
-        registry.set_alias("churn", "champion", 1, actor="tester", reason="test", lake=lake)
+        outcome = train_model("churn", target="churned", params={"num_iterations": 30 + 5 * i}, seed=i, lake=lake)
+        registry.register("churn", outcome.run_id, actor="tester", lake=lake)
+    promote("churn", 1, reason="test", actor="tester", force=True, lake=lake)
     return lake
 
 
