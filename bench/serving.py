@@ -117,8 +117,8 @@ def run_wrk(url: str, body: Path, conc: int, duration: float, proc: subprocess.P
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu / max(total, 1) * 1e6, "errors": int(non2xx.group(1)) if non2xx else 0}
 
 
@@ -152,14 +152,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="2 s per cell instead of 6")
     ap.add_argument("--duration", type=float, default=None)
+    ap.add_argument("--servers", default="a,a',b,c", help="subset of a (log on, default wal_sync=write), "
+                    "a' (log on, wal_sync=fsync), b (log off), c (HTTP floor); d always runs")
+    ap.add_argument("--rows", default="1,100", help="payload sizes, e.g. 1")
+    ap.add_argument("--conc", default="1,8,64", help="concurrencies, e.g. 1,64")
+    ap.add_argument("--lake", default=None, help="reuse a seeded lake (skips seeding)")
     args = ap.parse_args()
+    wanted = set(args.servers.split(","))
+    sizes = [int(x) for x in args.rows.split(",")]
+    concs = [int(x) for x in args.conc.split(",")]
     duration = args.duration or (2.0 if args.quick else 6.0)
 
     from core import demo
 
     root = Path(tempfile.mkdtemp(prefix="lakeops-bench-"))
     t0 = time.time()
-    lake = build_lake(root)
+    lake = Path(args.lake) if args.lake else build_lake(root)
     print(f"# lake seeded in {time.time() - t0:.1f} s at {lake}")
     frame = demo.generate(n=100, seed=7).select(demo.FEATURES)
     rows = {1: frame.head(1).to_dicts(), 100: frame.to_dicts()}
@@ -168,46 +176,59 @@ def main() -> None:
         bodies[n] = root / f"body{n}.json"
         bodies[n].write_text(json.dumps(body))
 
+    A, A2, B, C = (
+        "a lakeops, log on (wal_sync=write)", "a' lakeops, log on (wal_sync=fsync)",
+        "b lakeops, log off", "c HTTP floor (const JSON)",
+    )
     servers = {
-        "a lakeops, log on (fsync)": lambda: start_lakeops(lake, root, "log_on", {}),
-        "a' lakeops, log on (wal_sync=write)": lambda: start_lakeops(lake, root, "log_write", {"wal_sync": "write"}),
-        "b lakeops, log off": lambda: start_lakeops(lake, root, "log_off", {"log_predictions": False}),
-        "c HTTP floor (const JSON)": start_floor,
+        A: ("a", lambda: start_lakeops(lake, root, "log_on", {})),
+        A2: ("a'", lambda: start_lakeops(lake, root, "log_fsync", {"wal_sync": "fsync"})),
+        B: ("b", lambda: start_lakeops(lake, root, "log_off", {"log_predictions": False})),
+        C: ("c", start_floor),
     }
     results: dict[tuple[str, int, int], dict] = {}
-    for name, start in servers.items():
+    for name, (key, start) in servers.items():
+        if key not in wanted:
+            continue
         proc, url = start()
         target = url + "/v1/models/churn/predict"
         try:
-            for n in (1, 100):
+            for n in sizes:
                 httpx.post(target, content=bodies[n].read_bytes(), headers={"content-type": "application/json"}).raise_for_status()
                 run_wrk(target, bodies[n], 8, 1.0, proc)  # warm-up
-                for conc in (1, 8, 64):
+                for conc in concs:
                     results[(name, n, conc)] = r = run_wrk(target, bodies[n], conc, duration, proc)
                     print(f"{name:38s} rows={n:<3d} c={conc:<2d} {r['rps']:9.0f} req/s  p50 {r['p50']:7.2f} ms  "
                           f"p99 {r['p99']:7.2f} ms  cpu {r['cpu_us']:7.0f} us/req  errors {r['errors']}", flush=True)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    floor = model_floor(lake, rows, duration / 2)
+    floor = model_floor(lake, {n: rows[n] for n in sizes}, duration / 2)
     for n, r in floor.items():
         results[("d model floor (predict_matrix)", n, 1)] = r
         print(f"{'d model floor (predict_matrix)':38s} rows={n:<3d} c=1  {r['rps']:9.0f} calls/s p50 {r['p50']:7.3f} ms  "
               f"p99 {r['p99']:7.3f} ms  cpu {r['cpu_us']:7.1f} us/call")
 
+    def cpu(name: str, n: int, conc: int) -> float:
+        return results[(name, n, conc)]["cpu_us"] if (name, n, conc) in results else float("nan")
+
+    def rps(name: str, n: int, conc: int) -> float:
+        return results[(name, n, conc)]["rps"] if (name, n, conc) in results else float("nan")
+
     print("\n## goals")
-    a, c = "a lakeops, log on (fsync)", "c HTTP floor (const JSON)"
-    for conc in (1, 8, 64):
-        one = results[(a, 1, conc)]["cpu_us"] / results[(c, 1, conc)]["cpu_us"]
-        hundred = results[(a, 100, conc)]["cpu_us"] / (floor[100]["cpu_us"] + results[(c, 100, conc)]["cpu_us"])
-        print(f"c={conc:<2d} 1-row CPU vs HTTP floor: {one:.2f}x (goal <= 1.5x); "
-              f"100-row CPU vs model+HTTP floor: {hundred:.2f}x (goal <= 1.3x)")
-    for n in (1, 100):
-        for conc in (1, 8, 64):
-            on, off = results[(a, n, conc)]["rps"], results[("b lakeops, log off", n, conc)]["rps"]
-            on_w = results[("a' lakeops, log on (wal_sync=write)", n, conc)]["rps"]
-            print(f"rows={n:<3d} c={conc:<2d} logging cost: fsync {100 * (1 - on / off):5.1f} % of throughput, "
-                  f"wal_sync=write {100 * (1 - on_w / off):5.1f} % (goal < 10 %)")
+    for conc in concs:
+        parts = [f"c={conc:<2d}"]
+        if 1 in sizes:
+            parts.append(f"1-row CPU vs HTTP floor: {cpu(A, 1, conc) / cpu(C, 1, conc):.2f}x (goal <= 1.5x)")
+        if 100 in sizes:
+            ratio = cpu(A, 100, conc) / (floor[100]["cpu_us"] + cpu(C, 100, conc))
+            parts.append(f"100-row CPU vs model+HTTP floor: {ratio:.2f}x (goal <= 1.3x)")
+        print("; ".join(parts))
+    for n in sizes:
+        for conc in concs:
+            off = rps(B, n, conc)
+            print(f"rows={n:<3d} c={conc:<2d} logging cost: wal_sync=write {100 * (1 - rps(A, n, conc) / off):5.1f} % "
+                  f"of throughput, wal_sync=fsync {100 * (1 - rps(A2, n, conc) / off):5.1f} % (goal < 10 %)")
     print(f"# total {time.time() - t0:.0f} s; machine: {os.cpu_count()} cores, shared")
 
 

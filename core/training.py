@@ -21,10 +21,12 @@ therefore the same sha256.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import math
 import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -283,6 +285,17 @@ class Model:
                 f"the model has {self._booster.num_feature()} features but its signature lists {len(features)}"
             )
         self._exprs = [_encode_expr(f) for f in features]
+        self._ncol = len(features)
+        self._fast: ctypes.c_void_p | None = None  # LightGBM's single-row "fast config", made lazily
+        self._fast_lock = threading.Lock()
+
+    def __del__(self) -> None:
+        fast = getattr(self, "_fast", None)
+        if fast is not None and fast.value:
+            try:
+                lgb.basic._LIB.LGBM_FastConfigFree(fast)
+            except Exception:  # noqa: BLE001,S110 - interpreter shutdown: nothing left to free
+                pass
 
     @classmethod
     def from_text(cls, text: str, signature: Mapping[str, Any]) -> Model:
@@ -312,8 +325,46 @@ class Model:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
             X = X.reshape(1, -1)
+        if X.shape[0] == 1 and X.shape[1] == self._ncol:
+            return self._predict_one(X)
         threads = 1 if X.shape[0] < _SMALL_BATCH else max(1, min(4, os.cpu_count() or 1))
         return np.asarray(self._booster.predict(X, num_threads=threads), dtype=np.float64)
+
+    def _predict_one(self, X: np.ndarray) -> np.ndarray:
+        # One row through LightGBM's C "single row fast" API: the same trees and transform as
+        # ``Booster.predict`` (identical scores, see tests) for ~1/4 of the Python wrapper's cost.
+        # The fast config holds per-call buffers and is not thread-safe: one call at a time.
+        if not X.flags.c_contiguous:
+            X = np.ascontiguousarray(X)
+        with self._fast_lock:
+            if self._fast is None:
+                self._fast_init()
+            _check(self._fast_call(self._fast, ctypes.c_void_p(X.ctypes.data), self._fast_len_ref, self._fast_out_ref))
+            return np.array(self._fast_out, dtype=np.float64)
+
+    def _fast_init(self) -> None:
+        lib = lgb.basic._LIB
+        handle = ctypes.c_void_p()
+        best = int(self._booster.best_iteration or 0)
+        _check(
+            lib.LGBM_BoosterPredictForMatSingleRowFastInit(
+                self._booster._handle,
+                ctypes.c_int(lgb.basic._C_API_PREDICT_NORMAL),
+                ctypes.c_int(0),
+                ctypes.c_int(best if best > 0 else -1),
+                ctypes.c_int(lgb.basic._C_API_DTYPE_FLOAT64),
+                ctypes.c_int32(self._ncol),
+                ctypes.c_char_p(b"num_threads=1"),
+                ctypes.byref(handle),
+            )
+        )
+        call = lib.LGBM_BoosterPredictForMatSingleRowFast
+        self._fast_out = (ctypes.c_double * 1)()
+        self._fast_len = ctypes.c_int64(0)
+        self._fast_out_ref = ctypes.byref(self._fast_out)
+        self._fast_len_ref = ctypes.byref(self._fast_len)
+        self._fast_call = call
+        self._fast = handle
 
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
         """Encode ``frame`` and score it."""
@@ -326,6 +377,11 @@ class Model:
         return pl.DataFrame(
             {"feature": self.feature_names, "gain": gain.astype(np.float64), "split": splits.astype(np.int64)}
         ).sort(["gain", "feature"], descending=[True, False])
+
+
+def _check(code: int) -> None:
+    if code != 0:
+        raise TrainingError(f"LightGBM single-row predict failed: {lgb.basic._LIB.LGBM_GetLastError().decode()}")
 
 
 def _encode(exprs: list[pl.Expr], names: list[str], frame: pl.DataFrame) -> np.ndarray:

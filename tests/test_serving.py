@@ -32,7 +32,8 @@ def lake_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(lake_path, tmp_path_factory):
     settings = serving_settings(
-        lake_path, tmp_path_factory.mktemp("wal"), max_rows=2000, request_max_body_size=1_000_000
+        lake_path, tmp_path_factory.mktemp("wal"), max_rows=2000, request_max_body_size=1_000_000,
+        unknown_category="error",  # the opt-in policy: an unseen level is a 422
     )
     app = create_app(settings)
     with ThreadServer(app) as srv:
@@ -155,14 +156,26 @@ def test_pinned_version_and_alias(server, lake_path):
     assert r.status_code == 404 and "nosuch" in r.json()["detail"]
 
 
-def test_unknown_category_policy_missing_scores_as_null(lake_path, tmp_path):
-    settings = serving_settings(lake_path, tmp_path / "wal", unknown_category="missing", log_predictions=False)
+def test_unknown_category_default_policy_scores_as_missing_counts_and_logs_the_level(lake_path, tmp_path):
+    settings = serving_settings(lake_path, tmp_path / "wal")  # default policy: "missing"
+    assert settings.section("serving").get("unknown_category") is None
     with ThreadServer(create_app(settings)) as srv:
         row = demo_rows(1)[0]
-        a = httpx.post(srv.url + PREDICT, json=[{**row, "plan": "platinum"}, {**row, "plan": None}])
+        a = httpx.post(srv.url + PREDICT, json=[{**row, "plan": "platinum"}, {**row, "plan": None}, row])
         assert a.status_code == 200, a.text
         s = a.json()["scores"]
-        assert s[0] == s[1]
+        assert s[0] == s[1]  # an unseen level scores exactly like a missing value
+        one = httpx.post(srv.url + PREDICT, json=[{**row, "plan": "platinum"}])
+        assert one.status_code == 200 and one.json()["scores"] == [s[0]]
+        loaded = registry.load("churn", lake=Lake(str(lake_path)))
+        assert s == loaded.model.predict(pl.DataFrame([{**row, "plan": "platinum"}, {**row, "plan": None}, row])).tolist()
+        text = httpx.get(srv.url + "/metrics").text
+        assert 'lakeops_unknown_category_total{model="churn",feature="plan"} 2' in text
+        ids = a.json()["prediction_ids"] + one.json()["prediction_ids"]
+        wait_for(lambda: _logged(lake_path, ids).height == 4)
+    logged = _logged(lake_path, ids)
+    plans = dict(zip(logged["prediction_id"].to_list(), logged["plan"].to_list(), strict=True))
+    assert [plans[i] for i in ids] == ["platinum", None, row["plan"], "platinum"]  # drift sees the new level
 
 
 def test_feedback_is_logged(server, lake_path):

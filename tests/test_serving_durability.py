@@ -156,3 +156,28 @@ def test_serve_refuses_bad_arguments_with_one_line(capsys, tmp_path):
 def _no_stray_dirs(tmp_path):
     yield
     shutil.rmtree(tmp_path / "lake.away", ignore_errors=True)
+
+
+def test_wal_write_mode_writes_inline_and_fsyncs_in_the_background(tmp_path):
+    from core.serving.config import serving_config
+    from core.serving.wal import read_segment
+
+    cfg = serving_config(serving_settings(tmp_path / "lake", tmp_path / "wal"))
+    assert cfg.wal_sync == "write" and cfg.wal_fsync_interval_s == 0.2  # the defaults
+    slot = claim_slot(tmp_path / "wal")
+    wal = WriteAheadLog(slot, sync=False, fsync_interval_s=0.05)
+    try:
+        assert wal.submit(msgspec.msgpack.encode({"k": "f", "n": 1})) is None  # nothing to await
+        active = segments(slot.path)[-1]
+        assert read_segment(active) == [{"k": "f", "n": 1}]  # in the file before submit returned
+        wait_for(lambda: wal.fsyncs >= 1, timeout=5, interval=0.02)
+        synced = wal.fsyncs
+        time.sleep(0.2)
+        assert wal.fsyncs == synced  # nothing new written: no extra fsync
+        wal.write(msgspec.msgpack.encode({"k": "f", "n": 2}))
+        sealed = wal.seal()
+        assert sealed == active and [r["n"] for r in read_segment(sealed)] == [1, 2]
+        assert wal.backlog_bytes == sealed.stat().st_size
+    finally:
+        wal.close()
+        slot.close()

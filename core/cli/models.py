@@ -77,6 +77,12 @@ def register(sub: Any) -> None:
     p.add_argument("--policy", help="TOML policy file (for require_approval)")
     p.set_defaults(handler=_promote)
 
+    p = msub.add_parser("policy", help="show the promotion policy in force, or record a new one in the lake")
+    p.add_argument("model")
+    p.add_argument("--set", dest="policy_file", metavar="FILE", help="TOML policy to record (needs --reason)")
+    p.add_argument("--reason", help="why (required with --set)")
+    p.set_defaults(handler=_policy)
+
     p = msub.add_parser("rollback", help="return the champion alias to the previous champion")
     p.add_argument("model")
     p.add_argument("--reason", help="why (required)")
@@ -233,7 +239,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     lake = open_lake(args)
-    policy = promote.load_policy(args.model, settings=settings, path=args.policy)
+    policy = promote.load_policy(args.model, settings=settings, path=args.policy, lake=lake)
     report = promote.evaluate(
         args.model, args.version, actor=settings.actor, lake=lake, settings=settings, policy=policy
     )
@@ -266,14 +272,15 @@ def _promote(args: argparse.Namespace) -> None:
     from core.flows import promote
 
     settings = settings_from(args)
-    policy = promote.load_policy(args.model, settings=settings, path=args.policy)
+    lake = open_lake(args)
+    policy = promote.load_policy(args.model, settings=settings, path=args.policy, lake=lake)
     change = promote.promote(
         args.model,
         args.version,
         reason=args.reason,
         actor=settings.actor,
         force=args.force,
-        lake=open_lake(args),
+        lake=lake,
         settings=settings,
         policy=policy,
     )
@@ -313,3 +320,25 @@ def _alias(args: argparse.Namespace) -> None:
     )
     target = "removed" if change.version is None else f"v{change.version}"
     sys.stdout.write(f"alias {args.alias} of {args.model}: {target}\n")
+
+
+def _policy(args: argparse.Namespace) -> None:
+    import tomllib
+    from pathlib import Path
+
+    from core.errors import ConfigError
+    from core.flows import promote
+
+    settings = settings_from(args)
+    lake = open_lake(args)
+    if args.policy_file:
+        try:
+            data = tomllib.loads(Path(args.policy_file).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"policy file {args.policy_file}: cannot read it ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"policy file {args.policy_file}: invalid TOML: {exc}") from None
+        promote.set_policy(args.model, data, reason=args.reason, actor=settings.actor, lake=lake, settings=settings)
+    policy, source = promote.policy_with_source(args.model, settings=settings, lake=lake)
+    sys.stdout.write(f"policy of {args.model!r} ({source}):\n")
+    sys.stdout.write(json.dumps(policy.to_dict(), indent=2, default=str) + "\n")

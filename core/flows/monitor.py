@@ -61,10 +61,14 @@ class RetrainOutcome:
 def _drift_message(rep: DriftReport) -> str:
     assert rep.result is not None
     feats = rep.result.drifted_features
-    score = " and the score distribution" if rep.score is not None and rep.score.drifted else ""
+    score_drifted = rep.score is not None and rep.score.drifted
+    cmp = ">=" if rep.result.drifted else "<"
+    head = "data drift" if rep.result.drifted else "prediction drift"
+    score = "; the score distribution drifted" if score_drifted else ""
     return (
-        f"data drift on model {rep.model!r} v{rep.model_version}: {len(feats)} of {len(rep.result.features)} features "
-        f"drifted (share {rep.result.share:.2f} >= {rep.result.share_threshold:.2f}){score}: {', '.join(feats)}"
+        f"{head} on model {rep.model!r} v{rep.model_version}: {len(feats)} of {len(rep.result.features)} features "
+        f"drifted (share {rep.result.share:.2f} {cmp} {rep.result.share_threshold:.2f}){score}"
+        + (f": {', '.join(feats)}" if feats else "")
     )
 
 

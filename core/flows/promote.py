@@ -11,8 +11,10 @@ beat-champion check never compares numbers measured on different data.
 
 from __future__ import annotations
 
+import json
 import time
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +38,11 @@ __all__ = [
     "gate_reports",
     "latest_gate",
     "load_policy",
+    "policy_with_source",
     "promote",
     "reject",
     "rollback",
+    "set_policy",
 ]
 
 _LATENCY_REPEATS = 40
@@ -54,13 +58,33 @@ class PromotionOutcome:
     why: str
 
 
-def load_policy(model: str, *, settings: Settings | None = None, path: str | Path | None = None) -> Policy:
-    """Return the promotion policy of ``model``: from ``path`` (a TOML file) when given, else
-    from ``[models.<model>.policy]`` in the settings, else the defaults (see ``core.gating``).
+def load_policy(
+    model: str,
+    *,
+    settings: Settings | None = None,
+    path: str | Path | None = None,
+    lake: Lake | None = None,
+) -> Policy:
+    """Return the promotion policy of ``model``.
+
+    Precedence: ``path`` (a TOML file) when given, else ``[models.<model>.policy]`` in the
+    settings when present, else the policy last recorded in the lake for the model
+    (``set_policy``, a ``policy`` registry event), else the defaults (see ``core.gating``).
 
     Raises:
         ConfigError: the file cannot be read or a key is invalid (named).
     """
+    return policy_with_source(model, settings=settings, path=path, lake=lake)[0]
+
+
+def policy_with_source(
+    model: str,
+    *,
+    settings: Settings | None = None,
+    path: str | Path | None = None,
+    lake: Lake | None = None,
+) -> tuple[Policy, str]:
+    """Like ``load_policy``, also saying where the policy came from (for ``lakeops models policy``)."""
     if path is not None:
         p = Path(path)
         try:
@@ -74,11 +98,47 @@ def load_policy(model: str, *, settings: Settings | None = None, path: str | Pat
             if isinstance(data.get("models"), dict)
             else None
         )
-        return gating.policy_from_dict(nested if nested is not None else data, where=f"policy file {p}")
+        where = f"policy file {p}"
+        return gating.policy_from_dict(nested if nested is not None else data, where=where), where
     settings = settings or load_settings()
-    return gating.policy_from_dict(
-        settings.section(f"models.{model}.policy"), where=f"[models.{model}.policy]"
+    section = settings.section(f"models.{model}.policy")
+    if section:
+        where = f"[models.{model}.policy]"
+        return gating.policy_from_dict(section, where=where), f"{where} in {settings.config_path or 'settings'}"
+    lake = resolve(lake)
+    recorded = registry.events(model, lake=lake).filter(pl.col("action") == "policy")
+    if recorded.height:
+        last = recorded.row(-1, named=True)
+        where = f"recorded in the lake by {last['actor']} at {last['at']:%Y-%m-%d %H:%M} UTC"
+        return gating.policy_from_dict(json.loads(last["report_json"] or "{}"), where=where), where
+    return gating.policy_from_dict({}, where="defaults"), "defaults"
+
+
+def set_policy(
+    model: str,
+    policy: Mapping[str, Any],
+    *,
+    reason: str,
+    actor: str | None = None,
+    lake: Lake | None = None,
+    settings: Settings | None = None,
+) -> Policy:
+    """Record ``model``'s promotion policy in the lake (a ``policy`` registry event).
+
+    Every process using the lake (CLI, scheduler, API, UI) then applies it, unless a
+    ``[models.<model>.policy]`` section in lakeops.toml overrides it.
+
+    Raises:
+        ConfigError: a key or value of the policy is invalid (named).
+        RegistryError: no reason given.
+    """
+    lake = resolve(lake)
+    why = _reason(reason, f"setting the policy of {model!r}")
+    parsed = gating.policy_from_dict(policy, where=f"policy of {model!r}")
+    registry.record_event(
+        model, "policy", actor=_actor(actor, settings), reason=why, report=parsed.to_dict(), lake=lake
     )
+    return parsed
 
 
 def _actor(actor: str | None, settings: Settings | None) -> str:
@@ -181,7 +241,7 @@ def evaluate(
         PromotionRefusedError: the version has no dataset lineage to evaluate on.
     """
     lake = resolve(lake)
-    policy = policy or load_policy(model, settings=settings)
+    policy = policy or load_policy(model, settings=settings, lake=lake)
     mv = registry.get_version(model, version, lake=lake)
     candidate = registry.load(model, version=version, alias=None, lake=lake)
     holdout = _holdout(mv, lake)
@@ -341,7 +401,7 @@ def promote(
     champion = registry.champion_version(model, lake)
     if champion == version:
         raise PromotionRefusedError(f"model {model!r} v{version} is already the champion")
-    policy = policy or load_policy(model, settings=settings)
+    policy = policy or load_policy(model, settings=settings, lake=lake)
     refusal = _refusal(model, version, champion, policy, lake)
     if refusal and not force:
         raise PromotionRefusedError(refusal)
@@ -459,7 +519,7 @@ def evaluate_and_maybe_promote(
     otherwise the version stays a candidate awaiting a human, and ``why`` says so.
     """
     lake = resolve(lake)
-    policy = load_policy(model, settings=settings)
+    policy = load_policy(model, settings=settings, lake=lake)
     report = evaluate(model, version, actor=actor, lake=lake, settings=settings, policy=policy)
     if not report.passed:
         return PromotionOutcome(report, False, report.summary())

@@ -16,10 +16,15 @@ from core.errors import NotFoundError
 from core.ids import utcnow
 from core.lake import Lake, resolve
 
-__all__ = ["DEMO_DATASET", "DEMO_MODEL", "SeedOutcome", "seed_demo"]
+__all__ = ["DEMO_DATASET", "DEMO_MODEL", "DEMO_POLICY", "SeedOutcome", "seed_demo"]
 
 DEMO_DATASET = "churn"
 DEMO_MODEL = "churn"
+# The demo closes the loop with no human step: a retrained version that passes the gate (and
+# beats the champion on the same holdout) is promoted by the retrain job. Real models default to
+# awaiting approval (``auto_promote = false``); ``lakeops models policy churn --set f.toml`` changes it.
+DEMO_POLICY = {"min": {"auc": 0.70}, "max": {"brier": 0.25}, "auto_promote": True}
+DEMO_POLICY_REASON = "demo scenario: versions retrained after drift are promoted automatically when they pass the gate"
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ def seed_demo(
         log(f"ingested demo dataset {DEMO_DATASET!r} v{version} ({frame.height} rows)")
     outcome = train_model(DEMO_DATASET, target=demo.TARGET, version=version, seed=seed, experiment=DEMO_MODEL, lake=lake)
     log(f"trained run {outcome.run_id} (auc {outcome.metrics.get('auc', float('nan')):.3f})")
+    if not settings.section(f"models.{DEMO_MODEL}.policy"):
+        promote_flow.set_policy(DEMO_MODEL, DEMO_POLICY, reason=DEMO_POLICY_REASON, actor=settings.actor, lake=lake)
     mv = registry.register(DEMO_MODEL, outcome.run_id, description="demo model seeded by lakeops up", actor=settings.actor, lake=lake)
     report = promote_flow.evaluate(DEMO_MODEL, mv.version, actor=settings.actor, lake=lake, settings=settings)
     passed = bool(getattr(report, "passed", False))

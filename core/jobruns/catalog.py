@@ -11,7 +11,7 @@ to this catalog). Built-in targets are in ``core.jobruns.builtin``; ``[jobs.extr
     [jobs]                      # scheduler-wide (all optional)
     enabled = true              # false: the scheduler idles
     lease_ttl_s = 30            # lease expiry; renewed every ttl/3
-    alert_poll_s = 60           # how often on_alert jobs look for new alerts
+    alert_poll_s = 30           # how often on_alert jobs look for new alerts
     misfire_grace_s = 600       # a run missed by less than this still runs (once: coalesced)
     stop_grace_s = 20           # on SIGTERM, running jobs get this long before "interrupted"
     workers = 2                 # jobs that may run at once (each job: one at a time)
@@ -19,7 +19,7 @@ to this catalog). Built-in targets are in ``core.jobruns.builtin``; ``[jobs.extr
     alert_recheck_s = 600       # an alert still open re-triggers its on_alert jobs this often
 
     [jobs.drift_check]          # per job: enabled, interval_s and/or cron (UTC), on_alert, args
-    interval_s = 900
+    interval_s = 900            # default 300 (drift and performance checks cost well under a second)
     args = { window_hours = 24 }
 
     [jobs.extra.myjob]
@@ -86,9 +86,9 @@ class JobSpec:
 
 
 _BUILTIN: dict[str, dict[str, Any]] = {
-    "drift_check": {"func": "core.jobruns.builtin:drift_check", "interval_s": 3600.0,
+    "drift_check": {"func": "core.jobruns.builtin:drift_check", "interval_s": 300.0,
                     "description": "drift of each champion's recent predictions vs its training data"},
-    "performance_check": {"func": "core.jobruns.builtin:performance_check", "interval_s": 3600.0,
+    "performance_check": {"func": "core.jobruns.builtin:performance_check", "interval_s": 300.0,
                           "description": "each champion's metrics on labelled predictions vs its gate"},
     "retrain": {"func": "core.jobruns.builtin:retrain", "on_alert": True,
                 "description": "retrain, gate and maybe promote (on a drift/performance alert)"},
@@ -96,7 +96,7 @@ _BUILTIN: dict[str, dict[str, Any]] = {
                     "description": "compact, checkpoint and vacuum every table (keeps training snapshots)"},
 }
 _GLOBAL_DEFAULTS: dict[str, Any] = {
-    "enabled": True, "lease_ttl_s": 30.0, "alert_poll_s": 60.0, "misfire_grace_s": 600.0,
+    "enabled": True, "lease_ttl_s": 30.0, "alert_poll_s": 30.0, "misfire_grace_s": 600.0,
     "stop_grace_s": 20.0, "workers": 2, "alert_kinds": ["drift", "performance"], "alert_recheck_s": 600.0,
 }
 _JOB_KEYS = {"func", "enabled", "interval_s", "cron", "on_alert", "args", "description"}

@@ -25,6 +25,7 @@ Configuration (all optional)::
     min_rows = 200            # fewer rows in a window: no verdict
     reference = "holdout"     # or "all"
     metric = "auc"            # performance metric (default: the task's gate metric)
+    alert_on_score_drift = true  # score (prediction) drift alone also raises the drift alert
     tolerance = 0.05          # alert when the metric is worse than at the gate by more than this
     min_labels = 200          # fewer labelled predictions: no performance verdict
     performance_window_hours = 168

@@ -161,8 +161,11 @@ def check_drift(
                                  {"drifted_features": result.drifted_features, "score_drifted": score.drifted})
     rows.append(_row(rep_id, model, mv.version, win, ref, verdict, at))
     lake.append("drift_reports", rows, metadata={"actor": actor or settings.actor, "model": model, "report_id": rep_id})
+    # The model's own output moving is the most direct sign it meets a different world, so by
+    # default score drift alone also counts (``alert_on_score_drift``), besides the feature share.
+    drifted = result.drifted or (cfg.alert_on_score_drift and score.drifted)
     return DriftReport(rep_id, model, mv.version, "ok", frame.height, win[0], win[1], ref.dataset,
-                       ref.dataset_version, result, score, result.drifted)
+                       ref.dataset_version, result, score, drifted)
 
 
 def drift_history(model: str | None = None, *, last: int = 20, lake: Lake | None = None) -> pl.DataFrame:

@@ -25,6 +25,7 @@ class MonitorConfig:
     tolerance: float = 0.05
     min_labels: int = 200
     performance_window_hours: float = 168.0
+    alert_on_score_drift: bool = True
     policy: drift.DriftPolicy = field(default_factory=drift.DriftPolicy)
     webhook_url: str | None = None
     webhook_timeout_s: float = 5.0
@@ -32,7 +33,7 @@ class MonitorConfig:
 
 _MON_KEYS = {
     "window_rows", "window_hours", "min_rows", "reference", "metric", "tolerance", "min_labels",
-    "performance_window_hours",
+    "performance_window_hours", "alert_on_score_drift",
 }
 
 
@@ -59,6 +60,7 @@ def monitor_config(model: str, settings: Settings | None = None) -> MonitorConfi
             tolerance=float(mon.get("tolerance", 0.05)),
             min_labels=int(mon.get("min_labels", 200)),
             performance_window_hours=float(mon.get("performance_window_hours", 168.0)),
+            alert_on_score_drift=bool(mon.get("alert_on_score_drift", True)),
             policy=drift.DriftPolicy.from_config(settings.section("drift"), settings.section(f"models.{model}.drift")),
             webhook_url=alerts_sec.get("webhook_url") or None,
             webhook_timeout_s=float(alerts_sec.get("timeout_s", 5.0)),

@@ -19,14 +19,29 @@ class ServingConfig:
 
     Attributes:
         log_predictions: write every scored row to ``predictions/<model>`` (through the WAL).
-        unknown_category: ``"error"`` refuses a categorical level the model never saw (422);
-            ``"missing"`` scores it as missing, like training's encoder does.
+        unknown_category: ``"missing"`` (default) scores a categorical level the model never
+            saw as missing, exactly as training's encoder and LightGBM treat unseen categories;
+            each such value is counted in ``/metrics`` as
+            ``lakeops_unknown_category_total{model,feature}`` and is logged with its raw string,
+            so drift monitoring (which compares category distributions over the union of levels)
+            sees the new level. ``"error"`` refuses the request instead (422 naming row and
+            field). The default lets a new level (e.g. a marketing campaign's plan) flow into
+            drift -> retrain -> promote without a manual config step.
         max_rows: most rows one predict request may carry.
         request_max_body_size: largest request body in bytes (413 above it).
         wal_dir: folder of this replica's write-ahead log; default ``<lake parent>/wal/<host>-<port>``
             for a local lake and ``data/wal/<host>-<port>`` for an s3:// lake.
-        wal_sync: ``"fsync"`` (acknowledged = on disk, survives a power cut) or ``"write"``
-            (acknowledged = in the OS page cache, survives a killed process, not a power cut).
+        wal_sync: what "acknowledged" means for a prediction (its rows are always in the local
+            write-ahead file before the response is sent):
+            ``"write"`` (default): the rows were written to the WAL file (in the OS page cache)
+            before the response: they survive the server process being killed (SIGKILL, OOM,
+            crash) and are replayed into the lake exactly once on restart; the file is
+            fdatasynced in the background every ``wal_fsync_interval_s`` and when sealed, so a
+            power cut or kernel crash loses at most that window of acknowledged rows.
+            ``"fsync"``: the rows were fdatasynced (group commit) before the response: they
+            survive a power cut too, for one disk flush (~ms) per request on the latency path.
+        wal_fsync_interval_s: with ``wal_sync = "write"``, the bound in seconds on how long
+            acknowledged rows may sit in the page cache only (background fdatasync period).
         wal_max_bytes: WAL backlog above which ``/ready`` answers 503 (the lake is behind).
         flush_interval_s: how often the WAL is sealed and appended to the lake (one commit per
             table per flush).
@@ -36,11 +51,12 @@ class ServingConfig:
     """
 
     log_predictions: bool = True
-    unknown_category: Literal["error", "missing"] = "error"
+    unknown_category: Literal["error", "missing"] = "missing"
     max_rows: int = 10_000
     request_max_body_size: int = 16 * 1024 * 1024
     wal_dir: str | None = None
-    wal_sync: Literal["fsync", "write"] = "fsync"
+    wal_sync: Literal["fsync", "write"] = "write"
+    wal_fsync_interval_s: float = 0.2
     wal_max_bytes: int = 256 * 1024 * 1024
     flush_interval_s: float = 1.0
     poll_interval_s: float = 1.0
@@ -82,7 +98,7 @@ def serving_config(settings: Settings) -> ServingConfig:
     for key in ("max_rows", "request_max_body_size", "wal_max_bytes", "offload_rows"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"[serving] {key} must be >= 1; got {getattr(cfg, key)}")
-    for key in ("flush_interval_s", "poll_interval_s"):
+    for key in ("flush_interval_s", "poll_interval_s", "wal_fsync_interval_s"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"[serving] {key} must be > 0; got {getattr(cfg, key)}")
     return cfg

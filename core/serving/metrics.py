@@ -19,6 +19,7 @@ class Metrics:
         self.errors: dict[tuple[str, str], int] = defaultdict(int)
         self.rows_scored: dict[str, int] = defaultdict(int)
         self.feedback_rows = 0
+        self.unknown_category: dict[tuple[str, str], int] = defaultdict(int)
         self._hist: dict[str, list[int]] = {}
         self._sum: dict[str, float] = defaultdict(float)
 
@@ -62,6 +63,13 @@ class Metrics:
         family("lakeops_rows_scored_total", "counter", "Rows scored, by model.")
         for model, n in sorted(self.rows_scored.items()):
             out.append(f'lakeops_rows_scored_total{{model="{model}"}} {n}')
+        family(
+            "lakeops_unknown_category_total",
+            "counter",
+            "Categorical values of a level the model never saw, scored as missing, by model and feature.",
+        )
+        for (model, feature), n in sorted(self.unknown_category.items()):
+            out.append(f'lakeops_unknown_category_total{{model="{model}",feature="{feature}"}} {n}')
         family("lakeops_feedback_rows_total", "counter", "Feedback labels accepted.")
         out.append(f"lakeops_feedback_rows_total {self.feedback_rows}")
         for name, (help_, series) in gauges.items():

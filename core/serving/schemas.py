@@ -38,6 +38,7 @@ class Decoded:
     X: np.ndarray
     columns: dict[str, list[Any]]
     rows: int
+    unknown: dict[str, int] | None = None  # feature -> values scored as missing (unseen level)
 
 
 def _numeric_type(feature: Mapping[str, Any]) -> Any:
@@ -74,7 +75,7 @@ class Codec:
             (f["name"], (str | None) if f["kind"] == "categorical" else _numeric_type(f)) for f in self.features
         ]
         col_fields = [(name, list[tp]) for name, tp in row_fields]  # type: ignore[valid-type]
-        self._Row = msgspec.defstruct("Row", row_fields, forbid_unknown_fields=True)
+        self._Row = msgspec.defstruct("Row", row_fields, forbid_unknown_fields=True, gc=False)
         self._Cols = msgspec.defstruct("Columns", col_fields, forbid_unknown_fields=True)
         self._Body = msgspec.defstruct("ColumnarBody", [("columns", self._Cols)], forbid_unknown_fields=True)
         self._decoder = msgspec.json.Decoder(list[self._Row] | self._Body)  # type: ignore[name-defined]
@@ -109,7 +110,8 @@ class Codec:
                     report=[{"row": None, "field": c, "message": f"has {lengths[c]} values, expected {n}"} for c in ragged],
                 )
             self._check_rows(n)
-        return Decoded(self._encode(columns, n), columns, n)
+        unknown: dict[str, int] = {}
+        return Decoded(self._encode(columns, n, unknown), columns, n, unknown or None)
 
     def _check_rows(self, n: int) -> None:
         if n == 0:
@@ -122,51 +124,50 @@ class Codec:
                 413, "too-many-rows", f"the request has {n:,} rows; the limit is {self.max_rows:,} per request"
             )
 
-    def _encode(self, columns: dict[str, list[Any]], n: int) -> np.ndarray:
+    def _encode(self, columns: dict[str, list[Any]], n: int, unknown_counts: dict[str, int]) -> np.ndarray:
         # One numpy conversion for the whole matrix: per-feature numpy calls cost more than the
-        # work itself for small requests. Categorical levels go through a dict (C-speed lookups);
-        # an unknown level becomes -1 so it can be found afterwards in one vectorised test.
-        nan = float("nan")
+        # work itself for small requests. Categorical levels go through ``map(dict.get)`` (C
+        # speed); null and unknown both come out as None (-> NaN), and unknown levels are found
+        # by comparing None counts, so the per-value Python work is only done when there are any.
         if n == 1:
-            return self._encode_one(columns)
+            return self._encode_one(columns, unknown_counts)
         cols: list[list[Any]] = []
+        errors: list[dict[str, Any]] = []
         for f in self.features:
-            values = columns[f["name"]]
+            name = f["name"]
+            values = columns[name]
             if f["kind"] == "categorical":
-                get = self._lookup[f["name"]].get
-                cols.append([nan if v is None else get(v, -1.0) for v in values])
+                lookup = self._lookup[name]
+                mapped = list(map(lookup.get, values))
+                extra = mapped.count(None) - values.count(None)
+                if extra:
+                    unknown_counts[name] = extra
+                    if self.unknown_category == "error":
+                        levels = ", ".join(lookup)
+                        bad = [i for i, v in enumerate(values) if v is not None and v not in lookup]
+                        errors += [
+                            {"row": i, "field": name, "message": f"unknown level {values[i]!r}; known: {levels}"}
+                            for i in bad[:20]
+                        ]
+                cols.append(mapped)
             else:
                 cols.append(values)
-        X = np.array(cols, dtype=np.float64).T  # None -> NaN (missing)
-        errors: list[dict[str, Any]] = []
-        if self._cat_idx.size:
-            cat = X[:, self._cat_idx]
-            unknown = cat < 0
-            if unknown.any():
-                if self.unknown_category == "error":
-                    for i, j in np.argwhere(unknown)[:20]:
-                        name = self.names[self._cat_idx[j]]
-                        levels = ", ".join(self._lookup[name])
-                        errors.append(
-                            {"row": int(i), "field": name, "message": f"unknown level {columns[name][i]!r}; known: {levels}"}
-                        )
-                cat[unknown] = nan
-                X[:, self._cat_idx] = cat
-        if self._num_idx.size:
-            inf = np.isinf(X[:, self._num_idx])
+        X = np.array(cols, dtype=np.float64)  # features x rows; None -> NaN (missing)
+        if self._num_idx.size and not errors:
+            inf = np.isinf(X)
             if inf.any():
-                for i, j in np.argwhere(inf)[:20]:
-                    errors.append({"row": int(i), "field": self.names[self._num_idx[j]], "message": "value is not finite"})
+                for j, i in np.argwhere(inf)[:20]:
+                    errors.append({"row": int(i), "field": self.names[j], "message": "value is not finite"})
         if errors:
+            errors.sort(key=lambda e: e["row"])
             first = errors[0]
             raise DataValidationError(
                 f"{len(errors)} invalid value(s); first: row {first['row']}, {first['field']}: {first['message']}",
-                report=errors,
+                report=errors[:20],
             )
-        return np.ascontiguousarray(X)
+        return np.ascontiguousarray(X.T)
 
-
-    def _encode_one(self, columns: dict[str, list[Any]]) -> np.ndarray:
+    def _encode_one(self, columns: dict[str, list[Any]], unknown_counts: dict[str, int]) -> np.ndarray:
         """The one-row case in plain Python: a handful of numpy calls would cost more."""
         nan = float("nan")
         row: list[Any] = []
@@ -179,6 +180,7 @@ class Codec:
             elif f["kind"] == "categorical":
                 code = self._lookup[name].get(v)
                 if code is None:
+                    unknown_counts[name] = 1
                     if self.unknown_category == "error":
                         levels = ", ".join(self._lookup[name])
                         errors.append({"row": 0, "field": name, "message": f"unknown level {v!r}; known: {levels}"})

@@ -83,7 +83,9 @@ class Service:
         if self.config.log_predictions:
             root = self.config.wal_path(self.settings)
             self._slot = claim_slot(root)
-            self.wal = WriteAheadLog(self._slot, sync=self.config.wal_sync == "fsync")
+            self.wal = WriteAheadLog(
+                self._slot, sync=self.config.wal_sync == "fsync", fsync_interval_s=self.config.wal_fsync_interval_s
+            )
             self.predlog = PredictionLog(
                 self.lake, self.wal, interval_s=self.config.flush_interval_s, actor=self.settings.actor,
                 features_for=self._features_for,
@@ -154,12 +156,18 @@ class Service:
             )
             await self._durable(record)
         self.metrics.rows_scored[name] += n
+        if decoded.unknown:
+            for feature, k in decoded.unknown.items():
+                self.metrics.unknown_category[(name, feature)] += k
         return _encode(
             {"model": name, "version": served.version, "prediction_ids": ids, "scores": score_list, "labels": labels}
         )
 
     async def _score(self, served: Served, X: np.ndarray) -> np.ndarray:
         n = X.shape[0]
+        if n == 1:
+            # LightGBM's single-row fast path (~10 us) costs less than a trip through the batcher
+            return served.model.predict_matrix(X)
         if n > self.config.offload_rows:
             return await asyncio.to_thread(served.model.predict_matrix, X)
         if self.config.microbatch:
@@ -171,7 +179,9 @@ class Service:
     async def _durable(self, record: bytes) -> None:
         assert self.wal is not None
         try:
-            await self.wal.submit(record)
+            pending = self.wal.submit(record)  # "write": written inline; "fsync": group commit
+            if pending is not None:
+                await pending
         except OSError as exc:
             raise ProblemError(
                 503, "wal-unavailable", f"the prediction could not be logged to the write-ahead file: {exc}"
