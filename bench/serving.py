@@ -1,9 +1,13 @@
 """Serving benchmark: wrk against lakeops serve (logging on/off), the HTTP floor and the model floor.
 
-Run: ``python bench/serving.py [--quick] [--duration S]``. Everything on 127.0.0.1; wrk (Debian)
-posts the body with ``bench/wrk/post.lua``. Server CPU per request is the server process's
-user+system CPU time (all its threads: event loop, WAL writer, lake writer, poller) over the run,
-divided by the requests wrk completed.
+Run: ``python bench/serving.py [--quick] [--duration S]`` (narrower: ``--servers a,c --rows 1
+--conc 1,64 --lake <seeded lake>``). Everything on 127.0.0.1; wrk (Debian) posts the body with
+``bench/wrk/post.lua``. Servers: (a) lakeops serve with the default config (logging on,
+``wal_sync = "write"``), (a') the same with ``wal_sync = "fsync"``, (b) logging off, (c) the HTTP
+floor, (d) ``Model.predict_matrix`` in this process. Server CPU per request is the server
+process's user+system CPU time (all its threads: event loop, WAL fsync, lake writer, poller) over
+the run, divided by the requests wrk completed; the lake writer flushes every
+``flush_interval_s`` (5 s), so short cells see its cost unevenly: prefer ``--duration`` >= 6.
 """
 
 from __future__ import annotations

@@ -171,11 +171,21 @@ def test_unknown_category_default_policy_scores_as_missing_counts_and_logs_the_l
         assert s == loaded.model.predict(pl.DataFrame([{**row, "plan": "platinum"}, {**row, "plan": None}, row])).tolist()
         text = httpx.get(srv.url + "/metrics").text
         assert 'lakeops_unknown_category_total{model="churn",feature="plan"} 2' in text
-        ids = a.json()["prediction_ids"] + one.json()["prediction_ids"]
-        wait_for(lambda: _logged(lake_path, ids).height == 4)
+        big_rows = demo_rows(12)  # > 8 rows: logged as codes + levels + the unseen strings
+        big_rows[2]["plan"], big_rows[5]["plan"], big_rows[7]["contract"] = "platinum", None, "weekly"
+        big = httpx.post(srv.url + PREDICT, json=big_rows)
+        assert big.status_code == 200, big.text
+        assert big.json()["scores"] == loaded.model.predict(pl.DataFrame(big_rows)).tolist()
+        text = httpx.get(srv.url + "/metrics").text
+        assert 'lakeops_unknown_category_total{model="churn",feature="plan"} 3' in text
+        assert 'lakeops_unknown_category_total{model="churn",feature="contract"} 1' in text
+        ids = a.json()["prediction_ids"] + one.json()["prediction_ids"] + big.json()["prediction_ids"]
+        wait_for(lambda: _logged(lake_path, ids).height == 16)
     logged = _logged(lake_path, ids)
-    plans = dict(zip(logged["prediction_id"].to_list(), logged["plan"].to_list(), strict=True))
-    assert [plans[i] for i in ids] == ["platinum", None, row["plan"], "platinum"]  # drift sees the new level
+    by_id = {r["prediction_id"]: r for r in logged.iter_rows(named=True)}
+    expected = [{**row, "plan": "platinum"}, {**row, "plan": None}, row, {**row, "plan": "platinum"}, *big_rows]
+    for i, sent in zip(ids, expected, strict=True):  # drift sees the new levels; nulls stay null
+        assert {k: by_id[i][k] for k in sent} == pytest.approx(sent), i
 
 
 def test_feedback_is_logged(server, lake_path):

@@ -131,7 +131,10 @@ def test_lake_unavailable_keeps_answering_then_not_ready_then_catches_up(tmp_pat
                 r = c.post(PREDICT, json=rows)
                 assert r.status_code == 200, r.text
                 acked += r.json()["prediction_ids"]
-            ready = wait_for(lambda: (r := c.get("/ready")).status_code == 503 and r.json(), timeout=20)
+            # the flusher notices the lake is gone at its next attempt (requests may all be done by then)
+            ready = wait_for(
+                lambda: (r := c.get("/ready")).status_code == 503 and not r.json()["lake_ok"] and r.json(), timeout=20
+            )
             assert ready["wal_backlog_bytes"] > 20_000 and ready["lake_ok"] is False
             assert "backlog" in ready["reasons"][0]
         finally:

@@ -65,6 +65,36 @@ def test_single_row_path_is_safe_across_threads(models):
     model = models["binary"]
     X = model.encode(_frame(300, seed=3))
     expected = model.predict_matrix(X).tolist()
+    assert expected == model._booster.predict(X, num_threads=1).tolist()  # the small-batch path too
+    big = np.repeat(X, 8, axis=0)  # >= 2048 rows: Booster.predict with several threads
+    assert model.predict_matrix(big).tolist() == np.repeat(model._booster.predict(X), 8).tolist()
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda i: model.predict_matrix(X[i : i + 1])[0], range(X.shape[0])))
     assert got == expected
+
+
+def test_micro_batcher_batches_concurrent_requests_and_goes_inline_when_alone(models):
+    import asyncio
+
+    from core.serving.models import _PROBE_EVERY, _SOLO_MAX, _Batcher
+
+    model = models["binary"]
+    X = model.encode(_frame(30, seed=5))
+    batcher = _Batcher(model)
+
+    async def together():
+        parts = [X[0:10], X[10:11], X[11:30]]
+        return await asyncio.gather(*(batcher.submit(p) for p in parts))
+
+    got = asyncio.run(together())
+    assert np.concatenate(got).tolist() == model.predict_matrix(X).tolist()
+    assert batcher.worth_it()  # the last flush found company
+
+    async def alone():
+        for i in range(_SOLO_MAX):
+            assert batcher.worth_it()
+            assert (await batcher.submit(X[i : i + 2])).tolist() == model.predict_matrix(X[i : i + 2]).tolist()
+
+    asyncio.run(alone())
+    decisions = [batcher.worth_it() for _ in range(2 * _PROBE_EVERY)]
+    assert decisions.count(True) == 2  # inline now, with a periodic probe

@@ -27,6 +27,8 @@ __all__ = ["ModelCache", "Served"]
 
 _log = logging.getLogger("lakeops.serving")
 _PINNED_MAX = 8
+_SOLO_MAX = 8
+_PROBE_EVERY = 16
 
 
 class _Batcher:
@@ -36,6 +38,20 @@ class _Batcher:
         self._model = model
         self._pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
         self._scheduled = False
+        self._solo = 0  # consecutive flushes that found one request only
+        self._probe = 0
+
+    def worth_it(self) -> bool:
+        """Whether to go through the batcher (an event-loop hop) rather than score inline.
+
+        Yes while recent flushes found company or someone is already waiting; after
+        ``_SOLO_MAX`` lonely flushes in a row (no concurrency) score inline, probing through
+        the batcher once every ``_PROBE_EVERY`` requests to notice when concurrency returns.
+        """
+        if self._pending or self._solo < _SOLO_MAX:
+            return True
+        self._probe += 1
+        return self._probe % _PROBE_EVERY == 0
 
     def submit(self, X: np.ndarray) -> asyncio.Future[np.ndarray]:
         loop = asyncio.get_running_loop()
@@ -48,6 +64,7 @@ class _Batcher:
 
     def _flush(self) -> None:
         items, self._pending, self._scheduled = self._pending, [], False
+        self._solo = self._solo + 1 if len(items) == 1 else 0
         try:
             if len(items) == 1:
                 items[0][1].set_result(self._model.predict_matrix(items[0][0]))

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -199,11 +201,11 @@ def _tables(records: list[dict], schema_of: Callable[[str], pa.Schema | None]) -
     return out
 
 
-def _repeat(recs: list[dict], key: str, count: str = "ids") -> list[Any]:
-    """Each record's ``key`` value once per row of the record."""
+def _repeat(recs: list[dict], key: str) -> list[Any]:
+    """Each (feedback) record's ``key`` value once per row of the record."""
     out: list[Any] = []
     for r in recs:
-        out += [r[key]] * len(r[count])
+        out += [r[key]] * len(r["ids"])
     return out
 
 
@@ -214,20 +216,85 @@ def _concat(recs: list[dict], key: str) -> list[Any]:
     return out
 
 
+def _rows(r: dict) -> int:
+    """Rows of a prediction record (``n`` in the compact format, else its id list's length)."""
+    n = r.get("n")
+    return int(n) if n is not None else len(r["ids"])
+
+
+_ID_LEN = 36
+
+
+def _ids_array(recs: list[dict], total: int) -> pa.Array:
+    """The prediction ids as one Arrow string array, from fixed-width id blobs when possible."""
+    if all("idb" in r for r in recs):
+        data = "".join(r["idb"] for r in recs).encode("ascii")
+        if len(data) == _ID_LEN * total:
+            offsets = np.arange(0, _ID_LEN * (total + 1), _ID_LEN, dtype=np.int32)
+            return pa.StringArray.from_buffers(total, pa.py_buffer(offsets), pa.py_buffer(data))
+    ids: list[str] = []
+    for r in recs:
+        if "idb" in r:
+            b = r["idb"]
+            ids += [b[k : k + _ID_LEN] for k in range(0, len(b), _ID_LEN)]
+        else:
+            ids += r["ids"]
+    return pa.array(ids, pa.string())
+
+
+def _categorical(recs: list[dict], counts: np.ndarray, name: str, codes: np.ndarray) -> pa.Array:
+    """One categorical column's strings for all records, without a Python string per row.
+
+    A compact record carries the levels (``lv``) and its codes are the matrix column; values the
+    model never saw are listed in ``unk`` as (row, string). A small record carries its strings
+    (``cat``). Both become indices into one dictionary of strings, then one ``take``.
+    """
+    if not any("lv" in r for r in recs):  # only small records: their strings, concatenated
+        try:
+            return pa.array(list(chain.from_iterable(map(itemgetter(name), map(itemgetter("cat"), recs)))), pa.string())
+        except (KeyError, TypeError):
+            pass  # some record lacks the feature (another version's signature)
+        values: list[Any] = []
+        for r, n in zip(recs, counts.tolist(), strict=True):
+            values += (r.get("cat") or {}).get(name) or [None] * n
+        return pa.array(values, pa.string())
+    dictionary: list[str] = []
+    memo: dict[tuple[str, ...], int] = {}
+    index = np.full(int(counts.sum()), -1, dtype=np.int64)
+    start = 0
+    for r, n in zip(recs, counts.tolist(), strict=True):
+        end = start + n
+        if "lv" in r and name in r["lv"]:
+            levels = tuple(r["lv"][name])
+            off = memo.get(levels)
+            if off is None:
+                off = memo[levels] = len(dictionary)
+                dictionary += levels
+            c = codes[start:end]
+            ok = ~np.isnan(c)
+            index[start:end][ok] = c[ok].astype(np.int64) + off
+            for row, value in (r.get("unk") or {}).get(name, ()):
+                index[start + row] = len(dictionary)
+                dictionary.append(value)
+        elif "cat" in r and name in r["cat"]:
+            for k, value in enumerate(r["cat"][name]):
+                if value is not None:
+                    index[start + k] = len(dictionary)
+                    dictionary.append(value)
+        start = end
+    return pa.array(dictionary, pa.string()).take(pa.array(index, pa.int64(), mask=index < 0))
+
+
 def _prediction_table(recs: list[dict], schema: pa.Schema | None) -> pa.Table:
     """Build one table from binary prediction records (numpy over the raw bytes, no per-row work)."""
-    counts = np.array([len(r["ids"]) for r in recs], dtype=np.int64)
+    counts = np.array([r["n"] if "n" in r else len(r["ids"]) for r in recs], dtype=np.int64)
+    total = int(counts.sum())
     at = np.repeat(np.array([r["at"] for r in recs], dtype=np.int64), counts)
-    scores = np.concatenate([np.frombuffer(r["s"], dtype=np.float64) for r in recs])
-    labels = [
-        (np.frombuffer(r["s"], dtype=np.float64) >= r["thr"]).astype(np.int64)
-        if r.get("thr") is not None
-        else np.full(len(r["ids"]), -1, dtype=np.int64)
-        for r in recs
-    ]
-    label = np.concatenate(labels)
+    scores = np.frombuffer(b"".join([r["s"] for r in recs]), dtype=np.float64)
+    thr = np.repeat(np.array([r.get("thr") for r in recs], dtype=np.float64), counts)  # None -> NaN
+    label = np.where(np.isnan(thr), -1, scores >= thr).astype(np.int64)
     cols: dict[str, pa.Array] = {
-        "prediction_id": pa.array(_concat(recs, "ids"), pa.string()),
+        "prediction_id": _ids_array(recs, total),
         "at": pa.array(at, pa.int64()).cast(TS),
         "day": pa.array((at // _US_PER_DAY).astype(np.int32), pa.int32()).cast(pa.date32()),
         "model_version": pa.array(np.repeat(np.array([r["v"] for r in recs], dtype=np.int64), counts)),
@@ -237,29 +304,27 @@ def _prediction_table(recs: list[dict], schema: pa.Schema | None) -> pa.Table:
     }
     names: list[str] = list(recs[0]["fn"])
     if all(r["fn"] == names for r in recs):
-        X = np.concatenate([np.frombuffer(r["X"], dtype=np.float64).reshape(len(r["ids"]), len(names)) for r in recs])
-        numeric = {n: X[:, j] for j, n in enumerate(names)}
+        X = np.frombuffer(b"".join([r["X"] for r in recs]), dtype=np.float64).reshape(total, len(names))
+        matrix = {n: X[:, j] for j, n in enumerate(names)}
     else:  # versions with different features in one flush: align by name, NaN where absent
-        numeric = {}
+        matrix = {}
         for n in dict.fromkeys(x for r in recs for x in r["fn"]):
             parts = []
-            for r in recs:
-                m = np.frombuffer(r["X"], dtype=np.float64).reshape(len(r["ids"]), len(r["fn"]))
-                parts.append(m[:, r["fn"].index(n)] if n in r["fn"] else np.full(len(r["ids"]), np.nan))
-            numeric[n] = np.concatenate(parts)
-        names = list(numeric)
+            for r, k in zip(recs, counts.tolist(), strict=True):
+                m = np.frombuffer(r["X"], dtype=np.float64).reshape(k, len(r["fn"]))
+                parts.append(m[:, r["fn"].index(n)] if n in r["fn"] else np.full(k, np.nan))
+            matrix[n] = np.concatenate(parts)
+        names = list(matrix)
+    categorical = set().union(*[r.get("cat") or r.get("lv") or () for r in recs])
     for name in names:
-        if name in recs[0]["cat"]:
-            values: list[Any] = []
-            for r in recs:
-                values += r["cat"].get(name) or [None] * len(r["ids"])
-            cols[name] = pa.array(values, pa.string())
+        if name in categorical:
+            cols[name] = _categorical(recs, counts, name, matrix[name])
         else:
-            cols[name] = pa.array(numeric[name], pa.float64(), from_pandas=True)  # NaN (missing) -> null
+            cols[name] = pa.array(matrix[name], pa.float64(), from_pandas=True)  # NaN (missing) -> null
     if schema is None:
         return pa.table(cols)
     return pa.table(
-        {n: cols[n] if n in cols else pa.nulls(len(at), schema.field(n).type) for n in schema.names}, schema=schema
+        {n: cols[n] if n in cols else pa.nulls(total, schema.field(n).type) for n in schema.names}, schema=schema
     )
 
 

@@ -38,7 +38,7 @@ class Decoded:
     X: np.ndarray
     columns: dict[str, list[Any]]
     rows: int
-    unknown: dict[str, int] | None = None  # feature -> values scored as missing (unseen level)
+    unknown: dict[str, list[tuple[int, str]]] | None = None  # feature -> (row, unseen level)
 
 
 def _numeric_type(feature: Mapping[str, Any]) -> Any:
@@ -69,6 +69,7 @@ class Codec:
             if f["kind"] == "categorical"
         }
         kinds = [f["kind"] == "categorical" for f in self.features]
+        self.levels = {f["name"]: list(f.get("levels") or []) for f in self.features if f["kind"] == "categorical"}
         self._cat_idx = np.array([j for j, c in enumerate(kinds) if c], dtype=np.intp)
         self._num_idx = np.array([j for j, c in enumerate(kinds) if not c], dtype=np.intp)
         row_fields = [
@@ -110,7 +111,7 @@ class Codec:
                     report=[{"row": None, "field": c, "message": f"has {lengths[c]} values, expected {n}"} for c in ragged],
                 )
             self._check_rows(n)
-        unknown: dict[str, int] = {}
+        unknown: dict[str, list[tuple[int, str]]] = {}
         return Decoded(self._encode(columns, n, unknown), columns, n, unknown or None)
 
     def _check_rows(self, n: int) -> None:
@@ -124,13 +125,15 @@ class Codec:
                 413, "too-many-rows", f"the request has {n:,} rows; the limit is {self.max_rows:,} per request"
             )
 
-    def _encode(self, columns: dict[str, list[Any]], n: int, unknown_counts: dict[str, int]) -> np.ndarray:
+    def _encode(
+        self, columns: dict[str, list[Any]], n: int, unknown_out: dict[str, list[tuple[int, str]]]
+    ) -> np.ndarray:
         # One numpy conversion for the whole matrix: per-feature numpy calls cost more than the
         # work itself for small requests. Categorical levels go through ``map(dict.get)`` (C
         # speed); null and unknown both come out as None (-> NaN), and unknown levels are found
         # by comparing None counts, so the per-value Python work is only done when there are any.
         if n == 1:
-            return self._encode_one(columns, unknown_counts)
+            return self._encode_one(columns, unknown_out)
         cols: list[list[Any]] = []
         errors: list[dict[str, Any]] = []
         for f in self.features:
@@ -139,12 +142,11 @@ class Codec:
             if f["kind"] == "categorical":
                 lookup = self._lookup[name]
                 mapped = list(map(lookup.get, values))
-                extra = mapped.count(None) - values.count(None)
-                if extra:
-                    unknown_counts[name] = extra
+                if mapped.count(None) != values.count(None):
+                    bad = [i for i, v in enumerate(values) if v is not None and v not in lookup]
+                    unknown_out[name] = [(i, values[i]) for i in bad]
                     if self.unknown_category == "error":
                         levels = ", ".join(lookup)
-                        bad = [i for i, v in enumerate(values) if v is not None and v not in lookup]
                         errors += [
                             {"row": i, "field": name, "message": f"unknown level {values[i]!r}; known: {levels}"}
                             for i in bad[:20]
@@ -167,7 +169,7 @@ class Codec:
             )
         return np.ascontiguousarray(X.T)
 
-    def _encode_one(self, columns: dict[str, list[Any]], unknown_counts: dict[str, int]) -> np.ndarray:
+    def _encode_one(self, columns: dict[str, list[Any]], unknown_out: dict[str, list[tuple[int, str]]]) -> np.ndarray:
         """The one-row case in plain Python: a handful of numpy calls would cost more."""
         nan = float("nan")
         row: list[Any] = []
@@ -180,7 +182,7 @@ class Codec:
             elif f["kind"] == "categorical":
                 code = self._lookup[name].get(v)
                 if code is None:
-                    unknown_counts[name] = 1
+                    unknown_out[name] = [(0, v)]
                     if self.unknown_category == "error":
                         levels = ", ".join(self._lookup[name])
                         errors.append({"row": 0, "field": name, "message": f"unknown level {v!r}; known: {levels}"})

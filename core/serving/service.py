@@ -29,6 +29,7 @@ __all__ = ["FeedbackItem", "Service", "batch_ids"]
 _log = logging.getLogger("lakeops.serving")
 _encode = msgspec.json.encode
 _pack = msgspec.msgpack.encode
+_CODES_FROM_ROWS = 8  # requests with more rows log categorical codes + levels instead of strings
 
 
 class FeedbackItem(msgspec.Struct, forbid_unknown_fields=True):
@@ -39,6 +40,9 @@ class FeedbackItem(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _feedback_decoder = msgspec.json.Decoder(list[FeedbackItem])
+
+
+_ID_LEN = 36  # every prediction id is a canonical UUID string
 
 
 def batch_ids(n: int) -> list[str]:
@@ -136,29 +140,35 @@ class Service:
         score_list = scores.tolist()
         labels = (scores >= served.threshold).astype(np.int64).tolist() if served.task == "binary" else None
         if self.wal is not None:
-            # Binary record: the float64 matrix and scores as raw bytes (no per-value work here
-            # or in the lake writer); categorical columns keep the strings that were sent.
+            # One msgpack record, cheap to write and to turn into Arrow later: the float64 matrix
+            # and scores as raw bytes, the ids as one fixed-width string. A large request's
+            # categorical columns are its codes (in X) plus the levels and any unseen strings; a
+            # small one keeps the strings that were sent.
             codec = served.codec
-            record = _pack(
-                {
-                    "k": "p",
-                    "m": name,
-                    "v": served.version,
-                    "at": time.time_ns() // 1000,
-                    "lat": (time.perf_counter() - t0) * 1000.0,
-                    "thr": served.threshold if labels is not None else None,
-                    "ids": ids,
-                    "s": scores.tobytes(),
-                    "X": decoded.X.tobytes(),
-                    "fn": codec.names,
-                    "cat": {c: decoded.columns[c] for c in codec.categorical},
-                }
-            )
-            await self._durable(record)
+            record: dict[str, Any] = {
+                "k": "p",
+                "m": name,
+                "v": served.version,
+                "at": time.time_ns() // 1000,
+                "lat": (time.perf_counter() - t0) * 1000.0,
+                "thr": served.threshold if labels is not None else None,
+                "n": n,
+                "idb": "".join(ids),  # fixed width (_ID_LEN): one string for the log writer
+                "s": scores.tobytes(),
+                "X": decoded.X.tobytes(),
+                "fn": codec.names,
+            }
+            if n > _CODES_FROM_ROWS:
+                record["lv"] = codec.levels
+                if decoded.unknown:
+                    record["unk"] = decoded.unknown
+            else:
+                record["cat"] = {c: decoded.columns[c] for c in codec.categorical}
+            await self._durable(_pack(record))
         self.metrics.rows_scored[name] += n
         if decoded.unknown:
-            for feature, k in decoded.unknown.items():
-                self.metrics.unknown_category[(name, feature)] += k
+            for feature, seen in decoded.unknown.items():
+                self.metrics.unknown_category[(name, feature)] += len(seen)
         return _encode(
             {"model": name, "version": served.version, "prediction_ids": ids, "scores": score_list, "labels": labels}
         )
@@ -170,9 +180,10 @@ class Service:
             return served.model.predict_matrix(X)
         if n > self.config.offload_rows:
             return await asyncio.to_thread(served.model.predict_matrix, X)
-        if self.config.microbatch:
+        if self.config.microbatch and served.batcher.worth_it():
             # Requests that arrived in the same event-loop turn are scored in one predict call
-            # (the fixed cost of a LightGBM call dominates small requests).
+            # (the fixed cost of a LightGBM call dominates small requests); with no concurrency
+            # the batcher says so and the request is scored inline (no event-loop hop).
             return await served.batcher.submit(X)
         return served.model.predict_matrix(X)
 
