@@ -9,8 +9,8 @@ population (data and concept drift). The loop is bounded: it stops after ``durat
 minutes (or ``max_requests``) by itself.
 
 The champion was trained before the campaign, so campaign rows carry categorical levels it never
-saw (``plan = "promo"``): run the API with ``[serving] unknown_category = "missing"`` or those
-requests are refused (422, counted in ``errors``).
+saw (``plan = "promo"``): the API's default ``[serving] unknown_category = "missing"`` scores them
+as missing and counts them; with ``"error"`` those requests are refused (422, counted in ``errors``).
 """
 
 from __future__ import annotations

@@ -167,4 +167,4 @@ def _simulate(args: argparse.Namespace) -> None:
         sys.stdout.write("\n")
     sys.stdout.write(json.dumps(stats.as_dict(), default=str) + "\n")
     if stats.errors and any("422" in e for e in stats.error_samples):
-        sys.stdout.write('hint: campaign levels the model never saw are refused; set [serving] unknown_category = "missing"\n')
+        sys.stdout.write('hint: the API refused rows (422); with [serving] unknown_category = "error", levels the model never saw are refused (the default "missing" scores them as missing)\n')

@@ -37,6 +37,7 @@ __all__ = ["create_app"]
 
 _log = logging.getLogger("lakeops.serving")
 _JSON = "application/json"
+_GC_GEN0 = 50_000
 
 
 @dataclass
@@ -338,6 +339,10 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         # scans, which otherwise walk ~100k library objects on every full collection.
         gc.collect()
         gc.freeze()
+        # A 100-row request allocates ~2,000 short-lived containers, nearly all freed by
+        # reference counting; at CPython's default threshold (700) that is several cyclic-GC
+        # passes per request (~40 % of decoding time). Collect young objects far less often.
+        gc.set_threshold(_GC_GEN0, *gc.get_threshold()[1:])
         try:
             yield
         finally:
