@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ from core.config import Settings, load_settings
 from core.lake import Lake
 
 os.environ.setdefault("LIGHTGBM_NUM_THREADS", "1")
+# Job configs in tests name test-only job functions as "jobfuncs:NAME" (tests/jobfuncs.py).
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.append(str(Path(__file__).parent))
 
 
 @pytest.fixture
@@ -28,7 +32,7 @@ def lake(settings: Settings) -> Lake:
 @pytest.fixture(scope="session")
 def s3_server():
     """moto's S3 server on 127.0.0.1 (a child process; see tests/s3server.py), one per session."""
-    from s3server import moto_server
+    from tests.s3server import moto_server
 
     with moto_server() as server:
         yield server

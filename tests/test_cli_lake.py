@@ -182,7 +182,7 @@ def test_help_lists_the_lake_commands(capsys):
 @pytest.mark.s3
 @pytest.mark.timeout(120)
 def test_unreachable_s3_endpoint_one_line_exit_2(monkeypatch: pytest.MonkeyPatch):
-    from s3server import closed_port
+    from tests.s3server import closed_port
 
     env = dict(os.environ)
     env.update(

@@ -7,8 +7,8 @@ import time
 import httpx
 import polars as pl
 import pytest
-from monitor_world import MODEL, build_champion
-from test_serving_support import ThreadServer, serving_settings
+from tests.monitor_world import MODEL, build_champion
+from tests.test_serving_support import ThreadServer, serving_settings
 
 from core import datasets, registry
 from core.flows import monitor

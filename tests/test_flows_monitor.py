@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from monitor_world import (
+from tests.monitor_world import (
     MODEL,
     Receiver,
     build_champion,
@@ -120,7 +120,7 @@ def test_retrain_if_needed_follows_alerts(lake):
 
 
 def test_simulate_through_the_api_then_cli(lake, tmp_path, capsys):
-    from test_serving_support import ThreadServer, serving_settings
+    from tests.test_serving_support import ThreadServer, serving_settings
 
     from core.cli import run
     from core.serving.app import create_app

@@ -266,7 +266,7 @@ def test_lease_race_between_processes_has_one_winner(lake):
 
 @pytest.mark.s3
 def test_lease_on_s3_has_one_winner_and_expires():
-    from s3server import moto_server
+    from tests.s3server import moto_server
 
     with moto_server() as server:
         server.create_bucket("lake")

@@ -186,7 +186,7 @@ def test_invalid_cron_is_refused_before_taking_the_lease(tmp_path):
 
 
 def test_builtin_jobs_close_the_loop_drift_alert_retrain(tmp_path):
-    from monitor_world import MODEL, build_champion, log_predictions, send_feedback, settings_for, traffic
+    from tests.monitor_world import MODEL, build_champion, log_predictions, send_feedback, settings_for, traffic
 
     from core import registry
     from core.jobruns import pending_alerts, run_job

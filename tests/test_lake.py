@@ -286,7 +286,7 @@ def test_a_missing_folder_is_created_only_when_asked(tmp_path):
 @pytest.mark.s3
 @pytest.mark.timeout(120)
 def test_s3_store_that_drops_if_none_match_is_refused(s3_server):
-    from s3server import dropping_proxy, storage_options
+    from tests.s3server import dropping_proxy, storage_options
 
     bucket = s3_server.create_bucket("unsafe-store")
     with dropping_proxy(s3_server.endpoint) as proxy:
@@ -305,7 +305,7 @@ def test_s3_store_that_drops_if_none_match_is_refused(s3_server):
 @pytest.mark.s3
 @pytest.mark.timeout(60)
 def test_s3_unreachable_endpoint_fails_fast_with_lake_unavailable():
-    from s3server import closed_port, storage_options
+    from tests.s3server import closed_port, storage_options
 
     with pytest.raises(LakeUnavailableError, match="cannot reach the object store"):
         Lake("s3://bucket/lake", storage_options(f"http://127.0.0.1:{closed_port()}"))

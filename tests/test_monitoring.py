@@ -7,7 +7,7 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 import pytest
-from monitor_world import (
+from tests.monitor_world import (
     MODEL,
     Receiver,
     build_champion,

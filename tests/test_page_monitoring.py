@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from monitor_world import MODEL, build_champion, log_predictions, send_feedback, settings_for, traffic
+from tests.monitor_world import MODEL, build_champion, log_predictions, send_feedback, settings_for, traffic
 from streamlit.testing.v1 import AppTest
 
 from core.flows import monitor

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import polars as pl
 import pytest
-from test_serving_support import (
+from tests.test_serving_support import (
     ThreadServer,
     champion_lake_path,
     copy_lake,

@@ -9,7 +9,7 @@ import msgspec
 import numpy as np
 import polars as pl
 import pytest
-from test_serving_support import (
+from tests.test_serving_support import (
     ProcessServer,
     ThreadServer,
     champion_lake_path,
