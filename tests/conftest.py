@@ -51,3 +51,17 @@ def any_lake(request: pytest.FixtureRequest, tmp_path: Path) -> Lake:
         return Lake(tmp_path / "lake")
     server = request.getfixturevalue("s3_server")
     return Lake(f"s3://{_fresh_bucket(server)}/lake", server.options)
+
+
+@pytest.fixture
+def ui_lake(lake: Lake, monkeypatch: pytest.MonkeyPatch):
+    """``lake`` as the one the Streamlit pages read (via the environment), Streamlit caches cleared."""
+    import streamlit as st
+
+    monkeypatch.setenv("LAKEOPS_LAKE", lake.uri)
+    monkeypatch.delenv("LAKEOPS_CONFIG", raising=False)
+    st.cache_resource.clear()  # pages/_common caches lake handles per process
+    st.cache_data.clear()
+    yield lake
+    st.cache_resource.clear()
+    st.cache_data.clear()

@@ -7,13 +7,13 @@ import time
 import httpx
 import polars as pl
 import pytest
-from tests.monitor_world import MODEL, build_champion
-from tests.test_serving_support import ThreadServer, serving_settings
 
 from core import datasets, registry
 from core.flows import monitor
 from core.serving.app import create_app
 from core.simulate import simulate
+from tests.monitor_world import MODEL, build_champion
+from tests.test_serving_support import ThreadServer, serving_settings
 
 pytestmark = pytest.mark.slow
 

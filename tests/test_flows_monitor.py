@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+
+from core import datasets, monitoring, registry
+from core.flows import monitor
 from tests.monitor_world import (
     MODEL,
     Receiver,
@@ -12,9 +15,6 @@ from tests.monitor_world import (
     settings_for,
     traffic,
 )
-
-from core import datasets, monitoring, registry
-from core.flows import monitor
 
 
 @pytest.fixture(scope="module")
@@ -120,11 +120,10 @@ def test_retrain_if_needed_follows_alerts(lake):
 
 
 def test_simulate_through_the_api_then_cli(lake, tmp_path, capsys):
-    from tests.test_serving_support import ThreadServer, serving_settings
-
     from core.cli import run
     from core.serving.app import create_app
     from core.simulate import simulate
+    from tests.test_serving_support import ThreadServer, serving_settings
 
     settings = serving_settings(lake.uri, tmp_path / "wal", unknown_category="missing")
     with ThreadServer(create_app(settings)) as srv:

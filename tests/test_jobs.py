@@ -186,10 +186,16 @@ def test_invalid_cron_is_refused_before_taking_the_lease(tmp_path):
 
 
 def test_builtin_jobs_close_the_loop_drift_alert_retrain(tmp_path):
-    from tests.monitor_world import MODEL, build_champion, log_predictions, send_feedback, settings_for, traffic
-
     from core import registry
     from core.jobruns import pending_alerts, run_job
+    from tests.monitor_world import (
+        MODEL,
+        build_champion,
+        log_predictions,
+        send_feedback,
+        settings_for,
+        traffic,
+    )
 
     lake = build_champion(tmp_path / "lake")
     settings = settings_for(lake, models={MODEL: {"policy": {"auto_promote": True, "max_p95_latency_ms": {1: 2000.0, 100: 5000.0}},

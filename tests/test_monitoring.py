@@ -7,6 +7,11 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 import pytest
+
+from core import drift, monitoring, registry
+from core.errors import ConfigError, ModelVersionNotFoundError
+from core.ids import utcnow
+from core.training import compute_metrics
 from tests.monitor_world import (
     MODEL,
     Receiver,
@@ -17,11 +22,6 @@ from tests.monitor_world import (
     settings_for,
     traffic,
 )
-
-from core import drift, monitoring, registry
-from core.errors import ConfigError, ModelVersionNotFoundError
-from core.ids import utcnow
-from core.training import compute_metrics
 
 
 @pytest.fixture(scope="module")

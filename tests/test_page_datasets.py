@@ -1,32 +1,16 @@
 """The Datasets page, run with Streamlit's AppTest against a temporary lake."""
 
-from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import datasets, demo
 from core.errors import DataValidationError
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def ui_lake(lake, monkeypatch):
-    monkeypatch.setenv("LAKEOPS_LAKE", lake.uri)
-    monkeypatch.delenv("LAKEOPS_CONFIG", raising=False)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield lake
-    st.cache_resource.clear()
+from tests.pages_support import run_page
 
 
 def _run() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages/datasets.py"), default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return run_page("pages/datasets.py")
 
 
 def test_empty_lake_shows_hint(ui_lake):

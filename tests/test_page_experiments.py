@@ -1,33 +1,17 @@
 """The Experiments page, run with Streamlit's AppTest against a temporary lake."""
 
-from pathlib import Path
 
-import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import datasets, demo, tracking
 from core.flows.train import train_model
+from tests.pages_support import run_page
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = {"num_iterations": 20, "num_leaves": 7, "min_data_in_leaf": 10}
 
 
-@pytest.fixture
-def ui_lake(lake, monkeypatch):
-    monkeypatch.setenv("LAKEOPS_LAKE", lake.uri)
-    monkeypatch.delenv("LAKEOPS_CONFIG", raising=False)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield lake
-    st.cache_resource.clear()
-
-
 def _run() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages/experiments.py"), default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return run_page("pages/experiments.py")
 
 
 def test_empty_lake_shows_hint(ui_lake):

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from tests.monitor_world import MODEL, build_champion, log_predictions, send_feedback, settings_for, traffic
 from streamlit.testing.v1 import AppTest
 
 from core.flows import monitor
+from tests.monitor_world import MODEL, build_champion, log_predictions, send_feedback, settings_for, traffic
 
 ROOT = Path(__file__).resolve().parents[1]
 

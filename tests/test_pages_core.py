@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.ids import utcnow
-
-
-@pytest.fixture
-def ui_lake(lake, monkeypatch):
-    monkeypatch.setenv("LAKEOPS_LAKE", lake.uri)
-    monkeypatch.delenv("LAKEOPS_CONFIG", raising=False)
-    return lake
-
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.pages_support import run_page
 
 
 def _page(path: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / path), default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return run_page(path)
 
 
 def test_sql_console_runs_a_query_and_shows_rows(ui_lake):

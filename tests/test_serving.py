@@ -8,6 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import polars as pl
 import pytest
+
+from core import registry
+from core.lake import Lake
+from core.serving.app import create_app
 from tests.test_serving_support import (
     ThreadServer,
     champion_lake_path,
@@ -16,10 +20,6 @@ from tests.test_serving_support import (
     serving_settings,
     wait_for,
 )
-
-from core import registry
-from core.lake import Lake
-from core.serving.app import create_app
 
 PREDICT = "/v1/models/churn/predict"
 

@@ -9,6 +9,12 @@ import msgspec
 import numpy as np
 import polars as pl
 import pytest
+
+from core import cli
+from core.lake import Lake
+from core.serving.app import create_app
+from core.serving.predlog import PredictionLog
+from core.serving.wal import WriteAheadLog, claim_slot, segments
 from tests.test_serving_support import (
     ProcessServer,
     ThreadServer,
@@ -18,12 +24,6 @@ from tests.test_serving_support import (
     serving_settings,
     wait_for,
 )
-
-from core import cli
-from core.lake import Lake
-from core.serving.app import create_app
-from core.serving.predlog import PredictionLog
-from core.serving.wal import WriteAheadLog, claim_slot, segments
 
 PREDICT = "/v1/models/churn/predict"
 
