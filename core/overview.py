@@ -85,11 +85,12 @@ def overview(*, lake: Lake | None = None, recent_hours: float = 24.0) -> Overvie
         champion = aliases.get("champion")
         metrics: dict[str, float] = {}
         if champion is not None:
-            row = registry.versions(name, lake=lake).filter(pl.col("version") == champion)
-            if row.height and "metrics_json" in row.columns and row["metrics_json"][0]:
-                import json
-
-                metrics = {k: float(v) for k, v in json.loads(row["metrics_json"][0]).items() if isinstance(v, (int, float))}
+            mv = registry.get_version(name, champion, lake=lake)
+            metrics = {
+                k: float(v)
+                for k, v in (mv.metrics or {}).items()
+                if isinstance(v, (int, float)) and not k.startswith("train_") and k != "best_iteration"
+            }
         total, recent, last = _prediction_counts(lake, name, since)
         models.append(ModelSummary(name, champion, aliases, metrics, total, recent, last))
     return Overview(lake.uri, n_datasets, n_runs, open_alerts, models, recent_hours)

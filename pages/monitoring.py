@@ -53,7 +53,7 @@ if hist.height == 0:
 else:
     verdicts = hist.filter(hist["feature"] == monitoring.DATASET_ROW)
     st.metric("Latest verdict", "DRIFT" if verdicts["drifted"][-1] else "no drift",
-              f"{verdicts['statistic'][-1]:.0%} of features drifted")
+              f"{verdicts['statistic'][-1]:.0%} of features drifted (score drift also counts)")
     heat = hist.filter(hist["feature"] != monitoring.DATASET_ROW)
     heat = heat.with_columns(heat["at"].dt.strftime("%m-%d %H:%M:%S").alias("window")).to_pandas()
     st.altair_chart(

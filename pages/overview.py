@@ -35,8 +35,4 @@ for m in ov.models:
     with right:
         if m.metrics:
             st.write("Champion metrics (holdout at training time)")
-            st.dataframe(
-                [{"metric": k, "value": round(v, 4)} for k, v in sorted(m.metrics.items())],
-                hide_index=True,
-                use_container_width=True,
-            )
+            st.table({k: [round(v, 4)] for k, v in sorted(m.metrics.items())})

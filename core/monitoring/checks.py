@@ -156,14 +156,14 @@ def check_drift(
     win = (frame["at"].min(), frame["at"].max(), frame.height)
     at = now or utcnow()
     rows = [_row(rep_id, model, mv.version, win, ref, f, at) for f in [*result.features, score]]
-    verdict = drift.FeatureDrift(DATASET_ROW, "dataset", "share", result.share, None, result.share_threshold,
-                                 result.drifted, ref.rows, frame.height,
-                                 {"drifted_features": result.drifted_features, "score_drifted": score.drifted})
-    rows.append(_row(rep_id, model, mv.version, win, ref, verdict, at))
-    lake.append("drift_reports", rows, metadata={"actor": actor or settings.actor, "model": model, "report_id": rep_id})
     # The model's own output moving is the most direct sign it meets a different world, so by
     # default score drift alone also counts (``alert_on_score_drift``), besides the feature share.
     drifted = result.drifted or (cfg.alert_on_score_drift and score.drifted)
+    verdict = drift.FeatureDrift(DATASET_ROW, "dataset", "share", result.share, None, result.share_threshold,
+                                 drifted, ref.rows, frame.height,
+                                 {"drifted_features": result.drifted_features, "score_drifted": score.drifted})
+    rows.append(_row(rep_id, model, mv.version, win, ref, verdict, at))
+    lake.append("drift_reports", rows, metadata={"actor": actor or settings.actor, "model": model, "report_id": rep_id})
     return DriftReport(rep_id, model, mv.version, "ok", frame.height, win[0], win[1], ref.dataset,
                        ref.dataset_version, result, score, drifted)
 
