@@ -36,7 +36,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as _DeltaTableNotFound
 
-from core.catalog import TS, TableSpec, spec_for
+from core.catalog import TableSpec, spec_for
 from core.errors import (
     CommitConflictError,
     LakeError,
@@ -103,15 +103,6 @@ def _from_rows(rows: list[Any]) -> pa.Table:
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
             raise SchemaMismatchError(f"column {k!r}: values of mixed or unsupported types ({exc})") from None
     return pa.table(columns) if columns else pa.table({})
-
-
-def _plain_type(t: pa.DataType) -> pa.DataType:
-    """Types deltalake can write: dictionaries decoded, large strings kept, unsigned widened."""
-    if pa.types.is_dictionary(t):
-        return _plain_type(t.value_type)
-    if pa.types.is_unsigned_integer(t):
-        return pa.int64()
-    return t
 
 
 def conform(table: pa.Table, schema: pa.Schema, *, table_name: str = "table") -> pa.Table:
@@ -759,7 +750,3 @@ def _check_name(name: str) -> None:
             f"table name {name!r} is invalid: use letters, digits, '_' or '-', optionally 'group/name'"
         )
 
-
-def utc_ts_type() -> pa.DataType:
-    """The timestamp type every lakeops table uses (``timestamp[us, UTC]``)."""
-    return TS
