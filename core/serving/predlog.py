@@ -258,7 +258,19 @@ def _categorical(recs: list[dict], counts: np.ndarray, name: str, codes: np.ndar
         for r, n in zip(recs, counts.tolist(), strict=True):
             values += (r.get("cat") or {}).get(name) or [None] * n
         return pa.array(values, pa.string())
-    dictionary: list[str] = []
+    first = recs[0].get("lv", {}).get(name)
+    if first is not None and all("lv" in r and r["lv"].get(name) == first for r in recs):
+        # the common case (one model version per flush): the codes are the index, no per-record work
+        index = np.nan_to_num(codes, nan=-1.0).astype(np.int64)
+        dictionary = list(first)
+        if any(name in (r.get("unk") or {}) for r in recs):
+            starts = np.concatenate(([0], np.cumsum(counts)[:-1])).tolist()
+            for r, start in zip(recs, starts, strict=True):
+                for row, value in (r.get("unk") or {}).get(name, ()):
+                    index[start + row] = len(dictionary)
+                    dictionary.append(value)
+        return pa.array(dictionary, pa.string()).take(pa.array(index, pa.int64(), mask=index < 0))
+    dictionary = []
     memo: dict[tuple[str, ...], int] = {}
     index = np.full(int(counts.sum()), -1, dtype=np.int64)
     start = 0

@@ -70,6 +70,9 @@ class Codec:
         }
         kinds = [f["kind"] == "categorical" for f in self.features]
         self.levels = {f["name"]: list(f.get("levels") or []) for f in self.features if f["kind"] == "categorical"}
+        # pre-encoded for the prediction log's records (msgpack copies Raw bytes as they are)
+        self.names_raw = msgspec.Raw(msgspec.msgpack.encode(self.names))
+        self.levels_raw = msgspec.Raw(msgspec.msgpack.encode(self.levels))
         self._cat_idx = np.array([j for j, c in enumerate(kinds) if c], dtype=np.intp)
         self._num_idx = np.array([j for j, c in enumerate(kinds) if not c], dtype=np.intp)
         row_fields = [

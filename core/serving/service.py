@@ -156,10 +156,10 @@ class Service:
                 "idb": "".join(ids),  # fixed width (_ID_LEN): one string for the log writer
                 "s": scores.tobytes(),
                 "X": decoded.X.tobytes(),
-                "fn": codec.names,
+                "fn": codec.names_raw,
             }
             if n > _CODES_FROM_ROWS:
-                record["lv"] = codec.levels
+                record["lv"] = codec.levels_raw
                 if decoded.unknown:
                     record["unk"] = decoded.unknown
             else:

@@ -17,8 +17,6 @@ so the same rows in any order give the same hash, on any polars/pyarrow version.
 
 from __future__ import annotations
 
-import codecs
-import hashlib
 import json
 import tomllib
 from collections.abc import Mapping
@@ -26,16 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import polars as pl
 
 from core import profiling, validation
 from core.config import Settings, load_settings
+from core.datasets.files import _MAX_FILE_BYTES, _as_frame, _normalise, read_file
+from core.datasets.hashing import content_hash, row_hashes
 from core.errors import (
     ConfigError,
     DatasetNotFoundError,
     DataValidationError,
-    NotFoundError,
     SchemaMismatchError,
     TableNotFoundError,
 )
@@ -59,11 +57,6 @@ __all__ = [
     "table_name",
     "versions",
 ]
-
-_MAX_FILE_BYTES = 1 << 30  # 1 GiB; [datasets] max_file_mb in lakeops.toml changes it
-_SUFFIX_SEP = {".csv": ",", ".txt": ",", ".tsv": "\t", ".tab": "\t"}
-_PARQUET = {".parquet", ".pq"}
-_SEP_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
 @dataclass(frozen=True)
@@ -100,328 +93,6 @@ def table_name(name: str) -> str:
     return f"data/{name}"
 
 
-# ---------------------------------------------------------------------------- content hash
-_M1 = np.uint64(0xFF51AFD7ED558CCD)
-_M2 = np.uint64(0xC4CEB9FE1A85EC53)
-_NULL = np.uint64(0x9E3779B97F4A7C15)
-_Q = 0x100000001B3  # odd multiplier of the text hash (invertible mod 2^64)
-_Q_INV = pow(_Q, -1, 1 << 64)
-_CHUNK = 1 << 18
-
-
-def _fmix(h: np.ndarray) -> np.ndarray:
-    """murmur3's 64-bit finaliser (uint64 arithmetic wraps mod 2^64)."""
-    h = h ^ (h >> np.uint64(33))
-    h = h * _M1
-    h = h ^ (h >> np.uint64(33))
-    h = h * _M2
-    return h ^ (h >> np.uint64(33))
-
-
-_POWERS: list[np.ndarray] = [np.ones(1, np.uint64), np.ones(1, np.uint64)]  # Q^i, Q^-i (grown on demand)
-_CHUNK_BYTES = 1 << 21
-
-
-def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Q^i and Q^-i mod 2^64 for i in [0, n], cached (the table only ever grows)."""
-    q, qi = _POWERS
-    if len(q) <= n:
-        size = max(n + 1, 2 * len(q), 1 << 16)
-        q = np.concatenate([np.ones(1, np.uint64), np.cumprod(np.full(size - 1, _Q, dtype=np.uint64))])
-        qi = np.concatenate([np.ones(1, np.uint64), np.cumprod(np.full(size - 1, _Q_INV, dtype=np.uint64))])
-        _POWERS[:] = [q, qi]
-    return q, qi
-
-
-def _text_hash(series: pl.Series) -> np.ndarray:
-    """Per-row hash of UTF-8/binary values: sum of (byte+1) * Q^(position in value), then length."""
-    import pyarrow as pa
-
-    out = np.empty(series.len(), dtype=np.uint64)
-    total = series.len()
-    if total == 0:
-        return out
-    avg = max(1, int(series.cast(pl.Binary).bin.size().mean() or 1) if series.dtype == pl.Binary
-              else int(series.str.len_bytes().mean() or 1))
-    step = max(1, min(_CHUNK, _CHUNK_BYTES // avg))
-    for start in range(0, total, step):
-        arr = series.slice(start, step).to_arrow()
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks()
-        arr = arr.cast(pa.large_binary()) if not pa.types.is_large_binary(arr.type) else arr
-        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=len(arr) + 1, offset=arr.offset * 8)
-        data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
-        lo, hi = int(offsets[0]), int(offsets[-1])
-        rel = offsets - lo
-        q, qi = _powers(hi - lo)
-        weighted = (data[lo:hi].astype(np.uint64) + np.uint64(1)) * q[: hi - lo]
-        csum = np.concatenate([np.zeros(1, np.uint64), np.cumsum(weighted, dtype=np.uint64)])
-        starts = rel[:-1]
-        h = (csum[rel[1:]] - csum[starts]) * qi[starts]  # shift each value to position 0
-        out[start : start + len(arr)] = _fmix(h ^ _fmix(np.diff(rel).astype(np.uint64) + _NULL))
-    return out
-
-
-def _canon_type(dtype: pl.DataType) -> str:
-    """A small, version-independent type vocabulary for the hash."""
-    if dtype.is_integer() or dtype == pl.Boolean:
-        return "int"
-    if dtype.is_float():
-        return "float"
-    if isinstance(dtype, pl.Datetime):
-        return f"datetime[{dtype.time_zone or 'UTC'}]"
-    if dtype == pl.Date:
-        return "date"
-    if dtype == pl.Binary:
-        return "binary"
-    return "string" if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum) else "text:" + type(dtype).__name__
-
-
-def _column_hash(s: pl.Series) -> np.ndarray:
-    """Stable 64-bit hash of every value of one column (nulls -> a sentinel)."""
-    dtype = s.dtype
-    valid = ~s.is_null().to_numpy()
-    if dtype.is_float():
-        x = s.cast(pl.Float64).fill_null(0.0).to_numpy() + 0.0  # -0.0 -> 0.0
-        x = np.where(np.isnan(x), np.float64("nan"), x)
-        raw = np.ascontiguousarray(x).view(np.uint64)
-    elif dtype.is_integer() or dtype == pl.Boolean:
-        raw = s.cast(pl.Int64).fill_null(0).to_numpy().view(np.uint64)
-    elif isinstance(dtype, pl.Datetime):
-        us = s.dt.cast_time_unit("us")
-        raw = us.to_physical().fill_null(0).to_numpy().astype(np.int64).view(np.uint64)
-    elif dtype == pl.Date:
-        raw = s.to_physical().cast(pl.Int64).fill_null(0).to_numpy().view(np.uint64)
-    elif dtype in (pl.String, pl.Binary):
-        text = s.fill_null("" if dtype == pl.String else b"")
-        if s.len() > 10_000 and s.head(10_000).n_unique() < 1_000:  # low cardinality: hash each value once
-            import pyarrow as pa
-
-            enc = text.to_arrow().dictionary_encode()
-            enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
-            values = pl.Series(enc.dictionary)
-            raw = _text_hash(values)[enc.indices.to_numpy(zero_copy_only=False)]
-        else:
-            raw = _text_hash(text)
-    elif dtype.is_nested():
-        raw = _text_hash(pl.DataFrame([s]).select(pl.struct(s.name).struct.json_encode()).to_series().fill_null(""))
-    else:
-        raw = _text_hash(s.cast(pl.String).fill_null(""))
-    return np.where(valid, _fmix(raw + np.uint64(1)), _NULL)
-
-
-def row_hashes(frame: pl.DataFrame) -> np.ndarray:
-    """Return a stable uint64 hash per row (independent of column order and library versions)."""
-    h = np.full(frame.height, np.uint64(0x2545F4914F6CDD1D), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for i, name in enumerate(sorted(frame.columns)):
-            salt = np.uint64(int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little") + i)
-            h = _fmix(h * _M2 + (_column_hash(frame[name]) ^ salt))
-    return h
-
-
-def content_hash(frame: pl.DataFrame) -> str:
-    """A sha256 of the rows that does not depend on their order (see the module docstring)."""
-    schema = json.dumps(sorted((c, _canon_type(t)) for c, t in frame.schema.items()))
-    h = hashlib.sha256(b"lakeops-content-v1\x00" + schema.encode())
-    h.update(frame.height.to_bytes(8, "little"))
-    if frame.height:
-        with np.errstate(over="ignore"):
-            rows = row_hashes(frame)
-            s1 = int(np.sum(rows, dtype=np.uint64))
-            s2 = int(np.sum(_fmix(rows ^ _NULL), dtype=np.uint64))
-        h.update(s1.to_bytes(8, "little") + s2.to_bytes(8, "little"))
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------- reading input
-def _file_error(path: Path, problem: str) -> DataValidationError:
-    return DataValidationError(f"file {path.name}: {problem}; nothing was written")
-
-
-def _check_utf8(path: Path) -> None:
-    """Stream the file once, refusing the first byte that is not UTF-8 (bounded memory)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    line, offset = 1, 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(4 << 20):
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
-                bad = offset + exc.start
-                line += chunk[: exc.start].count(b"\n")
-                raise _file_error(
-                    path,
-                    f"is not UTF-8 text (byte 0x{chunk[exc.start]:02x} at offset {bad}, line {line}); "
-                    "re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8",
-                ) from None
-            line += chunk.count(b"\n")
-            offset += len(chunk)
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise _file_error(path, "ends in the middle of a UTF-8 character; re-save it as UTF-8") from None
-
-
-def _check_separator(path: Path, sep: str) -> None:
-    with path.open("rb") as fh:
-        header = fh.readline(1 << 16).decode("utf-8", errors="replace")
-    if sep in header:
-        return
-    for other, label in _SEP_NAMES.items():
-        if other != sep and header.count(other) > 0:
-            raise _file_error(
-                path,
-                f"the header has no {_SEP_NAMES.get(sep, repr(sep))} but {header.count(other)} {label}(s): the file "
-                f"looks {label}-separated; pass --delimiter {other!r} (separator={other!r} in Python)",
-            )
-
-
-def _csv_error(path: Path, exc: Exception) -> DataValidationError:
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if msg.startswith('could not parse `"'):
-        return _file_error(path, f"broken quoting: a quoted field is never closed ({msg[:80]}...); fix the quotes")
-    if "could not parse" in msg:
-        return _file_error(
-            path, f"a column mixes types: {msg}; fix the value, or quote the column as text in every row"
-        )
-    if "more fields" in msg or "fields than" in msg:
-        return _file_error(path, f"rows have more fields than the header ({msg}); check the delimiter and quoting")
-    return _file_error(path, f"cannot be read as CSV: {msg}")
-
-
-def read_file(
-    path: str | Path,
-    *,
-    separator: str | None = None,
-    schema: Mapping[str, pl.DataType] | None = None,
-    max_bytes: int = _MAX_FILE_BYTES,
-) -> pl.DataFrame:
-    """Read a CSV/TSV or Parquet file, refusing bad files with one clear message each.
-
-    Args:
-        path: the file (``.csv``, ``.txt``, ``.tsv``, ``.tab``, ``.parquet``, ``.pq``).
-        separator: CSV field separator (default by suffix: comma, tab for .tsv).
-        schema: types to parse known columns as (the dataset's current types).
-        max_bytes: larger files are refused before anything is read.
-
-    Raises:
-        NotFoundError: no such file.
-        DataValidationError: empty, header-only, too large, not UTF-8, wrong delimiter, broken
-            quotes, a column of mixed types, duplicate column names, an unsupported suffix.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"file {path} does not exist")
-    size = path.stat().st_size
-    if size == 0:
-        raise _file_error(path, "is empty (0 bytes); expected a header row and data rows")
-    if size > max_bytes:
-        raise _file_error(
-            path,
-            f"is {size / 2**20:,.0f} MiB, above the {max_bytes / 2**20:,.0f} MiB ingest limit; split it and ingest the "
-            "parts with --mode append, or raise [datasets] max_file_mb in lakeops.toml",
-        )
-    suffix = path.suffix.lower()
-    if suffix in _PARQUET:
-        try:
-            return pl.read_parquet(path)
-        except Exception as exc:  # noqa: BLE001 - polars/arrow raise several types
-            raise _file_error(path, f"is not a valid Parquet file ({str(exc).splitlines()[0]})") from None
-    if suffix not in _SUFFIX_SEP and separator is None:
-        raise _file_error(path, f"has suffix {suffix!r}; use .csv, .tsv or .parquet (or pass a delimiter)")
-    sep = separator or _SUFFIX_SEP.get(suffix, ",")
-    _check_utf8(path)
-    _check_separator(path, sep)
-    try:
-        frame = pl.read_csv(
-            path,
-            separator=sep,
-            infer_schema_length=10_000,
-            try_parse_dates=True,
-            schema_overrides=dict(schema) if schema else None,
-        )
-    except pl.exceptions.NoDataError:
-        raise _file_error(path, "is empty; expected a header row and data rows") from None
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        raise _csv_error(path, exc) from None
-    dups = [c for c in frame.columns if "_duplicated_" in c]
-    if dups:
-        raise _file_error(path, f"has duplicate column name(s) {', '.join(c.split('_duplicated_')[0] for c in dups)}")
-    if frame.height == 0:
-        raise _file_error(path, f"has a header ({', '.join(frame.columns[:6])}...) but no data rows")
-    _check_mixed(path, frame, schema or {})
-    return frame
-
-
-def _check_mixed(path: Path, frame: pl.DataFrame, declared: Mapping[str, pl.DataType]) -> None:
-    """Refuse a text column whose values are mostly numbers (a column of mixed types)."""
-    text = [c for c, t in frame.schema.items() if t == pl.String and c not in declared]
-    if not text:
-        return
-    parsed = frame.select(
-        pl.col(c).str.strip_chars().cast(pl.Float64, strict=False).is_not_null().alias(c) for c in text
-    )
-    for c in text:
-        non_null = frame[c].drop_nulls().len()
-        numbers = int(parsed[c].sum())
-        if non_null and 0.5 <= numbers / non_null < 1.0:
-            bad = frame.with_row_index("_i").filter(pl.col(c).is_not_null() & ~parsed[c]).row(0, named=True)
-            raise _file_error(
-                path,
-                f"column {c!r} mixes types: {numbers} of {non_null} values are numbers but {bad[c]!r} "
-                f"(line {bad['_i'] + 2}) is not; fix the value, or declare the column as text",
-            )
-
-
-def _normalise(frame: pl.DataFrame, name: str) -> pl.DataFrame:
-    """Types the lake stores well: Int64, Float64, String, UTC microsecond timestamps."""
-    casts: list[pl.Expr] = []
-    for col, dtype in frame.schema.items():
-        if isinstance(dtype, (pl.Categorical, pl.Enum)) or dtype == pl.Null:
-            casts.append(pl.col(col).cast(pl.String))
-        elif dtype.is_integer() and dtype != pl.Int64:
-            if dtype == pl.UInt64 and frame[col].max() is not None and frame[col].max() > 2**63 - 1:  # type: ignore[operator]
-                raise DataValidationError(f"dataset {name!r}: column {col!r} has values above 2^63-1")
-            casts.append(pl.col(col).cast(pl.Int64))
-        elif dtype == pl.Float32:
-            casts.append(pl.col(col).cast(pl.Float64))
-        elif isinstance(dtype, pl.Datetime):
-            expr = pl.col(col).dt.cast_time_unit("us")
-            expr = expr.dt.replace_time_zone("UTC") if dtype.time_zone is None else expr.dt.convert_time_zone("UTC")
-            casts.append(expr)
-        elif dtype in (pl.Time, pl.Object) or isinstance(dtype, pl.Duration):
-            raise DataValidationError(
-                f"dataset {name!r}: column {col!r} has type {dtype}, which the lake cannot store; "
-                "cast it to a number or string first"
-            )
-    return frame.with_columns(casts) if casts else frame
-
-
-def _as_frame(data: Any, name: str, lake: Lake, separator: str | None, max_bytes: int) -> tuple[pl.DataFrame, str | None]:
-    """Turn ``data`` into a polars frame; return it with the source file name (if any)."""
-    if isinstance(data, (str, Path)):
-        schema = None
-        if lake.exists(table_name(name)):
-            schema = pl.Schema(lake.scan(table_name(name)).collect_schema())
-        return read_file(data, separator=separator, schema=schema, max_bytes=max_bytes), Path(data).name
-    if isinstance(data, pl.DataFrame):
-        return data, None
-    if isinstance(data, pl.LazyFrame):
-        return data.collect(), None
-    try:
-        if type(data).__module__.startswith("pandas"):
-            return pl.from_pandas(data), None
-        return pl.DataFrame(data), None
-    except Exception as exc:  # noqa: BLE001 - pandas/arrow/polars raise many types for mixed columns
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataValidationError(
-            f"dataset {name!r}: cannot use this {type(data).__name__} as rows ({first}); "
-            "a column probably mixes types: make each column one type"
-        ) from None
-
-
-# ---------------------------------------------------------------------------- specs
 def _spec(name: str, spec: Mapping[str, Any] | str | Path | None, settings: Settings | None) -> validation.Spec:
     """Declared rules: an explicit mapping or TOML file, else ``[datasets.<name>]`` in lakeops.toml."""
     if isinstance(spec, (str, Path)):
