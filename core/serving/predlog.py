@@ -12,9 +12,11 @@ pile up (``backlog_bytes``) and are retried with back-off until it returns.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -123,8 +125,8 @@ class PredictionLog:
     def commit_segment(self, seg: Path, slot: Slot, *, forget: Callable[[Path], None] | None = None) -> int:
         """Append one sealed segment to the lake exactly once, then delete it."""
         marker = f"{slot.id}/{seg.name}"
-        records = read_segment(seg)
-        tables = _tables(records, self._schema)
+        with _gc_paused():
+            tables = _tables(read_segment(seg), self._schema)
         rows = 0
         for name, table in tables.items():
             if seg in self._uncertain and self._committed(name, marker, seg):
@@ -182,6 +184,24 @@ class PredictionLog:
                 self._uncertain.add(seg)
                 total += self.commit_segment(seg, slot)
         return total
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while a segment is decoded and tabled.
+
+    Decoding tens of thousands of small records allocates containers fast enough to run a GC
+    generation scan every few hundred records, each walking every record decoded so far; that
+    made decoding ~4x slower (measured: 40 vs 9 us per 1-row record). Nothing built here forms
+    cycles, and the pause lasts one segment.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _tables(records: list[dict], schema_of: Callable[[str], pa.Schema | None]) -> dict[str, pa.Table]:
@@ -242,14 +262,14 @@ def _ids_array(recs: list[dict], total: int) -> pa.Array:
     return pa.array(ids, pa.string())
 
 
-def _categorical(recs: list[dict], counts: np.ndarray, name: str, codes: np.ndarray) -> pa.Array:
+def _categorical(recs: list[dict], counts: np.ndarray, name: str, codes: np.ndarray, *, compact: bool) -> pa.Array:
     """One categorical column's strings for all records, without a Python string per row.
 
     A compact record carries the levels (``lv``) and its codes are the matrix column; values the
     model never saw are listed in ``unk`` as (row, string). A small record carries its strings
     (``cat``). Both become indices into one dictionary of strings, then one ``take``.
     """
-    if not any("lv" in r for r in recs):  # only small records: their strings, concatenated
+    if not compact:  # only small records (no ``lv``): their strings, concatenated
         try:
             return pa.array(list(chain.from_iterable(map(itemgetter(name), map(itemgetter("cat"), recs)))), pa.string())
         except (KeyError, TypeError):
@@ -317,7 +337,8 @@ def _prediction_table(recs: list[dict], schema: pa.Schema | None) -> pa.Table:
     names: list[str] = list(recs[0]["fn"])
     if all(r["fn"] == names for r in recs):
         X = np.frombuffer(b"".join([r["X"] for r in recs]), dtype=np.float64).reshape(total, len(names))
-        matrix = {n: X[:, j] for j, n in enumerate(names)}
+        XT = np.ascontiguousarray(X.T)  # one transpose: contiguous columns convert much faster
+        matrix = {n: XT[j] for j, n in enumerate(names)}
     else:  # versions with different features in one flush: align by name, NaN where absent
         matrix = {}
         for n in dict.fromkeys(x for r in recs for x in r["fn"]):
@@ -328,11 +349,14 @@ def _prediction_table(recs: list[dict], schema: pa.Schema | None) -> pa.Table:
             matrix[n] = np.concatenate(parts)
         names = list(matrix)
     categorical = set().union(*[r.get("cat") or r.get("lv") or () for r in recs])
+    compact = any("lv" in r for r in recs)
     for name in names:
         if name in categorical:
-            cols[name] = _categorical(recs, counts, name, matrix[name])
+            cols[name] = _categorical(recs, counts, name, matrix[name], compact=compact)
         else:
-            cols[name] = pa.array(matrix[name], pa.float64(), from_pandas=True)  # NaN (missing) -> null
+            col = matrix[name]
+            nan = np.isnan(col)
+            cols[name] = pa.array(col, pa.float64(), mask=nan if nan.any() else None)  # NaN (missing) -> null
     if schema is None:
         return pa.table(cols)
     return pa.table(

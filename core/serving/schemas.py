@@ -145,7 +145,7 @@ class Codec:
             if f["kind"] == "categorical":
                 lookup = self._lookup[name]
                 mapped = list(map(lookup.get, values))
-                if mapped.count(None) != values.count(None):
+                if None in mapped and mapped.count(None) != values.count(None):  # unknown levels
                     bad = [i for i, v in enumerate(values) if v is not None and v not in lookup]
                     unknown_out[name] = [(i, values[i]) for i in bad]
                     if self.unknown_category == "error":
