@@ -32,7 +32,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as _DeltaTableNotFound
 
@@ -440,6 +440,7 @@ class Lake:
         metadata: Mapping[str, Any] | None = None,
         schema: pa.Schema | None = None,
         partition_by: Sequence[str] = (),
+        unique_columns: Sequence[str] = (),
     ) -> int:
         """Append ``data`` to table ``name`` as one Delta commit and return the new version.
 
@@ -454,6 +455,9 @@ class Lake:
             metadata: commit metadata (actor, run id, job ...) kept in the Delta log.
             schema: schema for a non-catalog table's first append.
             partition_by: partition columns for a non-catalog table's first append.
+            unique_columns: columns whose values rarely repeat (ids, timestamps, scores): written
+                without Parquet dictionary encoding, which would be built and then dropped
+                (about a quarter of a prediction log append's CPU).
 
         Returns:
             The table version after the commit (the current version when ``data`` is empty).
@@ -471,6 +475,8 @@ class Lake:
             return self.version(name) if self.exists(name) else -1
         meta = {str(k): v if isinstance(v, str) else json.dumps(v, default=str) for k, v in (metadata or {}).items()}
         props = CommitProperties(custom_metadata=meta or None, max_commit_retries=_MAX_COMMIT_RETRIES)
+        plain = ColumnProperties(dictionary_enabled=False)
+        writer = WriterProperties(column_properties={c: plain for c in unique_columns}) if unique_columns else None
         with self._lock:
             tlock = self._table_locks.setdefault(name, threading.Lock())
         with tlock:
@@ -486,6 +492,7 @@ class Lake:
                         mode="append",
                         partition_by=list(spec.partition_by) or None,
                         commit_properties=props,
+                        writer_properties=writer,
                     )
                     self._tables[name] = dt
                     return dt.version()

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from core import registry
@@ -96,9 +97,27 @@ class Served:
     task: str
     threshold: float
     batcher: _Batcher = field(repr=False, default=None)  # type: ignore[assignment]
+    wal_header: tuple[tuple[str, int], bytes] = field(repr=False, default=None)  # type: ignore[assignment]
+    response_head: bytes = field(repr=False, default=b"")
 
     def __post_init__(self) -> None:
         self.batcher = _Batcher(self.model)
+        binary = self.task == "binary"
+        # Written to a WAL segment once, before this version's first prediction record in it
+        # (see ``core.serving.wal``): what the log writer needs to turn records into rows.
+        header = {
+            "k": "h",
+            "m": self.name,
+            "v": self.version,
+            "fn": self.codec.names,
+            "lv": self.codec.levels,
+            "thr": self.threshold if binary else None,
+        }
+        self.wal_header = ((self.name, self.version), msgspec.msgpack.encode(header))
+        self.response_head = (
+            b'{"model":' + msgspec.json.encode(self.name) + b',"version":' + str(self.version).encode()
+            + b',"prediction_ids":['
+        )
 
 
 class ModelCache:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from core import registry
 from core.catalog import TS
 from core.errors import LakeopsError, SchemaMismatchError
 from core.lake import Lake
@@ -37,6 +38,7 @@ _log = logging.getLogger("lakeops.serving")
 FEEDBACK_TABLE = "feedback"
 _US_PER_DAY = 86_400_000_000
 _HISTORY_LIMIT = 5_000
+_UNIQUE = ("prediction_id", "at", "score", "latency_ms")  # no Parquet dictionary for these
 
 
 def prediction_table(model: str) -> str:
@@ -126,7 +128,7 @@ class PredictionLog:
         """Append one sealed segment to the lake exactly once, then delete it."""
         marker = f"{slot.id}/{seg.name}"
         with _gc_paused():
-            tables = _tables(read_segment(seg), self._schema)
+            tables = _tables(read_segment(seg), self._schema, self._header_of)
         rows = 0
         for name, table in tables.items():
             if seg in self._uncertain and self._committed(name, marker, seg):
@@ -139,6 +141,7 @@ class PredictionLog:
                     metadata={"actor": self.actor, "source": "serving", "wal_segment": marker},
                     schema=table.schema if is_pred else None,
                     partition_by=("day",) if is_pred else (),
+                    unique_columns=_UNIQUE if is_pred else ("prediction_id",),
                 )
             except SchemaMismatchError as exc:
                 bad = seg.with_suffix(".rejected")
@@ -176,6 +179,16 @@ class PredictionLog:
         features = self.features_for(model)
         return prediction_schema(features) if features is not None else None
 
+    def _header_of(self, model: str, version: int) -> dict[str, Any]:
+        """A model version's WAL header rebuilt from the registry (for a segment that lacks it)."""
+        sig = registry.get_version(model, version, lake=self.lake).signature
+        feats = sig["features"]
+        return {
+            "fn": [f["name"] for f in feats],
+            "lv": {f["name"]: list(f.get("levels") or []) for f in feats if f["kind"] == "categorical"},
+            "thr": float(sig.get("threshold", 0.5)) if sig.get("task", "binary") == "binary" else None,
+        }
+
     def replay_orphans(self, slots: list[Slot]) -> int:
         """Append the segments of slots no live worker holds (each checked for a marker first)."""
         total = 0
@@ -204,21 +217,163 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _tables(records: list[dict], schema_of: Callable[[str], pa.Schema | None]) -> dict[str, pa.Table]:
-    """Group a segment's records into one Arrow table per lake table."""
-    preds: dict[str, list[dict]] = {}
+def _tables(
+    records: list[Any],
+    schema_of: Callable[[str], pa.Schema | None],
+    header_of: Callable[[str, int], dict[str, Any]] | None = None,
+) -> dict[str, pa.Table]:
+    """Group a segment's records into one Arrow table per lake table.
+
+    Args:
+        records: the segment's decoded records, in order (see ``core.serving.wal``).
+        schema_of: the existing table schema of a model's prediction log, or None.
+        header_of: a model version's header when the segment lacks it (never expected: the WAL
+            writes it first), else the records cannot be decoded.
+    """
+    preds: dict[str, list[list[Any]]] = {}
+    legacy: dict[str, list[dict]] = {}
+    headers: dict[tuple[str, int], dict[str, Any]] = {}
     feedback: list[dict] = []
     for r in records:
-        if r.get("k") == "p":
-            preds.setdefault(r["m"], []).append(r)
-        elif r.get("k") == "f":
-            feedback.append(r)
+        if type(r) is list:
+            if r and r[0] == "q":
+                preds.setdefault(r[1], []).append(r)
+        elif isinstance(r, dict):
+            k = r.get("k")
+            if k == "h":
+                headers[(r["m"], r["v"])] = r
+            elif k == "p":
+                legacy.setdefault(r["m"], []).append(r)
+            elif k == "f":
+                feedback.append(r)
     out: dict[str, pa.Table] = {}
-    for model, recs in preds.items():
-        out[prediction_table(model)] = _prediction_table(recs, schema_of(model))
+    for model in dict.fromkeys([*preds, *legacy]):
+        schema = schema_of(model)
+        parts = []
+        if model in preds:
+            recs = preds[model]
+            hdrs: dict[int, dict[str, Any]] = {}
+            for v in {r[2] for r in recs}:
+                hdr = headers.get((model, v))
+                if hdr is None:
+                    if header_of is None:
+                        raise LakeopsError(f"WAL segment has predictions of {model} v{v} without its header")
+                    hdr = header_of(model, v)
+                hdrs[v] = hdr
+            if schema is None:
+                newest = hdrs[max(hdrs)]
+                schema = prediction_schema(
+                    [{"name": n, "kind": "categorical" if n in newest["lv"] else "numeric"} for n in newest["fn"]]
+                )
+            parts.append(_q_table(recs, hdrs, schema))
+        if model in legacy:
+            parts.append(_prediction_table(legacy[model], schema))
+        out[prediction_table(model)] = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
     if feedback:
         out[FEEDBACK_TABLE] = _feedback_table(feedback)
     return out
+
+
+_BLOCK = 4096  # rows per step of the cache-friendly transpose
+
+
+def _columns_of(X: np.ndarray) -> np.ndarray:
+    """``X.T`` as a contiguous (features x rows) array, copied in cache-sized row blocks.
+
+    numpy's one-shot transposed copy of a tall matrix is ~2.5x slower (strided writes).
+    """
+    out = np.empty((X.shape[1], X.shape[0]), dtype=X.dtype)
+    for i in range(0, X.shape[0], _BLOCK):
+        out[:, i : i + _BLOCK] = X[i : i + _BLOCK].T
+    return out
+
+
+def _strings(dictionary: list[Any], index: np.ndarray) -> pa.Array:
+    """``dictionary[index]`` as an Arrow string array; index -1 is null (one ``take``)."""
+    idx = np.where(index < 0, len(dictionary), index).astype(np.int32)
+    return pa.array([*dictionary, None], pa.string()).take(pa.array(idx, pa.int32()))
+
+
+def _q_table(recs: list[list[Any]], headers: dict[int, dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Build one model's table from its ``q`` records: numpy over the raw bytes, no per-row Python.
+
+    Per-record work is a handful of C-level ``map``/``join`` passes; per-row work is numpy.
+    """
+    r_count = len(recs)
+    counts = np.fromiter(map(itemgetter(5), recs), dtype=np.int64, count=r_count)
+    total = int(counts.sum())
+    starts = np.cumsum(counts) - counts
+    versions = np.fromiter(map(itemgetter(2), recs), dtype=np.int64, count=r_count)
+    single = len(headers) == 1
+    at = np.repeat(np.fromiter(map(itemgetter(3), recs), dtype=np.int64, count=r_count), counts)
+    scores = np.frombuffer(b"".join(map(itemgetter(7), recs)), dtype=np.float64)
+    thr_of = {v: (np.nan if h.get("thr") is None else float(h["thr"])) for v, h in headers.items()}
+    if single:
+        thr = np.full(total, next(iter(thr_of.values())))
+    else:
+        thr = np.repeat(np.array([thr_of[v] for v in versions.tolist()], dtype=np.float64), counts)
+    label = np.where(np.isnan(thr), -1, scores >= thr).astype(np.int64)
+    ids = b"".join(map(itemgetter(6), recs))
+    if len(ids) != _ID_LEN * total:
+        raise LakeopsError("WAL prediction record with malformed ids")
+    offsets = np.arange(0, _ID_LEN * (total + 1), _ID_LEN, dtype=np.int32)
+    cols: dict[str, pa.Array] = {
+        "prediction_id": pa.StringArray.from_buffers(total, pa.py_buffer(offsets), pa.py_buffer(ids)),
+        "at": pa.array(at, pa.int64()).cast(TS),
+        "day": pa.array((at // _US_PER_DAY).astype(np.int32), pa.int32()).cast(pa.date32()),
+        "model_version": pa.array(np.repeat(versions, counts)),
+        "score": pa.array(scores, pa.float64()),
+        "label": pa.array(label, pa.int64(), mask=label < 0),
+        "latency_ms": pa.array(np.repeat(np.fromiter(map(itemgetter(4), recs), np.float64, r_count), counts)),
+    }
+    names_of = {v: list(h["fn"]) for v, h in headers.items()}
+    names = list(dict.fromkeys(n for v in sorted(names_of, reverse=True) for n in names_of[v]))
+    if all(fn == names for fn in names_of.values()):
+        X = np.frombuffer(b"".join(map(itemgetter(8), recs)), dtype=np.float64).reshape(total, len(names))
+        XT = _columns_of(X)
+        matrix = {n: XT[j] for j, n in enumerate(names)}
+    else:  # versions with different features in one flush: align by name, NaN where absent
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for r in recs:
+            fn = names_of[r[2]]
+            m = np.frombuffer(r[8], dtype=np.float64).reshape(r[5], len(fn))
+            for n in names:
+                parts[n].append(m[:, fn.index(n)] if n in fn else np.full(r[5], np.nan))
+        matrix = {n: np.concatenate(p) for n, p in parts.items()}
+    unknown = [(i, r[9]) for i, r in enumerate(recs) if r[9]]
+    for name in names:
+        col = matrix[name]
+        levels_of = {v: h["lv"][name] for v, h in headers.items() if name in h["lv"]}
+        if not levels_of:
+            nan = np.isnan(col)
+            cols[name] = pa.array(col, pa.float64(), mask=nan if nan.any() else None)  # NaN (missing) -> null
+            continue
+        # categorical: codes -> one dictionary of strings (levels of every version, then unseen values)
+        dictionary: list[Any] = []
+        offset: dict[int, int] = {}
+        memo: dict[tuple[str, ...], int] = {}
+        for v, lv in levels_of.items():
+            key = tuple(lv)
+            if key not in memo:
+                memo[key] = len(dictionary)
+                dictionary += lv
+            offset[v] = memo[key]
+        nan = np.isnan(col)
+        index = np.nan_to_num(col, nan=0.0).astype(np.int64)
+        if len(offset) == 1 and len(levels_of) == len(headers):
+            index += next(iter(offset.values()))
+        else:  # several versions: each record's codes index its own version's levels
+            index += np.repeat(np.array([offset.get(v, 0) for v in versions.tolist()], dtype=np.int64), counts)
+            nan |= np.repeat(np.array([v not in offset for v in versions.tolist()]), counts)
+        index[nan] = -1
+        for i, unk in unknown:
+            for row, value in unk.get(name, ()):
+                index[starts[i] + row] = len(dictionary)
+                dictionary.append(value)
+        cols[name] = _strings(dictionary, index)
+    return pa.table(
+        {n: cols[n] if n in cols else pa.nulls(total, schema.field(n).type) for n in schema.names}, schema=schema
+    )
 
 
 def _repeat(recs: list[dict], key: str) -> list[Any]:

@@ -11,9 +11,11 @@ follows ``core.training``'s contract exactly: numeric -> float64, categorical ->
 from __future__ import annotations
 
 import re
+from array import array
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Literal
 
 import msgspec
@@ -29,14 +31,15 @@ __all__ = ["Codec", "Decoded", "json_schema", "prediction_schema"]
 _PATH = re.compile(r"at `\$(?:\[(?P<row>\d+)\](?:\.(?P<f1>\w+))?|\.columns(?:\.(?P<f2>\w+))?(?:\[(?P<row2>\d+)\])?)`")
 _INF = (float("inf"), float("-inf"))
 _FIELD = re.compile(r"field `(?P<field>[^`]+)`")
+_NAN = float("nan")
+_astuple = msgspec.structs.astuple
 
 
 @dataclass(frozen=True)
 class Decoded:
-    """A validated request: the feature matrix and the raw columns (for the prediction log)."""
+    """A validated request: the encoded feature matrix (rows x features, float64)."""
 
     X: np.ndarray
-    columns: dict[str, list[Any]]
     rows: int
     unknown: dict[str, list[tuple[int, str]]] | None = None  # feature -> (row, unseen level)
 
@@ -69,6 +72,11 @@ class Codec:
             if f["kind"] == "categorical"
         }
         kinds = [f["kind"] == "categorical" for f in self.features]
+        # the fast path's level -> code lookups: null -> NaN too, so None only means "unknown"
+        self._cat_get = [
+            (j, {**self._lookup[f["name"]], None: _NAN}.get) for j, f in enumerate(self.features) if kinds[j]
+        ]
+        self._width = len(self.features)
         self.levels = {f["name"]: list(f.get("levels") or []) for f in self.features if f["kind"] == "categorical"}
         # pre-encoded for the prediction log's records (msgpack copies Raw bytes as they are)
         self.names_raw = msgspec.Raw(msgspec.msgpack.encode(self.names))
@@ -85,7 +93,7 @@ class Codec:
         self._decoder = msgspec.json.Decoder(list[self._Row] | self._Body)  # type: ignore[name-defined]
 
     def decode(self, body: bytes) -> Decoded:
-        """Decode and validate a request body; return the encoded matrix and raw columns.
+        """Decode and validate a request body; return the encoded matrix.
 
         Raises:
             ProblemError: the body is not JSON (400).
@@ -101,7 +109,10 @@ class Codec:
         if isinstance(obj, list):
             n = len(obj)
             self._check_rows(n)
-            cols = list(zip(*[msgspec.structs.astuple(r) for r in obj], strict=True))
+            X = self._fast_rows(obj, n)
+            if X is not None:
+                return Decoded(X, n)
+            cols = list(zip(*[_astuple(r) for r in obj], strict=True))
             columns = {name: list(col) for name, col in zip(self.names, cols, strict=True)}
         else:
             columns = {name: getattr(obj.columns, name) for name in self.names}
@@ -114,8 +125,43 @@ class Codec:
                     report=[{"row": None, "field": c, "message": f"has {lengths[c]} values, expected {n}"} for c in ragged],
                 )
             self._check_rows(n)
+            X = self._fast_columns(columns, n)
+            if X is not None:
+                return Decoded(X, n)
         unknown: dict[str, list[tuple[int, str]]] = {}
-        return Decoded(self._encode(columns, n, unknown), columns, n, unknown or None)
+        return Decoded(self._encode(columns, n, unknown), n, unknown or None)
+
+    def _fast_rows(self, rows: list[Any], n: int) -> np.ndarray | None:
+        """The matrix of clean rows in a few C-level passes, or None when a value needs a look.
+
+        All values go into one flat list (row-major), each categorical slice is mapped to its
+        codes with ``map(dict.get)``, and ``array('d')`` converts the lot; it refuses a None,
+        which is a null number or an unknown level: those requests take ``_encode``, which
+        finds and reports them. Infinite numbers are refused there too.
+        """
+        flat = list(chain.from_iterable(map(_astuple, rows)))
+        width = self._width
+        for j, get in self._cat_get:
+            flat[j::width] = map(get, flat[j::width])
+        try:
+            X = np.frombuffer(array("d", flat), dtype=np.float64).reshape(n, width)
+        except TypeError:
+            return None
+        return None if np.isinf(X).any() else X
+
+    def _fast_columns(self, columns: dict[str, list[Any]], n: int) -> np.ndarray | None:
+        """``_fast_rows`` for a columnar body (column-major flat list, one transpose)."""
+        flat: list[Any] = []
+        for name in self.names:
+            flat += columns[name]
+        width = self._width
+        for j, get in self._cat_get:
+            flat[j * n : (j + 1) * n] = map(get, flat[j * n : (j + 1) * n])
+        try:
+            XT = np.frombuffer(array("d", flat), dtype=np.float64).reshape(width, n)
+        except TypeError:
+            return None
+        return None if np.isinf(XT).any() else np.ascontiguousarray(XT.T)
 
     def _check_rows(self, n: int) -> None:
         if n == 0:

@@ -24,6 +24,17 @@ records are in the active segment file:
 
 ``seal`` closes the active segment and opens a new one; sealed segments are read back by
 ``core.serving.predlog``.
+
+Records (each framed as a 4-byte little-endian length, then msgpack):
+
+- ``{"k": "h", "m", "v", "fn", "lv", "thr"}``: a model version's header (feature names,
+  categorical levels, threshold), written once per segment before that version's first
+  prediction record in it, so every segment can be read on its own.
+- ``["q", model, version, at_us, latency_ms, n, ids, scores, X, unknown]``: one predict request's
+  rows (ids: ``36 * n`` ASCII bytes; scores and X: raw float64; categorical columns as codes
+  into the header's levels; ``unknown``: unseen categorical strings by feature, or nil).
+- ``{"k": "f", ...}``: a feedback batch; ``{"k": "p", ...}``: the previous, self-describing
+  prediction record (still read, no longer written).
 """
 
 from __future__ import annotations
@@ -34,8 +45,9 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -44,6 +56,7 @@ from core.errors import ConfigError
 __all__ = ["Slot", "WriteAheadLog", "claim_slot", "frame", "orphan_slots", "read_segment", "segments"]
 
 _MAX_SLOTS = 64
+Header = tuple[Hashable, bytes]  # (key, msgpack header record), see WriteAheadLog.append
 _log = logging.getLogger("lakeops.serving")
 
 
@@ -114,11 +127,14 @@ def frame(record: bytes) -> bytes:
     return len(record).to_bytes(4, "little") + record
 
 
-def read_segment(path: Path) -> list[dict]:
-    """Decode a segment's records; a torn last record (never acknowledged) is dropped."""
-    out: list[dict] = []
-    data = path.read_bytes()
-    decoder = msgspec.msgpack.Decoder(dict)
+def read_segment(path: Path) -> list[Any]:
+    """Decode a segment's records (maps, or arrays for prediction records), in order.
+
+    A torn last record (never acknowledged) is dropped.
+    """
+    out: list[Any] = []
+    data = memoryview(path.read_bytes())  # records are decoded from views: no copy per record
+    decoder = msgspec.msgpack.Decoder()
     pos = 0
     while pos + 4 <= len(data):
         size = int.from_bytes(data[pos : pos + 4], "little")
@@ -156,7 +172,8 @@ class WriteAheadLog:
         self._dirty = False
         self._file_lock = threading.Lock()
         self._cond = threading.Condition()
-        self._pending: list[bytes] = []
+        self._pending: list[tuple[Header | None, bytes]] = []
+        self._headers: set[Hashable] = set()  # header keys already in the active segment
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | threading.Event] = []
         self._closing = False
         self._stop = threading.Event()
@@ -181,15 +198,36 @@ class WriteAheadLog:
         self._active = self.slot.path / f"seg-{self._seq:012d}.wal"
         self._fd = os.open(self._active, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._active_bytes = 0
+        self._headers = set()
 
-    def append(self, record: bytes) -> None:
+    def _with_headers(self, items: list[tuple[Header | None, bytes]]) -> tuple[bytes, list[Hashable]]:
+        """Frame ``items``, each preceded by its header when the active segment lacks it (lock held)."""
+        parts: list[bytes] = []
+        added: list[Hashable] = []
+        for header, record in items:
+            if header is not None and header[0] not in self._headers and header[0] not in added:
+                parts.append(frame(header[1]))
+                added.append(header[0])
+            parts.append(frame(record))
+        return b"".join(parts), added
+
+    def append(self, record: bytes, header: Header | None = None) -> None:
         """Write ``record`` to the active segment now (``sync=False``), in one ``write(2)``.
+
+        Args:
+            record: one msgpack record.
+            header: ``(key, header record)``: the header record is written first when the
+                active segment does not hold one with that key yet (a segment must be readable
+                on its own: a prediction record refers to its model version's header).
 
         Raises:
             OSError: the file could not be written (also kept in ``error`` for ``/ready``).
         """
-        data = frame(record)
         with self._file_lock:
+            if header is None or header[0] in self._headers:
+                data, added = frame(record), []
+            else:
+                data, added = self._with_headers([(header, record)])
             try:
                 written = os.write(self._fd, data)
                 if written != len(data):  # a short write (disk full): finish it or fail loudly
@@ -203,33 +241,34 @@ class WriteAheadLog:
             self._active_bytes += len(data)
             self._dirty = True
             self.records_written += 1
+            self._headers.update(added)
         self.error = None
 
-    def submit(self, record: bytes) -> asyncio.Future[None] | None:
+    def submit(self, record: bytes, header: Header | None = None) -> asyncio.Future[None] | None:
         """Make ``record`` durable per the mode; await the returned future when there is one.
 
         With ``sync=False`` the record is written before this returns (None is returned); with
         ``sync=True`` the future resolves once the record is written and fdatasynced.
         """
         if not self.sync:
-            self.append(record)
+            self.append(record, header)
             return None
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         with self._cond:
-            self._pending.append(frame(record))
+            self._pending.append((header, record))
             self._waiters.append((loop, fut))
             self._cond.notify()
         return fut
 
-    def write(self, record: bytes, timeout: float = 30.0) -> None:
+    def write(self, record: bytes, header: Header | None = None, timeout: float = 30.0) -> None:
         """Append ``record`` and block until it is durable per the mode (outside an event loop)."""
         if not self.sync:
-            self.append(record)
+            self.append(record, header)
             return
         done = threading.Event()
         with self._cond:
-            self._pending.append(frame(record))
+            self._pending.append((header, record))
             self._waiters.append(done)
             self._cond.notify()
         if not done.wait(timeout):
@@ -246,15 +285,16 @@ class WriteAheadLog:
                     return
                 batch, waiters = self._pending, self._waiters
                 self._pending, self._waiters = [], []
-            data = b"".join(batch)
             err: OSError | None = None
             with self._file_lock:
+                data, added = self._with_headers(batch)
                 try:
                     os.write(self._fd, data)
                     os.fdatasync(self._fd)
                     self.fsyncs += 1
                     self._active_bytes += len(data)
                     self.records_written += len(batch)
+                    self._headers.update(added)
                 except OSError as exc:
                     err = exc
             self.error = err

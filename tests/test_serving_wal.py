@@ -1,0 +1,168 @@
+"""The prediction log's record format: version headers, compact records, ids, request encoding."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import msgspec
+import numpy as np
+import polars as pl
+import pytest
+
+from core import registry
+from core.lake import Lake
+from core.serving.predlog import PredictionLog
+from core.serving.schemas import Codec
+from core.serving.service import _ids_json, batch_id_bytes, batch_ids
+from core.serving.wal import WriteAheadLog, claim_slot, read_segment
+from tests.test_serving_support import champion_lake_path, copy_lake, demo_rows
+
+_pack = msgspec.msgpack.encode
+
+
+def _header(model: str, version: int, names: list[str], levels: dict[str, list[str]], thr: float | None = 0.5):
+    record = {"k": "h", "m": model, "v": version, "fn": names, "lv": levels, "thr": thr}
+    return ((model, version), _pack(record))
+
+
+def _q(model: str, version: int, ids: list[str], scores: list[float], X: list[list[float]], unknown=None) -> bytes:
+    n = len(ids)
+    arr = np.array(X, dtype=np.float64).reshape(n, -1)
+    return _pack(["q", model, version, time.time_ns() // 1000, 2.5, n, "".join(ids).encode(),
+                  np.array(scores).tobytes(), arr.tobytes(), unknown])
+
+
+def _id(k: int) -> str:
+    return str(uuid.UUID(int=k))
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["write", "fsync"])
+def test_a_version_header_is_written_once_per_segment_before_its_first_record(tmp_path, sync):
+    slot = claim_slot(tmp_path / "wal")
+    wal = WriteAheadLog(slot, sync=sync, fsync_interval_s=None)
+    h1 = _header("m", 1, ["a"], {})
+    h2 = _header("m", 2, ["a"], {})
+    try:
+        for header in (h1, h1, h2, h1):
+            wal.write(_q("m", header[0][1], [_id(1)], [0.5], [[1.0]]), header)
+        first = wal.seal()
+        wal.write(_q("m", 1, [_id(2)], [0.5], [[1.0]]), h1)
+        second = wal.seal()
+    finally:
+        wal.close()
+        slot.close()
+    kinds = [(r["k"], r["v"]) if isinstance(r, dict) else ("q", r[2]) for r in read_segment(first)]
+    assert kinds == [("h", 1), ("q", 1), ("q", 1), ("h", 2), ("q", 2), ("q", 1)]
+    kinds = [(r["k"], r["v"]) if isinstance(r, dict) else ("q", r[2]) for r in read_segment(second)]
+    assert kinds == [("h", 1), ("q", 1)]  # a new segment repeats the header: each reads on its own
+
+
+def test_a_segment_of_two_versions_unknown_levels_and_an_old_record_becomes_the_right_rows(tmp_path, tmp_path_factory):
+    lake = Lake(str(copy_lake(champion_lake_path(tmp_path_factory), tmp_path / "lake")))
+    model = "other"  # no prediction table yet: its schema comes from the newest header
+    slot = claim_slot(tmp_path / "wal")
+    wal = WriteAheadLog(slot, sync=False, fsync_interval_s=None)
+    h1 = _header(model, 1, ["age", "plan"], {"plan": ["basic", "premium"]}, thr=0.5)
+    h2 = _header(model, 2, ["age", "plan", "tenure"], {"plan": ["gold", "basic"]}, thr=0.8)
+    nan = float("nan")
+    wal.append(_q(model, 1, [_id(1), _id(2), _id(3)], [0.1, 0.6, 0.9],
+                  [[30, 1], [nan, nan], [50, nan]], unknown={"plan": [[2, "platinum"]]}), h1)
+    wal.append(_q(model, 2, [_id(4), _id(5)], [0.7, 0.85], [[20, 0, 5], [21, 1, nan]]), h2)
+    legacy = {"k": "p", "m": model, "v": 1, "at": time.time_ns() // 1000, "lat": 1.0, "thr": 0.5,
+              "ids": [_id(6)], "s": np.array([0.2]).tobytes(), "X": np.array([[40.0, 0.0]]).tobytes(),
+              "fn": ["age", "plan"], "cat": {"plan": ["basic"]}}
+    wal.append(_pack(legacy))
+    wal.append(_pack({"k": "f", "m": model, "at": time.time_ns() // 1000, "src": "api", "ids": [_id(4)], "labels": [1.0]}))
+    log = PredictionLog(lake, wal, interval_s=60, actor="tester")
+    try:
+        assert log.flush() == 7
+    finally:
+        wal.close()
+        slot.close()
+    got = {r["prediction_id"]: r for r in lake.read(f"predictions/{model}").iter_rows(named=True)}
+    assert len(got) == 6
+    expect = {  # id: (version, age, plan, tenure, score, label)
+        1: (1, 30.0, "premium", None, 0.1, 0),
+        2: (1, None, None, None, 0.6, 1),
+        3: (1, 50.0, "platinum", None, 0.9, 1),  # an unseen level is logged as sent
+        4: (2, 20.0, "gold", 5.0, 0.7, 0),  # v2's own levels and threshold
+        5: (2, 21.0, "basic", None, 0.85, 1),
+        6: (1, 40.0, "basic", None, 0.2, 0),  # the previous record format still replays
+    }
+    for k, (v, age, plan, tenure, score, label) in expect.items():
+        row = got[_id(k)]
+        assert (row["model_version"], row["age"], row["plan"], row["tenure"], row["score"], row["label"]) == (
+            v, age, plan, tenure, score, label
+        ), k
+        assert row["latency_ms"] > 0 and str(row["day"]) == row["at"].date().isoformat()
+    assert lake.read("feedback").filter(pl.col("prediction_id") == _id(4)).height == 1
+
+
+def test_a_record_without_its_header_is_decoded_from_the_registry(tmp_path, tmp_path_factory):
+    lake = Lake(str(copy_lake(champion_lake_path(tmp_path_factory), tmp_path / "lake")))
+    loaded = registry.load("churn", lake=lake)
+    rows = demo_rows(3)
+    X = loaded.model.encode(pl.DataFrame(rows))
+    slot = claim_slot(tmp_path / "wal")
+    wal = WriteAheadLog(slot, sync=False, fsync_interval_s=None)
+    wal.append(_q("churn", loaded.version, [_id(k) for k in (1, 2, 3)], [0.1, 0.2, 0.3], X.tolist()))
+    log = PredictionLog(lake, wal, interval_s=60, actor="tester")
+    try:
+        assert log.flush() == 3
+    finally:
+        wal.close()
+        slot.close()
+    logged = lake.read("predictions/churn").filter(pl.col("prediction_id").is_in([_id(k) for k in (1, 2, 3)]))
+    logged = logged.sort("prediction_id")
+    assert logged["plan"].to_list() == [r["plan"] for r in rows]
+    assert logged["tenure_months"].to_list() == [float(r["tenure_months"]) for r in rows]
+
+
+@pytest.mark.parametrize("n", [1, 2, 100, 1000])
+def test_batch_ids_are_distinct_uuid7_strings_of_this_millisecond(n):
+    before = time.time_ns() // 1_000_000
+    raw = batch_id_bytes(n)
+    after = time.time_ns() // 1_000_000
+    assert len(raw) == 36 * n
+    ids = json.loads(b"[" + _ids_json(raw, n) + b"]")
+    assert len(set(ids)) == n and ids == [raw[i : i + 36].decode() for i in range(0, len(raw), 36)]
+    for s in ids:
+        u = uuid.UUID(s)
+        assert str(u) == s and u.version == 7 and u.variant == uuid.RFC_4122
+        assert before <= u.int >> 80 <= after + 1
+    assert len({s[:19] for s in ids}) == 1  # one clock read per request
+    tails = {s[19:] for s in batch_ids(n)}
+    assert len(tails) == n and not tails & {s[19:] for s in ids}
+
+
+@pytest.mark.parametrize("form", ["rows", "columns"])
+def test_request_encoding_equals_training_encoding_on_clean_and_messy_rows(tmp_path_factory, form):
+    lake = Lake(str(champion_lake_path(tmp_path_factory)))
+    loaded = registry.load("churn", lake=lake)
+    codec = Codec(loaded.signature, unknown_category="missing", max_rows=10_000)
+    clean = demo_rows(50)
+    messy = [dict(r) for r in clean]
+    messy[3]["age"] = None  # a null number
+    messy[7]["plan"] = None  # a null level
+    messy[9]["contract"] = "decade"  # an unseen level: missing under the default policy
+    for rows in (clean, messy):
+        body = rows if form == "rows" else {"columns": {k: [r[k] for r in rows] for k in rows[0]}}
+        decoded = codec.decode(json.dumps(body).encode())
+        frame_rows = [dict(r) for r in rows]
+        frame_rows[9]["contract"] = None if rows is messy else frame_rows[9]["contract"]
+        expected = loaded.model.encode(pl.DataFrame(frame_rows, infer_schema_length=None))
+        assert decoded.X.flags.c_contiguous and decoded.X.shape == (50, len(codec.names))
+        np.testing.assert_array_equal(decoded.X, expected)
+        if rows is messy:
+            assert decoded.unknown == {"contract": [(9, "decade")]}
+        else:
+            assert decoded.unknown is None
+    strict = Codec(loaded.signature, unknown_category="error", max_rows=10_000)
+    bad = [dict(r) for r in clean[:3]]
+    bad[2]["monthly_charges"] = 1e999  # JSON's way to say infinity
+    body = bad if form == "rows" else {"columns": {k: [r[k] for r in bad] for k in bad[0]}}
+    with pytest.raises(Exception, match="row 2") as err:
+        strict.decode(json.dumps(body).replace("Infinity", "1e999").encode())
+    assert err.value.report[0]["field"] == "monthly_charges"  # type: ignore[attr-defined]
