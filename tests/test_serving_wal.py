@@ -15,7 +15,7 @@ from core import registry
 from core.lake import Lake
 from core.serving.predlog import PredictionLog
 from core.serving.schemas import Codec
-from core.serving.service import _ids_json, batch_id_bytes, batch_ids
+from core.serving.service import batch_ids, batch_ids_json
 from core.serving.wal import WriteAheadLog, claim_slot, read_segment
 from tests.test_serving_support import champion_lake_path, copy_lake, demo_rows
 
@@ -123,10 +123,10 @@ def test_a_record_without_its_header_is_decoded_from_the_registry(tmp_path, tmp_
 @pytest.mark.parametrize("n", [1, 2, 100, 1000])
 def test_batch_ids_are_distinct_uuid7_strings_of_this_millisecond(n):
     before = time.time_ns() // 1_000_000
-    raw = batch_id_bytes(n)
+    raw, items = batch_ids_json(n)
     after = time.time_ns() // 1_000_000
     assert len(raw) == 36 * n
-    ids = json.loads(b"[" + _ids_json(raw, n) + b"]")
+    ids = json.loads(b"[" + items + b"]")
     assert len(set(ids)) == n and ids == [raw[i : i + 36].decode() for i in range(0, len(raw), 36)]
     for s in ids:
         u = uuid.UUID(s)
@@ -166,3 +166,52 @@ def test_request_encoding_equals_training_encoding_on_clean_and_messy_rows(tmp_p
     with pytest.raises(Exception, match="row 2") as err:
         strict.decode(json.dumps(body).replace("Infinity", "1e999").encode())
     assert err.value.report[0]["field"] == "monthly_charges"  # type: ignore[attr-defined]
+
+
+def test_mapped_segments_roll_when_full_and_read_back_in_order(tmp_path, monkeypatch):
+    from core.serving import wal as walmod
+
+    monkeypatch.setattr(walmod, "SEGMENT_BYTES", 4096)
+    slot = claim_slot(tmp_path / "wal")
+    wal = WriteAheadLog(slot, sync=False, fsync_interval_s=None)
+    header = _header("m", 1, ["a"], {})
+    try:
+        for k in range(40):  # ~150 bytes each: several 4 KiB segments, and one record bigger than a segment
+            rows = 600 if k == 20 else 1
+            wal.write(_q("m", 1, [_id(k)] * rows, [0.5] * rows, [[float(k)]] * rows), header)
+        assert wal.seal() is not None
+    finally:
+        wal.close()
+        slot.close()
+    segs = sorted((tmp_path / "wal" / "w0").glob("seg-*.wal"))
+    assert len(segs) >= 3
+    seen = []
+    for seg in segs:
+        records = read_segment(seg)
+        assert isinstance(records[0], dict) and records[0]["k"] == "h"  # each segment reads on its own
+        seen += [np.frombuffer(r[8])[0] for r in records[1:]]
+        assert not seg.read_bytes().endswith(b"\0" * 8)  # trimmed when sealed: no reserved tail left
+    assert seen == [float(k) for k in range(40)]
+    assert wal.backlog_bytes == sum(seg.stat().st_size for seg in segs)
+
+
+def test_a_torn_or_corrupt_frame_ends_a_mapped_segment(tmp_path):
+    slot = claim_slot(tmp_path / "wal")
+    wal = WriteAheadLog(slot, sync=False, fsync_interval_s=None)
+    try:
+        for k in range(3):
+            wal.write(_pack({"k": "f", "n": k}))
+        active = sorted(slot.path.glob("seg-*.wal"))[-1]
+        assert [r["n"] for r in read_segment(active)] == [0, 1, 2]  # readable before it is sealed
+        sealed = wal.seal()
+    finally:
+        wal.close()
+        slot.close()
+    data = bytearray(sealed.read_bytes())
+    frame_len = 8 + len(_pack({"k": "f", "n": 0}))
+    third = 8 + 2 * frame_len  # after the magic and two frames
+    data[third + 10] ^= 0xFF  # a flipped bit in the third record: its CRC no longer matches
+    sealed.write_bytes(bytes(data))
+    assert [r["n"] for r in read_segment(sealed)] == [0, 1]
+    sealed.write_bytes(bytes(data[: third + 8 + 3]))  # a frame cut short
+    assert [r["n"] for r in read_segment(sealed)] == [0, 1]

@@ -32,6 +32,9 @@ _PATH = re.compile(r"at `\$(?:\[(?P<row>\d+)\](?:\.(?P<f1>\w+))?|\.columns(?:\.(
 _INF = (float("inf"), float("-inf"))
 _FIELD = re.compile(r"field `(?P<field>[^`]+)`")
 _NAN = float("nan")
+_POS_INF = float("inf")
+_NEG_INF = float("-inf")
+_SMALL = 8  # rows up to which plain list scans beat a numpy call
 _astuple = msgspec.structs.astuple
 
 
@@ -147,6 +150,8 @@ class Codec:
             X = np.frombuffer(array("d", flat), dtype=np.float64).reshape(n, width)
         except TypeError:
             return None
+        if n <= _SMALL:  # a few list scans cost less than numpy's per-call overhead
+            return None if _POS_INF in flat or _NEG_INF in flat else X
         return None if np.isinf(X).any() else X
 
     def _fast_columns(self, columns: dict[str, list[Any]], n: int) -> np.ndarray | None:

@@ -24,7 +24,7 @@ from core.serving.predlog import PredictionLog
 from core.serving.problems import ProblemError
 from core.serving.wal import Slot, WriteAheadLog, claim_slot, orphan_slots
 
-__all__ = ["FeedbackItem", "Service", "batch_id_bytes", "batch_ids"]
+__all__ = ["FeedbackItem", "Service", "batch_id_bytes", "batch_ids", "batch_ids_json"]
 
 _log = logging.getLogger("lakeops.serving")
 _encode = msgspec.json.encode
@@ -42,48 +42,39 @@ _feedback_decoder = msgspec.json.Decoder(list[FeedbackItem])
 
 
 _ID_LEN = 36  # every prediction id is a canonical UUID string
-_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-_VARIANT = np.frombuffer(b"89ab", dtype=np.uint8)
+_TAIL = b'8000-000000000000",'  # variant nibble 8 (RFC 9562), then 15 random hex digits
+
+
+def batch_ids_json(n: int) -> tuple[bytes, bytes]:
+    """Return ``n`` fresh prediction ids twice: as ``36 * n`` ASCII bytes and as JSON array items.
+
+    The ids are UUIDv7s sharing one ``new_id()``'s 48-bit time and 12-bit counter (one clock
+    read per request) with 60 fresh random bits each. They are assembled in a numpy byte
+    matrix (one row per id: quote, id, quote, comma), so no Python string is made per id.
+
+    Returns:
+        ``(ids, items)``: the ids back to back (for the WAL), and ``"id1","id2"`` (for the answer).
+    """
+    if n == 1:
+        one = new_id().encode("ascii")
+        return one, b'"' + one + b'"'
+    rows = np.empty((n, _ID_LEN + 3), dtype=np.uint8)
+    rows[:] = np.frombuffer(b'"' + new_id()[:19].encode("ascii") + _TAIL, dtype=np.uint8)
+    digits = np.frombuffer(os.urandom(8 * n).hex().encode("ascii"), dtype=np.uint8).reshape(n, 16)
+    rows[:, 21:24] = digits[:, :3]
+    rows[:, 25:37] = digits[:, 3:15]
+    return rows[:, 1:37].tobytes(), rows.tobytes()[:-1]
 
 
 def batch_id_bytes(n: int) -> bytes:
-    """Return ``n`` prediction ids as ``36 * n`` ASCII bytes (UUIDv7, one request's time prefix).
-
-    They share one ``new_id()``'s 48-bit time and counter (the first 19 characters) and take
-    62 fresh random bits each (variant and the last 15 hex digits), built with numpy: no
-    Python string per id.
-    """
-    if n == 1:
-        return new_id().encode("ascii")
-    rand = np.frombuffer(os.urandom(8 * n), dtype=np.uint8).reshape(n, 8)
-    hexed = np.empty((n, 16), dtype=np.uint8)
-    hexed[:, 0::2] = _HEX[rand >> 4]
-    hexed[:, 1::2] = _HEX[rand & 15]
-    out = np.empty((n, _ID_LEN), dtype=np.uint8)
-    out[:, :19] = np.frombuffer(new_id()[:19].encode("ascii"), dtype=np.uint8)
-    out[:, 19] = _VARIANT[rand[:, 0] >> 6]  # RFC 9562 variant: 10xx (bits unused by the digits)
-    out[:, 20:23] = hexed[:, 1:4]
-    out[:, 23] = 45  # "-"
-    out[:, 24:] = hexed[:, 4:]
-    return out.tobytes()
+    """Return ``n`` prediction ids as ``36 * n`` ASCII bytes (see ``batch_ids_json``)."""
+    return batch_ids_json(n)[0]
 
 
 def batch_ids(n: int) -> list[str]:
-    """Return ``n`` prediction ids as strings (see ``batch_id_bytes``)."""
+    """Return ``n`` prediction ids as strings (see ``batch_ids_json``)."""
     b = batch_id_bytes(n).decode("ascii")
     return [b[i : i + _ID_LEN] for i in range(0, len(b), _ID_LEN)]
-
-
-def _ids_json(idb: bytes, n: int) -> bytes:
-    """The ids as the inside of a JSON array (``"id1","id2"``), without a Python string per id."""
-    if n == 1:
-        return b'"' + idb + b'"'
-    out = np.empty((n, _ID_LEN + 3), dtype=np.uint8)
-    out[:, 0] = 34  # '"'
-    out[:, 1 : _ID_LEN + 1] = np.frombuffer(idb, dtype=np.uint8).reshape(n, _ID_LEN)
-    out[:, _ID_LEN + 1] = 34
-    out[:, _ID_LEN + 2] = 44  # ","
-    return out.tobytes()[:-1]
 
 
 class Service:
@@ -163,7 +154,7 @@ class Service:
         finally:
             self.inflight -= 1
         n = decoded.rows
-        idb = batch_id_bytes(n)
+        idb, id_items = batch_ids_json(n)
         score_list = scores.tolist()
         labels = (scores >= served.threshold).astype(np.int64).tolist() if served.task == "binary" else None
         if self.wal is not None:
@@ -182,7 +173,7 @@ class Service:
                 self.metrics.unknown_category[(name, feature)] += len(seen)
         return b"".join(
             (
-                served.response_head, _ids_json(idb, n), b'],"scores":', _encode(score_list),
+                served.response_head, id_items, b'],"scores":', _encode(score_list),
                 b',"labels":', _encode(labels), b"}",
             )
         )
