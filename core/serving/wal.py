@@ -10,16 +10,13 @@ Layout of a WAL folder (one per host:port, see ``ServingConfig.wal_dir``)::
 Two durability modes (``[serving] wal_sync``); in both, a response is sent only after its
 records are in the active segment file:
 
-- ``"write"`` (default): ``append`` copies the record into the active segment, a shared memory
-  map of the file (32 MiB reserved with ``posix_fallocate``, trimmed when sealed), on the
-  calling (event-loop) thread before the request answers: no system call per request (one
-  ``write(2)`` cost ~15 us of a ~280 us request, measured). The bytes are then in the kernel's
-  page cache, so an acknowledged prediction survives the process being killed (SIGKILL, OOM,
-  crash) and is replayed on restart. Each frame carries a CRC-32 and its length is stored last,
-  so a frame cut by a crash or a power cut ends the segment instead of being replayed. A
-  background thread ``fdatasync``s the active segment every ``fsync_interval_s`` (default
-  0.2 s) when it changed, and every segment is fsynced when it is sealed, so a power cut or
-  kernel crash loses at most the last ``fsync_interval_s`` of acknowledged predictions.
+- ``"write"`` (default): ``append`` writes the record with one ``write(2)`` on the calling
+  (event-loop) thread before the request answers. The bytes are then in the kernel's page cache,
+  so an acknowledged prediction survives the process being killed (SIGKILL, OOM, crash) and is
+  replayed on restart. A background thread ``fdatasync``s the active segment every
+  ``fsync_interval_s`` (default 0.2 s) when it changed, and every segment is fsynced when it is
+  sealed, so a power cut or kernel crash loses at most the last ``fsync_interval_s`` of
+  acknowledged predictions.
 - ``"fsync"``: ``submit`` hands the record to a writer thread that appends everything submitted
   since its last write in one ``write`` + ``fdatasync`` (group commit) and then resolves every
   waiting request's future: acknowledged = on stable storage, survives a power cut too, at the
@@ -45,12 +42,9 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
-import mmap
 import os
-import struct
 import threading
 import uuid
-import zlib
 from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
@@ -63,9 +57,6 @@ __all__ = ["Slot", "WriteAheadLog", "claim_slot", "frame", "orphan_slots", "read
 
 _MAX_SLOTS = 64
 Header = tuple[Hashable, bytes]  # (key, msgpack header record), see WriteAheadLog.append
-MAGIC = b"LKWAL2\r\n"  # starts a mapped segment: checksummed frames, a zero length ends it
-_FRAME_HEAD = struct.Struct("<II")  # a mapped frame's length and CRC-32
-SEGMENT_BYTES = 32 << 20  # space reserved per mapped segment (trimmed to what was used when sealed)
 _log = logging.getLogger("lakeops.serving")
 
 
@@ -139,72 +130,23 @@ def frame(record: bytes) -> bytes:
 def read_segment(path: Path) -> list[Any]:
     """Decode a segment's records (maps, or arrays for prediction records), in order.
 
-    Reads both layouts: mapped segments (``MAGIC``, then frames of length, CRC-32 and record,
-    ended by a zero length) and appended ones (frames of length and record). A torn last
-    record (never acknowledged) ends the segment.
+    A torn last record (never acknowledged) is dropped.
     """
     out: list[Any] = []
     data = memoryview(path.read_bytes())  # records are decoded from views: no copy per record
     decoder = msgspec.msgpack.Decoder()
-    mapped = data[: len(MAGIC)] == MAGIC
-    pos = len(MAGIC) if mapped else 0
-    head = 8 if mapped else 4
-    while pos + head <= len(data):
+    pos = 0
+    while pos + 4 <= len(data):
         size = int.from_bytes(data[pos : pos + 4], "little")
-        end = pos + head + size
-        if end > len(data) or (mapped and size == 0):
-            break  # the end of what was written, or a write cut by a crash (never answered)
-        body = data[pos + head : end]
-        if mapped and zlib.crc32(body) != int.from_bytes(data[pos + 4 : pos + 8], "little"):
-            break  # a frame torn by a power cut: nothing after it was acknowledged durably
+        end = pos + 4 + size
+        if end > len(data):
+            break  # a write cut by a crash: its request never got an answer
         try:
-            out.append(decoder.decode(body))
+            out.append(decoder.decode(data[pos + 4 : end]))
         except msgspec.DecodeError:
             break
         pos = end
     return out
-
-
-class _Mapped:
-    """A mapped segment file: space reserved up front, records copied in without a system call."""
-
-    __slots__ = ("fd", "mm", "path", "pos", "size")
-
-    def __init__(self, path: Path, size: int) -> None:
-        self.path = path
-        self.size = size
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            # Reserve the blocks now: a write into a mapped page that the file system cannot
-            # back would kill the process (SIGBUS) instead of raising ENOSPC here.
-            os.posix_fallocate(self.fd, 0, size)
-            self.mm = mmap.mmap(self.fd, size)
-        except OSError:
-            os.close(self.fd)
-            path.unlink(missing_ok=True)
-            raise
-        self.mm[: len(MAGIC)] = MAGIC
-        self.pos = len(MAGIC)
-
-    def put(self, body: bytes) -> int:
-        """Copy one frame in; the length goes last, so a visible length means a whole frame."""
-        p, n = self.pos, len(body)
-        self.mm[p + 8 : p + 8 + n] = body
-        _FRAME_HEAD.pack_into(self.mm, p, n, zlib.crc32(body))  # length and CRC: one 8-byte store
-        self.pos = p + 8 + n
-        return 8 + n
-
-    def finish(self, *, sync: bool) -> None:
-        """fdatasync (optionally), unmap, trim the file to what was written, close."""
-        try:
-            if sync:
-                os.fdatasync(self.fd)
-        finally:
-            self.mm.close()
-            try:
-                os.ftruncate(self.fd, self.pos)
-            finally:
-                os.close(self.fd)
 
 
 class WriteAheadLog:
@@ -225,8 +167,6 @@ class WriteAheadLog:
         existing = segments(slot.path)
         self._seq = int(existing[-1].stem.split("-")[1]) if existing else 0
         self._fd = -1
-        self._map: _Mapped | None = None  # the active segment in "write" mode
-        self._rolled: list[_Mapped] = []  # full mapped segments to sync, trim and close
         self._active: Path | None = None
         self._active_bytes = 0
         self._dirty = False
@@ -253,34 +193,12 @@ class WriteAheadLog:
         """Bytes written to the WAL and not yet appended to the lake."""
         return self.sealed_bytes + self._active_bytes
 
-    def _open_new(self, size: int = 0) -> None:
-        path = self.slot.path / f"seg-{self._seq + 1:012d}.wal"
-        if self.sync:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        else:
-            self._map = _Mapped(path, max(size, SEGMENT_BYTES))
-            self._fd = self._map.fd
+    def _open_new(self) -> None:
         self._seq += 1
-        self._active = path
+        self._active = self.slot.path / f"seg-{self._seq:012d}.wal"
+        self._fd = os.open(self._active, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._active_bytes = 0
         self._headers = set()
-
-    def _append_mapped(self, record: bytes, header: Header | None) -> None:
-        """Copy a record (and its header when needed) into the mapped segment (lock held)."""
-        need = 8 + len(record) + (8 + len(header[1]) if header is not None else 0)
-        m = self._map
-        assert m is not None
-        if m.pos + need > m.size:  # full: continue in a new segment (synced by the background thread)
-            self._open_new(need + len(MAGIC))
-            self.sealed_bytes += m.pos
-            self._rolled.append(m)
-            m = self._map
-            assert m is not None
-        if header is not None and header[0] not in self._headers:
-            self._active_bytes += m.put(header[1])
-            self._headers.add(header[0])
-        self._active_bytes += m.put(record)
-
 
     def _with_headers(self, items: list[tuple[Header | None, bytes]]) -> tuple[bytes, list[Hashable]]:
         """Frame ``items``, each preceded by its header when the active segment lacks it (lock held)."""
@@ -306,16 +224,6 @@ class WriteAheadLog:
             OSError: the file could not be written (also kept in ``error`` for ``/ready``).
         """
         with self._file_lock:
-            if self._map is not None:
-                try:
-                    self._append_mapped(record, header)
-                except OSError as exc:  # no space for a new segment
-                    self.error = exc
-                    raise
-                self._dirty = True
-                self.records_written += 1
-                self.error = None
-                return
             if header is None or header[0] in self._headers:
                 data, added = frame(record), []
             else:
@@ -397,17 +305,6 @@ class WriteAheadLog:
             return
         while not self._stop.wait(self.fsync_interval_s):
             self.sync_now()
-            with self._file_lock:
-                rolled, self._rolled = self._rolled, []
-            self._rolled_finish(rolled)
-
-    def _rolled_finish(self, rolled: list[_Mapped]) -> None:
-        for m in rolled:
-            try:
-                m.finish(sync=True)
-                self.fsyncs += 1
-            except OSError as exc:
-                _log.warning("write-ahead log: could not close segment %s: %s", m.path, exc)
 
     def sync_now(self) -> None:
         """fdatasync the active segment if it changed since the last sync (without blocking writers)."""
@@ -435,22 +332,11 @@ class WriteAheadLog:
         """
         with self._file_lock:
             if self._active_bytes == 0:
-                sealed_map = None
-                sealed = None
-            else:
-                sealed, old_fd, dirty, sealed_map = self._active, self._fd, self._dirty, self._map
-                used = sealed_map.pos if sealed_map is not None else self._active_bytes
-                self._open_new()  # may raise (no space): then nothing has changed
-                self.sealed_bytes += used
-                self._dirty = False
-            rolled, self._rolled = self._rolled, []
-        self._rolled_finish(rolled)  # full segments of this interval: synced before they are read
-        if sealed is None:
-            return None
-        if sealed_map is not None:
-            sealed_map.finish(sync=dirty)
-            self.fsyncs += int(dirty)
-            return sealed
+                return None
+            sealed, old_fd, dirty = self._active, self._fd, self._dirty
+            self.sealed_bytes += self._active_bytes
+            self._open_new()
+            self._dirty = False
         try:
             if dirty:
                 os.fdatasync(old_fd)
@@ -473,14 +359,6 @@ class WriteAheadLog:
         self._stop.set()
         self._thread.join(timeout=10)
         with self._file_lock:
-            rolled, self._rolled = self._rolled, []
-            m, self._map = self._map, None
-            if m is not None:
-                try:
-                    m.finish(sync=self._dirty)
-                except OSError:
-                    pass
-                self._fd = -1
             if self._fd >= 0:
                 if self._dirty:
                     try:
@@ -491,7 +369,6 @@ class WriteAheadLog:
                 self._fd = -1
             if self._active is not None and self._active_bytes == 0:
                 self._active.unlink(missing_ok=True)
-        self._rolled_finish(rolled)
 
 
 def _resolve(waiters: list, err: OSError | None) -> None:
