@@ -391,12 +391,6 @@ def _concat(recs: list[dict], key: str) -> list[Any]:
     return out
 
 
-def _rows(r: dict) -> int:
-    """Rows of a prediction record (``n`` in the compact format, else its id list's length)."""
-    n = r.get("n")
-    return int(n) if n is not None else len(r["ids"])
-
-
 _ID_LEN = 36
 
 

@@ -24,7 +24,7 @@ from core.serving.predlog import PredictionLog
 from core.serving.problems import ProblemError
 from core.serving.wal import Slot, WriteAheadLog, claim_slot, orphan_slots
 
-__all__ = ["FeedbackItem", "Service", "batch_id_bytes", "batch_ids", "batch_ids_json"]
+__all__ = ["FeedbackItem", "Service", "batch_ids", "batch_ids_json"]
 
 _log = logging.getLogger("lakeops.serving")
 _encode = msgspec.json.encode
@@ -66,14 +66,9 @@ def batch_ids_json(n: int) -> tuple[bytes, bytes]:
     return rows[:, 1:37].tobytes(), rows.tobytes()[:-1]
 
 
-def batch_id_bytes(n: int) -> bytes:
-    """Return ``n`` prediction ids as ``36 * n`` ASCII bytes (see ``batch_ids_json``)."""
-    return batch_ids_json(n)[0]
-
-
 def batch_ids(n: int) -> list[str]:
     """Return ``n`` prediction ids as strings (see ``batch_ids_json``)."""
-    b = batch_id_bytes(n).decode("ascii")
+    b = batch_ids_json(n)[0].decode("ascii")
     return [b[i : i + _ID_LEN] for i in range(0, len(b), _ID_LEN)]
 
 
