@@ -53,7 +53,9 @@ from core.monitoring.config import MonitorConfig, champion, monitor_config
 from core.monitoring.performance import (
     PerformanceReport,
     check_performance,
+    ground_truth,
     labelled_window,
+    orphan_labels,
     performance_over_time,
 )
 from core.monitoring.references import SCORE_ROW, ModelReference, clear_cache, reference
@@ -74,11 +76,13 @@ __all__ = [
     "clear_cache",
     "drift_history",
     "feature_distribution",
+    "ground_truth",
     "features_of",
     "log_scan",
     "passthrough_of",
     "labelled_window",
     "monitor_config",
+    "orphan_labels",
     "performance_over_time",
     "raise_alert",
     "reference",
