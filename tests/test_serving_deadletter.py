@@ -15,7 +15,14 @@ from core.lake import Lake
 from core.serving.app import create_app
 from core.serving.predlog import PredictionLog, dead_letters
 from core.serving.wal import MAGIC, WriteAheadLog, claim_slot, frame
-from tests.test_serving_support import ThreadServer, champion_lake_path, copy_lake, demo_rows, serving_settings, wait_for
+from tests.test_serving_support import (
+    ThreadServer,
+    champion_lake_path,
+    copy_lake,
+    demo_rows,
+    serving_settings,
+    wait_for,
+)
 
 _pack = msgspec.msgpack.encode
 PREDICT = "/v1/models/churn/predict"
