@@ -75,7 +75,7 @@ def test_closed_loop(tmp_path):
     assert reports["model_version"].to_list() == [1, 1, 2]
     alerts = lake.read("alerts").sort("at")
     assert alerts["status"].to_list() == ["open", "resolved"] and alerts["kind"].to_list() == ["drift", "drift"]
-    dv = datasets.versions("churn", lake=lake).filter(pl.col("version") == out.dataset_version).row(0, named=True)
+    dv = datasets.versions(out.served_dataset, lake=lake).filter(pl.col("version") == out.served_version).row(0, named=True)
     events = registry.events(MODEL, lake=lake).filter(pl.col("version") == 2).sort("at")
     assert events["action"].to_list()[:3] == ["register", "gate", "promote"]
     promoted_at = events.filter(pl.col("action") == "promote")["at"][0]
