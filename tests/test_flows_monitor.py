@@ -127,8 +127,11 @@ def test_retrain_if_needed_follows_alerts(lake):
     # the new champion's reference is the campaign period: the next window is back under threshold
     log_predictions(lake, traffic(1500, seed=27, campaign=True))
     after = monitor.check_drift(MODEL, window_rows=1500, lake=lake, settings=s)
-    assert after.model_version == 2 and after.drifted is False and after.alert == "resolved"
+    assert after.model_version == 2 and after.drifted is False and after.alert is None  # v2 starts afresh
     assert monitoring.reference(MODEL, lake=lake, settings=s).model_version == 2
+    history = monitoring.alert_history(MODEL, lake=lake).filter(pl.col("kind") == "drift")
+    assert history["status"].to_list() == ["open", "resolved"] and history["model_version"].to_list() == [1, 1]
+    assert history["message"][1].startswith("superseded by v2")  # resolved when v2 was promoted
 
 
 def test_simulate_through_the_api_then_cli(lake, tmp_path, capsys):

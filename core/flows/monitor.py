@@ -109,7 +109,7 @@ def check_drift(
             "score": None if rep.score is None else {"test": rep.score.test, "statistic": rep.score.statistic, "drifted": rep.score.drifted},
         }
         opened = monitoring.raise_alert("drift", model, message=_drift_message(rep), evidence=evidence,
-                                        severity="warning", lake=lake, settings=settings)
+                                        severity="warning", lake=lake, settings=settings, model_version=rep.model_version)
         return replace(rep, alert="opened" if opened else "ongoing")
     resolved = monitoring.resolve_alert(
         "drift", model, message=f"drift on model {model!r} cleared (report {rep.report_id}, share {rep.result.share:.2f})",
@@ -142,7 +142,7 @@ def check_performance(
             f"(tolerance {rep.tolerance})"
         )
         opened = monitoring.raise_alert("performance", model, message=msg, evidence=evidence, severity="critical",
-                                        lake=lake, settings=settings)
+                                        lake=lake, settings=settings, model_version=rep.model_version)
         return replace(rep, alert="opened" if opened else "ongoing")
     resolved = monitoring.resolve_alert(
         "performance", model, message=f"performance of model {model!r} back within tolerance ({rep.metric} {rep.value:.4f})",

@@ -426,7 +426,15 @@ def promote(
             f"a concurrent change moved the champion of {model!r} first (now "
             f"v{registry.champion_version(model, lake)}); your promotion of v{version} is recorded as superseded"
         )
+    _supersede(model, version, f"promoted by {_actor(actor, settings)}: {why}", lake, settings)
     return change
+
+
+def _supersede(model: str, version: int, reason: str, lake: Lake, settings: Settings | None) -> None:
+    """The champion changed: its predecessor's open alerts no longer describe it (resolved as superseded)."""
+    from core import monitoring
+
+    monitoring.supersede_alerts(model, version, reason=reason, lake=lake, settings=settings)
 
 
 def rollback(
@@ -470,6 +478,7 @@ def rollback(
         raise PromotionRefusedError(
             f"a concurrent change moved the champion of {model!r} first; the rollback is recorded as superseded"
         )
+    _supersede(model, target, f"rolled back by {_actor(actor, settings)}: {why}", lake, settings)
     return change
 
 

@@ -36,7 +36,7 @@ Configuration (all optional)::
 """
 
 
-from core.monitoring.alerts import Alert, alert_history, alerts, raise_alert, resolve_alert
+from core.monitoring.alerts import Alert, alert_history, alerts, raise_alert, resolve_alert, supersede_alerts
 from core.monitoring.checks import (
     DATASET_ROW,
     DriftReport,
@@ -88,5 +88,6 @@ __all__ = [
     "reference",
     "resolve_alert",
     "score_over_time",
+    "supersede_alerts",
     "window",
 ]
