@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
-from core.drift.reference import ArrayPacker, unpack_arrays
+from core.drift.reference import ArrayPacker, _dot, unpack_arrays
 
 __all__ = ["CBPE_METRICS", "BAND_SIGMAS", "Calibration", "Estimate", "estimate_performance"]
 
@@ -249,11 +249,11 @@ def _auc_estimate(s: np.ndarray, p: np.ndarray, v: np.ndarray) -> tuple[float, f
     if big_p <= 0.0 or big_p >= n:
         return math.nan, math.nan
     r = stats.rankdata(s)  # mid-ranks: ties count one half, as in the realised AUC
-    big_s = float(np.dot(r, p))
+    big_s = float(_dot(r, p))
     den = big_p * (n - big_p)
     num = big_s - big_p * (big_p + 1.0) / 2.0
     value = num / den
     g_s = 1.0 / den
     g_p = (-(big_p + 0.5) * den - num * (n - 2.0 * big_p)) / den**2
-    var = g_s * g_s * float(np.dot(r * r, v)) + 2.0 * g_s * g_p * float(np.dot(r, v)) + g_p * g_p * float(v.sum())
+    var = g_s * g_s * float(_dot(r * r, v)) + 2.0 * g_s * g_p * float(_dot(r, v)) + g_p * g_p * float(v.sum())
     return value, math.sqrt(max(var, 0.0))

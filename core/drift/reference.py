@@ -86,6 +86,13 @@ def scale_of(*sorted_arrays: np.ndarray) -> float:
     return math.ldexp(1.0, min(math.frexp(top)[1], 1023))  # scaled magnitudes stay <= 2
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Dot product of two 1-D arrays without BLAS: OpenBLAS's threads spin after each call and
+    bill several milliseconds of CPU time for a microsecond of work (measured: 11 ms vs 0.4 ms
+    for a 100k-row Wasserstein)."""
+    return float(np.einsum("i,i->", a, b))
+
+
 def _quantile_edges(sorted_values: np.ndarray, bins: int, scale: float = 1.0) -> np.ndarray:
     if sorted_values.size == 0:
         return np.empty(0)

@@ -16,6 +16,7 @@ from core.drift.reference import (
     CategoricalReference,
     NumericReference,
     _bin_counts,
+    _dot,
     _runs,
     scale_of,
     sorted_finite,
@@ -131,7 +132,7 @@ def _w1_plain(a: np.ndarray, b: np.ndarray) -> float:
         d = np.take(y_vals, np.minimum(q, y_vals.size - 1).astype(np.intp))
         d -= x_vals
         np.abs(d, out=d)
-        total += float(np.dot(x, d))
+        total += float(_dot(x, d))
     return total
 
 
@@ -152,11 +153,11 @@ def _w1(va: np.ndarray, ca: np.ndarray | None, vb: np.ndarray, cb: np.ndarray | 
     # intervals ending at an A breakpoint x: B holds its value whose breakpoint is the first >= x
     qb = _breaks_le(cb, n, xa - 1)
     prev = np.maximum(np.concatenate(([0], xa[:-1])), np.where(qb > 0, xb[np.maximum(qb - 1, 0)], 0))
-    total = float(np.dot((xa - prev).astype(np.float64), np.abs(va - vb[qb])))
+    total = float(_dot((xa - prev).astype(np.float64), np.abs(va - vb[qb])))
     # intervals ending at a B breakpoint y (a breakpoint shared with A gets length 0)
     fa = _breaks_le(ca, m, xb)
     prev = np.maximum(np.concatenate(([0], xb[:-1])), np.where(fa > 0, xa[np.maximum(fa - 1, 0)], 0))
-    total += float(np.dot((xb - prev).astype(np.float64), np.abs(va[np.minimum(fa, va.size - 1)] - vb)))
+    total += float(_dot((xb - prev).astype(np.float64), np.abs(va[np.minimum(fa, va.size - 1)] - vb)))
     return total / (float(n) * float(m))
 
 
