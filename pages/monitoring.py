@@ -70,12 +70,16 @@ else:
 st.subheader("Reference vs current")
 try:
     ref = monitoring.reference(model, lake=lake(), settings=settings())
-    feature = st.selectbox("Feature", [monitoring.SCORE_ROW, *ref.kinds], key="feature")
+    feature = st.selectbox(
+        "Feature", [monitoring.SCORE_ROW, *ref.kinds], key="feature",
+        format_func=lambda f: "model score" if f == monitoring.SCORE_ROW else f,
+    )
     dist = monitoring.feature_distribution(model, feature, lake=lake(), settings=settings()).to_pandas()
     st.caption(f"reference: {ref.dataset}@v{ref.dataset_version} ({ref.rows} rows); current: the latest window")
     st.altair_chart(
         alt.Chart(dist).mark_bar(opacity=0.55).encode(
-            x=alt.X("bin:N", sort=None, title=feature), y=alt.Y("share:Q", stack=None),
+            x=alt.X("bin:N", sort=None, title="model score" if feature == monitoring.SCORE_ROW else feature),
+            y=alt.Y("share:Q", stack=None),
             color=alt.Color("source:N"), tooltip=["source", "bin", "share"],
         ),
         width="stretch",

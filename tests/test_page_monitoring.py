@@ -33,7 +33,7 @@ def test_monitoring_page_shows_drift_alerts_and_charts(ui_lake):
     assert [m.value for m in at.metric] == ["DRIFT"]
     assert any("data drift" in e.label for e in at.expander)
     assert len(at.get("vega_lite_chart")) >= 4  # heatmap, distribution, scores, performance
-    assert at.selectbox(key="feature").options[0] == "score"
+    assert at.selectbox(key="feature").options[0] == "model score"  # the score row, named for people
     at.selectbox(key="feature").set_value("plan").run()
     assert not at.exception, at.exception
     at.button(key="run_drift").click().run()

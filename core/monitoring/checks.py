@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from core import drift
+from core.catalog import FEATURES_COLUMN, PASSTHROUGH_COLUMN
 from core.config import Settings, load_settings
 from core.errors import ConfigError
 from core.ids import new_id, utcnow
@@ -26,8 +27,8 @@ from core.monitoring.references import SCORE_ROW, ModelReference, reference
 
 __all__ = [
     "DATASET_ROW", "MULTIVARIATE_ROW", "DriftReport", "attribution_of", "check_drift", "drift_history",
-    "feature_distribution", "feature_status", "json_default", "multivariate_over_time", "score_over_time", "window",
-    "window_features",
+    "feature_distribution", "feature_status", "features_of", "json_default", "log_scan", "multivariate_over_time",
+    "passthrough_of", "score_over_time", "window", "window_features",
 ]
 
 DATASET_ROW = "__dataset__"
@@ -36,6 +37,42 @@ MULTIVARIATE_ROW = "__multivariate__"
 
 def _table(model: str) -> str:
     return f"predictions/{model}"
+
+
+_LEGACY_OWN = ("prediction_id", "at", "day", "model_version", "score", "label", "latency_ms")
+
+
+def _normalised(scan: pl.LazyFrame) -> pl.LazyFrame:
+    """A prediction log in the current layout: a table of an earlier release (features as
+    top-level columns, ``label`` for the predicted class) gets its features wrapped in the
+    ``features`` struct and ``label`` renamed ``predicted_label``."""
+    names = scan.collect_schema().names()
+    if FEATURES_COLUMN in names:
+        return scan
+    feats = [c for c in names if c not in _LEGACY_OWN]
+    out = scan.rename({"label": "predicted_label"}) if "label" in names else scan
+    if feats:
+        return out.with_columns(pl.struct(feats).alias(FEATURES_COLUMN)).drop(feats)
+    return out.with_columns(pl.lit(None, dtype=pl.Struct([])).alias(FEATURES_COLUMN))
+
+
+def features_of(frame: pl.DataFrame) -> pl.DataFrame:
+    """The feature values of a prediction-log frame (``window``) as one column per feature."""
+    if frame.height == 0 and FEATURES_COLUMN not in frame.columns:
+        return pl.DataFrame()
+    return frame.select(pl.col(FEATURES_COLUMN)).unnest(FEATURES_COLUMN)
+
+
+def passthrough_of(frame: pl.DataFrame) -> pl.DataFrame:
+    """The pass-through fields of a prediction-log frame as one column each (none: no columns)."""
+    if PASSTHROUGH_COLUMN not in frame.columns:
+        return pl.DataFrame()
+    return frame.select(pl.col(PASSTHROUGH_COLUMN)).unnest(PASSTHROUGH_COLUMN)
+
+
+def log_scan(model: str, lake: Lake) -> pl.LazyFrame:
+    """The prediction log of ``model`` as a lazy frame in the current layout (see ``window``)."""
+    return _normalised(lake.scan(_table(model)))
 
 
 def window(
@@ -50,12 +87,15 @@ def window(
     """The latest predictions of ``model``: the last ``rows`` rows and/or the last ``hours`` hours.
 
     ``version`` keeps only rows answered by that model version. Returns an empty frame when the
-    model has no prediction log yet.
+    model has no prediction log yet. The frame has the log's layout: ``prediction_id, at, day,
+    model_version, score, predicted_label, latency_ms``, the ``features`` struct and, when
+    the model declares them, the ``passthrough`` struct; ``features_of(frame)`` gives the
+    features as columns (a feature may be named like one of the log's own columns).
     """
     lake = resolve(lake)
     if not lake.exists(_table(model)):
         return pl.DataFrame()
-    scan = lake.scan(_table(model))
+    scan = log_scan(model, lake)
     if version is not None:
         scan = scan.filter(pl.col("model_version") == version)
     if hours is not None:
@@ -71,10 +111,12 @@ def window(
 def window_features(frame: pl.DataFrame, names: Sequence[str]) -> pl.DataFrame:
     """The feature values of a window as a frame with one column per feature (``names`` order).
 
-    The one place that knows where the prediction log keeps feature values (top-level columns
-    today); a feature the log lacks is left out, and the drift check reports it as ``no_data``.
+    The one place the drift checks read feature values through (the log keeps them in its
+    ``features`` struct, see ``features_of``); a feature the log lacks is left out, and the
+    drift check reports it as ``no_data``.
     """
-    return frame.select([n for n in names if n in frame.columns])
+    feats = features_of(frame)
+    return feats.select([n for n in names if n in feats.columns])
 
 
 @dataclass(frozen=True)
@@ -355,8 +397,10 @@ def feature_distribution(
     if refd is None:
         raise ConfigError(f"model {model!r} has no feature {feature!r}; features: {', '.join(ref.features)}")
     frame = window(model, rows=window_rows or cfg.window_rows, hours=cfg.window_hours, version=ref.model_version, lake=lake)
-    if feature == SCORE_ROW:
-        cur = frame[SCORE_ROW] if frame.height else pl.Series(feature, [], dtype=pl.Float64)
+    if not frame.height:
+        cur = pl.Series(feature, [], dtype=pl.Float64)
+    elif feature == SCORE_ROW:
+        cur = frame["score"]
     else:
         feats = window_features(frame, [feature])
         cur = feats[feature] if feats.width else pl.Series(feature, [], dtype=pl.Float64)
@@ -392,7 +436,7 @@ def score_over_time(model: str, *, every: str = "1h", lake: Lake | None = None) 
         return pl.DataFrame()
     s = pl.col("score")
     return (
-        lake.scan(_table(model))
+        log_scan(model, lake)
         .group_by(pl.col("at").dt.truncate(every).alias("bucket"), "model_version")
         .agg(pl.len().alias("n"), s.mean().alias("mean"), *[s.quantile(q / 100).alias(f"p{q}") for q in (10, 25, 50, 75, 90)])
         .sort("bucket")

@@ -25,7 +25,7 @@ from core import drift
 from core.config import Settings, load_settings
 from core.ids import new_id, utcnow
 from core.lake import Lake, resolve
-from core.monitoring.checks import _table, window
+from core.monitoring.checks import _table, log_scan, window
 from core.monitoring.config import champion, monitor_config
 from core.monitoring.performance import _baseline, labelled_window
 from core.monitoring.references import reference
@@ -166,7 +166,7 @@ def estimated_performance_over_time(
     if ref.calibration is None:
         return pl.DataFrame(schema=schema)
     joined, _ = labelled_window(model, version=mv.version, lake=lake)
-    preds = lake.scan(_table(model)).filter(pl.col("model_version") == mv.version).select(
+    preds = log_scan(model, lake).filter(pl.col("model_version") == mv.version).select(
         "prediction_id", "at", "score").collect()
     frame = preds.join(joined.select("prediction_id", "truth"), on="prediction_id", how="left").with_columns(
         pl.col("at").dt.truncate(every).alias("bucket"))

@@ -47,7 +47,7 @@ from core.monitoring.config import champion, monitor_config
 __all__ = ["SCORE_ROW", "ModelReference", "clear_cache", "reference"]
 
 _log = logging.getLogger("lakeops.monitoring")
-SCORE_ROW = "score"
+SCORE_ROW = "__score__"  # not "score": a feature may be called that
 _FORMAT = 2  # 2: quality counts in the references, training-distribution default, reference sample
 _CACHE: dict[tuple[str, str], dict[str, Any]] = {}
 _CACHE_LOCK = threading.Lock()
@@ -272,7 +272,7 @@ def reference(model: str, *, version: int | None = None, lake: Lake | None = Non
                     "kind": "estimator", **common, "model": model, "model_version": mv.version,
                     "rows": holdout.height, "columns_json": json.dumps(list(declared))}, lake)
     row = feats["row"]
-    score = scores["value"][SCORE_ROW]
+    score = scores["value"].get(SCORE_ROW) or scores["value"]["score"]  # "score": stored by earlier releases
     assert isinstance(score, drift.NumericReference)
     kinds = json.loads(row["columns_json"])
     e = est["value"]
