@@ -97,6 +97,27 @@ def _quality_evidence(rep: DriftReport) -> list[dict[str, Any]]:
     return out
 
 
+def _sync_feature_alert(kind: str, model: str, features: list[str], message: str, evidence: dict[str, Any],
+                        severity: str, rep: DriftReport, lake: Lake, settings: Settings) -> str | None:
+    """Keep one open ``kind`` alert per set of affected features: a new set opens its own alert (so a
+    second column going empty is not hidden behind an ongoing one) and resolves the previous set's."""
+    current = f"{kind}:{model}:" + ",".join(sorted(features)) if features else None
+    result = None
+    stale = monitoring.alerts(model, lake=lake).filter((pl.col("kind") == kind) & (pl.col("fingerprint") != (current or "")))
+    for fp in stale["fingerprint"].to_list():
+        done = monitoring.resolve_alert(
+            kind, model, fingerprint=fp, lake=lake, settings=settings,
+            message=f"{kind} on model {model!r}: {'now ' + ', '.join(features) if features else 'cleared'} "
+                    f"(report {rep.report_id})",
+            evidence={"report_id": rep.report_id, "model_version": rep.model_version, "features": features})
+        result = "resolved" if done else result
+    if current is not None:
+        opened = monitoring.raise_alert(kind, model, message=message, evidence=evidence, severity=severity,
+                                        fingerprint=current, lake=lake, settings=settings)
+        result = "opened" if opened else "ongoing"
+    return result
+
+
 def check_drift(
     model: str,
     *,
@@ -108,14 +129,17 @@ def check_drift(
 ) -> DriftReport:
     """Run a drift check (``core.monitoring.check_drift``) and open or resolve its alerts.
 
-    Two conditions, two alerts: ``drift`` (the verdict) and ``data_quality`` (a counted feature
-    populated in the reference has no usable value in the window, or broke a data-quality
-    tolerance: more nulls, NaN/inf, values out of the reference range, new levels). The drift
+    Three conditions, three alerts: ``drift`` (the verdict), ``no_data`` (a counted feature populated
+    in the reference has no usable value in the window; critical) and ``data_quality`` (a counted
+    feature broke a data-quality tolerance: more nulls, NaN/inf, values out of the reference
+    range, new levels). The last two are keyed by the set of affected features, so a feature
+    joining the set is alerted rather than hidden behind an ongoing alert. The drift
     alert's evidence names the drifted features, the score shift's top contributing features and
     the domain classifier's separating features.
 
     Returns:
-        The report, with ``alert`` and ``quality_alert`` = ``opened``, ``ongoing``, ``resolved`` or None.
+        The report, with ``alert`` (drift) and ``quality_alert`` (no_data, else data_quality) =
+        ``opened``, ``ongoing``, ``resolved`` or None.
     """
     lake = resolve(lake)
     settings = settings or load_settings()
@@ -123,20 +147,22 @@ def check_drift(
     if rep.status != "ok" or rep.result is None:
         return rep
     quality = _quality_evidence(rep)
-    if quality:
-        names = ", ".join(f"{q['feature']} ({'/'.join(q['flags'])})" for q in quality)
-        opened = monitoring.raise_alert(
-            "data_quality", model, message=f"data quality on model {model!r} v{rep.model_version}: {names}",
-            evidence={"report_id": rep.report_id, "model_version": rep.model_version, "features": quality,
-                      "window": {"rows": rep.window_rows, "start": str(rep.window_start), "end": str(rep.window_end)}},
-            severity="critical" if any("no_data" in q["flags"] for q in quality) else "warning",
-            lake=lake, settings=settings)
-        rep = replace(rep, quality_alert="opened" if opened else "ongoing")
-    else:
-        resolved = monitoring.resolve_alert(
-            "data_quality", model, message=f"data quality on model {model!r} back within tolerance (report {rep.report_id})",
-            evidence={"report_id": rep.report_id, "model_version": rep.model_version}, lake=lake, settings=settings)
-        rep = replace(rep, quality_alert="resolved" if resolved else None)
+    empty = [q for q in quality if "no_data" in q["flags"]]
+    flagged = [q for q in quality if q["flags"] != ["no_data"]]
+    window_ev = {"rows": rep.window_rows, "start": str(rep.window_start), "end": str(rep.window_end)}
+    got = _sync_feature_alert(
+        "no_data", model, [q["feature"] for q in empty],
+        f"no data on model {model!r} v{rep.model_version}: " + ", ".join(q["feature"] for q in empty)
+        + " had values in the reference and none usable in the window", {
+            "report_id": rep.report_id, "model_version": rep.model_version, "features": empty, "window": window_ev},
+        "critical", rep, lake, settings)
+    got_q = _sync_feature_alert(
+        "data_quality", model, [q["feature"] for q in flagged],
+        f"data quality on model {model!r} v{rep.model_version}: "
+        + ", ".join(f"{q['feature']} ({'/'.join(f for f in q['flags'] if f != 'no_data')})" for q in flagged), {
+            "report_id": rep.report_id, "model_version": rep.model_version, "features": flagged, "window": window_ev},
+        "warning", rep, lake, settings)
+    rep = replace(rep, quality_alert=got or got_q)
     if rep.drifted is None:
         return rep  # nothing could be compared: the data-quality alert says why; the drift alert stays as it is
     if rep.drifted:

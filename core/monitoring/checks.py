@@ -169,8 +169,19 @@ def _row(rep_id: str, model: str, version: int, win: tuple[Any, Any, int], ref: 
         "window_end": win[1], "window_rows": win[2], "feature": f.feature, "kind": f.kind, "test": f.test,
         "statistic": f.statistic, "p_value": f.p_value, "threshold": f.threshold, "drifted": f.drifted,
         "reference_dataset": ref.dataset, "reference_version": ref.dataset_version,
-        "stats_json": json.dumps({**f.stats, **extra}, default=json_default), "at": at,
+        "stats_json": json.dumps(_strict({**f.stats, **extra}), default=json_default, allow_nan=False), "at": at,
     }
+
+
+def _strict(value: Any) -> Any:
+    """NaN and ±inf as null, so ``stats_json`` is strict JSON (polars' and DuckDB's JSON readers refuse NaN)."""
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
 
 
 def json_default(value: Any) -> Any:
