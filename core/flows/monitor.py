@@ -148,7 +148,7 @@ def check_drift(
         return rep
     quality = _quality_evidence(rep)
     empty = [q for q in quality if "no_data" in q["flags"]]
-    flagged = [q for q in quality if q["flags"] != ["no_data"]]
+    flagged = [q for q in quality if "no_data" not in q["flags"]]  # an empty column is the no_data alert's
     window_ev = {"rows": rep.window_rows, "start": str(rep.window_start), "end": str(rep.window_end)}
     got = _sync_feature_alert(
         "no_data", model, [q["feature"] for q in empty],
@@ -159,7 +159,7 @@ def check_drift(
     got_q = _sync_feature_alert(
         "data_quality", model, [q["feature"] for q in flagged],
         f"data quality on model {model!r} v{rep.model_version}: "
-        + ", ".join(f"{q['feature']} ({'/'.join(f for f in q['flags'] if f != 'no_data')})" for q in flagged), {
+        + ", ".join(f"{q['feature']} ({'/'.join(q['flags'])})" for q in flagged), {
             "report_id": rep.report_id, "model_version": rep.model_version, "features": flagged, "window": window_ev},
         "warning", rep, lake, settings)
     rep = replace(rep, quality_alert=got or got_q)
