@@ -133,7 +133,8 @@ def test_monitoring_page_in_chromium(quality_lake, tmp_path):
                 page.get_by_text("What moved the score").first.wait_for(timeout=90_000)
                 page.get_by_text("Estimated vs realised performance").first.wait_for(timeout=60_000)
                 page.get_by_text("Multivariate drift (domain classifier)").first.wait_for(timeout=60_000)
-                page.get_by_text("no usable value in the window", exact=False).first.wait_for(timeout=60_000)
+                page.get_by_text("had values in the reference and none usable in the window", exact=False).first.wait_for(
+                    timeout=60_000)
                 page.locator("canvas, svg.marks").first.wait_for(timeout=60_000)
                 assert page.locator(".vega-embed").count() >= 7
                 page.screenshot(path=str(tmp_path / "monitoring.png"), full_page=True)
