@@ -17,7 +17,15 @@ from core.ids import new_ids
 from core.lake import Lake
 from core.serving.schemas import prediction_schema
 from core.training import compute_metrics
-from tests.monitor_world import MODEL, build_champion, clone, log_predictions, send_feedback, settings_for, traffic
+from tests.monitor_world import (
+    MODEL,
+    build_champion,
+    clone,
+    log_predictions,
+    send_feedback,
+    settings_for,
+    traffic,
+)
 
 
 @pytest.fixture(scope="module")
