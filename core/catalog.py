@@ -315,10 +315,11 @@ def prediction_common_fields() -> list[pa.Field]:
         pa.field("score", _F64),
         pa.field("predicted_label", _I64),
         pa.field("latency_ms", _F64),
+        pa.field("role", _STR),  # champion | challenger (canary) | shadow | pinned (?version=, ?alias=)
     ]
 
 
-PREDICTION_COLUMNS = ("prediction_id", "at", "day", "model_version", "score", "predicted_label", "latency_ms")
+PREDICTION_COLUMNS = ("prediction_id", "at", "day", "model_version", "score", "predicted_label", "latency_ms", "role")
 """The log's own columns (``label`` instead of ``predicted_label`` in tables of earlier releases)."""
 
 

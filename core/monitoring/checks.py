@@ -47,6 +47,8 @@ def _normalised(scan: pl.LazyFrame) -> pl.LazyFrame:
     top-level columns, ``label`` for the predicted class) gets its features wrapped in the
     ``features`` struct and ``label`` renamed ``predicted_label``."""
     names = scan.collect_schema().names()
+    if "role" not in names:  # tables written before staged rollouts: every row answered as champion
+        scan = scan.with_columns(pl.lit("champion").alias("role"))
     if FEATURES_COLUMN in names:
         return scan
     feats = [c for c in names if c not in _LEGACY_OWN]
@@ -70,9 +72,14 @@ def passthrough_of(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(pl.col(PASSTHROUGH_COLUMN)).unnest(PASSTHROUGH_COLUMN)
 
 
-def log_scan(model: str, lake: Lake) -> pl.LazyFrame:
-    """The prediction log of ``model`` as a lazy frame in the current layout (see ``window``)."""
-    return _normalised(lake.scan(_table(model)))
+def log_scan(model: str, lake: Lake, *, shadow: bool = False) -> pl.LazyFrame:
+    """The prediction log of ``model`` as a lazy frame in the current layout (see ``window``).
+
+    Rows a shadow challenger scored (role ``shadow``: never an answer, and sharing their
+    prediction ids with the champion's rows) are left out unless ``shadow``.
+    """
+    scan = _normalised(lake.scan(_table(model)))
+    return scan if shadow else scan.filter(pl.col("role").is_null() | (pl.col("role") != "shadow"))
 
 
 def window(
