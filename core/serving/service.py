@@ -345,11 +345,27 @@ class Service:
             assert self.wal is not None
             self.wal.write(_pack(record), ch.wal_header)
             self.metrics.shadow_rows[name] += mine.rows
-        except Exception as exc:  # noqa: BLE001 - e.g. the challenger refuses the body: counted, never raised
-            self.metrics.shadow_errors[name] += decoded.rows
-            _log.warning("shadow scoring of %s v%s failed: %s", name, ch.version, exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. the challenger refuses the body: noted, never raised
+            self._challenger_failed(name, ch, decoded, idb, np.arange(decoded.rows), exc)
         finally:
             self._shadow_pending -= 1
+
+    def _challenger_failed(self, name: str, ch: Served, decoded: Decoded, idb: bytes, rows: np.ndarray,
+                           exc: Exception) -> None:
+        """The challenger could not take a request the champion answers (shadow or canary): counted,
+        and logged as ``shadow`` rows with NaN scores so the live gate sees its error rate."""
+        _log.warning("challenger %s v%s cannot take a request: %s", name, ch.version, exc)
+        self.metrics.shadow_errors[name] += int(rows.size)
+        if self.wal is None:
+            return
+        sub = b"".join(idb[i * 36 : (i + 1) * 36] for i in rows.tolist())
+        width = len(ch.codec.names)
+        record = ["q", name, ch.version, time.time_ns() // 1000, 0.0, int(rows.size), sub,
+                  np.full(rows.size, np.nan).tobytes(), np.full((rows.size, width), np.nan).tobytes(), None, None, "shadow"]
+        try:
+            self.wal.write(_pack(record), ch.wal_header)
+        except OSError:
+            pass  # the answer is the champion's and is logged; this note is best effort
 
     async def _canary(self, name: str, champion: Served, stage: ServedStage, body: bytes, decoded: Decoded,
                       t0: float) -> bytes:
@@ -366,8 +382,17 @@ class Service:
             parts.append((ch, "challenger", np.flatnonzero(to_ch)))
         scores = np.empty(n)
         labels = np.zeros(n, dtype=np.int64)
+        if len(parts) and parts[-1][1] == "challenger" and not ch.same_encoding(champion):
+            try:
+                ch_decoded = ch.codec.decode(body)
+            except Exception as exc:  # noqa: BLE001 - the challenger cannot take this request: the champion answers
+                self._challenger_failed(name, ch, decoded, idb, np.flatnonzero(to_ch), exc)
+                to_ch[:] = False
+                parts = [(champion, "champion", np.arange(n))]
+        else:
+            ch_decoded = decoded
         for model, role, rows in parts:
-            mine = decoded if model is champion or model.same_encoding(champion) else model.codec.decode(body)
+            mine = decoded if model is champion else ch_decoded
             X = mine.X[rows]
             s = await self._score(model, X)
             scores[rows] = s
