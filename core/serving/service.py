@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 import math
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +176,11 @@ class Service:
         self._slot: Slot | None = None
         self.inflight = 0
         self.started = False
-        self._shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lakeops-shadow")
-        self._shadow_pending = 0
+        self._shadow_q: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._shadow_wake = threading.Event()
+        self._shadow_stop = threading.Event()
+        self._shadow_thread = threading.Thread(target=self._shadow_loop, name="lakeops-shadow", daemon=True)
+        self._shadow_thread.start()
         self.legacy_wal: Path | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -223,7 +227,9 @@ class Service:
     def stop(self) -> None:
         """Flush the prediction log and stop every thread."""
         self.cache.close()
-        self._shadow_pool.shutdown(wait=True)  # shadow rows still queued reach the WAL before it closes
+        self._shadow_stop.set()  # shadow rows still queued reach the WAL before it closes
+        self._shadow_wake.set()
+        self._shadow_thread.join(timeout=10)
         if self.predlog is not None:
             self.predlog.close()
         if self.wal is not None:
@@ -316,39 +322,83 @@ class Service:
         )
 
     def _shadow(self, name: str, stage: ServedStage, champion: Served, body: bytes, decoded: Decoded, idb: bytes) -> None:
-        """Score the request with the shadow challenger in the background and log it (role ``shadow``).
+        """Queue the request for the shadow challenger (scored and logged in the background, role ``shadow``).
 
-        Never on the request's path: a single background thread does it, at most
-        ``shadow_queue`` requests behind (beyond that a request is not shadowed, and counted in
-        ``lakeops_shadow_dropped_total``); an error is counted and logged as rows with a NaN score.
+        Never on the request's path: the request only appends to a queue. A background thread
+        drains it every few milliseconds and scores everything queued for one challenger in one
+        predict call, logged as one WAL record (at ~5,000 requests/s that is ~25 requests per
+        call: far cheaper than one call each). Beyond ``shadow_queue`` queued requests one is not
+        shadowed (``lakeops_shadow_dropped_total``); a failure is counted and logged as rows
+        with NaN scores.
         """
-        if self._shadow_pending >= self.config.shadow_queue:
+        q = self._shadow_q
+        if len(q) >= self.config.shadow_queue:
             self.metrics.shadow_dropped[name] += decoded.rows
             return
-        self._shadow_pending += 1
-        self._shadow_pool.submit(self._shadow_work, name, stage.served, champion, body, decoded, idb)
+        q.append((name, stage.served, champion, body, decoded, idb))
+        if len(q) == 1:
+            self._shadow_wake.set()
 
-    def _shadow_work(self, name: str, ch: Served, champion: Served, body: bytes, decoded: Decoded, idb: bytes) -> None:
-        t0 = time.perf_counter()
-        try:
-            mine = decoded if ch.same_encoding(champion) else ch.codec.decode(body)
+    def _shadow_loop(self) -> None:
+        while True:
+            self._shadow_wake.wait()
+            self._shadow_wake.clear()
+            if self._shadow_stop.is_set() and not self._shadow_q:
+                return
+            time.sleep(0.005)  # let a few requests gather: one predict call for all of them
+            self._shadow_drain()
+            if self._shadow_stop.is_set():
+                return
+
+    def _shadow_drain(self) -> None:
+        """Score and log everything queued, one predict call and one WAL record per challenger."""
+        q = self._shadow_q
+        items = []
+        while q:
+            items.append(q.popleft())
+        groups: dict[tuple[str, int], list[tuple[Served, Decoded, bytes]]] = {}
+        for name, ch, champion, body, decoded, idb in items:
             try:
-                scores = ch.model.predict_matrix(mine.X)
-            except Exception as exc:  # noqa: BLE001 - a failing challenger is data: NaN scores, counted
-                _log.warning("shadow challenger %s v%s failed: %s", name, ch.version, exc)
-                self.metrics.shadow_errors[name] += mine.rows
-                scores = np.full(mine.rows, np.nan)
-            record = [
-                "q", name, ch.version, time.time_ns() // 1000, (time.perf_counter() - t0) * 1000.0, mine.rows,
-                idb, scores.tobytes(), mine.X.tobytes(), mine.unknown, mine.passthrough, "shadow",
-            ]
+                mine = decoded if ch.same_encoding(champion) else ch.codec.decode(body)
+            except Exception as exc:  # noqa: BLE001 - the challenger refuses this body: noted, never raised
+                self._challenger_failed(name, ch, decoded, idb, np.arange(decoded.rows), exc)
+                continue
+            groups.setdefault((name, ch.version), []).append((ch, mine, idb))
+        for (name, _version), group in groups.items():
+            self._shadow_group(name, group)
+
+    def _shadow_group(self, name: str, group: list[tuple[Served, Decoded, bytes]]) -> None:
+        t0 = time.perf_counter()
+        ch = group[0][0]
+        X = np.vstack([d.X for _, d, _ in group]) if len(group) > 1 else group[0][1].X
+        n = X.shape[0]
+        try:
+            scores = ch.model.predict_matrix(X)
+        except Exception as exc:  # noqa: BLE001 - a failing challenger is data: NaN scores, counted
+            _log.warning("shadow challenger %s v%s failed: %s", name, ch.version, exc)
+            self.metrics.shadow_errors[name] += n
+            scores = np.full(n, np.nan)
+        unknown: dict[str, list[tuple[int, str]]] = {}
+        pt: dict[str, list[Any]] = {}
+        start = 0
+        for _, d, _ in group:
+            for f, seen in (d.unknown or {}).items():
+                unknown.setdefault(f, []).extend((start + r, v) for r, v in seen)
+            for f in set(pt) | set(d.passthrough or {}):
+                pt.setdefault(f, [None] * start).extend((d.passthrough or {}).get(f) or [None] * d.rows)
+            start += d.rows
+        record = [
+            "q", name, ch.version, time.time_ns() // 1000, (time.perf_counter() - t0) * 1000.0 / len(group), n,
+            b"".join(idb for _, _, idb in group), scores.tobytes(), np.ascontiguousarray(X).tobytes(),
+            unknown or None, pt or None, "shadow",
+        ]
+        try:
             assert self.wal is not None
             self.wal.write(_pack(record), ch.wal_header)
-            self.metrics.shadow_rows[name] += mine.rows
-        except Exception as exc:  # noqa: BLE001 - e.g. the challenger refuses the body: noted, never raised
-            self._challenger_failed(name, ch, decoded, idb, np.arange(decoded.rows), exc)
-        finally:
-            self._shadow_pending -= 1
+            self.metrics.shadow_rows[name] += n
+        except OSError as exc:
+            self.metrics.shadow_errors[name] += n
+            _log.warning("shadow rows of %s v%s could not be logged: %s", name, ch.version, exc)
 
     def _challenger_failed(self, name: str, ch: Served, decoded: Decoded, idb: bytes, rows: np.ndarray,
                            exc: Exception) -> None:
