@@ -120,6 +120,30 @@ def batch_ids_json(n: int) -> tuple[bytes, bytes]:
     return rows[:, 1:37].tobytes(), rows.tobytes()[:-1]
 
 
+def _decode(served: Served, body: bytes, arrow: bool) -> Decoded:
+    return served.codec.decode_arrow(body) if arrow else served.codec.decode(body)
+
+
+def _arrow_answer(idb: bytes, n: int, scores: np.ndarray, labels: list[int] | None, versions: list[int],
+                  roles: list[str]) -> bytes:
+    """The answer as an Arrow IPC stream: ``prediction_id, score, label, version, role``."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    offsets = np.arange(0, _ID_LEN * (n + 1), _ID_LEN, dtype=np.int32)
+    table = pa.table({
+        "prediction_id": pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(idb)),
+        "score": pa.array(np.asarray(scores, dtype=np.float64)),
+        "label": pa.array(labels if labels is not None else [None] * n, pa.int64()),
+        "version": pa.array(versions, pa.int64()),
+        "role": pa.array(roles, pa.string()),
+    })
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
 def _row_keys(served: Served, decoded: Decoded, idb: bytes, n: int) -> list[bytes]:
     """Each row's canary key: the model's entity id (feedback key, else first id pass-through
     field) when the request sent it, else the row's prediction id."""
@@ -269,7 +293,8 @@ class Service:
                                lake=self.lake, settings=self.settings)
 
     # ------------------------------------------------------------------ scoring
-    async def predict(self, name: str, body: bytes, version: int | None, alias: str | None) -> bytes:
+    async def predict(self, name: str, body: bytes, version: int | None, alias: str | None, *,
+                      arrow: bool = False, arrow_out: bool = False) -> bytes:
         """Score a predict body and return the response JSON (after the WAL has it).
 
         With a staged challenger (``registry.Stage``) and no pinned version: in ``shadow`` mode
@@ -278,16 +303,19 @@ class Service:
         mode each row's key (the model's entity id pass-through field, else its prediction id)
         picks the model by a stable hash, ``fraction`` of keys going to the challenger.
 
+        ``arrow``: the body is an Arrow IPC stream (``Codec.decode_arrow``); ``arrow_out``: answer
+        with an Arrow IPC stream of ``prediction_id, score, label, version, role``.
+
         Raises:
             DataValidationError, ProblemError, NotFoundError: see ``core.serving.problems``.
         """
         t0 = time.perf_counter()
         served = self.cache.fast(name, version, alias) or await self.cache.get(name, version, alias)
-        decoded = served.codec.decode(body)
+        decoded = served.codec.decode_arrow(body) if arrow else served.codec.decode(body)
         pinned = version is not None or (alias is not None and alias != "champion")
         stage = None if pinned else self.cache.stages.get(name)
         if stage is not None and stage.mode == "canary":
-            return await self._canary(name, served, stage, body, decoded, t0)
+            return await self._canary(name, served, stage, body, decoded, t0, arrow, arrow_out)
         self.inflight += 1
         try:
             scores = await self._score(served, decoded.X)
@@ -313,7 +341,9 @@ class Service:
             for feature, seen in decoded.unknown.items():
                 self.metrics.unknown_category[(name, feature)] += len(seen)
         if stage is not None and self.wal is not None:
-            self._shadow(name, stage, served, body, decoded, idb)
+            self._shadow(name, stage, served, body, decoded, idb, arrow)
+        if arrow_out:
+            return _arrow_answer(idb, n, scores, labels, [served.version] * n, [role] * n)
         return b"".join(
             (
                 served.head(role) if pinned else served.response_head, id_items, b'],"scores":', _encode(score_list),
@@ -321,7 +351,8 @@ class Service:
             )
         )
 
-    def _shadow(self, name: str, stage: ServedStage, champion: Served, body: bytes, decoded: Decoded, idb: bytes) -> None:
+    def _shadow(self, name: str, stage: ServedStage, champion: Served, body: bytes, decoded: Decoded, idb: bytes,
+                arrow: bool = False) -> None:
         """Queue the request for the shadow challenger (scored and logged in the background, role ``shadow``).
 
         Never on the request's path: the request only appends to a queue. A background thread
@@ -335,7 +366,7 @@ class Service:
         if len(q) >= self.config.shadow_queue:
             self.metrics.shadow_dropped[name] += decoded.rows
             return
-        q.append((name, stage.served, champion, body, decoded, idb))
+        q.append((name, stage.served, champion, body, decoded, idb, arrow))
         if len(q) == 1:
             self._shadow_wake.set()
 
@@ -357,9 +388,9 @@ class Service:
         while q:
             items.append(q.popleft())
         groups: dict[tuple[str, int], list[tuple[Served, Decoded, bytes]]] = {}
-        for name, ch, champion, body, decoded, idb in items:
+        for name, ch, champion, body, decoded, idb, arrow in items:
             try:
-                mine = decoded if ch.same_encoding(champion) else ch.codec.decode(body)
+                mine = decoded if ch.same_encoding(champion) else _decode(ch, body, arrow)
             except Exception as exc:  # noqa: BLE001 - the challenger refuses this body: noted, never raised
                 self._challenger_failed(name, ch, decoded, idb, np.arange(decoded.rows), exc)
                 continue
@@ -418,7 +449,7 @@ class Service:
             pass  # the answer is the champion's and is logged; this note is best effort
 
     async def _canary(self, name: str, champion: Served, stage: ServedStage, body: bytes, decoded: Decoded,
-                      t0: float) -> bytes:
+                      t0: float, arrow: bool = False, arrow_out: bool = False) -> bytes:
         """Answer each row with the champion or the canary challenger, by a stable hash of its key."""
         ch = stage.served
         n = decoded.rows
@@ -434,7 +465,7 @@ class Service:
         labels = np.zeros(n, dtype=np.int64)
         if len(parts) and parts[-1][1] == "challenger" and not ch.same_encoding(champion):
             try:
-                ch_decoded = ch.codec.decode(body)
+                ch_decoded = _decode(ch, body, arrow)
             except Exception as exc:  # noqa: BLE001 - the challenger cannot take this request: the champion answers
                 self._challenger_failed(name, ch, decoded, idb, np.flatnonzero(to_ch), exc)
                 to_ch[:] = False
@@ -457,6 +488,9 @@ class Service:
                 await self._durable(_pack(record), model.wal_header)
         self.metrics.rows_scored[name] += n
         label_list = labels.tolist() if champion.task == "binary" else None
+        if arrow_out:
+            return _arrow_answer(idb, n, scores, label_list, np.where(to_ch, ch.version, champion.version).tolist(),
+                                 np.where(to_ch, "challenger", "champion").tolist())
         if len(parts) == 1:
             model, role, _ = parts[0]
             return b"".join((model.head(role), id_items, b'],"scores":', _encode(scores.tolist()),
