@@ -16,7 +16,8 @@ registered validation metrics).
 
 Alerts are ``alerts`` rows keyed by a fingerprint (``drift:<model>``, ``performance:<model>``):
 a condition opens one alert, repeats while it persists write nothing, and its clearing writes a
-``resolved`` row. Opening and resolving POST the row as JSON to ``[alerts] webhook_url`` if set.
+``resolved`` row. A person can acknowledge an alert or resolve it by hand, with a reason
+(``acknowledge_alert``, ``close_alert``). Opening and resolving POST the row as JSON to ``[alerts] webhook_url`` if set.
 
 Configuration (all optional)::
 
@@ -36,7 +37,17 @@ Configuration (all optional)::
 """
 
 
-from core.monitoring.alerts import Alert, alert_history, alerts, raise_alert, resolve_alert
+from core.monitoring.alerts import (
+    HANDLED_KEY,
+    Alert,
+    acknowledge_alert,
+    alert_history,
+    alerts,
+    close_alert,
+    find_alert,
+    raise_alert,
+    resolve_alert,
+)
 from core.monitoring.checks import (
     DATASET_ROW,
     DriftReport,
@@ -57,20 +68,24 @@ from core.monitoring.references import SCORE_ROW, ModelReference, clear_cache, r
 
 __all__ = [
     "DATASET_ROW",
+    "HANDLED_KEY",
     "SCORE_ROW",
     "Alert",
     "DriftReport",
     "ModelReference",
     "MonitorConfig",
     "PerformanceReport",
+    "acknowledge_alert",
     "alert_history",
     "alerts",
     "champion",
     "check_drift",
     "check_performance",
     "clear_cache",
+    "close_alert",
     "drift_history",
     "feature_distribution",
+    "find_alert",
     "labelled_window",
     "monitor_config",
     "performance_over_time",
