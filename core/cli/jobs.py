@@ -6,11 +6,12 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from core.cli._common import emit_frame, open_lake, settings_from
 
-__all__ = ["register"]
+__all__ = ["register", "scheduler_notes"]
 
 
 def register(sub: Any) -> None:
@@ -28,6 +29,7 @@ def register(sub: Any) -> None:
 
     p = jsub.add_parser("run", help="run one job now in this process (recorded with trigger 'manual')")
     p.add_argument("name", help="job name, e.g. maintenance (see 'lakeops jobs list')")
+    p.add_argument("--reason", help="why; required for jobs that can move an alias (retrain)")
     p.set_defaults(handler=_run)
 
     p = jsub.add_parser("history", help="past executions, newest first")
@@ -50,15 +52,33 @@ def _scheduler(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> None:
-    from core.jobruns import list_jobs
+    from core.jobruns import current_holder, list_jobs
 
-    emit_frame(list_jobs(lake=open_lake(args), settings=settings_from(args)).drop("description"), args.format)
+    lake, settings = open_lake(args), settings_from(args)
+    emit_frame(list_jobs(lake=lake, settings=settings).drop("description"), args.format)
+    for line in scheduler_notes(current_holder(lake=lake), settings):
+        sys.stderr.write(f"note: {line}\n")
+
+
+def scheduler_notes(holder: Any, settings: Any) -> list[str]:
+    """What ``jobs list`` must add about the running scheduler's view of the config (one line each)."""
+    if holder is None:
+        return ["no scheduler holds this lake's lease: 'next_run' is empty until one runs ('lakeops scheduler')"]
+    info = holder.info or {}
+    notes = []
+    if info.get("config_error"):
+        notes.append(f"the running scheduler could not reload its config ({info['config_error']}); "
+                     "it keeps the previous schedule until the file is fixed")
+    mine = str(Path(settings.config_path or "lakeops.toml").resolve())
+    if info.get("config") and info["config"] != mine:
+        notes.append(f"the running scheduler reads {info['config']}, not {mine}: edit that file, or restart it here")
+    return notes
 
 
 def _run(args: argparse.Namespace) -> int:
-    from core.jobruns import run_job
+    from core.flows.manual import run_by_hand
 
-    result = run_job(args.name, trigger="manual", lake=open_lake(args, create=True), settings=settings_from(args))
+    result = run_by_hand(args.name, reason=args.reason, lake=open_lake(args, create=True), settings=settings_from(args))
     took = (result.ended_at - result.started_at).total_seconds() if result.ended_at else 0.0
     sys.stdout.write(f"job {result.job} {result.status} in {took:.2f}s (run {result.job_run_id})\n")
     if result.outputs:

@@ -12,6 +12,9 @@ it against the champion on the same holdout and promotes it when the policy says
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -31,9 +34,23 @@ __all__ = [
     "ingest_feedback",
     "retrain",
     "retrain_if_needed",
+    "stated_reason",
 ]
 
 _FEEDBACK_SOURCE = "feedback:{model}:"
+# A person's reason for a retrain they started by hand, carried through the job catalog (which
+# passes its targets only lake, settings and trigger) to the audit events the retrain writes.
+_STATED_REASON: ContextVar[str | None] = ContextVar("lakeops_stated_reason", default=None)
+
+
+@contextmanager
+def stated_reason(reason: str | None) -> Iterator[None]:
+    """Within the block, a ``retrain`` records ``reason`` (a person's) instead of its caller's generic one."""
+    token = _STATED_REASON.set(reason)
+    try:
+        yield
+    finally:
+        _STATED_REASON.reset(token)
 
 
 @dataclass(frozen=True)
@@ -227,6 +244,8 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
 
     The training params, seed, time column and exclusions are the champion's run's; the gate
     scores the candidate and the champion on the candidate's holdout (``core.flows.promote``).
+    Every change is recorded under ``settings.actor`` (``scheduler:retrain`` when the scheduler
+    runs it); inside ``stated_reason`` the person's reason replaces ``reason``.
 
     Raises:
         ModelNotFoundError, ModelVersionNotFoundError: unknown model or no champion.
@@ -239,6 +258,9 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
 
     lake = resolve(lake)
     settings = settings or load_settings()
+    stated = _STATED_REASON.get()
+    reason = stated or reason
+    audit = f"retrain run by hand: {reason}" if stated else f"automatic retrain: {reason}"
     mv = monitoring.champion(model, lake=lake)
     run = tracking.get_run(mv.run_id, lake=lake)
     target = run.params.get("target") or mv.signature["target"]
@@ -252,7 +274,7 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
     )
     new = registry.register(model, outcome.run_id, description=f"retrain: {reason}"[:1000],
                             tags={"trigger": "retrain"}, actor=settings.actor, lake=lake)
-    decision = promote_flow.evaluate_and_maybe_promote(model, new.version, reason=f"automatic retrain: {reason}"[:1000],
+    decision = promote_flow.evaluate_and_maybe_promote(model, new.version, reason=audit[:1000],
                                                        actor=settings.actor, lake=lake, settings=settings)
     return RetrainOutcome(
         model=model, reason=reason, champion_before=mv.version, dataset=mv.dataset_name, dataset_version=version,
