@@ -10,10 +10,9 @@ import pytest
 
 from core import registry
 from core.cli import run
-from core.cli.jobs import scheduler_notes
 from core.config import load_settings
 from core.errors import RegistryError
-from core.flows.manual import moves_aliases, run_by_hand
+from core.flows.manual import moves_aliases, outcome, run_by_hand, scheduler_notes
 from core.jobruns import current_holder, history
 from core.lake import Lake
 from jobs import Scheduler
@@ -40,6 +39,8 @@ def test_retrain_by_hand_needs_a_reason_and_records_the_person(tmp_path, capsys)
     promoted = events.filter(pl.col("action") == "promote")
     assert promoted["reason"].to_list() == ["retrain run by hand: campaign week: refresh the model"]
     assert registry.get_version(MODEL, 2, lake=lake).description == "retrain: campaign week: refresh the model"
+    row = history("retrain", lake=lake).row(0, named=True)
+    assert outcome("retrain", row["outputs_json"], row["error"]) == "churn: v2 trained, gate passed, promoted"
 
 
 def _wait(cond, timeout: float, what: str):

@@ -6,12 +6,11 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from core.cli._common import emit_frame, open_lake, settings_from
 
-__all__ = ["register", "scheduler_notes"]
+__all__ = ["register"]
 
 
 def register(sub: Any) -> None:
@@ -52,27 +51,13 @@ def _scheduler(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> None:
+    from core.flows.manual import scheduler_notes
     from core.jobruns import current_holder, list_jobs
 
     lake, settings = open_lake(args), settings_from(args)
     emit_frame(list_jobs(lake=lake, settings=settings).drop("description"), args.format)
     for line in scheduler_notes(current_holder(lake=lake), settings):
         sys.stderr.write(f"note: {line}\n")
-
-
-def scheduler_notes(holder: Any, settings: Any) -> list[str]:
-    """What ``jobs list`` must add about the running scheduler's view of the config (one line each)."""
-    if holder is None:
-        return ["no scheduler holds this lake's lease: 'next_run' is empty until one runs ('lakeops scheduler')"]
-    info = holder.info or {}
-    notes = []
-    if info.get("config_error"):
-        notes.append(f"the running scheduler could not reload its config ({info['config_error']}); "
-                     "it keeps the previous schedule until the file is fixed")
-    mine = str(Path(settings.config_path or "lakeops.toml").resolve())
-    if info.get("config") and info["config"] != mine:
-        notes.append(f"the running scheduler reads {info['config']}, not {mine}: edit that file, or restart it here")
-    return notes
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -9,12 +9,16 @@ records in place of the job's generic one.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from core.config import Settings, load_settings
 from core.errors import RegistryError
-from core.jobruns import JobRunResult, run_job
+from core.jobruns import JobRunResult, LeaseState, run_job
 from core.lake import Lake
 
-__all__ = ["ALIAS_MOVING_JOBS", "moves_aliases", "run_by_hand", "scheduler_actor"]
+__all__ = ["ALIAS_MOVING_JOBS", "moves_aliases", "outcome", "run_by_hand", "scheduler_actor", "scheduler_notes"]
 
 ALIAS_MOVING_JOBS = frozenset({"retrain"})
 """Built-in jobs whose run can move a model alias (a promotion through the gate)."""
@@ -65,3 +69,58 @@ def run_by_hand(
     who = (actor or "").strip() or settings.actor
     with monitor.stated_reason(why):
         return run_job(job, trigger="manual", lake=lake, settings=settings.with_(actor=who))
+
+
+def scheduler_notes(holder: LeaseState | None, settings: Settings) -> list[str]:
+    """What a list of jobs must add about the running scheduler and its config (one line each).
+
+    Args:
+        holder: the scheduler lease's holder (``core.jobruns.current_holder``), None when free.
+        settings: this process's settings (its config file is compared with the scheduler's).
+    """
+    if holder is None:
+        return ["no scheduler holds this lake's lease: 'next_run' is empty until one runs ('lakeops scheduler')"]
+    info = holder.info or {}
+    notes = []
+    if info.get("config_error"):
+        notes.append(f"the running scheduler could not reload its config ({info['config_error']}); "
+                     "it keeps the previous schedule until the file is fixed")
+    mine = str(Path(settings.config_path or "lakeops.toml").resolve())
+    if info.get("config") and info["config"] != mine:
+        notes.append(f"the running scheduler reads {info['config']}, not {mine}: edit that file, or restart it here")
+    return notes
+
+
+def outcome(job: str, outputs_json: str | None, error: str | None = None) -> str:
+    """One line saying what a job run did, from its recorded outputs (for tables of runs)."""
+    if error:
+        return error.splitlines()[0][:200]
+    outputs: dict[str, Any] = json.loads(outputs_json) if outputs_json else {}
+    models = outputs.get("models")
+    if isinstance(models, dict):
+        return "; ".join(f"{m}: {_model_outcome(job, o)}" for m, o in models.items()) or "no model with a champion"
+    parts = [f"{k} {v}" for k, v in outputs.items() if isinstance(v, int | float | str | bool)]
+    return ", ".join(parts)[:200] or "-"
+
+
+def _model_outcome(job: str, o: Any) -> str:
+    if not isinstance(o, dict):
+        return str(o)[:80]
+    if "promoted" in o or "retrained" in o:
+        if o.get("retrained") is False:
+            return f"not retrained ({o.get('why', 'not needed')})"
+        gate = "gate passed" if o.get("gate_passed") else "gate FAILED"
+        return f"v{o.get('version')} trained, {gate}, " + ("promoted" if o.get("promoted") else "not promoted")
+    if "drifted" in o:
+        if o.get("status") != "ok":
+            return f"no verdict ({o.get('window_rows', 0)} predictions)"
+        alert = f", alert {o['alert']}" if o.get("alert") else ""
+        return ("DRIFT" if o.get("drifted") else "no drift") + alert
+    if "degraded" in o:
+        if o.get("degraded") is None:
+            return f"no verdict ({o.get('labelled', 0)} labels)"
+        value = o.get("value")
+        shown = f"{value:.4g}" if isinstance(value, int | float) else value
+        return f"{o.get('metric')} {shown} " + ("DEGRADED" if o.get("degraded") else "ok") + (
+            f", alert {o['alert']}" if o.get("alert") else "")
+    return ", ".join(f"{k} {v}" for k, v in o.items() if isinstance(v, int | float | str | bool))[:120]
