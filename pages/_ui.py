@@ -147,6 +147,6 @@ def empty(what: str, how: str) -> None:
     st.info(f"{what} {how}", icon=":material/info:")
 
 
-def pick(label: str, options: Iterable[Any], *, key: str, **kwargs: Any) -> Any:
+def pick(label: str, options: Iterable[Any], *, key: str, container: Any = None, **kwargs: Any) -> Any:
     """A selectbox whose choice lives in the URL (``?key=value``), so the view can be shared."""
-    return st.selectbox(label, list(options), key=key, bind="query-params", **kwargs)
+    return (container or st).selectbox(label, list(options), key=key, bind="query-params", **kwargs)

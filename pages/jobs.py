@@ -17,7 +17,7 @@ from core.flows.manual import moves_aliases, outcome, run_by_hand, scheduler_not
 from core.ids import utcnow
 from core.jobruns import JobRunResult, current_holder, history, list_jobs
 from pages._common import lake, settings
-from pages._ui import empty, kv, show_error, table, time_axis, when
+from pages._ui import empty, kv, pick, show_error, table, time_axis, when
 
 _BAD = ("failed", "interrupted", "abandoned")
 _STATUS_COLORS = (["finished", "running", "failed", "interrupted", "abandoned"],
@@ -91,7 +91,7 @@ def _run(name: str, who: str, reason: str | None) -> None:
 
 def _run_now(jobs: pl.DataFrame) -> None:
     left, right = st.columns([2, 1])
-    name = left.selectbox("Job", jobs["job"].to_list(), key="job")
+    name = pick("Job", jobs["job"].to_list(), key="job", container=left)
     right.write("")
     if right.button("Run now…" if moves_aliases(name) else "Run now", type="primary", width="stretch", key="run_now"):
         if moves_aliases(name):
