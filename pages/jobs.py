@@ -36,6 +36,12 @@ def _all_runs() -> pl.DataFrame:
     return _history(lake().uri, lake().latest_version_hint("job_runs"))
 
 
+@st.cache_data(ttl=10, show_spinner=False)
+def _schedule(uri: str, runs_version: int, leases_version: int) -> pl.DataFrame:
+    """The schedule with next and last runs; recomputed on a new run or lease commit, or after 10 s."""
+    return list_jobs(lake=lake(), settings=settings())
+
+
 def _flatten(outputs: dict, prefix: str = "") -> dict[str, object]:
     flat: dict[str, object] = {}
     for k, v in outputs.items():
@@ -156,7 +162,7 @@ def _recent(job_names: list[str]) -> None:
 st.title("Jobs")
 try:
     holder = current_holder(lake=lake())
-    jobs = list_jobs(lake=lake(), settings=settings())
+    jobs = _schedule(lake().uri, lake().latest_version_hint("job_runs"), lake().latest_version_hint("leases"))
 except LakeopsError as exc:
     show_error(exc)
     st.stop()

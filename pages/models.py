@@ -97,7 +97,8 @@ def _gate(model: str, version: int) -> None:
         empty("Not evaluated yet.", "Press Evaluate above (or `lakeops models evaluate MODEL VERSION`).")
         return
     (st.success if report.passed else st.error)(report.summary())
-    checks = pl.DataFrame([{"check": c.name, "value": num(c.value), "threshold": num(c.threshold),
+    shown = lambda name, v: megabytes(v) if name.endswith("size_bytes") and isinstance(v, int | float) else num(v)  # noqa: E731
+    checks = pl.DataFrame([{"check": c.name, "value": shown(c.name, c.value), "threshold": shown(c.name, c.threshold),
                             "passed": c.passed, "detail": c.detail} for c in report.checks])
     table(checks, column_config={"passed": st.column_config.CheckboxColumn("passed")})
 
