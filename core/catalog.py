@@ -11,7 +11,16 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-__all__ = ["TABLES", "TableSpec", "TS", "prediction_common_fields", "spec_for"]
+__all__ = [
+    "FEATURES_COLUMN",
+    "PASSTHROUGH_COLUMN",
+    "PREDICTION_COLUMNS",
+    "TABLES",
+    "TS",
+    "TableSpec",
+    "prediction_common_fields",
+    "spec_for",
+]
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -261,17 +270,31 @@ TABLES: dict[str, TableSpec] = {
 }
 
 
+FEATURES_COLUMN = "features"
+"""The struct column of a ``predictions/<model>`` table holding the request's feature values,
+one field per feature (float64 or string), named as in the model's signature. Features live in
+their own namespace, so a feature may be called ``score``, ``day`` or ``at``."""
+PASSTHROUGH_COLUMN = "passthrough"
+"""The struct column holding a request's pass-through fields (entity ids, event time, segment
+keys): declared in the model's signature, validated and logged, never seen by the model."""
+
+
 def prediction_common_fields() -> list[pa.Field]:
-    """Columns every ``predictions/<model>`` table starts with; features follow them."""
+    """Columns every ``predictions/<model>`` table starts with; the ``features`` struct (and the
+    ``passthrough`` struct, when the model declares pass-through fields) follow them."""
     return [
         pa.field("prediction_id", _STR, nullable=False),
         pa.field("at", TS, nullable=False),
         pa.field("day", pa.date32(), nullable=False),
         pa.field("model_version", _I64),
         pa.field("score", _F64),
-        pa.field("label", _I64),
+        pa.field("predicted_label", _I64),
         pa.field("latency_ms", _F64),
     ]
+
+
+PREDICTION_COLUMNS = ("prediction_id", "at", "day", "model_version", "score", "predicted_label", "latency_ms")
+"""The log's own columns (``label`` instead of ``predicted_label`` in tables of earlier releases)."""
 
 
 def spec_for(name: str) -> TableSpec | None:

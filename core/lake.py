@@ -181,6 +181,7 @@ class Lake:
         self._tables: dict[str, DeltaTable] = {}
         self._table_locks: dict[str, threading.Lock] = {}
         self._boto: Any = None
+        self._lake_id: str | None = None
         if _is_s3(raw):
             self.uri = raw.rstrip("/")
             self._open_s3(check_writes)
@@ -320,6 +321,58 @@ class Lake:
             raise LakeError(f"cannot write {rel} in lake {self.uri}: {exc}") from exc
         return f"{self.uri}/{rel}"
 
+    @property
+    def lake_id(self) -> str:
+        """This lake's identity: a random id created once, with the lake, at ``_lakeops/lake_id``.
+
+        Things kept outside the lake that belong to it (the prediction service's write-ahead
+        log) carry it, so they are never replayed into another lake. Creating it is
+        create-if-absent (a hard link locally, a conditional PUT on S3): racing first users
+        agree on one id.
+
+        Raises:
+            LakeError: the id cannot be read or written.
+        """
+        if self._lake_id is None:
+            self._lake_id = self._read_or_create_id()
+        return self._lake_id
+
+    def _read_or_create_id(self) -> str:
+        import uuid
+
+        rel = "_lakeops/lake_id"
+        try:
+            return self.get_bytes(rel).decode("utf-8").strip()
+        except FileNotFoundError:
+            pass
+        fresh = uuid.uuid4().hex
+        if self.is_local:
+            target = Path(self._fs_path(rel))
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f"lake_id.tmp-{os.getpid()}-{threading.get_ident()}")
+                tmp.write_text(fresh, encoding="utf-8")
+                try:
+                    os.link(tmp, target)  # atomic create-if-absent: a racing creator's id wins
+                except FileExistsError:
+                    pass
+                finally:
+                    tmp.unlink(missing_ok=True)
+            except OSError as exc:
+                raise LakeError(f"cannot create the lake id in {self.uri}: {exc}") from exc
+        else:
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            key = self._fs_path(rel).split("/", 1)[1]
+            try:
+                self._s3_client().put_object(Bucket=self._bucket, Key=key, Body=fresh.encode(), IfNoneMatch="*")
+            except ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") not in (409, 412):
+                    raise LakeError(f"cannot create the lake id in {self.uri}: {exc}") from exc
+            except BotoCoreError as exc:
+                raise LakeError(f"cannot create the lake id in {self.uri}: {exc}") from exc
+        return self.get_bytes(rel).decode("utf-8").strip()
+
     def get_bytes(self, rel: str) -> bytes:
         """Read the file at ``rel`` under the lake root.
 
@@ -397,7 +450,7 @@ class Lake:
             )
         except DeltaError as exc:
             if not self.exists(name):
-                raise LakeError(f"cannot create table {name!r}: {exc}") from exc
+                raise _io_error(exc, f"cannot create table {name!r}: {exc}") from exc
 
     def _spec(self, name: str, schema: pa.Schema | None, partition_by: Sequence[str]) -> TableSpec:
         spec = spec_for(name)
@@ -441,6 +494,7 @@ class Lake:
         schema: pa.Schema | None = None,
         partition_by: Sequence[str] = (),
         unique_columns: Sequence[str] = (),
+        merge_schema: bool = False,
     ) -> int:
         """Append ``data`` to table ``name`` as one Delta commit and return the new version.
 
@@ -458,6 +512,8 @@ class Lake:
             unique_columns: columns whose values rarely repeat (ids, timestamps, scores): written
                 without Parquet dictionary encoding, which would be built and then dropped
                 (about a quarter of a prediction log append's CPU).
+            merge_schema: ``schema`` adds nullable columns or struct fields to the stored table
+                (Delta schema evolution in the same commit, e.g. a model version's new features).
 
         Returns:
             The table version after the commit (the current version when ``data`` is empty).
@@ -493,6 +549,7 @@ class Lake:
                         partition_by=list(spec.partition_by) or None,
                         commit_properties=props,
                         writer_properties=writer,
+                        schema_mode="merge" if merge_schema else None,
                     )
                     self._tables[name] = dt
                     return dt.version()
@@ -502,7 +559,7 @@ class Lake:
                     time.sleep(0.05 * (attempt + 1))
                 except DeltaError as exc:
                     self._tables.pop(name, None)
-                    raise LakeError(f"append to {name!r} failed: {str(exc).splitlines()[0]}") from exc
+                    raise _io_error(exc, f"append to {name!r} failed: {str(exc).splitlines()[0]}") from exc
                 except OSError as exc:
                     self._tables.pop(name, None)
                     raise LakeUnavailableError(f"append to {name!r} failed: {exc}") from exc
@@ -743,6 +800,22 @@ def resolve(lake: Lake | None = None) -> Lake:
         if _default is None or _default.uri != _uri_key(settings.lake_uri):
             _default = Lake.from_settings(settings)
         return _default
+
+
+_IO_SIGNS = (
+    "os {", "not a directory", "no such file", "no space left", "read-only file system", "permission denied",
+    "error sending request", "connection refused", "connection reset", "timed out", "dns error",
+    "already shut down", "broken pipe",
+)
+
+
+def _io_error(exc: Exception, message: str) -> LakeError:
+    """A delta-rs error as ``LakeUnavailableError`` when it is the storage failing (I/O, network,
+    a full disk), else ``LakeError``: callers retry the first and report the second."""
+    text = str(exc).lower()
+    if any(sign in text for sign in _IO_SIGNS):
+        return LakeUnavailableError(message)
+    return LakeError(message)
 
 
 def _uri_key(uri: str) -> str:

@@ -32,7 +32,7 @@ __all__ = ["DERIVED_VIEWS", "query", "query_arrow", "quote_at", "view_name", "vi
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _VERSIONED = re.compile(r"^data_(?P<name>[A-Za-z0-9_-]+)_v(?P<version>\d+)$")
 
-_PRED_COMMON = 'prediction_id, "at", day, model_version, score, label, latency_ms'  # AT is a DuckDB keyword
+_PRED_COMMON = 'prediction_id, "at", day, model_version, score, {label} as predicted_label, latency_ms'  # AT is a DuckDB keyword
 
 
 @dataclass(frozen=True)
@@ -216,8 +216,11 @@ def _register(con: duckdb.DuckDBPyConnection, lake: Lake, sql: str) -> None:
             con.execute(f"create temp view {name} as {view.sql}")
     preds = [t for t in tables if t.startswith("predictions/")]
     if preds and (needs_all or "predictions" in wanted):
+        # tables of earlier releases call the predicted class ``label`` (features at the top level)
+        label = {t: "predicted_label" if "predicted_label" in lake.schema(t).names else "label" for t in preds}
         union = " union all ".join(
-            f"select '{t.split('/', 1)[1]}' as model, {_PRED_COMMON} from {view_name(t)}" for t in preds
+            f"select '{t.split('/', 1)[1]}' as model, {_PRED_COMMON.format(label=label[t])} from {view_name(t)}"
+            for t in preds
         )
         con.execute(f"create temp view predictions as {union}")
 

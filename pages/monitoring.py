@@ -162,22 +162,24 @@ def _reference_vs_current(model: str, hist: pl.DataFrame) -> None:
     st.subheader("Reference vs current")
     try:
         ref = monitoring.reference(model, lake=lake(), settings=settings())
-        feature = pick("Feature", [monitoring.SCORE_ROW, *ref.kinds], key="feature")
+        feature = pick("Feature", [monitoring.SCORE_ROW, *ref.kinds], key="feature",
+                       format_func=lambda f: "model score" if f == monitoring.SCORE_ROW else f)
         dist = monitoring.feature_distribution(model, feature, lake=lake(), settings=settings())
     except LakeopsError as exc:
         show_error(exc)
         return
+    shown = "model score" if feature == monitoring.SCORE_ROW else feature
     last = hist.filter(pl.col("feature") == feature).tail(1) if hist.height else hist
     if last.height:
         r = last.row(0, named=True)
         verdict = "drifted" if r["drifted"] else "not drifted"
         pv = f", p-value {num(r['p_value'])}" if r["p_value"] is not None else ""
-        st.write(f"**{feature}**: {r['test']} {num(r['statistic'])}{pv} (threshold {num(r['threshold'])}) → **{verdict}** "
+        st.write(f"**{shown}**: {r['test']} {num(r['statistic'])}{pv} (threshold {num(r['threshold'])}) → **{verdict}** "
                  f"at the last check; current = its window of {r['window_rows']:,} predictions, "
                  f"{when(r['window_start'])} to {when(r['window_end'])}.")
     st.caption(f"reference: {ref.dataset}@v{ref.dataset_version} ({ref.rows:,} rows)")
     chart = alt.Chart(dist.to_pandas()).mark_bar().encode(
-        x=alt.X("bin:N", sort=None, title=feature), xOffset="source:N", y=alt.Y("share:Q", title="share", axis=alt.Axis(format="%")),
+        x=alt.X("bin:N", sort=None, title=shown), xOffset="source:N", y=alt.Y("share:Q", title="share", axis=alt.Axis(format="%")),
         color=alt.Color("source:N", scale=alt.Scale(domain=["reference", "current"], range=["#9e9e9e", "#e6550d"])),
         tooltip=["source", "bin", alt.Tooltip("share:Q", format=".1%")],
     )

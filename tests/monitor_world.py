@@ -66,12 +66,12 @@ def log_predictions(lake: Lake, frame: pl.DataFrame, *, at: datetime | None = No
             "at": pl.Series(times, dtype=pl.Datetime("us", "UTC")),
             "model_version": [loaded.version] * frame.height,
             "score": scores,
-            "label": (scores >= 0.5).astype(np.int64),
+            "predicted_label": (scores >= 0.5).astype(np.int64),
             "latency_ms": [1.0] * frame.height,
         }
     ).with_columns(pl.col("at").dt.date().alias("day"))
-    cols = {f["name"]: frame[f["name"]].cast(pl.String if f["kind"] == "categorical" else pl.Float64) for f in feats}
-    rows = rows.with_columns(**cols)
+    cols = [pl.col(f["name"]).cast(pl.String if f["kind"] == "categorical" else pl.Float64) for f in feats]
+    rows = rows.with_columns(frame.select(cols).to_struct("features"))
     schema = prediction_schema(feats)
     lake.append(f"predictions/{MODEL}", rows.select(schema.names), schema=schema, partition_by=["day"])
     return rows.with_columns(frame["churned"].alias("truth"))

@@ -138,7 +138,7 @@ def test_simulate_through_the_api_then_cli(lake, tmp_path, capsys):
     logged = lake.read(f"predictions/{MODEL}")
     assert logged.height == 940 and logged["prediction_id"].n_unique() == 940
     assert lake.read("feedback").height >= stats.labels
-    assert (logged.filter(pl.col("plan") == "promo").height > 0)  # campaign traffic reached the log
+    assert (logged.filter(pl.col("features").struct.field("plan") == "promo").height > 0)  # campaign traffic reached the log
     assert run(["--lake", lake.uri, "drift", "check", MODEL, "--rows", "600"]) == 0
     out = capsys.readouterr().out
     assert "age" in out and "report " in out and "drifted share" in out
@@ -159,7 +159,7 @@ def test_cli_end_to_end_subprocess(lake):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     rows = __import__("json").loads(done.stdout)
-    assert {r["feature"] for r in rows} >= {"age", "plan", "score"}
+    assert {r["feature"] for r in rows} >= {"age", "plan", "__score__"}
     done = subprocess.run(["lakeops", "--lake", lake.uri, "alerts", "list", "--model", MODEL],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "data drift" in done.stdout

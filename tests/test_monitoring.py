@@ -87,7 +87,7 @@ def test_drift_check_flags_campaign_features_and_score(lake):
     assert "region" not in rep.drifted_features  # region is the same in both populations
     assert rep.score is not None and rep.score.drifted and rep.score.test == "wasserstein"
     ref = monitoring.reference(MODEL, lake=lake, settings=s)
-    cur = monitoring.window(MODEL, rows=5000, lake=lake)
+    cur = monitoring.features_of(monitoring.window(MODEL, rows=5000, lake=lake))
     from scipy.stats import wasserstein_distance
 
     expected = wasserstein_distance(ref.features["age"].values, cur["age"].to_numpy()) / ref.features["age"].std

@@ -59,7 +59,7 @@ def test_monitoring_page_shows_drift_as_a_warning_with_evidence_and_charts(ui_la
     assert {"feature", "test", "statistic", "threshold", "drifted"} <= set(evidence.columns)
     assert evidence["drifted"].iloc[0]  # drifted features first
     assert len(at.get("vega_lite_chart")) >= 4  # heatmap, distribution, scores, performance
-    assert at.selectbox(key="feature").options[0] == "score"
+    assert at.selectbox(key="feature").options[0] == "model score"  # the score row, named for people
     at.selectbox(key="feature").set_value("plan").run()
     assert not at.exception, at.exception
     assert any("**plan**: chisquare" in m.value and "predictions" in m.value for m in at.markdown)

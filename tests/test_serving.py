@@ -71,8 +71,8 @@ def test_predict_equals_in_process_scores_and_is_logged(server, lake_path):
     logged = _logged(lake_path, ids)
     first = logged.filter(pl.col("prediction_id") == ids[0]).row(0, named=True)
     assert first["score"] == out["scores"][0] and first["model_version"] == 1
-    assert first["plan"] == rows[0]["plan"] and first["tenure_months"] == rows[0]["tenure_months"]
-    assert first["latency_ms"] > 0 and first["label"] == out["labels"][0]
+    assert first["features"]["plan"] == rows[0]["plan"] and first["features"]["tenure_months"] == rows[0]["tenure_months"]
+    assert first["latency_ms"] > 0 and first["predicted_label"] == out["labels"][0]
     assert str(first["day"]) == first["at"].date().isoformat()
 
 
@@ -185,7 +185,7 @@ def test_unknown_category_default_policy_scores_as_missing_counts_and_logs_the_l
     by_id = {r["prediction_id"]: r for r in logged.iter_rows(named=True)}
     expected = [{**row, "plan": "platinum"}, {**row, "plan": None}, row, {**row, "plan": "platinum"}, *big_rows]
     for i, sent in zip(ids, expected, strict=True):  # drift sees the new levels; nulls stay null
-        assert {k: by_id[i][k] for k in sent} == pytest.approx(sent), i
+        assert {k: by_id[i]["features"][k] for k in sent} == pytest.approx(sent), i
 
 
 def test_feedback_is_logged(server, lake_path):

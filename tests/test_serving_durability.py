@@ -66,6 +66,9 @@ def test_sigkill_under_load_loses_no_acknowledged_prediction(tmp_path, tmp_path_
         assert leftover and set(acked) - before  # some acknowledged rows were only in the WAL
         restarted = ProcessServer(lake_path, config, port=server.port).start()
         try:
+            with httpx.Client(base_url=restarted.url, timeout=10) as c:  # traffic right after the restart
+                for _ in range(5):
+                    acked.extend(c.post(PREDICT, json=rows).json()["prediction_ids"])
             wait_for(lambda: httpx.get(restarted.url + "/ready").json()["wal_backlog_bytes"] == 0, timeout=60)
         finally:
             restarted.stop()
@@ -109,7 +112,7 @@ def test_segment_committed_before_a_crash_is_not_replayed_twice(tmp_path, tmp_pa
     preds = lake.read("predictions/churn").filter(pl.col("prediction_id").is_in(["id-a", "id-b"]))
     assert sorted(preds["prediction_id"].to_list()) == ["id-a", "id-b"]
     b = preds.filter(pl.col("prediction_id") == "id-b").row(0, named=True)
-    assert b["plan"] is None and b["age"] == 40.0 and b["label"] == 1 and b["score"] == 0.9
+    assert b["features"]["plan"] is None and b["features"]["age"] == 40.0 and b["predicted_label"] == 1 and b["score"] == 0.9
     assert lake.read("feedback").filter(pl.col("prediction_id") == "id-a").height == 1
     wal.close()
     slot.close()

@@ -75,8 +75,9 @@ class ThreadServer:
 class ProcessServer:
     """``lakeops serve`` in a subprocess (so it can be SIGKILLed)."""
 
-    def __init__(self, lake_path: Path, config_path: Path, port: int | None = None) -> None:
+    def __init__(self, lake_path: Path, config_path: Path, port: int | None = None, workers: int = 1) -> None:
         self.port = port or free_port()
+        self.workers = workers
         self.lake_path = lake_path
         self.config_path = config_path
         self.url = f"http://127.0.0.1:{self.port}"
@@ -85,7 +86,8 @@ class ProcessServer:
     def start(self) -> ProcessServer:
         env = {**os.environ, "LAKEOPS_LAKE": str(self.lake_path), "LAKEOPS_CONFIG": str(self.config_path)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "core.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", str(self.workers)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         deadline = time.time() + 60

@@ -16,7 +16,7 @@ from core.lake import Lake
 from core.serving.predlog import PredictionLog
 from core.serving.schemas import Codec
 from core.serving.service import batch_ids, batch_ids_json
-from core.serving.wal import WriteAheadLog, claim_slot, read_segment
+from core.serving.wal import WriteAheadLog, claim_slot, read_segment, scan_segment
 from tests.test_serving_support import champion_lake_path, copy_lake, demo_rows
 
 _pack = msgspec.msgpack.encode
@@ -93,7 +93,8 @@ def test_a_segment_of_two_versions_unknown_levels_and_an_old_record_becomes_the_
     }
     for k, (v, age, plan, tenure, score, label) in expect.items():
         row = got[_id(k)]
-        assert (row["model_version"], row["age"], row["plan"], row["tenure"], row["score"], row["label"]) == (
+        f = row["features"]
+        assert (row["model_version"], f["age"], f["plan"], f["tenure"], row["score"], row["predicted_label"]) == (
             v, age, plan, tenure, score, label
         ), k
         assert row["latency_ms"] > 0 and str(row["day"]) == row["at"].date().isoformat()
@@ -115,7 +116,7 @@ def test_a_record_without_its_header_is_decoded_from_the_registry(tmp_path, tmp_
         wal.close()
         slot.close()
     logged = lake.read("predictions/churn").filter(pl.col("prediction_id").is_in([_id(k) for k in (1, 2, 3)]))
-    logged = logged.sort("prediction_id")
+    logged = logged.sort("prediction_id").unnest("features")
     assert logged["plan"].to_list() == [r["plan"] for r in rows]
     assert logged["tenure_months"].to_list() == [float(r["tenure_months"]) for r in rows]
 
@@ -169,9 +170,9 @@ def test_request_encoding_equals_training_encoding_on_clean_and_messy_rows(tmp_p
 
 
 
-def test_a_record_cut_short_by_a_crash_ends_the_segment(tmp_path):
+def _three_record_segment(tmp_path):
     slot = claim_slot(tmp_path / "wal")
-    wal = WriteAheadLog(slot, sync=False, fsync_interval_s=None)
+    wal = WriteAheadLog(slot, sync=False, fsync_interval_s=None, lake_id="lake-a")
     try:
         for k in range(3):
             wal.write(_pack({"k": "f", "n": k}))
@@ -179,8 +180,82 @@ def test_a_record_cut_short_by_a_crash_ends_the_segment(tmp_path):
     finally:
         wal.close()
         slot.close()
+    return sealed
+
+
+def test_a_record_cut_short_by_a_crash_ends_the_segment(tmp_path):
+    sealed = _three_record_segment(tmp_path)
     data = sealed.read_bytes()
-    frame_len = 4 + len(_pack({"k": "f", "n": 0}))
-    assert [r["n"] for r in read_segment(sealed)] == [0, 1, 2]
-    sealed.write_bytes(data[: 2 * frame_len + 5])  # the third write was cut: it was never answered
-    assert [r["n"] for r in read_segment(sealed)] == [0, 1]
+    whole = scan_segment(sealed)
+    assert [r["n"] for r in whole.records] == [0, 1, 2] and whole.problem is None
+    assert whole.header["lake"] == "lake-a" and whole.good_bytes == len(data)
+    sealed.write_bytes(data[:-3])  # the third write was cut: it was never answered
+    torn = scan_segment(sealed)
+    assert [r["n"] for r in torn.records] == [0, 1] and torn.problem == "torn"
+    assert read_segment(sealed) == torn.records
+
+
+def test_a_corrupt_frame_stops_the_reader_and_says_where(tmp_path):
+    sealed = _three_record_segment(tmp_path)
+    data = bytearray(sealed.read_bytes())
+    last = len(_pack({"k": "f", "n": 2})) + 8  # the third frame: length, crc, payload
+    data[-last - 2] ^= 0xFF  # flip a byte inside the second frame's payload
+    sealed.write_bytes(bytes(data))
+    scan = scan_segment(sealed)
+    assert [r["n"] for r in scan.records] == [0] and scan.problem == "corrupt"
+    assert "checksum" in scan.detail and scan.good_bytes < len(data) - last
+
+
+def test_segment_names_are_unique_across_process_lifetimes(tmp_path):
+    names = set()
+    for _ in range(3):  # three "processes" on one slot, each leaving the folder empty
+        slot = claim_slot(tmp_path / "wal")
+        wal = WriteAheadLog(slot, sync=False, fsync_interval_s=None)
+        wal.write(_pack({"k": "f", "n": 0}))
+        sealed = wal.seal()
+        names.add(sealed.name)
+        wal.forget(sealed)
+        wal.close()
+        slot.close()
+    assert len(names) == 3
+
+
+class _ShortFd:
+    """Make the n-th ``os.write`` on the WAL write only part of its bytes, then fail (ENOSPC)."""
+
+    def __init__(self, monkeypatch, fail_on: int) -> None:
+        import errno
+        import os as _os
+
+        self.calls = 0
+        real = _os.write
+
+        def write(fd, data):
+            self.calls += 1
+            if self.calls == fail_on:
+                real(fd, bytes(data)[: max(1, len(data) // 2)])
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(fd, data)
+
+        monkeypatch.setattr("core.serving.wal.os.write", write)
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_a_failed_short_write_is_truncated_and_later_records_read_back(tmp_path, monkeypatch, sync):
+    slot = claim_slot(tmp_path / "wal")
+    wal = WriteAheadLog(slot, sync=sync, fsync_interval_s=None)
+    try:
+        wal.write(_pack({"k": "f", "n": 0}))
+        _ShortFd(monkeypatch, fail_on=1)  # the next write(2) is cut short by a full disk
+        with pytest.raises(OSError):
+            wal.write(_pack({"k": "f", "n": 1, "pad": "x" * 500}))
+        assert wal.error is not None
+        monkeypatch.undo()
+        wal.write(_pack({"k": "f", "n": 2}))  # space is back
+        assert wal.error is None
+        sealed = wal.seal()
+    finally:
+        wal.close()
+        slot.close()
+    scan = scan_segment(sealed)
+    assert [r["n"] for r in scan.records] == [0, 2] and scan.problem is None

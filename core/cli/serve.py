@@ -14,7 +14,22 @@ __all__ = ["register"]
 
 def register(sub: Any) -> None:
     """Add ``serve`` to ``sub``."""
-    p = sub.add_parser("serve", help="run the prediction API (uvicorn + Litestar)")
+    p = sub.add_parser(
+        "serve", help="run the prediction API (uvicorn + Litestar); 'serve status|replay|discard' for its WAL",
+        description=(
+            "Run the prediction API, or look after its write-ahead log (WAL): 'status' lists pending "
+            "and dead-letter segments, 'replay' commits dead letters (and segments left by stopped "
+            "servers) after their cause was fixed, 'discard' gives a dead letter up."
+        ),
+    )
+    p.add_argument(
+        "action", nargs="?", default="run", choices=["run", "status", "replay", "discard"],
+        help="run (default): serve; status | replay | discard: the WAL of this lake and --host/--port",
+    )
+    p.add_argument("--wal-dir", default=None, help="status/replay/discard: the WAL folder (default: [serving] wal_dir)")
+    p.add_argument("--segment", default=None, help="replay/discard: one dead letter (its file or segment name)")
+    p.add_argument("--reason", default=None, help="discard: why its predictions are given up (required)")
+    p.add_argument("--format", default="table", choices=["table", "json"], help="status output")
     p.add_argument("--host", default=None, help="address to bind (default: settings api_host, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: settings api_port, 8000)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (each polls the registry and has its own WAL slot)")
@@ -34,7 +49,12 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port:
         overrides["api_port"] = args.port
     settings = settings_from(args).with_(**overrides)
-    serving_config(settings)  # fail fast, in one line, on a bad [serving] section
+    config = serving_config(settings)  # fail fast, in one line, on a bad [serving] section
+    if args.action != "run":
+        from pathlib import Path
+
+        root = Path(args.wal_dir).expanduser() if args.wal_dir else config.wal_path(settings)
+        return _wal_action(args, settings, root, config.legacy_wal_path(settings))
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     # Worker processes build the app from the environment: hand them what the flags chose.
@@ -57,3 +77,79 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=20,
     )
     return 0
+
+
+def _wal_action(args: argparse.Namespace, settings: Any, root: Any, legacy: Any) -> int:
+    """``serve status|replay|discard``: the write-ahead log of this lake and host/port."""
+    import json
+
+    from core.errors import ConfigError
+    from core.lake import Lake
+    from core.serving.predlog import PredictionLog, dead_letters, discard_dead_letter
+    from core.serving.wal import orphan_slots, scan_segment, segments
+
+    if args.action == "status":
+        slots = []
+        for path in sorted(root.glob("w*")):
+            if not path.is_dir():
+                continue
+            pending = segments(path)
+            live = next((s for s in orphan_slots(root) if s.path == path), None)
+            if live is not None:
+                live.close()
+            slots.append({
+                "slot": path.name, "server_running": live is None, "pending_segments": len(pending),
+                "pending_bytes": sum(p.stat().st_size for p in pending),
+                "unreadable": [f"{p.name}: {sc.detail}" for p in pending if (sc := scan_segment(p)).problem == "corrupt"],
+            })
+        letters = [d.to_dict() for d in dead_letters(root)]
+        out = {"wal_dir": str(root), "slots": slots, "dead_letters": letters,
+               "earlier_release_wal": str(legacy) if legacy is not None and any(legacy.glob("w*/seg-*.wal")) else None}
+        if args.format == "json":
+            sys.stdout.write(json.dumps(out, indent=1) + "\n")
+            return 0
+        lines = [f"WAL {root}"]
+        if not slots:
+            lines.append("  no slots (no server has run with this lake and --host/--port, or another --wal-dir)")
+        for s in slots:
+            state = "server running" if s["server_running"] else "no server"
+            lines.append(f"  {s['slot']}: {state}, {s['pending_segments']} segment(s) not yet in the lake ({s['pending_bytes']:,} bytes)")
+            lines += [f"    unreadable: {u}" for u in s["unreadable"]]
+        lines.append(f"dead letters: {len(letters)}" + (" (lakeops serve replay after a fix; lakeops serve discard --segment NAME --reason ...)" if letters else ""))
+        for d in letters:
+            lines.append(f"  {d['segment']} [{d['kind']}, {d['attempts']} attempts, {d['at']}]: {d['error']}")
+        if out["earlier_release_wal"]:
+            lines.append(f"segments of an earlier release (no lake identity): {out['earlier_release_wal']}; "
+                         f"if they belong to this lake: lakeops serve replay --wal-dir {out['earlier_release_wal']}")
+        sys.stdout.write("\n".join(lines) + "\n")
+        return 0
+    if args.action == "discard":
+        if not args.segment or not (args.reason or "").strip():
+            raise ConfigError("serve discard needs --segment NAME and --reason \"...\" (its predictions are given up)")
+        match = [d for d in dead_letters(root) if args.segment in (d.path.name, d.segment)]
+        if not match:
+            raise ConfigError(f"no dead letter {args.segment!r} in {root / 'dead-letter'}; see lakeops serve status")
+        from core.monitoring import raise_alert
+
+        lake = Lake.from_settings(settings, create=False)
+        for d in match:
+            discard_dead_letter(d)
+            raise_alert("prediction_log", None, severity="warning", fingerprint=f"prediction_log:discard:{d.path}",
+                        message=f"{settings.actor} discarded WAL dead letter {d.segment} ({d.bytes:,} bytes): {args.reason}",
+                        evidence={**d.to_dict(), "reason": args.reason, "actor": settings.actor}, lake=lake,
+                        settings=settings)
+        sys.stdout.write(f"discarded {len(match)} dead letter(s)\n")
+        return 0
+    lake = Lake.from_settings(settings, create=False)
+    log = PredictionLog.offline(lake, root, actor=settings.actor)
+    orphans = list(orphan_slots(root)) if root.exists() else []
+    try:
+        pending = log.replay_orphans(orphans) if not args.segment else 0
+    finally:
+        for slot in orphans:
+            slot.close()
+    rows, errors = log.replay_dead_letters(root, only=args.segment)
+    sys.stdout.write(f"replayed {pending + rows:,} row(s) into {lake.uri}\n")
+    for e in errors:
+        sys.stderr.write(f"lakeops: still failing: {e}\n")
+    return 2 if errors else 0

@@ -193,7 +193,8 @@ def _labelled_rows(model: str, schema: dict[str, pl.DataType], *, target: str, t
     if fb.height == 0:
         return pl.DataFrame(schema=schema), None
     fb = fb.sort("at").unique("prediction_id", keep="last")
-    preds = lake.scan(f"predictions/{model}").join(
+    log = monitoring.log_scan(model, lake)
+    preds = log.select("prediction_id", "at", pl.col("features").struct.unnest()).join(
         fb.lazy().select("prediction_id", pl.col("label").alias("__truth"), pl.col("at").alias("__fb_at")),
         on="prediction_id", how="inner",
     ).collect()
@@ -205,7 +206,7 @@ def _labelled_rows(model: str, schema: dict[str, pl.DataType], *, target: str, t
             exprs.append(pl.col("__truth").cast(dtype, strict=False).alias(col))
         elif col == time_column:
             exprs.append(pl.col("at").cast(dtype, strict=False).alias(col))
-        elif col in preds.columns and col not in ("prediction_id", "at", "day", "model_version", "score", "label", "latency_ms"):
+        elif col in preds.columns and col not in ("prediction_id", "at"):
             exprs.append(pl.col(col).cast(dtype, strict=False).alias(col))
         elif dtype == pl.String:
             exprs.append(pl.col("prediction_id").alias(col))  # an id column: the prediction id is unique

@@ -14,13 +14,14 @@ from core import drift
 from core.config import Settings, load_settings
 from core.errors import ConfigError
 from core.ids import new_id, utcnow
+from core.catalog import FEATURES_COLUMN, PASSTHROUGH_COLUMN
 from core.lake import Lake, resolve
 from core.monitoring.config import champion, monitor_config
 from core.monitoring.references import SCORE_ROW, ModelReference, reference
 
 __all__ = [
-    "DATASET_ROW", "DriftReport", "check_drift", "drift_history", "feature_distribution", "json_default",
-    "score_over_time", "window",
+    "DATASET_ROW", "DriftReport", "check_drift", "drift_history", "feature_distribution", "features_of",
+    "json_default", "log_scan", "passthrough_of", "score_over_time", "window",
 ]
 
 DATASET_ROW = "__dataset__"
@@ -28,6 +29,42 @@ DATASET_ROW = "__dataset__"
 
 def _table(model: str) -> str:
     return f"predictions/{model}"
+
+
+_LEGACY_OWN = ("prediction_id", "at", "day", "model_version", "score", "label", "latency_ms")
+
+
+def _normalised(scan: pl.LazyFrame) -> pl.LazyFrame:
+    """A prediction log in the current layout: a table of an earlier release (features as
+    top-level columns, ``label`` for the predicted class) gets its features wrapped in the
+    ``features`` struct and ``label`` renamed ``predicted_label``."""
+    names = scan.collect_schema().names()
+    if FEATURES_COLUMN in names:
+        return scan
+    feats = [c for c in names if c not in _LEGACY_OWN]
+    out = scan.rename({"label": "predicted_label"}) if "label" in names else scan
+    if feats:
+        return out.with_columns(pl.struct(feats).alias(FEATURES_COLUMN)).drop(feats)
+    return out.with_columns(pl.lit(None, dtype=pl.Struct([])).alias(FEATURES_COLUMN))
+
+
+def features_of(frame: pl.DataFrame) -> pl.DataFrame:
+    """The feature values of a prediction-log frame (``window``) as one column per feature."""
+    if frame.height == 0 and FEATURES_COLUMN not in frame.columns:
+        return pl.DataFrame()
+    return frame.select(pl.col(FEATURES_COLUMN)).unnest(FEATURES_COLUMN)
+
+
+def passthrough_of(frame: pl.DataFrame) -> pl.DataFrame:
+    """The pass-through fields of a prediction-log frame as one column each (none: no columns)."""
+    if PASSTHROUGH_COLUMN not in frame.columns:
+        return pl.DataFrame()
+    return frame.select(pl.col(PASSTHROUGH_COLUMN)).unnest(PASSTHROUGH_COLUMN)
+
+
+def log_scan(model: str, lake: Lake) -> pl.LazyFrame:
+    """The prediction log of ``model`` as a lazy frame in the current layout (see ``window``)."""
+    return _normalised(lake.scan(_table(model)))
 
 
 def window(
@@ -42,12 +79,15 @@ def window(
     """The latest predictions of ``model``: the last ``rows`` rows and/or the last ``hours`` hours.
 
     ``version`` keeps only rows answered by that model version. Returns an empty frame when the
-    model has no prediction log yet.
+    model has no prediction log yet. The frame has the log's layout: ``prediction_id, at, day,
+    model_version, score, predicted_label, latency_ms``, the ``features`` struct and, when
+    the model declares them, the ``passthrough`` struct; ``features_of(frame)`` gives the
+    features as columns (a feature may be named like one of the log's own columns).
     """
     lake = resolve(lake)
     if not lake.exists(_table(model)):
         return pl.DataFrame()
-    scan = lake.scan(_table(model))
+    scan = log_scan(model, lake)
     if version is not None:
         scan = scan.filter(pl.col("model_version") == version)
     if hours is not None:
@@ -150,7 +190,7 @@ def check_drift(
     if frame.height < cfg.min_rows:
         return DriftReport(rep_id, model, mv.version, "insufficient_data", frame.height, None, None,
                            ref.dataset, ref.dataset_version, None, None, None)
-    result = drift.compare(ref.features, frame, cfg.policy)
+    result = drift.compare(ref.features, features_of(frame), cfg.policy)
     score = drift.check_column(SCORE_ROW, ref.score, frame["score"], cfg.policy)
     score = replace(score, kind="score")
     win = (frame["at"].min(), frame["at"].max(), frame.height)
@@ -194,7 +234,12 @@ def feature_distribution(
     if refd is None:
         raise ConfigError(f"model {model!r} has no feature {feature!r}; features: {', '.join(ref.features)}")
     frame = window(model, rows=window_rows or cfg.window_rows, hours=cfg.window_hours, version=ref.model_version, lake=lake)
-    cur = frame[feature] if frame.height else pl.Series(feature, [], dtype=pl.Float64)
+    if not frame.height:
+        cur = pl.Series(feature, [], dtype=pl.Float64)
+    elif feature == SCORE_ROW:
+        cur = frame["score"]
+    else:
+        cur = features_of(frame)[feature]
     if isinstance(refd, drift.CategoricalReference):
         vc = cur.cast(pl.String).drop_nulls().value_counts(name="n")
         cur_counts = dict(zip(vc[vc.columns[0]].to_list(), vc["n"].to_list(), strict=True)) if vc.height else {}
@@ -227,7 +272,7 @@ def score_over_time(model: str, *, every: str = "1h", lake: Lake | None = None) 
         return pl.DataFrame()
     s = pl.col("score")
     return (
-        lake.scan(_table(model))
+        log_scan(model, lake)
         .group_by(pl.col("at").dt.truncate(every).alias("bucket"), "model_version")
         .agg(pl.len().alias("n"), s.mean().alias("mean"), *[s.quantile(q / 100).alias(f"p{q}") for q in (10, 25, 50, 75, 90)])
         .sort("bucket")

@@ -12,7 +12,7 @@ import polars as pl
 
 from core.config import Settings
 from core.lake import Lake, resolve
-from core.monitoring.checks import _table, window
+from core.monitoring.checks import _table, log_scan, window
 from core.monitoring.config import champion, monitor_config
 
 __all__ = ["PerformanceReport", "check_performance", "labelled_window", "performance_over_time"]
@@ -116,7 +116,7 @@ def performance_over_time(model: str, *, every: str = "1h", lake: Lake | None = 
     from core import registry
 
     sig = registry.get_version(model, registry.resolve_version(model, alias="champion", lake=lake), lake=lake).signature
-    preds = lake.scan(_table(model)).select("prediction_id", "at", "model_version", "score").collect()
+    preds = log_scan(model, lake).select("prediction_id", "at", "model_version", "score").collect()
     fb = lake.read_or_empty("feedback", columns=["prediction_id", "label", "at"]).sort("at").unique("prediction_id", keep="last")
     frame = preds.join(fb.select("prediction_id", pl.col("label").alias("truth")), on="prediction_id", how="left")
     frame = frame.with_columns(pl.col("at").dt.truncate(every).alias("bucket"))

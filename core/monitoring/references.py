@@ -22,7 +22,7 @@ from core.monitoring.config import champion, monitor_config
 __all__ = ["SCORE_ROW", "ModelReference", "clear_cache", "reference"]
 
 _log = logging.getLogger("lakeops.monitoring")
-SCORE_ROW = "score"
+SCORE_ROW = "__score__"  # not "score": a feature may be called that
 _CACHE: dict[tuple[str, str], dict[str, Any]] = {}
 _CACHE_LOCK = threading.Lock()
 _CACHE_MAX = 8
@@ -169,7 +169,7 @@ def reference(model: str, *, version: int | None = None, lake: Lake | None = Non
                 "model_version": mv.version, "rows": holdout.height, "columns_json": json.dumps({SCORE_ROW: "numeric"}),
             }, lake)
     row = feats["row"]
-    score = scores["refs"][SCORE_ROW]
+    score = scores["refs"].get(SCORE_ROW) or scores["refs"]["score"]  # "score": stored by earlier releases
     assert isinstance(score, drift.NumericReference)
     kinds = json.loads(row["columns_json"])
     return ModelReference(model, int(mv.version), split.dataset, split.version, int(row["rows"]), kinds,

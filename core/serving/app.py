@@ -214,6 +214,29 @@ def _require_json(request: Request) -> None:
         raise ProblemError(415, "unsupported-media-type", "send the body as JSON with Content-Type: application/json")
 
 
+def _die_with_supervisor() -> None:
+    """In a ``lakeops serve --workers N`` worker: be SIGTERMed (a graceful flush) when the supervisor dies.
+
+    uvicorn's supervisor does not take its workers down when it is killed (SIGKILL, OOM): they
+    would keep serving the port and holding their WAL slots, and a restarted server would run
+    beside them. Linux's ``PR_SET_PDEATHSIG`` ends them with their parent.
+    """
+    import ctypes
+    import multiprocessing
+    import os
+    import signal
+
+    if multiprocessing.parent_process() is None:
+        return  # not a spawned worker (a single-process server, a test's thread)
+    parent = os.getppid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() != parent or parent == 1:  # the supervisor died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def create_app(settings: Settings | None = None, *, lake: Lake | None = None) -> Litestar:
     """Build the prediction API.
 
@@ -227,6 +250,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
     Raises:
         ConfigError: an invalid ``[serving]`` section.
     """
+    _die_with_supervisor()
     settings = settings or load_settings()
     config = serving_config(settings)
     lake = lake or Lake.from_settings(settings)

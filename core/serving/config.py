@@ -29,8 +29,12 @@ class ServingConfig:
             drift -> retrain -> promote without a manual config step.
         max_rows: most rows one predict request may carry.
         request_max_body_size: largest request body in bytes (413 above it).
-        wal_dir: folder of this replica's write-ahead log; default ``<lake parent>/wal/<host>-<port>``
-            for a local lake and ``data/wal/<host>-<port>`` for an s3:// lake.
+        wal_dir: folder of this replica's write-ahead log. Default: ``<lake parent>/wal/<lake
+            folder name>/<host>-<port>`` for a local lake, ``data/wal/<bucket>_<prefix>/<host>-<port>``
+            (relative to the working directory) for an s3:// lake: on local disk, outside the
+            lake (it must keep working while the lake is unreachable), one folder per lake and
+            port. Every segment also carries the lake's id (``Lake.lake_id``); replay refuses a
+            segment of another lake and moves it to ``dead-letter/`` with the reason.
         wal_sync: what "acknowledged" means for a prediction (its rows are always in the local
             write-ahead file before the response is sent):
             ``"write"`` (default): the rows were written to the WAL file (in the OS page cache)
@@ -68,14 +72,26 @@ class ServingConfig:
     offload_rows: int = 2_000
 
     def wal_path(self, settings: Settings) -> Path:
-        """Return the WAL folder for this host/port (see ``wal_dir``)."""
+        """Return the WAL folder for this lake and host/port (see ``wal_dir``)."""
         if self.wal_dir:
             return Path(self.wal_dir).expanduser()
-        slot = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{settings.api_host}-{settings.api_port}")
+        slot = _safe(f"{settings.api_host}-{settings.api_port}")
         uri = settings.lake_uri.removeprefix("file://")
         if uri.startswith("s3://"):
-            return Path("data") / "wal" / slot
-        return Path(uri).expanduser().resolve().parent / "wal" / slot
+            return Path("data") / "wal" / _safe(uri.removeprefix("s3://").strip("/")) / slot
+        lake = Path(uri).expanduser().resolve()
+        return lake.parent / "wal" / _safe(lake.name) / slot
+
+    def legacy_wal_path(self, settings: Settings) -> Path | None:
+        """The default WAL folder of earlier releases (outside the lake), when it may hold segments."""
+        if self.wal_dir or settings.lake_uri.startswith("s3://"):
+            return None
+        slot = _safe(f"{settings.api_host}-{settings.api_port}")
+        return Path(settings.lake_uri.removeprefix("file://")).expanduser().resolve().parent / "wal" / slot
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
 
 
 _CHOICES = {"unknown_category": ("error", "missing"), "wal_sync": ("fsync", "write")}

@@ -22,11 +22,11 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from core.catalog import prediction_common_fields
+from core.catalog import FEATURES_COLUMN, PASSTHROUGH_COLUMN, TS, prediction_common_fields
 from core.errors import DataValidationError
 from core.serving.problems import ProblemError
 
-__all__ = ["Codec", "Decoded", "json_schema", "prediction_schema"]
+__all__ = ["Codec", "Decoded", "json_schema", "passthrough_type", "prediction_schema"]
 
 _PATH = re.compile(r"at `\$(?:\[(?P<row>\d+)\](?:\.(?P<f1>\w+))?|\.columns(?:\.(?P<f2>\w+))?(?:\[(?P<row2>\d+)\])?)`")
 _INF = (float("inf"), float("-inf"))
@@ -303,9 +303,26 @@ def json_schema(signature: Mapping[str, Any], max_rows: int) -> dict[str, Any]:
     return {"oneOf": [{"type": "array", "items": row, "minItems": 1, "maxItems": max_rows}, columns]}
 
 
-def prediction_schema(features: Sequence[Mapping[str, Any]]) -> pa.Schema:
-    """The ``predictions/<model>`` schema: the common columns, then one column per feature."""
-    extra = [
-        pa.field(f["name"], pa.string() if f["kind"] == "categorical" else pa.float64()) for f in features
-    ]
-    return pa.schema([*prediction_common_fields(), *extra])
+_PT_TYPES: dict[str, pa.DataType] = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64(), "datetime": TS}
+
+
+def passthrough_type(kind: str) -> pa.DataType:
+    """The Arrow type a pass-through field of ``kind`` is logged as."""
+    return _PT_TYPES[kind]
+
+
+def prediction_schema(
+    features: Sequence[Mapping[str, Any]], passthrough: Sequence[Mapping[str, Any]] = ()
+) -> pa.Schema:
+    """The ``predictions/<model>`` schema: the common columns, the ``features`` struct (one field
+    per feature: float64, or string for a categorical one) and, when the model declares any,
+    the ``passthrough`` struct."""
+    feats = pa.struct(
+        [pa.field(f["name"], pa.string() if f["kind"] == "categorical" else pa.float64()) for f in features]
+    )
+    fields = [*prediction_common_fields(), pa.field(FEATURES_COLUMN, feats)]
+    if passthrough:
+        fields.append(
+            pa.field(PASSTHROUGH_COLUMN, pa.struct([pa.field(p["name"], passthrough_type(p["type"])) for p in passthrough]))
+        )
+    return pa.schema(fields)

@@ -20,7 +20,7 @@ from core.lake import Lake
 from core.serving.config import ServingConfig
 from core.serving.metrics import Metrics
 from core.serving.models import ModelCache, Served
-from core.serving.predlog import PredictionLog
+from core.serving.predlog import PredictionLog, dead_letters
 from core.serving.problems import ProblemError
 from core.serving.wal import Slot, WriteAheadLog, claim_slot, orphan_slots
 
@@ -92,6 +92,7 @@ class Service:
         self._slot: Slot | None = None
         self.inflight = 0
         self.started = False
+        self.legacy_wal: Path | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -100,13 +101,27 @@ class Service:
         if self.config.log_predictions:
             root = self.config.wal_path(self.settings)
             self._slot = claim_slot(root)
+            try:
+                lake_id: str | None = self.lake.lake_id
+            except LakeopsError as exc:  # the lake is down at start: segments say "unknown lake"
+                _log.warning("cannot read the lake id yet: %s", exc)
+                lake_id = None
             self.wal = WriteAheadLog(
-                self._slot, sync=self.config.wal_sync == "fsync", fsync_interval_s=self.config.wal_fsync_interval_s
+                self._slot, sync=self.config.wal_sync == "fsync", fsync_interval_s=self.config.wal_fsync_interval_s,
+                lake_id=lake_id,
             )
             self.predlog = PredictionLog(
                 self.lake, self.wal, interval_s=self.config.flush_interval_s, actor=self.settings.actor,
-                features_for=self._features_for,
+                features_for=self._signature_for, alert=self._log_alert,
             )
+            legacy = self.config.legacy_wal_path(self.settings)
+            if legacy is not None and any(legacy.glob("w*/seg-*.wal")):
+                self.legacy_wal = legacy
+                _log.warning(
+                    "WAL segments of an earlier release are at %s (they carry no lake identity and are not "
+                    "replayed automatically); if they belong to this lake: lakeops serve replay --wal-dir %s",
+                    legacy, legacy,
+                )
             orphans = [s for s in orphan_slots(root) if s.path != self._slot.path]
             try:
                 self.predlog.replay_orphans(orphans)
@@ -129,9 +144,23 @@ class Service:
         if self._slot is not None:
             self._slot.close()
 
-    def _features_for(self, model: str) -> list[dict[str, Any]] | None:
+    def _signature_for(self, model: str) -> dict[str, Any] | None:
         served = self.cache.champions.get(model)
-        return list(served.signature["features"]) if served is not None else None
+        return served.signature if served is not None else None
+
+    def _log_alert(self, message: str | None, evidence: dict[str, Any]) -> None:
+        """Open (message) or resolve (None) this replica's ``prediction_log`` alert."""
+        from core import monitoring
+
+        where = f"{self.settings.api_host}:{self.settings.api_port}"
+        fp = f"prediction_log:{evidence.get('wal')}"
+        if message is None:
+            monitoring.resolve_alert("prediction_log", None, fingerprint=fp, lake=self.lake, settings=self.settings,
+                                     message=f"the prediction log of the API at {where} commits again")
+            return
+        monitoring.raise_alert("prediction_log", None, severity="critical", fingerprint=fp,
+                               message=f"API at {where}: {message}", evidence={**evidence, "api": where},
+                               lake=self.lake, settings=self.settings)
 
     # ------------------------------------------------------------------ scoring
     async def predict(self, name: str, body: bytes, version: int | None, alias: str | None) -> bytes:
@@ -250,13 +279,23 @@ class Service:
             reasons.append(f"prediction log backlog {backlog} bytes is over wal_max_bytes={self.config.wal_max_bytes}")
         if self.wal is not None and self.wal.error is not None:
             reasons.append(f"the write-ahead file cannot be written: {self.wal.error}")
+        log = self.predlog
+        if log is not None:
+            for seg, info in sorted(log.failing.items()):
+                reasons.append(
+                    f"the prediction log cannot commit WAL segment {seg} (attempt {info['attempts']}, failing "
+                    f"since {info['since']}): {info['error']}"
+                )
+        letters = dead_letters(log.wal_root) if log is not None else []
         details = {
             "ready": not reasons,
             "reasons": reasons,
             "champions": {n: s.version for n, s in sorted(self.cache.champions.items())},
             "wal_backlog_bytes": backlog,
-            "lake_ok": self.predlog.lake_ok if self.predlog is not None else True,
-            "lake_error": self.predlog.last_error if self.predlog is not None else None,
+            "lake_ok": log.lake_ok if log is not None else True,
+            "lake_error": log.last_error if log is not None else None,
+            "dead_letter_segments": [d.to_dict() for d in letters],
+            "legacy_wal": str(self.legacy_wal) if self.legacy_wal else None,
         }
         return not reasons, details
 

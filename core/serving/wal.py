@@ -4,8 +4,14 @@ Layout of a WAL folder (one per host:port, see ``ServingConfig.wal_dir``)::
 
     <wal_dir>/w0/            a slot, owned by one worker process through an flock on ``lock``
         id                   the slot's random id (names its segments in commit metadata)
-        seg-000000000001.wal length-prefixed msgpack records; the highest is the active one
+        seg-<epoch>-000001.wal  checksummed msgpack records; the newest is the active one
     <wal_dir>/w1/ ...        further workers (``lakeops serve --workers N``) claim further slots
+    <wal_dir>/dead-letter/   segments that can never be committed, each with a ``.json`` note
+
+A segment's name carries its writer's *epoch*: a UUIDv7 drawn when the ``WriteAheadLog`` is
+opened, so a segment's identity (``<slot id>/<file name>``, the marker its lake commit carries)
+is unique across process lifetimes. A counter that restarts with each process would let a new
+segment look "already committed" when an earlier process committed one of the same name.
 
 Two durability modes (``[serving] wal_sync``); in both, a response is sent only after its
 records are in the active segment file:
@@ -25,7 +31,18 @@ records are in the active segment file:
 ``seal`` closes the active segment and opens a new one; sealed segments are read back by
 ``core.serving.predlog``.
 
-Records (each framed as a 4-byte little-endian length, then msgpack):
+A segment starts with the magic ``LKWAL\x02\n\x00`` and a segment-header record naming the lake
+(``Lake.lake_id``), the slot and the epoch, so replay refuses a segment of another lake. Every
+record is framed as a 4-byte little-endian length, a 4-byte CRC-32 of the payload, then the
+msgpack payload. A write that fails (a full disk) is truncated back to the last whole frame
+before the error reaches the request, which answers 503; the reader stops at the first frame
+that is cut short (a crash mid-write: never acknowledged) or fails its checksum, and says so.
+Segments written before this format (no magic: length-prefixed frames without a checksum) are
+still read.
+
+Records:
+
+- ``{"k": "s", "lake", "slot", "epoch", "fmt"}``: the segment header (first record).
 
 - ``{"k": "h", "m", "v", "fn", "lv", "thr"}``: a model version's header (feature names,
   categorical levels, threshold), written once per segment before that version's first
@@ -45,17 +62,33 @@ import logging
 import os
 import threading
 import uuid
+import zlib
 from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from core.errors import ConfigError
+from core.ids import new_id
 
-__all__ = ["Slot", "WriteAheadLog", "claim_slot", "frame", "orphan_slots", "read_segment", "segments"]
+__all__ = [
+    "MAGIC",
+    "SegmentScan",
+    "Slot",
+    "WriteAheadLog",
+    "claim_slot",
+    "frame",
+    "orphan_slots",
+    "read_segment",
+    "scan_segment",
+    "segments",
+]
 
 _MAX_SLOTS = 64
+MAGIC = b"LKWAL\x02\n\x00"
+_crc32 = zlib.crc32
 Header = tuple[Hashable, bytes]  # (key, msgpack header record), see WriteAheadLog.append
 _log = logging.getLogger("lakeops.serving")
 
@@ -123,30 +156,88 @@ def segments(path: Path) -> list[Path]:
 
 
 def frame(record: bytes) -> bytes:
-    """Frame one msgpack record for a segment: 4-byte little-endian length, then the bytes."""
-    return len(record).to_bytes(4, "little") + record
+    """Frame one msgpack record: 4-byte little-endian length, 4-byte CRC-32, then the bytes."""
+    return len(record).to_bytes(4, "little") + _crc32(record).to_bytes(4, "little") + record
+
+
+@dataclass(frozen=True)
+class SegmentScan:
+    """What a segment holds: its records, its header, and whether every byte was readable.
+
+    Attributes:
+        records: the decoded records in order (maps, or arrays for prediction records), without
+            the segment header.
+        header: the segment header (``{"k": "s", "lake", "slot", "epoch"}``), or None for a
+            segment of the earlier format.
+        size: the file's size in bytes.
+        good_bytes: bytes up to the end of the last whole, valid frame.
+        problem: None when every byte was read; ``"torn"`` when the last frame is cut short
+            (a crash during a write: that request was never answered); ``"corrupt"`` when a
+            frame fails its checksum or does not decode (the bytes from ``good_bytes`` on are
+            unreadable and must be kept for inspection).
+        detail: a sentence saying what was found.
+    """
+
+    records: list[Any]
+    header: dict[str, Any] | None
+    size: int
+    good_bytes: int
+    problem: str | None = None
+    detail: str = ""
+
+
+def scan_segment(path: Path) -> SegmentScan:
+    """Read a segment file (either format) and report how far it is readable."""
+    data = memoryview(path.read_bytes())  # records are decoded from views: no copy per record
+    size = len(data)
+    decoder = msgspec.msgpack.Decoder()
+    out: list[Any] = []
+    header: dict[str, Any] | None = None
+    if bytes(data[: len(MAGIC)]) == MAGIC:
+        pos = len(MAGIC)
+        while pos < size:
+            if pos + 8 > size:
+                return SegmentScan(out, header, size, pos, "torn", f"a frame header is cut short at byte {pos}")
+            n = int.from_bytes(data[pos : pos + 4], "little")
+            end = pos + 8 + n
+            if end > size:
+                return SegmentScan(out, header, size, pos, "torn", f"a {n}-byte frame at byte {pos} is cut short")
+            payload = data[pos + 8 : end]
+            if _crc32(payload) != int.from_bytes(data[pos + 4 : pos + 8], "little"):
+                return SegmentScan(out, header, size, pos, "corrupt", f"the frame at byte {pos} fails its checksum")
+            try:
+                rec = decoder.decode(payload)
+            except msgspec.DecodeError as exc:
+                return SegmentScan(out, header, size, pos, "corrupt", f"the frame at byte {pos} does not decode: {exc}")
+            if header is None and not out and isinstance(rec, dict) and rec.get("k") == "s":
+                header = rec
+            else:
+                out.append(rec)
+            pos = end
+        return SegmentScan(out, header, size, pos)
+    pos = 0  # the earlier format: length-prefixed frames, no checksum, no header
+    while pos + 4 <= size:
+        n = int.from_bytes(data[pos : pos + 4], "little")
+        end = pos + 4 + n
+        if end > size:
+            return SegmentScan(out, None, size, pos, "torn", f"a {n}-byte frame at byte {pos} is cut short")
+        try:
+            out.append(decoder.decode(data[pos + 4 : end]))
+        except msgspec.DecodeError as exc:
+            return SegmentScan(out, None, size, pos, "corrupt", f"the frame at byte {pos} does not decode: {exc}")
+        pos = end
+    if pos < size:
+        return SegmentScan(out, None, size, pos, "torn", f"a frame header is cut short at byte {pos}")
+    return SegmentScan(out, None, size, pos)
 
 
 def read_segment(path: Path) -> list[Any]:
     """Decode a segment's records (maps, or arrays for prediction records), in order.
 
-    A torn last record (never acknowledged) is dropped.
+    Reading stops at the first frame that is cut short or fails its checksum (see
+    ``scan_segment`` for what was left unread). The segment header is not returned.
     """
-    out: list[Any] = []
-    data = memoryview(path.read_bytes())  # records are decoded from views: no copy per record
-    decoder = msgspec.msgpack.Decoder()
-    pos = 0
-    while pos + 4 <= len(data):
-        size = int.from_bytes(data[pos : pos + 4], "little")
-        end = pos + 4 + size
-        if end > len(data):
-            break  # a write cut by a crash: its request never got an answer
-        try:
-            out.append(decoder.decode(data[pos + 4 : end]))
-        except msgspec.DecodeError:
-            break
-        pos = end
-    return out
+    return scan_segment(path).records
 
 
 class WriteAheadLog:
@@ -160,12 +251,19 @@ class WriteAheadLog:
             active segment (None: only when a segment is sealed).
     """
 
-    def __init__(self, slot: Slot, *, sync: bool = True, fsync_interval_s: float | None = 0.2) -> None:
+    def __init__(
+        self, slot: Slot, *, sync: bool = True, fsync_interval_s: float | None = 0.2, lake_id: str | None = None
+    ) -> None:
         self.slot = slot
         self.sync = sync
         self.fsync_interval_s = fsync_interval_s
+        self.lake_id = lake_id
         existing = segments(slot.path)
-        self._seq = int(existing[-1].stem.split("-")[1]) if existing else 0
+        # A fresh epoch per process lifetime: segment names (and the markers of their commits)
+        # never repeat, even when an earlier process left the slot folder empty.
+        self.epoch = new_id().replace("-", "")
+        self._seq = 0
+        self._broken = False  # a failed write could not be truncated away: roll to a new segment
         self._fd = -1
         self._active: Path | None = None
         self._active_bytes = 0
@@ -195,9 +293,21 @@ class WriteAheadLog:
 
     def _open_new(self) -> None:
         self._seq += 1
-        self._active = self.slot.path / f"seg-{self._seq:012d}.wal"
-        self._fd = os.open(self._active, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        path = self.slot.path / f"seg-{self.epoch}-{self._seq:06d}.wal"
+        head = MAGIC + frame(
+            msgspec.msgpack.encode({"k": "s", "fmt": 2, "lake": self.lake_id, "slot": self.slot.id, "epoch": self.epoch})
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            _write_all(fd, head)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        self._active, self._fd = path, fd
+        self._base = len(head)  # bytes of an empty segment (magic + header)
         self._active_bytes = 0
+        self._broken = False
         self._headers = set()
 
     def _with_headers(self, items: list[tuple[Header | None, bytes]]) -> tuple[bytes, list[Hashable]]:
@@ -224,19 +334,17 @@ class WriteAheadLog:
             OSError: the file could not be written (also kept in ``error`` for ``/ready``).
         """
         with self._file_lock:
+            if self._broken:
+                self._roll()
             if header is None or header[0] in self._headers:
                 data, added = frame(record), []
             else:
                 data, added = self._with_headers([(header, record)])
             try:
-                written = os.write(self._fd, data)
-                if written != len(data):  # a short write (disk full): finish it or fail loudly
-                    mv = memoryview(data)[written:]
-                    while mv:
-                        n = os.write(self._fd, mv)
-                        mv = mv[n:]
+                _write_all(self._fd, data)
             except OSError as exc:
                 self.error = exc
+                self._undo_partial()
                 raise
             self._active_bytes += len(data)
             self._dirty = True
@@ -289,7 +397,9 @@ class WriteAheadLog:
             with self._file_lock:
                 data, added = self._with_headers(batch)
                 try:
-                    os.write(self._fd, data)
+                    if self._broken:
+                        self._roll()
+                    _write_all(self._fd, data)
                     os.fdatasync(self._fd)
                     self.fsyncs += 1
                     self._active_bytes += len(data)
@@ -297,6 +407,7 @@ class WriteAheadLog:
                     self._headers.update(added)
                 except OSError as exc:
                     err = exc
+                    self._undo_partial()
             self.error = err
             _resolve(waiters, err)
 
@@ -305,6 +416,28 @@ class WriteAheadLog:
             return
         while not self._stop.wait(self.fsync_interval_s):
             self.sync_now()
+
+    def _undo_partial(self) -> None:
+        """After a failed write (lock held): cut the segment back to its last whole frame.
+
+        A short write (ENOSPC) leaves part of a frame at the end of the file; every later frame
+        would be read at the wrong offset. Truncating restores the file; when even that fails
+        the segment is marked broken and the next write starts a new one (the reader sees the
+        stray bytes as a torn tail, after every acknowledged record).
+        """
+        try:
+            os.ftruncate(self._fd, self._base + self._active_bytes)
+        except OSError as exc:
+            _log.error("write-ahead log: cannot truncate %s after a failed write: %s", self._active, exc)
+            self._broken = True
+
+    def _roll(self) -> None:
+        """Seal a broken active segment and open a new one (lock held; raises OSError)."""
+        old_fd, old = self._fd, self._active
+        self._open_new()
+        self.sealed_bytes += os.fstat(old_fd).st_size
+        os.close(old_fd)
+        _log.warning("write-ahead log: %s was sealed early after a failed write", old)
 
     def sync_now(self) -> None:
         """fdatasync the active segment if it changed since the last sync (without blocking writers)."""
@@ -331,10 +464,10 @@ class WriteAheadLog:
             The sealed segment's path, or None when the active segment was empty.
         """
         with self._file_lock:
-            if self._active_bytes == 0:
+            if self._active_bytes == 0 and not self._broken:
                 return None
             sealed, old_fd, dirty = self._active, self._fd, self._dirty
-            self.sealed_bytes += self._active_bytes
+            self.sealed_bytes += self._base + self._active_bytes
             self._open_new()
             self._dirty = False
         try:
@@ -367,8 +500,17 @@ class WriteAheadLog:
                         pass
                 os.close(self._fd)
                 self._fd = -1
-            if self._active is not None and self._active_bytes == 0:
+            if self._active is not None and self._active_bytes == 0 and not self._broken:
                 self._active.unlink(missing_ok=True)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``write(2)`` all of ``data`` (a short write is continued; an error is raised)."""
+    written = os.write(fd, data)
+    if written != len(data):
+        mv = memoryview(data)[written:]
+        while mv:
+            mv = mv[os.write(fd, mv) :]
 
 
 def _resolve(waiters: list, err: OSError | None) -> None:
