@@ -164,9 +164,18 @@ def _visit(world, browser, name: str, query: str = "") -> object:
 
 
 def _choose(page, label: str, option: str) -> None:  # noqa: ANN001
+    """Pick ``option`` by typing it into the selectbox (long lists are virtualised; a live refresh may close it)."""
     box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True)).first
-    box.click()
-    page.get_by_role("option", name=option, exact=True).click()
+    for attempt in range(3):
+        box.click()
+        page.keyboard.type(option)
+        try:
+            page.get_by_role("option", name=option, exact=True).click(timeout=10_000)
+            break
+        except Exception:  # noqa: BLE001 - the dropdown closed under us: try again
+            page.keyboard.press("Escape")
+            if attempt == 2:
+                raise
     _settle(page)
 
 
