@@ -173,11 +173,13 @@ TABLES: dict[str, TableSpec] = {
         TableSpec(
             "feedback",
             _s(
-                ("prediction_id", _STR, False),
+                ("prediction_id", _STR, False),  # "" for a label sent by key
                 ("model", _STR),
                 ("label", _F64),
                 ("at", TS, False),
                 ("source", _STR),
+                ("key", _STR),  # the model's feedback key (a pass-through field) when sent by key
+                ("key_value", _STR),
             ),
         ),
         TableSpec(

@@ -7,7 +7,15 @@ The ``Signature`` is a plain JSON-able dict that travels with the model text::
     {"task": "binary" | "regression", "target": str, "threshold": float,
      "time_column": str | None,
      "features": [{"name": str, "kind": "numeric" | "categorical", "dtype": str,
-                   "levels": [str, ...]}]}          # levels only for categorical features
+                   "levels": [str, ...]}],          # levels only for categorical features
+     "passthrough": [{"name": str, "type": "string" | "integer" | "number" | "datetime" | "date",
+                      "role": "id" | "event_time" | "segment"}],
+     "feedback_key": str | None}                    # a pass-through field feedback may join by
+
+Pass-through fields are columns a request may carry beside the features (an entity id, the
+event's own time, a segment key): validated and logged with the prediction, never seen by the
+model. By default the time column and the id-like columns left out of the features are
+pass-through fields.
 
 ``Model.encode`` turns a frame into the float64 matrix LightGBM sees (categorical values become
 their index in ``levels``; unknown or null values become NaN, i.e. missing). Training and
@@ -211,12 +219,16 @@ def infer_signature(
     time_column: str | None = None,
     exclude: Sequence[str] = (),
     threshold: float = 0.5,
+    passthrough: Sequence[str] | None = None,
+    feedback_key: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Build the signature of a model trained on ``frame`` and say which columns were left out.
 
     Numeric and boolean columns become numeric features; string columns categorical ones with
     their sorted levels; the target, the time column, id-like columns, other datetimes and
-    ``exclude`` are left out.
+    ``exclude`` are left out. ``passthrough`` names the columns requests may carry beside the
+    features (None: the time column and the id-like columns); ``feedback_key`` one of them that
+    feedback may join by.
 
     Returns:
         ``(signature, excluded)`` where ``excluded`` maps each left-out column to the reason.
@@ -250,14 +262,68 @@ def infer_signature(
             excluded[name] = f"unsupported type {dtype}"
     if not features:
         raise TrainingError(f"no feature columns left after excluding {', '.join(excluded) or 'the target'}")
+    reserved = [n for n in [target, *(f["name"] for f in features)] if n.startswith("__")]
+    if reserved:
+        raise TrainingError(
+            f"column {reserved[0]!r}: names starting with '__' are lakeops' own (e.g. __prediction_id in the "
+            "served-traffic dataset); rename it"
+        )
+    pt = _passthrough_fields(frame, features, excluded, time_column, passthrough, feedback_key)
     signature = {
         "task": task,
         "target": target,
         "threshold": float(threshold),
         "time_column": time_column,
         "features": features,
+        "passthrough": pt,
+        "feedback_key": feedback_key,
     }
     return signature, excluded
+
+
+def _passthrough_type(name: str, dtype: pl.DataType) -> str:
+    if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
+        return "string"
+    if isinstance(dtype, pl.Datetime):
+        return "datetime"
+    if dtype == pl.Date:
+        return "date"
+    if dtype.is_integer():
+        return "integer"
+    if dtype.is_numeric() or dtype == pl.Boolean:
+        return "number"
+    raise TrainingError(f"pass-through column {name!r} has type {dtype}; use a string, number, date or datetime column")
+
+
+def _passthrough_fields(
+    frame: pl.DataFrame, features: list[dict[str, Any]], excluded: Mapping[str, str], time_column: str | None,
+    names: Sequence[str] | None, feedback_key: str | None,
+) -> list[dict[str, Any]]:
+    """The pass-through fields: named ones, or by default the time column and id-like columns."""
+    feature_names = {f["name"] for f in features}
+    if names is None:
+        names = [c for c, why in excluded.items() if c == time_column or why.startswith("id-like")]
+        if feedback_key and feedback_key not in names:
+            names = [*names, feedback_key]
+    out = []
+    for name in names:
+        if name not in frame.columns:
+            raise TrainingError(f"pass-through column {name!r} is not a column of the dataset")
+        if name in feature_names:
+            raise TrainingError(
+                f"pass-through column {name!r} is a feature (it is logged with the features already); "
+                f"exclude it from the features to make it a pass-through field"
+            )
+        if name.startswith("__"):
+            raise TrainingError(f"pass-through column {name!r}: names starting with '__' are lakeops' own; rename it")
+        role = "event_time" if name == time_column else ("id" if str(excluded.get(name, "")).startswith("id-like") else "segment")
+        out.append({"name": name, "type": _passthrough_type(name, frame.schema[name]), "role": role})
+    if feedback_key is not None and feedback_key not in {p["name"] for p in out}:
+        raise TrainingError(f"feedback key {feedback_key!r} must be a pass-through field; pass-through: "
+                            f"{', '.join(p['name'] for p in out) or 'none'}")
+    if feedback_key is not None and next(p for p in out if p["name"] == feedback_key)["type"] not in ("string", "integer"):
+        raise TrainingError(f"feedback key {feedback_key!r} must be a string or integer column (an entity id)")
+    return out
 
 
 # ---------------------------------------------------------------------------- model
@@ -599,6 +665,8 @@ def train(
     seed: int = 0,
     time_column: str | None = None,
     exclude: Sequence[str] = (),
+    passthrough: Sequence[str] | None = None,
+    feedback_key: str | None = None,
 ) -> TrainResult:
     """Train a LightGBM model on ``frame`` with early stopping on a deterministic split.
 
@@ -611,6 +679,8 @@ def train(
         seed: the seed of the split and of LightGBM.
         time_column: split by this column (it is not a feature); None for a stratified split.
         exclude: further columns to leave out of the features.
+        passthrough: columns requests may carry beside the features (see ``infer_signature``).
+        feedback_key: a pass-through field that feedback labels may join by.
 
     Raises:
         TrainingError: bad target, params or too little data.
@@ -626,7 +696,8 @@ def train(
         )
     clean = frame.filter(pl.col(target).is_not_null())
     signature, excluded = infer_signature(
-        clean, target, task=task, time_column=time_column, exclude=exclude, threshold=threshold
+        clean, target, task=task, time_column=time_column, exclude=exclude, threshold=threshold,
+        passthrough=passthrough, feedback_key=feedback_key,
     )
     task_ = signature["task"]
     train_df, valid_df = split(

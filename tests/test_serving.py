@@ -191,7 +191,7 @@ def test_unknown_category_default_policy_scores_as_missing_counts_and_logs_the_l
 def test_feedback_is_logged(server, lake_path):
     ids = server.client.post(PREDICT, json=demo_rows(3)).json()["prediction_ids"]
     r = server.client.post("/v1/models/churn/feedback", json=[{"prediction_id": i, "label": 1} for i in ids])
-    assert r.status_code == 202 and r.json() == {"accepted": 3}
+    assert r.status_code == 202 and r.json() == {"accepted": 3, "duplicates": 0}
     lake = Lake(str(lake_path))
 
     def landed():

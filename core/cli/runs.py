@@ -29,6 +29,10 @@ def register(sub: Any) -> None:
     p.add_argument("--time-column", default="auto", help="split by this column; 'auto' (default) or 'none'")
     p.add_argument("--exclude", nargs="*", default=[], help="columns to keep out of the features")
     p.add_argument("--register", metavar="MODEL", help="also register the trained model as the next version of MODEL")
+    p.add_argument("--passthrough", nargs="*", default=None,
+                   help="columns requests may carry beside the features (logged, never scored); "
+                        "default: the time column and id-like columns")
+    p.add_argument("--feedback-key", default=None, help="a pass-through column feedback may join by (an entity id)")
     p.set_defaults(handler=_train)
 
     runs = sub.add_parser("runs", help="list, show, compare and reproduce experiment runs")
@@ -77,6 +81,8 @@ def _train(args: argparse.Namespace) -> int:
         time_column=time_column,
         exclude=args.exclude,
         lake=lake,
+        passthrough=args.passthrough,
+        feedback_key=args.feedback_key,
     )
     sys.stdout.write(
         f"run {out.run_id} finished: dataset {out.dataset}@v{out.dataset_version}, "

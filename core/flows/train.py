@@ -104,6 +104,8 @@ def train_model(
     exclude: Sequence[str] = (),
     tags: Mapping[str, Any] | None = None,
     lake: Lake | None = None,
+    passthrough: Sequence[str] | None = None,
+    feedback_key: str | None = None,
 ) -> TrainOutcome:
     """Train a model on a dataset version and record it as a run.
 
@@ -128,6 +130,9 @@ def train_model(
         exclude: columns to keep out of the features.
         tags: extra run tags.
         lake: the lake.
+        passthrough: columns requests may carry beside the features, logged but never seen by
+            the model (None: the time column and the id-like columns).
+        feedback_key: a pass-through field feedback may join by instead of the prediction id.
 
     Raises:
         DatasetNotFoundError: unknown dataset or version.
@@ -159,7 +164,8 @@ def train_model(
         lake=lake,
     ) as run:
         result = training.train(
-            frame, target, task=task_, params=user_params, seed=seed, time_column=time_column, exclude=exclude
+            frame, target, task=task_, params=user_params, seed=seed, time_column=time_column, exclude=exclude,
+            passthrough=passthrough, feedback_key=feedback_key,
         )  # type: ignore[arg-type]
         run.log_params(
             {
@@ -172,6 +178,8 @@ def train_model(
                 "valid_fraction": result.split["valid_fraction"],
                 "excluded_columns": json.dumps(result.excluded, sort_keys=True),
                 "exclude": json.dumps(list(exclude)),
+                "passthrough": json.dumps(None if passthrough is None else list(passthrough)),
+                "feedback_key": feedback_key or "",
                 "rows_train": result.rows["train"],
                 "rows_valid": result.rows["valid"],
             }
@@ -250,5 +258,7 @@ def reproduce(run_id: str, *, lake: Lake | None = None) -> ReproduceOutcome:
         exclude=json.loads(info.params.get("exclude", "[]")),
         tags={"reproduces": run_id},
         lake=lake,
+        passthrough=json.loads(info.params.get("passthrough") or "null"),
+        feedback_key=info.params.get("feedback_key") or None,
     )
     return ReproduceOutcome(run_id, outcome.run_id, sha, outcome.model.sha256)

@@ -64,7 +64,9 @@ from core.monitoring.config import MonitorConfig, champion, monitor_config
 from core.monitoring.performance import (
     PerformanceReport,
     check_performance,
+    ground_truth,
     labelled_window,
+    orphan_labels,
     performance_over_time,
 )
 from core.monitoring.references import SCORE_ROW, ModelReference, clear_cache, reference
@@ -88,12 +90,14 @@ __all__ = [
     "close_alert",
     "drift_history",
     "feature_distribution",
+    "ground_truth",
     "features_of",
     "find_alert",
     "log_scan",
     "passthrough_of",
     "labelled_window",
     "monitor_config",
+    "orphan_labels",
     "performance_over_time",
     "raise_alert",
     "reference",

@@ -11,10 +11,10 @@ import numpy as np
 import polars as pl
 
 from core import drift
+from core.catalog import FEATURES_COLUMN, PASSTHROUGH_COLUMN
 from core.config import Settings, load_settings
 from core.errors import ConfigError
 from core.ids import new_id, utcnow
-from core.catalog import FEATURES_COLUMN, PASSTHROUGH_COLUMN
 from core.lake import Lake, resolve
 from core.monitoring.config import champion, monitor_config
 from core.monitoring.references import SCORE_ROW, ModelReference, reference

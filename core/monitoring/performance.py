@@ -15,7 +15,75 @@ from core.lake import Lake, resolve
 from core.monitoring.checks import _table, log_scan, window
 from core.monitoring.config import champion, monitor_config
 
-__all__ = ["PerformanceReport", "check_performance", "labelled_window", "performance_over_time"]
+__all__ = [
+    "PerformanceReport", "check_performance", "ground_truth", "labelled_window", "orphan_labels", "performance_over_time",
+]
+
+
+_TRUTH_SCHEMA = {"prediction_id": pl.String, "truth": pl.Float64, "labelled_at": pl.Datetime("us", "UTC")}
+
+
+def ground_truth(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
+    """The latest ground-truth label of each labelled prediction of ``model``.
+
+    Labels sent by prediction id join by it; labels sent by the model's feedback key (an entity
+    id among its pass-through fields) apply to the newest prediction of that key made at or
+    before the label arrived (an as-of join on the log). When a prediction got several labels
+    the latest wins (all stay in ``feedback``). Labels that match no prediction are left out
+    here (see ``orphan_labels``).
+
+    Returns:
+        ``prediction_id, truth, labelled_at``, one row per labelled prediction.
+    """
+    lake = resolve(lake)
+    fb = lake.read_or_empty("feedback")
+    if fb.height == 0:
+        return pl.DataFrame(schema=_TRUTH_SCHEMA)
+    fb = fb.filter(pl.col("model").is_null() | (pl.col("model") == model))
+    by_id = fb.filter(pl.col("prediction_id") != "").select(
+        "prediction_id", pl.col("label").alias("truth"), pl.col("at").alias("labelled_at")
+    )
+    parts = [by_id]
+    if "key" in fb.columns and lake.exists(_table(model)):
+        by_key = fb.filter((pl.col("prediction_id") == "") & pl.col("key").is_not_null() & pl.col("key_value").is_not_null())
+        for key in by_key["key"].unique().to_list():
+            labels = by_key.filter(pl.col("key") == key).sort("at")
+            scan = log_scan(model, lake)
+            if "passthrough" not in scan.collect_schema().names():
+                continue
+            fields = scan.collect_schema()["passthrough"]
+            if key not in [f.name for f in fields.fields]:  # type: ignore[attr-defined]
+                continue
+            log = (scan.select("prediction_id", pl.col("at").alias("served_at"),
+                               pl.col("passthrough").struct.field(key).cast(pl.String).alias("key_value"))
+                   .filter(pl.col("key_value").is_in(labels["key_value"].unique().implode()))
+                   .sort("served_at").collect())
+            hit = labels.join_asof(log, left_on="at", right_on="served_at", by="key_value", strategy="backward",
+                                   check_sortedness=False)  # both sorted by time above
+            parts.append(hit.filter(pl.col("prediction_id_right").is_not_null()).select(
+                pl.col("prediction_id_right").alias("prediction_id"), pl.col("label").alias("truth"),
+                pl.col("at").alias("labelled_at"),
+            ))
+    if lake.exists(_table(model)):  # an id the log does not know is an orphan, not ground truth
+        known = log_scan(model, lake).select("prediction_id").collect()
+        parts[0] = by_id.join(known, on="prediction_id", how="semi")
+    else:
+        parts[0] = by_id.clear()
+    return (pl.concat(parts, how="vertical_relaxed").sort("labelled_at")
+            .unique("prediction_id", keep="last", maintain_order=True))
+
+
+def orphan_labels(model: str, *, lake: Lake | None = None) -> int:
+    """How many labels sent by prediction id name a prediction the log does not (yet) hold."""
+    lake = resolve(lake)
+    fb = lake.read_or_empty("feedback")
+    if fb.height == 0:
+        return 0
+    ids = fb.filter((pl.col("model").is_null() | (pl.col("model") == model)) & (pl.col("prediction_id") != ""))
+    if not lake.exists(_table(model)):
+        return ids.height
+    known = log_scan(model, lake).select("prediction_id").collect()
+    return ids.join(known, on="prediction_id", how="anti").height
 
 
 @dataclass(frozen=True)
@@ -47,10 +115,7 @@ def labelled_window(model: str, *, hours: float | None = None, version: int | No
     preds = window(model, hours=hours, version=version, now=now, lake=lake)
     if preds.height == 0:
         return preds, 0
-    fb = lake.read_or_empty("feedback", columns=["prediction_id", "model", "label", "at"])
-    fb = (fb.filter(pl.col("model").is_null() | (pl.col("model") == model)).sort("at")
-          .unique("prediction_id", keep="last").select("prediction_id", pl.col("label").alias("truth"), pl.col("at").alias("labelled_at")))
-    return preds.join(fb, on="prediction_id", how="inner"), preds.height
+    return preds.join(ground_truth(model, lake=lake), on="prediction_id", how="inner"), preds.height
 
 
 def _baseline(model: str, mv: Any, metric: str, lake: Lake) -> tuple[float | None, str]:
@@ -117,8 +182,8 @@ def performance_over_time(model: str, *, every: str = "1h", lake: Lake | None = 
 
     sig = registry.get_version(model, registry.resolve_version(model, alias="champion", lake=lake), lake=lake).signature
     preds = log_scan(model, lake).select("prediction_id", "at", "model_version", "score").collect()
-    fb = lake.read_or_empty("feedback", columns=["prediction_id", "label", "at"]).sort("at").unique("prediction_id", keep="last")
-    frame = preds.join(fb.select("prediction_id", pl.col("label").alias("truth")), on="prediction_id", how="left")
+    truth = ground_truth(model, lake=lake).select("prediction_id", "truth")
+    frame = preds.join(truth, on="prediction_id", how="left")
     frame = frame.with_columns(pl.col("at").dt.truncate(every).alias("bucket"))
     rows = []
     for (bucket, version), part in frame.group_by(["bucket", "model_version"], maintain_order=True):

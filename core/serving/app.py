@@ -141,11 +141,16 @@ def _predict_schema(lake: Lake, config: ServingConfig) -> dict[str, Any]:
 _FEEDBACK_SCHEMA = {
     "type": "array",
     "minItems": 1,
+    "description": (
+        "Ground-truth labels: {prediction_id, label}, or {<the model's feedback key>, label} when its "
+        "signature declares one (the label then applies to the newest prediction of that key). A binary "
+        "model takes 0/1 (or true/false), regression a finite number; a later label for the same "
+        "prediction wins."
+    ),
     "items": {
         "type": "object",
-        "properties": {"prediction_id": {"type": "string"}, "label": {"type": "number"}},
-        "required": ["prediction_id", "label"],
-        "additionalProperties": False,
+        "properties": {"prediction_id": {"type": "string"}, "label": {"type": ["number", "boolean"]}},
+        "required": ["label"],
     },
 }
 
@@ -320,9 +325,9 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         t0 = time.perf_counter()
         request.scope["lakeops_t0"] = t0  # type: ignore[typeddict-unknown-key]
         _require_json(request)
-        n = await service.feedback(name, await request.body())
+        out = await service.feedback(name, await request.body())
         metrics.observe("/v1/models/{name}/feedback", 202, time.perf_counter() - t0)
-        return Response(content=msgspec.json.encode({"accepted": n}), media_type=_JSON, status_code=202)
+        return Response(content=msgspec.json.encode(out), media_type=_JSON, status_code=202)
 
     @get("/v1/models", summary="Registered models with their champion and aliases", sync_to_thread=True)
     def models() -> list[dict[str, Any]]:

@@ -56,6 +56,12 @@ class ServingConfig:
         poll_interval_s: how often each worker checks the registry aliases for a hot swap.
         microbatch: score concurrent requests for one model in a single predict call.
         offload_rows: requests with more rows than this are scored in a worker thread.
+        feedback_unknown_ids: a label for a prediction id the log does not know: ``"accept"``
+            (default: recorded, and reported as an orphan by readers until the prediction shows
+            up; labels may arrive before the prediction's segment is committed, or at another
+            replica) or ``"refuse"`` (422; checked against the lake and this worker's own WAL,
+            so with several replicas a label sent within ``flush_interval_s`` of a prediction
+            made by another replica is refused too).
     """
 
     log_predictions: bool = True
@@ -70,6 +76,7 @@ class ServingConfig:
     poll_interval_s: float = 1.0
     microbatch: bool = True
     offload_rows: int = 2_000
+    feedback_unknown_ids: Literal["accept", "refuse"] = "accept"
 
     def wal_path(self, settings: Settings) -> Path:
         """Return the WAL folder for this lake and host/port (see ``wal_dir``)."""
@@ -94,7 +101,9 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
 
 
-_CHOICES = {"unknown_category": ("error", "missing"), "wal_sync": ("fsync", "write")}
+_CHOICES = {
+    "unknown_category": ("error", "missing"), "wal_sync": ("fsync", "write"), "feedback_unknown_ids": ("accept", "refuse"),
+}
 
 
 def serving_config(settings: Settings) -> ServingConfig:

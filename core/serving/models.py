@@ -112,6 +112,7 @@ class Served:
             "fn": self.codec.names,
             "lv": self.codec.levels,
             "thr": self.threshold if binary else None,
+            "pt": [{"name": n, "type": k} for n, k in self.codec._pt],
         }
         self.wal_header = ((self.name, self.version), msgspec.msgpack.encode(header))
         self.response_head = (

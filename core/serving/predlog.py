@@ -362,8 +362,8 @@ class PredictionLog:
     def _append(self, name: str, table: pa.Table, marker: str) -> int:
         is_pred = name != FEEDBACK_TABLE
         meta = {"actor": self.actor, "source": "serving", "wal_segment": marker}
-        if not is_pred:
-            self.lake.append(name, table, metadata=meta, unique_columns=("prediction_id",))
+        if not is_pred:  # feedback gained columns (key, key_value): merge them into older tables
+            self.lake.append(name, table, metadata=meta, unique_columns=("prediction_id",), merge_schema=True)
             self.commits += 1
             return table.num_rows
         stored = self._stored_schema(name)
@@ -753,6 +753,8 @@ def _passthrough(recs: list[list[Any]], counts: np.ndarray, fields: list[tuple[s
         typ = passthrough_type(kind)
         if kind == "datetime":  # logged as microseconds since the epoch
             arrays[name] = pa.array(values, pa.int64()).cast(typ)
+        elif kind == "date":  # logged as days since the epoch
+            arrays[name] = pa.array(values, pa.int32()).cast(typ)
         else:
             arrays[name] = pa.array(values, typ)
     return _struct(arrays, total)
@@ -861,13 +863,21 @@ def _prediction_table(recs: list[dict]) -> pa.Table:
 
 
 def _feedback_table(recs: list[dict]) -> pa.Table:
-    return pa.table(
-        {
-            "prediction_id": pa.array(_concat(recs, "ids"), pa.string()),
-            "model": pa.array(_repeat(recs, "m"), pa.string()),
-            "label": pa.array(_concat(recs, "labels"), pa.float64()),
-            "at": pa.array(_repeat(recs, "at"), pa.int64()).cast(TS),
-            "source": pa.array(_repeat(recs, "src"), pa.string()),
-        }
-    )
+    cols = {
+        "prediction_id": pa.array(_concat(recs, "ids"), pa.string()),
+        "model": pa.array(_repeat(recs, "m"), pa.string()),
+        "label": pa.array(_concat(recs, "labels"), pa.float64()),
+        "at": pa.array(_repeat(recs, "at"), pa.int64()).cast(TS),
+        "source": pa.array(_repeat(recs, "src"), pa.string()),
+    }
+    if any("kv" in r for r in recs):  # labels sent by the model's feedback key (an entity id)
+        keys: list[Any] = []
+        values: list[Any] = []
+        for r in recs:
+            n = len(r["ids"])
+            keys += [r.get("key") if v is not None else None for v in (r.get("kv") or [None] * n)]
+            values += r.get("kv") or [None] * n
+        cols["key"] = pa.array(keys, pa.string())
+        cols["key_value"] = pa.array(values, pa.string())
+    return pa.table(cols)
 

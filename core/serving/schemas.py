@@ -15,6 +15,7 @@ from array import array
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from itertools import chain
 from typing import Any, Literal
 
@@ -45,6 +46,23 @@ class Decoded:
     X: np.ndarray
     rows: int
     unknown: dict[str, list[tuple[int, str]]] | None = None  # feature -> (row, unseen level)
+    passthrough: dict[str, list[Any]] | None = None  # field -> values as logged (None: none sent)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_PT_PY: dict[str, Any] = {"string": str, "integer": int, "number": float, "datetime": datetime, "date": date}
+
+
+def _micros(v: datetime | None) -> int | None:
+    """A datetime as microseconds since the epoch (a naive one is taken as UTC)."""
+    if v is None:
+        return None
+    return ((v if v.tzinfo else v.replace(tzinfo=UTC)) - _EPOCH) // _US
+
+
+def _days(v: date | None) -> int | None:
+    return None if v is None else (v - date(1970, 1, 1)).days
 
 
 def _numeric_type(feature: Mapping[str, Any]) -> Any:
@@ -86,10 +104,16 @@ class Codec:
         self.levels_raw = msgspec.Raw(msgspec.msgpack.encode(self.levels))
         self._cat_idx = np.array([j for j, c in enumerate(kinds) if c], dtype=np.intp)
         self._num_idx = np.array([j for j, c in enumerate(kinds) if not c], dtype=np.intp)
-        row_fields = [
+        # Pass-through fields: optional, after the features (so a row's first values are the matrix's)
+        self.passthrough: list[dict[str, Any]] = list(signature.get("passthrough") or [])
+        self._pt = [(p["name"], p["type"]) for p in self.passthrough]
+        row_fields: list[Any] = [
             (f["name"], (str | None) if f["kind"] == "categorical" else _numeric_type(f)) for f in self.features
         ]
-        col_fields = [(name, list[tp]) for name, tp in row_fields]  # type: ignore[valid-type]
+        col_fields: list[Any] = [(name, list[tp]) for name, tp in row_fields]  # type: ignore[valid-type]
+        for name, kind in self._pt:
+            row_fields.append((name, _PT_PY[kind] | None, None))  # type: ignore[operator]
+            col_fields.append((name, list[_PT_PY[kind] | None] | None, None))  # type: ignore[operator,valid-type]
         self._Row = msgspec.defstruct("Row", row_fields, forbid_unknown_fields=True, gc=False)
         self._Cols = msgspec.defstruct("Columns", col_fields, forbid_unknown_fields=True)
         self._Body = msgspec.defstruct("ColumnarBody", [("columns", self._Cols)], forbid_unknown_fields=True)
@@ -109,16 +133,21 @@ class Codec:
             raise _validation_problem(str(exc)) from None
         except msgspec.DecodeError as exc:
             raise ProblemError(400, "not-json", f"the request body is not valid JSON: {exc}") from None
+        pt: dict[str, list[Any]] | None = None
         if isinstance(obj, list):
             n = len(obj)
             self._check_rows(n)
-            X = self._fast_rows(obj, n)
+            flat = list(chain.from_iterable(map(_astuple, obj)))
+            if self._pt:
+                pt = self._take_passthrough(flat, n)
+            X = self._fast_rows(flat, n)
             if X is not None:
-                return Decoded(X, n)
-            cols = list(zip(*[_astuple(r) for r in obj], strict=True))
-            columns = {name: list(col) for name, col in zip(self.names, cols, strict=True)}
+                return Decoded(X, n, None, pt)
+            columns = self._raw_columns(obj)  # as sent (``flat`` has codes now)
         else:
             columns = {name: getattr(obj.columns, name) for name in self.names}
+            if self._pt:
+                pt = self._columns_passthrough(obj.columns)
             lengths = {name: len(v) for name, v in columns.items()}
             n = Counter(lengths.values()).most_common(1)[0][0]  # the odd ones out are ragged
             ragged = [name for name, k in lengths.items() if k != n]
@@ -128,21 +157,54 @@ class Codec:
                     report=[{"row": None, "field": c, "message": f"has {lengths[c]} values, expected {n}"} for c in ragged],
                 )
             self._check_rows(n)
+            if pt is not None:
+                bad = [k for k, v in pt.items() if len(v) != n]
+                if bad:
+                    raise DataValidationError(
+                        f"columns must all have {n} values; pass-through {', '.join(bad)} differ",
+                        report=[{"row": None, "field": c, "message": f"has {len(pt[c])} values, expected {n}"} for c in bad],
+                    )
             X = self._fast_columns(columns, n)
             if X is not None:
-                return Decoded(X, n)
+                return Decoded(X, n, None, pt)
         unknown: dict[str, list[tuple[int, str]]] = {}
-        return Decoded(self._encode(columns, n, unknown), n, unknown or None)
+        return Decoded(self._encode(columns, n, unknown), n, unknown or None, pt)
 
-    def _fast_rows(self, rows: list[Any], n: int) -> np.ndarray | None:
+    def _raw_columns(self, rows: list[Any]) -> dict[str, list[Any]]:
+        """The feature columns of decoded rows, as sent."""
+        cols = list(zip(*[_astuple(r)[: self._width] for r in rows], strict=True))
+        return {name: list(col) for name, col in zip(self.names, cols, strict=True)}
+
+    def _take_passthrough(self, flat: list[Any], n: int) -> dict[str, list[Any]] | None:
+        """Cut the pass-through values out of a row-major ``flat`` list (left: the features only)."""
+        width, total = self._width, self._width + len(self._pt)
+        out: dict[str, list[Any]] = {}
+        for k, (name, kind) in enumerate(self._pt):
+            values = flat[width + k :: total]
+            if values.count(None) != n:
+                out[name] = _as_logged(values, kind)
+        for k in range(len(self._pt) - 1, -1, -1):
+            del flat[width + k :: total]
+        return out or None
+
+    def _columns_passthrough(self, cols: Any) -> dict[str, list[Any]] | None:
+        out = {}
+        for name, kind in self._pt:
+            values = getattr(cols, name)
+            if values is not None and values.count(None) != len(values):
+                out[name] = _as_logged(values, kind)
+        return out or None
+
+    def _fast_rows(self, flat: list[Any], n: int) -> np.ndarray | None:
         """The matrix of clean rows in a few C-level passes, or None when a value needs a look.
+
+        ``flat`` is every row's feature values, row-major; it is changed in place.
 
         All values go into one flat list (row-major), each categorical slice is mapped to its
         codes with ``map(dict.get)``, and ``array('d')`` converts the lot; it refuses a None,
         which is a null number or an unknown level: those requests take ``_encode``, which
         finds and reports them. Infinite numbers are refused there too.
         """
-        flat = list(chain.from_iterable(map(_astuple, rows)))
         width = self._width
         for j, get in self._cat_get:
             flat[j::width] = map(get, flat[j::width])
@@ -254,6 +316,15 @@ class Codec:
         return np.array([row], dtype=np.float64)
 
 
+def _as_logged(values: list[Any], kind: str) -> list[Any]:
+    """Pass-through values as the WAL logs them (times as microseconds, dates as days)."""
+    if kind == "datetime":
+        return [_micros(v) for v in values]
+    if kind == "date":
+        return [_days(v) for v in values]
+    return values
+
+
 def _validation_problem(message: str) -> DataValidationError:
     """Turn a msgspec validation message into a DataValidationError naming row and field."""
     m = _PATH.search(message)
@@ -270,9 +341,18 @@ def _validation_problem(message: str) -> DataValidationError:
     if "missing required field" in message:
         text = f"missing feature {field!r}"
     elif "unknown field" in message:
-        text = f"unknown feature {field!r}: not in the model's signature"
+        text = f"unknown field {field!r}: neither a feature nor a pass-through field of the model's signature"
     where = (f"row {row}, " if row is not None else "") + (f"{field}: " if field else "")
     return DataValidationError(f"{where}{text}", report=[{"row": row, "field": field, "message": text}])
+
+
+_PT_JSON: dict[str, dict[str, Any]] = {
+    "string": {"type": ["string", "null"]},
+    "integer": {"type": ["integer", "null"]},
+    "number": {"type": ["number", "null"]},
+    "datetime": {"type": ["string", "null"], "format": "date-time"},
+    "date": {"type": ["string", "null"], "format": "date"},
+}
 
 
 def json_schema(signature: Mapping[str, Any], max_rows: int) -> dict[str, Any]:
@@ -286,6 +366,8 @@ def json_schema(signature: Mapping[str, Any], max_rows: int) -> dict[str, Any]:
         else:
             props[f["name"]] = {"type": ["number", "null"]}
     names = list(props)
+    for pt in signature.get("passthrough") or ():  # optional: logged, never scored
+        props[pt["name"]] = {**_PT_JSON[pt["type"]], "description": f"pass-through ({pt.get('role', 'segment')}): logged, not scored"}
     row = {"type": "object", "properties": props, "required": names, "additionalProperties": False}
     columns = {
         "type": "object",
@@ -303,7 +385,9 @@ def json_schema(signature: Mapping[str, Any], max_rows: int) -> dict[str, Any]:
     return {"oneOf": [{"type": "array", "items": row, "minItems": 1, "maxItems": max_rows}, columns]}
 
 
-_PT_TYPES: dict[str, pa.DataType] = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64(), "datetime": TS}
+_PT_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(), "number": pa.float64(), "integer": pa.int64(), "datetime": TS, "date": pa.date32(),
+}
 
 
 def passthrough_type(kind: str) -> pa.DataType:

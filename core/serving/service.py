@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -12,7 +13,6 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from core import registry
 from core.config import Settings
 from core.errors import DataValidationError, LakeopsError
 from core.ids import new_id
@@ -24,21 +24,71 @@ from core.serving.predlog import PredictionLog, dead_letters
 from core.serving.problems import ProblemError
 from core.serving.wal import Slot, WriteAheadLog, claim_slot, orphan_slots
 
-__all__ = ["FeedbackItem", "Service", "batch_ids", "batch_ids_json"]
+__all__ = ["Service", "batch_ids", "batch_ids_json"]
 
 _log = logging.getLogger("lakeops.serving")
 _encode = msgspec.json.encode
 _pack = msgspec.msgpack.encode
 
 
-class FeedbackItem(msgspec.Struct, forbid_unknown_fields=True):
-    """One ground-truth label for a prediction."""
+def _feedback_items(
+    raw: list[Any], key: str | None, task: str
+) -> tuple[list[str], list[str | None], list[float]]:
+    """Check feedback items; return (prediction ids or "", key values or None, labels).
 
-    prediction_id: str
-    label: float
+    Raises:
+        DataValidationError: naming the row and field of up to 20 problems.
+    """
+    allowed = {"prediction_id", "label"} | ({key} if key else set())
+    ids: list[str] = []
+    kvs: list[str | None] = []
+    labels: list[float] = []
+    errors: list[dict[str, Any]] = []
+    by = "prediction_id" + (f" or {key}" if key else "")
+    for row, item in enumerate(raw):
+        if not isinstance(item, dict):
+            errors.append({"row": row, "field": None, "message": f"expected an object with {by} and label"})
+            continue
+        extra = sorted(set(item) - allowed)
+        if extra:
+            errors.append({"row": row, "field": extra[0], "message": f"unknown field; send {by} and label"})
+        pid, kv = item.get("prediction_id"), item.get(key) if key else None
+        if (pid is None) == (kv is None):
+            errors.append({"row": row, "field": "prediction_id",
+                           "message": f"send exactly one of {by}" if key else "prediction_id is required"})
+        elif pid is not None and not isinstance(pid, str):
+            errors.append({"row": row, "field": "prediction_id", "message": "must be a string"})
+        elif kv is not None and (isinstance(kv, bool) or not isinstance(kv, (str, int))):
+            errors.append({"row": row, "field": key, "message": "must be a string or an integer"})
+        problem = _label_problem(item.get("label", _MISSING), task)
+        if problem:
+            errors.append({"row": row, "field": "label", "message": problem})
+        ids.append(pid if isinstance(pid, str) else "")
+        kvs.append(None if kv is None else str(kv))
+        label = item.get("label")
+        labels.append(float(label) if isinstance(label, (int, float)) else 0.0)
+    if errors:
+        first = errors[0]
+        where = f"row {first['row']}" + (f", {first['field']}" if first["field"] else "")
+        raise DataValidationError(f"{len(errors)} invalid feedback item(s); first: {where}: {first['message']}",
+                                  report=errors[:20])
+    return ids, kvs, labels
 
 
-_feedback_decoder = msgspec.json.Decoder(list[FeedbackItem])
+_MISSING = object()
+
+
+def _label_problem(label: Any, task: str) -> str | None:
+    """Why ``label`` is not a valid ground truth for a model of ``task``, or None."""
+    if label is _MISSING or label is None:
+        return "label is required"
+    if isinstance(label, bool):
+        return None if task == "binary" else "must be a number"
+    if not isinstance(label, (int, float)) or not math.isfinite(label):
+        return "must be a finite number"
+    if task == "binary" and label not in (0, 1):
+        return f"must be 0 or 1 for a binary model, got {label!r}"
+    return None
 
 
 _ID_LEN = 36  # every prediction id is a canonical UUID string
@@ -188,7 +238,7 @@ class Service:
             # record), plus any unseen categorical strings as (row, value) by feature.
             record = [
                 "q", name, served.version, time.time_ns() // 1000, (time.perf_counter() - t0) * 1000.0, n,
-                idb, scores.tobytes(), decoded.X.tobytes(), decoded.unknown,
+                idb, scores.tobytes(), decoded.X.tobytes(), decoded.unknown, decoded.passthrough,
             ]
             await self._durable(_pack(record), served.wal_header)
         self.metrics.rows_scored[name] += n
@@ -227,46 +277,81 @@ class Service:
                 503, "wal-unavailable", f"the prediction could not be logged to the write-ahead file: {exc}"
             ) from None
 
-    async def feedback(self, name: str, body: bytes) -> int:
-        """Validate a feedback batch and log it durably; return how many labels were accepted."""
+    async def feedback(self, name: str, body: bytes) -> dict[str, int]:
+        """Validate a feedback batch and log it durably; return what was accepted.
+
+        Each item is ``{"prediction_id": ..., "label": ...}``, or ``{"<feedback key>": ...,
+        "label": ...}`` when the model's signature declares a feedback key (an entity id among
+        its pass-through fields): such a label applies to the newest prediction of that key made
+        before it arrived. Labels are checked against the champion's signature (0/1 for a
+        binary model, a finite number for regression); nothing invalid is logged. A second label
+        for the same prediction wins over the first (both are kept in ``feedback``; readers take
+        the latest). Prediction ids the log does not know are recorded and reported as orphans
+        by readers (``[serving] feedback_unknown_ids = "accept"``, the default) or refused with
+        a 422 (``"refuse"``).
+
+        Raises:
+            DataValidationError: an item is malformed or a label invalid (422, naming row and field).
+            ProblemError: not JSON (400), too many items (413), logging disabled (503).
+            ModelNotFoundError, ModelVersionNotFoundError: unknown model, or no champion to check against.
+        """
+        served = self.cache.fast(name, None, None) or await self.cache.get(name, None, None)
+        key = served.signature.get("feedback_key")
         try:
-            items = _feedback_decoder.decode(body)
-        except msgspec.ValidationError as exc:
-            raise DataValidationError(
-                f"feedback body: {exc}", report=[{"row": None, "field": None, "message": str(exc)}]
-            ) from None
+            raw = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
             raise ProblemError(400, "not-json", f"the request body is not valid JSON: {exc}") from None
-        if not items:
-            raise DataValidationError("feedback body has no items; send 1 or more {prediction_id, label}")
-        if len(items) > self.config.max_rows:
-            raise ProblemError(413, "too-many-rows", f"{len(items):,} labels; the limit is {self.config.max_rows:,}")
-        labels = np.array([i.label for i in items], dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(labels))
-        if bad.size:
+        if not isinstance(raw, list) or not raw:
             raise DataValidationError(
-                f"label of row {int(bad[0])} is not finite",
-                report=[{"row": int(i), "field": "label", "message": "value is not finite"} for i in bad[:20]],
+                "feedback body must be a non-empty list of {prediction_id, label}"
+                + (f" or {{{key}, label}}" if key else ""),
+                report=[{"row": None, "field": None, "message": "expected a non-empty JSON array of objects"}],
             )
-        if name not in self.cache.aliases and name not in self.cache.champions:
-            await asyncio.to_thread(registry.versions, name, lake=self.lake)  # raises ModelNotFoundError
+        if len(raw) > self.config.max_rows:
+            raise ProblemError(413, "too-many-rows", f"{len(raw):,} labels; the limit is {self.config.max_rows:,}")
+        ids, key_values, labels = _feedback_items(raw, key, served.task)
         if self.wal is None:
             raise ProblemError(
                 503, "logging-disabled", "feedback needs the prediction log; set [serving] log_predictions = true"
             )
-        record = _pack(
-            {
-                "k": "f",
-                "m": name,
-                "at": time.time_ns() // 1000,
-                "src": "api",
-                "ids": [i.prediction_id for i in items],
-                "labels": labels.tolist(),
-            }
-        )
-        await self._durable(record)
-        self.metrics.feedback_rows += len(items)
-        return len(items)
+        if self.config.feedback_unknown_ids == "refuse":
+            known = await asyncio.to_thread(self._known_ids, name, [i for i in ids if i])
+            unknown = [(row, i) for row, i in enumerate(ids) if i and i not in known]
+            if unknown:
+                raise DataValidationError(
+                    f"{len(unknown)} prediction id(s) are not in the prediction log of {name!r}; first: row "
+                    f"{unknown[0][0]}, {unknown[0][1]!r}",
+                    report=[{"row": r, "field": "prediction_id", "message": "unknown prediction id"} for r, _ in unknown[:20]],
+                )
+        record: dict[str, Any] = {
+            "k": "f", "m": name, "at": time.time_ns() // 1000, "src": "api", "ids": ids, "labels": labels,
+        }
+        if key is not None and any(v is not None for v in key_values):
+            record["key"], record["kv"] = key, key_values
+        await self._durable(_pack(record))
+        self.metrics.feedback_rows += len(ids)
+        seen = [i for i in ids if i] + [f"{key}={v}" for v in key_values if v is not None]
+        return {"accepted": len(ids), "duplicates": len(seen) - len(set(seen))}
+
+    def _known_ids(self, model: str, ids: list[str]) -> set[str]:
+        """Which of ``ids`` are in the prediction log (the lake, or this worker's WAL not yet in it)."""
+        import polars as pl
+
+        from core.serving.predlog import prediction_table
+        from core.serving.wal import segments
+
+        wanted = set(ids)
+        found: set[str] = set()
+        if self.wal is not None:
+            for seg in segments(self.wal.slot.path):
+                data = seg.read_bytes()
+                found |= {i for i in wanted - found if i.encode("ascii", "replace") in data}
+        rest = wanted - found
+        if rest and self.lake.exists(prediction_table(model)):
+            hits = (self.lake.scan(prediction_table(model)).select("prediction_id")
+                    .filter(pl.col("prediction_id").is_in(list(rest))).collect())
+            found |= set(hits["prediction_id"].to_list())
+        return found
 
     # ------------------------------------------------------------------ status
     def readiness(self) -> tuple[bool, dict[str, Any]]:
