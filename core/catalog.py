@@ -234,6 +234,7 @@ TABLES: dict[str, TableSpec] = {
                 ("fingerprint", _STR),
                 ("status", _STR),
                 ("at", TS, False),
+                ("model_version", _I64),  # the champion version the condition was found on
             ),
         ),
         TableSpec(

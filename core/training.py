@@ -667,6 +667,7 @@ def train(
     exclude: Sequence[str] = (),
     passthrough: Sequence[str] | None = None,
     feedback_key: str | None = None,
+    valid: pl.DataFrame | None = None,
 ) -> TrainResult:
     """Train a LightGBM model on ``frame`` with early stopping on a deterministic split.
 
@@ -681,6 +682,8 @@ def train(
         exclude: further columns to leave out of the features.
         passthrough: columns requests may carry beside the features (see ``infer_signature``).
         feedback_key: a pass-through field that feedback labels may join by.
+        valid: an explicit validation set (the retrain's holdout of the newest labelled traffic);
+            then ``frame`` is all training rows and nothing is split.
 
     Raises:
         TrainingError: bad target, params or too little data.
@@ -700,9 +703,14 @@ def train(
         passthrough=passthrough, feedback_key=feedback_key,
     )
     task_ = signature["task"]
-    train_df, valid_df = split(
-        clean, target, time_column=time_column, seed=seed, valid_fraction=valid_fraction
-    )
+    if valid is None:
+        train_df, valid_df = split(
+            clean, target, time_column=time_column, seed=seed, valid_fraction=valid_fraction
+        )
+    else:
+        train_df, valid_df = clean, valid.filter(pl.col(target).is_not_null())
+        if valid_df.height == 0 or train_df.height == 0:
+            raise TrainingError(f"an explicit split needs rows on both sides (train {train_df.height}, valid {valid_df.height})")
     if task_ == "binary":
         for part, name in ((train_df, "training"), (valid_df, "validation")):
             if part[target].n_unique() < 2:
@@ -756,7 +764,7 @@ def train(
         for part, d in history.items()
         for metric, values in d.items()
     }
-    method = "time" if time_column else ("stratified" if clean[target].n_unique() <= 20 else "hash")
+    method = "explicit" if valid is not None else ("time" if time_column else ("stratified" if clean[target].n_unique() <= 20 else "hash"))
     return TrainResult(
         model=model,
         metrics=compute_metrics(task_, y_valid, model.predict_matrix(X_valid), threshold),

@@ -67,7 +67,7 @@ def test_closed_loop(tmp_path):
         assert s3.errors == 0 and s3.versions.get(2, 0) > 0
         _wait(lambda: logged() == 4200)
         after = monitor.check_drift(MODEL, lake=lake, settings=settings)
-        assert after.model_version == 2 and after.drifted is False and after.alert == "resolved"
+        assert after.model_version == 2 and after.drifted is False and after.alert is None
 
     # every step happened, in order, as recorded in the tables
     reports = lake.read("drift_reports").filter(pl.col("feature") == "__dataset__").sort("at")
@@ -75,11 +75,12 @@ def test_closed_loop(tmp_path):
     assert reports["model_version"].to_list() == [1, 1, 2]
     alerts = lake.read("alerts").sort("at")
     assert alerts["status"].to_list() == ["open", "resolved"] and alerts["kind"].to_list() == ["drift", "drift"]
-    dv = datasets.versions("churn", lake=lake).filter(pl.col("version") == out.dataset_version).row(0, named=True)
+    dv = datasets.versions(out.served_dataset, lake=lake).filter(pl.col("version") == out.served_version).row(0, named=True)
     events = registry.events(MODEL, lake=lake).filter(pl.col("version") == 2).sort("at")
     assert events["action"].to_list()[:3] == ["register", "gate", "promote"]
     promoted_at = events.filter(pl.col("action") == "promote")["at"][0]
     served_v2 = lake.read(f"predictions/{MODEL}").filter(pl.col("model_version") == 2)["at"].min()
-    steps = [reports["at"][1], alerts["at"][0], dv["created_at"], events["at"][0], promoted_at, served_v2,
-             reports["at"][2], alerts["at"][1]]
+    steps = [reports["at"][1], alerts["at"][0], dv["created_at"], events["at"][0], promoted_at, alerts["at"][1],
+             served_v2, reports["at"][2]]
+    assert alerts["message"][1].startswith("superseded by v2")
     assert steps == sorted(steps)

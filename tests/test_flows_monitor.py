@@ -72,24 +72,36 @@ def test_performance_alert(lake):
     assert monitor.check_performance(MODEL, lake=lake, settings=s).alert == "ongoing"
 
 
-def test_retrain_adds_feedback_gates_and_promotes(lake):
+def test_retrain_records_labelled_traffic_as_its_own_dataset_gates_on_the_newest_and_promotes(lake):
+    import math
+
     s = _settings(lake, auto_promote=True)
     logged = log_predictions(lake, traffic(2500, seed=24, campaign=True))
     labelled = send_feedback(lake, logged, share=0.8)
     out = monitor.retrain(MODEL, reason="drift on the campaign", lake=lake, settings=s)
     assert out.champion_before == 1 and out.version == 2 and out.rows_added == labelled
-    assert out.dataset == "churn" and out.dataset_version == 2
-    v2 = datasets.load("churn", 2, lake=lake)
-    assert v2.height == 3000 + labelled and v2["customer_id"].null_count() == 0
-    row = datasets.versions("churn", lake=lake).filter(pl.col("version") == 2).row(0, named=True)
-    assert row["validation_status"] in ("passed", "warned") and row["source"].startswith("feedback:churn:")
+    assert (out.dataset, out.dataset_version) == ("churn", 1)  # the source data is not touched
+    assert (out.served_dataset, out.served_version) == ("churn_served", 1)
+    assert datasets.latest_version("churn", lake=lake) == 1
+    served = datasets.load("churn_served", 1, lake=lake)
+    assert served.height == labelled and "customer_id" not in served.columns  # nothing made up
+    assert {"__prediction_id", "__served_at", "__labelled_at", "__model_version", "churned"} <= set(served.columns)
+    assert served["__prediction_id"].n_unique() == labelled
+    # the holdout is the newest labelled traffic, and both models were scored on exactly it
+    assert out.holdout_rows == math.ceil(0.2 * labelled)
+    gate = registry.events(MODEL, lake=lake).filter((pl.col("action") == "gate") & (pl.col("version") == 2))
+    report = __import__("json").loads(gate["report_json"][0])
+    assert report["eval_rows"] == out.holdout_rows and report["champion_version"] == 1
+    run = __import__("core.tracking", fromlist=["get_run"]).get_run(out.run_id, lake=lake)
+    assert run.params["split_method"] == "served_holdout" and run.params["served_version"] == "1"
+    assert int(run.params["rows_valid"]) == out.holdout_rows
     mv = registry.get_version(MODEL, 2, lake=lake)
-    assert mv.dataset_version == 2
+    assert mv.dataset_version == 1
     assert out.gate_passed and out.promoted
     assert registry.champion_version(MODEL, lake) == 2
-    # nothing new: the next retrain trains on the same version and adds no rows
+    # nothing new: the next retrain reuses the same served version and adds no rows
     again = monitor.retrain(MODEL, reason="schedule", lake=lake, settings=_settings(lake, auto_promote=False))
-    assert again.rows_added == 0 and again.dataset_version == 2 and not again.promoted
+    assert again.rows_added == 0 and again.served_version == 1 and not again.promoted
     assert registry.champion_version(MODEL, lake) == 2
 
 
@@ -115,8 +127,11 @@ def test_retrain_if_needed_follows_alerts(lake):
     # the new champion's reference is the campaign period: the next window is back under threshold
     log_predictions(lake, traffic(1500, seed=27, campaign=True))
     after = monitor.check_drift(MODEL, window_rows=1500, lake=lake, settings=s)
-    assert after.model_version == 2 and after.drifted is False and after.alert == "resolved"
+    assert after.model_version == 2 and after.drifted is False and after.alert is None  # v2 starts afresh
     assert monitoring.reference(MODEL, lake=lake, settings=s).model_version == 2
+    history = monitoring.alert_history(MODEL, lake=lake).filter(pl.col("kind") == "drift")
+    assert history["status"].to_list() == ["open", "resolved"] and history["model_version"].to_list() == [1, 1]
+    assert history["message"][1].startswith("superseded by v2")  # resolved when v2 was promoted
 
 
 def test_simulate_through_the_api_then_cli(lake, tmp_path, capsys):

@@ -3,10 +3,11 @@
 Jobs (``jobs/``), the CLI (``lakeops drift check``, ``lakeops alerts list``) and the demo call
 these. A check writes its report, then opens an alert when its condition holds (once per
 episode: the alert is de-duplicated by fingerprint) or resolves it when the condition clears.
-``retrain`` appends the labelled feedback to the champion's dataset (a new, validated version),
-trains with the champion's recorded training params and seed, registers the new version, gates
-it against the champion on the same holdout and promotes it when the policy says
-``auto_promote = true``; otherwise the version waits for a human approval/promotion.
+``retrain`` records the labelled traffic as a new version of ``<model>_served`` (never written
+into the source dataset), trains on the source data plus the older labelled traffic with the
+champion's recorded params, seed and pass-through fields, holds out the newest labelled traffic,
+registers the new version, gates it against the champion on that holdout and promotes it when
+the policy allows; otherwise the version waits for a human approval/promotion.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import polars as pl
 
 from core import monitoring
 from core.config import Settings, load_settings
+from core.errors import TrainingError
 from core.lake import Lake, resolve
 from core.monitoring import DriftReport, PerformanceReport
 
@@ -31,13 +33,12 @@ __all__ = [
     "alerts_open",
     "check_drift",
     "check_performance",
-    "ingest_feedback",
+    "record_served",
     "retrain",
     "retrain_if_needed",
     "stated_reason",
 ]
 
-_FEEDBACK_SOURCE = "feedback:{model}:"
 # A person's reason for a retrain they started by hand, carried through the job catalog (which
 # passes its targets only lake, settings and trigger) to the audit events the retrain writes.
 _STATED_REASON: ContextVar[str | None] = ContextVar("lakeops_stated_reason", default=None)
@@ -69,6 +70,9 @@ class RetrainOutcome:
     gate_passed: bool
     promoted: bool
     why: str
+    served_dataset: str = ""
+    served_version: int = 0
+    holdout_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able outputs (for ``job_runs``)."""
@@ -123,7 +127,7 @@ def check_drift(
             "score": None if rep.score is None else {"test": rep.score.test, "statistic": rep.score.statistic, "drifted": rep.score.drifted},
         }
         opened = monitoring.raise_alert("drift", model, message=_drift_message(rep), evidence=evidence,
-                                        severity="warning", lake=lake, settings=settings)
+                                        severity="warning", lake=lake, settings=settings, model_version=rep.model_version)
         return replace(rep, alert="opened" if opened else "ongoing")
     resolved = monitoring.resolve_alert(
         "drift", model, message=f"drift on model {model!r} cleared (report {rep.report_id}, share {rep.result.share:.2f})",
@@ -156,7 +160,7 @@ def check_performance(
             f"(tolerance {rep.tolerance})"
         )
         opened = monitoring.raise_alert("performance", model, message=msg, evidence=evidence, severity="critical",
-                                        lake=lake, settings=settings)
+                                        lake=lake, settings=settings, model_version=rep.model_version)
         return replace(rep, alert="opened" if opened else "ongoing")
     resolved = monitoring.resolve_alert(
         "performance", model, message=f"performance of model {model!r} back within tolerance ({rep.metric} {rep.value:.4f})",
@@ -171,141 +175,144 @@ def alerts_open(model: str | None = None, *, lake: Lake | None = None) -> pl.Dat
 
 
 # ---------------------------------------------------------------------------- retraining
-def _watermark(dataset: str, model: str, lake: Lake) -> datetime | None:
+def _served_watermark(name: str, lake: Lake) -> datetime | None:
+    """The newest ``__labelled_at`` already recorded in the served dataset ``name``."""
     from core import datasets
 
-    prefix = _FEEDBACK_SOURCE.format(model=model)
-    rows = datasets.versions(dataset, lake=lake).filter(pl.col("source").str.starts_with(prefix))
-    if rows.height == 0:
+    if not lake.exists(datasets.table_name(name)):
         return None
-    return max(datetime.fromisoformat(s[len(prefix):]) for s in rows["source"].to_list())
+    value = lake.scan(datasets.table_name(name)).select(pl.col("__labelled_at").max()).collect().item()
+    return value  # type: ignore[no-any-return]
 
 
-def _labelled_rows(model: str, schema: dict[str, pl.DataType], *, target: str, time_column: str | None,
-                   since: datetime | None, lake: Lake) -> tuple[pl.DataFrame, datetime | None]:
-    """Predictions with feedback labels newer than ``since``, shaped like the dataset's rows."""
-    if not lake.exists(f"predictions/{model}") or not lake.exists("feedback"):
-        return pl.DataFrame(schema=schema), None
-    fb = lake.read("feedback", columns=["prediction_id", "model", "label", "at"])
-    fb = fb.filter(pl.col("model").is_null() | (pl.col("model") == model))
-    if since is not None:
-        fb = fb.filter(pl.col("at") > since)
-    if fb.height == 0:
-        return pl.DataFrame(schema=schema), None
-    fb = fb.sort("at").unique("prediction_id", keep="last")
-    log = monitoring.log_scan(model, lake)
-    preds = log.select("prediction_id", "at", pl.col("features").struct.unnest()).join(
-        fb.lazy().select("prediction_id", pl.col("label").alias("__truth"), pl.col("at").alias("__fb_at")),
-        on="prediction_id", how="inner",
-    ).collect()
-    if preds.height == 0:
-        return pl.DataFrame(schema=schema), None
-    exprs = []
-    for col, dtype in schema.items():
-        if col == target:
-            exprs.append(pl.col("__truth").cast(dtype, strict=False).alias(col))
-        elif col == time_column:
-            exprs.append(pl.col("at").cast(dtype, strict=False).alias(col))
-        elif col in preds.columns and col not in ("prediction_id", "at"):
-            exprs.append(pl.col(col).cast(dtype, strict=False).alias(col))
-        elif dtype == pl.String:
-            exprs.append(pl.col("prediction_id").alias(col))  # an id column: the prediction id is unique
-        else:
-            exprs.append(pl.lit(None, dtype=dtype).alias(col))
-    return preds.select(exprs), preds["__fb_at"].max()  # type: ignore[return-value]
+def record_served(model: str, *, lake: Lake | None = None, settings: Settings | None = None,
+                  actor: str | None = None) -> tuple[int, int]:
+    """Record the predictions labelled since the last call as a new version of ``<model>_served``.
 
-
-def ingest_feedback(model: str, *, dataset: str, target: str, time_column: str | None = None,
-                    lake: Lake | None = None, settings: Settings | None = None) -> tuple[int, int]:
-    """Append the labelled predictions not yet in ``dataset`` as a new validated version.
+    Each row is a labelled prediction as it was served: its features and pass-through fields
+    from the log, its ground truth under the model's target name, and ``__prediction_id``,
+    ``__served_at``, ``__labelled_at``, ``__model_version``. Nothing else is filled in; the
+    model's source dataset is never touched. Labels that are not a valid ground truth for the
+    model (not 0/1 for a binary model, not finite) never reach it.
 
     Returns:
-        ``(dataset_version, rows_added)``; the latest version and 0 when there is nothing new.
+        ``(served dataset version, rows added)``; the latest version and 0 when nothing is new
+        (version 0 when there is no labelled traffic at all).
 
     Raises:
-        DataValidationError: the batch broke the dataset's rules (it is then in quarantine).
+        DataValidationError: the batch broke the served dataset's rules (it is then quarantined).
     """
-    from core import datasets
+    from core import datasets, trainsets
 
     lake = resolve(lake)
     settings = settings or load_settings()
-    table = datasets.table_name(dataset)
-    schema = dict(lake.scan(table).collect_schema())
-    since = _watermark(dataset, model, lake)
-    rows, upto = _labelled_rows(model, schema, target=target, time_column=time_column, since=since, lake=lake)
-    if rows.height == 0 or upto is None:
-        return datasets.latest_version(dataset, lake=lake), 0
-    dv = datasets.ingest(dataset, rows, lake=lake, settings=settings, actor=settings.actor,
-                         source=_FEEDBACK_SOURCE.format(model=model) + upto.isoformat())
+    mv = monitoring.champion(model, lake=lake)
+    name = trainsets.served_dataset(model)
+    since = _served_watermark(name, lake)
+    truth = monitoring.ground_truth(model, lake=lake)
+    if since is not None:
+        truth = truth.filter(pl.col("labelled_at") > since)
+    latest = datasets.latest_version(name, lake=lake) if lake.exists(datasets.table_name(name)) else 0
+    if truth.height == 0 or not lake.exists(f"predictions/{model}"):
+        return latest, 0
+    log = monitoring.log_scan(model, lake).join(truth.lazy(), on="prediction_id", how="semi").collect()
+    rows = trainsets.served_rows(log, truth, mv.signature)
+    if rows.height == 0:
+        return latest, 0
+    target = mv.signature["target"]
+    spec = {"infer": False, "required": [target, "__prediction_id", "__served_at", "__labelled_at"],
+            "unique": ["__prediction_id"]}
+    dv = datasets.ingest(name, rows, lake=lake, settings=settings, actor=actor or settings.actor, spec=spec,
+                         source=f"labelled traffic of {model} up to {rows['__labelled_at'].max()}")
     return dv.version, rows.height
 
 
-def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Settings | None = None) -> RetrainOutcome:
-    """Retrain ``model`` on its dataset plus the labelled feedback, gate it, promote if the policy allows.
+def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Settings | None = None,
+            actor: str | None = None) -> RetrainOutcome:
+    """Retrain ``model`` on its source data plus its labelled traffic, gate it, promote if the policy allows.
 
-    The training params, seed, time column and exclusions are the champion's run's; the gate
-    scores the candidate and the champion on the candidate's holdout (``core.flows.promote``).
-    Every change is recorded under ``settings.actor`` (``scheduler:retrain`` when the scheduler
-    runs it); inside ``stated_reason`` the person's reason replaces ``reason``.
+    The labelled traffic is recorded as a new version of ``<model>_served`` (``record_served``);
+    training combines the source dataset's latest version with it and holds out the newest
+    labelled traffic (``core.trainsets.retrain_frames``). The training params, seed, time
+    column, exclusions and pass-through fields are the champion's; the gate scores the candidate
+    and the champion on that holdout (``core.flows.promote``). Every change is recorded under
+    ``actor`` (default ``settings.actor``: ``scheduler:retrain`` when the scheduler runs it);
+    inside ``stated_reason`` the person's reason replaces ``reason``.
 
     Raises:
         ModelNotFoundError, ModelVersionNotFoundError: unknown model or no champion.
-        DataValidationError: the feedback batch failed validation (nothing trained).
-        TrainingError: training could not run.
+        DataValidationError: the labelled batch failed validation (nothing trained).
+        TrainingError: training could not run (e.g. no labelled traffic yet).
     """
-    from core import registry, tracking
+    from core import datasets, registry, tracking, trainsets
     from core.flows import promote as promote_flow
     from core.flows.train import train_model
 
     lake = resolve(lake)
     settings = settings or load_settings()
+    actor = actor or settings.actor
     stated = _STATED_REASON.get()
     reason = stated or reason
     audit = f"retrain run by hand: {reason}" if stated else f"automatic retrain: {reason}"
     mv = monitoring.champion(model, lake=lake)
     run = tracking.get_run(mv.run_id, lake=lake)
-    target = run.params.get("target") or mv.signature["target"]
+    sig = mv.signature
+    target = run.params.get("target") or sig["target"]
     time_column = run.params.get("time_column") or None
-    version, added = ingest_feedback(model, dataset=mv.dataset_name, target=target, time_column=time_column, lake=lake, settings=settings)
+    served_version, added = record_served(model, lake=lake, settings=settings, actor=actor)
+    if served_version == 0:
+        raise TrainingError(f"model {model!r} has no labelled traffic yet; send feedback labels first")
+    source = mv.dataset_name
+    version = datasets.latest_version(source, lake=lake)
+    served_name = trainsets.served_dataset(model)
+    exclude = [c for c in json.loads(run.params.get("exclude") or "[]") if c not in trainsets.SERVED_META]
     outcome = train_model(
-        mv.dataset_name, target=target, version=version, params=json.loads(run.params.get("train_params") or "{}"),
-        seed=int(run.seed or 0), experiment=run.experiment, name=f"retrain {model} on {mv.dataset_name}@v{version}",
-        task=run.params.get("task"), time_column=time_column, exclude=json.loads(run.params.get("exclude") or "[]"),
+        source, target=target, version=version, params=json.loads(run.params.get("train_params") or "{}"),
+        seed=int(run.seed or 0), experiment=run.experiment,
+        name=f"retrain {model} on {source}@v{version} + {served_name}@v{served_version}",
+        task=run.params.get("task"), time_column=time_column, exclude=exclude,
         tags={"trigger": "retrain", "reason": reason[:500], "model": model}, lake=lake,
+        passthrough=[p["name"] for p in sig.get("passthrough") or ()], feedback_key=sig.get("feedback_key"),
+        served=(served_name, served_version),
+        dedupe=(trainsets.dedupe_key(sig), [f["name"] for f in sig["features"]] + [target]),
     )
     new = registry.register(model, outcome.run_id, description=f"retrain: {reason}"[:1000],
-                            tags={"trigger": "retrain"}, actor=settings.actor, lake=lake)
+                            tags={"trigger": "retrain"}, actor=actor, lake=lake)
     decision = promote_flow.evaluate_and_maybe_promote(model, new.version, reason=audit[:1000],
-                                                       actor=settings.actor, lake=lake, settings=settings)
+                                                       actor=actor, lake=lake, settings=settings)
     return RetrainOutcome(
-        model=model, reason=reason, champion_before=mv.version, dataset=mv.dataset_name, dataset_version=version,
+        model=model, reason=reason, champion_before=mv.version, dataset=source, dataset_version=version,
         rows_added=added, run_id=outcome.run_id, version=new.version, metrics=dict(outcome.metrics),
         gate_passed=decision.report.passed, promoted=decision.promoted, why=decision.why,
+        served_dataset=served_name, served_version=served_version,
+        holdout_rows=int(decision.report.eval_rows or 0),
     )
 
 
-def retrain_if_needed(model: str, *, lake: Lake | None = None, settings: Settings | None = None) -> RetrainOutcome | None:
-    """Retrain when a drift or performance alert is open and no model version was registered since it opened.
+def retrain_if_needed(model: str, *, lake: Lake | None = None, settings: Settings | None = None,
+                      actor: str | None = None) -> RetrainOutcome | None:
+    """Retrain when a drift or performance alert is open for the current champion and enough new labels came.
 
-    Waits (returns None) while fewer than ``min_labels`` new labelled predictions exist, so a
-    retrain actually sees the new period.
+    "Enough" is ``min_labels`` labelled predictions newer than the last retrain's data (the
+    served dataset's newest label): a retrain uses them, so the next one waits for the next
+    ``min_labels``, whether the last candidate was promoted or refused by the gate. Alerts
+    raised for an earlier champion do not count (they are resolved as superseded when the
+    champion changes).
     """
-    from core import registry
+    from core import trainsets
 
     lake = resolve(lake)
     settings = settings or load_settings()
+    mv = monitoring.champion(model, lake=lake)
     open_ = alerts_open(model, lake=lake).filter(pl.col("kind").is_in(["drift", "performance"]))
+    if "model_version" in open_.columns:
+        open_ = open_.filter(pl.col("model_version").is_null() | (pl.col("model_version") == mv.version))
     if open_.height == 0:
         return None
-    since = open_["opened_at"].min()
-    versions = registry.versions(model, lake=lake)
-    if versions.filter(pl.col("created_at") > since).height:
-        return None  # this episode was already retrained for (gate result is in the registry)
-    mv = monitoring.champion(model, lake=lake)
     cfg = monitoring.monitor_config(model, settings)
-    joined, _ = monitoring.labelled_window(model, lake=lake)
-    wm = _watermark(mv.dataset_name, model, lake)
-    fresh = joined.filter(pl.col("labelled_at") > wm).height if wm is not None else joined.height
+    truth = monitoring.ground_truth(model, lake=lake)
+    wm = _served_watermark(trainsets.served_dataset(model), lake)
+    fresh = truth.filter(pl.col("labelled_at") > wm).height if wm is not None else truth.height
     if fresh < cfg.min_labels:
         return None
-    return retrain(model, reason=open_["message"][0], lake=lake, settings=settings)
+    return retrain(model, reason=open_["message"][0], lake=lake, settings=settings, actor=actor)

@@ -155,8 +155,12 @@ def _reason(reason: str | None, what: str) -> str:
 
 # ---------------------------------------------------------------------------- evaluation
 def _holdout(mv: registry.ModelVersion, lake: Lake) -> pl.DataFrame:
-    """The candidate's evaluation frame: the holdout of its training split, recomputed."""
-    from core import datasets, tracking, training
+    """The candidate's evaluation frame: the holdout its run used, rebuilt from its lineage.
+
+    For a split of one dataset version that is the split's validation part; for a retrain, the
+    newest labelled traffic (``core.trainsets``), disjoint from the training rows.
+    """
+    from core import tracking, trainsets
 
     if not mv.dataset_name or mv.dataset_version is None or not mv.run_id:
         raise PromotionRefusedError(
@@ -164,15 +168,10 @@ def _holdout(mv: registry.ModelVersion, lake: Lake) -> pl.DataFrame:
             "so it cannot be evaluated on its holdout; register a model trained from a dataset"
         )
     run = tracking.get_run(mv.run_id, lake=lake)
-    sig = mv.signature
-    target = sig["target"]
     seed = run.seed if run.seed is not None else int(run.params.get("seed", 0))
-    fraction = float(run.params.get("valid_fraction", 0.2))
-    frame = datasets.load(mv.dataset_name, mv.dataset_version, lake=lake)
-    frame = frame.filter(pl.col(target).is_not_null())
-    time_column = run.params.get("time_column", sig.get("time_column")) or None
-    _, valid = training.split(frame, target, time_column=time_column, seed=seed, valid_fraction=fraction)
-    return valid
+    frames = trainsets.run_frames(dataset=mv.dataset_name, version=int(mv.dataset_version), params=run.params,
+                                  signature=mv.signature, seed=int(seed), lake=lake)
+    return frames.holdout
 
 
 def _score(loaded: registry.LoadedModel, frame: pl.DataFrame) -> dict[str, float]:
@@ -442,7 +441,15 @@ def promote(
             f"a concurrent change moved the champion of {model!r} first (now "
             f"v{registry.champion_version(model, lake)}); your promotion of v{version} is recorded as superseded"
         )
+    _supersede(model, version, f"promoted by {_actor(actor, settings)}: {why}", lake, settings)
     return change
+
+
+def _supersede(model: str, version: int, reason: str, lake: Lake, settings: Settings | None) -> None:
+    """The champion changed: its predecessor's open alerts no longer describe it (resolved as superseded)."""
+    from core import monitoring
+
+    monitoring.supersede_alerts(model, version, reason=reason, lake=lake, settings=settings)
 
 
 def rollback(
@@ -486,6 +493,7 @@ def rollback(
         raise PromotionRefusedError(
             f"a concurrent change moved the champion of {model!r} first; the rollback is recorded as superseded"
         )
+    _supersede(model, target, f"rolled back by {_actor(actor, settings)}: {why}", lake, settings)
     return change
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from core import datasets, tracking, training
+from core import datasets, tracking, training, trainsets
 from core.errors import ArtifactIntegrityError, DatasetNotFoundError, TrainingError
 from core.lake import Lake, resolve
 
@@ -106,6 +106,8 @@ def train_model(
     lake: Lake | None = None,
     passthrough: Sequence[str] | None = None,
     feedback_key: str | None = None,
+    served: tuple[str, int] | None = None,
+    dedupe: tuple[str | None, Sequence[str]] | None = None,
 ) -> TrainOutcome:
     """Train a model on a dataset version and record it as a run.
 
@@ -133,6 +135,11 @@ def train_model(
         passthrough: columns requests may carry beside the features, logged but never seen by
             the model (None: the time column and the id-like columns).
         feedback_key: a pass-through field feedback may join by instead of the prediction id.
+        served: ``(name, version)`` of a ``<model>_served`` dataset: a retrain. The rows are the
+            source version plus the older labelled traffic, and the holdout is the newest
+            labelled traffic (``core.trainsets.retrain_frames``).
+        dedupe: with ``served``, ``(key column or None, content columns)``: how rows are told
+            apart for de-duplication (``core.trainsets.dedupe_key`` of the retrained model).
 
     Raises:
         DatasetNotFoundError: unknown dataset or version.
@@ -154,6 +161,18 @@ def train_model(
         time_column = training.detect_time_column(frame)
     elif time_column is not None and time_column not in frame.columns:
         raise TrainingError(f"time column {time_column!r} is not a column of dataset {dataset!r}")
+    valid_frame = None
+    split_info: dict[str, Any] = {}
+    if served is not None:
+        key, content = (dedupe[0], list(dedupe[1])) if dedupe is not None else (None, [])
+        frames = trainsets.retrain_frames(
+            frame, datasets.load(served[0], served[1], lake=lake), target=target, key=key, content=content,
+            valid_fraction=float(user_params.get("valid_fraction", 0.2)),
+        )
+        frame, valid_frame = frames.train, frames.holdout
+        split_info = {**frames.info, "served_dataset": served[0], "served_version": served[1],
+                      "dedupe_key": key or "", "dedupe_content": json.dumps(content)}
+        exclude = [*exclude, *(c for c in trainsets.SERVED_META if c not in exclude)]
     with tracking.start_run(
         experiment or dataset,
         name or f"{dataset}@v{version}",
@@ -165,7 +184,7 @@ def train_model(
     ) as run:
         result = training.train(
             frame, target, task=task_, params=user_params, seed=seed, time_column=time_column, exclude=exclude,
-            passthrough=passthrough, feedback_key=feedback_key,
+            passthrough=passthrough, feedback_key=feedback_key, valid=valid_frame,
         )  # type: ignore[arg-type]
         run.log_params(
             {
@@ -173,7 +192,8 @@ def train_model(
                 "target": target,
                 "task": task_,
                 "train_params": json.dumps(user_params, sort_keys=True),
-                "split_method": result.split["method"],
+                "split_method": split_info.get("split_method") or result.split["method"],
+                **{k: v for k, v in split_info.items() if k != "split_method"},
                 "time_column": time_column or "",
                 "valid_fraction": result.split["valid_fraction"],
                 "excluded_columns": json.dumps(result.excluded, sort_keys=True),
@@ -260,5 +280,8 @@ def reproduce(run_id: str, *, lake: Lake | None = None) -> ReproduceOutcome:
         lake=lake,
         passthrough=json.loads(info.params.get("passthrough") or "null"),
         feedback_key=info.params.get("feedback_key") or None,
+        served=(info.params["served_dataset"], int(info.params["served_version"]))
+        if info.params.get("split_method") == "served_holdout" else None,
+        dedupe=(info.params.get("dedupe_key") or None, json.loads(info.params.get("dedupe_content") or "[]")),
     )
     return ReproduceOutcome(run_id, outcome.run_id, sha, outcome.model.sha256)

@@ -47,6 +47,7 @@ from core.monitoring.alerts import (
     find_alert,
     raise_alert,
     resolve_alert,
+    supersede_alerts,
 )
 from core.monitoring.checks import (
     DATASET_ROW,
@@ -103,5 +104,6 @@ __all__ = [
     "reference",
     "resolve_alert",
     "score_over_time",
+    "supersede_alerts",
     "window",
 ]

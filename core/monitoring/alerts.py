@@ -25,7 +25,18 @@ from core.lake import Lake, resolve
 from core.monitoring.checks import json_default
 from core.monitoring.config import monitor_config
 
-__all__ = ["HANDLED_KEY", "Alert", "acknowledge_alert", "alert_history", "alerts", "close_alert", "find_alert", "raise_alert", "resolve_alert"]
+__all__ = [
+    "HANDLED_KEY",
+    "Alert",
+    "acknowledge_alert",
+    "alert_history",
+    "alerts",
+    "close_alert",
+    "find_alert",
+    "raise_alert",
+    "resolve_alert",
+    "supersede_alerts",
+]
 
 _log = logging.getLogger("lakeops.monitoring")
 
@@ -43,6 +54,7 @@ class Alert:
     fingerprint: str
     status: str
     at: datetime
+    model_version: int | None = None
 
 
 def alert_history(model: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
@@ -63,23 +75,38 @@ def alerts(model: str | None = None, *, status: str | None = "open", lake: Lake 
     latest = frame.group_by("fingerprint").agg(pl.all().sort_by("at").last())
     if status is not None:
         latest = latest.filter(pl.col("status") == status)
+    if "model_version" not in latest.columns:  # a table of an earlier release
+        latest = latest.with_columns(pl.lit(None, dtype=pl.Int64).alias("model_version"))
     return latest.rename({"at": "opened_at"}).sort("opened_at", descending=True).select(
-        "alert_id", "kind", "severity", "model", "message", "payload_json", "fingerprint", "status", "opened_at"
+        "alert_id", "kind", "severity", "model", "model_version", "message", "payload_json", "fingerprint", "status",
+        "opened_at",
     )
 
 
 def _current(fingerprint: str, lake: Lake) -> str | None:
-    frame = lake.read_or_empty("alerts", columns=["fingerprint", "status", "at"]).filter(pl.col("fingerprint") == fingerprint)
-    status = frame.sort("at")["status"][-1] if frame.height else None
-    return "open" if status == "acknowledged" else status  # an acknowledged episode is still open
+    return _latest(fingerprint, lake).get("status")
+
+
+def _latest(fingerprint: str, lake: Lake) -> dict[str, Any]:
+    """The latest row of a fingerprint (``status``, ``model_version``), or {} when there is none.
+
+    An ``acknowledged`` episode is still open for the checks (status ``open`` here).
+    """
+    frame = lake.read_or_empty("alerts").filter(pl.col("fingerprint") == fingerprint)
+    if frame.height == 0:
+        return {}
+    row = frame.sort("at").row(-1, named=True)
+    status = "open" if row["status"] == "acknowledged" else row["status"]
+    return {"status": status, "model_version": row.get("model_version")}
 
 
 def _write_alert(lake: Lake, alert: Alert, settings: Settings | None) -> None:
     lake.append("alerts", [{
         "alert_id": alert.alert_id, "kind": alert.kind, "severity": alert.severity, "model": alert.model,
         "message": alert.message, "payload_json": json.dumps(alert.evidence, default=json_default),
-        "fingerprint": alert.fingerprint, "status": alert.status, "at": alert.at,
-    }], metadata={"model": alert.model or "", "alert": alert.fingerprint, "status": alert.status})
+        "fingerprint": alert.fingerprint, "status": alert.status, "at": alert.at, "model_version": alert.model_version,
+    }], metadata={"model": alert.model or "", "alert": alert.fingerprint, "status": alert.status},
+        merge_schema=True)  # older alerts tables gain model_version
     cfg = monitor_config(alert.model or "_", settings) if alert.model else None
     url = cfg.webhook_url if cfg else (settings or load_settings()).section("alerts").get("webhook_url")
     if url:
@@ -91,6 +118,7 @@ def _post(url: str, alert: Alert, timeout: float) -> bool:
     import httpx
 
     body = {"alert_id": alert.alert_id, "kind": alert.kind, "severity": alert.severity, "model": alert.model,
+            "model_version": alert.model_version,
             "message": alert.message, "evidence": alert.evidence, "fingerprint": alert.fingerprint,
             "status": alert.status, "at": alert.at.isoformat()}
     try:
@@ -105,15 +133,52 @@ def _post(url: str, alert: Alert, timeout: float) -> bool:
 def raise_alert(
     kind: str, model: str | None, *, message: str, evidence: Mapping[str, Any], severity: str = "warning",
     fingerprint: str | None = None, lake: Lake | None = None, settings: Settings | None = None,
+    model_version: int | None = None,
 ) -> Alert | None:
-    """Open an alert unless the same condition (fingerprint) is already open; return the new row or None."""
+    """Open an alert unless the same condition (fingerprint) is already open; return the new row or None.
+
+    An open alert raised for another model version (an earlier champion) is resolved as
+    superseded first, and a new episode opens for ``model_version``.
+    """
     lake = resolve(lake)
     fp = fingerprint or f"{kind}:{model}"
-    if _current(fp, lake) == "open":
-        return None
-    alert = Alert(new_id(), kind, severity, model, message, dict(evidence), fp, "open", utcnow())
+    current = _latest(fp, lake)
+    if current.get("status") == "open":
+        old = current.get("model_version")
+        if model_version is None or old is None or int(old) == int(model_version):
+            return None
+        _write_alert(lake, Alert(new_id(), kind, "info", model, f"superseded: model {model!r} v{model_version} is the "
+                                 f"champion now (this alert was raised for v{old})", {"superseded_by": model_version},
+                                 fp, "resolved", utcnow(), int(old)), settings)
+    alert = Alert(new_id(), kind, severity, model, message, dict(evidence), fp, "open", utcnow(), model_version)
     _write_alert(lake, alert, settings)
     return alert
+
+
+def supersede_alerts(model: str, version: int, *, reason: str, lake: Lake | None = None,
+                     settings: Settings | None = None) -> list[Alert]:
+    """Resolve the open alerts of ``model`` raised for a version other than ``version`` (the new champion).
+
+    Called when the champion changes: conditions found on the old champion say nothing about the
+    new one, whose checks start afresh. Alerts without a version (an earlier release) are
+    resolved too, except those not about a model version at all (``prediction_log``).
+
+    Returns:
+        The ``resolved`` rows written.
+    """
+    lake = resolve(lake)
+    out = []
+    open_ = alerts(model, status=None, lake=lake).filter(pl.col("status").is_in(["open", "acknowledged"]))
+    for row in open_.iter_rows(named=True):
+        if row["kind"] == "prediction_log" or row["model_version"] == version:
+            continue
+        was = f"v{row['model_version']}" if row["model_version"] is not None else "an earlier champion"
+        alert = Alert(new_id(), row["kind"], "info", model, f"superseded by v{version}: {reason} (raised for {was})",
+                      {"superseded_by": version, "reason": reason}, row["fingerprint"], "resolved", utcnow(),
+                      row["model_version"])
+        _write_alert(lake, alert, settings)
+        out.append(alert)
+    return out
 
 
 def resolve_alert(
@@ -125,7 +190,8 @@ def resolve_alert(
     fp = fingerprint or f"{kind}:{model}"
     if _current(fp, lake) != "open":
         return None
-    alert = Alert(new_id(), kind, "info", model, message, dict(evidence or {}), fp, "resolved", utcnow())
+    alert = Alert(new_id(), kind, "info", model, message, dict(evidence or {}), fp, "resolved", utcnow(),
+                  _latest(fp, lake).get("model_version"))
     _write_alert(lake, alert, settings)
     return alert
 
@@ -166,7 +232,7 @@ def _handle(alert: str, action: str, status: str, reason: str | None, actor: str
     evidence[HANDLED_KEY] = {"action": action, "actor": who, "reason": why, "at": now.isoformat()}
     message = row["message"] if status == "acknowledged" else f"resolved by {who}: {why} (was: {row['message']})"
     handled = Alert(new_id(), row["kind"], row["severity"], row["model"], message[:2000], evidence,
-                    row["fingerprint"], status, now)
+                    row["fingerprint"], status, now, row.get("model_version"))
     _write_alert(lake, handled, settings)
     return handled
 

@@ -61,9 +61,13 @@ class _Split:
     time_column: str | None
     seed: int
     fraction: float
+    params: Mapping[str, str]
+    signature: Mapping[str, Any]
 
     def key(self, mode: str, kinds: Mapping[str, str], bins: int) -> str:
         spec = [self.dataset, self.version, self.target, self.time_column, self.seed, self.fraction, mode, sorted(kinds.items()), bins]
+        if self.params.get("split_method") == "served_holdout":  # a retrain: its traffic is part of it
+            spec += [self.params.get("served_dataset"), self.params.get("served_version"), self.params.get("dedupe_key")]
         return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
 
 
@@ -81,19 +85,17 @@ def _split_of(mv: Any, lake: Lake) -> _Split:
         params, seed = run.params, int(run.seed or 0)
     time_column = params.get("time_column", mv.signature.get("time_column")) or None
     return _Split(mv.dataset_name, int(mv.dataset_version), mv.signature.get("target"), time_column, seed,
-                  float(params.get("valid_fraction", 0.2)))
+                  float(params.get("valid_fraction", 0.2)), params, mv.signature)
 
 
 def _frames(split: _Split, mode: str, lake: Lake) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(feature reference rows, holdout rows) of the split's dataset version."""
-    from core import datasets, training
+    """(feature reference rows, holdout rows) of the run's training data (``core.trainsets``)."""
+    from core import trainsets
 
-    frame = datasets.load(split.dataset, split.version, lake=lake)
-    if split.target in frame.columns:
-        frame = frame.filter(pl.col(split.target).is_not_null())
-    _, holdout = training.split(frame, split.target, time_column=split.time_column, seed=split.seed,
-                                valid_fraction=split.fraction)
-    return (holdout if mode == "holdout" else frame), holdout
+    frames = trainsets.run_frames(dataset=split.dataset, version=split.version, params=split.params,
+                                  signature=split.signature, seed=split.seed, lake=lake)
+    everything = pl.concat([frames.train, frames.holdout], how="diagonal_relaxed")
+    return (frames.holdout if mode == "holdout" else everything), frames.holdout
 
 
 def _stored(path: str, lake: Lake) -> dict[str, Any] | None:
