@@ -217,11 +217,6 @@ def test_monitoring_actions_and_alert_handling(world, browser):
     assert monitoring.alerts(MODEL, lake=lake).height == 1
     _choose(page, "Feature", "plan")
     assert page.get_by_text("**plan**").count() == 0 and page.get_by_text("chisquare").count() >= 1
-    page.get_by_role("button", name="Run drift check now").click()
-    _settle(page)
-    page.get_by_role("button", name="Run performance check now").click()
-    _settle(page)
-    _clean(page, external, "monitoring checks")
     alert = page.get_by_test_id("stExpander").filter(has_text="drift").first
     alert.get_by_role("button", name="Acknowledge").click()
     _settle(page)
@@ -240,6 +235,11 @@ def test_monitoring_actions_and_alert_handling(world, browser):
     last = monitoring.alert_history(MODEL, lake=lake).row(-1, named=True)
     assert last["status"] == "resolved" and "resolved by tour: retrained by hand" in last["message"]
     page.get_by_text("No open alert").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Run drift check now").click()
+    _settle(page)
+    page.get_by_role("button", name="Run performance check now").click()
+    _settle(page)
+    _clean(page, external, "monitoring checks")
 
 
 def test_models_guardrails_in_the_browser(world, browser):
