@@ -223,6 +223,28 @@ TABLES: dict[str, TableSpec] = {
             description="stored reference distributions (sorted values, quantile edges, category counts)",
         ),
         TableSpec(
+            "performance_estimates",
+            _s(
+                ("report_id", _STR, False),
+                ("model", _STR, False),
+                ("model_version", _I64),
+                ("window_start", TS),
+                ("window_end", TS),
+                ("window_rows", _I64),
+                ("metric", _STR, False),
+                ("estimate", _F64),
+                ("sampling_error", _F64),
+                ("lower", _F64),
+                ("upper", _F64),
+                ("realised", _F64),
+                ("labelled", _I64),
+                ("baseline", _F64),
+                ("calibrated", _BOOL),
+                ("at", TS, False),
+            ),
+            description="one row per metric per performance estimation (CBPE): estimate, band, realised so far",
+        ),
+        TableSpec(
             "alerts",
             _s(
                 ("alert_id", _STR, False),

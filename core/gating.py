@@ -12,12 +12,24 @@ same keys at its top level, or under ``[policy]``)::
     max_p95_latency_ms = {1 = 50.0, 100 = 200.0}   # measured p95 per batch size (rows)
     require_approval = false                       # promote needs an `approve` event first
     auto_promote = false                           # the retrain job may promote by itself
+    significance = 0.05                            # auto-promotion needs a significant improvement
+    refuse_leakage = true                          # refuse a model a single feature explains
 
 Defaults (every key is optional): no absolute thresholds; ``beat_champion`` on the task's main
 metric (``auc`` for binary, ``rmse`` for regression) with margin 0, i.e. "not worse than the
 champion"; validated data required; 100 MB; p95 latency 50 ms for 1 row and 200 ms for 100 rows;
 no approval; no automatic promotion. Both sides of ``beat_champion`` are scored by the caller on
 the same evaluation frame. With no champion yet that check passes with detail ``"no champion"``.
+
+``significance``: the candidate is also compared with the champion by a one-sided paired test
+on the same rows (DeLong for AUC, a paired bootstrap otherwise; ``core.significance``): H0 "it
+improves by at most the margin". The ``significant:<metric>`` check reports the improvement, its
+interval and the p-value; it is *advisory* for a person's promotion (who sees the interval) and
+*required* for automatic promotion (the retrain job), so noise is never promoted unattended.
+``significance = false`` says explicitly that automatic promotion does not need it.
+
+``refuse_leakage``: the gate fails a candidate whose training flagged target leakage (a single
+feature alone reaching AUC >= 0.99, or holding most of the gain; ``core.training``).
 """
 
 from __future__ import annotations
@@ -64,6 +76,8 @@ _KEYS = {
     "max_p95_latency_ms",
     "require_approval",
     "auto_promote",
+    "significance",
+    "refuse_leakage",
 }
 
 
@@ -97,6 +111,8 @@ class Policy:
     max_p95_latency_ms: Mapping[int, float] = field(default_factory=lambda: {1: 50.0, 100: 200.0})
     require_approval: bool = False
     auto_promote: bool = False
+    significance: float | None = 0.05
+    refuse_leakage: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Return the policy as a JSON-able dict (the form ``policy_from_dict`` reads)."""
@@ -104,6 +120,7 @@ class Policy:
         out["min"], out["max"] = dict(self.min), dict(self.max)
         out["beat_champion"] = asdict(self.beat_champion) if self.beat_champion else False
         out["max_p95_latency_ms"] = {str(k): v for k, v in self.max_p95_latency_ms.items()}
+        out["significance"] = False if self.significance is None else self.significance
         return out
 
 
@@ -178,9 +195,18 @@ def policy_from_dict(data: Mapping[str, Any], *, where: str = "policy") -> Polic
             raise ConfigError(
                 f'{_where(where, "beat_champion")} must be false or {{metric = "auc", margin = 0.005}}'
             )
-    for key in ("require_validated_data", "require_approval", "auto_promote"):
+    for key in ("require_validated_data", "require_approval", "auto_promote", "refuse_leakage"):
         if key in data:
             kw[key] = _bool(data[key], _where(where, key))
+    if "significance" in data:
+        sig = data["significance"]
+        if sig is False:
+            kw["significance"] = None
+        else:
+            level = _number(sig, _where(where, "significance"))
+            if not 0 < level <= 0.5:
+                raise ConfigError(f"{_where(where, 'significance')} must be a level in (0, 0.5] (e.g. 0.05) or false, got {sig!r}")
+            kw["significance"] = level
     if "max_size_bytes" in data:
         size = data["max_size_bytes"]
         if size is False:
@@ -215,6 +241,7 @@ class Check:
     threshold: float | str | None
     passed: bool
     detail: str = ""
+    advisory: bool = False  # reported, not counted in ``GateReport.passed``
 
 
 @dataclass(frozen=True)
@@ -234,6 +261,8 @@ class GateInputs:
     eval_dataset: str | None = None
     eval_dataset_version: int | None = None
     eval_rows: int | None = None
+    comparison: Mapping[str, Any] | None = None  # core.significance.Comparison.to_dict()
+    leakage: Mapping[str, Any] | None = None  # the run's leakage report (core.training.leakage)
 
 
 @dataclass(frozen=True)
@@ -251,11 +280,18 @@ class GateReport:
     eval_dataset_version: int | None = None
     eval_rows: int | None = None
     policy: Mapping[str, Any] = field(default_factory=dict)
+    comparison: Mapping[str, Any] | None = None
 
     @property
     def failed(self) -> list[Check]:
-        """The checks that did not pass."""
-        return [c for c in self.checks if not c.passed]
+        """The checks that did not pass (advisory ones included)."""
+        return [c for c in self.checks if not c.passed and not c.advisory]
+
+    @property
+    def significant(self) -> bool | None:
+        """Whether the improvement over the champion is significant (None: nothing to compare)."""
+        sig = [c for c in self.checks if c.name.startswith("significant:")]
+        return sig[0].passed if sig else None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as a JSON-able dict."""
@@ -337,7 +373,18 @@ def _champion_check(policy: Policy, inp: GateInputs) -> list[Check]:
     ok = cand >= threshold if up else cand <= threshold
     where = f" on {inp.eval_dataset} v{inp.eval_dataset_version}" if inp.eval_dataset else ""
     detail = f"champion v{inp.champion_version} {metric}={champ:.6g}{where}, margin {bc.margin:g}"
-    return [Check(name, cand, threshold, ok, detail)]
+    checks = [Check(name, cand, threshold, ok, detail)]
+    cmp = inp.comparison
+    if policy.significance is not None and cmp is not None and cmp.get("metric") == metric:
+        level = f"{(1 - cmp['alpha']) * 100:g}%"
+        checks.append(Check(
+            f"significant:{metric}", float(cmp["p_value"]), policy.significance, bool(cmp["p_value"] < policy.significance),
+            f"improvement {cmp['improvement']:+.4g} [{level} CI {cmp['ci_low']:+.4g}, {cmp['ci_high']:+.4g}] over "
+            f"v{inp.champion_version} on {cmp['n']} rows, one-sided p={cmp['p_value']:.3g} "
+            f"({'DeLong' if cmp['method'] == 'delong' else 'paired bootstrap'}); needed for automatic promotion",
+            advisory=True,
+        ))
+    return checks
 
 
 def _other_checks(policy: Policy, inp: GateInputs) -> list[Check]:
@@ -385,10 +432,11 @@ def run_gate(policy: Policy, inputs: GateInputs) -> GateReport:
     checks = _threshold_checks(policy, inputs.candidate_metrics)
     checks += _champion_check(policy, inputs)
     checks += _other_checks(policy, inputs)
+    checks += _leakage_check(policy, inputs)
     return GateReport(
         model=inputs.model,
         version=inputs.version,
-        passed=all(c.passed for c in checks),
+        passed=all(c.passed for c in checks if not c.advisory),
         checks=tuple(checks),
         champion_version=inputs.champion_version,
         metrics=dict(inputs.candidate_metrics),
@@ -397,4 +445,18 @@ def run_gate(policy: Policy, inputs: GateInputs) -> GateReport:
         eval_dataset_version=inputs.eval_dataset_version,
         eval_rows=inputs.eval_rows,
         policy=policy.to_dict(),
+        comparison=dict(inputs.comparison) if inputs.comparison else None,
     )
+
+
+def _leakage_check(policy: Policy, inp: GateInputs) -> list[Check]:
+    leak = inp.leakage
+    if leak is None:
+        return []
+    flagged = list(leak.get("flagged") or [])
+    if not flagged:
+        return [Check("no_leakage", None, None, True, "no single feature explains the target", advisory=not policy.refuse_leakage)]
+    first = flagged[0]
+    detail = (f"feature {first['feature']!r} alone: {first['why']}; a feature this strong is usually the target "
+              "in disguise (exclude it and retrain), or set refuse_leakage = false if it is legitimate")
+    return [Check("no_leakage", first["feature"], None, False, detail, advisory=not policy.refuse_leakage)]

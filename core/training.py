@@ -48,13 +48,21 @@ from core.errors import DataValidationError, TrainingError
 
 __all__ = [
     "DEFAULT_PARAMS",
+    "DOMINANT_GAIN",
+    "LEAKAGE_GAIN",
+    "LEAKAGE_GAIN_SCORE",
+    "LEAKAGE_SCORE",
+    "DOMAIN_PARAMS",
+    "DomainClassifierResult",
     "Model",
     "TrainResult",
     "compute_metrics",
     "detect_time_column",
+    "domain_classifier",
     "id_like_columns",
     "infer_signature",
     "infer_task",
+    "leakage",
     "split",
     "train",
     "validate_params",
@@ -469,6 +477,26 @@ class Model:
         """Encode ``frame`` and score it."""
         return self.predict_matrix(self.encode(frame))
 
+    def contributions(self, frame: pl.DataFrame | np.ndarray) -> np.ndarray:
+        """Per-row feature contributions to the raw score (LightGBM ``pred_contrib``, TreeSHAP).
+
+        Returns an ``(n, k + 1)`` array: one column per feature in signature order, then the
+        model's expected value; each row adds up to the row's raw score (log-odds for a binary
+        model), see ``raw_scores``.
+        """
+        X = self.encode(frame) if isinstance(frame, pl.DataFrame) else np.asarray(frame, dtype=np.float64)
+        if X.shape[0] == 0:
+            return np.empty((0, self._ncol + 1))
+        out = self._booster.predict(X, pred_contrib=True, num_threads=1)
+        return np.asarray(out, dtype=np.float64).reshape(X.shape[0], self._ncol + 1)
+
+    def raw_scores(self, frame: pl.DataFrame | np.ndarray) -> np.ndarray:
+        """Raw scores before the link function (log-odds for binary, the value for regression)."""
+        X = self.encode(frame) if isinstance(frame, pl.DataFrame) else np.asarray(frame, dtype=np.float64)
+        if X.shape[0] == 0:
+            return np.empty(0)
+        return np.asarray(self._booster.predict(X, raw_score=True, num_threads=1), dtype=np.float64)
+
     def importance(self) -> pl.DataFrame:
         """Feature importance: ``feature``, ``gain``, ``split`` (sorted by gain, descending)."""
         gain = self._booster.feature_importance(importance_type="gain")
@@ -618,6 +646,105 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
+# ---------------------------------------------------------------------------- leakage
+LEAKAGE_SCORE = 0.99
+"""A single feature reaching this alone (AUC for a binary target, |Spearman rho| or out-of-fold
+R² for regression) is flagged as likely leakage."""
+LEAKAGE_GAIN = 0.9
+"""A single feature holding this share of the model's total gain, and reaching ``LEAKAGE_GAIN_SCORE``
+alone, is flagged too (a tiny model puts all its gain on one feature whatever the data: the
+share alone is not evidence)."""
+LEAKAGE_GAIN_SCORE = 0.9
+DOMINANT_GAIN = 0.5
+"""A single feature holding this share of the gain (but under ``LEAKAGE_GAIN``) is only warned about."""
+
+
+def _auc_of(values: np.ndarray, y: np.ndarray) -> float:
+    """Rank AUC of ``values`` against 0/1 ``y``, oriented (max(auc, 1 - auc)); NaN ranks lowest."""
+    v = np.where(np.isnan(values), -np.inf, values)
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = _average_ranks(v)
+    auc = float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return max(auc, 1.0 - auc)
+
+
+def _out_of_fold_means(codes: pl.Series, y: np.ndarray) -> np.ndarray:
+    """Each row's category scored by the target mean of its category in the *other* half of rows.
+
+    In-sample category means would give any high-cardinality column a perfect score; two folds
+    keep the score honest.
+    """
+    n = len(codes)
+    fold = np.arange(n) % 2
+    frame = pl.DataFrame({"c": codes, "y": y, "f": fold})
+    means = frame.group_by("c", "f").agg(pl.col("y").mean().alias("m"))
+    other = frame.with_columns((1 - pl.col("f")).alias("f")).join(means, on=["c", "f"], how="left")
+    fallback = float(np.mean(y)) if n else 0.0
+    return other["m"].fill_null(fallback).to_numpy().astype(np.float64)
+
+
+def leakage(
+    frame: pl.DataFrame, signature: Mapping[str, Any], importance: pl.DataFrame | None = None
+) -> dict[str, Any]:
+    """How well each feature alone explains the target, and which features look like leakage.
+
+    A feature is *flagged* when alone it reaches ``LEAKAGE_SCORE`` (binary: AUC of its values,
+    or of its categories' out-of-fold target means; regression: |Spearman rho|, or the
+    out-of-fold R² of its categories' means) or holds ``LEAKAGE_GAIN`` of the model's gain;
+    it is *warned* about when it holds ``DOMINANT_GAIN``. The gain rule also needs the feature to
+    reach ``LEAKAGE_GAIN_SCORE`` alone. Features that separate the classes
+    perfectly are almost always the target (or something computed from it) under another name.
+
+    Returns:
+        ``{"scores": {feature: score}, "gain_share": {feature: share}, "flagged": [{feature,
+        why}], "warnings": [{feature, why}], "thresholds": {...}}``.
+    """
+    target = signature["target"]
+    task = signature.get("task", "binary")
+    y = frame[target].cast(pl.Float64).to_numpy()
+    keep = ~np.isnan(y)
+    y = y[keep]
+    scores: dict[str, float] = {}
+    for f in signature["features"]:
+        col = frame[f["name"]].filter(pl.Series(keep))
+        if f["kind"] == "categorical":
+            values = _out_of_fold_means(col.cast(pl.String).fill_null("\x00null"), y)
+        else:
+            values = col.cast(pl.Float64).to_numpy()
+        if task == "binary":
+            score = _auc_of(values, y)
+        elif f["kind"] == "categorical":
+            ss = float(np.sum((y - y.mean()) ** 2))
+            score = 1.0 - float(np.sum((y - values) ** 2)) / ss if ss > 0 else 0.0
+        else:
+            ok = ~np.isnan(values)
+            score = abs(float(pl.DataFrame({"a": values[ok], "b": y[ok]}).select(
+                pl.corr("a", "b", method="spearman")).item() or 0.0)) if ok.sum() > 2 else 0.0
+        scores[f["name"]] = round(score, 6) if math.isfinite(score) else float("nan")
+    share: dict[str, float] = {}
+    if importance is not None and importance.height and float(importance["gain"].sum()) > 0:
+        total = float(importance["gain"].sum())
+        share = {r["feature"]: round(float(r["gain"]) / total, 6) for r in importance.iter_rows(named=True)}
+    flagged, warnings = [], []
+    what = "AUC" if task == "binary" else "|rho| / R²"
+    for name in scores:
+        sc, sh = scores[name], share.get(name, 0.0)
+        if sc >= LEAKAGE_SCORE:
+            flagged.append({"feature": name, "why": f"{what} {sc:.4f} on its own (>= {LEAKAGE_SCORE})", "score": sc})
+        elif sh >= LEAKAGE_GAIN and sc >= LEAKAGE_GAIN_SCORE:
+            flagged.append({"feature": name, "why": f"holds {sh:.0%} of the model's gain (>= {LEAKAGE_GAIN:.0%}) "
+                            f"and reaches {what} {sc:.3f} alone", "score": sc})
+        elif sh >= DOMINANT_GAIN:
+            warnings.append({"feature": name, "why": f"holds {sh:.0%} of the model's gain; {what} alone {sc:.3f}"})
+    flagged.sort(key=lambda d: -d["score"])
+    return {"scores": scores, "gain_share": share, "flagged": flagged, "warnings": warnings,
+            "thresholds": {"score": LEAKAGE_SCORE, "gain": LEAKAGE_GAIN, "gain_score": LEAKAGE_GAIN_SCORE,
+                           "dominant_gain": DOMINANT_GAIN}}
+
+
 # ---------------------------------------------------------------------------- train
 @dataclass(frozen=True)
 class TrainResult:
@@ -633,6 +760,7 @@ class TrainResult:
         excluded: columns left out of the features, with the reason.
         rows: ``{"train": n, "valid": n, "dropped_null_target": n}``.
         split: how the split was made (``{"method": "time"|"stratified"|"hash", ...}``).
+        leakage: features that alone explain the target (``leakage``).
     """
 
     model: Model
@@ -644,6 +772,7 @@ class TrainResult:
     excluded: dict[str, str]
     rows: dict[str, int]
     split: dict[str, Any] = field(default_factory=dict)
+    leakage: dict[str, Any] = field(default_factory=dict)
 
 
 _METRICS: dict[str, list[str]] = {"binary": ["binary_logloss", "auc"], "regression": ["l2", "l1"]}
@@ -784,4 +913,130 @@ def train(
             "valid_fraction": valid_fraction,
             "seed": int(seed),
         },
+        leakage=leakage(train_df, signature, model.importance()),
     )
+
+
+# ---------------------------------------------------------------------------- domain classifier
+DOMAIN_PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.1,
+    "num_leaves": 15,
+    "min_data_in_leaf": 50,
+    "num_iterations": 50,
+    "num_threads": 1,
+    "deterministic": True,
+    "force_row_wise": True,
+    "verbosity": -1,
+}
+"""The domain classifier's LightGBM parameters: small on purpose (it only has to notice a
+difference, and runs on every drift check)."""
+
+
+@dataclass(frozen=True)
+class DomainClassifierResult:
+    """A domain classifier's verdict material: cross-validated AUC and the features that separate the sets.
+
+    Attributes:
+        auc: ROC AUC of the out-of-fold scores (every row scored by a model that did not see
+            it); 0.5 means the sets are indistinguishable. NaN when a side had too few rows.
+        fold_aucs: AUC within each fold.
+        importance: ``[(feature, share of total gain)]``, summed over folds, largest first.
+        n_ref: reference rows used (after sampling).
+        n_cur: current rows used (after sampling).
+        folds: number of folds.
+    """
+
+    auc: float
+    fold_aucs: list[float]
+    importance: list[tuple[str, float]]
+    n_ref: int
+    n_cur: int
+    folds: int
+
+
+def _domain_matrix(reference: pl.DataFrame, current: pl.DataFrame, features: Sequence[str],
+                   categorical: Sequence[str]) -> np.ndarray:
+    both = pl.concat([reference.select(features), current.select(features)], how="vertical_relaxed")
+    exprs = []
+    for name in features:
+        if name in categorical:
+            # codes over the union of both sides' levels: a level new in the window is a value
+            # of its own, not "missing"
+            exprs.append(pl.col(name).cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Float64)
+                         .fill_null(float("nan")).alias(name))
+        else:
+            exprs.append(pl.col(name).cast(pl.Float64).fill_null(float("nan")).alias(name))
+    return np.ascontiguousarray(both.select(exprs).to_numpy(), dtype=np.float64)
+
+
+def domain_classifier(
+    reference: pl.DataFrame,
+    current: pl.DataFrame,
+    *,
+    features: Sequence[str],
+    categorical: Sequence[str] = (),
+    sample: int = 10_000,
+    folds: int = 5,
+    seed: int = 0,
+    params: Mapping[str, Any] | None = None,
+) -> DomainClassifierResult:
+    """Train a LightGBM classifier to tell ``current`` rows from ``reference`` rows; report its CV AUC.
+
+    Each side is sampled (seeded, without replacement) to at most ``sample`` rows; rows are
+    split into ``folds`` stratified folds; each fold is scored by a model trained on the others
+    (``DOMAIN_PARAMS``), and the AUC of all out-of-fold scores together is the result. If the
+    features' joint distribution changed (even with every marginal the same), the classifier
+    separates the sets and the AUC rises above 0.5.
+
+    Args:
+        reference: reference rows (at least ``features``).
+        current: current rows.
+        features: the columns to compare.
+        categorical: which of them are categorical.
+        sample: rows per side at most.
+        folds: cross-validation folds (>= 2).
+        seed: the seed of the sampling, the folds and LightGBM.
+        params: LightGBM parameters over ``DOMAIN_PARAMS``.
+
+    Raises:
+        TrainingError: no feature, fewer than 2 folds, or LightGBM failed.
+    """
+    if not features:
+        raise TrainingError("the domain classifier needs at least one feature")
+    if folds < 2:
+        raise TrainingError(f"the domain classifier needs at least 2 folds, got {folds}")
+    rng = np.random.default_rng(seed)
+    ref = reference if reference.height <= sample else reference[np.sort(rng.choice(reference.height, sample, replace=False))]
+    cur = current if current.height <= sample else current[np.sort(rng.choice(current.height, sample, replace=False))]
+    n_ref, n_cur = ref.height, cur.height
+    names = list(features)
+    if min(n_ref, n_cur) < folds:
+        return DomainClassifierResult(math.nan, [], [], n_ref, n_cur, folds)
+    X = _domain_matrix(ref, cur, names, categorical)
+    y = np.concatenate((np.zeros(n_ref), np.ones(n_cur)))
+    fold = np.empty(y.size, dtype=np.int64)
+    for cls_rows in (np.arange(n_ref), np.arange(n_ref, n_ref + n_cur)):
+        fold[rng.permutation(cls_rows)] = np.arange(cls_rows.size) % folds
+    effective = {**DOMAIN_PARAMS, **(params or {}), "seed": int(seed)}
+    cats = [i for i, n in enumerate(names) if n in categorical]
+    lgb_names = names if all(_SAFE_NAME.match(n) for n in names) else [f"f{i}" for i in range(len(names))]
+    oof = np.empty(y.size)
+    gain = np.zeros(len(names))
+    fold_aucs = []
+    try:
+        for k in range(folds):
+            test = fold == k
+            data = lgb.Dataset(X[~test], y[~test], feature_name=lgb_names, categorical_feature=cats or "auto",
+                               free_raw_data=True, params={"verbosity": -1})
+            booster = lgb.train(effective, data)
+            oof[test] = booster.predict(X[test], num_threads=1)
+            gain += booster.feature_importance(importance_type="gain")
+            fold_aucs.append(compute_metrics("binary", y[test], oof[test])["auc"])
+    except lgb.basic.LightGBMError as exc:
+        raise TrainingError(f"the domain classifier could not train: {str(exc).splitlines()[0]}") from None
+    total = float(gain.sum())
+    shares = gain / total if total > 0 else gain
+    importance = sorted(((n, float(v)) for n, v in zip(names, shares, strict=True)), key=lambda t: (-t[1], t[0]))
+    auc = compute_metrics("binary", y, oof)["auc"]
+    return DomainClassifierResult(float(auc), [float(a) for a in fold_aucs], importance, n_ref, n_cur, folds)

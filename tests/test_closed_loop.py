@@ -33,7 +33,10 @@ def test_closed_loop(tmp_path):
         **base.sections,
         "models": {MODEL: {
             "policy": {"auto_promote": True, "max_p95_latency_ms": {1: 2000.0, 100: 5000.0}},
-            "monitoring": {"window_rows": 600, "min_rows": 200, "min_labels": 200},
+            # the holdout (the newest 20 %) as the feature reference: after the retrain it is the
+            # campaign period, so the loop closes within one cycle; the default reference, the whole
+            # training set (two thirds pre-campaign), keeps reporting feature drift (docs/architecture.md)
+            "monitoring": {"window_rows": 600, "min_rows": 200, "min_labels": 200, "reference": "holdout"},
         }},
     }
     settings = base.with_(sections=sections)
@@ -73,8 +76,8 @@ def test_closed_loop(tmp_path):
     reports = lake.read("drift_reports").filter(pl.col("feature") == "__dataset__").sort("at")
     assert reports["drifted"].to_list() == [False, True, False]
     assert reports["model_version"].to_list() == [1, 1, 2]
-    alerts = lake.read("alerts").sort("at")
-    assert alerts["status"].to_list() == ["open", "resolved"] and alerts["kind"].to_list() == ["drift", "drift"]
+    alerts = lake.read("alerts").filter(pl.col("kind") == "drift").sort("at")  # besides data_quality (new levels)
+    assert alerts["status"].to_list() == ["open", "resolved"]
     dv = datasets.versions(out.served_dataset, lake=lake).filter(pl.col("version") == out.served_version).row(0, named=True)
     events = registry.events(MODEL, lake=lake).filter(pl.col("version") == 2).sort("at")
     assert events["action"].to_list()[:3] == ["register", "gate", "promote"]

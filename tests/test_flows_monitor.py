@@ -46,8 +46,8 @@ def test_drift_alert_opens_once_and_resolves(lake):
         assert first.drifted and first.alert == "opened"
         second = monitor.check_drift(MODEL, lake=lake, settings=s)
         assert second.drifted and second.alert == "ongoing"
-        open_ = monitor.alerts_open(MODEL, lake=lake)
-        assert open_.height == 1 and open_["kind"][0] == "drift" and open_["severity"][0] == "warning"
+        open_ = monitor.alerts_open(MODEL, lake=lake).filter(pl.col("kind") == "drift")
+        assert open_.height == 1 and open_["severity"][0] == "warning"
         evidence = __import__("json").loads(open_["payload_json"][0])
         assert evidence["report_id"] == first.report_id
         assert {f["feature"] for f in evidence["features"]} == set(first.drifted_features)
@@ -55,7 +55,7 @@ def test_drift_alert_opens_once_and_resolves(lake):
         clean = monitor.check_drift(MODEL, window_rows=800, lake=lake, settings=s)
         assert clean.drifted is False and clean.alert == "resolved"
         assert monitor.alerts_open(MODEL, lake=lake).height == 0
-        assert [b["status"] for b in receiver.bodies] == ["open", "resolved"]
+        assert [b["status"] for b in receiver.bodies if b["kind"] == "drift"] == ["open", "resolved"]
         assert lake.read("drift_reports")["report_id"].n_unique() == 3
     finally:
         receiver.close()
@@ -124,14 +124,25 @@ def test_retrain_if_needed_follows_alerts(lake):
     out = monitor.retrain_if_needed(MODEL, lake=lake, settings=s)
     assert out is not None and out.promoted and "data drift" in out.reason
     assert monitor.retrain_if_needed(MODEL, lake=lake, settings=s) is None  # already retrained for it
-    # the new champion's reference is the campaign period: the next window is back under threshold
+    # the new champion's score reference is its holdout, the campaign period: its scores no longer
+    # drift; its feature reference is its whole training set, one third campaign rows, and a window
+    # of campaign traffic still differs from that mixture
     log_predictions(lake, traffic(1500, seed=27, campaign=True))
     after = monitor.check_drift(MODEL, window_rows=1500, lake=lake, settings=s)
-    assert after.model_version == 2 and after.drifted is False and after.alert is None  # v2 starts afresh
-    assert monitoring.reference(MODEL, lake=lake, settings=s).model_version == 2
+    ref = monitoring.reference(MODEL, lake=lake, settings=s)
+    assert after.model_version == 2 and ref.model_version == 2 and ref.rows == 4500
+    assert ref.holdout_rows == 300  # the newest fifth of the 1,500 labelled campaign predictions
+    assert after.score is not None and after.score.drifted is False
+    assert after.result is not None and after.result.share < 0.8 and after.drifted
+    assert after.alert == "opened"  # v1's alert was superseded at the promotion: v2's checks start afresh
     history = monitoring.alert_history(MODEL, lake=lake).filter(pl.col("kind") == "drift")
-    assert history["status"].to_list() == ["open", "resolved"] and history["model_version"].to_list() == [1, 1]
-    assert history["message"][1].startswith("superseded by v2")  # resolved when v2 was promoted
+    assert history["status"].to_list() == ["open", "resolved", "open"]
+    assert history["model_version"].to_list() == [1, 1, 2] and history["message"][1].startswith("superseded by v2")
+    # with the holdout as the feature reference (the newest 20 %, all campaign) the window matches
+    holdout = settings_for(lake, models={MODEL: {"policy": {"auto_promote": True}, "monitoring": {
+        "min_labels": 100, "min_rows": 100, "reference": "holdout", "alert_on_multivariate_drift": False}}})
+    again = monitor.check_drift(MODEL, window_rows=1500, lake=lake, settings=holdout)
+    assert again.drifted is False and again.alert == "resolved"
 
 
 def test_simulate_through_the_api_then_cli(lake, tmp_path, capsys):

@@ -63,7 +63,7 @@ def test_train_model_records_everything_and_reproduces(churn_lake):
     assert "customer_id" in info.params["excluded_columns"]
     assert set(out.metrics) <= set(info.metrics) and "train_auc" in info.metrics
     assert info.tags["model_sha256"] == out.model.sha256
-    assert set(info.artifacts) == {"model/model.txt", "model/signature.json", "model/importance.json"}
+    assert set(info.artifacts) == {"model/model.txt", "model/signature.json", "model/importance.json", "model/leakage.json"}
     model_bytes = tracking.read_artifact(out.run_id, "model/model.txt", lake=lake)
     assert hashlib.sha256(model_bytes).hexdigest() == out.model.sha256
     curve = tracking.metric_history(out.run_id, ["valid.auc", "train.binary_logloss"], lake=lake)

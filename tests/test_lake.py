@@ -59,7 +59,7 @@ def test_append_then_read_returns_the_rows_and_versions_count_up(any_lake: Lake)
 def test_empty_append_writes_nothing(any_lake: Lake):
     assert any_lake.append("feedback", []) == -1
     assert not any_lake.exists("feedback")
-    assert any_lake.read_or_empty("feedback").columns == ["prediction_id", "model", "label", "at", "source"]
+    assert any_lake.read_or_empty("feedback").columns == ["prediction_id", "model", "label", "at", "source", "key", "key_value"]
     any_lake.append("feedback", _feedback(1))
     assert (
         any_lake.append(

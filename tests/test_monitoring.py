@@ -39,7 +39,8 @@ def test_reference_is_built_once_stored_and_reloaded(lake):
     ref = monitoring.reference(MODEL, lake=lake, settings=s)
     again = monitoring.reference(MODEL, lake=lake, settings=s)
     rows = lake.read("drift_references").sort("kind")
-    assert rows["kind"].to_list() == ["features:holdout", "scores"] and again.path == ref.path
+    assert rows["kind"].to_list() == ["estimator", "features:training", "sample:training", "scores"]
+    assert again.path == ref.path
     for row in rows.iter_rows(named=True):
         assert hashlib.sha256(lake.get_bytes(row["path"])).hexdigest() == row["sha256"]
     mv = registry.get_version(MODEL, 1, lake=lake)
@@ -47,18 +48,24 @@ def test_reference_is_built_once_stored_and_reloaded(lake):
     assert ref.path.startswith(f"artifacts/drift/datasets/churn/v{mv.dataset_version}/")
     assert set(ref.kinds) == {f["name"] for f in mv.signature["features"]}
     assert ref.kinds["plan"] == "categorical" and ref.kinds["age"] == "numeric"
-    assert ref.rows == 600  # the 20 % holdout of 3000 rows
+    assert ref.rows == 3000 and ref.mode == "training"  # the training distribution, not the 20 % holdout
+    assert ref.holdout_rows == 600 and ref.score.n == 600  # the scores stay the holdout's (what the gate measured)
+    assert ref.calibration is not None and ref.contrib_mean is not None and ref.contrib_rows == 600
+    assert ref.sample is not None and ref.sample.height == 3000 and set(ref.sample.columns) == set(ref.kinds)
     monitoring.clear_cache()  # another process: read back from the lake
     back = monitoring.reference(MODEL, lake=lake, settings=s)
     np.testing.assert_array_equal(back.features["age"].values, ref.features["age"].values)
     np.testing.assert_array_equal(back.score.values, ref.score.values)
-    assert lake.read("drift_references").height == 2
+    np.testing.assert_array_equal(back.calibration.y, ref.calibration.y)
+    np.testing.assert_array_equal(back.contrib_mean, ref.contrib_mean)
+    assert back.sample.equals(ref.sample)
+    assert lake.read("drift_references").height == 4
     # another model version trained on the same dataset version and split reuses the features
     registry.register(MODEL, mv.run_id, lake=lake)
     v2 = monitoring.reference(MODEL, version=2, lake=lake, settings=s)
     assert v2.path == ref.path and v2.scores_path != ref.scores_path
     assert lake.read("drift_references")["kind"].to_list().count("scores") == 2
-    assert lake.read("drift_references").height == 3
+    assert lake.read("drift_references").height == 6  # + v2's scores and estimator
 
 
 def test_drift_check_without_shift_writes_one_commit(lake):
@@ -70,12 +77,15 @@ def test_drift_check_without_shift_writes_one_commit(lake):
     rows = lake.read("drift_reports")
     commits = [h for h in lake.history("drift_reports") if h.get("report_id")]
     assert [c["report_id"] for c in commits] == [rep.report_id]  # one commit for the whole report
-    assert rows.height == len(rep.result.features) + 2
-    assert set(rows["feature"]) >= {"age", "plan", monitoring.SCORE_ROW, monitoring.DATASET_ROW}
+    assert rows.height == len(rep.result.features) + 3
+    assert set(rows["feature"]) >= {"age", "plan", monitoring.SCORE_ROW, monitoring.DATASET_ROW, monitoring.MULTIVARIATE_ROW}
     assert rows["report_id"].n_unique() == 1 and (rows["window_rows"] == 1000).all()
     age = rows.filter(pl.col("feature") == "age").row(0, named=True)
-    assert age["test"] == "ks" and age["p_value"] is not None  # 600 reference rows: small sample
+    assert age["test"] == "ks" and age["p_value"] is not None  # a 1000-row window: small sample
     assert json.loads(age["stats_json"])["n_cur"] == 1000
+    assert json.loads(age["stats_json"])["status"] == "ok" and json.loads(age["stats_json"])["quality"]["null_share"] == 0.0
+    assert rep.multivariate is not None and rep.multivariate.drifted is False  # same population
+    assert rep.attribution is not None and abs(rep.attribution.score_shift) < 0.2
 
 
 def test_drift_check_flags_campaign_features_and_score(lake):
@@ -95,11 +105,13 @@ def test_drift_check_flags_campaign_features_and_score(lake):
     assert age.statistic == pytest.approx(expected, rel=1e-9)
 
 
-def test_small_window_gives_no_verdict_and_writes_nothing(lake):
+def test_small_window_gives_no_verdict_and_records_it(lake):
     log_predictions(lake, traffic(50, seed=13, campaign=True))
     rep = monitoring.check_drift(MODEL, lake=lake, settings=settings_for(lake))
     assert rep.status == "insufficient_data" and rep.drifted is None and rep.window_rows == 50
-    assert not lake.exists("drift_reports")
+    rows = monitoring.drift_history(MODEL, lake=lake)
+    assert rows["feature"].to_list() == [monitoring.DATASET_ROW] and rows["status"].to_list() == ["insufficient"]
+    assert rows["drifted"].to_list() == [None] and "min_rows" in rows["stats_json"][0]
 
 
 def test_window_by_hours_and_version(lake):

@@ -15,6 +15,8 @@ def test_score_drift_alone_raises_the_alert_unless_turned_off(tmp_path):
     assert rep.score is not None and rep.score.drifted
     assert rep.result is not None and not rep.result.drifted
     assert rep.drifted and rep.alert == "opened"
-    off = settings_for(lake, models={"churn": {"drift": {"share": 1.0}, "monitoring": {"alert_on_score_drift": False}}})
+    assert rep.multivariate is not None and rep.multivariate.drifted  # the campaign also separates the rows
+    off = settings_for(lake, models={"churn": {"drift": {"share": 1.0}, "monitoring": {
+        "alert_on_score_drift": False, "alert_on_multivariate_drift": False}}})
     rep2 = check_drift("churn", lake=lake, settings=off)
     assert rep2.drifted is False and rep2.alert == "resolved"

@@ -102,18 +102,36 @@ class ProcessServer:
             time.sleep(0.1)
         raise RuntimeError("server did not start")
 
+    def _children(self) -> list[Any]:
+        import psutil
+
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True) if self.proc else []
+        except psutil.NoSuchProcess:
+            return []
+
+    def _wait_children(self, children: list[Any]) -> None:
+        """uvicorn workers outlive their supervisor by their graceful shutdown: wait for them."""
+        import psutil
+
+        psutil.wait_procs(children, timeout=60)
+
     def kill(self) -> None:
         assert self.proc is not None
+        children = self._children()
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+        self._wait_children(children)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            children = self._children()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+            self._wait_children(children)
 
 
 def demo_rows(n: int, seed: int = 5) -> list[dict[str, Any]]:

@@ -214,10 +214,11 @@ def test_monitoring_actions_and_alert_handling(world, browser):
     lake = world["lake"]
     page = _visit(world, browser, "monitoring", f"?model={MODEL}")
     _, external = browser
-    assert monitoring.alerts(MODEL, lake=lake).height == 1
+    drift = pl.col("fingerprint") == f"drift:{MODEL}"
+    assert monitoring.alerts(MODEL, lake=lake).filter(drift).height == 1
     _choose(page, "Feature", "plan")
     assert page.get_by_text("**plan**").count() == 0 and page.get_by_text("chisquare").count() >= 1
-    alert = page.get_by_test_id("stExpander").filter(has_text="drift").first
+    alert = page.get_by_test_id("stExpander").filter(has_text="OPEN · drift ·").first
     alert.get_by_role("button", name="Acknowledge").click()
     _settle(page)
     assert page.get_by_text("Write a reason first").count() == 1
@@ -225,16 +226,16 @@ def test_monitoring_actions_and_alert_handling(world, browser):
     _settle(page)
     alert.get_by_role("button", name="Acknowledge").click()
     _settle(page)
-    assert monitoring.alerts(MODEL, status="acknowledged", lake=lake).height == 1
+    assert monitoring.alerts(MODEL, status="acknowledged", lake=lake).filter(drift).height == 1
     alert = page.get_by_test_id("stExpander").filter(has_text="ACKNOWLEDGED").first
     _type(alert.get_by_label("Reason (required)"), "retrained by hand")
     _settle(page)
     alert.get_by_role("button", name="Resolve").click()
     _settle(page)
     _clean(page, external, "alert handling")
-    last = monitoring.alert_history(MODEL, lake=lake).row(-1, named=True)
+    last = monitoring.alert_history(MODEL, lake=lake).filter(drift).row(-1, named=True)
     assert last["status"] == "resolved" and "resolved by tour: retrained by hand" in last["message"]
-    page.get_by_text("No open alert").wait_for(timeout=30_000)
+    page.get_by_test_id("stExpander").filter(has_text="· drift ·").first.wait_for(state="detached", timeout=30_000)
     page.get_by_role("button", name="Run drift check now").click()
     _settle(page)
     page.get_by_role("button", name="Run performance check now").click()

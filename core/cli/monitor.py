@@ -92,7 +92,8 @@ def _drift_check(args: argparse.Namespace) -> int:
         sys.stdout.write(
             f"report {rep.report_id}: {args.model} v{rep.model_version}, {rep.window_rows} predictions vs "
             f"{rep.reference_dataset}@v{rep.reference_version}; drifted share {rep.result.share:.2f} "
-            f"(threshold {rep.result.share_threshold:.2f}) -> {'DRIFT' if rep.drifted else 'no drift'}"
+            f"(threshold {rep.result.share_threshold:.2f}) -> "
+            f"{ {True: 'DRIFT', False: 'no drift', None: 'NO DATA: nothing could be compared'}[rep.drifted]}"
             f"{'' if rep.alert is None else f'; alert {rep.alert}'}\n"
         )
     return 0
@@ -102,8 +103,8 @@ def _drift_history(args: argparse.Namespace) -> None:
     from core import monitoring
 
     frame = monitoring.drift_history(args.model, last=args.last, lake=open_lake(args))
-    emit_frame(frame.select("at", "report_id", "model_version", "window_rows", "feature", "test", "statistic",
-                            "p_value", "threshold", "drifted"), args.format)
+    emit_frame(frame.select("at", "report_id", "model_version", "window_rows", "feature", "status", "test",
+                            "statistic", "p_value", "threshold", "drifted"), args.format)
 
 
 def _performance(args: argparse.Namespace) -> None:

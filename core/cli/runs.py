@@ -88,6 +88,11 @@ def _train(args: argparse.Namespace) -> int:
         f"run {out.run_id} finished: dataset {out.dataset}@v{out.dataset_version}, "
         f"best iteration {out.best_iteration}, model sha256 {out.model.sha256}\n"
     )
+    for d in (out.leakage or {}).get("flagged", []):
+        sys.stderr.write(f"lakeops: warning: possible target leakage: feature {d['feature']!r} {d['why']}; "
+                         f"exclude it (--exclude {d['feature']}) unless it is known before the outcome\n")
+    for d in (out.leakage or {}).get("warnings", []):
+        sys.stderr.write(f"lakeops: note: feature {d['feature']!r} {d['why']}\n")
     metrics = pl.DataFrame({"metric": list(out.metrics), "value": list(out.metrics.values())})
     sys.stdout.write(render_table(metrics) + "\n")
     if args.register:

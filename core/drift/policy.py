@@ -1,20 +1,31 @@
-"""Which test decides drift for a column (by kind and sample size), thresholds, per-feature overrides, verdicts."""
+"""Which test decides drift for a column (by kind and sample size), thresholds, per-feature roles and overrides,
+data-quality tolerances, and the per-column and dataset verdicts with an explicit status."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import polars as pl
 
-from core.drift.reference import DEFAULT_BINS, NumericReference, Reference, sorted_finite
+from core.drift.quality import ColumnQuality, QualityTolerances, categorical_quality, numeric_quality
+from core.drift.reference import (
+    DEFAULT_BINS,
+    CategoricalReference,
+    NumericReference,
+    Reference,
+    numeric_column,
+)
 from core.drift.stats import CategoricalStats, NumericStats, categorical_stats, numeric_stats
 from core.errors import ConfigError
 
 __all__ = [
+    "MIN_VALUES",
+    "ROLES",
     "SMALL_SAMPLE",
+    "STATUSES",
     "TESTS",
     "DatasetDrift",
     "DriftPolicy",
@@ -23,22 +34,35 @@ __all__ = [
     "TestSpec",
     "check_column",
     "compare",
+    "dataset_verdict",
     "default_test",
+    "multivariate_verdict",
 ]
 
 SMALL_SAMPLE = 1000
+MIN_VALUES = 30
+STATUSES = ("ok", "drift", "no_data", "insufficient")
+"""``ok``: compared, no drift; ``drift``: the test or a data-quality check fired; ``no_data``: no usable
+value in the window (or in the reference), so nothing could be compared, which is never "no drift";
+``insufficient``: fewer than ``min_values`` usable values on a side, no verdict from the test."""
+ROLES = ("feature", "expected_drift")
+"""``expected_drift``: a feature expected to move (month, day of week): reported, never counted."""
 
 Kind = Literal["numeric", "categorical"]
 
 
 @dataclass(frozen=True)
 class TestSpec:
-    """One drift test: which column kind it applies to, its default threshold and direction."""
+    """One drift test: which column kind it applies to, its default threshold and direction.
+
+    Direction follows Evidently: a p-value test drifts when ``p <= threshold``, a distance when
+    ``statistic >= threshold``.
+    """
 
     name: str
     kinds: tuple[str, ...]
     threshold: float
-    p_value: bool  # True: drift when p < threshold; False: drift when statistic > threshold
+    p_value: bool  # True: drift when p <= threshold; False: drift when statistic >= threshold
     statistic: str  # key in the stats dict
 
 
@@ -54,46 +78,72 @@ TESTS: dict[str, TestSpec] = {
 }
 
 
-
 @dataclass(frozen=True)
 class FeatureRule:
-    """A per-feature override: the test to use and/or its threshold."""
+    """A per-feature override: the test to use, its threshold, and the feature's role."""
 
     test: str | None = None
     threshold: float | None = None
+    role: str = "feature"
 
 
 @dataclass(frozen=True)
 class DriftPolicy:
-    """How drift is decided: default tests per kind and sample size, thresholds, dataset share.
+    """How drift is decided: default tests per kind and sample size, thresholds, roles, quality, dataset share.
 
     TOML (``[drift]`` for every model, ``[models.<name>.drift]`` wins)::
 
-        share = 0.5                  # dataset drifts when >= this share of features drift
+        share = 0.5                  # dataset drifts when >= this share of compared features drift
         small_sample = 1000          # <= this many rows: p-value tests, else distances
+        min_values = 30              # fewer usable values on a side: status "insufficient"
         bins = 10                    # PSI quantile bins
+        statistics = "verdict"       # or "all": also KS and its p-value when no verdict needs them
         numeric_test = "ks"          # force one test for every numeric feature (default: auto)
         categorical_test = "psi"     # same for categorical features
+        multivariate = true          # domain-classifier check (core.training.domain_classifier)
+        multivariate_threshold = 0.55  # cross-validated AUC at or above this: multivariate drift
+        multivariate_sample = 10000  # rows per side the classifier sees at most
+        attribution_sample = 5000    # rows per side for the score-shift attribution (0: off)
         [models.churn.drift.thresholds]
         wasserstein = 0.15           # change a test's default threshold
+        [models.churn.drift.quality]
+        null_share = 0.05            # see core.drift.quality
         [models.churn.drift.features.tenure_months]
         test = "psi"
         threshold = 0.2
+        [models.churn.drift.features.month]
+        role = "expected_drift"      # reported, never counted in the verdict
     """
 
     share: float = 0.5
     small_sample: int = SMALL_SAMPLE
+    min_values: int = MIN_VALUES
     bins: int = DEFAULT_BINS
+    statistics: str = "verdict"
     numeric_test: str | None = None
     categorical_test: str | None = None
     thresholds: Mapping[str, float] = field(default_factory=dict)
     features: Mapping[str, FeatureRule] = field(default_factory=dict)
+    quality: QualityTolerances = field(default_factory=QualityTolerances)
+    multivariate: bool = True
+    multivariate_threshold: float = 0.55
+    multivariate_sample: int = 10_000
+    attribution_sample: int = 5_000
 
     def __post_init__(self) -> None:
         if not 0.0 < self.share <= 1.0:
             raise ConfigError(f"drift share must be in (0, 1], got {self.share!r}")
-        if self.small_sample < 0 or self.bins < 2:
-            raise ConfigError(f"drift small_sample must be >= 0 and bins >= 2, got {self.small_sample}, {self.bins}")
+        if self.small_sample < 0 or self.bins < 2 or self.min_values < 1:
+            raise ConfigError(
+                f"drift small_sample must be >= 0, bins >= 2 and min_values >= 1, got "
+                f"{self.small_sample}, {self.bins}, {self.min_values}"
+            )
+        if self.statistics not in ("verdict", "all"):
+            raise ConfigError(f"[drift] statistics must be 'verdict' or 'all', got {self.statistics!r}")
+        if not 0.5 <= self.multivariate_threshold <= 1.0:
+            raise ConfigError(f"[drift] multivariate_threshold is an AUC in [0.5, 1], got {self.multivariate_threshold!r}")
+        if self.multivariate_sample < 50 or self.attribution_sample < 0:
+            raise ConfigError("[drift] multivariate_sample must be >= 50 and attribution_sample >= 0")
         for key, name in (("numeric_test", self.numeric_test), ("categorical_test", self.categorical_test)):
             if name is not None:
                 _check_test(name, key, "numeric" if key == "numeric_test" else "categorical")
@@ -102,6 +152,8 @@ class DriftPolicy:
         for feat, rule in self.features.items():
             if rule.test is not None:
                 _check_test(rule.test, f"features.{feat}.test", None)
+            if rule.role not in ROLES:
+                raise ConfigError(f"[drift.features.{feat}] role must be one of {', '.join(ROLES)}, got {rule.role!r}")
 
     @classmethod
     def from_config(cls, *sections: Mapping[str, Any]) -> DriftPolicy:
@@ -113,8 +165,12 @@ class DriftPolicy:
         merged: dict[str, Any] = {}
         thresholds: dict[str, float] = {}
         features: dict[str, FeatureRule] = {}
-        known = {"share", "small_sample", "bins", "numeric_test", "categorical_test", "thresholds", "features"}
+        quality: dict[str, float] = {}
+        scalars = {"share", "small_sample", "min_values", "bins", "statistics", "numeric_test", "categorical_test",
+                   "multivariate", "multivariate_threshold", "multivariate_sample", "attribution_sample"}
+        known = scalars | {"thresholds", "features", "quality"}
         passthrough = {"window_rows", "window_hours", "min_rows"}  # read by core.monitoring
+        quality_keys = {f.name for f in fields(QualityTolerances)}
         for sec in sections:
             for key, value in sec.items():
                 if key in passthrough:
@@ -124,32 +180,35 @@ class DriftPolicy:
                 if key == "thresholds":
                     for tname, tval in dict(value).items():
                         thresholds[tname] = _float(f"drift.thresholds.{tname}", tval)
+                elif key == "quality":
+                    for qname, qval in dict(value).items():
+                        if qname not in quality_keys:
+                            raise ConfigError(f"[drift.quality] unknown key {qname!r}; known: {', '.join(sorted(quality_keys))}")
+                        quality[qname] = _float(f"drift.quality.{qname}", qval)
                 elif key == "features":
                     for feat, rule in dict(value).items():
-                        rule = dict(rule)
-                        bad = set(rule) - {"test", "threshold"}
-                        if bad:
-                            raise ConfigError(f"[drift.features.{feat}] unknown key(s) {sorted(bad)}; use test, threshold")
-                        thr = rule.get("threshold")
-                        features[feat] = FeatureRule(
-                            rule.get("test"), None if thr is None else _float(f"drift.features.{feat}.threshold", thr)
-                        )
+                        features[feat] = _rule(feat, dict(rule), features.get(feat))
                 else:
                     merged[key] = value
         try:
-            return cls(
-                share=_float("drift.share", merged.get("share", 0.5)),
-                small_sample=int(merged.get("small_sample", SMALL_SAMPLE)),
-                bins=int(merged.get("bins", DEFAULT_BINS)),
-                numeric_test=merged.get("numeric_test"),
-                categorical_test=merged.get("categorical_test"),
-                thresholds=thresholds,
-                features=features,
-            )
+            kwargs = {k: merged[k] for k in scalars if k in merged}
+            for k in ("share", "multivariate_threshold"):
+                if k in kwargs:
+                    kwargs[k] = _float(f"drift.{k}", kwargs[k])
+            for k in ("small_sample", "min_values", "bins", "multivariate_sample", "attribution_sample"):
+                if k in kwargs:
+                    kwargs[k] = int(kwargs[k])
+            if "multivariate" in kwargs and not isinstance(kwargs["multivariate"], bool):
+                raise ConfigError(f"[drift] multivariate must be true or false, got {kwargs['multivariate']!r}")
+            return cls(**kwargs, thresholds=thresholds, features=features, quality=QualityTolerances(**quality))
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):
                 raise
             raise ConfigError(f"[drift] invalid value: {exc}") from None
+
+    def role_of(self, feature: str) -> str:
+        """The feature's role: ``feature`` (counted) or ``expected_drift`` (reported only)."""
+        return self.features.get(feature, FeatureRule()).role
 
     def rule_for(self, feature: str, kind: Kind, n_ref: int, n_cur: int) -> tuple[str, float]:
         """Return ``(test, threshold)`` for one feature given its kind and sample sizes."""
@@ -162,7 +221,22 @@ class DriftPolicy:
         return test, float(threshold)
 
 
+def _rule(feat: str, rule: dict[str, Any], earlier: FeatureRule | None) -> FeatureRule:
+    bad = set(rule) - {"test", "threshold", "role"}
+    if bad:
+        raise ConfigError(f"[drift.features.{feat}] unknown key(s) {sorted(bad)}; use test, threshold, role")
+    base = earlier or FeatureRule()
+    thr = rule.get("threshold")
+    return FeatureRule(
+        rule.get("test", base.test),
+        base.threshold if thr is None else _float(f"drift.features.{feat}.threshold", thr),
+        str(rule.get("role", base.role)),
+    )
+
+
 def _float(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"[{key}] must be a number, got {value!r}")
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -186,7 +260,12 @@ def default_test(kind: Kind, n_ref: int, n_cur: int, *, small_sample: int = SMAL
 
 @dataclass(frozen=True)
 class FeatureDrift:
-    """The verdict for one feature: the chosen test, its statistic, p-value, threshold and all stats."""
+    """The verdict for one column: the chosen test, its statistic, p-value, threshold, status and all stats.
+
+    ``drifted`` is True for status ``drift``, False for ``ok`` and None when there was nothing to
+    decide on (``no_data``, ``insufficient``). ``reasons`` says in words why the status is what
+    it is; ``quality`` holds the data-quality shares (``ColumnQuality.as_dict``).
+    """
 
     feature: str
     kind: str
@@ -194,33 +273,72 @@ class FeatureDrift:
     statistic: float
     p_value: float | None
     threshold: float
-    drifted: bool
+    drifted: bool | None
     n_ref: int
     n_cur: int
     stats: dict[str, Any]
+    status: str = "ok"
+    role: str = "feature"
+    reasons: tuple[str, ...] = ()
+    quality: dict[str, Any] | None = None
+
+    @property
+    def counted(self) -> bool:
+        """Whether this column counts in the dataset verdict (not an ``expected_drift`` feature)."""
+        return self.role != "expected_drift"
+
+    @property
+    def no_data_side(self) -> str | None:
+        """``current``, ``reference`` or ``both`` for status ``no_data``, else None."""
+        return self.stats.get("no_data") if self.status == "no_data" else None
 
 
 @dataclass(frozen=True)
 class DatasetDrift:
-    """Per-feature verdicts and the dataset-level one (share of drifted features >= ``share_threshold``)."""
+    """Per-feature verdicts and the dataset-level one.
+
+    ``share`` is the share of drifted features among the counted features that could be
+    compared (status ``ok`` or ``drift``; ``expected_drift`` features never count). ``drifted``
+    is ``share >= share_threshold``, or None when no counted feature could be compared.
+    ``status``: ``drift``, ``no_data`` (not drifted, but a counted feature had no data, or
+    nothing could be compared) or ``ok``.
+    """
 
     features: list[FeatureDrift]
     share: float
     share_threshold: float
-    drifted: bool
+    drifted: bool | None
+    status: str = "ok"
 
     @property
     def drifted_features(self) -> list[str]:
-        """Names of the drifted features."""
-        return [f.feature for f in self.features if f.drifted]
+        """Names of the drifted features that count in the verdict."""
+        return [f.feature for f in self.features if f.status == "drift" and f.counted]
+
+    @property
+    def no_data_features(self) -> list[str]:
+        """Counted features with no usable value in the window (populated or not in the reference)."""
+        return [f.feature for f in self.features if f.status == "no_data" and f.counted]
+
+    @property
+    def quality_flagged(self) -> list[FeatureDrift]:
+        """Counted features whose data-quality shares broke tolerance."""
+        return [f for f in self.features if f.counted and f.quality and f.quality.get("flags")]
+
+    @property
+    def expected_drift(self) -> list[str]:
+        """Features with role ``expected_drift`` (reported, not counted)."""
+        return [f.feature for f in self.features if not f.counted]
 
     def to_frame(self) -> pl.DataFrame:
-        """One row per feature (feature, kind, test, statistic, p_value, threshold, drifted, n)."""
+        """One row per feature (feature, kind, role, status, test, statistic, p_value, threshold, drifted, n, reasons)."""
         return pl.DataFrame(
             [
                 {
                     "feature": f.feature,
                     "kind": f.kind,
+                    "role": f.role,
+                    "status": f.status,
                     "test": f.test,
                     "statistic": f.statistic,
                     "p_value": f.p_value,
@@ -228,60 +346,133 @@ class DatasetDrift:
                     "drifted": f.drifted,
                     "n_ref": f.n_ref,
                     "n_cur": f.n_cur,
+                    "reasons": "; ".join(f.reasons),
                 }
                 for f in self.features
             ],
             schema={
-                "feature": pl.String, "kind": pl.String, "test": pl.String, "statistic": pl.Float64,
-                "p_value": pl.Float64, "threshold": pl.Float64, "drifted": pl.Boolean,
-                "n_ref": pl.Int64, "n_cur": pl.Int64,
+                "feature": pl.String, "kind": pl.String, "role": pl.String, "status": pl.String, "test": pl.String,
+                "statistic": pl.Float64, "p_value": pl.Float64, "threshold": pl.Float64, "drifted": pl.Boolean,
+                "n_ref": pl.Int64, "n_cur": pl.Int64, "reasons": pl.String,
             },
         )
 
 
-def _verdict(feature: str, kind: Kind, st: NumericStats | CategoricalStats, policy: DriftPolicy) -> FeatureDrift:
-    test, threshold = policy.rule_for(feature, kind, st.n_ref, st.n_cur)
+def _verdict(
+    feature: str, kind: Kind, st: NumericStats | CategoricalStats, quality: ColumnQuality, policy: DriftPolicy,
+    test: str, threshold: float,
+) -> FeatureDrift:
     spec = TESTS[test]
-    values = st.as_dict()
+    values: dict[str, Any] = st.as_dict()
+    role = policy.role_of(feature)
+    qual = quality.as_dict()
+    reasons = list(quality.reasons)
+    if st.n_cur == 0 or st.n_ref == 0:
+        side = "both" if st.n_cur == st.n_ref == 0 else ("current" if st.n_cur == 0 else "reference")
+        values["no_data"] = side
+        if st.n_cur == 0:
+            reasons.insert(0, f"no usable value in the window ({quality.rows} rows: {quality.nulls} null, "
+                              f"{quality.nonfinite} NaN/inf)")
+        if st.n_ref == 0:
+            reasons.insert(0, "no usable value in the reference")
+        p_value = math.nan if spec.p_value else None
+        return FeatureDrift(feature, kind, test, math.nan, p_value, threshold, None, st.n_ref, st.n_cur, values,
+                            "no_data", role, tuple(reasons), qual)
     statistic = float(values[spec.statistic])
     p_value = float(values[f"{spec.statistic}_p_value"]) if spec.p_value else None
-    if math.isnan(statistic):
-        drifted = False
-    elif spec.p_value:
-        assert p_value is not None
-        drifted = p_value < threshold
+    fired = (p_value is not None and p_value <= threshold) if spec.p_value else statistic >= threshold
+    if fired:
+        shown = f"p = {p_value:.3g} <= {threshold:g}" if spec.p_value else f"{statistic:.4g} >= {threshold:g}"
+        reasons.insert(0, f"{test} {shown}")
+    if quality.flags:
+        status = "drift"
+    elif min(st.n_ref, st.n_cur) < policy.min_values:
+        status = "insufficient"
+        reasons.insert(0, f"only {min(st.n_ref, st.n_cur)} usable values (min_values {policy.min_values}): no verdict")
     else:
-        drifted = statistic > threshold
-    return FeatureDrift(feature, kind, test, statistic, p_value, threshold, bool(drifted), st.n_ref, st.n_cur, values)
+        status = "drift" if fired else "ok"
+    drifted = True if status == "drift" else (False if status == "ok" else None)
+    return FeatureDrift(feature, kind, test, statistic, p_value, threshold, drifted, st.n_ref, st.n_cur, values,
+                        status, role, tuple(reasons), qual)
 
 
 def check_column(
-    feature: str, reference: Reference, current: pl.Series, policy: DriftPolicy | None = None
+    feature: str, reference: Reference, current: pl.Series | None, policy: DriftPolicy | None = None
 ) -> FeatureDrift:
-    """Compare one current column with its stored reference and decide drift."""
+    """Compare one current column with its stored reference and decide drift.
+
+    Args:
+        feature: the column name (looked up in ``policy`` for its rule and role).
+        reference: the stored reference of the column.
+        current: the window's values; None when the window lacks the column (status ``no_data``).
+        policy: tests, thresholds and tolerances (default ``DriftPolicy()``).
+    """
     policy = policy or DriftPolicy()
+    full = policy.statistics == "all"
     if isinstance(reference, NumericReference):
-        return _verdict(feature, "numeric", numeric_stats(reference, sorted_finite(current)), policy)
-    vc = current.cast(pl.String).drop_nulls().value_counts(name="__n")
-    levels = vc[vc.columns[0]].to_list()
-    return _verdict(feature, "categorical", categorical_stats(reference, levels, vc["__n"].to_numpy()), policy)
+        col = numeric_column(current if current is not None else pl.Series(feature, [], dtype=pl.Float64))
+        test, threshold = policy.rule_for(feature, "numeric", reference.n, col.values.size)
+        st = numeric_stats(reference, col.values, ks=full or test == "ks")
+        return _verdict(feature, "numeric", st, numeric_quality(reference, col, policy.quality), policy, test, threshold)
+    assert isinstance(reference, CategoricalReference)
+    series = current if current is not None else pl.Series(feature, [], dtype=pl.String)
+    nulls = series.null_count()
+    vc = series.cast(pl.String).drop_nulls().value_counts(name="__n")
+    cst = categorical_stats(reference, vc[vc.columns[0]].to_list(), vc["__n"].to_numpy())
+    quality = categorical_quality(reference, rows=series.len(), nulls=nulls, new_level_share=cst.new_level_share,
+                                  new_levels=cst.new_levels, tol=policy.quality)
+    test, threshold = policy.rule_for(feature, "categorical", cst.n_ref, cst.n_cur)
+    return _verdict(feature, "categorical", cst, quality, policy, test, threshold)
 
 
 def compare(
     reference: Mapping[str, Reference], current: pl.DataFrame, policy: DriftPolicy | None = None
 ) -> DatasetDrift:
-    """Compare every referenced column present in ``current`` and give the dataset verdict.
+    """Compare every referenced column with ``current`` and give the dataset verdict.
+
+    A referenced column the window lacks is status ``no_data``, never skipped.
 
     Args:
         reference: stored references by column (``build_reference``).
         current: the current window (extra columns are ignored).
-        policy: tests and thresholds (default ``DriftPolicy()``).
+        policy: tests, thresholds, roles and tolerances (default ``DriftPolicy()``).
 
     Returns:
-        A ``DatasetDrift`` with one ``FeatureDrift`` per compared column.
+        A ``DatasetDrift`` with one ``FeatureDrift`` per referenced column.
     """
     policy = policy or DriftPolicy()
-    results = [check_column(col, ref, current[col], policy) for col, ref in reference.items() if col in current.columns]
-    share = sum(r.drifted for r in results) / len(results) if results else 0.0
-    return DatasetDrift(results, share, policy.share, bool(results) and share >= policy.share)
+    results = [
+        check_column(col, ref, current[col] if col in current.columns else None, policy)
+        for col, ref in reference.items()
+    ]
+    return dataset_verdict(results, policy)
 
+
+def dataset_verdict(results: list[FeatureDrift], policy: DriftPolicy) -> DatasetDrift:
+    """The dataset verdict over per-feature results (see ``DatasetDrift``)."""
+    counted = [r for r in results if r.counted]
+    compared = [r for r in counted if r.status in ("ok", "drift")]
+    if not compared:
+        return DatasetDrift(results, math.nan, policy.share, None, "no_data")
+    share = sum(r.status == "drift" for r in compared) / len(compared)
+    drifted = share >= policy.share
+    status = "drift" if drifted else ("no_data" if any(r.status == "no_data" for r in counted) else "ok")
+    return DatasetDrift(results, share, policy.share, drifted, status)
+
+
+def multivariate_verdict(auc: float, n_ref: int, n_cur: int, threshold: float) -> tuple[bool | None, float, float]:
+    """Decide multivariate drift from a domain classifier's cross-validated AUC.
+
+    The AUC of a classifier that cannot tell the two sets apart is 0.5 with standard error
+    ``se0 = sqrt((n_ref + n_cur + 1) / (12·n_ref·n_cur))`` (the Mann-Whitney null). Drift is
+    ``auc >= max(threshold, 0.5 + 3·se0)``, so small samples need a clearer separation than the
+    threshold alone.
+
+    Returns:
+        ``(drifted, effective_threshold, se0)``; drifted is None when a side is empty or the AUC is NaN.
+    """
+    if n_ref <= 0 or n_cur <= 0 or math.isnan(auc):
+        return None, threshold, math.nan
+    se0 = math.sqrt((n_ref + n_cur + 1) / (12.0 * n_ref * n_cur))
+    effective = max(threshold, 0.5 + 3.0 * se0)
+    return auc >= effective, effective, se0

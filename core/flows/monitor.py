@@ -26,12 +26,13 @@ from core import monitoring
 from core.config import Settings, load_settings
 from core.errors import TrainingError
 from core.lake import Lake, resolve
-from core.monitoring import DriftReport, PerformanceReport
+from core.monitoring import DriftReport, EstimateReport, PerformanceReport
 
 __all__ = [
     "RetrainOutcome",
     "alerts_open",
     "check_drift",
+    "check_estimated_performance",
     "check_performance",
     "record_served",
     "retrain",
@@ -83,14 +84,59 @@ def _drift_message(rep: DriftReport) -> str:
     assert rep.result is not None
     feats = rep.result.drifted_features
     score_drifted = rep.score is not None and rep.score.drifted
-    cmp = ">=" if rep.result.drifted else "<"
-    head = "data drift" if rep.result.drifted else "prediction drift"
+    multi = rep.multivariate
+    head = "data drift" if rep.result.drifted else ("prediction drift" if score_drifted else "multivariate drift")
+    share = "no feature could be compared" if rep.result.drifted is None else (
+        f"share {rep.result.share:.2f} {'>=' if rep.result.drifted else '<'} {rep.result.share_threshold:.2f}")
+    compared = sum(f.status in ("ok", "drift") and f.counted for f in rep.result.features)
     score = "; the score distribution drifted" if score_drifted else ""
+    if score_drifted and rep.attribution is not None and rep.attribution.features:
+        score += " (moved most by " + ", ".join(
+            f"{f['feature']} {float(f['share']):+.0%}" for f in rep.attribution.top(3)) + ")"
+    mv = ""
+    if multi is not None and multi.drifted:
+        mv = (f"; a domain classifier tells the window from the reference (AUC {multi.statistic:.3f} >= "
+              f"{multi.threshold:.3f})")
     return (
-        f"{head} on model {rep.model!r} v{rep.model_version}: {len(feats)} of {len(rep.result.features)} features "
-        f"drifted (share {rep.result.share:.2f} {cmp} {rep.result.share_threshold:.2f}){score}"
-        + (f": {', '.join(feats)}" if feats else "")
+        f"{head} on model {rep.model!r} v{rep.model_version}: {len(feats)} of {compared} compared features "
+        f"drifted ({share}){score}{mv}" + (f": {', '.join(feats)}" if feats else "")
     )
+
+
+def _quality_evidence(rep: DriftReport) -> list[dict[str, Any]]:
+    """Counted features with no data now (but some in the reference) or broken quality tolerances."""
+    assert rep.result is not None
+    out = []
+    for f in rep.result.features:
+        if not f.counted:
+            continue
+        no_data = f.status == "no_data" and f.no_data_side == "current"
+        flags = list((f.quality or {}).get("flags") or [])
+        if no_data or flags:
+            out.append({"feature": f.feature, "status": f.status, "flags": (["no_data"] if no_data else []) + flags,
+                        "reasons": list(f.reasons), "quality": f.quality})
+    return out
+
+
+def _sync_feature_alert(kind: str, model: str, features: list[str], message: str, evidence: dict[str, Any],
+                        severity: str, rep: DriftReport, lake: Lake, settings: Settings) -> str | None:
+    """Keep one open ``kind`` alert per set of affected features: a new set opens its own alert (so a
+    second column going empty is not hidden behind an ongoing one) and resolves the previous set's."""
+    current = f"{kind}:{model}:" + ",".join(sorted(features)) if features else None
+    result = None
+    stale = monitoring.alerts(model, lake=lake).filter((pl.col("kind") == kind) & (pl.col("fingerprint") != (current or "")))
+    for fp in stale["fingerprint"].to_list():
+        done = monitoring.resolve_alert(
+            kind, model, fingerprint=fp, lake=lake, settings=settings,
+            message=f"{kind} on model {model!r}: {'now ' + ', '.join(features) if features else 'cleared'} "
+                    f"(report {rep.report_id})",
+            evidence={"report_id": rep.report_id, "model_version": rep.model_version, "features": features})
+        result = "resolved" if done else result
+    if current is not None:
+        opened = monitoring.raise_alert(kind, model, message=message, evidence=evidence, severity=severity,
+                                        fingerprint=current, lake=lake, settings=settings)
+        result = "opened" if opened else "ongoing"
+    return result
 
 
 def check_drift(
@@ -102,16 +148,44 @@ def check_drift(
     settings: Settings | None = None,
     now: datetime | None = None,
 ) -> DriftReport:
-    """Run a drift check (``core.monitoring.check_drift``) and open or resolve the drift alert.
+    """Run a drift check (``core.monitoring.check_drift``) and open or resolve its alerts.
+
+    Three conditions, three alerts: ``drift`` (the verdict), ``no_data`` (a counted feature populated
+    in the reference has no usable value in the window; critical) and ``data_quality`` (a counted
+    feature broke a data-quality tolerance: more nulls, NaN/inf, values out of the reference
+    range, new levels). The last two are keyed by the set of affected features, so a feature
+    joining the set is alerted rather than hidden behind an ongoing alert. The drift
+    alert's evidence names the drifted features, the score shift's top contributing features and
+    the domain classifier's separating features.
 
     Returns:
-        The report, with ``alert`` = ``opened``, ``ongoing``, ``resolved`` or None.
+        The report, with ``alert`` (drift) and ``quality_alert`` (no_data, else data_quality) =
+        ``opened``, ``ongoing``, ``resolved`` or None.
     """
     lake = resolve(lake)
     settings = settings or load_settings()
     rep = monitoring.check_drift(model, window_rows=window_rows, window_hours=window_hours, lake=lake, settings=settings, now=now)
     if rep.status != "ok" or rep.result is None:
         return rep
+    quality = _quality_evidence(rep)
+    empty = [q for q in quality if "no_data" in q["flags"]]
+    flagged = [q for q in quality if "no_data" not in q["flags"]]  # an empty column is the no_data alert's
+    window_ev = {"rows": rep.window_rows, "start": str(rep.window_start), "end": str(rep.window_end)}
+    got = _sync_feature_alert(
+        "no_data", model, [q["feature"] for q in empty],
+        f"no data on model {model!r} v{rep.model_version}: " + ", ".join(q["feature"] for q in empty)
+        + " had values in the reference and none usable in the window", {
+            "report_id": rep.report_id, "model_version": rep.model_version, "features": empty, "window": window_ev},
+        "critical", rep, lake, settings)
+    got_q = _sync_feature_alert(
+        "data_quality", model, [q["feature"] for q in flagged],
+        f"data quality on model {model!r} v{rep.model_version}: "
+        + ", ".join(f"{q['feature']} ({'/'.join(q['flags'])})" for q in flagged), {
+            "report_id": rep.report_id, "model_version": rep.model_version, "features": flagged, "window": window_ev},
+        "warning", rep, lake, settings)
+    rep = replace(rep, quality_alert=got or got_q)
+    if rep.drifted is None:
+        return rep  # nothing could be compared: the data-quality alert says why; the drift alert stays as it is
     if rep.drifted:
         evidence = {
             "report_id": rep.report_id,
@@ -121,10 +195,21 @@ def check_drift(
             "share": rep.result.share,
             "share_threshold": rep.result.share_threshold,
             "features": [
-                {"feature": f.feature, "test": f.test, "statistic": f.statistic, "p_value": f.p_value, "threshold": f.threshold}
-                for f in rep.result.features if f.drifted
+                {"feature": f.feature, "test": f.test, "statistic": f.statistic, "p_value": f.p_value,
+                 "threshold": f.threshold, "reasons": list(f.reasons)}
+                for f in rep.result.features if f.status == "drift" and f.counted
+            ],
+            "expected_drift": [
+                {"feature": f.feature, "status": f.status, "statistic": f.statistic}
+                for f in rep.result.features if not f.counted
             ],
             "score": None if rep.score is None else {"test": rep.score.test, "statistic": rep.score.statistic, "drifted": rep.score.drifted},
+            "attribution": None if rep.attribution is None else {
+                "score_shift": rep.attribution.score_shift, "rows": [rep.attribution.n_ref, rep.attribution.n_cur],
+                "top": rep.attribution.top(5)},
+            "multivariate": None if rep.multivariate is None else {
+                "auc": rep.multivariate.statistic, "threshold": rep.multivariate.threshold,
+                "drifted": rep.multivariate.drifted, "top": rep.multivariate.stats.get("importance", [])[:5]},
         }
         opened = monitoring.raise_alert("drift", model, message=_drift_message(rep), evidence=evidence,
                                         severity="warning", lake=lake, settings=settings, model_version=rep.model_version)
@@ -141,10 +226,16 @@ def check_performance(
     model: str, *, window_hours: float | None = None, lake: Lake | None = None,
     settings: Settings | None = None, now: datetime | None = None,
 ) -> PerformanceReport:
-    """Run a performance check on labelled predictions and open or resolve the performance alert."""
+    """Run a performance check on labelled predictions and open or resolve the performance alert.
+
+    The estimated performance of the latest window (CBPE, ``check_estimated_performance``) runs
+    with it, so the scheduled performance job also speaks before the labels arrive; its report
+    is ``PerformanceReport.estimate``.
+    """
     lake = resolve(lake)
     settings = settings or load_settings()
     rep = monitoring.check_performance(model, window_hours=window_hours, lake=lake, settings=settings, now=now)
+    rep = replace(rep, estimate=check_estimated_performance(model, lake=lake, settings=settings, now=now))
     if rep.degraded is None:
         return rep
     evidence = {
@@ -164,6 +255,48 @@ def check_performance(
         return replace(rep, alert="opened" if opened else "ongoing")
     resolved = monitoring.resolve_alert(
         "performance", model, message=f"performance of model {model!r} back within tolerance ({rep.metric} {rep.value:.4f})",
+        evidence=evidence, lake=lake, settings=settings,
+    )
+    return replace(rep, alert="resolved" if resolved else None)
+
+
+def check_estimated_performance(
+    model: str, *, window_rows: int | None = None, window_hours: float | None = None, lake: Lake | None = None,
+    settings: Settings | None = None, now: datetime | None = None,
+) -> EstimateReport:
+    """Estimate performance before labels (``core.monitoring.estimate_performance``); open or resolve its alert.
+
+    The ``estimated_performance`` alert opens when the policy metric's estimate is worse than its
+    gate-time value by more than ``estimate_tolerance``, and resolves when it is back.
+    """
+    lake = resolve(lake)
+    settings = settings or load_settings()
+    rep = monitoring.estimate_performance(model, window_rows=window_rows, window_hours=window_hours, lake=lake,
+                                          settings=settings, now=now)
+    est = rep.estimate
+    if rep.degraded is None or est is None:
+        return rep
+    evidence = {
+        "report_id": rep.report_id, "model_version": rep.model_version, "metric": rep.metric,
+        "estimate": est.value, "lower": est.lower, "upper": est.upper, "sampling_error": est.sampling_error,
+        "baseline": rep.baseline, "baseline_source": rep.baseline_source, "tolerance": rep.tolerance,
+        "realised": rep.realised.get(rep.metric), "labelled": rep.labelled, "calibrated": rep.calibrated,
+        "estimates": {k: e.as_dict() for k, e in rep.estimates.items()},
+        "window": {"rows": rep.window_rows, "start": str(rep.window_start), "end": str(rep.window_end)},
+    }
+    if rep.degraded:
+        msg = (
+            f"estimated performance of model {model!r} v{rep.model_version} dropped: {rep.metric} about "
+            f"{est.value:.4f} (band {est.lower:.4f}-{est.upper:.4f}) on the last {rep.window_rows} predictions "
+            f"vs {rep.baseline:.4f} at the {rep.baseline_source} (tolerance {rep.tolerance}); estimated from the "
+            f"scores before labels arrive ({rep.labelled} labelled so far)"
+        )
+        opened = monitoring.raise_alert("estimated_performance", model, message=msg, evidence=evidence,
+                                        severity="warning", lake=lake, settings=settings)
+        return replace(rep, alert="opened" if opened else "ongoing")
+    resolved = monitoring.resolve_alert(
+        "estimated_performance", model,
+        message=f"estimated performance of model {model!r} back within tolerance ({rep.metric} about {est.value:.4f})",
         evidence=evidence, lake=lake, settings=settings,
     )
     return replace(rep, alert="resolved" if resolved else None)

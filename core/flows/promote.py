@@ -25,6 +25,7 @@ import polars as pl
 from core import gating, registry
 from core.config import Settings, load_settings
 from core.errors import ConfigError, LakeopsError, PromotionRefusedError
+from core.flows.train import run_leakage
 from core.gating import GateReport, Policy
 from core.lake import Lake, resolve
 
@@ -174,12 +175,33 @@ def _holdout(mv: registry.ModelVersion, lake: Lake) -> pl.DataFrame:
     return frames.holdout
 
 
-def _score(loaded: registry.LoadedModel, frame: pl.DataFrame) -> dict[str, float]:
+def _score(loaded: registry.LoadedModel, frame: pl.DataFrame) -> tuple[dict[str, float], np.ndarray]:
+    """(metrics, scores) of a model on ``frame``."""
     from core.training import compute_metrics
 
     sig = loaded.signature
     y = frame[sig["target"]].cast(pl.Float64).to_numpy()
-    return compute_metrics(sig["task"], y, loaded.model.predict(frame), float(sig.get("threshold", 0.5)))
+    scores = loaded.model.predict(frame)
+    return compute_metrics(sig["task"], y, scores, float(sig.get("threshold", 0.5))), scores
+
+
+def _compare(policy: Policy, mv: registry.ModelVersion, holdout: pl.DataFrame, cand: np.ndarray,
+             champ: np.ndarray) -> dict[str, Any] | None:
+    """The paired test of candidate vs champion on the holdout (``core.significance``), or None."""
+    from core import significance
+
+    bc = policy.beat_champion
+    if bc is None:
+        return None
+    sig = mv.signature
+    metric = bc.metric or gating.default_metric(sig.get("task", "binary"))
+    y = holdout[sig["target"]].cast(pl.Float64).to_numpy()
+    try:
+        result = significance.compare(metric, y, cand, champ, margin=bc.margin, alpha=policy.significance or 0.05,
+                                      threshold=float(sig.get("threshold", 0.5)))
+    except ValueError:  # e.g. one class only in the holdout: nothing to test
+        return None
+    return result.to_dict()
 
 
 def _latency_p95(loaded: registry.LoadedModel, frame: pl.DataFrame, sizes: list[int]) -> dict[int, float]:
@@ -244,13 +266,15 @@ def evaluate(
     mv = registry.get_version(model, version, lake=lake)
     candidate = registry.load(model, version=version, alias=None, lake=lake)
     holdout = _holdout(mv, lake)
-    metrics = _score(candidate, holdout)
+    metrics, cand_scores = _score(candidate, holdout)
     champ_v = registry.champion_version(model, lake)
     champ_metrics: dict[str, float] | None = None
     champ_error = None
+    comparison = None
     if champ_v is not None and champ_v != version:
         try:
-            champ_metrics = _score(registry.load(model, version=champ_v, alias=None, lake=lake), holdout)
+            champ_metrics, champ_scores = _score(registry.load(model, version=champ_v, alias=None, lake=lake), holdout)
+            comparison = _compare(policy, mv, holdout, cand_scores, champ_scores)
         except LakeopsError as exc:  # e.g. the champion needs a feature this data lacks
             champ_error = str(exc)
     inputs = gating.GateInputs(
@@ -267,6 +291,8 @@ def evaluate(
         eval_dataset=mv.dataset_name,
         eval_dataset_version=mv.dataset_version,
         eval_rows=holdout.height,
+        comparison=comparison,
+        leakage=run_leakage(mv.run_id, lake=lake) if mv.run_id else None,
     )
     report = gating.run_gate(policy, inputs)
     registry.record_event(
@@ -549,6 +575,13 @@ def evaluate_and_maybe_promote(
     if not policy.auto_promote:
         return PromotionOutcome(
             report, False, "gate passed; auto_promote is off, awaiting a manual promotion"
+        )
+    if policy.significance is not None and report.significant is False:
+        detail = next(c.detail for c in report.checks if c.name.startswith("significant:"))
+        return PromotionOutcome(
+            report, False,
+            f"gate passed, but the improvement is not significant at {policy.significance:g} ({detail}); not "
+            "promoted automatically (promote by hand with a reason if you mean it, or set significance = false)",
         )
     if policy.require_approval:
         return PromotionOutcome(report, False, "gate passed; the policy requires approval before promotion")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +21,17 @@ __all__ = [
     "feature_importance",
     "load_params_file",
     "reproduce",
+    "run_leakage",
     "run_model",
     "train_model",
 ]
 
+_log = logging.getLogger("lakeops.training")
 AUTO = "auto"
 MODEL_PATH = "model/model.txt"
 SIGNATURE_PATH = "model/signature.json"
 IMPORTANCE_PATH = "model/importance.json"
+LEAKAGE_PATH = "model/leakage.json"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class TrainOutcome:
     model: training.Model
     best_iteration: int = 0
     excluded: dict[str, str] | None = None
+    leakage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -217,7 +222,11 @@ def train_model(
         run.log_text(MODEL_PATH, model.text)
         run.log_dict(SIGNATURE_PATH, model.signature)
         run.log_artifact(IMPORTANCE_PATH, json.dumps(model.importance().to_dicts()).encode("utf-8"))
-        run.set_tags({"model_sha256": model.sha256})
+        run.log_dict(LEAKAGE_PATH, result.leakage)
+        flagged = [d["feature"] for d in result.leakage.get("flagged", [])]
+        run.set_tags({"model_sha256": model.sha256, **({"leakage": ",".join(flagged)} if flagged else {})})
+        for d in result.leakage.get("flagged", []):
+            _log.warning("possible target leakage in run %s: feature %r %s", run.run_id, d["feature"], d["why"])
     return TrainOutcome(
         run_id=run.run_id,
         dataset=dataset,
@@ -226,7 +235,16 @@ def train_model(
         model=model,
         best_iteration=result.best_iteration,
         excluded=result.excluded,
+        leakage=result.leakage,
     )
+
+
+def run_leakage(run_id: str, *, lake: Lake | None = None) -> dict[str, Any] | None:
+    """The leakage report a training run logged (None for runs of earlier releases)."""
+    try:
+        return json.loads(tracking.read_artifact(run_id, LEAKAGE_PATH, lake=lake))  # type: ignore[no-any-return]
+    except ArtifactIntegrityError:
+        return None
 
 
 def run_model(run_id: str, *, lake: Lake | None = None) -> training.Model:

@@ -1,8 +1,14 @@
-"""Prediction windows, drift checks written to ``drift_reports``, and the views the Monitoring page draws."""
+"""Prediction windows, drift checks written to ``drift_reports``, and the views the Monitoring page draws.
+
+Every read of a feature value from a window goes through ``window_features``: the one place that
+knows where the prediction log keeps them.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,11 +26,13 @@ from core.monitoring.config import champion, monitor_config
 from core.monitoring.references import SCORE_ROW, ModelReference, reference
 
 __all__ = [
-    "DATASET_ROW", "DriftReport", "check_drift", "drift_history", "feature_distribution", "features_of",
-    "json_default", "log_scan", "passthrough_of", "score_over_time", "window",
+    "DATASET_ROW", "MULTIVARIATE_ROW", "DriftReport", "attribution_of", "check_drift", "drift_history",
+    "feature_distribution", "feature_status", "features_of", "json_default", "log_scan", "multivariate_over_time",
+    "passthrough_of", "score_over_time", "window", "window_features",
 ]
 
 DATASET_ROW = "__dataset__"
+MULTIVARIATE_ROW = "__multivariate__"
 
 
 def _table(model: str) -> str:
@@ -100,12 +108,25 @@ def window(
     return scan.sort("at").collect()
 
 
+def window_features(frame: pl.DataFrame, names: Sequence[str]) -> pl.DataFrame:
+    """The feature values of a window as a frame with one column per feature (``names`` order).
+
+    The one place the drift checks read feature values through (the log keeps them in its
+    ``features`` struct, see ``features_of``); a feature the log lacks is left out, and the
+    drift check reports it as ``no_data``.
+    """
+    feats = features_of(frame)
+    return feats.select([n for n in names if n in feats.columns])
+
+
 @dataclass(frozen=True)
 class DriftReport:
-    """One drift check: the window, per-feature verdicts, score drift and the dataset verdict.
+    """One drift check: the window, per-feature verdicts, score drift, multivariate drift, attribution, verdict.
 
     ``status`` is ``ok``, or ``insufficient_data`` when the window had fewer than ``min_rows``
-    rows (then nothing is written and ``drifted`` is None). ``alert`` is filled by the flow.
+    rows (then only the ``__dataset__`` row is written, status ``insufficient``, and ``drifted``
+    is None). ``dataset_status`` is the per-feature verdict's status (``ok``, ``drift``,
+    ``no_data``). ``drifted`` is None when nothing could be compared. ``alert`` is filled by the flow.
     """
 
     report_id: str
@@ -121,31 +142,52 @@ class DriftReport:
     score: drift.FeatureDrift | None
     drifted: bool | None
     alert: str | None = None
+    multivariate: drift.FeatureDrift | None = None
+    attribution: drift.Attribution | None = None
+    dataset_status: str | None = None
+    quality_alert: str | None = None
 
     @property
     def drifted_features(self) -> list[str]:
-        """Names of drifted features (not counting the score)."""
+        """Names of drifted features that count in the verdict (not counting the score)."""
         return self.result.drifted_features if self.result else []
 
     def to_frame(self) -> pl.DataFrame:
-        """One row per feature plus the score row."""
+        """One row per feature plus the score and multivariate rows."""
         if self.result is None:
-            return drift.DatasetDrift([], 0.0, 0.0, False).to_frame()
-        extra = [self.score] if self.score else []
-        return drift.DatasetDrift([*self.result.features, *extra], 0.0, 0.0, False).to_frame()
+            return drift.DatasetDrift([], math.nan, 0.0, None).to_frame()
+        extra = [f for f in (self.score, self.multivariate) if f is not None]
+        return drift.DatasetDrift([*self.result.features, *extra], 0.0, 0.0, None).to_frame()
 
 
 def _row(rep_id: str, model: str, version: int, win: tuple[Any, Any, int], ref: ModelReference, f: drift.FeatureDrift, at: datetime) -> dict[str, Any]:
+    extra = {"n_ref": f.n_ref, "n_cur": f.n_cur, "status": f.status, "role": f.role, "reasons": list(f.reasons)}
+    if f.quality is not None:
+        extra["quality"] = f.quality
     return {
         "report_id": rep_id, "model": model, "model_version": version, "window_start": win[0],
         "window_end": win[1], "window_rows": win[2], "feature": f.feature, "kind": f.kind, "test": f.test,
         "statistic": f.statistic, "p_value": f.p_value, "threshold": f.threshold, "drifted": f.drifted,
         "reference_dataset": ref.dataset, "reference_version": ref.dataset_version,
-        "stats_json": json.dumps({**f.stats, "n_ref": f.n_ref, "n_cur": f.n_cur}, default=json_default), "at": at,
+        "stats_json": json.dumps(_strict({**f.stats, **extra}), default=json_default, allow_nan=False), "at": at,
     }
 
 
+def _strict(value: Any) -> Any:
+    """NaN and ±inf as null, so ``stats_json`` is strict JSON (polars' and DuckDB's JSON readers refuse NaN)."""
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
 def json_default(value: Any) -> Any:
+    """JSON for numpy scalars and arrays; anything else as its text."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
     return str(value)
@@ -181,41 +223,173 @@ def check_drift(
     lake = resolve(lake)
     settings = settings or load_settings()
     cfg = monitor_config(model, settings)
+    policy = cfg.policy
     if window_rows is None and window_hours is None:
         window_rows, window_hours = cfg.window_rows, cfg.window_hours
     mv = champion(model, lake=lake)
     ref = reference(model, version=mv.version, lake=lake, settings=settings)
     frame = window(model, rows=window_rows, hours=window_hours, version=mv.version, now=now, lake=lake)
     rep_id = new_id()
-    if frame.height < cfg.min_rows:
-        return DriftReport(rep_id, model, mv.version, "insufficient_data", frame.height, None, None,
-                           ref.dataset, ref.dataset_version, None, None, None)
-    result = drift.compare(ref.features, features_of(frame), cfg.policy)
-    score = drift.check_column(SCORE_ROW, ref.score, frame["score"], cfg.policy)
-    score = replace(score, kind="score")
-    win = (frame["at"].min(), frame["at"].max(), frame.height)
     at = now or utcnow()
+    meta = {"actor": actor or settings.actor, "model": model, "report_id": rep_id}
+    if frame.height < cfg.min_rows:
+        # recorded, so a window that stopped filling is visible, never a silent gap
+        win = (frame["at"].min() if frame.height else None, frame["at"].max() if frame.height else None, frame.height)
+        note = drift.FeatureDrift(DATASET_ROW, "dataset", "share", math.nan, None, policy.share, None, ref.rows,
+                                  frame.height, {"min_rows": cfg.min_rows}, "insufficient", "feature",
+                                  (f"only {frame.height} predictions in the window (min_rows {cfg.min_rows}): no verdict",))
+        lake.append("drift_reports", [_row(rep_id, model, mv.version, win, ref, note, at)], metadata=meta)
+        return DriftReport(rep_id, model, mv.version, "insufficient_data", frame.height, win[0], win[1],
+                           ref.dataset, ref.dataset_version, None, None, None, dataset_status="insufficient")
+    feats = window_features(frame, list(ref.kinds))
+    result = drift.compare(ref.features, feats, policy)
+    score = replace(drift.check_column(SCORE_ROW, ref.score, frame["score"], policy), kind="score")
+    attribution = _attribution(model, mv.version, ref, feats, policy.attribution_sample, lake)
+    if attribution is not None:
+        score = replace(score, stats={**score.stats, "attribution": attribution.as_dict()})
+    multi = _multivariate(ref, feats, policy) if policy.multivariate else None
+    win = (frame["at"].min(), frame["at"].max(), frame.height)
     rows = [_row(rep_id, model, mv.version, win, ref, f, at) for f in [*result.features, score]]
+    if multi is not None:
+        rows.append(_row(rep_id, model, mv.version, win, ref, multi, at))
     # The model's own output moving is the most direct sign it meets a different world, so by
-    # default score drift alone also counts (``alert_on_score_drift``), besides the feature share.
-    drifted = result.drifted or (cfg.alert_on_score_drift and score.drifted)
-    verdict = drift.FeatureDrift(DATASET_ROW, "dataset", "share", result.share, None, result.share_threshold,
-                                 drifted, ref.rows, frame.height,
-                                 {"drifted_features": result.drifted_features, "score_drifted": score.drifted})
+    # default score drift alone also counts (``alert_on_score_drift``), as does a domain
+    # classifier that tells the window from the reference (``alert_on_multivariate_drift``).
+    votes = [result.drifted, score.drifted if cfg.alert_on_score_drift else None,
+             multi.drifted if multi is not None and cfg.alert_on_multivariate_drift else None]
+    drifted = True if any(v is True for v in votes) else (None if result.drifted is None else False)
+    status = "drift" if drifted else result.status
+    verdict = drift.FeatureDrift(
+        DATASET_ROW, "dataset", "share", result.share, None, result.share_threshold, drifted, ref.rows, frame.height,
+        {"drifted_features": result.drifted_features, "score_drifted": score.drifted,
+         "multivariate_drifted": None if multi is None else multi.drifted,
+         "no_data_features": result.no_data_features, "expected_drift": result.expected_drift,
+         "quality_flagged": [f.feature for f in result.quality_flagged], "reference_mode": ref.mode},
+        status,
+    )
     rows.append(_row(rep_id, model, mv.version, win, ref, verdict, at))
-    lake.append("drift_reports", rows, metadata={"actor": actor or settings.actor, "model": model, "report_id": rep_id})
+    lake.append("drift_reports", rows, metadata=meta)
     return DriftReport(rep_id, model, mv.version, "ok", frame.height, win[0], win[1], ref.dataset,
-                       ref.dataset_version, result, score, drifted)
+                       ref.dataset_version, result, score, drifted, multivariate=multi, attribution=attribution,
+                       dataset_status=status)
+
+
+def _multivariate(ref: ModelReference, feats: pl.DataFrame, policy: drift.DriftPolicy) -> drift.FeatureDrift | None:
+    """The domain-classifier check over the counted features both sides have (expected drift left out)."""
+    from core.training import domain_classifier
+
+    names = [c for c in ref.kinds if c in feats.columns and ref.sample is not None and c in ref.sample.columns
+             and policy.role_of(c) != "expected_drift"]
+    if not names or ref.sample is None:
+        return None
+    categorical = [c for c in names if ref.kinds[c] == "categorical"]
+    res = domain_classifier(ref.sample, feats, features=names, categorical=categorical,
+                            sample=policy.multivariate_sample)
+    drifted, effective, se0 = drift.multivariate_verdict(res.auc, res.n_ref, res.n_cur, policy.multivariate_threshold)
+    status = "drift" if drifted else ("ok" if drifted is False else "insufficient")
+    top = [{"feature": n, "importance": v} for n, v in res.importance[:10]]
+    reasons = (f"domain classifier AUC {res.auc:.3f} >= {effective:.3f}; separated most by "
+               + ", ".join(t["feature"] for t in top[:3]),) if drifted else ()
+    return drift.FeatureDrift(
+        MULTIVARIATE_ROW, "multivariate", "domain_classifier", res.auc, None, effective, drifted, res.n_ref,
+        res.n_cur, {"auc": res.auc, "fold_aucs": res.fold_aucs, "folds": res.folds, "se0": se0,
+                    "policy_threshold": policy.multivariate_threshold, "importance": top, "features": names},
+        status, "feature", reasons,
+    )
+
+
+def _attribution(model: str, version: int, ref: ModelReference, feats: pl.DataFrame, rows: int,
+                 lake: Lake) -> drift.Attribution | None:
+    """Split the window's mean raw-score shift against the holdout into per-feature contribution shifts."""
+    from core import registry
+
+    if rows <= 0 or ref.contrib_mean is None or feats.height == 0 or set(ref.kinds) - set(feats.columns):
+        return None
+    loaded = registry.load(model, version=version, alias=None, lake=lake)
+    part = feats if feats.height <= rows else feats.sample(rows, seed=0)
+    return drift.attribute(loaded.model.feature_names, ref.contrib_mean, loaded.model.contributions(part),
+                           n_ref=ref.contrib_rows)
 
 
 def drift_history(model: str | None = None, *, last: int = 20, lake: Lake | None = None) -> pl.DataFrame:
-    """``drift_reports`` rows of the last ``last`` checks (of one model or all), oldest first."""
+    """``drift_reports`` rows of the last ``last`` checks (of one model or all), oldest first.
+
+    Adds ``status`` (``ok``, ``drift``, ``no_data``, ``insufficient``) from each row's stats;
+    rows written before statuses existed get ``drift``/``ok`` from ``drifted``.
+    """
     lake = resolve(lake)
     frame = lake.read_or_empty("drift_reports")
     if model is not None:
         frame = frame.filter(pl.col("model") == model)
+    if frame.height == 0:
+        return frame.with_columns(pl.lit(None, dtype=pl.String).alias("status"))
     ids = frame.group_by("report_id").agg(pl.col("at").max()).sort("at").tail(last)["report_id"]
-    return frame.filter(pl.col("report_id").is_in(ids.implode())).sort(["at", "feature"])
+    frame = frame.filter(pl.col("report_id").is_in(ids.implode())).sort(["at", "feature"])
+    legacy = pl.when(pl.col("drifted")).then(pl.lit("drift")).when(pl.col("drifted").not_()).then(pl.lit("ok"))
+    return frame.with_columns(pl.col("stats_json").str.json_path_match("$.status").fill_null(legacy).alias("status"))
+
+
+def _latest_report(model: str, report_id: str | None, lake: Lake) -> pl.DataFrame:
+    frame = drift_history(model, last=10_000 if report_id else 1, lake=lake)
+    if report_id is not None:
+        frame = frame.filter(pl.col("report_id") == report_id)
+    return frame
+
+
+def feature_status(model: str, *, report_id: str | None = None, lake: Lake | None = None) -> pl.DataFrame:
+    """Per-feature status and data-quality shares of one check (the latest by default).
+
+    Columns: feature, kind, role, status, test, statistic, threshold, drifted, n_cur, null_share,
+    ref_null_share, nonfinite_share, out_of_range_share, new_level_share, reasons.
+    """
+    lake = resolve(lake)
+    frame = _latest_report(model, report_id, lake).filter(~pl.col("feature").is_in([DATASET_ROW, MULTIVARIATE_ROW]))
+    rows = []
+    for r in frame.iter_rows(named=True):
+        st = json.loads(r["stats_json"] or "{}")
+        q = st.get("quality") or {}
+        rows.append({
+            "feature": r["feature"], "kind": r["kind"], "role": st.get("role", "feature"), "status": r["status"],
+            "test": r["test"], "statistic": r["statistic"], "threshold": r["threshold"], "drifted": r["drifted"],
+            "n_cur": st.get("n_cur"), "null_share": q.get("null_share"), "ref_null_share": q.get("ref_null_share"),
+            "nonfinite_share": q.get("nonfinite_share"), "out_of_range_share": q.get("out_of_range_share"),
+            "new_level_share": q.get("new_level_share"), "reasons": "; ".join(st.get("reasons") or []),
+        })
+    schema = {"feature": pl.String, "kind": pl.String, "role": pl.String, "status": pl.String, "test": pl.String,
+              "statistic": pl.Float64, "threshold": pl.Float64, "drifted": pl.Boolean, "n_cur": pl.Int64,
+              "null_share": pl.Float64, "ref_null_share": pl.Float64, "nonfinite_share": pl.Float64,
+              "out_of_range_share": pl.Float64, "new_level_share": pl.Float64, "reasons": pl.String}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def multivariate_over_time(model: str, *, last: int = 50, lake: Lake | None = None) -> pl.DataFrame:
+    """The domain classifier's AUC per check: at, window_end, auc, threshold, drifted, top (separating features)."""
+    lake = resolve(lake)
+    frame = drift_history(model, last=last, lake=lake).filter(pl.col("feature") == MULTIVARIATE_ROW)
+    top = [", ".join(t["feature"] for t in (json.loads(s or "{}").get("importance") or [])[:3])
+           for s in frame["stats_json"].to_list()]
+    return frame.select("report_id", "at", "window_end", "window_rows", pl.col("statistic").alias("auc"),
+                        "threshold", "drifted").with_columns(pl.Series("top", top, dtype=pl.String))
+
+
+def attribution_of(model: str, *, report_id: str | None = None, lake: Lake | None = None) -> pl.DataFrame:
+    """The score-shift attribution of one check (the latest by default), largest shift first.
+
+    Columns: report_id, at, feature, shift (raw-score units; the shifts add up to score_shift),
+    share (of the score shift; adds up to 1), reference_mean, current_mean, score_shift.
+    """
+    lake = resolve(lake)
+    frame = _latest_report(model, report_id, lake).filter(pl.col("feature") == SCORE_ROW)
+    schema = {"report_id": pl.String, "at": pl.Datetime("us", "UTC"), "feature": pl.String, "shift": pl.Float64,
+              "share": pl.Float64, "reference_mean": pl.Float64, "current_mean": pl.Float64, "score_shift": pl.Float64}
+    rows = []
+    for r in frame.iter_rows(named=True):
+        att = json.loads(r["stats_json"] or "{}").get("attribution")
+        if att:
+            rows += [{"report_id": r["report_id"], "at": r["at"], "feature": f["feature"], "shift": f["shift"],
+                      "share": f["share"], "reference_mean": f["reference_mean"], "current_mean": f["current_mean"],
+                      "score_shift": att["score_shift"]} for f in att["features"]]
+    return pl.DataFrame(rows, schema=schema)
 
 
 def feature_distribution(
@@ -239,7 +413,8 @@ def feature_distribution(
     elif feature == SCORE_ROW:
         cur = frame["score"]
     else:
-        cur = features_of(frame)[feature]
+        feats = window_features(frame, [feature])
+        cur = feats[feature] if feats.width else pl.Series(feature, [], dtype=pl.Float64)
     if isinstance(refd, drift.CategoricalReference):
         vc = cur.cast(pl.String).drop_nulls().value_counts(name="n")
         cur_counts = dict(zip(vc[vc.columns[0]].to_list(), vc["n"].to_list(), strict=True)) if vc.height else {}

@@ -106,6 +106,7 @@ class PerformanceReport:
     tolerance: float
     degraded: bool | None
     alert: str | None = None
+    estimate: Any = None  # the CBPE EstimateReport of the latest window, set by core.flows.monitor
 
 
 def labelled_window(model: str, *, hours: float | None = None, version: int | None = None,
