@@ -22,7 +22,7 @@ from tests.monitor_world import MODEL, build_champion, log_predictions, send_fee
 def test_retrain_by_hand_needs_a_reason_and_records_the_person(tmp_path, capsys):
     lake = build_champion(tmp_path / "lake")
     settings = settings_for(lake, models={MODEL: {"policy": {
-        "auto_promote": True, "max_p95_latency_ms": {1: 2000.0, 100: 5000.0}}}})
+        "auto_promote": True, "significance": False, "max_p95_latency_ms": {1: 2000.0, 100: 5000.0}}}})
     assert moves_aliases("retrain") and not moves_aliases("drift_check")
     with pytest.raises(RegistryError, match="can promote a new champion: give a reason"):
         run_by_hand("retrain", actor="ana", reason=" ", lake=lake, settings=settings)
