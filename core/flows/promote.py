@@ -434,6 +434,8 @@ def promote(
         RegistryError: no reason.
         PromotionRefusedError: gate missing/failed/stale, approval missing, already champion,
             or a concurrent change moved the champion first.
+        ArtifactIntegrityError: the version's artifact is missing or fails its sha256 (even with
+            ``force``: nothing could serve it).
     """
     lake = resolve(lake)
     why = _reason(reason, f"promoting {model!r} v{version}")
@@ -445,6 +447,9 @@ def promote(
     refusal = _refusal(model, version, champion, policy, lake)
     if refusal and not force:
         raise PromotionRefusedError(refusal)
+    # Never forced past: a version whose artifact fails its sha256 (or is missing) would not be
+    # served (every replica refuses it) while the registry said it is the champion.
+    registry.load(model, version=version, alias=None, lake=lake)  # raises ArtifactIntegrityError
     report = latest_gate(model, version, lake=lake)
     details: dict[str, Any] = {
         "forced": bool(force),

@@ -344,6 +344,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
             "name": name,
             "aliases": amap,
             "serving_version": served.version if served is not None else None,
+            "load_error": service.cache.load_errors.get(name),
             "signature": sig,
             "versions": vs.to_dicts(),
         }

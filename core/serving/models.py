@@ -19,7 +19,7 @@ import msgspec
 import numpy as np
 
 from core import registry
-from core.errors import LakeopsError, ModelVersionNotFoundError
+from core.errors import ArtifactIntegrityError, LakeopsError, ModelVersionNotFoundError
 from core.lake import Lake
 from core.serving.config import ServingConfig
 from core.serving.schemas import Codec
@@ -140,6 +140,10 @@ class ModelCache:
         self._thread = threading.Thread(target=self._poll_loop, name="lakeops-models", daemon=True)
         self.swaps = 0
         self.last_error: str | None = None
+        # model -> {"version", "error", "since"}: a champion this worker cannot load (a missing
+        # or tampered artifact); it keeps serving the version it has and says so
+        self.load_errors: dict[str, dict[str, Any]] = {}
+        self.on_load_error: Any = None  # called with (model, version, error) the first time
 
     def start(self) -> None:
         """Load every champion once and start polling."""
@@ -197,11 +201,36 @@ class ModelCache:
             cur = self.champions.get(name)
             if champ is None:
                 self.champions.pop(name, None)
+                self.load_errors.pop(name, None)
             elif cur is None or cur.version != champ:
-                served = self._load(name, champ)
+                try:
+                    served = self._load(name, champ)
+                except ArtifactIntegrityError as exc:
+                    self._load_failed(name, champ, cur, exc)
+                    continue
                 self.champions[name] = served  # the atomic swap
+                self.load_errors.pop(name, None)
                 self.swaps += 1
                 _log.info("model %s: champion is now v%s", name, champ)
+            else:
+                self.load_errors.pop(name, None)
+
+    def _load_failed(self, name: str, version: int, cur: Served | None, exc: Exception) -> None:
+        """Record (and say, once) that the champion cannot be loaded; keep serving what is loaded."""
+        known = self.load_errors.get(name)
+        if known is not None and known["version"] == version:
+            return
+        from core.ids import utcnow
+
+        keeps = f"keeps serving v{cur.version}" if cur is not None else "has no version of it to serve"
+        self.load_errors[name] = {"version": version, "error": str(exc), "since": utcnow().isoformat(timespec="seconds"),
+                                  "serving": cur.version if cur is not None else None}
+        _log.error("model %s: champion v%s cannot be loaded, this worker %s: %s", name, version, keeps, exc)
+        if self.on_load_error is not None:
+            try:
+                self.on_load_error(name, version, cur.version if cur is not None else None, str(exc))
+            except Exception:  # noqa: BLE001 - the log line and /ready still say it
+                _log.exception("model %s: could not record the load failure", name)
 
     def _poll_loop(self) -> None:
         n = 0

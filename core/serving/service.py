@@ -147,6 +147,7 @@ class Service:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Claim a WAL slot, replay what earlier processes left, load champions, start threads."""
+        self.cache.on_load_error = self._load_alert
         self.cache.start()
         if self.config.log_predictions:
             root = self.config.wal_path(self.settings)
@@ -197,6 +198,19 @@ class Service:
     def _signature_for(self, model: str) -> dict[str, Any] | None:
         served = self.cache.champions.get(model)
         return served.signature if served is not None else None
+
+    def _load_alert(self, model: str, version: int, serving: int | None, error: str) -> None:
+        """Open a ``model_load`` alert: the champion's artifact cannot be loaded (missing or tampered)."""
+        from core import monitoring
+
+        where = f"{self.settings.api_host}:{self.settings.api_port}"
+        keeps = f"v{serving} keeps answering" if serving is not None else "no version of it can answer"
+        monitoring.raise_alert(
+            "model_load", model, severity="critical", fingerprint=f"model_load:{model}:v{version}",
+            message=f"champion v{version} of {model!r} cannot be loaded by the API at {where} ({keeps}): {error}",
+            evidence={"version": version, "serving": serving, "error": error, "api": where},
+            lake=self.lake, settings=self.settings, model_version=version,
+        )
 
     def _log_alert(self, message: str | None, evidence: dict[str, Any]) -> None:
         """Open (message) or resolve (None) this replica's ``prediction_log`` alert."""
@@ -360,6 +374,13 @@ class Service:
         reasons = []
         if not self.cache.champions:
             reasons.append("no champion model is loaded")
+        degraded = []
+        for name, err in sorted(self.cache.load_errors.items()):
+            text = f"champion v{err['version']} of {name!r} cannot be loaded: {err['error']}"
+            if err["serving"] is None:
+                reasons.append(text)  # nothing answers for this model
+            else:  # the previous version answers: reported, not a reason to leave the pool
+                degraded.append(f"{text}; v{err['serving']} answers meanwhile")
         if backlog > self.config.wal_max_bytes:
             reasons.append(f"prediction log backlog {backlog} bytes is over wal_max_bytes={self.config.wal_max_bytes}")
         if self.wal is not None and self.wal.error is not None:
@@ -380,6 +401,8 @@ class Service:
             "lake_ok": log.lake_ok if log is not None else True,
             "lake_error": log.last_error if log is not None else None,
             "dead_letter_segments": [d.to_dict() for d in letters],
+            "degraded": degraded,
+            "champion_load_errors": dict(self.cache.load_errors),
             "legacy_wal": str(self.legacy_wal) if self.legacy_wal else None,
         }
         return not reasons, details

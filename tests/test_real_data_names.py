@@ -1,0 +1,92 @@
+"""Real data with names that collide with the prediction log's own columns, and a target leaking into a feature."""
+
+from __future__ import annotations
+
+import httpx
+import polars as pl
+import pytest
+
+from core import cli, datasets, monitoring, registry, sql
+from core.config import load_settings
+from core.errors import PromotionRefusedError, TrainingError
+from core.flows import monitor, promote
+from core.flows.train import train_model
+from core.lake import Lake
+from core.serving.app import create_app
+from tests.realdata import flights
+from tests.test_serving_support import ThreadServer, wait_for
+
+# every column of the log (and both struct names) as a feature or pass-through name
+RENAMES = {"distance": "score", "sched_dep_time": "at", "dewp": "label", "humid": "model_version",
+           "visib": "latency_ms", "wind_speed": "predicted_label", "origin": "features", "dest": "passthrough",
+           "carrier": "prediction_id"}
+
+
+def test_features_named_like_the_logs_own_columns_are_served_logged_and_monitored(tmp_path):
+    data = flights(fraction=0.03, seed=2).rename(RENAMES)
+    lake = Lake(tmp_path / "lake")
+    datasets.ingest("named", data.filter(pl.col("month") <= 6), lake=lake, actor="tester")
+    out = train_model("named", target="late", time_column="time_hour", params={"num_iterations": 30}, lake=lake)
+    sig = out.model.signature
+    names = {f["name"] for f in sig["features"]}
+    assert {"score", "at", "label", "model_version", "latency_ms", "predicted_label", "features", "passthrough",
+            "day"} <= names
+    assert "prediction_id" in {p["name"] for p in sig["passthrough"]}  # named like an id: a pass-through field
+    registry.register("named", out.run_id, actor="tester", lake=lake)
+    promote.promote("named", 1, reason="test", actor="tester", force=True, lake=lake)
+    settings = load_settings(env={}, config_path=None, lake_uri=lake.uri, actor="tester", sections={
+        "serving": {"wal_dir": str(tmp_path / "wal"), "flush_interval_s": 0.2, "poll_interval_s": 0.2},
+        "models": {"named": {"monitoring": {"min_rows": 100}}}})
+    traffic = data.filter(pl.col("month") == 7).head(400)
+    body = traffic.drop("late").with_columns(pl.col("time_hour").dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_dicts()
+    with ThreadServer(create_app(settings)) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        r = c.post("/v1/models/named/predict", json=body)
+        assert r.status_code == 200, r.text
+        ids = r.json()["prediction_ids"]
+        wait_for(lambda: lake.exists("predictions/named") and lake.read("predictions/named").height == 400, timeout=30)
+        assert c.get("/ready").json()["ready"] is True
+    logged = monitoring.window("named", lake=lake).sort("prediction_id")
+    by_id = dict(zip(ids, body, strict=True))
+    feats, pts = monitoring.features_of(logged), monitoring.passthrough_of(logged)
+    for i, row in enumerate(logged.iter_rows(named=True)):
+        sent = by_id[row["prediction_id"]]  # the log's own prediction id, not the feature called prediction_id
+        assert feats["score"][i] == sent["score"] and feats["at"][i] == sent["at"]
+        assert feats["features"][i] == sent["features"] and pts["prediction_id"][i] == sent["prediction_id"]
+        assert 0.0 <= row["score"] <= 1.0 and row["score"] != sent["score"]  # the model's score, its own column
+    rep = monitor.check_drift("named", lake=lake, settings=settings)
+    rows = {f.feature for f in rep.result.features}
+    assert {"score", "at", "model_version"} <= rows and rep.score is not None and rep.score.feature == "__score__"
+    q = sql.query(lake, "select features.score as distance, score from predictions_named order by prediction_id limit 1")
+    assert q.height == 1 and q["distance"][0] == feats["score"][0]
+
+
+def test_lakeops_own_prefix_is_refused_with_the_fix(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    datasets.ingest("p", flights(fraction=0.01).rename({"temp": "__temp"}), lake=lake, actor="tester")
+    with pytest.raises(TrainingError, match="'__temp'.*rename it"):
+        train_model("p", target="late", time_column="time_hour", params={"num_iterations": 5}, lake=lake)
+
+
+def test_a_feature_that_is_the_target_in_disguise_is_flagged_and_refused_by_the_gate(tmp_path, capsys):
+    data = flights(fraction=0.03, seed=3, keep=("dep_delay",))  # late = dep_delay > 15: the answer itself
+    lake = Lake(tmp_path / "lake")
+    datasets.ingest("leaky", data, lake=lake, actor="tester")
+    capsys.readouterr()
+    code = cli.run(["--lake", lake.uri, "train", "--dataset", "leaky", "--target", "late", "--time-column", "time_hour"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "possible target leakage: feature 'dep_delay'" in err and "--exclude dep_delay" in err
+    from core import tracking
+
+    run_id = tracking.search_runs(lake=lake)["run_id"][0]
+    info = tracking.get_run(run_id, lake=lake)
+    assert info.tags["leakage"] == "dep_delay"
+    registry_run = registry.register("leaky", run_id, actor="tester", lake=lake)
+    report = promote.evaluate("leaky", registry_run.version, lake=lake)
+    assert not report.passed and [c.name for c in report.failed] == ["no_leakage"]
+    assert "dep_delay" in report.failed[0].detail and "AUC 1.0000" in report.failed[0].detail
+    with pytest.raises(PromotionRefusedError, match="no_leakage"):
+        promote.promote("leaky", registry_run.version, reason="try", actor="tester", lake=lake)
+    clean = train_model("leaky", target="late", time_column="time_hour", exclude=["dep_delay"],
+                        params={"num_iterations": 30}, lake=lake)
+    assert not clean.leakage["flagged"] and clean.metrics["auc"] < 0.9  # the honest model
