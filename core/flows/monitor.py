@@ -430,13 +430,15 @@ def retrain_if_needed(model: str, *, lake: Lake | None = None, settings: Setting
     served dataset's newest label): a retrain uses them, so the next one waits for the next
     ``min_labels``, whether the last candidate was promoted or refused by the gate. Alerts
     raised for an earlier champion do not count (they are resolved as superseded when the
-    champion changes).
+    champion changes). Nothing is retrained while a challenger is staged.
     """
-    from core import trainsets
+    from core import registry, trainsets
 
     lake = resolve(lake)
     settings = settings or load_settings()
     mv = monitoring.champion(model, lake=lake)
+    if registry.state(model, lake=lake).stage is not None:
+        return None  # a challenger is meeting live traffic: its live gate decides first
     open_ = alerts_open(model, lake=lake).filter(pl.col("kind").is_in(["drift", "performance"]))
     if "model_version" in open_.columns:
         open_ = open_.filter(pl.col("model_version").is_null() | (pl.col("model_version") == mv.version))
