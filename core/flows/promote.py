@@ -372,7 +372,22 @@ def reject(
     lake: Lake | None = None,
     settings: Settings | None = None,
 ) -> str:
-    """Record a manual rejection of a version (it can then only be promoted with ``force``)."""
+    """Record a manual rejection of a version (it can then only be promoted with ``force``).
+
+    The current champion cannot be rejected: serving keeps answering with it until the alias
+    moves, so a rejection would leave the registry saying one thing and the API doing another.
+    Roll back or promote another version first, then reject it.
+
+    Raises:
+        RegistryError: no reason.
+        PromotionRefusedError: the version is the current champion.
+    """
+    lake = resolve(lake)
+    if registry.champion_version(model, lake) == version:
+        raise PromotionRefusedError(
+            f"model {model!r} v{version} is the champion and keeps serving until the alias moves; "
+            "roll back or promote another version first, then reject it"
+        )
     return _decide(model, version, "reject", reason, actor, lake, settings)
 
 
