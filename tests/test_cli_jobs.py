@@ -46,7 +46,7 @@ def test_jobs_run_list_history(tmp_path, capsys):
 
     assert run(_args(tmp_path, "jobs", "list", "--format", "json")) == 0
     rows = {r["job"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(rows) == {"drift_check", "performance_check", "retrain", "maintenance", "tick", "boom"}
+    assert set(rows) == {"drift_check", "performance_check", "retrain", "rollout", "maintenance", "tick", "boom"}
     assert rows["tick"]["schedule"] == "every 1s" and rows["tick"]["last_status"] == "finished"
     assert rows["boom"]["schedule"] == "manual" and rows["boom"]["last_status"] == "failed"
     assert rows["drift_check"]["enabled"] is False and rows["maintenance"]["schedule"] == "cron 30 2 * * *"

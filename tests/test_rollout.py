@@ -248,3 +248,22 @@ def test_sigkill_during_shadow_loses_no_acknowledged_row_of_either_role(staged_l
     assert champion["prediction_id"].n_unique() == champion.height and shadow["prediction_id"].n_unique() == shadow.height
     assert set(shadow["prediction_id"].to_list()) <= set(champion["prediction_id"].to_list())
     assert shadow.height >= 0.5 * len(acked)  # shadow rows written before the kill survived it too
+
+
+def test_cli_stage_rollout_unstage(staged_lake, capsys):
+    from core import cli
+
+    lake, _ = staged_lake
+    base = ["--lake", lake.uri, "models"]
+    capsys.readouterr()
+    assert cli.run([*base, "stage", "churn", "1", "--mode", "shadow", "--reason", "x"]) == 2  # the champion itself
+    assert capsys.readouterr().err.count("\n") == 1
+    assert cli.run([*base, "stage", "churn", "2", "--mode", "canary", "--fraction", "0.2", "--reason", "try"]) == 0
+    out = capsys.readouterr().out
+    assert "v2 in canary mode answering 20% of the keys" in out and "smoke test" in out
+    assert cli.run([*base, "rollout", "churn", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "min_requests" in out and "compared: collecting traffic" in out
+    assert cli.run([*base, "unstage", "churn", "--reason", "enough"]) == 0
+    assert registry.state("churn", lake=lake).stage is None
+    assert cli.run([*base, "rollout", "churn"]) == 2

@@ -18,7 +18,7 @@ from core.jobruns.catalog import jobs_config, jsonable
 from core.jobruns.records import history
 from core.lake import Lake
 
-__all__ = ["drift_check", "maintain_lake", "pending_alerts", "performance_check", "retrain"]
+__all__ = ["drift_check", "maintain_lake", "pending_alerts", "performance_check", "retrain", "rollout"]
 
 
 def _champions(lake: Lake) -> list[str]:
@@ -88,6 +88,20 @@ def retrain(*, lake: Lake, settings: Settings, trigger: str, **args: Any) -> dic
     else:
         for model in _champions(lake):
             out[model] = jsonable(retrain_flow(model, reason=f"{trigger} retrain", lake=lake, settings=settings, **args))
+    return {"models": out}
+
+
+def rollout(*, lake: Lake, settings: Settings, trigger: str = "manual", **args: Any) -> dict[str, Any]:
+    """The live gate of every model with a staged challenger (``core.flows.rollout.check_rollout``)."""
+    from core.flows.rollout import check_rollout
+    from core.registry import list_models, state
+
+    out: dict[str, Any] = {}
+    for model in list_models(lake=lake)["model"].to_list():
+        if state(model, lake=lake).stage is None:
+            continue
+        outcome = check_rollout(model, lake=lake, settings=settings, **args)
+        out[model] = outcome.to_dict() if outcome is not None else None
     return {"models": out}
 
 

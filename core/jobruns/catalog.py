@@ -92,6 +92,8 @@ _BUILTIN: dict[str, dict[str, Any]] = {
                           "description": "each champion's metrics on labelled predictions vs its gate"},
     "retrain": {"func": "core.jobruns.builtin:retrain", "on_alert": True,
                 "description": "retrain, gate and maybe promote (on a drift/performance alert)"},
+    "rollout": {"func": "core.jobruns.builtin:rollout", "interval_s": 120.0,
+                "description": "live gate of each staged challenger: promote, withdraw or wait"},
     "maintenance": {"func": "core.jobruns.builtin:maintain_lake", "cron": "30 2 * * *",
                     "description": "compact, checkpoint and vacuum every table (keeps training snapshots)"},
 }
