@@ -593,13 +593,29 @@ class Lake:
     def snapshot(
         self, name: str, *, version: int | None = None, as_of: datetime | str | None = None
     ) -> pads.Dataset:
-        """Return a pyarrow dataset pinned to one version of ``name`` (latest by default)."""
-        return self._at(name, version, as_of).to_pyarrow_dataset()
+        """Return a pyarrow dataset pinned to one version of ``name`` (latest by default).
+
+        Its files are read through Arrow's native local or S3 filesystem, never a filesystem
+        implemented in Python, so a scan never needs the GIL for I/O (see ``_dataset``).
+        """
+        return self._dataset(name, self._at(name, version, as_of))
 
     def snapshot_version(self, name: str, *, version: int | None = None, as_of: datetime | str | None = None) -> tuple[pads.Dataset, int]:
         """Like ``snapshot`` but also return the version the dataset is pinned to."""
         dt = self._at(name, version, as_of)
-        return dt.to_pyarrow_dataset(), dt.version()
+        return self._dataset(name, dt), dt.version()
+
+    def _dataset(self, name: str, dt: DeltaTable) -> pads.Dataset:
+        """The pinned dataset of ``dt`` over Arrow's native filesystem rooted at the table.
+
+        deltalake's default is a ``PyFileSystem`` whose every file open calls back into Python:
+        with DuckDB's scanner holding the GIL while it waits on Arrow's I/O threads, that once
+        deadlocked a query and the timer meant to interrupt it (issue 21). The native
+        filesystems do I/O without the GIL, and they pickle, so the SQL worker can be handed
+        the datasets. File paths in the log are relative to the table root (partition folders
+        included, already decoded).
+        """
+        return dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(self._fs_path(name), self._fs))
 
     def read(
         self,
