@@ -39,7 +39,7 @@ def test_run_lifecycle_and_lineage(lake):
     assert info.python_version.count(".") == 2 and info.host
     assert {"polars", "lightgbm", "deltalake"} <= set(info.packages)
     assert info.git_sha is None or len(info.git_sha) == 40
-    latest = query(lake, "select run_id, status from runs_latest")
+    latest = query(lake, "select run_id, status from runs")
     assert latest.rows() == [(run.run_id, "finished")]
     with pytest.raises(LakeopsError, match="has ended"):
         run.log_metric("auc", 1.0)
