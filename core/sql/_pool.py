@@ -31,8 +31,15 @@ from core.errors import SqlError
 __all__ = ["MAX_WORKERS", "Limits", "Worker", "acquire", "exchange", "parse_size", "release", "size_text"]
 
 MAX_WORKERS = 2  # queries at once per process; more wait for a free worker
-_KILL_GRACE_S = 10.0  # after timeout_s, a worker that has not stopped by itself is killed
+_START_S = 60.0  # a worker has this long to start (imports) and register the tables
 _POLL_S = 0.02  # how often a running query's worker memory is checked
+
+
+def _grace(timeout_s: float) -> float:
+    """After ``timeout_s`` the worker interrupts the query itself; past this much more it is killed
+    (a query DuckDB cannot interrupt, e.g. one building a single huge value, or one stuck)."""
+    return min(10.0, max(2.0, timeout_s))
+
 
 def _anon_bytes(pid: int) -> int | None:
     """Anonymous resident memory of ``pid`` (heap, DuckDB's buffers, Arrow arrays), Linux only."""
@@ -166,7 +173,7 @@ def exchange(
     """
     pid = worker.proc.pid
     base = _anon_bytes(pid)
-    deadline = time.monotonic() + limits.timeout_s + _KILL_GRACE_S
+    deadline = time.monotonic() + _START_S + limits.timeout_s
     try:
         worker.tx.send_bytes(payload)
     except OSError:
@@ -195,5 +202,7 @@ def exchange(
         tag, body = msg[:1], msg[1:]
         if tag == b"B":
             sink(pa.ipc.open_stream(body))
+        elif tag == b"S":  # the query started: its clock starts now
+            deadline = time.monotonic() + limits.timeout_s + _grace(limits.timeout_s)
         else:
             return {"tag": tag.decode(), **json.loads(body)}

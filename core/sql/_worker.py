@@ -2,7 +2,7 @@
 
 ``python -c "from core.sql._worker import main; main(RFD, WFD)"``: reads pickled jobs (the
 statement, pinned pyarrow datasets, derived view definitions, limits) from one pipe and answers
-on the other with framed messages: ``B`` an Arrow IPC stream (the schema first, then one per
+on the other with framed messages: ``S`` the query starts, ``B`` an Arrow IPC stream (the schema first, then one per
 batch), then ``D`` done, ``L`` a result limit was passed, or ``E`` an error. It stops reading
 a result as soon as a limit is passed. This module imports only duckdb, pyarrow and
 ``core.errors``, so a worker starts in about half a second.
@@ -88,6 +88,7 @@ def _serve(job: dict[str, Any], tx: Connection) -> None:
             con.execute(f"create temp view {name} as {body}")
         timer = threading.Timer(job["timeout_s"], con.interrupt)
         timer.daemon = True
+        tx.send_bytes(b"S")
         timer.start()
         try:
             rel = con.sql(job["sql"], params=job["params"] or None)
