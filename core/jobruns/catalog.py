@@ -191,6 +191,8 @@ def run_job(
 
     Returns:
         The final state of the execution (``finished`` with outputs, or ``failed`` with the error).
+        An interrupt (``KeyboardInterrupt``, ``SystemExit``) is recorded as ``interrupted`` and
+        raised again.
 
     Raises:
         NotFoundError: no job of that name (the message lists the jobs).
@@ -211,6 +213,10 @@ def run_job(
         outputs = jsonable(func(**offered))
     except Exception as exc:  # noqa: BLE001 - a failing job is recorded, never fatal
         return finish_run(run, "failed", error=f"{type(exc).__name__}: {exc}"[:2000], lake=lake)
+    except BaseException as exc:  # Ctrl-C, SIGTERM: close the record, then let the process stop
+        why = "Ctrl-C (SIGINT)" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__} {exc}".strip()
+        finish_run(run, "interrupted", error=f"interrupted by {why} before the job finished", lake=lake)
+        raise
     return finish_run(run, "finished", outputs=outputs if isinstance(outputs, dict) else {"result": outputs}, lake=lake)
 
 
