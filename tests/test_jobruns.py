@@ -81,7 +81,7 @@ def test_a_raising_job_is_recorded_as_failed_not_raised(tmp_path):
 
 def test_unknown_job_lists_the_jobs(tmp_path):
     settings = _settings(tmp_path)
-    with pytest.raises(NotFoundError, match="no job named 'nope'; jobs: drift_check, performance_check, retrain, maintenance, tick"):
+    with pytest.raises(NotFoundError, match="no job named 'nope'; jobs: drift_check, performance_check, retrain, maintenance, compact, tick"):
         run_job("nope", lake=Lake.from_settings(settings), settings=settings)
 
 
@@ -332,3 +332,19 @@ def test_an_interrupted_manual_run_is_closed_as_interrupted(tmp_path, sig, code,
     assert proc.returncode == code, err
     h = history(lake=lake)
     assert h["status"].to_list() == ["interrupted"] and why in h["error"][0] and h["ended_at"][0] is not None
+
+
+def test_compact_job_merges_small_files_of_hot_tables_only(lake):
+    from core.jobruns.builtin import compact_hot
+
+    for i in range(12):
+        lake.append("feedback", [{"prediction_id": f"p{i}", "at": utcnow()}])
+    for i in range(3):
+        lake.append("alerts", [{"alert_id": f"a{i}", "kind": "drift", "severity": "warning", "at": utcnow()}])
+    before = {t: lake.file_count(t) for t in ("feedback", "alerts")}
+    out = compact_hot(lake=lake, min_small_files=10)
+    assert out["compacted"] == {"feedback": {"files_removed": 12, "files_added": 1}}
+    assert lake.file_count("feedback") == 1 and lake.file_count("alerts") == before["alerts"] == 3
+    assert lake.read("feedback").height == 12 and lake.read("feedback", version=12).height == 12
+    assert compact_hot(lake=lake, min_small_files=10)["compacted"] == {}
+

@@ -22,6 +22,9 @@ to this catalog). Built-in targets are in ``core.jobruns.builtin``; ``[jobs.extr
     interval_s = 900            # default 300 (drift and performance checks cost well under a second)
     args = { window_hours = 24 }
 
+    [jobs.compact]              # default every 300 s: tables with >= 50 files under 8 MB
+    args = { min_small_files = 50 }
+
     [jobs.extra.myjob]
     func = "mypkg.jobs:myjob"
     cron = "0 * * * *"
@@ -94,6 +97,8 @@ _BUILTIN: dict[str, dict[str, Any]] = {
                 "description": "retrain, gate and maybe promote (on a drift/performance alert)"},
     "maintenance": {"func": "core.jobruns.builtin:maintain_lake", "cron": "30 2 * * *",
                     "description": "compact, checkpoint and vacuum every table (keeps training snapshots)"},
+    "compact": {"func": "core.jobruns.builtin:compact_hot", "interval_s": 300.0,
+                "description": "merge the small files of tables written in many commits (no vacuum)"},
 }
 _GLOBAL_DEFAULTS: dict[str, Any] = {
     "enabled": True, "lease_ttl_s": 30.0, "alert_poll_s": 30.0, "misfire_grace_s": 600.0,
