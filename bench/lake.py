@@ -1,8 +1,11 @@
-"""Lake figures (issue 2): append latency, SQL vs polars on a 10M-row prediction log, read cost
-after many small commits before and after maintenance.
+"""Lake figures (issues 2 and 21): append latency, SQL vs polars on a 10M-row prediction log,
+read cost after many small commits before and after maintenance, the append latency tail with
+many writers, reads of a table while it is written.
 
-Run ``python bench/lake.py`` (full) or ``python bench/lake.py --quick`` (smaller sizes). Uses a
-temporary local lake unless ``--lake DIR`` is given. Numbers are wall-clock on a shared machine.
+Run ``python bench/lake.py`` (full) or ``python bench/lake.py --quick`` (smaller sizes);
+``--contention [--procs 8 --appends 200]`` for the many-writers figures only, ``--stress N`` for
+N SQL queries while 4 writers append. Uses a temporary local lake unless ``--lake DIR`` is given.
+Numbers are wall-clock on a shared machine.
 """
 
 from __future__ import annotations
@@ -157,11 +160,10 @@ def bench_small_commits(lake: Lake, commits: int, repeat: int) -> None:
 _WRITER = """
 import json, sys, time
 from pathlib import Path
-from typing import Any
 import pyarrow as pa
 from core.errors import LakeopsError
 from core.lake import Lake
-uri, table, me, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
+uri, table, me, n, go, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5]), float(sys.argv[6])
 lake = Lake(uri)
 while not go.exists():
     time.sleep(0.005)
@@ -173,6 +175,7 @@ for i in range(n):
     except LakeopsError:
         failed += 1
     took.append(time.perf_counter() - t)
+    time.sleep(pause)
 print(json.dumps({"took": took, "failed": failed}))
 """
 
@@ -181,7 +184,7 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def _writers(lake: Lake, name: str, procs: int, appends: int) -> tuple[list[Any], Path]:
+def _writers(lake: Lake, name: str, procs: int, appends: int, pause: float = 0.0) -> tuple[list[Any], Path]:
     """Start ``procs`` writer processes waiting on a start file; return them and the file."""
     import os
     import subprocess
@@ -190,7 +193,7 @@ def _writers(lake: Lake, name: str, procs: int, appends: int) -> tuple[list[Any]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     procs_ = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER, lake.uri, name, str(k + 1), str(appends), str(go)],
+            [sys.executable, "-c", _WRITER, lake.uri, name, str(k + 1), str(appends), str(go), str(pause)],
             env=env, stdout=subprocess.PIPE, text=True,
         )
         for k in range(procs)
@@ -250,6 +253,38 @@ def bench_contention(lake: Lake, procs: int, appends: int) -> None:
     )
 
 
+def bench_query_stress(lake: Lake, queries: int) -> None:
+    """Many SQL queries on a many-small-file table while 4 writers append (issue 21's deadlock was
+    seen once in about 1,500 such queries): every query must answer; latency percentiles."""
+    print(f"\n== {queries} SQL queries on a many-small-file table while 4 processes append (each pausing 0.5 s between appends)")
+    name = "data/stress"
+    lake.append(name, _small(1), schema=SMALL)
+    for i in range(1, 300):
+        lake.append(name, _small(1, start=i))
+    writers, go = _writers(lake, name, 4, 1_000_000, pause=0.5)
+    go.touch()
+    took, errors = [], []
+    sql = f"select count(*) as n, sum(x) as s from {name.replace('/', '_')}"
+    try:
+        for _ in range(queries):
+            t = time.perf_counter()
+            try:
+                query(lake, sql, timeout_s=60)
+            except Exception as exc:  # noqa: BLE001 - counted and shown
+                errors.append(str(exc))
+            took.append(time.perf_counter() - t)
+    finally:
+        for w in writers:
+            w.kill()
+            w.wait()
+    print(
+        f"  {len(took)} queries, {len(errors)} failed; latency p50 {_pct(took, 50):.3f} s | p99 "
+        f"{_pct(took, 99):.3f} s | max {max(took):.3f} s; table ended with {lake.file_count(name)} files"
+    )
+    for e in errors[:3]:
+        print(f"  error: {e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
@@ -257,12 +292,16 @@ def main() -> None:
     ap.add_argument("--contention", action="store_true", help="only the many-writers figures")
     ap.add_argument("--procs", type=int, default=8, help="writer processes for --contention (default 8)")
     ap.add_argument("--appends", type=int, default=200, help="appends per writer for --contention (default 200)")
+    ap.add_argument("--stress", type=int, default=0, metavar="N", help="only N SQL queries while 4 writers append")
     args = ap.parse_args()
     rows, commits, repeat = (1_000_000, 200, 3) if args.quick else (10_000_000, 2_000, 5)
     root = Path(args.lake) if args.lake else Path(tempfile.mkdtemp(prefix="lakeops-bench-"))
     lake = Lake(root)
     print(f"lakeops lake bench ({'quick' if args.quick else 'full'}), lake {lake.uri}")
     try:
+        if args.stress:
+            bench_query_stress(lake, args.stress)
+            return
         if args.contention:
             bench_contention(lake, args.procs, args.appends)
             return
