@@ -30,6 +30,8 @@ enabled = false
 enabled = false
 [jobs.maintenance]
 enabled = false
+[jobs.compact]
+enabled = false
 [jobs.retrain]
 enabled = false
 [jobs.rollout]

@@ -103,6 +103,10 @@ def test_shadow_scores_every_request_off_path_then_the_live_gate_promotes(staged
         assert registry.champion_version("churn", lake) == 2 and registry.state("churn", lake=lake).stage is None
         wait_for(lambda: c.post(PREDICT, json=_rows(1, 3)).json()["version"] == 2, timeout=20)
     assert "challenger" not in registry.aliases("churn", lake=lake)
+    from core import sql
+
+    view = sql.query(lake, "select alias, version from model_aliases where model = 'churn'")
+    assert dict(zip(view["alias"].to_list(), view["version"].to_list(), strict=True)) == registry.aliases("churn", lake=lake)
 
 
 def test_canary_routes_each_key_to_one_model_and_says_which(staged_lake, tmp_path):
