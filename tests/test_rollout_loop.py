@@ -53,10 +53,13 @@ def test_retrain_goes_through_a_shadow_period_before_promotion(tmp_path):
         _wait(lambda: httpx.get(srv.url + "/metrics").text.count("lakeops_shadow") > 0, 20)
         s2 = simulate(srv.url, speed=600, duration=30, rate=30, campaign_after=0, feedback_delay=1, seed=3, realtime=False)
         assert s2.errors == 0 and s2.versions == {1: s2.rows}  # the champion answers throughout
-        _wait(lambda: lake.read(f"predictions/{MODEL}").filter(pl.col("role") == "shadow").height == s2.rows)
+        text = httpx.get(srv.url + "/metrics").text
+        dropped = sum(int(float(line.split()[-1])) for line in text.splitlines() if line.startswith("lakeops_shadow_dropped"))
+        _wait(lambda: lake.read(f"predictions/{MODEL}").filter(pl.col("role") == "shadow").height == s2.rows - dropped)
+        assert dropped < 0.1 * s2.rows, dropped  # a burst may outrun the shadow queue; it never slows the answers
         _wait(lambda: lake.read("feedback").height == s1.labels + s2.labels)
         live = run_job("rollout", lake=lake, settings=settings)
-        assert live.status == "finished" and live.outputs["models"][MODEL]["action"] == "promoted", live.outputs
+        assert live.status == "finished" and live.outputs["models"][MODEL]["action"] == "promoted", live.outputs["models"][MODEL]["why"]
         assert registry.champion_version(MODEL, lake) == 2 and registry.state(MODEL, lake=lake).stage is None
         _wait(lambda: httpx.get(srv.url + f"/v1/models/{MODEL}").json()["serving_version"] == 2, 30)
 
