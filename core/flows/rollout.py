@@ -39,6 +39,7 @@ __all__ = [
     "compare_live",
     "latest_live_pass",
     "live_reports",
+    "live_scores",
     "smoke_test",
     "stage",
     "unstage",
@@ -359,6 +360,19 @@ def _live_gate(rules: StagingPolicy, mode: str, requests: int, labelled: int, er
     if failed:
         return checks, False, "; ".join(f"{c.name}: {c.detail}" for c in failed)
     return checks, True, "the challenger did at least as well as the champion on live traffic (within tolerance)"
+
+
+def live_scores(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
+    """Scores since the stage began, by who scored them: ``role`` (champion / challenger / shadow),
+    ``model_version``, ``score`` (for the score overlay of the Models page); empty without a stage."""
+    from core import monitoring
+
+    lake = resolve(lake)
+    st = registry.state(model, lake=lake).stage
+    if st is None or not lake.exists(f"predictions/{model}"):
+        return pl.DataFrame(schema={"role": pl.String, "model_version": pl.Int64, "score": pl.Float64})
+    return (monitoring.log_scan(model, lake, shadow=True).filter(pl.col("at") >= st.since)
+            .select("role", "model_version", "score").filter(pl.col("score").is_not_nan()).collect())
 
 
 def live_reports(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
