@@ -299,6 +299,25 @@ TABLES: dict[str, TableSpec] = {
             description="one row per job status change (running, then finished/failed); latest row per job_run_id wins",
         ),
         TableSpec(
+            "tokens",
+            _s(
+                ("token_id", _STR, False),
+                ("event", _STR, False),
+                ("principal", _STR),
+                ("scopes", pa.list_(_STR)),
+                ("roles", pa.list_(_STR)),
+                ("kdf", _STR),
+                ("salt", _STR),
+                ("hash", _STR),
+                ("expires_at", TS),
+                ("actor", _STR),
+                ("reason", _STR),
+                ("at", TS, False),
+            ),
+            description="API/CLI/UI token events (create, revoke): principal, scopes, roles and a salted scrypt hash of "
+            "the secret (the secret itself is shown once and stored nowhere)",
+        ),
+        TableSpec(
             "leases",
             _s(
                 ("lease", _STR, False),

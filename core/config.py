@@ -6,7 +6,10 @@ Precedence: explicit keyword overrides > environment > lakeops.toml > defaults.
 Environment variables:
     LAKEOPS_CONFIG      path of the TOML file (default ``./lakeops.toml`` when it exists)
     LAKEOPS_LAKE        lake root URI: a folder (default ``data/lake``) or ``s3://bucket/prefix``
-    LAKEOPS_ACTOR       who acts (audit trail); default the OS user
+    LAKEOPS_ACTOR       who acts (audit trail) when auth is off; default the OS user
+    LAKEOPS_AUTH        ``tokens`` turns authentication on (default ``off``; also ``[auth] mode``)
+    LAKEOPS_TOKEN       the CLI's bearer token when auth is on: it names the principal who acts
+    LAKEOPS_METRICS_DIR set by ``lakeops serve`` for its workers: where they share /metrics counts
     LAKEOPS_API_HOST, LAKEOPS_API_PORT, LAKEOPS_UI_PORT
     LAKEOPS_API_ALLOWED_HOSTS   comma-separated Host names the API answers (default: see Settings)
     LAKEOPS_S3_ENDPOINT, LAKEOPS_S3_REGION, LAKEOPS_S3_ACCESS_KEY, LAKEOPS_S3_SECRET_KEY,
@@ -20,15 +23,17 @@ import getpass
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["AUTH_MODES", "Settings", "load_settings"]
 
 _DEFAULT_LAKE = "data/lake"
+AUTH_MODES = ("off", "tokens")
+_SECRET_OPTION_WORDS = ("secret", "token", "password", "session", "credential")
 
 
 def _default_actor() -> str:
@@ -38,7 +43,7 @@ def _default_actor() -> str:
         return "unknown"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """Every setting lakeops reads, validated on creation.
 
@@ -62,6 +67,12 @@ class Settings:
         sections: the rest of lakeops.toml, by section name (``[serving]``, ``[jobs]``,
             ``[models.churn]``, ``[drift]`` ...), read by the module that owns each section.
         config_path: the TOML file the settings came from, if any.
+        auth_mode: ``"off"`` (default: anyone who reaches the API or UI may do anything; the
+            actor is ``actor``) or ``"tokens"`` (bearer tokens with scopes on the API, a login on
+            the UI, ``LAKEOPS_TOKEN`` on the CLI; see ``core.auth``).
+        token: the CLI's bearer token (``LAKEOPS_TOKEN``); never shown by ``repr`` or ``redacted``.
+        metrics_dir: folder where the workers of one ``lakeops serve`` share their /metrics
+            counts (set by ``lakeops serve`` for its workers; None: this process only).
     """
 
     lake_uri: str = _DEFAULT_LAKE
@@ -78,8 +89,13 @@ class Settings:
     sql_max_result_mb: float = 256.0
     sections: Mapping[str, Any] = field(default_factory=dict)
     config_path: str | None = None
+    auth_mode: str = "off"
+    token: str | None = None
+    metrics_dir: str | None = None
 
     def __post_init__(self) -> None:
+        if self.auth_mode not in AUTH_MODES:
+            raise ConfigError(f"[auth] mode (LAKEOPS_AUTH) must be one of {', '.join(AUTH_MODES)}, got {self.auth_mode!r}")
         if not self.lake_uri:
             raise ConfigError("lake_uri is empty: set LAKEOPS_LAKE or [lake] uri in lakeops.toml")
         if "://" in self.lake_uri and not self.lake_uri.startswith(("s3://", "file://")):
@@ -103,6 +119,29 @@ class Settings:
         for host in self.api_allowed_hosts:
             if not isinstance(host, str) or not host.strip() or "/" in host:
                 raise ConfigError(f"[api] allowed_hosts entries must be host names such as 'lakeops.example.com', got {host!r}")
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting as plain values with secrets masked (``lakeops config``, logs, repr).
+
+        Masked: the token, and storage options whose name says secret, token, password,
+        session or credential (``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``). The access key
+        id is shown as its first 4 characters (it names the key; it is not the secret).
+        """
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "token":
+                value = None if value is None else "***"
+            elif f.name == "storage_options":
+                value = {k: _mask_option(k, str(v)) for k, v in value.items()}
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items() if k != "sections")
+        return f"Settings({shown})"
 
     def allowed_hosts(self) -> frozenset[str]:
         """The host names (lower case, no port, IPv6 without brackets) the API answers to."""
@@ -149,6 +188,15 @@ class Settings:
     def with_(self, **changes: Any) -> Settings:
         """Return a copy with some fields changed (validated again)."""
         return replace(self, **changes)
+
+
+def _mask_option(key: str, value: str) -> str:
+    low = key.lower()
+    if any(w in low for w in _SECRET_OPTION_WORDS):
+        return "***"
+    if "access_key" in low:
+        return value[:4] + "***" if len(value) > 4 else "***"
+    return value
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -232,6 +280,14 @@ def load_settings(
         "sections": {k: v for k, v in doc.items() if k not in {"lake", "api", "ui", "sql"}},
         "config_path": str(path) if path is not None else None,
     }
+    auth = doc.get("auth", {})
+    if not isinstance(auth, Mapping):
+        raise ConfigError(f"[auth] in lakeops.toml must be a table, got {type(auth).__name__}")
+    values["auth_mode"] = str(env.get("LAKEOPS_AUTH") or auth.get("mode", "off")).strip().lower()
+    if env.get("LAKEOPS_TOKEN"):
+        values["token"] = env["LAKEOPS_TOKEN"].strip()
+    if env.get("LAKEOPS_METRICS_DIR"):
+        values["metrics_dir"] = env["LAKEOPS_METRICS_DIR"]
     actor = env.get("LAKEOPS_ACTOR") or doc.get("actor")
     if actor:
         values["actor"] = str(actor)

@@ -18,6 +18,9 @@ Every user-facing error names the thing that is wrong and, where there is one, t
     │   └── ModelVersionNotFoundError
     ├── ArtifactIntegrityError        an artifact is missing or its sha256 does not match
     ├── PromotionRefusedError         a promotion the gate or policy does not allow
+    ├── AuthError                     who asks is unknown, or may not do what they ask
+    │   ├── AuthenticationError       no, malformed, unknown, revoked or expired credentials
+    │   └── PermissionDeniedError     a known principal without the scope, role or policy right
     ├── RegistryError                 a registry request that cannot be carried out (bad name, no reason)
     ├── TrainingError                 a training job cannot run with the given input
     ├── SqlRefusedError               a query the read-only SQL sandbox does not allow
@@ -34,6 +37,8 @@ from typing import Any
 
 __all__ = [
     "ArtifactIntegrityError",
+    "AuthError",
+    "AuthenticationError",
     "CommitConflictError",
     "ConfigError",
     "DataValidationError",
@@ -44,6 +49,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelVersionNotFoundError",
     "NotFoundError",
+    "PermissionDeniedError",
     "PromotionRefusedError",
     "RegistryError",
     "RunNotFoundError",
@@ -123,6 +129,26 @@ class ArtifactIntegrityError(LakeopsError):
 
 class PromotionRefusedError(LakeopsError):
     """A promotion that the gate report or the promotion policy does not allow."""
+
+
+class AuthError(LakeopsError, PermissionError):
+    """Who asks is unknown, or may not do what they ask (messages never carry a credential)."""
+
+
+class AuthenticationError(AuthError):
+    """No, malformed, unknown, revoked or expired credentials.
+
+    ``reason`` is one of ``missing``, ``malformed``, ``unknown``, ``invalid``, ``revoked``,
+    ``expired`` (the label of the failed-attempt counter).
+    """
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PermissionDeniedError(AuthError):
+    """A known principal without the scope, role or policy permission the action needs."""
 
 
 class TrainingError(LakeopsError, ValueError):
