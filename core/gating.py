@@ -22,6 +22,15 @@ same keys at its top level, or under ``[policy]``)::
                                                    # after drift the champion is the one that is wrong)
     max_error_rate = 0.01                          # share of the challenger's rows it fails to score
     tolerance = 0.01                               # non-inferiority margin of the realised metric
+    [models.churn.policy.permissions]              # who may act, when auth is on (core.auth)
+    promote = ["alice", "role:ml-lead"]            # principals by name, roles as role:<name>, "*" = anyone signed in
+    rollback = ["role:oncall", "role:ml-lead"]
+    stage = ["role:ml-engineer"]                   # stage and unstage the challenger
+    approve = ["role:reviewer"]                    # approve and reject
+    evaluate = ["role:ml-engineer"]                # run the gate (records a gate report)
+    alias = ["role:ml-engineer"]                   # move other aliases (lakeops models alias)
+    policy = ["alice"]                             # change this policy (permissions included)
+    aliases = {shadow = ["bob"]}                   # per alias: who may move that alias instead
 
 Defaults (every key is optional): no absolute thresholds; ``beat_champion`` on the task's main
 metric (``auc`` for binary, ``rmse`` for regression) with margin 0, i.e. "not worse than the
@@ -35,6 +44,14 @@ improves by at most the margin". The ``significant:<metric>`` check reports the 
 interval and the p-value; it is *advisory* for a person's promotion (who sees the interval) and
 *required* for automatic promotion (the retrain job), so noise is never promoted unattended.
 ``significance = false`` says explicitly that automatic promotion does not need it.
+
+``permissions`` (used only when authentication is on): for each action, the principals (by
+name) or roles (``role:<name>``; a principal's scopes count as roles, so ``role:admin`` is every
+admin) allowed to take it; ``"*"`` is anyone signed in. An action the table does not name is
+allowed to ``role:admin`` only, so by default a ``read`` principal can do none of them. Automation
+(the scheduler) is not a person: it acts as the policy's ``auto_promote`` and ``staging`` allow.
+``promote`` and ``rollback`` move the champion, ``stage`` the challenger; ``aliases`` overrides
+``alias`` for one alias name.
 
 ``refuse_leakage``: the gate fails a candidate whose training flagged target leakage (a single
 feature alone reaching AUC >= 0.99, or holding most of the gain; ``core.training``).
@@ -62,6 +79,8 @@ __all__ = [
     "Check",
     "GateInputs",
     "GateReport",
+    "PERMISSION_ACTIONS",
+    "Permissions",
     "Policy",
     "StagingPolicy",
     "default_metric",
@@ -95,7 +114,10 @@ _KEYS = {
     "significance",
     "refuse_leakage",
     "staging",
+    "permissions",
 }
+PERMISSION_ACTIONS = ("evaluate", "stage", "approve", "promote", "rollback", "alias", "policy")
+_DEFAULT_ALLOWED = ("role:admin",)
 _STAGING_KEYS = {"mode", "fraction", "min_requests", "min_labelled", "max_disagreement", "max_error_rate", "tolerance"}
 
 
@@ -131,6 +153,65 @@ class StagingPolicy:
 
 
 @dataclass(frozen=True)
+class Permissions:
+    """Who may take each registry action on a model (see the module docstring).
+
+    Attributes:
+        rules: action (``PERMISSION_ACTIONS``) -> allowed entries; a missing action allows
+            ``role:admin`` only.
+        aliases: alias name -> allowed entries for moving that alias (instead of ``alias``).
+    """
+
+    rules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def allowed(self, action: str, alias: str | None = None) -> tuple[str, ...]:
+        """The entries allowed to take ``action`` (on ``alias`` for the ``alias`` action)."""
+        if action == "alias" and alias is not None and alias in self.aliases:
+            return self.aliases[alias]
+        return self.rules.get(action, _DEFAULT_ALLOWED)
+
+    def allows(self, action: str, name: str, memberships: frozenset[str], alias: str | None = None) -> bool:
+        """Whether a principal called ``name`` with these scopes and roles may take ``action``."""
+        for entry in self.allowed(action, alias):
+            if entry == "*" or entry == name or (entry.startswith("role:") and entry[5:] in memberships):
+                return True
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML/JSON form (``policy_from_dict`` reads it back)."""
+        out: dict[str, Any] = {k: list(v) for k, v in self.rules.items()}
+        if self.aliases:
+            out["aliases"] = {k: list(v) for k, v in self.aliases.items()}
+        return out
+
+
+def _entries(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(f'{where} must be a list such as ["alice", "role:ml-lead"], got {value!r}')
+    out = []
+    for v in value:
+        if not isinstance(v, str) or not v.strip() or (v.startswith("role:") and len(v) == 5):
+            raise ConfigError(f'{where}: {v!r} is not a principal name, "role:<name>" or "*"')
+        out.append(v.strip())
+    return tuple(out)
+
+
+def _permissions(value: Any, where: str) -> Permissions:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f'{where} must be a table like {{promote = ["alice"], rollback = ["role:oncall"]}}')
+    unknown = sorted(set(value) - {*PERMISSION_ACTIONS, "aliases"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join([*PERMISSION_ACTIONS, 'aliases'])}")
+    rules = {k: _entries(v, f"{where}.{k}") for k, v in value.items() if k != "aliases"}
+    raw_aliases = value.get("aliases", {})
+    if not isinstance(raw_aliases, Mapping):
+        raise ConfigError(f'{where}.aliases must be a table like {{shadow = ["bob"]}}')
+    aliases = {str(k): _entries(v, f"{where}.aliases.{k}") for k, v in raw_aliases.items()}
+    return Permissions(rules, aliases)
+
+
+@dataclass(frozen=True)
 class Policy:
     """A model's promotion policy (see the module docstring for the TOML form and defaults)."""
 
@@ -145,6 +226,7 @@ class Policy:
     significance: float | None = 0.05
     refuse_leakage: bool = True
     staging: StagingPolicy | None = None
+    permissions: Permissions = field(default_factory=Permissions)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the policy as a JSON-able dict (the form ``policy_from_dict`` reads)."""
@@ -154,6 +236,7 @@ class Policy:
         out["max_p95_latency_ms"] = {str(k): v for k, v in self.max_p95_latency_ms.items()}
         out["significance"] = False if self.significance is None else self.significance
         out["staging"] = asdict(self.staging) if self.staging else False
+        out["permissions"] = self.permissions.to_dict()
         return out
 
 
@@ -233,6 +316,8 @@ def policy_from_dict(data: Mapping[str, Any], *, where: str = "policy") -> Polic
             kw[key] = _bool(data[key], _where(where, key))
     if "staging" in data:
         kw["staging"] = _staging(data["staging"], _where(where, "staging"))
+    if "permissions" in data:
+        kw["permissions"] = _permissions(data["permissions"], _where(where, "permissions"))
     if "significance" in data:
         sig = data["significance"]
         if sig is False:

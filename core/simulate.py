@@ -79,6 +79,7 @@ def simulate(
     timeout_s: float = 10.0,
     progress: Callable[[SimulationStats], Any] | None = None,
     realtime: bool = True,
+    token: str | None = None,
 ) -> SimulationStats:
     """Send simulated churn traffic and late labels to a running prediction API.
 
@@ -99,6 +100,7 @@ def simulate(
         progress: called after every tick with the running stats.
         realtime: pace the loop on the wall clock; False advances simulated time one tick per
             loop without sleeping (as fast as the API answers; for tests and benchmarks).
+        token: a bearer token for an API with auth on (scopes ``predict`` and ``feedback``).
 
     Returns:
         The stats.
@@ -134,7 +136,8 @@ def simulate(
     tick_real = 1.0 if batch is None else max(0.05, batch / rate * 60.0 / speed)
     started = time.monotonic()
     sent_upto = 0
-    with httpx.Client(base_url=base, timeout=timeout_s) as client:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    with httpx.Client(base_url=base, timeout=timeout_s, headers=headers) as client:
         try:
             client.get("/health")
         except httpx.HTTPError as exc:

@@ -33,6 +33,7 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from core.auth import acting_as, system_principal
 from core.config import Settings, load_settings
 from core.errors import LakeopsError
 from core.flows.manual import scheduler_actor
@@ -211,9 +212,11 @@ class Scheduler:
         try:
             if self._stop.is_set() or not self.lease.held:
                 return
-            # Changes the job makes are recorded as the scheduler's, not as the OS user's.
+            # Changes the job makes are recorded as the scheduler's, not as the OS user's; with auth
+            # on it acts as a system principal (allowed what the policy's auto_promote/staging allow).
             actor = scheduler_actor(name)
-            result = run_job(name, trigger=trigger, lake=self.lake, settings=self.settings.with_(actor=actor))
+            with acting_as(system_principal(actor)):
+                result = run_job(name, trigger=trigger, lake=self.lake, settings=self.settings.with_(actor=actor))
             if result.status == "failed":
                 log.warning("job %s failed: %s", name, result.error)
             else:

@@ -22,6 +22,7 @@ from tests.test_serving_support import (
     ThreadServer,
     champion_lake_path,
     copy_lake,
+    metric,
     wait_for,
 )
 
@@ -147,7 +148,7 @@ def test_a_challenger_that_fails_on_live_traffic_is_withdrawn_with_an_alert(tmp_
         for k in range(5):
             r = c.post(PREDICT, json=_rows(10, k))
             assert r.status_code == 200 and r.json()["version"] == 1  # never a failed answer
-        wait_for(lambda: 'lakeops_shadow_errors_total{model="churn"} 50' in c.get("/metrics").text, timeout=20)
+        wait_for(lambda: metric(c.get("/metrics").text, "lakeops_shadow_errors_total", model="churn") == 50, timeout=20)
         wait_for(lambda: lake.exists("predictions/churn") and lake.read("predictions/churn").filter(
             pl.col("role") == "shadow").height == 50)
     out = rollout.check_rollout("churn", lake=lake, settings=s)

@@ -14,6 +14,7 @@ from tests.test_serving_support import (
     champion_lake_path,
     copy_lake,
     demo_rows,
+    metric,
     serving_settings,
 )
 
@@ -54,9 +55,7 @@ def test_requests_for_another_host_are_refused_before_routing(server):
 
 
 def _scored(srv) -> float:
-    text = httpx.get(srv.url + "/metrics", timeout=30).text
-    lines = [ln for ln in text.splitlines() if ln.startswith('lakeops_rows_scored_total{model="churn"}')]
-    return float(lines[0].split()[-1]) if lines else 0.0
+    return metric(httpx.get(srv.url + "/metrics", timeout=30).text, "lakeops_rows_scored_total", model="churn")
 
 
 def test_allowed_hosts_setting_replaces_the_default(lake_path, tmp_path):

@@ -170,3 +170,15 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.1) -> An
         if time.time() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of ``name`` in a Prometheus exposition, summed over the series matching ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total

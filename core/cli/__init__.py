@@ -28,6 +28,7 @@ _MODULES = (
     "core.cli.jobs",
     "core.cli.monitor",
     "core.cli.demo",
+    "core.cli.auth_cmds",
 )
 
 

@@ -15,7 +15,10 @@ import polars as pl
 from core.config import Settings, load_settings
 from core.errors import LakeopsError
 
-__all__ = ["CliParser", "emit_frame", "one_line", "open_lake", "render_table", "run_handler", "settings_from"]
+__all__ = [
+    "CliParser", "command_key", "emit_frame", "one_line", "open_lake", "render_table", "run_handler", "settings_from",
+    "sign_in",
+]
 
 
 class CliParser(argparse.ArgumentParser):
@@ -37,11 +40,70 @@ def one_line(text: str) -> str:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """Settings from the environment and config file, with ``--lake`` winning."""
+    """Settings from the environment and config file, with ``--lake`` winning.
+
+    With auth on, the actor is the principal ``sign_in`` authenticated (``LAKEOPS_TOKEN``),
+    never ``LAKEOPS_ACTOR`` or the OS user.
+    """
+    from core import auth
+
     overrides: dict[str, Any] = {}
     if getattr(args, "lake", None):
         overrides["lake_uri"] = args.lake
-    return load_settings(config_path=getattr(args, "config", None), **overrides)
+    settings = load_settings(config_path=getattr(args, "config", None), **overrides)
+    who = auth.current_principal()
+    if who is not None and auth.enabled(settings):
+        settings = settings.with_(actor=who.name)
+    return settings
+
+
+# What a command needs when auth is on. "none": it touches no lake data on anyone's behalf, or
+# it is a service that authenticates each request itself (serve, ui, scheduler, up), or it checks
+# by itself (tokens); "read": a token with the read scope; "token": any valid token, the model's
+# policy decides in core.flows (promote, approve ...); anything not listed needs "admin".
+_NEEDS: dict[str, str] = {
+    "up": "none", "ui": "none", "scheduler": "none", "demo": "none", "simulate": "none", "config": "none",
+    "tokens": "none", "serve run": "none", "serve status": "none",
+    "sql": "read", "tables": "read", "history": "read", "data list": "read", "data show": "read",
+    "data diff": "read", "data quarantine": "read", "runs list": "read", "runs show": "read", "runs compare": "read",
+    "models list": "read", "models show": "read", "models history": "read", "jobs list": "read",
+    "jobs history": "read", "drift history": "read", "alerts list": "read",
+    "models evaluate": "token", "models approve": "token", "models reject": "token", "models promote": "token",
+    "models rollback": "token", "models alias": "token", "models stage": "token", "models unstage": "token",
+    "models rollout": "token", "models policy": "token",
+}
+_SUBCOMMAND_DESTS = ("data_command", "models_command", "runs_command", "jobs_command", "drift_command",
+                     "alerts_command", "demo_command", "tokens_command")
+
+
+def command_key(args: argparse.Namespace) -> str:
+    """``models promote``, ``serve run``, ``sql``: the command as typed, without its arguments."""
+    parts = [str(getattr(args, "command", "") or "")]
+    parts += [str(v) for d in _SUBCOMMAND_DESTS if (v := getattr(args, d, None))]
+    if parts[0] == "serve":
+        parts.append(str(getattr(args, "action", "run")))
+    return " ".join(p for p in parts if p)
+
+
+def sign_in(args: argparse.Namespace) -> None:
+    """With auth on, authenticate ``LAKEOPS_TOKEN`` and make its principal the one who acts.
+
+    Raises:
+        AuthenticationError: no token, or a malformed, unknown, revoked or expired one.
+        PermissionDeniedError: the token lacks the scope the command needs (``read`` or ``admin``).
+    """
+    from core import auth
+    from core.lake import Lake
+
+    settings = settings_from(args)
+    key = command_key(args)
+    needs = _NEEDS.get(key, _NEEDS.get(key.split(" ", 1)[0], "admin"))
+    if not auth.enabled(settings) or needs == "none":
+        return
+    principal = auth.authenticate(settings.token, lake=Lake.from_settings(settings, create=False))
+    if needs != "token":
+        auth.require_scope(principal, needs, f"run 'lakeops {key}'")
+    auth.set_principal(principal)
 
 
 def open_lake(args: argparse.Namespace, *, create: bool = False) -> Any:
@@ -54,6 +116,7 @@ def open_lake(args: argparse.Namespace, *, create: bool = False) -> Any:
 def run_handler(args: argparse.Namespace) -> int:
     """Call ``args.handler``; map a ``LakeopsError`` to one stderr line and exit code 2."""
     try:
+        sign_in(args)
         code = args.handler(args)
     except LakeopsError as exc:
         sys.stderr.write(f"lakeops: error: {one_line(str(exc))}\n")

@@ -22,9 +22,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from core import gating, registry
+from core import auth, gating, registry
 from core.config import Settings, load_settings
-from core.errors import ConfigError, LakeopsError, PromotionRefusedError
+from core.errors import (
+    AuthenticationError,
+    ConfigError,
+    LakeopsError,
+    PermissionDeniedError,
+    PromotionRefusedError,
+)
 from core.flows.train import run_leakage
 from core.gating import GateReport, Policy
 from core.lake import Lake, resolve
@@ -32,8 +38,10 @@ from core.lake import Lake, resolve
 __all__ = [
     "PromotionOutcome",
     "alias",
+    "allowed_actions",
     "approval",
     "approve",
+    "authorize",
     "evaluate",
     "evaluate_and_maybe_promote",
     "gate_reports",
@@ -136,6 +144,7 @@ def set_policy(
     lake = resolve(lake)
     why = _reason(reason, f"setting the policy of {model!r}")
     parsed = gating.policy_from_dict(policy, where=f"policy of {model!r}")
+    authorize(model, "policy", settings=settings, lake=lake)
     registry.record_event(
         model, "policy", actor=_actor(actor, settings), reason=why, report=parsed.to_dict(), lake=lake
     )
@@ -143,7 +152,71 @@ def set_policy(
 
 
 def _actor(actor: str | None, settings: Settings | None) -> str:
-    return actor or (settings or load_settings()).actor
+    """Who an event names: the signed-in principal when auth is on (never a name passed in), else ``actor``.
+
+    Raises:
+        AuthenticationError: auth is on and nobody is signed in.
+    """
+    settings = settings or load_settings()
+    who = auth.current_principal()
+    if who is not None:
+        return who.name
+    if auth.enabled(settings):
+        raise AuthenticationError("auth is on: this change needs a signed-in principal (the CLI reads LAKEOPS_TOKEN)",
+                                  "missing")
+    return actor or settings.actor
+
+
+_VERBS = {"evaluate": "run the gate of", "stage": "stage or unstage a challenger of", "approve": "approve or reject versions of",
+          "promote": "promote versions of", "rollback": "roll back", "alias": "move aliases of",
+          "policy": "change the policy of"}
+
+
+def authorize(model: str, action: str, *, alias: str | None = None, settings: Settings | None = None,
+              lake: Lake | None = None) -> None:
+    """Refuse unless whoever acts may take ``action`` on ``model`` (only when auth is on).
+
+    The permissions come from the policy in force (lakeops.toml, else the lake), never from a
+    ``--policy`` file the caller brings. Automation (a system principal: the scheduler) passes:
+    what it may do is what the policy's ``auto_promote`` and ``staging`` already allow.
+
+    Args:
+        model: the model.
+        action: one of ``core.gating.PERMISSION_ACTIONS``.
+        alias: the alias moved, for ``alias``.
+        settings: settings (auth mode, ``[models.<m>.policy]``).
+        lake: the lake.
+
+    Raises:
+        AuthenticationError: auth is on and nobody is signed in.
+        PermissionDeniedError: the principal is not allowed by the policy (the message names who is).
+    """
+    settings = settings or load_settings()
+    if not auth.enabled(settings):
+        return
+    who = auth.current_principal()
+    if who is None:
+        raise AuthenticationError(f"auth is on: to {_VERBS[action]} {model!r} sign in (the CLI reads LAKEOPS_TOKEN)",
+                                  "missing")
+    if who.system:
+        return
+    perms = load_policy(model, settings=settings, lake=lake).permissions
+    if not perms.allows(action, who.name, who.memberships, alias):
+        raise PermissionDeniedError(
+            f"{who.name} may not {_VERBS[action]} {model!r}: its policy allows {', '.join(perms.allowed(action, alias))} "
+            f"(permissions.{'aliases.' + alias if action == 'alias' and alias in perms.aliases else action})")
+
+
+def allowed_actions(model: str, *, settings: Settings | None = None, lake: Lake | None = None) -> frozenset[str]:
+    """The registry actions whoever acts may take on ``model`` (every one when auth is off): for the UI."""
+    out = set()
+    for action in gating.PERMISSION_ACTIONS:
+        try:
+            authorize(model, action, settings=settings, lake=lake)
+        except (AuthenticationError, PermissionDeniedError):
+            continue
+        out.add(action)
+    return frozenset(out)
 
 
 def _reason(reason: str | None, what: str) -> str:
@@ -262,6 +335,7 @@ def evaluate(
         PromotionRefusedError: the version has no dataset lineage to evaluate on.
     """
     lake = resolve(lake)
+    authorize(model, "evaluate", settings=settings, lake=lake)
     policy = policy or load_policy(model, settings=settings, lake=lake)
     mv = registry.get_version(model, version, lake=lake)
     candidate = registry.load(model, version=version, alias=None, lake=lake)
@@ -344,6 +418,7 @@ def _decide(
 ) -> str:
     lake = resolve(lake)
     why = _reason(reason, f"{action} of {model!r} v{version}")
+    authorize(model, "approve", settings=settings, lake=lake)
     registry.get_version(model, version, lake=lake)
     return registry.record_event(
         model, action, version=version, actor=_actor(actor, settings), reason=why, lake=lake
@@ -447,6 +522,7 @@ def promote(
     """
     lake = resolve(lake)
     why = _reason(reason, f"promoting {model!r} v{version}")
+    authorize(model, "promote", settings=settings, lake=lake)
     registry.get_version(model, version, lake=lake)
     champion = registry.champion_version(model, lake)
     if champion == version:
@@ -508,6 +584,7 @@ def rollback(
     """
     lake = resolve(lake)
     why = _reason(reason, f"rolling back {model!r}")
+    authorize(model, "rollback", settings=settings, lake=lake)
     registry.versions(model, lake=lake)  # unknown model -> ModelNotFoundError
     stack = registry.state(model, lake=lake).champion_stack
     if len(stack) < 2:
@@ -555,6 +632,7 @@ def alias(
     if name == "champion":
         raise PromotionRefusedError("the champion alias moves only through 'promote' (gated) or 'rollback'")
     why = _reason(reason, f"moving alias {name!r}")
+    authorize(model, "alias", alias=name, settings=settings, lake=lake)
     return registry.set_alias(
         model,
         name,

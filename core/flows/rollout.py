@@ -126,10 +126,11 @@ def stage(
             champion, or the smoke test failed (its reason is given).
         RegistryError: no reason.
     """
-    from core.flows.promote import _actor, _reason, latest_gate
+    from core.flows.promote import _actor, _reason, authorize, latest_gate
 
     lake = resolve(lake)
     why = _reason(reason, f"staging {model!r} v{version}")
+    authorize(model, "stage", settings=settings, lake=lake)
     if mode not in registry.STAGE_MODES:
         raise ConfigError(f"stage mode must be one of {', '.join(registry.STAGE_MODES)}, got {mode!r}")
     if mode == "canary" and not 0 < fraction < 1:
@@ -157,10 +158,11 @@ def stage(
 def unstage(model: str, *, reason: str, actor: str | None = None, lake: Lake | None = None,
             settings: Settings | None = None) -> registry.AliasChange:
     """End the staged rollout: the challenger leaves the traffic (the champion answers everything)."""
-    from core.flows.promote import _actor, _reason
+    from core.flows.promote import _actor, _reason, authorize
 
     lake = resolve(lake)
     why = _reason(reason, f"ending the staged rollout of {model!r}")
+    authorize(model, "stage", settings=settings, lake=lake)
     if registry.state(model, lake=lake).stage is None:
         raise PromotionRefusedError(f"model {model!r} has no staged challenger")
     return registry.set_alias(model, "challenger", None, actor=_actor(actor, settings), reason=why,

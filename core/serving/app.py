@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,9 +26,11 @@ from litestar.params import FromPath
 from litestar.types import ASGIApp
 
 from core import registry
+from core.auth import auth_config
 from core.config import Settings, load_settings
 from core.errors import LakeopsError
 from core.lake import Lake
+from core.serving.auth import ApiAuth
 from core.serving.config import ServingConfig, serving_config
 from core.serving.hosts import HostCheck
 from core.serving.openapi import problem_responses
@@ -174,10 +177,12 @@ ARROW = "application/vnd.apache.arrow.stream"
 _ARROW_B = ARROW.encode()
 
 
-def _kind(scope: Any, limit: int) -> tuple[str | None, bool, bool]:
-    """(body kind ``json``/``arrow``/None, Content-Length over ``limit``, the client Accepts Arrow)."""
+def _kind(scope: Any, limit: int) -> tuple[str | None, bool, bool, bytes | None]:
+    """(body kind ``json``/``arrow``/None, Content-Length over ``limit``, the client Accepts Arrow,
+    the ``Authorization`` header): one pass over the headers."""
     kind: str | None = None
     too_big = arrow_out = False
+    authz: bytes | None = None
     for key, value in scope["headers"]:
         if key == b"content-type":
             mt = value.split(b";", 1)[0].strip().lower()
@@ -186,7 +191,9 @@ def _kind(scope: Any, limit: int) -> tuple[str | None, bool, bool]:
             too_big = True
         elif key == b"accept" and _ARROW_B in value.lower():
             arrow_out = True
-    return kind, too_big, arrow_out
+        elif key == b"authorization":
+            authz = value
+    return kind, too_big, arrow_out, authz
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -194,7 +201,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
     Cheaper than ``request.body()`` (no header object, no stream generator) on the hot path.
     """
-    kind, too_big, _ = _kind(request.scope, limit)
+    kind, too_big, _, _ = _kind(request.scope, limit)
     if too_big:
         raise _too_large(limit)
     if kind is None:
@@ -268,7 +275,14 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
     lake = lake or Lake.from_settings(settings)
     service = Service(settings, config, lake)
     metrics = service.metrics
+    metrics.replica = config.replica or f"{socket.gethostname()}:{settings.api_port}"
+    if settings.metrics_dir:  # a worker of `lakeops serve --workers N`: /metrics answers for all of them
+        from pathlib import Path
+
+        metrics.shared_dir = Path(settings.metrics_dir)
     limit = config.request_max_body_size
+    routes = auth_config(settings)
+    api_auth = ApiAuth(settings, lake, metrics, config.poll_interval_s) if routes.on else None
 
     def problem(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException) and not isinstance(exc, LakeopsError):
@@ -290,10 +304,15 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         route = str(next(iter(paths))).replace(":str", "") if paths else "unmatched"
         metrics.error(route, slug)
         metrics.observe(route, status, time.perf_counter() - request.scope.get("lakeops_t0", time.perf_counter()))
+        headers = None
+        if status == 401:  # RFC 6750: say which scheme; "invalid_token" when one was presented
+            reason = getattr(exc, "reason", "missing")
+            headers = {"WWW-Authenticate": 'Bearer realm="lakeops"' + ("" if reason == "missing" else ', error="invalid_token"')}
         return Response(
             content=problem_body(status, slug, detail, errors=errors, instance=request.url.path),
             status_code=status,
             media_type=PROBLEM_MEDIA_TYPE,
+            headers=headers,
         )
 
     @post(
@@ -307,7 +326,8 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
             "scored row is in the prediction log (write-ahead file) before the answer is sent."
         ),
         request_max_body_size=config.request_max_body_size,
-        responses=problem_responses(400, 404, 413, 415, 422, 503),
+        responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 503),
+        opt={"scope": "predict"},
     )
     async def predict(request: Request) -> ASGIApp:
         # The hot path: path and query parsed by hand and the answer is a bare ASGI callable,
@@ -317,7 +337,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         scope = request.scope
         scope["lakeops_t0"] = t0  # type: ignore[typeddict-unknown-key]
         body = await _read_body(request, limit)
-        kind, _, arrow_out = _kind(scope, limit)
+        kind, _, arrow_out, _ = _kind(scope, limit)
         version, alias = _query(scope["query_string"])
         out = await service.predict(scope["path_params"]["name"], body, version, alias, arrow=kind == "arrow",
                                     arrow_out=arrow_out)
@@ -330,7 +350,8 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         operation_class=_operation(_FEEDBACK_SCHEMA),
         summary="Record ground-truth labels by prediction_id (batch)",
         request_max_body_size=config.request_max_body_size,
-        responses=problem_responses(400, 404, 413, 415, 422, 503),
+        responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 503),
+        opt={"scope": "feedback"},
     )
     async def feedback(request: Request, name: FromPath[str]) -> Response:
         t0 = time.perf_counter()
@@ -341,12 +362,12 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         return Response(content=msgspec.json.encode(out), media_type=_JSON, status_code=202)
 
     @get("/v1/models", summary="Registered models with their champion and aliases", sync_to_thread=True,
-         responses=problem_responses(400, 503))
+         responses=problem_responses(400, 401, 403, 503), opt={"scope": "read"})
     def models() -> list[dict[str, Any]]:
         return registry.list_models(lake=lake).to_dicts()
 
     @get("/v1/models/{name:str}", summary="One model: versions, aliases, champion signature", sync_to_thread=True,
-         responses=problem_responses(400, 404, 503))
+         responses=problem_responses(400, 401, 403, 404, 503), opt={"scope": "read"})
     def model_detail(name: FromPath[str]) -> dict[str, Any]:
         vs = registry.versions(name, lake=lake)
         amap = registry.aliases(name, lake=lake)
@@ -362,22 +383,30 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
             "versions": vs.to_dicts(),
         }
 
-    @get("/health", summary="Liveness")
+    @get("/health", summary="Liveness", opt={"scope": None})
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/ready", summary="Readiness: a champion is loaded and the prediction log is not too far behind")
+    @get("/ready", summary="Readiness: a champion is loaded and the prediction log is not too far behind",
+         opt={"scope": routes.route_scope("ready")})
     async def ready() -> Response:
         ok, details = service.readiness()
         return Response(content=msgspec.json.encode(details), media_type=_JSON, status_code=200 if ok else 503)
 
-    @get("/metrics", summary="Prometheus metrics", media_type=MediaType.TEXT)
-    async def prometheus() -> Response:
-        return Response(content=service.metrics_text(), media_type="text/plain; version=0.0.4")
+    @get("/metrics", summary="Prometheus metrics (every worker of this server, labelled with the replica)",
+         media_type=MediaType.TEXT, opt={"scope": routes.route_scope("metrics")})
+    async def prometheus(request: Request) -> Response:
+        accept = next((v.decode("latin-1") for k, v in request.scope["headers"] if k == b"accept"), "")
+        body, content_type = service.metrics_text(accept)
+        return Response(content=body, media_type=content_type)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         service.start()
+        if api_auth is not None:
+            api_auth.start()
+        slot = getattr(service, "_slot", None)
+        metrics.start_publishing(service.metrics_sources, worker=slot.path.name if slot is not None else None)
         # Everything loaded so far lives as long as the process: keep it out of the cyclic GC's
         # scans, which otherwise walk ~100k library objects on every full collection.
         gc.collect()
@@ -389,6 +418,9 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         try:
             yield
         finally:
+            if api_auth is not None:
+                api_auth.stop()
+            metrics.stop(last=service.metrics_sources())
             service.stop()
 
     app = Litestar(
@@ -396,11 +428,13 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         exception_handlers={Exception: problem},
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="lakeops prediction API", version="1"),
+        guards=[api_auth.guard()] if api_auth is not None else None,
         request_max_body_size=config.request_max_body_size,
         debug=False,
     )
     app.state.service = service
-    app.asgi_handler = HostCheck(_FastPredict(app.asgi_handler, service, limit), settings.allowed_hosts())
+    app.state.auth = api_auth
+    app.asgi_handler = HostCheck(_FastPredict(app.asgi_handler, service, limit, api_auth), settings.allowed_hosts())
     return app
 
 
@@ -411,16 +445,19 @@ class _FastPredict:
     are not plain JSON within the size limit, or whose scoring raises, is handed to Litestar's
     handler with its body replayed, so problem responses, metrics and logs are produced in one
     place. Only the successful path skips the router, its exception middleware and the handler
-    signature machinery (about a quarter of a 1-row request's CPU).
+    signature machinery (about a quarter of a 1-row request's CPU). With auth on, only a request
+    whose token this worker already verified with the ``predict`` scope is answered here (a dict
+    lookup, ``ApiAuth.fast``); the guard on Litestar's route verifies, caches or refuses the rest.
     """
 
-    __slots__ = ("inner", "limit", "metrics", "service")
+    __slots__ = ("auth", "inner", "limit", "metrics", "service")
 
     _PREFIX = "/v1/models/"
     _SUFFIX = "/predict"
 
-    def __init__(self, inner: ASGIApp, service: Service, limit: int) -> None:
+    def __init__(self, inner: ASGIApp, service: Service, limit: int, auth: ApiAuth | None = None) -> None:
         self.inner = inner
+        self.auth = auth
         self.service = service
         self.metrics = service.metrics
         self.limit = limit
@@ -435,8 +472,8 @@ class _FastPredict:
         ):
             await self.inner(scope, receive, send)
             return
-        kind, too_big, arrow_out = _kind(scope, self.limit)
-        if kind is None or too_big:
+        kind, too_big, arrow_out, authz = _kind(scope, self.limit)
+        if kind is None or too_big or (self.auth is not None and not self.auth.fast(authz, "predict")):
             await self.inner(scope, receive, send)
             return
         name = path[len(self._PREFIX) : -len(self._SUFFIX)]

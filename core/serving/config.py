@@ -65,6 +65,8 @@ class ServingConfig:
         shadow_queue: requests a shadow challenger may be behind (scored in one background
             thread, never on the request's path); beyond it a request is not shadowed and is
             counted in ``lakeops_shadow_dropped_total``.
+        replica: the ``replica`` label on every ``/metrics`` series of this server (default
+            ``<host name>:<port>``), so series of several replicas never merge.
     """
 
     log_predictions: bool = True
@@ -81,6 +83,7 @@ class ServingConfig:
     offload_rows: int = 2_000
     feedback_unknown_ids: Literal["accept", "refuse"] = "accept"
     shadow_queue: int = 256
+    replica: str | None = None
 
     def wal_path(self, settings: Settings) -> Path:
         """Return the WAL folder for this lake and host/port (see ``wal_dir``)."""

@@ -28,6 +28,8 @@ STATUS: tuple[tuple[type[BaseException], int, str], ...] = (
     (E.CommitConflictError, 503, "commit-conflict"),
     (E.LakeError, 503, "lake-error"),
     (E.PromotionRefusedError, 409, "promotion-refused"),
+    (E.AuthenticationError, 401, "unauthenticated"),
+    (E.PermissionDeniedError, 403, "forbidden"),
     (E.SqlRefusedError, 403, "sql-refused"),
     (E.SqlError, 400, "sql-error"),
     (E.TrainingError, 400, "training-error"),
@@ -38,6 +40,7 @@ STATUS: tuple[tuple[type[BaseException], int, str], ...] = (
 
 _TITLES = {
     400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",

@@ -21,7 +21,7 @@ from core.errors import DataValidationError, LakeopsError
 from core.ids import new_id
 from core.lake import Lake
 from core.serving.config import ServingConfig
-from core.serving.metrics import Metrics
+from core.serving.metrics import Gauges, Metrics
 from core.serving.models import ModelCache, Served, ServedStage
 from core.serving.predlog import PredictionLog, dead_letters
 from core.serving.problems import ProblemError
@@ -642,22 +642,27 @@ class Service:
         }
         return not reasons, details
 
-    def metrics_text(self) -> str:
-        """Return the Prometheus exposition of this worker."""
+    def metrics_sources(self) -> tuple[Gauges, dict[str, tuple[str, float]]]:
+        """This worker's gauges (with how workers combine them) and its service-level counters."""
         backlog = float(self.wal.backlog_bytes) if self.wal is not None else 0.0
         pending_segments = float(len(list(Path(self._slot.path).glob("seg-*.wal")))) if self._slot else 0.0
-        gauges = {
+        gauges: Gauges = {
             "lakeops_model_version": (
-                "Version of the model answering by default (the champion), by model.",
+                "Version of the model answering by default (the champion), by model and worker.", "worker",
                 {(("model", n),): float(s.version) for n, s in self.cache.champions.items()},
             ),
-            "lakeops_log_queue_bytes": ("Prediction-log bytes on the WAL not yet in the lake.", {(): backlog}),
-            "lakeops_log_queue_segments": ("WAL segments not yet in the lake.", {(): pending_segments}),
-            "lakeops_log_rows_committed_total": (
-                "Prediction-log rows appended to the lake by this worker.",
-                {(): float(self.predlog.rows_committed if self.predlog else 0)},
-            ),
-            "lakeops_lake_ok": ("1 when the last prediction-log append succeeded.", {(): float(self.predlog.lake_ok if self.predlog else 1)}),
-            "lakeops_model_swaps_total": ("Champion swaps seen by this worker.", {(): float(self.cache.swaps)}),
+            "lakeops_log_queue_bytes": ("Prediction-log bytes on the WAL not yet in the lake.", "sum", {(): backlog}),
+            "lakeops_log_queue_segments": ("WAL segments not yet in the lake.", "sum", {(): pending_segments}),
+            "lakeops_lake_ok": ("1 when the last prediction-log append of every worker succeeded.", "min",
+                                {(): float(self.predlog.lake_ok if self.predlog else 1)}),
         }
-        return self.metrics.render(gauges)
+        counters = {
+            "lakeops_log_rows_committed_total": ("Prediction-log rows appended to the lake.",
+                                                 float(self.predlog.rows_committed if self.predlog else 0)),
+            "lakeops_model_swaps_total": ("Champion swaps seen, summed over workers.", float(self.cache.swaps)),
+        }
+        return gauges, counters
+
+    def metrics_text(self, accept: str = "") -> tuple[bytes, str]:
+        """Return the Prometheus exposition of every worker of this server, and its content type."""
+        return self.metrics.render(*self.metrics_sources(), accept=accept)
