@@ -4,6 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from pages._common import sign_in, signed_in_line
+
 _HERE = Path(__file__).parent
 _PAGES = [
     ("pages/overview.py", "Overview", ":material/dashboard:"),
@@ -17,6 +19,8 @@ _PAGES = [
 
 # A local favicon: a material-icon or emoji favicon is fetched from an external host (fails offline).
 st.set_page_config(page_title="lakeops", page_icon=str(_HERE / "assets" / "favicon.png"), layout="wide")
+sign_in()  # with auth on: the login until someone signs in (the pages are not reachable before)
+signed_in_line()
 pages = [
     st.Page(str(_HERE / path), title=title, icon=icon, default=(i == 0))
     for i, (path, title, icon) in enumerate(_PAGES)

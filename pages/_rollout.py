@@ -11,7 +11,7 @@ import streamlit as st
 from core import registry
 from core.errors import LakeopsError
 from core.flows import rollout
-from pages._common import lake, settings
+from pages._common import acting, auth_on, can, lake, settings, who_acts
 from pages._ui import PALETTE, empty, num, show_error, table, when
 
 __all__ = ["render_rollout"]
@@ -37,11 +37,15 @@ def _dialog(model: str, action: str, version: int) -> None:
         st.write(f"The live gate of `{model}` runs now: it promotes **v{version}** if it passed, withdraws it if it "
                  "failed, or waits for more traffic.")
     reason = st.text_area("Reason (required, recorded in the audit trail)", key="ro_reason")
-    who = st.text_input("Who (recorded as the actor)", value=settings().actor, key="ro_actor")
+    if auth_on():  # the signed-in principal acts; no name is typed in
+        who = who_acts()
+        st.caption(f"Recorded as **{who}** (signed in)")
+    else:
+        who = st.text_input("Who (recorded as the actor)", value=settings().actor, key="ro_actor")
     sure = st.checkbox("I understand this changes what production traffic meets", key="ro_sure")
     if st.button("Confirm", type="primary", disabled=not (reason.strip() and who.strip() and sure), key="ro_confirm"):
         try:
-            with st.spinner("Working..."):
+            with st.spinner("Working..."), acting():
                 if action == "stage":
                     rollout.stage(model, version, mode=mode, fraction=fraction, reason=reason, actor=who, lake=lake(),
                                   settings=settings())
@@ -76,7 +80,7 @@ def render_rollout(model: str, version: int, champion: int | None) -> None:
     if stage is None:
         empty("No challenger meets live traffic.",
               f"Stage a version that passed its gate (below, or `lakeops models stage {model} VERSION --mode shadow`).")
-        if version != champion and st.button(f"Stage v{version}…", key="btn_stage"):
+        if version != champion and can("stage", model) and st.button(f"Stage v{version}…", key="btn_stage"):
             st.session_state["rollout_dialog"] = ("stage", version)
     else:
         c = st.columns(4)
@@ -107,11 +111,12 @@ def render_rollout(model: str, version: int, champion: int | None) -> None:
         scores = rollout.live_scores(model, lake=lake())
         if scores.height:
             st.altair_chart(_overlay(scores), width="stretch")
-        cols = st.columns(2)
-        if cols[0].button("Run the live gate…", key="btn_live_gate"):
-            st.session_state["rollout_dialog"] = ("gate", stage.version)
-        if cols[1].button("Abort the rollout…", key="btn_unstage"):
-            st.session_state["rollout_dialog"] = ("unstage", stage.version)
+        if can("stage", model):
+            cols = st.columns(2)
+            if cols[0].button("Run the live gate…", key="btn_live_gate"):
+                st.session_state["rollout_dialog"] = ("gate", stage.version)
+            if cols[1].button("Abort the rollout…", key="btn_unstage"):
+                st.session_state["rollout_dialog"] = ("unstage", stage.version)
     pending = st.session_state.get("rollout_dialog")
     if pending:
         try:

@@ -16,7 +16,7 @@ from core.errors import LakeopsError
 from core.flows.manual import moves_aliases, outcome, run_by_hand, scheduler_notes
 from core.ids import utcnow
 from core.jobruns import JobRunResult, current_holder, history, list_jobs
-from pages._common import lake, settings
+from pages._common import acting, auth_on, can, lake, read_only_note, settings, who_acts
 from pages._ui import empty, kv, pick, show_error, table, time_axis, when
 
 _BAD = ("failed", "interrupted", "abandoned")
@@ -70,7 +70,11 @@ def _confirm(name: str) -> None:
     st.write(f"**{name}** may register a new version and, when it passes the gate and the policy allows, make it "
              "the champion the API serves.")
     reason = st.text_area("Reason (required, recorded in the audit trail)", key="job_reason")
-    who = st.text_input("Who (recorded as the actor)", value=settings().actor, key="job_actor")
+    if auth_on():  # the signed-in principal acts; no name is typed in
+        who = who_acts()
+        st.caption(f"Recorded as **{who}** (signed in)")
+    else:
+        who = st.text_input("Who (recorded as the actor)", value=settings().actor, key="job_actor")
     sure = st.checkbox("I understand this can change what production serves", key="job_sure")
     left, right = st.columns(2)
     if right.button("Cancel", key="job_cancel", width="stretch"):
@@ -84,7 +88,8 @@ def _confirm(name: str) -> None:
 def _run(name: str, who: str, reason: str | None) -> None:
     with st.status(f"Running {name}...", expanded=False) as status:
         try:
-            result = run_by_hand(name, actor=who, reason=reason, lake=lake(), settings=settings())
+            with acting():
+                result = run_by_hand(name, actor=who, reason=reason, lake=lake(), settings=settings())
         except LakeopsError as exc:
             status.update(label=f"{name} refused", state="error")
             show_error(exc)
@@ -99,7 +104,9 @@ def _run_now(jobs: pl.DataFrame) -> None:
     left, right = st.columns([2, 1])
     name = pick("Job", jobs["job"].to_list(), key="job", container=left)
     right.write("")
-    if right.button("Run now…" if moves_aliases(name) else "Run now", type="primary", width="stretch", key="run_now"):
+    if not can("admin"):  # running jobs by hand is an admin's
+        read_only_note()
+    elif right.button("Run now…" if moves_aliases(name) else "Run now", type="primary", width="stretch", key="run_now"):
         if moves_aliases(name):
             st.session_state["jobs_dialog"] = name
         else:

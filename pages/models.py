@@ -12,7 +12,7 @@ import streamlit as st
 from core import registry
 from core.errors import LakeopsError
 from core.flows import promote
-from pages._common import lake, settings
+from pages._common import acting, auth_on, can, lake, read_only_note, settings, who_acts
 from pages._rollout import render_rollout
 from pages._ui import PALETTE, empty, link, megabytes, num, pick, show_error, table, time_axis, when
 
@@ -40,7 +40,11 @@ def _confirm(model: str, action: str, version: int | None, champion: int | None)
         force = False
         st.write(f"The champion of `{model}` goes back from **v{champion}** to the previous champion.")
     reason = st.text_area("Reason (required, recorded in the audit trail)", key="dlg_reason")
-    who = st.text_input("Who (recorded as the actor)", value=settings().actor, key="dlg_actor")
+    if auth_on():  # the signed-in principal acts; no name is typed in
+        who = who_acts()
+        st.caption(f"Recorded as **{who}** (signed in)")
+    else:
+        who = st.text_input("Who (recorded as the actor)", value=settings().actor, key="dlg_actor")
     sure = st.checkbox("I understand this changes what production serves", key="dlg_sure")
     left, right = st.columns(2)
     if right.button("Cancel", key="dlg_cancel", width="stretch"):
@@ -49,7 +53,7 @@ def _confirm(model: str, action: str, version: int | None, champion: int | None)
     if left.button("Confirm", type="primary", disabled=not (reason.strip() and who.strip() and sure), key="dlg_confirm",
                    width="stretch"):
         try:
-            with st.spinner("Moving the alias..."):
+            with st.spinner("Moving the alias..."), acting():
                 if action == "promote":
                     ch = promote.promote(model, version, reason=reason, actor=who, force=force, lake=lake(),
                                          settings=settings())
@@ -61,16 +65,25 @@ def _confirm(model: str, action: str, version: int | None, champion: int | None)
             _done(f"Champion of {model}: v{ch.previous_version} → v{ch.version} ({who}: {reason.strip()})")
 
 
+_BUTTONS = (("Evaluate", "evaluate"), ("Approve", "approve"), ("Reject", "approve"), ("Promote…", "promote"),
+            ("Roll back…", "rollback"))
+
+
 def _actions(model: str, version: int, champion: int | None) -> None:
+    shown = [(name, action) for name, action in _BUTTONS if can(action, model)]
+    if not shown:  # a read-only principal sees no action at all
+        read_only_note()
+        return
     with st.container(border=True):
         st.markdown(f"**Actions on v{version}**")
         reason = st.text_input("Reason (required for approve and reject)", key="reason")
-        cols = st.columns(5)
+        cols = st.columns(len(shown))
         clicks = {name: col.button(name, key=f"btn_{name.lower().replace(' ', '_')}", width="stretch")
-                  for name, col in zip(["Evaluate", "Approve", "Reject", "Promote…", "Roll back…"], cols, strict=True)}
+                  for (name, _), col in zip(shown, cols, strict=True)}
+    clicks = {name: clicks.get(name, False) for name, _ in _BUTTONS}
     try:
         if clicks["Evaluate"]:
-            with st.spinner(f"Running the gate for v{version} (the candidate and the champion on the same holdout)..."):
+            with st.spinner(f"Running the gate for v{version} (the candidate and the champion on the same holdout)..."), acting():
                 rep = promote.evaluate(model, version, actor=settings().actor, lake=lake(), settings=settings())
             _done(f"Gate {'passed' if rep.passed else 'FAILED'} for v{version}: see the report below.")
         for name, decide in (("Approve", promote.approve), ("Reject", promote.reject)):
@@ -78,7 +91,8 @@ def _actions(model: str, version: int, champion: int | None) -> None:
                 if not reason.strip():
                     st.warning(f"Write a reason before you {name.lower()} v{version}: it goes into the audit trail.")
                 else:
-                    decide(model, version, reason=reason, actor=settings().actor, lake=lake(), settings=settings())
+                    with acting():
+                        decide(model, version, reason=reason, actor=settings().actor, lake=lake(), settings=settings())
                     _done(f"{name}d v{version}.")
     except LakeopsError as exc:
         show_error(exc)

@@ -12,7 +12,7 @@ from core import monitoring, registry
 from core.errors import LakeopsError
 from core.flows import monitor
 from core.ids import utcnow
-from pages._common import lake, settings
+from pages._common import acting, can, lake, settings
 from pages._ui import (
     PALETTE,
     empty,
@@ -36,6 +36,8 @@ _VERDICT = {"drift": "DRIFT", "ok": "no drift", "no_data": "NO DATA", "insuffici
 
 # ---------------------------------------------------------------- actions
 def _check_buttons(model: str) -> None:
+    if not can("admin"):  # checks write reports and alerts: an admin's
+        return
     c1, c2 = st.columns(2)
     try:
         if c1.button("Run drift check now", key="run_drift", icon=":material/play_arrow:"):
@@ -106,6 +108,8 @@ def _lineage_links(model: str, version: int) -> None:
 
 
 def _handle_alert(row: dict) -> None:
+    if not can("admin"):
+        return
     fp = row["fingerprint"]
     reason = st.text_input("Reason (required)", key=f"alert_reason_{fp}", placeholder="what you found, what you did")
     c1, c2 = st.columns(2)
@@ -118,7 +122,8 @@ def _handle_alert(row: dict) -> None:
             return
         try:
             handle = monitoring.acknowledge_alert if ack else monitoring.close_alert
-            done = handle(fp, reason=reason, actor=settings().actor, lake=lake(), settings=settings())
+            with acting():
+                done = handle(fp, reason=reason, actor=settings().actor, lake=lake(), settings=settings())
         except LakeopsError as exc:
             show_error(exc)
         else:

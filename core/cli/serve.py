@@ -9,7 +9,27 @@ from typing import Any
 
 from core.cli._common import settings_from
 
-__all__ = ["register"]
+__all__ = ["check_bind", "register"]
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def check_bind(settings: Any, *, insecure: bool) -> None:
+    """Refuse, in one line, to serve on a non-loopback address without authentication.
+
+    Raises:
+        ConfigError: ``api_host`` is not a loopback address, auth is off and ``insecure`` is not set.
+    """
+    from core import auth
+    from core.errors import ConfigError
+
+    host = settings.api_host.strip().lower()
+    if host in _LOOPBACK or host.startswith("127.") or auth.enabled(settings) or insecure:
+        return
+    raise ConfigError(
+        f"refusing to serve on {settings.api_host} without authentication (anyone who reaches it could score, "
+        "send feedback and read models): turn tokens on with [auth] mode = \"tokens\" or LAKEOPS_AUTH=tokens and "
+        "create one with 'lakeops tokens create NAME --scope predict', or pass --insecure to serve without it")
 
 
 def register(sub: Any) -> None:
@@ -33,6 +53,8 @@ def register(sub: Any) -> None:
     p.add_argument("--host", default=None, help="address to bind (default: settings api_host, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: settings api_port, 8000)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (each polls the registry and has its own WAL slot)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --host without authentication (anyone who reaches it may call it)")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(handler=_serve)
 
@@ -57,13 +79,37 @@ def _serve(args: argparse.Namespace) -> int:
         return _wal_action(args, settings, root, config.legacy_wal_path(settings))
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    check_bind(settings, insecure=args.insecure)
+    from core.auth import auth_config
+
+    auth_config(settings)  # a bad [auth] section fails here in one line, not in every worker
     # Worker processes build the app from the environment: hand them what the flags chose.
     os.environ["LAKEOPS_LAKE"] = settings.lake_uri
     os.environ["LAKEOPS_API_HOST"] = settings.api_host
     os.environ["LAKEOPS_API_PORT"] = str(settings.api_port)
     if settings.config_path:
         os.environ["LAKEOPS_CONFIG"] = str(settings.config_path)
-    sys.stderr.write(f"lakeops API on http://{settings.api_host}:{settings.api_port} (docs: /schema)\n")
+    shared = None
+    if args.workers > 1:
+        # One folder per server run where its workers share their /metrics counts (core.serving.metrics).
+        import shutil
+        import tempfile
+
+        shared = tempfile.mkdtemp(prefix=f"lakeops-metrics-{settings.api_port}-")
+        os.environ["LAKEOPS_METRICS_DIR"] = shared
+    else:
+        os.environ.pop("LAKEOPS_METRICS_DIR", None)
+    auth_note = "auth: tokens" if settings.auth_mode == "tokens" else "auth: OFF"
+    sys.stderr.write(f"lakeops API on http://{settings.api_host}:{settings.api_port} (docs: /schema; {auth_note})\n")
+    try:
+        _run(uvicorn, settings, args)
+    finally:
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)
+    return 0
+
+
+def _run(uvicorn: Any, settings: Any, args: argparse.Namespace) -> None:
     uvicorn.run(
         "core.serving.app:create_app",
         factory=True,
@@ -76,7 +122,6 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=20,
     )
-    return 0
 
 
 def _wal_action(args: argparse.Namespace, settings: Any, root: Any, legacy: Any) -> int:

@@ -42,6 +42,8 @@ def register(sub: Any) -> None:
     p.add_argument("--no-scheduler", action="store_true", help="do not start the scheduler")
     p.add_argument("--api-port", type=int, help="port of the prediction API (default: $LAKEOPS_API_PORT or 8000)")
     p.add_argument("--ui-port", type=int, help="port of the UI (default: $LAKEOPS_UI_PORT or 8501)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow the API on a non-loopback LAKEOPS_API_HOST without authentication")
     p.set_defaults(handler=_up)
 
     p = sub.add_parser("ui", help="run the Streamlit UI (streamlit run app.py)")
@@ -120,7 +122,8 @@ def _children(settings: Any, args: argparse.Namespace) -> list[_Child]:
     out = [
         _Child(
             "api",
-            [sys.executable, "-m", "core.cli", "serve", "--host", settings.api_host, "--port", str(settings.api_port)],
+            [sys.executable, "-m", "core.cli", "serve", "--host", settings.api_host, "--port", str(settings.api_port),
+             *(["--insecure"] if getattr(args, "insecure", False) else [])],
             api,
             f"{api}/ready",
         )
@@ -173,13 +176,18 @@ def _up(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     ports = {"api_port": args.api_port, "ui_port": args.ui_port}
     settings = settings.with_(**{k: v for k, v in ports.items() if v is not None})
+    from core.cli.serve import check_bind
+
+    check_bind(settings, insecure=args.insecure)
     _check_ports(settings, ui=not args.no_ui)
     lake = Lake.from_settings(settings, create=True)
     print(f"lakeops: lake at {lake.uri}", flush=True)  # noqa: T201
     if not args.no_seed:
+        from core.auth import acting_as, system_principal
         from core.flows.seed import seed_demo
 
-        outcome = seed_demo(lake=lake, settings=settings, log=lambda m: print(f"lakeops: {m}", flush=True))  # noqa: T201
+        with acting_as(system_principal("lakeops-up:seed")):  # with auth on: automation, not a person
+            outcome = seed_demo(lake=lake, settings=settings, log=lambda m: print(f"lakeops: {m}", flush=True))  # noqa: T201
         if outcome is None:
             print("lakeops: reusing the existing lake (champion already registered)", flush=True)  # noqa: T201
 
