@@ -14,7 +14,9 @@ principal in memory: the predict fast path (``core.serving.app._FastPredict``) d
 lookup and one set membership test per request and hands anything else (no token, a token not
 verified yet, a refusal) to Litestar, whose guard answers it. A thread re-reads the ``tokens``
 table every ``[serving] poll_interval_s`` (one listing of its log when nothing changed) and
-forgets revoked tokens, so a revocation takes effect on every replica within that interval.
+forgets revoked tokens, so a revocation takes effect on every replica within that interval. A
+token id not seen yet (created since the last poll) makes the worker re-read the table at once,
+at most once per poll interval.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ __all__ = ["ApiAuth", "authorization_header"]
 _log = logging.getLogger("lakeops.serving")
 _VERIFIED_MAX = 10_000
 _FAILED_MAX = 1_024
-_FORCED_REFRESH_S = 1.0
 
 
 def authorization_header(scope: Any) -> bytes | None:
@@ -67,6 +68,7 @@ class ApiAuth:
         self._verified: dict[bytes, Principal] = {}
         self._failed: OrderedDict[bytes, AuthenticationError] = OrderedDict()
         self._verifying = asyncio.Semaphore(1)
+        self._catching_up = asyncio.Lock()
         self._forced = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="lakeops-tokens", daemon=True)
@@ -144,10 +146,8 @@ class ApiAuth:
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationError("the Authorization header must be 'Bearer <token>'", "malformed")
         tid, _ = parse_token(token)
-        if not self.store.known(tid) and time.monotonic() - self._forced > _FORCED_REFRESH_S:
-            # created since the last poll? one forced re-read per second at most (a listing of the log)
-            self._forced = time.monotonic()
-            await asyncio.to_thread(self._refresh)
+        if not self.store.known(tid):
+            await self._catch_up(tid)
         try:
             async with self._verifying:  # scrypt costs ~40 ms of CPU: one at a time per worker
                 principal = await asyncio.to_thread(self.store.verify, token)
@@ -161,6 +161,18 @@ class ApiAuth:
             self._verified = {}
         self._verified[header] = principal
         return principal
+
+    async def _catch_up(self, tid: str) -> None:
+        """A token id this worker has not seen: created since the last poll? Re-read the table now,
+        at most once per poll interval (a request waits for its turn rather than adding lake reads)."""
+        async with self._catching_up:
+            if self.store.known(tid):
+                return
+            wait = self._forced + self.poll_interval_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._forced = time.monotonic()
+            await asyncio.to_thread(self._refresh)
 
     def guard(self) -> Callable[[Any, Any], Awaitable[None]]:
         """The Litestar guard: the route's ``opt["scope"]`` (None: open; absent: the schema's setting)."""
