@@ -21,13 +21,14 @@ from core.lake import Lake
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_champion_lake(path: Path, *, versions: int = 2) -> Lake:
-    """A lake with dataset churn (3,000 demo rows) and model churn v1..vN, v1 the champion."""
+def build_champion_lake(path: Path | Lake, *, versions: int = 2) -> Lake:
+    """A lake (a folder, or a Lake such as an s3:// one) with dataset churn (3,000 demo rows) and
+    model churn v1..vN, v1 the champion."""
     from core import datasets, demo, registry
     from core.flows.promote import promote
     from core.flows.train import train_model
 
-    lake = Lake(str(path))
+    lake = path if isinstance(path, Lake) else Lake(str(path))
     datasets.ingest("churn", demo.generate(n=3000, seed=0), lake=lake, actor="tester")
     for i in range(versions):
         outcome = train_model("churn", target="churned", params={"num_iterations": 30 + 5 * i}, seed=i, lake=lake)
@@ -75,25 +76,31 @@ class ThreadServer:
 class ProcessServer:
     """``lakeops serve`` in a subprocess (so it can be SIGKILLed)."""
 
-    def __init__(self, lake_path: Path, config_path: Path, port: int | None = None, workers: int = 1) -> None:
+    def __init__(self, lake_path: Path | str, config_path: Path, port: int | None = None, workers: int = 1, *,
+                 env: dict[str, str] | None = None, log: Path | None = None, log_level: str = "warning") -> None:
         self.port = port or free_port()
         self.workers = workers
         self.lake_path = lake_path
         self.config_path = config_path
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env = env or {}
+        self.log = log
+        self.log_level = log_level
 
     def start(self) -> ProcessServer:
-        env = {**os.environ, "LAKEOPS_LAKE": str(self.lake_path), "LAKEOPS_CONFIG": str(self.config_path)}
+        env = {**os.environ, "LAKEOPS_LAKE": str(self.lake_path), "LAKEOPS_CONFIG": str(self.config_path), **self.env}
+        stderr: Any = subprocess.PIPE if self.log is None else self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "core.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", str(self.workers)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+             "--workers", str(self.workers), "--log-level", self.log_level],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL if self.log is None else stderr, stderr=stderr,
         )
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+                err = self.proc.stderr.read().decode() if self.proc.stderr else self.log.read_text() if self.log else ""
+                raise RuntimeError(f"server exited: {err}")
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return self

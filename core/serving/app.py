@@ -406,7 +406,8 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         if api_auth is not None:
             api_auth.start()
         slot = getattr(service, "_slot", None)
-        metrics.start_publishing(service.metrics_sources, worker=slot.path.name if slot is not None else None)
+        metrics.start_publishing(service.metrics_sources, worker=slot.path.name if slot is not None else None,
+                                 changed=lambda: service.cache.swaps)
         # Everything loaded so far lives as long as the process: keep it out of the cyclic GC's
         # scans, which otherwise walk ~100k library objects on every full collection.
         gc.collect()

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -145,20 +146,27 @@ class Metrics:
         tmp.replace(path)
 
     def start_publishing(self, source: Callable[[], tuple[Gauges, Mapping[str, tuple[str, float]]]],
-                         worker: str | None = None) -> None:
-        """Publish a snapshot every ``PUBLISH_S`` from a background thread (only with a shared folder)."""
+                         worker: str | None = None, changed: Callable[[], Any] | None = None) -> None:
+        """Publish a snapshot every ``PUBLISH_S`` from a background thread (only with a shared folder),
+        and within 0.1 s whenever ``changed()`` returns something new (a hot swap: the model version
+        gauge of every worker should show it at once)."""
         if worker:
             self.worker = worker
         if self.shared_dir is None or self._thread is not None:
             return
 
         def loop() -> None:
+            seen, due = None, 0.0
             while True:
-                try:
-                    self.publish(*source())
-                except Exception:  # noqa: BLE001 - metrics must never stop serving
-                    _log.exception("metrics: could not publish this worker's snapshot")
-                if self._stop.wait(PUBLISH_S):
+                now = time.monotonic()
+                mark = changed() if changed is not None else None
+                if now >= due or mark != seen:
+                    seen, due = mark, now + PUBLISH_S
+                    try:
+                        self.publish(*source())
+                    except Exception:  # noqa: BLE001 - metrics must never stop serving
+                        _log.exception("metrics: could not publish this worker's snapshot")
+                if self._stop.wait(0.1):
                     return
 
         self._thread = threading.Thread(target=loop, name="lakeops-metrics", daemon=True)
