@@ -1,7 +1,10 @@
 """Serving benchmark: wrk against lakeops serve (logging on/off), the HTTP floor and the model floor.
 
 Run: ``python bench/serving.py [--quick] [--duration S]`` (narrower: ``--servers a,c --rows 1
---conc 1,64 --lake <seeded lake>``). Everything on 127.0.0.1; wrk (Debian) posts the body with
+--conc 1,64 --lake <seeded lake>``). Auth and replicas: ``--servers a,e,w2`` adds (e) server a with
+auth on (wrk sends a bearer token; the predict fast path checks its cached verification) and (w2)
+server a with ``--workers 2``; ``--baseline /path/to/other/checkout`` adds (a0) server a run from
+that checkout's code, for before/after figures in one interleaved run. Everything on 127.0.0.1; wrk (Debian) posts the body with
 ``bench/wrk/post.lua``. Servers: (a) lakeops serve with the default config (logging on,
 ``wal_sync = "write"``), (a') the same with ``wal_sync = "fsync"``, (b) logging off, (c) the HTTP
 floor, (d) ``booster.predict`` on one thread in this process (the model floor), (d')
@@ -77,19 +80,27 @@ def build_lake(root: Path) -> Path:
     return lake_path
 
 
-def start_lakeops(lake: Path, root: Path, name: str, serving: dict) -> tuple[subprocess.Popen, str]:
+def start_lakeops(lake: Path, root: Path, name: str, serving: dict, *, workers: int = 1, env: dict | None = None,
+                  code: Path = ROOT) -> tuple[subprocess.Popen, str]:
     port = _port()
     cfg = root / f"{name}.toml"
     lines = ["[serving]"] + [f"{k} = {json.dumps(v)}" for k, v in serving.items()]
     lines.append(f'wal_dir = "{root / "wal" / name}"')
     cfg.write_text("\n".join(lines) + "\n")
-    env = {**os.environ, "LAKEOPS_LAKE": str(lake), "LAKEOPS_CONFIG": str(cfg)}
+    env = {**os.environ, "LAKEOPS_LAKE": str(lake), "LAKEOPS_CONFIG": str(cfg), "PYTHONPATH": str(code), **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "core.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+        cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
     _wait(url + "/health", proc)
+    if workers > 1:  # every worker up (each publishes its model-version gauge)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            text = httpx.get(url + "/metrics", timeout=5).text
+            if sum(line.startswith("lakeops_model_version{") for line in text.splitlines()) >= workers:
+                break
+            time.sleep(0.2)
     return proc, url
 
 
@@ -115,15 +126,27 @@ def _ms(text: str) -> float:
 ARROW = "application/vnd.apache.arrow.stream"
 
 
-def run_wrk(url: str, body: Path, conc: int, duration: float, proc: subprocess.Popen, ctype: str = "application/json") -> dict:
+def _cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def run_wrk(url: str, body: Path, conc: int, duration: float, proc: subprocess.Popen, ctype: str = "application/json",
+            auth: str = "") -> dict:
     threads = 1 if conc == 1 else 2
     ps = psutil.Process(proc.pid)
-    env = {**os.environ, "BODY": str(body), "CTYPE": ctype}
+    procs = [ps, *ps.children(recursive=True)]  # the workers of --workers N too
+    env = {**os.environ, "BODY": str(body), "CTYPE": ctype, "AUTH": auth}
     cmd = ["wrk", f"-t{threads}", f"-c{conc}", f"-d{duration:g}s", "--latency", "-s", str(LUA), url]
-    c0 = ps.cpu_times()
+    c0 = _cpu(procs)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    c1 = ps.cpu_times()
-    cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    cpu = _cpu(procs) - c0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -176,6 +199,7 @@ def main() -> None:
     ap.add_argument("--conc", default="1,8,64", help="concurrencies, e.g. 1,64")
     ap.add_argument("--lake", default=None, help="reuse a seeded lake (skips seeding)")
     ap.add_argument("--reps", type=int, default=3, help="round-robin repetitions per cell (median reported)")
+    ap.add_argument("--baseline", default=None, help="another checkout (e.g. /work/main): its server a runs as a0")
     ap.add_argument("--arrow", action="store_true", help="also post the bodies as Arrow IPC streams to server a "
                     "(categoricals dictionary-encoded): the 'a arrow' cells")
     args = ap.parse_args()
@@ -213,8 +237,18 @@ def main() -> None:
         "b lakeops, log off", "c HTTP floor (const JSON)",
     )
     AA = "a arrow body (Arrow IPC stream)"
+    A0, E, W2 = "a0 baseline checkout, log on", "e lakeops, log on, auth on", "w2 lakeops, log on, 2 workers"
+    bearer = ""
+    if "e" in wanted:
+        from core import auth
+        from core.lake import Lake
+
+        bearer = "Bearer " + auth.create_token("bench", ["predict"], actor="bench", lake=Lake(str(lake)))[0]
     servers = {
         A: ("a", lambda: start_lakeops(lake, root, "log_on", {})),
+        A0: ("a0", lambda: start_lakeops(lake, root, "baseline", {}, code=Path(args.baseline))),
+        E: ("e", lambda: start_lakeops(lake, root, "auth_on", {}, env={"LAKEOPS_AUTH": "tokens"})),
+        W2: ("w2", lambda: start_lakeops(lake, root, "two_workers", {}, workers=2)),
         A2: ("a'", lambda: start_lakeops(lake, root, "log_fsync", {"wal_sync": "fsync"})),
         B: ("b", lambda: start_lakeops(lake, root, "log_off", {"log_predictions": False})),
         C: ("c", start_floor),
@@ -224,14 +258,18 @@ def main() -> None:
     # drifts by up to 2x over minutes (shared host), which one pass per server turns into bias.
     running: dict[str, tuple[subprocess.Popen, str]] = {}
     try:
+        if args.baseline:
+            wanted.add("a0")
         for name, (key, start) in servers.items():
             if key in wanted:
                 running[name] = start()
-        for proc, url in running.values():
+        for name, (proc, url) in running.items():
             target = url + "/v1/models/churn/predict"
+            hdr = {"authorization": bearer} if name == E else {}
             for n in sizes:
-                httpx.post(target, content=bodies[n].read_bytes(), headers={"content-type": "application/json"}).raise_for_status()
-                run_wrk(target, bodies[n], 8, 1.0, proc)  # warm-up
+                httpx.post(target, content=bodies[n].read_bytes(),
+                           headers={"content-type": "application/json", **hdr}).raise_for_status()
+                run_wrk(target, bodies[n], 8, 1.0, proc, auth=bearer if name == E else "")  # warm-up
         samples: dict[tuple[str, int, int], list[dict]] = {}
         for rep in range(args.reps):
             for n in sizes:
@@ -240,7 +278,8 @@ def main() -> None:
                     if args.arrow and A in running:
                         cells.append((AA, running[A][0], running[A][1], arrow_bodies[n], ARROW))
                     for name, proc, url, body, ctype in cells:
-                        r = run_wrk(url + "/v1/models/churn/predict", body, conc, duration, proc, ctype)
+                        r = run_wrk(url + "/v1/models/churn/predict", body, conc, duration, proc, ctype,
+                                    auth=bearer if name == E else "")
                         samples.setdefault((name, n, conc), []).append(r)
                         print(f"[{rep + 1}/{args.reps}] {name:38s} rows={n:<3d} c={conc:<2d} {r['rps']:9.0f} req/s  "
                               f"p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms  cpu {r['cpu_us']:7.0f} us/req  "
@@ -289,6 +328,19 @@ def main() -> None:
             off = rps(B, n, conc)
             print(f"rows={n:<3d} c={conc:<2d} logging cost: wal_sync=write {100 * (1 - rps(A, n, conc) / off):5.1f} % "
                   f"of throughput, wal_sync=fsync {100 * (1 - rps(A2, n, conc) / off):5.1f} % (goal < 10 %)")
+    for n in sizes:
+        for conc in concs:
+            if E in running:
+                print(f"rows={n:<3d} c={conc:<2d} auth on vs off: {cpu(E, n, conc) - cpu(A, n, conc):+6.1f} us CPU/req, "
+                      f"p50 {results[(E, n, conc)]['p50'] - results[(A, n, conc)]['p50']:+.3f} ms, "
+                      f"throughput {100 * (rps(E, n, conc) / rps(A, n, conc) - 1):+5.1f} %")
+            if A0 in running:
+                print(f"rows={n:<3d} c={conc:<2d} this checkout vs baseline (auth off): "
+                      f"{cpu(A, n, conc) - cpu(A0, n, conc):+6.1f} us CPU/req, "
+                      f"throughput {100 * (rps(A, n, conc) / rps(A0, n, conc) - 1):+5.1f} %")
+            if W2 in running:
+                print(f"rows={n:<3d} c={conc:<2d} 2 workers vs 1: throughput x{rps(W2, n, conc) / rps(A, n, conc):.2f} "
+                      f"({rps(A, n, conc):.0f} -> {rps(W2, n, conc):.0f} req/s)")
     print(f"# total {time.time() - t0:.0f} s; machine: {os.cpu_count()} cores, shared")
 
 

@@ -4,3 +4,5 @@ wrk.method = "POST"
 wrk.body = f:read("*all")
 wrk.headers["Content-Type"] = os.getenv("CTYPE") or "application/json"
 f:close()
+local auth = os.getenv("AUTH")  -- "Bearer <token>" for a server with auth on
+if auth and auth ~= "" then wrk.headers["Authorization"] = auth end
