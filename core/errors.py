@@ -15,11 +15,13 @@ Every user-facing error names the thing that is wrong and, where there is one, t
     │   ├── DatasetNotFoundError
     │   ├── RunNotFoundError
     │   ├── ModelNotFoundError
-    │   └── ModelVersionNotFoundError
+    │   ├── ModelVersionNotFoundError
+    │   └── FeatureViewNotFoundError
     ├── ArtifactIntegrityError        an artifact is missing or its sha256 does not match
     ├── PromotionRefusedError         a promotion the gate or policy does not allow
     ├── RegistryError                 a registry request that cannot be carried out (bad name, no reason)
     ├── TrainingError                 a training job cannot run with the given input
+    ├── FeatureViewError              a feature view definition (or the data it is applied to) cannot be used
     ├── SqlRefusedError               a query the read-only SQL sandbox does not allow
     └── SqlError                      a query that DuckDB could not run (syntax, unknown column)
 
@@ -37,6 +39,8 @@ __all__ = [
     "ConfigError",
     "DataValidationError",
     "DatasetNotFoundError",
+    "FeatureViewError",
+    "FeatureViewNotFoundError",
     "LakeError",
     "LakeUnavailableError",
     "LakeopsError",
@@ -115,6 +119,10 @@ class ModelVersionNotFoundError(NotFoundError):
     """The model exists but not that version (or no version holds that alias)."""
 
 
+class FeatureViewNotFoundError(NotFoundError):
+    """No feature view of that name, or no such version of it."""
+
+
 class ArtifactIntegrityError(LakeopsError):
     """An artifact is missing or its sha256 does not match the recorded one."""
 
@@ -125,6 +133,11 @@ class PromotionRefusedError(LakeopsError):
 
 class TrainingError(LakeopsError, ValueError):
     """A training job cannot run with the given input (unknown target, one class, bad params)."""
+
+
+class FeatureViewError(LakeopsError, ValueError):
+    """A feature view definition that does not parse or does not fit its source, or data it cannot
+    be applied to (label rows without event times, duplicate entity rows at one time)."""
 
 
 class RegistryError(LakeopsError, ValueError):
