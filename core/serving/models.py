@@ -22,6 +22,7 @@ from core import registry
 from core.errors import ArtifactIntegrityError, LakeopsError, ModelVersionNotFoundError
 from core.lake import Lake
 from core.serving.config import ServingConfig
+from core.serving.online import OnlineCodec, OnlineStores, codec_for
 from core.serving.schemas import Codec
 
 __all__ = ["ModelCache", "Served"]
@@ -93,7 +94,7 @@ class Served:
     model: Any
     signature: dict[str, Any]
     sha256: str
-    codec: Codec
+    codec: Codec | OnlineCodec
     task: str
     threshold: float
     batcher: _Batcher = field(repr=False, default=None)  # type: ignore[assignment]
@@ -144,6 +145,7 @@ class ModelCache:
         # or tampered artifact); it keeps serving the version it has and says so
         self.load_errors: dict[str, dict[str, Any]] = {}
         self.on_load_error: Any = None  # called with (model, version, error) the first time
+        self.online = OnlineStores(lake)  # online feature values of models trained on feature views
 
     def start(self) -> None:
         """Load every champion once and start polling."""
@@ -176,7 +178,8 @@ class ModelCache:
             model=loaded.model,
             signature=sig,
             sha256=loaded.sha256,
-            codec=Codec(sig, unknown_category=self.config.unknown_category, max_rows=self.config.max_rows),
+            codec=codec_for(sig, stores=self.online, unknown_category=self.config.unknown_category,
+                            max_rows=self.config.max_rows),
             task=str(sig.get("task", "binary")),
             threshold=float(sig.get("threshold", 0.5)),
         )
@@ -214,6 +217,7 @@ class ModelCache:
                 _log.info("model %s: champion is now v%s", name, champ)
             else:
                 self.load_errors.pop(name, None)
+        self.online.refresh()
 
     def _load_failed(self, name: str, version: int, cur: Served | None, exc: Exception) -> None:
         """Record (and say, once) that the champion cannot be loaded; keep serving what is loaded."""
