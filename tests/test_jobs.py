@@ -32,6 +32,8 @@ enabled = false
 enabled = false
 [jobs.retrain]
 enabled = false
+[jobs.features_materialize]
+enabled = false
 [jobs.extra.tick]
 func = "jobfuncs:tick"
 interval_s = 1

@@ -92,6 +92,8 @@ _BUILTIN: dict[str, dict[str, Any]] = {
                           "description": "each champion's metrics on labelled predictions vs its gate"},
     "retrain": {"func": "core.jobruns.builtin:retrain", "on_alert": True,
                 "description": "retrain, gate and maybe promote (on a drift/performance alert)"},
+    "features_materialize": {"func": "core.features.online:materialize_all", "interval_s": 300.0,
+                             "description": "online feature values of each view version in use (incremental)"},
     "maintenance": {"func": "core.jobruns.builtin:maintain_lake", "cron": "30 2 * * *",
                     "description": "compact, checkpoint and vacuum every table (keeps training snapshots)"},
 }
