@@ -15,6 +15,7 @@ trained on it can be traced back to the source rows.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import polars as pl
 
 from core import datasets
+from core.config import Settings
 from core.errors import (
     DatasetNotFoundError,
     FeatureViewError,
@@ -37,6 +39,8 @@ __all__ = [
     "TrainingSet",
     "build_training_set",
     "get_view",
+    "lineage",
+    "lineage_sql",
     "list_views",
     "load_source",
     "parse_ref",
@@ -245,14 +249,16 @@ def build_training_set(
     time_column: str | None = None,
     lake: Lake | None = None,
     actor: str | None = None,
+    settings: Settings | None = None,
 ) -> TrainingSet:
     """Join a label dataset version with feature views as of each label's time; write the result as a dataset version.
 
     Each label row gets each view's features as they were known at the row's event time (its
     entity's source rows at or before that time: see ``core.features.pit``), never later. The
     frame (label columns, then each view's features) becomes a new version of dataset ``name``
-    (replacing the previous one, unvalidated: the label and source datasets were validated when
-    they were ingested), and ``feature_lineage`` records the view versions and source versions.
+    (replacing the previous one; validated like any ingest: rules inferred from the previous
+    version plus ``[datasets.<name>]``, so the promotion gate's validated-data check applies), and
+    ``feature_lineage`` records the view versions and source versions.
 
     Args:
         name: the training-set dataset to write.
@@ -262,8 +268,10 @@ def build_training_set(
         time_column: the label rows' event time (default: their only datetime column).
         lake: the lake.
         actor: who builds (recorded).
+        settings: settings for the validation spec (default: loaded).
 
     Raises:
+        DataValidationError: the frame broke a validation rule (it is quarantined, nothing written).
         FeatureViewError: no view, a label dataset without the entity column or event times, a
             feature named like a label column or like another view's feature, a window longer
             than the data, duplicate entity rows at one time; nothing is written.
@@ -304,7 +312,7 @@ def build_training_set(
     source = f"features: {labels}@v{lv} + " + ", ".join(f"{v.name}@v{v.version}" for v, *_ in resolved)
     mode = "replace" if lake.exists(datasets.table_name(name)) else "append"
     try:
-        dv = datasets.ingest(name, out, mode=mode, lake=lake, source=source, actor=actor, validate=False)
+        dv = datasets.ingest(name, out, mode=mode, lake=lake, source=source, actor=actor, settings=settings)
     except SchemaMismatchError as exc:
         raise FeatureViewError(
             f"training set {name!r} exists with other columns ({exc}); build into another --name"
@@ -347,3 +355,44 @@ def training_views(dataset: str, version: int, *, lake: Lake | None = None) -> l
             "time_column": r["label_time_column"],
         })
     return out
+
+
+_MODEL = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def lineage_sql(model: str) -> str:
+    """The SQL that walks one prediction of ``model`` back to its source data (``?``: the prediction id).
+
+    prediction (``predictions_<model>``) -> model version (``registered_versions``) -> run
+    (``runs_latest``) -> training set (the run's dataset version) -> feature view versions
+    (``feature_lineage``, ``feature_views``) -> source dataset versions (and the label dataset version).
+
+    Raises:
+        FeatureViewError: a model name that is not a plain name.
+    """
+    if not _MODEL.match(model):
+        raise FeatureViewError(f"model name {model!r}: use letters, digits, '_' or '-'")
+    table = "predictions_" + model.replace("-", "_")
+    return f"""select p.prediction_id, p."at" as predicted_at, p.model_version, mv.run_id,
+       r.dataset_name as training_set, r.dataset_version as training_set_version,
+       l.label_dataset, l.label_version, l.view, l.view_version, fv.content_hash as view_hash,
+       l.source_dataset, l.source_version
+from {table} p
+join registered_versions mv on mv.model = '{model}' and mv.version = p.model_version
+join runs_latest r on r.run_id = mv.run_id
+join feature_lineage l on l.dataset = r.dataset_name and l.dataset_version = r.dataset_version
+join feature_views fv on fv.name = l.view and fv.version = l.view_version and fv.status = 'registered'
+where p.prediction_id = ?
+order by l.view"""
+
+
+def lineage(model: str, prediction_id: str, *, lake: Lake | None = None) -> pl.DataFrame:
+    """Run ``lineage_sql`` for one prediction: one row per feature view version behind it (empty if none).
+
+    Raises:
+        FeatureViewError: a bad model name.
+        SqlError: a table the walk needs does not exist yet (no prediction log, no training set).
+    """
+    from core import sql
+
+    return sql.query(resolve(lake), lineage_sql(model), [prediction_id])

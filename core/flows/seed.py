@@ -123,7 +123,8 @@ def _seed_features(lake: Lake, settings: Settings, churn_version: int, log: Call
     view, created = fs.register(fs.parse_view(demo.USAGE_VIEW), lake=lake, actor=settings.actor)
     log(f"feature view {view.name!r} v{view.version} " + ("registered" if created else "already registered"))
     built = fs.build_training_set(DEMO_TRAINING_SET, labels=DEMO_DATASET, label_version=churn_version,
-                                  views=[(view.name, view.version)], lake=lake, actor=settings.actor)
+                                  views=[(view.name, view.version)], lake=lake, actor=settings.actor,
+                                  settings=settings)
     log(f"built training set {built.name!r} v{built.version}: {built.rows} rows as of each signup, "
         f"features {', '.join(view.feature_names)}")
     assert view.version is not None
