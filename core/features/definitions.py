@@ -338,10 +338,10 @@ class FeatureView:
         seen: set[str] = set()
         for f in self.features:
             where = f"feature view {self.name!r}, feature {f.name!r}"
+            if isinstance(f.name, str) and f.name.startswith("__"):
+                raise FeatureViewError(f"{where}: names starting with '__' are lakeops' own")
             if not isinstance(f.name, str) or not _NAME.match(f.name):
                 raise FeatureViewError(f"feature view {self.name!r}: feature name {f.name!r}: use letters, digits and '_'")
-            if f.name.startswith("__"):
-                raise FeatureViewError(f"{where}: names starting with '__' are lakeops' own")
             if f.name in seen:
                 raise FeatureViewError(f"feature view {self.name!r}: feature {f.name!r} is defined twice")
             if f.name in (self.entity, self.event_time):

@@ -42,6 +42,7 @@ __all__ = [
     "last_materialization",
     "materialize",
     "materialize_all",
+    "materializations",
     "online_table",
 ]
 
@@ -265,6 +266,14 @@ def entity_vector(view: str, entity: Any, *, version: int | None = None, lake: L
     if row.height == 0:
         raise FeatureViewError(f"{fv.entity}={entity!r} has no online values in {fv.name} v{fv.version} (missing = {fv.missing!r})")
     return row.row(0, named=True)
+
+
+def materializations(view: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+    """The ``feature_materializations`` rows (all views, or one), newest first."""
+    runs = resolve(lake).read_or_empty(_RUNS)
+    if view is not None:
+        runs = runs.filter(pl.col("view") == view)
+    return runs.sort(["as_of", "materialization_id"], descending=True)
 
 
 def freshness(*, lake: Lake | None = None) -> pl.DataFrame:

@@ -171,8 +171,8 @@ def _refuse_duplicates(view: FeatureView, by_time: pl.DataFrame, t: np.ndarray) 
         first = dup.row(0, named=True)
         when = pl.select(pl.lit(first[_T]).cast(pl.Datetime("us", "UTC"))).item()
         raise FeatureViewError(
-            f"feature view {view.name!r}: dataset {view.source!r} has {dup.height} {e!r} rows sharing an entity and "
-            f"{view.event_time!r} with another row, first {e}={first[e]!r} at {when}; a latest value would be "
+            f"feature view {view.name!r}: dataset {view.source!r} has {dup.unique().height} ({e}, {view.event_time}) "
+            f"pair(s) with more than one row, first {e}={first[e]!r} at {when}; a latest value would be "
             "ambiguous: de-duplicate the source, or aggregate over a window"
         )
 

@@ -45,6 +45,7 @@ __all__ = [
     "load_source",
     "parse_ref",
     "register",
+    "training_sets",
     "training_views",
     "versions",
     "view_schema",
@@ -330,6 +331,14 @@ def build_training_set(
         [{"view": v.name, "version": v.version, "source": v.source, "source_version": sv, "features": v.feature_names}
          for v, _e, sv, _p in resolved],
     )
+
+
+def training_sets(view: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+    """The ``feature_lineage`` rows (training-set versions built from views; all, or one view's), newest first."""
+    rows = resolve(lake).read_or_empty(_LINEAGE)
+    if view is not None:
+        rows = rows.filter(pl.col("view") == view)
+    return rows.sort("at", descending=True)
 
 
 def training_views(dataset: str, version: int, *, lake: Lake | None = None) -> list[dict[str, Any]]:
