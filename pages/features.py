@@ -74,7 +74,7 @@ with tab_online:
         c2.metric("Age", f"{f['age_s'] / 60:.1f} min")
         c3.metric("Last run", f"{f['mode']}, {f['entities']:,} entities")
         lag = (f["latest_source_version"] or 0) - (f["source_version"] or 0)
-        c4.metric("Source", f"v{f['source_version']}", delta=f"{lag} version(s) behind" if lag else "current",
+        c4.metric("Source version", f"v{f['source_version']}", delta=f"{lag} version(s) behind" if lag else "current",
                   delta_color="inverse" if lag else "off")
         runs = features.materializations(name, lake=lake()).filter(pl.col("view_version") == version)
         st.altair_chart(_runs_chart(runs), width="stretch")

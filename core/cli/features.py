@@ -126,7 +126,7 @@ def _build(args: argparse.Namespace) -> None:
     views = ", ".join(f"{v['view']} v{v['version']} ({v['source']} v{v['source_version']})" for v in ts.views)
     sys.stdout.write(f"training set {ts.name}: version {ts.version}, {ts.rows:,} rows of {ts.label_dataset} v{ts.label_version} "
                      f"as of {ts.time_column}, features from {views}\n"
-                     f"train on it: lakeops train {ts.name} --target <label column>\n")
+                     f"train on it: lakeops train --dataset {ts.name} --target <label column>\n")
 
 
 def _materialize(args: argparse.Namespace) -> None:
