@@ -9,7 +9,8 @@ Environment variables:
     LAKEOPS_ACTOR       who acts (audit trail); default the OS user
     LAKEOPS_API_HOST, LAKEOPS_API_PORT, LAKEOPS_UI_PORT
     LAKEOPS_S3_ENDPOINT, LAKEOPS_S3_REGION, LAKEOPS_S3_ACCESS_KEY, LAKEOPS_S3_SECRET_KEY,
-    LAKEOPS_S3_ALLOW_HTTP   storage options for an s3:// lake
+    LAKEOPS_S3_ALLOW_HTTP   storage options for an s3:// lake (``ALLOW_HTTP=true`` is required for an
+                            ``http://`` endpoint such as a local S3 server)
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Settings:
             raise ConfigError(
                 f"lake_uri scheme {scheme!r} is not supported: use a folder path or s3://bucket/prefix"
             )
+        self._check_plain_http()
         for name in ("api_port", "ui_port"):
             port = getattr(self, name)
             if not isinstance(port, int) or not 0 < port < 65536:
@@ -83,6 +85,17 @@ class Settings:
             raise ConfigError(f"sql_threads must be >= 1, got {self.sql_threads}")
         if self.sql_timeout_s <= 0:
             raise ConfigError(f"sql_timeout_s must be > 0, got {self.sql_timeout_s}")
+
+    def _check_plain_http(self) -> None:
+        """An ``http://`` S3 endpoint needs an explicit opt-in; say so here, not as the store's cryptic refusal."""
+        opts = {k.lower(): str(v) for k, v in self.storage_options.items()}
+        endpoint = next((opts[k] for k in ("aws_endpoint_url", "endpoint_url", "aws_endpoint", "endpoint") if k in opts), "")
+        allowed = next((opts[k] for k in ("aws_allow_http", "allow_http") if k in opts), "false")
+        if self.lake_uri.startswith("s3://") and endpoint.startswith("http://") and allowed.lower() not in ("true", "1", "yes"):
+            raise ConfigError(
+                f"the S3 endpoint {endpoint} is plain HTTP: set LAKEOPS_S3_ALLOW_HTTP=true to allow it "
+                "(a local S3 server), or use an https:// endpoint"
+            )
 
     def section(self, name: str) -> dict[str, Any]:
         """Return the TOML section ``name`` (dotted for nested: ``"models.churn"``), or ``{}``."""

@@ -30,6 +30,7 @@ __all__ = [
     "USAGE_DATASET",
     "USAGE_VIEW",
     "generate",
+    "new_customers",
     "usage_events",
 ]
 
@@ -300,3 +301,28 @@ def usage_events(
         "data_gb": data,
     })
     return frame.unique([ID_COLUMN, "event_at"], keep="first", maintain_order=True).sort("event_at")
+
+
+NEW_CUSTOMER_IDS_FROM = 1_000_001  # ids of exported new customers start here, after any seeded ones
+
+
+def new_customers(n: int = 5_000, *, seed: int = 1, days: int = 30, now: datetime | None = None) -> pl.DataFrame:
+    """Recent signups after the marketing campaign started, labelled: the "new customers" file of the walkthrough.
+
+    The customers signed up over the ``days`` days up to ``now``, all after the campaign began
+    (so about 65 % come from the campaign population), and their ids continue after the seeded
+    dataset's (``C1000001`` ...), so appending them to ``churn`` adds new customers.
+
+    Args:
+        n: number of customers.
+        seed: random seed (the same arguments give the same rows).
+        days: signup period in days, ending at ``now``.
+        now: end of the period (default: now, UTC).
+    """
+    from core.ids import utcnow
+
+    end = now or utcnow()
+    start = end - timedelta(days=days)
+    frame = generate(n, seed=seed, start=start, days=days, campaign_start=start)
+    ids = pl.int_range(NEW_CUSTOMER_IDS_FROM, NEW_CUSTOMER_IDS_FROM + frame.height, eager=True)
+    return frame.with_columns(pl.format("C{}", ids.cast(pl.String)).alias(ID_COLUMN))

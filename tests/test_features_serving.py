@@ -80,6 +80,17 @@ def test_entity_key_in_view_features_filled_scored_and_logged(world):
 
     cols = {"columns": {k: [r[k] for r in body] for k in body[0]}}
     assert _post(srv, cols).json()["scores"] == scores
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    sink = pa.BufferOutputStream()
+    table = pl.DataFrame(body).to_arrow()
+    with ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    arrow = httpx.post(f"{srv.url}/v1/models/churn/predict", content=sink.getvalue().to_pybytes(),
+                       headers={"content-type": "application/vnd.apache.arrow.stream"}, timeout=30)
+    assert arrow.status_code == 200, arrow.text
+    assert arrow.json()["scores"] == scores
 
 
 def test_missing_and_unknown_entities_by_policy(world):

@@ -32,13 +32,13 @@ def register(sub: Any) -> None:
     p = msub.add_parser(
         "show", help="a model's versions (status, aliases, gate, metrics), or one version in detail"
     )
-    p.add_argument("model")
-    p.add_argument("version", nargs="?", type=int)
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("version", nargs="?", type=int, help="a version to show in detail (default: every version)")
     p.add_argument("--format", choices=_FORMATS, default="table")
     p.set_defaults(handler=_show)
 
     p = msub.add_parser("history", help="deployment history: who moved which alias, when and why")
-    p.add_argument("model")
+    p.add_argument("model", help="registered model name, e.g. churn")
     p.add_argument("--alias", help="only this alias (e.g. champion)")
     p.add_argument("--all", action="store_true", help="every registry event (register, gate, approve ...)")
     p.add_argument("--at", help="which version held --alias (default champion) at this ISO time (UTC if no zone)")
@@ -46,15 +46,15 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_history)
 
     p = msub.add_parser("register", help="register a finished run's model as the next version")
-    p.add_argument("model")
-    p.add_argument("run_id")
+    p.add_argument("model", help="model name: the version is added to it (created on first use)")
+    p.add_argument("run_id", help="a finished run with a model (see 'lakeops runs list')")
     p.add_argument("--description")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(handler=_register)
 
     p = msub.add_parser("evaluate", help="run the promotion gate and record its report (exit 1 if it fails)")
-    p.add_argument("model")
-    p.add_argument("version", type=int)
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("version", type=int, help="model version number (see 'lakeops models show MODEL')")
     p.add_argument("--policy", help="TOML policy file (default: [models.<model>.policy] in lakeops.toml)")
     p.add_argument("--format", choices=_FORMATS, default="table")
     p.set_defaults(handler=_evaluate)
@@ -64,37 +64,37 @@ def register(sub: Any) -> None:
         ("reject", "reject a version"),
     ):
         p = msub.add_parser(action, help=text)
-        p.add_argument("model")
-        p.add_argument("version", type=int)
-        p.add_argument("--reason", help="why (required)")
+        p.add_argument("model", help="registered model name, e.g. churn")
+        p.add_argument("version", type=int, help="model version number (see 'lakeops models show MODEL')")
+        p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
         p.set_defaults(handler=_decide, action=action)
 
     p = msub.add_parser("promote", help="make a version the champion (its latest gate must have passed)")
-    p.add_argument("model")
-    p.add_argument("version", type=int)
-    p.add_argument("--reason", help="why (required)")
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("version", type=int, help="model version number (see 'lakeops models show MODEL')")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--force", action="store_true", help="skip the gate/approval checks (recorded as forced)")
     p.add_argument("--policy", help="TOML policy file (for require_approval)")
     p.set_defaults(handler=_promote)
 
     p = msub.add_parser("policy", help="show the promotion policy in force, or record a new one in the lake")
-    p.add_argument("model")
+    p.add_argument("model", help="registered model name, e.g. churn")
     p.add_argument("--set", dest="policy_file", metavar="FILE", help="TOML policy to record (needs --reason)")
     p.add_argument("--reason", help="why (required with --set)")
     p.set_defaults(handler=_policy)
 
     p = msub.add_parser("rollback", help="return the champion alias to the previous champion")
-    p.add_argument("model")
-    p.add_argument("--reason", help="why (required)")
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.set_defaults(handler=_rollback)
 
     p = msub.add_parser(
         "alias", help="point a non-champion alias (challenger ...) at a version, or --delete it"
     )
-    p.add_argument("model")
-    p.add_argument("alias")
-    p.add_argument("version", nargs="?", type=int)
-    p.add_argument("--reason", help="why (required)")
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("alias", help="alias name, e.g. challenger (champion moves only by promote/rollback)")
+    p.add_argument("version", nargs="?", type=int, help="version the alias points to (omit with --delete)")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--delete", action="store_true")
     p.set_defaults(handler=_alias)
 

@@ -75,20 +75,21 @@ def _operation(body: dict[str, Any], *, query: bool = False) -> type[Operation]:
 
 
 class _JsonBytes:
-    """A pre-encoded JSON answer as a bare ASGI app (no header objects, no re-encoding)."""
+    """A pre-encoded answer (JSON, or Arrow) as a bare ASGI app (no header objects, no re-encoding)."""
 
-    __slots__ = ("body", "status")
+    __slots__ = ("body", "media", "status")
 
-    def __init__(self, body: bytes, status: int = 200) -> None:
+    def __init__(self, body: bytes, status: int = 200, media: bytes = b"application/json") -> None:
         self.body = body
         self.status = status
+        self.media = media
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send(
             {
                 "type": "http.response.start",
                 "status": self.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(self.body)).encode())],
+                "headers": [(b"content-type", self.media), (b"content-length", str(len(self.body)).encode())],
             }
         )
         await send({"type": "http.response.body", "body": self.body})
@@ -167,16 +168,23 @@ def _too_large(limit: int) -> ProblemError:
     return ProblemError(413, "body-too-large", f"the request body is over the limit of {limit:,} bytes")
 
 
-def _json_within(scope: Any, limit: int) -> bool:
-    """True when the headers say JSON and no Content-Length over ``limit``."""
-    is_json = False
+ARROW = "application/vnd.apache.arrow.stream"
+_ARROW_B = ARROW.encode()
+
+
+def _kind(scope: Any, limit: int) -> tuple[str | None, bool, bool]:
+    """(body kind ``json``/``arrow``/None, Content-Length over ``limit``, the client Accepts Arrow)."""
+    kind: str | None = None
+    too_big = arrow_out = False
     for key, value in scope["headers"]:
         if key == b"content-type":
             mt = value.split(b";", 1)[0].strip().lower()
-            is_json = mt == b"application/json" or mt.endswith(b"+json")
+            kind = "json" if mt == b"application/json" or mt.endswith(b"+json") else ("arrow" if mt == _ARROW_B else None)
         elif key == b"content-length" and value.isdigit() and int(value) > limit:
-            return False
-    return is_json
+            too_big = True
+        elif key == b"accept" and _ARROW_B in value.lower():
+            arrow_out = True
+    return kind, too_big, arrow_out
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -184,15 +192,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
     Cheaper than ``request.body()`` (no header object, no stream generator) on the hot path.
     """
-    is_json = False
-    for key, value in request.scope["headers"]:
-        if key == b"content-type":
-            mt = value.split(b";", 1)[0].strip().lower()
-            is_json = mt == b"application/json" or mt.endswith(b"+json")
-        elif key == b"content-length" and value.isdigit() and int(value) > limit:
-            raise _too_large(limit)
-    if not is_json:
-        raise ProblemError(415, "unsupported-media-type", "send the body as JSON with Content-Type: application/json")
+    kind, too_big, _ = _kind(request.scope, limit)
+    if too_big:
+        raise _too_large(limit)
+    if kind is None:
+        raise ProblemError(415, "unsupported-media-type",
+                           f"send the body as JSON (Content-Type: application/json) or as an Arrow IPC stream ({ARROW})")
     receive = request.receive
     msg = await receive()
     body = msg.get("body", b"")
@@ -309,10 +314,12 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         scope = request.scope
         scope["lakeops_t0"] = t0  # type: ignore[typeddict-unknown-key]
         body = await _read_body(request, limit)
+        kind, _, arrow_out = _kind(scope, limit)
         version, alias = _query(scope["query_string"])
-        out = await service.predict(scope["path_params"]["name"], body, version, alias)
+        out = await service.predict(scope["path_params"]["name"], body, version, alias, arrow=kind == "arrow",
+                                    arrow_out=arrow_out)
         metrics.observe("/v1/models/{name}/predict", 200, time.perf_counter() - t0)
-        return _JsonBytes(out)
+        return _JsonBytes(out, media=_ARROW_B if arrow_out else b"application/json")
 
     @post(
         "/v1/models/{name:str}/feedback",
@@ -419,8 +426,11 @@ class _FastPredict:
             or scope["method"] != "POST"
             or not path.startswith(self._PREFIX)
             or not path.endswith(self._SUFFIX)
-            or not _json_within(scope, self.limit)
         ):
+            await self.inner(scope, receive, send)
+            return
+        kind, too_big, arrow_out = _kind(scope, self.limit)
+        if kind is None or too_big:
             await self.inner(scope, receive, send)
             return
         name = path[len(self._PREFIX) : -len(self._SUFFIX)]
@@ -444,7 +454,7 @@ class _FastPredict:
             if len(body) > self.limit:
                 raise ProblemError(413, "body-too-large", "over the limit")
             version, alias = _query(scope["query_string"])
-            out = await self.service.predict(name, body, version, alias)
+            out = await self.service.predict(name, body, version, alias, arrow=kind == "arrow", arrow_out=arrow_out)
         except Exception:  # noqa: BLE001 - Litestar's route answers it (problem body, metrics)
             replayed = False
 
@@ -462,7 +472,8 @@ class _FastPredict:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())],
+                "headers": [(b"content-type", _ARROW_B if arrow_out else b"application/json"),
+                            (b"content-length", str(len(out)).encode())],
             }
         )
         await send({"type": "http.response.body", "body": out})

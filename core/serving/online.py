@@ -250,7 +250,14 @@ class OnlineCodec:
             DataValidationError: the request fields do not fit the signature, or an entity key
                 is missing (422, naming row and field).
         """
-        d = self.inner.decode(body)
+        return self._fill(self.inner.decode(body))
+
+    def decode_arrow(self, body: bytes) -> Decoded:
+        """``decode`` for an Arrow IPC stream body (request fields and entity keys as columns)."""
+        return self._fill(self.inner.decode_arrow(body))
+
+    def _fill(self, d: Decoded) -> Decoded:
+        """The full matrix: the request's features where they go, each view's online values by entity key."""
         n = d.rows
         X = np.empty((n, self._width), dtype=np.float64)
         if self._req_pos.size:
