@@ -96,16 +96,16 @@ def test_entity_key_in_view_features_filled_scored_and_logged(world):
 def test_missing_and_unknown_entities_by_policy(world):
     lake, srv, _ = world
     row = _rows(lake, 1)[0]
-    no_key = _post(srv, [{k: v for k, v in row.items() if k != "customer_id"}])
-    assert no_key.status_code == 422 and no_key.json()["errors"][0] == {"row": 0, "field": "customer_id", "message": "missing entity key"}
     sent_feature = _post(srv, [{**row, "calls_30d": 3}])
     assert sent_feature.status_code == 422 and sent_feature.json()["errors"][0]["field"] == "calls_30d"
-    # churn: missing = "default": an unknown customer gets what a training row without usage gets
-    stranger = _post(srv, [{**row, "customer_id": "NOBODY"}])
+    # churn: missing = "default": an unknown customer, or a row without the key, gets what a
+    # training row without usage gets
+    stranger = _post(srv, [{**row, "customer_id": "NOBODY"}, {k: v for k, v in row.items() if k != "customer_id"}])
     assert stranger.status_code == 200
-    pid = stranger.json()["prediction_ids"][0]
-    served = _logged(lake, [pid]).select(pl.col("features").struct.unnest()).row(0, named=True)
-    assert [served[c] for c in VIEW_FEATURES] == [0.0, 0.0, None, 0.0]
+    logged = _logged(lake, stranger.json()["prediction_ids"])
+    served = logged.select(pl.col("features").struct.unnest()).select(VIEW_FEATURES).rows()
+    assert served == [(0.0, 0.0, None, 0.0)] * 2
+    assert sorted(logged["passthrough"].struct.field("customer_id").to_list(), key=str) == ["NOBODY", None]
 
 
 def test_not_materialised_is_503_then_served_after_materialising_and_refreshing(world):
@@ -122,6 +122,8 @@ def test_not_materialised_is_503_then_served_after_materialising_and_refreshing(
     unknown = _post(srv, [row[0], {**row[1], "customer_id": "NOBODY"}], "churn_strict")
     assert unknown.status_code == 422 and unknown.json()["type"].endswith("/unknown-entity")
     assert unknown.json()["errors"] == [{"row": 1, "field": "customer_id", "message": "unknown entity 'NOBODY': no online features"}]
+    no_key = _post(srv, [{k: v for k, v in row[0].items() if k != "customer_id"}], "churn_strict")  # missing = "error"
+    assert no_key.status_code == 422 and no_key.json()["errors"][0] == {"row": 0, "field": "customer_id", "message": "missing entity key"}
 
 
 def test_new_events_reach_the_served_values_without_a_restart(world):

@@ -178,3 +178,25 @@ def test_materialize_all_covers_latest_versions_and_champions(lake):
     assert set(vec) >= {"calls_30d", "__as_of"}
     with pytest.raises(FeatureViewError, match="customer_id='NOPE' has no online values in churn_usage v1"):
         features.entity_vector("churn_usage", "NOPE", lake=lake)
+
+
+def test_the_gate_scores_a_feature_view_champion_on_rows_without_its_features(lake):
+    from core import registry
+    from core.flows import promote
+
+    _seed(lake)
+    features.register(_view(), lake=lake)
+    features.build_training_set("churn_training", labels="churn", views=["churn_usage"], lake=lake)
+    champ = train_model("churn_training", target="churned", params={"num_iterations": 30}, lake=lake)
+    registry.register("churn", champ.run_id, lake=lake, actor="t")
+    promote.promote("churn", 1, reason="t", actor="t", force=True, lake=lake)
+    rows = datasets.load("churn", lake=lake)
+    filled = features.with_view_features(rows, champ.model.signature, lake=lake)
+    assert filled.equals(datasets.load("churn_training", lake=lake))  # as a training set would have them
+    plain = train_model("churn", target="churned", params={"num_iterations": 30}, lake=lake)
+    registry.register("churn", plain.run_id, lake=lake, actor="t")
+    report = promote.evaluate("churn", 2, lake=lake)
+    check = next(c for c in report.checks if c.name == "beat_champion:auc")
+    assert "champion v1" in check.detail and 0.5 < float(check.threshold) < 1
+    with pytest.raises(FeatureViewError, match="lack the time column 'signup_at'"):
+        features.with_view_features(rows.drop("signup_at"), champ.model.signature, lake=lake)

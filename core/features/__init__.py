@@ -33,6 +33,7 @@ from core.features.store import (
     training_sets,
     training_views,
     versions,
+    with_view_features,
 )
 
 __all__ = [
@@ -67,4 +68,5 @@ __all__ = [
     "training_views",
     "values_at",
     "versions",
+    "with_view_features",
 ]

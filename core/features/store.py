@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ __all__ = [
     "training_views",
     "versions",
     "view_schema",
+    "with_view_features",
 ]
 
 _TABLE = "feature_views"
@@ -405,3 +406,33 @@ def lineage(model: str, prediction_id: str, *, lake: Lake | None = None) -> pl.D
     from core import sql
 
     return sql.query(resolve(lake), lineage_sql(model), [prediction_id])
+
+
+def with_view_features(frame: pl.DataFrame, signature: Mapping[str, Any], *, lake: Lake | None = None) -> pl.DataFrame:
+    """``frame`` with the view features a model needs and ``frame`` lacks, as known at each row's time.
+
+    For scoring a model trained on feature views on rows that do not carry those features (the
+    gate scoring the champion on another model's holdout): each missing feature is computed
+    exactly as a training set would (``values_at`` on the view version's source, latest
+    version, at the row's ``signature["time_column"]``) by the row's entity key. Rows without a
+    key get the features' defaults. A frame that has every feature is returned as it is.
+
+    Raises:
+        FeatureViewError: the frame lacks the model's time column (nothing to be "as of").
+    """
+    views = [v for v in signature.get("feature_views") or () if any(f not in frame.columns for f in v["features"])]
+    if not views:
+        return frame
+    lake = resolve(lake)
+    tcol = signature.get("time_column")
+    if not tcol or tcol not in frame.columns:
+        raise FeatureViewError(
+            f"the rows lack the time column {tcol!r} the model's feature views are computed as of"
+        )
+    for v in views:
+        fv = get_view(v["view"], int(v["version"]), lake=lake)
+        events, _ = load_source(fv, lake=lake)
+        keys = frame[fv.entity] if fv.entity in frame.columns else pl.Series(fv.entity, [None] * frame.height)
+        values = values_at(prepare(fv, events), keys, frame[tcol])
+        frame = frame.with_columns(values[f] for f in v["features"] if f not in frame.columns)
+    return frame

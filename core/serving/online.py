@@ -11,11 +11,12 @@ as ``Model.encode`` encodes the training frame (numbers as float64, null as NaN,
 values as their level's index). The matrix is what the model scores and what the prediction log
 records, so drift monitoring sees the values the model saw.
 
-An entity with no online row: under the view's ``missing = "error"`` a 422 problem
-(``unknown-entity``) naming the entity field and rows; under ``"default"`` each feature's
-default, the value a training row of an entity without source rows gets. A request without the
-entity key: 422 naming the field. No online values loaded for a view version at all: 503
-(``features-unavailable``).
+A missing entity, under the view's ``missing`` policy: with ``"error"`` a row without the
+entity key is a 422 naming the field, and a key with no online row a 422 ``unknown-entity``
+problem naming the field and rows; with ``"default"`` both get each feature's default, the
+value a training row of an entity without source rows gets (the key is logged as sent, null
+when absent, so monitoring can count such rows). No online values loaded for a view version at
+all: 503 (``features-unavailable``).
 
 Models without ``feature_views`` get the plain ``Codec``: their path is unchanged.
 
@@ -265,7 +266,9 @@ class OnlineCodec:
         pt = d.passthrough or {}
         for v in self._views:
             keys = pt.get(v.entity)
-            if keys is None or None in keys:
+            if keys is None and v.missing == "default":
+                keys = [None] * n  # no key at all: every row is an entity without values
+            if v.missing == "error" and (keys is None or None in keys):
                 rows = list(range(n)) if keys is None else [i for i, k in enumerate(keys) if k is None]
                 raise DataValidationError(
                     f"row {rows[0]}, {v.entity}: the entity key is required: the model's features {v.name} are looked up by it",
@@ -277,7 +280,7 @@ class OnlineCodec:
                                    f"online features {v.name} are not loaded: {v.holder.error or 'not materialised yet'}")
             get = snap.index.get
             idx = [get(k, -1) for k in keys]
-            unknown = [i for i, r in enumerate(idx) if r < 0] if -1 in idx else []
+            unknown = [i for i, r in enumerate(idx) if r < 0] if -1 in idx else []  # a None key is unknown too
             if unknown and v.missing == "error":
                 first = unknown[0]
                 raise ProblemError(

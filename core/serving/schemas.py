@@ -480,10 +480,12 @@ def json_schema(signature: Mapping[str, Any], max_rows: int) -> dict[str, Any]:
     """Return the JSON schema of a predict body for ``signature`` (rows or columns form).
 
     A model with feature views takes the features they provide from the service's online values:
-    its body carries the remaining features plus each view's entity key (``core.serving.online``).
+    its body carries the remaining features plus each view's entity key, required when the view's
+    ``missing`` policy is ``"error"`` (``core.serving.online``).
     """
-    keys = list(dict.fromkeys(v["entity"] for v in signature.get("feature_views") or ()))
-    if keys:
+    views = signature.get("feature_views") or ()
+    keys = list(dict.fromkeys(v["entity"] for v in views if v.get("missing") == "error"))  # "default": optional
+    if views:
         from core.serving.online import request_signature
 
         signature = request_signature(signature)
