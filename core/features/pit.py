@@ -248,7 +248,7 @@ def values_at(prepared: PreparedEvents, entities: pl.Series, times: pl.Series | 
             out[f.name] = vals.alias(f.name)
     if prepared.by_entity is not None:
         key = prepared.by_entity
-        by_e = query.sort([e, _T])  # windows in key order: reduceat walks the source once
+        by_e = query.sort([e, _T])  # time order within each entity, as join_asof needs
         order_e = by_e[_R].to_numpy()
         hi_s = _asof(by_e, key, e)  # positions in (entity, time) order
         for w in sorted({f.window_us for f in view.features if f.window_us}):
@@ -256,6 +256,9 @@ def values_at(prepared: PreparedEvents, entities: pl.Series, times: pl.Series | 
             ok = hi_s >= 0
             start = np.where(lo_s >= 0, lo_s + 1, prepared.group_start[np.where(ok, hi_s, 0)] if key.height else 0)
             rows = np.flatnonzero(ok & (start <= hi_s))
+            # ascending starts, so reduceat walks the source once (the key is in entity-code order,
+            # which is not the query's string order)
+            rows = rows[np.argsort(start[rows], kind="stable")]
             bounds = np.empty(2 * rows.size, dtype=np.int64)
             bounds[0::2] = start[rows]
             bounds[1::2] = hi_s[rows] + 1
