@@ -170,16 +170,20 @@ def build_serving_lake(root: Path, rows: int) -> Path:
 
 
 def _bodies(lake_path: Path, root: Path) -> dict[tuple[str, int], Path]:
-    from core import datasets, demo
+    from core import datasets, demo, features
     from core.lake import Lake
 
     lake = Lake(str(lake_path))
-    online = datasets.load("churn_training", lake=lake).tail(100)  # customers the online table knows
     view = ["calls_30d", "active_30d", "minutes_per_call_30d", "data_gb_7d"]
+    current, _ = features.current_values("churn_usage", 1, lake=lake)
+    # customers the online table knows, with the very values it holds: both models get the same matrix
+    online = (datasets.load("churn_training", lake=lake).drop(view).tail(100)
+              .join(current.select(demo.ID_COLUMN, *view), on=demo.ID_COLUMN, how="inner"))
     out = {}
     for n in (1, 100):
         part = online.head(n)
-        bodies = {"churn": part.select(*demo.FEATURES, demo.ID_COLUMN), "plain": part.select(*demo.FEATURES, *view)}
+        # the same pass-through field in both (logged alike): only the source of the 4 values differs
+        bodies = {"churn": part.select(*demo.FEATURES, demo.ID_COLUMN), "plain": part.select(*demo.FEATURES, *view, demo.ID_COLUMN)}
         for model, frame in bodies.items():
             path = root / f"{model}{n}.json"
             path.write_text(json.dumps(frame.to_dicts()))
