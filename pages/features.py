@@ -9,6 +9,7 @@ import streamlit as st
 from core import features
 from core.errors import LakeopsError
 from pages._common import lake
+from pages._ui import empty, link, num, pick, show_error, table, time_axis, when
 
 
 def _runs_chart(runs: pl.DataFrame) -> alt.Chart:
@@ -16,10 +17,10 @@ def _runs_chart(runs: pl.DataFrame) -> alt.Chart:
         alt.Chart(runs.select("as_of", "entities", "mode", "view_version").to_pandas())
         .mark_bar()
         .encode(
-            x=alt.X("as_of:T", title="materialised as of"),
+            x=time_axis("as_of", "materialised as of", values=runs["as_of"]),
             y=alt.Y("entities:Q", title="entities written"),
             color=alt.Color("mode:N", scale=alt.Scale(domain=["full", "incremental"], range=["#1f77b4", "#2ca02c"])),
-            tooltip=["as_of", "view_version", "mode", "entities"],
+            tooltip=[alt.Tooltip("as_of:T", format="%Y-%m-%d %H:%M:%S"), "view_version", "mode", "entities"],
         )
     )
 
@@ -29,16 +30,16 @@ try:
     views = features.list_views(lake=lake())
     fresh = features.freshness(lake=lake())
 except LakeopsError as exc:
-    st.error(str(exc))
+    show_error(exc)
     st.stop()
 if views.height == 0:
-    st.info("No feature view yet. Register one with `lakeops features register view.toml`, or seed the demo with `lakeops up`.")
+    empty("No feature view yet.", "Register one with `lakeops features register view.toml`, or seed the demo with `lakeops up`.")
     st.stop()
-st.dataframe(views, hide_index=True, width="stretch")
+table(views)
 
-name = st.selectbox("Feature view", views["name"].to_list(), key="view")
+name = pick("Feature view", views["name"].to_list(), key="view")
 versions = features.versions(name, lake=lake())
-version = st.selectbox("Version", versions["version"].to_list(), key="view_version")
+version = pick("Version", versions["version"].to_list(), key="view_version")
 view = features.get_view(name, version, lake=lake())
 row = versions.filter(pl.col("version") == version).row(0, named=True)
 c1, c2, c3, c4 = st.columns(4)
@@ -46,40 +47,37 @@ c1.metric("Source", view.source)
 c2.metric("Entity", view.entity)
 c3.metric("Features", len(view.features))
 c4.metric("Unknown entity", "default" if view.missing == "default" else "422 error")
-st.caption(f"Event time `{view.event_time}` · content hash `{row['content_hash']}` · registered {row['created_at']} "
+st.caption(f"Event time `{view.event_time}` · content hash `{row['content_hash']}` · registered {when(row['created_at'])} "
            f"by {row['created_by'] or '-'}" + (f" · {view.description}" if view.description else ""))
+link("datasets", f"Source dataset {view.source}", ":material/dataset:", dataset=view.source)
 
 tab_def, tab_online, tab_entity, tab_lineage = st.tabs(["Definition", "Online freshness", "Entity lookup", "Training sets"])
 with tab_def:
-    st.dataframe(
-        pl.DataFrame([{"feature": f.name, "expression": f.expr or "(rows)", "aggregate": f.agg or "latest value",
-                       "window": f.window or "", "default": json.dumps(f.fill), "description": f.description}
-                      for f in view.features]),
-        hide_index=True, width="stretch",
-    )
-    st.dataframe(versions.select("version", pl.col("content_hash").str.slice(0, 16).alias("hash"), "created_at",
-                                 "created_by"), hide_index=True, width="stretch")
-    with st.expander("Definition as TOML-ready data"):
+    table(pl.DataFrame([{"feature": f.name, "expression": f.expr or "(rows)", "aggregate": f.agg or "latest value",
+                         "window": f.window or "", "default": json.dumps(f.fill), "description": f.description}
+                        for f in view.features]))
+    table(versions.select("version", pl.col("content_hash").str.slice(0, 16).alias("hash"), "created_at", "created_by"))
+    with st.expander("Definition as data (what `lakeops features register` reads, as TOML)"):
         st.json(view.to_dict())
 
 with tab_online:
     mine = fresh.filter((pl.col("view") == name) & (pl.col("version") == version))
     if mine.height == 0:
-        st.warning(f"{name} v{version} has no online values yet: `lakeops features materialize {name} --version {version}` "
-                   "(the scheduler's features_materialize job does it for the latest version and those champions use).")
+        empty(f"{name} v{version} has no online values yet:",
+              f"`lakeops features materialize {name} --version {version}` (the scheduler's features_materialize job "
+              "does it for each view's latest version and the versions champions use).")
     else:
         f = mine.row(0, named=True)
         c1, c2, c3, c4 = st.columns(4)
-        c1.metric("As of", str(f["as_of"])[:19])
-        c2.metric("Age", f"{f['age_s'] / 60:.1f} min")
+        c1.metric("As of", when(f["as_of"]))
+        c2.metric("Age", f"{num(f['age_s'] / 60)} min")
         c3.metric("Last run", f"{f['mode']}, {f['entities']:,} entities")
         lag = (f["latest_source_version"] or 0) - (f["source_version"] or 0)
         c4.metric("Source version", f"v{f['source_version']}", delta=f"{lag} version(s) behind" if lag else "current",
                   delta_color="inverse" if lag else "off")
         runs = features.materializations(name, lake=lake()).filter(pl.col("view_version") == version)
         st.altair_chart(_runs_chart(runs), width="stretch")
-        st.dataframe(runs.select("as_of", "mode", "entities", "source_version", "online_version", "started_at", "at"),
-                     hide_index=True, width="stretch")
+        table(runs.select("as_of", "mode", "entities", "source_version", "online_version", "started_at", "at"))
 
 with tab_entity:
     key = st.text_input(f"{view.entity}", key="entity_key", placeholder="an entity key, e.g. C0000001")
@@ -87,19 +85,17 @@ with tab_entity:
         try:
             vector = features.entity_vector(name, key, version=version, lake=lake())
         except LakeopsError as exc:
-            st.error(str(exc))
+            show_error(exc)
         else:
-            st.caption(f"as of {vector['__as_of']} (materialisation {vector['__materialization_id']}, "
+            st.caption(f"as of {when(vector['__as_of'], seconds=True)} (materialisation {vector['__materialization_id']}, "
                        f"source v{vector['__source_version']})")
-            st.dataframe(pl.DataFrame({"feature": view.feature_names,
-                                       "value": [str(vector[n]) for n in view.feature_names]}),
-                         hide_index=True, width="stretch")
+            table(pl.DataFrame({"feature": view.feature_names, "value": [num(vector[n]) for n in view.feature_names]}))
 
 with tab_lineage:
     sets = features.training_sets(name, lake=lake()).filter(pl.col("view_version") == version)
     if sets.height == 0:
-        st.info(f"No training set built from {name} v{version} yet: "
-                f"`lakeops features build-training --labels <dataset> --view {name}@v{version} --name <set>`.")
+        empty(f"No training set built from {name} v{version} yet:",
+              f"`lakeops features build-training --labels <dataset> --view {name}@v{version} --name <set>`.")
     else:
-        st.dataframe(sets.select("dataset", "dataset_version", "label_dataset", "label_version", "label_time_column",
-                                 "source_dataset", "source_version", "rows", "at"), hide_index=True, width="stretch")
+        table(sets.select("dataset", "dataset_version", "label_dataset", "label_version", "label_time_column",
+                          "source_dataset", "source_version", "rows", "at"))

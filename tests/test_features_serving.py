@@ -106,6 +106,9 @@ def test_missing_and_unknown_entities_by_policy(world):
     served = logged.select(pl.col("features").struct.unnest()).select(VIEW_FEATURES).rows()
     assert served == [(0.0, 0.0, None, 0.0)] * 2
     assert sorted(logged["passthrough"].struct.field("customer_id").to_list(), key=str) == ["NOBODY", None]
+    one = _post(srv, [{**row, "customer_id": "NOBODY"}])  # the one-row path
+    one_served = _logged(lake, one.json()["prediction_ids"]).select(pl.col("features").struct.unnest()).select(VIEW_FEATURES)
+    assert one_served.rows() == [(0.0, 0.0, None, 0.0)]
 
 
 def test_not_materialised_is_503_then_served_after_materialising_and_refreshing(world):
