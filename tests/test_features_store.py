@@ -169,11 +169,15 @@ def test_late_rows_replaced_sources_and_time_going_back(lake):
     assert (fresh["runs"], fresh["mode"], fresh["source_version"], fresh["latest_source_version"]) == (3, "full", 3, 3)
 
 
-def test_materialize_all_covers_latest_versions_and_champions(lake):
+def test_materialize_all_covers_latest_versions_and_champions(lake, settings):
     _seed(lake, rows=300)
     features.register(_view(), lake=lake)
     out = features.materialize_all(lake=lake)
     assert set(out["views"]) == {"churn_usage@v1"} and out["views"]["churn_usage@v1"]["mode"] == "full"
+    from core.jobruns import run_job
+
+    job = run_job("features_materialize", lake=lake, settings=settings)  # the scheduler's job
+    assert job.status == "finished" and job.outputs["views"]["churn_usage@v1"]["mode"] == "incremental"
     vec = features.entity_vector("churn_usage", "C0000001", lake=lake)
     assert set(vec) >= {"calls_30d", "__as_of"}
     with pytest.raises(FeatureViewError, match="customer_id='NOPE' has no online values in churn_usage v1"):
