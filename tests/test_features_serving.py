@@ -175,6 +175,13 @@ def test_lineage_query_walks_a_prediction_back_to_its_sources(world, capsys):
     assert (row["label_dataset"], row["label_version"]) == ("churn", 1)
     assert run(["--lake", lake.uri, "features", "lineage", "--model", "churn", "--prediction", pid, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["view_hash"] == features.get_view("churn_usage", 1, lake=lake).content_hash()
+    from core import sql
+
+    online = sql.query(lake, "select count(distinct customer_id) as n, max(__as_of) as as_of from online_churn_usage_v1")
+    assert online["n"][0] == features.current_values("churn_usage", 1, lake=lake)[0].height
+    views = sql.query(lake, "select name, version, status from feature_views order by version")
+    assert views.rows() == [("churn_usage", 1, "registered"), ("churn_usage", 2, "registered")]
+    assert sql.query(lake, "select count(*) as n from data_churn_training")["n"][0] == 1500
 
 
 def test_openapi_and_plain_models_keep_the_plain_codec(world):
