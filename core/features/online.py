@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -181,9 +182,7 @@ def materialize(
     return Materialization(mid, fv.name, fv.version, mode, as_of, int(entities.len()), sv, online_version, why)
 
 
-def _repeat(value: int, n: int) -> Any:
-    import numpy as np
-
+def _repeat(value: int, n: int) -> np.ndarray:
     return np.full(n, value, dtype=np.int64)
 
 

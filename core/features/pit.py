@@ -79,10 +79,6 @@ class PreparedEvents:
         """Source rows used."""
         return self.by_time.height
 
-    def entities(self) -> pl.Series:
-        """The distinct entities of the source rows."""
-        return self.by_time[self.view.entity].unique()
-
 
 def prepare(view: FeatureView, events: pl.DataFrame, *, schema: dict[str, pl.DataType] | None = None) -> PreparedEvents:
     """Evaluate the view's row-level expressions on the source rows and sort them for lookups.

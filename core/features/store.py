@@ -374,7 +374,7 @@ def lineage_sql(model: str) -> str:
     """The SQL that walks one prediction of ``model`` back to its source data (``?``: the prediction id).
 
     prediction (``predictions_<model>``) -> model version (``registered_versions``) -> run
-    (``runs_latest``) -> training set (the run's dataset version) -> feature view versions
+    (``runs``) -> training set (the run's dataset version) -> feature view versions
     (``feature_lineage``, ``feature_views``) -> source dataset versions (and the label dataset version).
 
     Raises:
@@ -383,13 +383,16 @@ def lineage_sql(model: str) -> str:
     if not _MODEL.match(model):
         raise FeatureViewError(f"model name {model!r}: use letters, digits, '_' or '-'")
     table = "predictions_" + model.replace("-", "_")
-    return f"""select p.prediction_id, p."at" as predicted_at, p.model_version, mv.run_id,
+    # the run's dataset read from ``runs`` itself (one row per status change, or one per run:
+    # the same columns either way), so the walk passes through the run that trained the version
+    return f"""with run as (select distinct run_id, dataset_name, dataset_version from runs)
+select p.prediction_id, p."at" as predicted_at, p.model_version, mv.run_id,
        r.dataset_name as training_set, r.dataset_version as training_set_version,
        l.label_dataset, l.label_version, l.view, l.view_version, fv.content_hash as view_hash,
        l.source_dataset, l.source_version
 from {table} p
 join registered_versions mv on mv.model = '{model}' and mv.version = p.model_version
-join runs_latest r on r.run_id = mv.run_id
+join run r on r.run_id = mv.run_id
 join feature_lineage l on l.dataset = r.dataset_name and l.dataset_version = r.dataset_version
 join feature_views fv on fv.name = l.view and fv.version = l.view_version and fv.status = 'registered'
 where p.prediction_id = ?
