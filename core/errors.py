@@ -24,6 +24,7 @@ Every user-facing error names the thing that is wrong and, where there is one, t
     ├── FeatureViewError              a feature view definition (or the data it is applied to) cannot be used
     ├── SqlRefusedError               a query the read-only SQL sandbox does not allow
     └── SqlError                      a query that DuckDB could not run (syntax, unknown column)
+        └── SqlResultTooLargeError    a result over the row or byte limit (export it instead)
 
 A failed gate is a normal ``GateReport``, not an exception. HTTP status codes live in
 ``core.serving``; this module knows none.
@@ -53,6 +54,7 @@ __all__ = [
     "SchemaMismatchError",
     "SqlError",
     "SqlRefusedError",
+    "SqlResultTooLargeError",
     "TableNotFoundError",
     "TrainingError",
     "UnsafeStoreError",
@@ -150,3 +152,7 @@ class SqlRefusedError(LakeopsError, PermissionError):
 
 class SqlError(LakeopsError, ValueError):
     """A query DuckDB could not run: syntax error, unknown table or column."""
+
+
+class SqlResultTooLargeError(SqlError):
+    """A query whose result has more rows or bytes than the console returns; export it to a file."""

@@ -18,7 +18,8 @@ same keys at its top level, or under ``[policy]``)::
     mode = "shadow"                                # or "canary" (with fraction = 0.1)
     min_requests = 500                             # live requests compared
     min_labelled = 200                             # of them with feedback labels
-    max_disagreement = 0.2                         # shadow: share of rows labelled differently
+    max_disagreement = 0.2                         # shadow: share of rows labelled differently (off by default:
+                                                   # after drift the champion is the one that is wrong)
     max_error_rate = 0.01                          # share of the challenger's rows it fails to score
     tolerance = 0.01                               # non-inferiority margin of the realised metric
 
@@ -124,7 +125,7 @@ class StagingPolicy:
     fraction: float = 0.1
     min_requests: int = 500
     min_labelled: int = 200
-    max_disagreement: float = 0.2
+    max_disagreement: float | None = None
     max_error_rate: float = 0.01
     tolerance: float = 0.01
 
@@ -282,6 +283,9 @@ def _staging(value: Any, where: str) -> StagingPolicy | None:
             raise ConfigError(f"{where}.mode must be 'shadow' or 'canary', got {value['mode']!r}")
         kw["mode"] = value["mode"]
     for key in ("fraction", "max_disagreement", "max_error_rate", "tolerance"):
+        if key == "max_disagreement" and value.get(key) is False:
+            kw[key] = None
+            continue
         if key in value:
             kw[key] = _number(value[key], f"{where}.{key}")
             if not 0 <= kw[key] <= 1:

@@ -93,7 +93,7 @@ class Scheduler:
             log.info("holding the scheduler lease of %s (epoch %s) as %s", self.lake.uri, self.lease.epoch, self.lease.holder_id)
             closed = abandon_stale(lake=self.lake)
             if closed:
-                log.info("closed %d execution(s) left running by a previous scheduler", closed)
+                log.info("closed %d execution(s) left running by a scheduler or process that is gone", closed)
             self._start_aps()
             while not self._stop.wait(step):
                 self._reload_if_changed()

@@ -13,6 +13,7 @@ from core import registry
 from core.errors import LakeopsError
 from core.flows import promote
 from pages._common import lake, settings
+from pages._rollout import render_rollout
 from pages._ui import PALETTE, empty, link, megabytes, num, pick, show_error, table, time_axis, when
 
 
@@ -147,6 +148,8 @@ if amap:
         col.metric(name, f"v{v}")
 else:
     empty("No alias yet.", "Evaluate a version, then promote it.")
+
+render_rollout(model, version, champion)
 
 st.subheader("Versions")
 table(versions.drop("sha256").with_columns((pl.col("size_bytes") / 1e6).alias("size_MB")).drop("size_bytes"))

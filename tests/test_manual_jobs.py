@@ -64,6 +64,8 @@ enabled = false
 enabled = false
 [jobs.retrain]
 enabled = false
+[jobs.rollout]
+enabled = false
 [jobs.extra.whoami]
 func = "jobfuncs:whoami"
 interval_s = 0.5

@@ -97,3 +97,25 @@ def test_actions_need_a_reason_and_alias_moves_need_a_confirmation(ui_lake):
     assert registry.champion_version("churn", ui_lake) == 1
     assert registry.history("churn", "champion", lake=ui_lake)["actor"].to_list()[-1] == "uiuser"
     assert [m.value for m in at.metric] == ["v1"]
+
+
+def test_staged_rollout_section_shows_the_challenger_and_aborts_with_a_reason(ui_lake):
+    from core.flows import rollout
+    from core.gating import Policy
+
+    assert promote.evaluate("churn", 2, lake=ui_lake, actor="tester",
+                            policy=Policy(beat_champion=None, max_p95_latency_ms={})).passed
+    rollout.stage("churn", 2, mode="canary", fraction=0.2, reason="try on a fifth", actor="tester", lake=ui_lake)
+    at = _page()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Challenger"] == "v2" and metrics["Mode"] == "canary" and metrics["Traffic share"] == "20%"
+    assert any("Not compared yet" in i.value for i in at.info)
+    at.button(key="btn_unstage").click().run()
+    assert not at.exception, at.exception
+    assert at.button(key="ro_confirm").disabled
+    at.text_area(key="ro_reason").set_value("customers complained").run()
+    at.checkbox(key="ro_sure").check().run()
+    at.button(key="ro_confirm").click().run()
+    assert not at.exception, at.exception
+    assert registry.state("churn", lake=ui_lake).stage is None
+    assert registry.history("churn", "challenger", lake=ui_lake)["reason"].to_list()[-1] == "customers complained"

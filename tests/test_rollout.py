@@ -103,6 +103,10 @@ def test_shadow_scores_every_request_off_path_then_the_live_gate_promotes(staged
         assert registry.champion_version("churn", lake) == 2 and registry.state("churn", lake=lake).stage is None
         wait_for(lambda: c.post(PREDICT, json=_rows(1, 3)).json()["version"] == 2, timeout=20)
     assert "challenger" not in registry.aliases("churn", lake=lake)
+    from core import sql
+
+    view = sql.query(lake, "select alias, version from model_aliases where model = 'churn'")
+    assert dict(zip(view["alias"].to_list(), view["version"].to_list(), strict=True)) == registry.aliases("churn", lake=lake)
 
 
 def test_canary_routes_each_key_to_one_model_and_says_which(staged_lake, tmp_path):
@@ -248,3 +252,22 @@ def test_sigkill_during_shadow_loses_no_acknowledged_row_of_either_role(staged_l
     assert champion["prediction_id"].n_unique() == champion.height and shadow["prediction_id"].n_unique() == shadow.height
     assert set(shadow["prediction_id"].to_list()) <= set(champion["prediction_id"].to_list())
     assert shadow.height >= 0.5 * len(acked)  # shadow rows written before the kill survived it too
+
+
+def test_cli_stage_rollout_unstage(staged_lake, capsys):
+    from core import cli
+
+    lake, _ = staged_lake
+    base = ["--lake", lake.uri, "models"]
+    capsys.readouterr()
+    assert cli.run([*base, "stage", "churn", "1", "--mode", "shadow", "--reason", "x"]) == 2  # the champion itself
+    assert capsys.readouterr().err.count("\n") == 1
+    assert cli.run([*base, "stage", "churn", "2", "--mode", "canary", "--fraction", "0.2", "--reason", "try"]) == 0
+    out = capsys.readouterr().out
+    assert "v2 in canary mode answering 20% of the keys" in out and "smoke test" in out
+    assert cli.run([*base, "rollout", "churn", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "min_requests" in out and "compared: collecting traffic" in out
+    assert cli.run([*base, "unstage", "churn", "--reason", "enough"]) == 0
+    assert registry.state("churn", lake=lake).stage is None
+    assert cli.run([*base, "rollout", "churn"]) == 2

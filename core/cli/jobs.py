@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -60,10 +61,22 @@ def _list(args: argparse.Namespace) -> None:
         sys.stderr.write(f"note: {line}\n")
 
 
+def _terminated(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _run(args: argparse.Namespace) -> int:
     from core.flows.manual import run_by_hand
 
-    result = run_by_hand(args.name, reason=args.reason, lake=open_lake(args, create=True), settings=settings_from(args))
+    # SIGTERM ends the job like Ctrl-C does (its record is closed as interrupted), exit 143
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        result = run_by_hand(args.name, reason=args.reason, lake=open_lake(args, create=True), settings=settings_from(args))
+    except SystemExit as exc:
+        sys.stderr.write(f"lakeops: job {args.name} interrupted by SIGTERM (recorded as interrupted)\n")
+        return int(exc.code or 143)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     took = (result.ended_at - result.started_at).total_seconds() if result.ended_at else 0.0
     sys.stdout.write(f"job {result.job} {result.status} in {took:.2f}s (run {result.job_run_id})\n")
     if result.outputs:

@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from core.cli._common import emit_frame, open_lake, settings_from
+from core.cli._common import emit_frame, open_lake, render_table, settings_from
 
 __all__ = ["register"]
 
@@ -97,6 +97,27 @@ def register(sub: Any) -> None:
     p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--delete", action="store_true")
     p.set_defaults(handler=_alias)
+
+    p = msub.add_parser("stage", help="put a gated version beside the champion on live traffic (shadow or canary)")
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("version", type=int, help="the version to stage (its gate must have passed)")
+    p.add_argument("--mode", required=True, choices=["shadow", "canary"],
+                   help="shadow: scored beside the champion, never the answer; canary: answers --fraction of the keys")
+    p.add_argument("--fraction", type=float, default=0.1, help="canary: share of entity keys it answers (default 0.1)")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    p.set_defaults(handler=_stage)
+
+    p = msub.add_parser("unstage", help="end a staged rollout: the champion answers everything again")
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    p.set_defaults(handler=_unstage)
+
+    p = msub.add_parser("rollout", help="compare the staged challenger with the champion on live traffic and apply "
+                                        "the live gate (promote, withdraw, or wait)")
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("--dry-run", action="store_true", help="compare and store the report, but do not act on it")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(handler=_rollout)
 
     models.set_defaults(handler=lambda args: _usage(models))
 
@@ -342,3 +363,49 @@ def _policy(args: argparse.Namespace) -> None:
     policy, source = promote.policy_with_source(args.model, settings=settings, lake=lake)
     sys.stdout.write(f"policy of {args.model!r} ({source}):\n")
     sys.stdout.write(json.dumps(policy.to_dict(), indent=2, default=str) + "\n")
+
+
+def _stage(args: argparse.Namespace) -> None:
+    from core.flows import rollout
+
+    settings = settings_from(args)
+    change = rollout.stage(args.model, args.version, mode=args.mode, fraction=args.fraction, reason=args.reason,
+                           actor=settings.actor, lake=open_lake(args), settings=settings)
+    share = f" answering {change.report.get('fraction', 0):.0%} of the keys" if args.mode == "canary" else ""
+    smoke = change.report.get("smoke", {}).get("reason", "")
+    sys.stdout.write(f"challenger of {args.model}: v{change.version} in {args.mode} mode{share} (smoke test: {smoke})\n")
+
+
+def _unstage(args: argparse.Namespace) -> None:
+    from core.flows import rollout
+
+    settings = settings_from(args)
+    rollout.unstage(args.model, reason=args.reason, actor=settings.actor, lake=open_lake(args), settings=settings)
+    sys.stdout.write(f"the staged rollout of {args.model} ended; the champion answers everything\n")
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    import json
+
+    from core.errors import PromotionRefusedError
+    from core.flows import rollout
+
+    settings = settings_from(args)
+    lake = open_lake(args)
+    if args.dry_run:
+        report = rollout.compare_live(args.model, lake=lake, settings=settings)
+        action, why = "compared", report.why
+    else:
+        out = rollout.check_rollout(args.model, lake=lake, settings=settings)
+        if out is None:
+            raise PromotionRefusedError(f"model {args.model!r} has no staged challenger ('lakeops models stage ...')")
+        report, action, why = out.report, out.action, out.why
+    if args.format == "json":
+        sys.stdout.write(json.dumps({"action": action, "why": why, **report.to_dict()}, default=str, indent=1) + "\n")
+        return 0
+    rows = pl.DataFrame([{"check": c.name, "value": str(c.value), "threshold": str(c.threshold), "passed": c.passed,
+                          "detail": c.detail} for c in report.checks])
+    sys.stdout.write(f"{args.model}: challenger v{report.challenger_version} ({report.mode}) vs champion "
+                     f"v{report.champion_version} since {report.since:%Y-%m-%d %H:%M} UTC: {report.requests} requests, "
+                     f"{report.labelled} labelled\n{render_table(rows)}\n{action}: {why}\n")
+    return 0

@@ -39,6 +39,7 @@ __all__ = [
     "compare_live",
     "latest_live_pass",
     "live_reports",
+    "live_scores",
     "smoke_test",
     "stage",
     "unstage",
@@ -318,9 +319,13 @@ def _live_gate(rules: StagingPolicy, mode: str, requests: int, labelled: int, er
               "share of the challenger's rows it failed to score"),
     ]
     if mode == "shadow":
-        disagree = None if agreement is None else 1.0 - agreement
-        checks.append(Check("max_disagreement", disagree, rules.max_disagreement,
-                            disagree is not None and disagree <= rules.max_disagreement, "share of rows labelled differently"))
+        disagree = None if agreement is None else round(1.0 - agreement, 6)
+        if rules.max_disagreement is None:  # reported only: after drift, disagreeing is the point
+            checks.append(Check("max_disagreement", disagree, None, True, "share of rows labelled differently (no bound set)",
+                                advisory=True))
+        else:
+            checks.append(Check("max_disagreement", disagree, rules.max_disagreement,
+                                disagree is not None and disagree <= rules.max_disagreement, "share of rows labelled differently"))
     undecided = False
     if comparison is not None:
         # non-inferiority on the labelled rows: pass when the interval's low end clears -tolerance,
@@ -351,10 +356,23 @@ def _live_gate(rules: StagingPolicy, mode: str, requests: int, labelled: int, er
     if requests < rules.min_requests or labelled < rules.min_labelled or undecided:
         return checks, None, (f"collecting traffic: {requests}/{rules.min_requests} requests, "
                               f"{labelled}/{rules.min_labelled} labelled" + ("; the metric is not decided yet" if undecided else ""))
-    failed = [c for c in checks if not c.passed]
+    failed = [c for c in checks if not c.passed and not c.advisory]
     if failed:
         return checks, False, "; ".join(f"{c.name}: {c.detail}" for c in failed)
     return checks, True, "the challenger did at least as well as the champion on live traffic (within tolerance)"
+
+
+def live_scores(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
+    """Scores since the stage began, by who scored them: ``role`` (champion / challenger / shadow),
+    ``model_version``, ``score`` (for the score overlay of the Models page); empty without a stage."""
+    from core import monitoring
+
+    lake = resolve(lake)
+    st = registry.state(model, lake=lake).stage
+    if st is None or not lake.exists(f"predictions/{model}"):
+        return pl.DataFrame(schema={"role": pl.String, "model_version": pl.Int64, "score": pl.Float64})
+    return (monitoring.log_scan(model, lake, shadow=True).filter(pl.col("at") >= st.since)
+            .select("role", "model_version", "score").filter(pl.col("score").is_not_nan()).collect())
 
 
 def live_reports(model: str, *, lake: Lake | None = None) -> pl.DataFrame:

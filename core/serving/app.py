@@ -29,6 +29,8 @@ from core.config import Settings, load_settings
 from core.errors import LakeopsError
 from core.lake import Lake
 from core.serving.config import ServingConfig, serving_config
+from core.serving.hosts import HostCheck
+from core.serving.openapi import problem_responses
 from core.serving.problems import PROBLEM_MEDIA_TYPE, ProblemError, errors_of, problem_body, status_for
 from core.serving.schemas import json_schema
 from core.serving.service import Service
@@ -305,6 +307,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
             "scored row is in the prediction log (write-ahead file) before the answer is sent."
         ),
         request_max_body_size=config.request_max_body_size,
+        responses=problem_responses(400, 404, 413, 415, 422, 503),
     )
     async def predict(request: Request) -> ASGIApp:
         # The hot path: path and query parsed by hand and the answer is a bare ASGI callable,
@@ -327,6 +330,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         operation_class=_operation(_FEEDBACK_SCHEMA),
         summary="Record ground-truth labels by prediction_id (batch)",
         request_max_body_size=config.request_max_body_size,
+        responses=problem_responses(400, 404, 413, 415, 422, 503),
     )
     async def feedback(request: Request, name: FromPath[str]) -> Response:
         t0 = time.perf_counter()
@@ -336,11 +340,13 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         metrics.observe("/v1/models/{name}/feedback", 202, time.perf_counter() - t0)
         return Response(content=msgspec.json.encode(out), media_type=_JSON, status_code=202)
 
-    @get("/v1/models", summary="Registered models with their champion and aliases", sync_to_thread=True)
+    @get("/v1/models", summary="Registered models with their champion and aliases", sync_to_thread=True,
+         responses=problem_responses(400, 503))
     def models() -> list[dict[str, Any]]:
         return registry.list_models(lake=lake).to_dicts()
 
-    @get("/v1/models/{name:str}", summary="One model: versions, aliases, champion signature", sync_to_thread=True)
+    @get("/v1/models/{name:str}", summary="One model: versions, aliases, champion signature", sync_to_thread=True,
+         responses=problem_responses(400, 404, 503))
     def model_detail(name: FromPath[str]) -> dict[str, Any]:
         vs = registry.versions(name, lake=lake)
         amap = registry.aliases(name, lake=lake)
@@ -394,7 +400,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         debug=False,
     )
     app.state.service = service
-    app.asgi_handler = _FastPredict(app.asgi_handler, service, limit)
+    app.asgi_handler = HostCheck(_FastPredict(app.asgi_handler, service, limit), settings.allowed_hosts())
     return app
 
 
