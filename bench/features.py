@@ -179,7 +179,7 @@ def _bodies(lake_path: Path, root: Path) -> dict[tuple[str, int], Path]:
     from core.lake import Lake
 
     lake = Lake(str(lake_path))
-    view = ["calls_30d", "active_30d", "minutes_per_call_30d", "data_gb_7d"]
+    view = ["calls_30d", "active_30d", "long_calls_30d", "data_gb_7d"]
     current, _ = features.current_values("churn_usage", 1, lake=lake)
     # customers the online table knows, with the very values it holds: both models get the same matrix
     online = (datasets.load("churn_training", lake=lake).drop(view).tail(100)

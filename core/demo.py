@@ -235,15 +235,16 @@ USAGE_VIEW: dict[str, object] = {
         {"name": "calls_30d", "expr": "pl.col('calls')", "agg": "sum", "window": "30d",
          "description": "calls in the last 30 days"},
         {"name": "active_30d", "agg": "count", "window": "30d", "description": "usage events in the last 30 days"},
-        {"name": "minutes_per_call_30d", "expr": "pl.col('minutes') / pl.col('calls')", "agg": "mean", "window": "30d",
-         "description": "mean minutes per call over the last 30 days"},
+        {"name": "long_calls_30d", "expr": "(pl.col('minutes') / pl.col('calls') > 5).cast(pl.Int64)", "agg": "sum",
+         "window": "30d", "description": "usage events of the last 30 days averaging over 5 minutes a call"},
         {"name": "data_gb_7d", "expr": "pl.col('data_gb')", "agg": "sum", "window": "7d",
          "description": "data used in the last 7 days (GB)"},
     ],
 }
-"""The demo feature view: four windowed aggregates per customer. ``missing = "default"``: a
-customer with no usage event yet is served 0 calls and events (the value a training row of such
-a customer gets) instead of a 422."""
+"""The demo feature view: four windowed aggregates per customer (one over a row-level transform,
+minutes per call). Every one is 0 for a customer without usage, so new customers get no nulls;
+``missing = "default"``: a customer with no usage event yet is served those zeros (the value a
+training row of such a customer gets) instead of a 422."""
 
 _DAY_US = 86_400_000_000
 

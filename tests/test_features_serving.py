@@ -22,7 +22,7 @@ from core.serving.online import check_skew
 from core.serving.schemas import Codec
 from tests.test_serving_support import ThreadServer, serving_settings
 
-VIEW_FEATURES = ["calls_30d", "active_30d", "minutes_per_call_30d", "data_gb_7d"]
+VIEW_FEATURES = ["calls_30d", "active_30d", "long_calls_30d", "data_gb_7d"]
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +104,11 @@ def test_missing_and_unknown_entities_by_policy(world):
     assert stranger.status_code == 200
     logged = _logged(lake, stranger.json()["prediction_ids"])
     served = logged.select(pl.col("features").struct.unnest()).select(VIEW_FEATURES).rows()
-    assert served == [(0.0, 0.0, None, 0.0)] * 2
+    assert served == [(0.0, 0.0, 0.0, 0.0)] * 2
     assert sorted(logged["passthrough"].struct.field("customer_id").to_list(), key=str) == ["NOBODY", None]
     one = _post(srv, [{**row, "customer_id": "NOBODY"}])  # the one-row path
     one_served = _logged(lake, one.json()["prediction_ids"]).select(pl.col("features").struct.unnest()).select(VIEW_FEATURES)
-    assert one_served.rows() == [(0.0, 0.0, None, 0.0)]
+    assert one_served.rows() == [(0.0, 0.0, 0.0, 0.0)]
 
 
 def test_not_materialised_is_503_then_served_after_materialising_and_refreshing(world):

@@ -92,8 +92,8 @@ def test_training_set_lineage_and_a_model_that_names_its_views(lake):
     sig = out.model.signature
     [fv] = sig["feature_views"]
     assert (fv["view"], fv["version"], fv["entity"], fv["missing"]) == ("churn_usage", 1, "customer_id", "default")
-    assert fv["features"] == ["calls_30d", "active_30d", "minutes_per_call_30d", "data_gb_7d"]
-    assert fv["defaults"] == {"calls_30d": 0, "active_30d": 0, "minutes_per_call_30d": None, "data_gb_7d": 0}
+    assert fv["features"] == ["calls_30d", "active_30d", "long_calls_30d", "data_gb_7d"]
+    assert fv["defaults"] == {"calls_30d": 0, "active_30d": 0, "long_calls_30d": 0, "data_gb_7d": 0}
     assert {"name": "customer_id", "type": "string", "role": "id"} in sig["passthrough"]
     assert set(fv["features"]) <= {f["name"] for f in sig["features"]} and "customer_id" not in {f["name"] for f in sig["features"]}
     assert reproduce(out.run_id, lake=lake).matches

@@ -35,7 +35,7 @@ def test_views_definition_freshness_entity_and_training_sets(ui_lake):
     assert metrics["Unknown entity"] == "default" and metrics["Last run"].startswith("full, ")
     assert metrics["Source"] == "churn_usage" and metrics["Source version"] == "v1"
     definition = at.dataframe[1].value
-    assert definition["feature"].tolist() == ["calls_30d", "active_30d", "minutes_per_call_30d", "data_gb_7d"]
+    assert definition["feature"].tolist() == ["calls_30d", "active_30d", "long_calls_30d", "data_gb_7d"]
     assert definition["window"].tolist() == ["30d", "30d", "30d", "7d"]
     at.text_input(key="entity_key").set_value("C0000001").run()
     vector = [d.value for d in at.dataframe if "feature" in d.value.columns and "value" in d.value.columns]
