@@ -86,3 +86,46 @@ def test_runs_joined_with_its_metrics_counts_each_run_once(lake: Lake):
     assert query(lake, "select count(*) as n from runs_history")["n"].item() == 6
     wide = query(lake, "select name, status, metrics['auc'] as auc from runs_wide order by name")
     assert wide.rows() == [("r0", "finished", 0.5), ("r1", "finished", 0.6), ("r2", "finished", 0.7)]
+
+
+def test_labelled_predictions_and_performance_by_version_agree_with_the_metrics(tmp_path):
+    import numpy as np
+    import polars as pl
+
+    from core import monitoring, sql
+    from core.training import compute_metrics
+    from tests.monitor_world import MODEL, build_champion, log_predictions, send_feedback, traffic
+
+    lake = build_champion(tmp_path / "lake", rows=1500)
+    logged = log_predictions(lake, traffic(800, seed=3, campaign=True))
+    send_feedback(lake, logged, share=0.6, seed=1)
+    send_feedback(lake, logged.head(50).with_columns((1 - pl.col("truth")).alias("truth")), share=1.0)  # relabelled: latest wins
+    rows = sql.query(lake, "select * from labelled_predictions where model = 'churn'")
+    truth = monitoring.ground_truth(MODEL, lake=lake)
+    assert rows.height == truth.height
+    got = dict(zip(rows["prediction_id"].to_list(), rows["true_label"].to_list(), strict=True))
+    assert got == dict(zip(truth["prediction_id"].to_list(), truth["truth"].to_list(), strict=True))
+    perf = sql.query(lake, "select * from performance_by_version where model = 'churn'").row(0, named=True)
+    joined = monitoring.labelled_window(MODEL, lake=lake)[0]
+    expected = compute_metrics("binary", joined["truth"].to_numpy(), joined["score"].to_numpy())
+    assert perf["labelled"] == joined.height and perf["model_version"] == 1
+    assert perf["auc"] == __import__("pytest").approx(expected["auc"], abs=1e-12)
+    assert perf["accuracy"] == __import__("pytest").approx(expected["accuracy"], abs=1e-12)
+    assert perf["brier"] == __import__("pytest").approx(expected["brier"], abs=1e-12)
+    assert np.isfinite(perf["auc"])
+
+
+def test_job_runs_counts_each_execution_once(tmp_path):
+    from core import sql
+    from core.config import load_settings
+    from core.jobruns import run_job
+    from core.lake import Lake
+
+    settings = load_settings(env={}, config_path=None, lake_uri=str(tmp_path / "lake"), actor="t",
+                             sections={"jobs": {"extra": {"tick": {"func": "jobfuncs:tick"}}}})
+    lake = Lake.from_settings(settings)
+    for _ in range(3):
+        run_job("tick", lake=lake, settings=settings)
+    assert sql.query(lake, "select count(*) as n from job_runs_history")["n"][0] == 6  # running, then finished
+    latest = sql.query(lake, "select status, count(*) as n from job_runs group by status")
+    assert latest.to_dicts() == [{"status": "finished", "n": 3}]

@@ -98,6 +98,7 @@ class Codec:
             (j, {**self._lookup[f["name"]], None: _NAN}.get) for j, f in enumerate(self.features) if kinds[j]
         ]
         self._width = len(self.features)
+        self._dictionaries: dict[str, tuple[Any, list[Any], np.ndarray, list[int]]] = {}  # Arrow dictionaries seen
         self.levels = {f["name"]: list(f.get("levels") or []) for f in self.features if f["kind"] == "categorical"}
         # pre-encoded for the prediction log's records (msgpack copies Raw bytes as they are)
         self.names_raw = msgspec.Raw(msgspec.msgpack.encode(self.names))
@@ -186,8 +187,9 @@ class Codec:
         import pyarrow.ipc as ipc
 
         try:
-            table = ipc.open_stream(body).read_all()
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, ValueError) as exc:
+            batches = list(ipc.open_stream(body))
+            table: Any = batches[0] if len(batches) == 1 else pa.Table.from_batches(batches).combine_chunks()
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, ValueError, IndexError) as exc:
             raise ProblemError(400, "not-arrow", f"the body is not an Arrow IPC stream: {exc}") from None
         n = table.num_rows
         self._check_rows(n)
@@ -198,14 +200,15 @@ class Codec:
         errors += [{"row": None, "field": f, "message": f"missing feature {f!r}"} for f in self.names if f not in names]
         if errors:
             raise DataValidationError(f"{errors[0]['field']}: {errors[0]['message']}", report=errors[:20])
-        X = np.empty((n, self._width), dtype=np.float64)
+        XT = np.empty((self._width, n), dtype=np.float64)  # filled row by row (contiguous), transposed once
         unknown: dict[str, list[tuple[int, str]]] = {}
         for j, f in enumerate(self.features):
             arr = _one_array(table.column(f["name"]))
             if f["kind"] == "categorical":
-                X[:, j] = self._arrow_codes(f["name"], arr, unknown)
+                XT[j] = self._arrow_codes(f["name"], arr, unknown)
             else:
-                X[:, j] = _arrow_numbers(f["name"], arr)
+                XT[j] = _arrow_numbers(f["name"], arr)
+        X = np.ascontiguousarray(XT.T)
         bad = np.isinf(X)
         if bad.any():
             report = [{"row": int(i), "field": self.names[k], "message": "value is not finite"} for i, k in np.argwhere(bad)[:20]]
@@ -218,14 +221,25 @@ class Codec:
         """A categorical Arrow column as level codes (NaN: null, or an unseen level scored as missing)."""
         lookup = self._lookup[name]
         if pa.types.is_dictionary(arr.type):
-            values = arr.dictionary.to_pylist()
-            if not all(v is None or isinstance(v, str) for v in values):
-                raise DataValidationError(f"{name}: a categorical feature takes strings",
-                                          report=[{"row": None, "field": name, "message": "expected strings"}])
-            mapped = np.array([lookup.get(v, _NAN) if v is not None else _NAN for v in values] + [_NAN])
-            idx = arr.indices.fill_null(len(values)).to_numpy(zero_copy_only=False)
+            cached = self._dictionaries.get(name)
+            if cached is not None and cached[0].equals(arr.dictionary):  # a client sends the same levels each time
+                _, values, mapped, new = cached
+            else:
+                values = arr.dictionary.to_pylist()
+                if not all(v is None or isinstance(v, str) for v in values):
+                    raise DataValidationError(f"{name}: a categorical feature takes strings",
+                                              report=[{"row": None, "field": name, "message": "expected strings"}])
+                mapped = np.array([lookup.get(v, _NAN) if v is not None else _NAN for v in values] + [_NAN])
+                new = [k for k, v in enumerate(values) if v is not None and v not in lookup]
+                self._dictionaries[name] = (arr.dictionary, values, mapped, new)
+            indices = arr.indices
+            if indices.null_count:
+                idx = np.where(indices.is_null().to_numpy(zero_copy_only=False), len(values),
+                               indices.to_numpy(zero_copy_only=False))
+                idx = np.nan_to_num(idx, nan=len(values)).astype(np.int64)
+            else:
+                idx = indices.to_numpy()
             codes = mapped[idx]
-            new = [k for k, v in enumerate(values) if v is not None and v not in lookup]
             if new:
                 hit = np.flatnonzero(np.isin(idx, new))
                 unknown[name] = [(int(i), values[int(idx[i])]) for i in hit]
@@ -392,7 +406,9 @@ class Codec:
         return np.array([row], dtype=np.float64)
 
 
-def _one_array(col: pa.ChunkedArray) -> pa.Array:
+def _one_array(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if isinstance(col, pa.Array):  # a record batch's column
+        return col
     return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
 
 
@@ -402,8 +418,8 @@ def _arrow_numbers(name: str, arr: pa.Array) -> np.ndarray:
     if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_null(t)):
         raise DataValidationError(f"{name}: a numeric feature takes numbers, got Arrow type {t}",
                                   report=[{"row": None, "field": name, "message": f"expected a number, got {t}"}])
-    if pa.types.is_float64(t) and not arr.null_count:
-        return arr.to_numpy(zero_copy_only=False)
+    if not arr.null_count and not pa.types.is_boolean(t) and not pa.types.is_null(t):
+        return arr.to_numpy()  # zero-copy; numpy converts to float64 as it fills the matrix
     return arr.cast(pa.float64()).to_numpy(zero_copy_only=False)  # nulls become NaN (missing)
 
 

@@ -39,7 +39,7 @@ import pyarrow as pa
 from core.errors import LakeopsError, SqlError, SqlRefusedError, SqlResultTooLargeError, TableNotFoundError
 from core.sql._pool import Limits, acquire, exchange, parse_size, release, size_text
 from core.sql._statements import check, quote_at, time_travel
-from core.sql._views import DERIVED_VIEWS, lake_tables, predictions_view, view_name, views
+from core.sql._views import DERIVED_VIEWS, LABELLED_VIEWS, lake_tables, predictions_view, view_name, views
 
 if TYPE_CHECKING:  # the worker process imports this package: keep polars and deltalake out of it
     import polars as pl
@@ -73,7 +73,7 @@ def _plan(lake: Lake, sql: str) -> _Plan:
     except duckdb.Error:  # e.g. prepared parameters or PIVOT: register everything instead
         named = set()
     wanted = named - {k.lower() for k in datasets}
-    known = set(by_view) | set(DERIVED_VIEWS) | {"predictions"}
+    known = set(by_view) | set(DERIVED_VIEWS) | {"predictions"} | set(LABELLED_VIEWS)
     needs_all = bool(wanted - known - {m for m in wanted if _VERSIONED.match(m)}) or not named
     needed: set[str] = set(by_view) if needs_all else set()
     for w in wanted:
@@ -81,8 +81,10 @@ def _plan(lake: Lake, sql: str) -> _Plan:
             needed.add(w)
         elif w in DERIVED_VIEWS:
             needed |= {view_name(r) for r in DERIVED_VIEWS[w].requires if r in tables}
-        elif w == "predictions":
+        elif w == "predictions" or w in LABELLED_VIEWS:
             needed |= {view_name(t) for t in tables if t.startswith("predictions/")}
+            if w in LABELLED_VIEWS and "feedback" in tables:
+                needed.add(view_name("feedback"))
     for v in sorted(needed):
         datasets[v] = lake.snapshot(by_view[v])
     lowered = {k.lower(): t for k, t in by_view.items()}
@@ -102,8 +104,11 @@ def _plan(lake: Lake, sql: str) -> _Plan:
     ]
     union = predictions_view(tables, {t: datasets[view_name(t)].schema.names for t in tables
                                       if t.startswith("predictions/") and view_name(t) in datasets})
-    if union and (needs_all or "predictions" in wanted):
+    labelled = needs_all or bool(set(LABELLED_VIEWS) & wanted)
+    if union and (needs_all or "predictions" in wanted or labelled):
         made.append(("predictions", union))
+    if union and labelled and "feedback" in tables:
+        made += list(LABELLED_VIEWS.items())
     return _Plan(sql, datasets, made)
 
 

@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from core.lake import Lake
 
-__all__ = ["DERIVED_VIEWS", "PRED_COMMON", "DerivedView", "lake_tables", "predictions_view", "view_name", "views"]
+__all__ = [
+    "DERIVED_VIEWS", "LABELLED_VIEWS", "PRED_COMMON", "DerivedView", "lake_tables", "predictions_view", "view_name",
+    "views",
+]
 
-_RENAMED = {"runs": "runs_history"}  # raw tables whose obvious name is the safe derived view
+_RENAMED = {"runs": "runs_history", "job_runs": "job_runs_history"}  # raw tables whose obvious name is the safe derived view
 _ALIAS_ACTIONS = "'promote', 'rollback', 'alias', 'unalias', 'stage', 'unstage'"  # core.registry ALIAS_ACTIONS
 
 PRED_COMMON = 'prediction_id, "at", day, model_version, score, {label} as predicted_label, latency_ms, {role} as role'
@@ -66,6 +69,14 @@ DERIVED_VIEWS: dict[str, DerivedView] = {
         _LATEST_RUNS,
         ("runs",),
         "one row per run: its latest state (status, ended_at ...); every status change is in runs_history",
+    ),
+    "job_runs": DerivedView(
+        """select * exclude (rn) from (
+               select j.*, row_number() over (partition by job_run_id order by j."at" desc) as rn from job_runs_history j
+           ) where rn = 1""",
+        ("job_runs",),
+        "one row per job execution: its latest state (running, finished, failed, interrupted); every change is in "
+        "job_runs_history",
     ),
     "metrics_latest": DerivedView(
         """select run_id, key, arg_max(value, (step, "at")) as value, max(step) as step
@@ -135,7 +146,46 @@ def views(lake: Lake) -> dict[str, str]:
     for name, view in DERIVED_VIEWS.items():
         if all(r in tables for r in view.requires):
             out[name] = view.description
+    if "predictions" in out and "feedback" in tables:
+        out["labelled_predictions"] = "answers with their latest ground truth (true_label, labelled_at), by prediction id"
+        out["performance_by_version"] = "labelled rows, AUC (ties at midrank), accuracy and Brier score per model version"
     return dict(sorted(out.items()))
+
+
+# Labelled predictions: the answers (not shadow rows) joined to their latest ground truth by
+# prediction id. Labels sent by a feedback key are resolved by core.monitoring.ground_truth (an
+# as-of join on each model's own pass-through field), not here.
+LABELLED_VIEWS: dict[str, str] = {
+    "labelled_predictions": """
+        with labels as (
+            select prediction_id, label as true_label, "at" as labelled_at from feedback
+            where coalesce(prediction_id, '') <> ''
+            qualify row_number() over (partition by prediction_id order by "at" desc) = 1
+        )
+        select p.model, p.prediction_id, p."at", p.model_version, p.role, p.score, p.predicted_label,
+               l.true_label, l.labelled_at
+        from predictions p join labels l using (prediction_id)
+        where coalesce(p.role, 'champion') <> 'shadow'""",
+    "performance_by_version": """
+        with r as (
+            select model, model_version, true_label, score, predicted_label,
+                   rank() over (partition by model, model_version order by score) as rk,
+                   count(*) over (partition by model, model_version, score) as ties
+            from labelled_predictions
+        ), ranked as (
+            select *, rk + (ties - 1) / 2.0 as midrank from r
+        )
+        select model, model_version, count(*) as labelled,
+               sum(true_label) as positives,
+               (sum(case when true_label = 1 then midrank else 0 end) - sum(true_label) * (sum(true_label) + 1) / 2.0)
+                 / nullif(sum(true_label) * (count(*) - sum(true_label)), 0) as auc,
+               avg(case when predicted_label = true_label then 1.0 else 0.0 end) as accuracy,
+               avg((score - true_label) * (score - true_label)) as brier
+        from ranked group by all order by model, model_version""",
+}
+"""Derived from ``predictions`` and ``feedback``: ``labelled_predictions`` (one row per answer with a
+label: ``true_label``, ``labelled_at``) and ``performance_by_version`` (labelled rows, AUC with ties
+at their midrank, accuracy and Brier score per model version, for binary models)."""
 
 
 def predictions_view(tables: list[str], columns: dict[str, list[str]] | None = None) -> str | None:
