@@ -13,6 +13,7 @@ _PAGES = [
     ("pages/experiments.py", "Experiments", ":material/science:"),
     ("pages/models.py", "Models", ":material/deployed_code:"),
     ("pages/monitoring.py", "Monitoring", ":material/monitoring:"),
+    ("pages/features.py", "Features", ":material/category:"),
     ("pages/jobs.py", "Jobs", ":material/schedule:"),
     ("pages/sql.py", "SQL console", ":material/terminal:"),
 ]

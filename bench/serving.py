@@ -76,7 +76,7 @@ def build_lake(root: Path) -> Path:
     from core.lake import Lake
 
     lake_path = root / "lake"
-    seed_demo(lake=Lake(str(lake_path)), rows=5000)
+    seed_demo(lake=Lake(str(lake_path)), rows=5000, features=False)  # a model whose requests carry every feature
     return lake_path
 
 

@@ -318,6 +318,63 @@ TABLES: dict[str, TableSpec] = {
             "the secret (the secret itself is shown once and stored nowhere)",
         ),
         TableSpec(
+            "feature_views",
+            _s(
+                ("name", _STR, False),
+                ("version", _I64, False),
+                ("content_hash", _STR, False),
+                ("status", _STR, False),  # registered | withdrawn (a claim that lost a race for its number)
+                ("definition_json", _STR),
+                ("schema_json", _STR),  # each feature's dtype, from the source at registration
+                ("source", _STR),
+                ("entity", _STR),
+                ("event_time", _STR),
+                ("description", _STR),
+                ("registration_id", _STR, False),
+                ("created_at", TS, False),
+                ("created_by", _STR),
+            ),
+            description="one row per feature view version (a content-hashed definition); append-only",
+        ),
+        TableSpec(
+            "feature_lineage",
+            _s(
+                ("dataset", _STR, False),
+                ("dataset_version", _I64, False),
+                ("view", _STR, False),
+                ("view_version", _I64, False),
+                ("view_hash", _STR),
+                ("source_dataset", _STR),
+                ("source_version", _I64),
+                ("label_dataset", _STR),
+                ("label_version", _I64),
+                ("label_time_column", _STR),
+                ("rows", _I64),
+                ("at", TS, False),
+                ("created_by", _STR),
+            ),
+            description="training-set dataset versions built from feature views: one row per view version used",
+        ),
+        TableSpec(
+            "feature_materializations",
+            _s(
+                ("materialization_id", _STR, False),
+                ("view", _STR, False),
+                ("view_version", _I64, False),
+                ("source_dataset", _STR),
+                ("source_version", _I64),
+                ("as_of", TS, False),
+                ("mode", _STR),  # full | incremental
+                ("entities", _I64),  # rows written to the online table
+                ("online_table", _STR),
+                ("online_version", _I64),
+                ("started_at", TS),
+                ("at", TS, False),
+                ("created_by", _STR),
+            ),
+            description="one row per materialisation of a feature view version into its online table",
+        ),
+        TableSpec(
             "leases",
             _s(
                 ("lease", _STR, False),

@@ -6,6 +6,11 @@ share of them arrive through the ``campaign`` channel on a ``promo`` plan, young
 charges and shorter tenure (data drift), and for that segment the churn relation changes
 (concept drift): the promo price hides the usual price/contract effects, while low engagement
 (data usage), youth and support calls drive churn instead.
+
+``usage_events`` draws each customer's usage events (calls, minutes, data) around the time of
+their row: customers who churn use the service less in the 30 days before it and hardly at all
+after it, so usage known *before* the row's time is a fair signal, and usage *after* it would
+leak the label. ``USAGE_VIEW`` is the demo's feature view over them (``core.features``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,19 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
-__all__ = ["CATEGORICAL", "FEATURES", "ID_COLUMN", "NUMERIC", "TARGET", "TIME_COLUMN", "generate", "new_customers"]
+__all__ = [
+    "CATEGORICAL",
+    "FEATURES",
+    "ID_COLUMN",
+    "NUMERIC",
+    "TARGET",
+    "TIME_COLUMN",
+    "USAGE_DATASET",
+    "USAGE_VIEW",
+    "generate",
+    "new_customers",
+    "usage_events",
+]
 
 TARGET = "churned"
 TIME_COLUMN = "signup_at"
@@ -204,6 +221,87 @@ def generate(
         pl.col("total_charges").fill_nan(None),
         pl.col("data_usage_gb").fill_nan(None),
     )
+
+
+USAGE_DATASET = "churn_usage"
+USAGE_VIEW: dict[str, object] = {
+    "name": "churn_usage",
+    "source": USAGE_DATASET,
+    "entity": ID_COLUMN,
+    "event_time": "event_at",
+    "missing": "default",
+    "description": "each customer's recent usage, from the usage-events dataset",
+    "features": [
+        {"name": "calls_30d", "expr": "pl.col('calls')", "agg": "sum", "window": "30d",
+         "description": "calls in the last 30 days"},
+        {"name": "active_30d", "agg": "count", "window": "30d", "description": "usage events in the last 30 days"},
+        {"name": "long_calls_30d", "expr": "(pl.col('minutes') / pl.col('calls') > 5).cast(pl.Int64)", "agg": "sum",
+         "window": "30d", "description": "usage events of the last 30 days averaging over 5 minutes a call"},
+        {"name": "data_gb_7d", "expr": "pl.col('data_gb')", "agg": "sum", "window": "7d",
+         "description": "data used in the last 7 days (GB)"},
+    ],
+}
+"""The demo feature view: four windowed aggregates per customer (one over a row-level transform,
+minutes per call). Every one is 0 for a customer without usage, so new customers get no nulls;
+``missing = "default"``: a customer with no usage event yet is served those zeros (the value a
+training row of such a customer gets) instead of a 422."""
+
+_DAY_US = 86_400_000_000
+
+
+def usage_events(
+    customers: pl.DataFrame, *, seed: int = 0, until: datetime | None = None, rate: float = 0.25,
+    at: datetime | None = None,
+) -> pl.DataFrame:
+    """Draw usage events for the customers of ``generate`` (deterministic per seed).
+
+    Each customer has events at ``rate`` x engagement per day (engagement from their data usage)
+    over the 60 days before their row's time and the 30 days after it (cut at ``until``); a
+    customer who churns has 45 % of that rate in the last 30 days before the time and 5 % after.
+
+    Args:
+        customers: rows with ``customer_id``, ``signup_at``, ``churned`` and ``data_usage_gb``.
+        seed: random seed.
+        until: no event after this time (default: the last row's time).
+        rate: events per day of an average customer.
+        at: use this time instead of each row's own (e.g. now, for new traffic).
+
+    Returns:
+        ``customer_id, event_at, calls, minutes, data_gb``, sorted by ``event_at``.
+    """
+    rng = np.random.default_rng(seed + 7919)
+    n = customers.height
+    t = customers[TIME_COLUMN].dt.epoch("us").to_numpy() if at is None else np.full(n, int(at.timestamp() * 1e6))
+    end = int(until.timestamp() * 1e6) if until is not None else int(t.max()) if n else 0
+    usage = customers["data_usage_gb"].fill_null(8.0).to_numpy()
+    lam = rate * np.clip(usage / 8.0, 0.2, 3.0)
+    churn = customers[TARGET].to_numpy().astype(bool)
+    # (start, length in days, rate multiplier) per segment
+    segs = [
+        (t - 60 * _DAY_US, np.full(n, 30.0), np.ones(n)),
+        (t - 30 * _DAY_US, np.full(n, 30.0), np.where(churn, 0.8, 1.0)),
+        (t, np.clip((end - t) / _DAY_US, 0.0, 30.0), np.where(churn, 0.05, 1.0)),
+    ]
+    who, when = [], []
+    for start, days, mult in segs:
+        k = rng.poisson(lam * days * mult)
+        idx = np.repeat(np.arange(n), k)
+        who.append(idx)
+        when.append(start[idx] + (rng.random(idx.size) * days[idx] * _DAY_US).astype(np.int64))
+    idx = np.concatenate(who)
+    at_us = np.concatenate(when)
+    m = idx.size
+    calls = rng.poisson(2.0, m) + 1
+    minutes = np.round(calls * rng.lognormal(1.3, 0.5, m), 2)
+    data = np.round(rng.lognormal(np.log(np.maximum(usage[idx], 0.5) / 12.0), 0.6), 3)
+    frame = pl.DataFrame({
+        ID_COLUMN: customers[ID_COLUMN].gather(idx),
+        "event_at": pl.Series(at_us, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
+        "calls": calls.astype(np.int64),
+        "minutes": minutes,
+        "data_gb": data,
+    })
+    return frame.unique([ID_COLUMN, "event_at"], keep="first", maintain_order=True).sort("event_at")
 
 
 NEW_CUSTOMER_IDS_FROM = 1_000_001  # ids of exported new customers start here, after any seeded ones

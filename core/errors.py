@@ -15,7 +15,8 @@ Every user-facing error names the thing that is wrong and, where there is one, t
     │   ├── DatasetNotFoundError
     │   ├── RunNotFoundError
     │   ├── ModelNotFoundError
-    │   └── ModelVersionNotFoundError
+    │   ├── ModelVersionNotFoundError
+    │   └── FeatureViewNotFoundError
     ├── ArtifactIntegrityError        an artifact is missing or its sha256 does not match
     ├── PromotionRefusedError         a promotion the gate or policy does not allow
     ├── AuthError                     who asks is unknown, or may not do what they ask
@@ -23,6 +24,7 @@ Every user-facing error names the thing that is wrong and, where there is one, t
     │   └── PermissionDeniedError     a known principal without the scope, role or policy right
     ├── RegistryError                 a registry request that cannot be carried out (bad name, no reason)
     ├── TrainingError                 a training job cannot run with the given input
+    ├── FeatureViewError              a feature view definition (or the data it is applied to) cannot be used
     ├── SqlRefusedError               a query the read-only SQL sandbox does not allow
     └── SqlError                      a query that DuckDB could not run (syntax, unknown column)
         └── SqlResultTooLargeError    a result over the row or byte limit (export it instead)
@@ -43,6 +45,8 @@ __all__ = [
     "ConfigError",
     "DataValidationError",
     "DatasetNotFoundError",
+    "FeatureViewError",
+    "FeatureViewNotFoundError",
     "LakeError",
     "LakeUnavailableError",
     "LakeopsError",
@@ -123,6 +127,10 @@ class ModelVersionNotFoundError(NotFoundError):
     """The model exists but not that version (or no version holds that alias)."""
 
 
+class FeatureViewNotFoundError(NotFoundError):
+    """No feature view of that name, or no such version of it."""
+
+
 class ArtifactIntegrityError(LakeopsError):
     """An artifact is missing or its sha256 does not match the recorded one."""
 
@@ -153,6 +161,11 @@ class PermissionDeniedError(AuthError):
 
 class TrainingError(LakeopsError, ValueError):
     """A training job cannot run with the given input (unknown target, one class, bad params)."""
+
+
+class FeatureViewError(LakeopsError, ValueError):
+    """A feature view definition that does not parse or does not fit its source, or data it cannot
+    be applied to (label rows without event times, duplicate entity rows at one time)."""
 
 
 class RegistryError(LakeopsError, ValueError):

@@ -8,6 +8,13 @@ ground truth (``churned``) of a share of the answered predictions is sent to
 population (data and concept drift). The loop is bounded: it stops after ``duration`` simulated
 minutes (or ``max_requests``) by itself.
 
+When the champion was trained on feature views (the demo's ``churn_usage``: the signature's
+``feature_views``), each request carries the customer's ``customer_id`` instead of those
+features, and the simulated customers first get usage events: they are appended to the
+``churn_usage`` dataset (60 days of usage before the simulation starts), the view is
+materialised, and the loop waits until the API has loaded the new online values (its ``/ready``
+lists them), so the API fills in their usage features as it would for real customers.
+
 The champion was trained before the campaign, so campaign rows carry categorical levels it never
 saw (``plan = "promo"``): the API's default ``[serving] unknown_category = "missing"`` scores them
 as missing and counts them; with ``"error"`` those requests are refused (422, counted in ``errors``).
@@ -80,6 +87,7 @@ def simulate(
     progress: Callable[[SimulationStats], Any] | None = None,
     realtime: bool = True,
     token: str | None = None,
+    settings: Any = None,
 ) -> SimulationStats:
     """Send simulated churn traffic and late labels to a running prediction API.
 
@@ -101,6 +109,8 @@ def simulate(
         realtime: pace the loop on the wall clock; False advances simulated time one tick per
             loop without sleeping (as fast as the API answers; for tests and benchmarks).
         token: a bearer token for an API with auth on (scopes ``predict`` and ``feedback``).
+        settings: lakeops settings naming the API's lake (needed only when the champion uses
+            feature views: the simulated customers' usage events are written there).
 
     Returns:
         The stats.
@@ -127,6 +137,7 @@ def simulate(
     offsets = (data[demo.TIME_COLUMN].dt.epoch("us").to_numpy() - t0_us) / 60e6 / scale
     features = data.select(demo.FEATURES)
     truth = data[demo.TARGET].to_numpy()
+    views: list[dict[str, Any]] = []
     is_campaign = offsets >= (campaign_after if campaign_after is not None else np.inf)
     rng = np.random.default_rng(seed + 1)
     gets_label = rng.random(n) < label_share
@@ -142,6 +153,11 @@ def simulate(
             client.get("/health")
         except httpx.HTTPError as exc:
             raise ConfigError(f"cannot reach the API at {base}: {exc}; start it with 'lakeops serve'") from None
+        detail = client.get(f"/v1/models/{model}")
+        views = list(((detail.json().get("signature") or {}) if detail.status_code == 200 else {}).get("feature_views") or ())
+        if views:
+            data = _usage_for_views(client, data, views, t0_sim, seed, settings)
+            features = data.select(*demo.FEATURES, demo.ID_COLUMN)
         event = _event_time_field(client, model)
         if event is not None:  # each row's simulated time, sent as the model's event-time pass-through
             sim_at = [t0_sim + timedelta(minutes=float(m)) for m in offsets]
@@ -228,3 +244,39 @@ def _feedback(client: Any, model: str, ids: list[str], labels: list[float], stat
         _error(stats, f"feedback {resp.status_code}: {resp.text}")
         return
     stats.labels += len(ids)
+
+
+def _usage_for_views(client: Any, data: pl.DataFrame, views: list[dict[str, Any]], at: datetime, seed: int,
+                     settings: Any) -> pl.DataFrame:
+    """Give the simulated customers ids of their own and usage events; materialise; wait for the API.
+
+    Returns:
+        ``data`` with fresh ``customer_id`` values (unique to this run).
+    """
+    from core import datasets, demo
+    from core import features as fs
+    from core.ids import new_id
+    from core.lake import Lake, resolve
+
+    if any(v["view"] != demo.USAGE_VIEW["name"] or v["entity"] != demo.ID_COLUMN for v in views):
+        names = ", ".join(f"{v['view']} v{v['version']}" for v in views)
+        raise ConfigError(f"the champion uses feature views {names}; simulate only knows the demo's "
+                          f"{demo.USAGE_VIEW['name']!r} (by {demo.ID_COLUMN})")
+    lake = Lake.from_settings(settings) if settings is not None else resolve(None)
+    run = new_id().replace("-", "")[-8:].upper()  # customers of this run only: their events are new
+    data = data.with_columns(pl.format("S{}-{}", pl.lit(run), pl.int_range(pl.len()).cast(pl.String).str.zfill(6))
+                             .alias(demo.ID_COLUMN))
+    events = demo.usage_events(data, seed=seed, at=at, until=at)
+    datasets.ingest(demo.USAGE_DATASET, events, lake=lake, source="core.simulate usage events")
+    for v in views:
+        m = fs.materialize(v["view"], version=int(v["version"]), lake=lake)
+        key = f"{v['view']}@v{v['version']}"
+        deadline = time.monotonic() + 120
+        while True:
+            loaded = (client.get("/ready").json().get("online_features") or {}).get(key) or {}
+            if (loaded.get("table_version") or -1) >= m.online_version:
+                break
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the API did not load the online features {key} (table v{m.online_version}) within 120 s")
+            time.sleep(0.2)
+    return data

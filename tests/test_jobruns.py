@@ -81,7 +81,7 @@ def test_a_raising_job_is_recorded_as_failed_not_raised(tmp_path):
 
 def test_unknown_job_lists_the_jobs(tmp_path):
     settings = _settings(tmp_path)
-    with pytest.raises(NotFoundError, match="no job named 'nope'; jobs: drift_check, performance_check, retrain, rollout, maintenance, compact, tick"):
+    with pytest.raises(NotFoundError, match="no job named 'nope'; jobs: drift_check, performance_check, retrain, rollout, features_materialize, maintenance, compact, tick"):
         run_job("nope", lake=Lake.from_settings(settings), settings=settings)
 
 

@@ -36,6 +36,8 @@ enabled = false
 enabled = false
 [jobs.rollout]
 enabled = false
+[jobs.features_materialize]
+enabled = false
 [jobs.extra.tick]
 func = "jobfuncs:tick"
 interval_s = 1

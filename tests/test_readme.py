@@ -97,7 +97,7 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path):
 
         # what the comments claim
         assert json.loads(outputs[next(c for c in outputs if c.startswith("curl"))])["version"] == 1
-        assert "registered churn v2" in outputs["lakeops train --dataset churn --target churned --register churn"]
+        assert "registered churn v2" in outputs["lakeops train --dataset churn_training --target churned --register churn"]
         assert "gate PASSED for churn v2" in outputs["lakeops models evaluate churn 2"]
         failed = outputs["lakeops models evaluate churn 1"]
         assert "gate FAILED for churn v1" in failed

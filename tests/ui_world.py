@@ -57,7 +57,7 @@ def closed_loop_lake(root: Path) -> tuple[Lake, Settings]:
         version = lambda: httpx.get(f"{srv.url}/v1/models/{MODEL}").json().get("serving_version")  # noqa: E731
         for seed, campaign in ((1, None), (2, 0.0)):  # calm traffic, then the campaign, labels a minute late
             stats = simulate(srv.url, speed=600, duration=60, rate=30, campaign_after=campaign, feedback_delay=1,
-                             seed=seed, realtime=False)
+                             seed=seed, realtime=False, settings=settings)
             sent += stats.rows
             _wait(lambda: logged() >= sent)  # noqa: B023
             check = _job("drift_check", "schedule", lake, settings)["models"][MODEL]
@@ -67,12 +67,12 @@ def closed_loop_lake(root: Path) -> tuple[Lake, Settings]:
                 assert retrained.get("promoted"), retrained
                 _wait(lambda: version() == 2, 30)
                 stats = simulate(srv.url, speed=600, duration=20, rate=30, campaign_after=campaign, feedback_delay=1,
-                                 seed=seed + 10, realtime=False)
+                                 seed=seed + 10, realtime=False, settings=settings)
                 sent += stats.rows
                 _wait(lambda: logged() >= sent)  # noqa: B023
         assert version() == 2, "the loop did not close"
         # the campaign ends: traffic looks like before it, which v2 (trained on campaign data) did not expect
-        stats = simulate(srv.url, speed=600, duration=20, rate=30, feedback_delay=1, seed=7, realtime=False)
+        stats = simulate(srv.url, speed=600, duration=20, rate=30, feedback_delay=1, seed=7, realtime=False, settings=settings)
         sent += stats.rows
         _wait(lambda: logged() >= sent)
         _job("drift_check", "schedule", lake, settings)

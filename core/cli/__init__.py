@@ -29,6 +29,7 @@ _MODULES = (
     "core.cli.monitor",
     "core.cli.demo",
     "core.cli.auth_cmds",
+    "core.cli.features",
 )
 
 

@@ -180,7 +180,7 @@ def _simulate(args: argparse.Namespace) -> None:
     stats = simulate(
         api, model=args.model, speed=args.speed, duration=args.duration, rate=args.rate,
         campaign_after=args.campaign_after, feedback_delay=args.feedback_delay, label_share=args.label_share,
-        seed=args.seed, max_requests=args.max_requests, progress=progress, token=settings.token,
+        seed=args.seed, max_requests=args.max_requests, progress=progress, token=settings.token, settings=settings,
     )
     if not args.quiet:
         sys.stdout.write("\n")

@@ -248,13 +248,14 @@ def _holdout(mv: registry.ModelVersion, lake: Lake) -> pl.DataFrame:
     return frames.holdout
 
 
-def _score(loaded: registry.LoadedModel, frame: pl.DataFrame) -> tuple[dict[str, float], np.ndarray]:
-    """(metrics, scores) of a model on ``frame``."""
+def _score(loaded: registry.LoadedModel, frame: pl.DataFrame, lake: Lake) -> tuple[dict[str, float], np.ndarray]:
+    """(metrics, scores) of a model on ``frame`` (a feature-view model's missing features computed as of each row)."""
+    from core.features import with_view_features
     from core.training import compute_metrics
 
     sig = loaded.signature
     y = frame[sig["target"]].cast(pl.Float64).to_numpy()
-    scores = loaded.model.predict(frame)
+    scores = loaded.model.predict(with_view_features(frame, sig, lake=lake))
     return compute_metrics(sig["task"], y, scores, float(sig.get("threshold", 0.5))), scores
 
 
@@ -340,14 +341,14 @@ def evaluate(
     mv = registry.get_version(model, version, lake=lake)
     candidate = registry.load(model, version=version, alias=None, lake=lake)
     holdout = _holdout(mv, lake)
-    metrics, cand_scores = _score(candidate, holdout)
+    metrics, cand_scores = _score(candidate, holdout, lake)
     champ_v = registry.champion_version(model, lake)
     champ_metrics: dict[str, float] | None = None
     champ_error = None
     comparison = None
     if champ_v is not None and champ_v != version:
         try:
-            champ_metrics, champ_scores = _score(registry.load(model, version=champ_v, alias=None, lake=lake), holdout)
+            champ_metrics, champ_scores = _score(registry.load(model, version=champ_v, alias=None, lake=lake), holdout, lake)
             comparison = _compare(policy, mv, holdout, cand_scores, champ_scores)
         except LakeopsError as exc:  # e.g. the champion needs a feature this data lacks
             champ_error = str(exc)

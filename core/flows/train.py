@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from core import datasets, tracking, training, trainsets
+from core import datasets, features, tracking, training, trainsets
 from core.errors import ArtifactIntegrityError, DatasetNotFoundError, TrainingError
 from core.lake import Lake, resolve
 
@@ -166,6 +166,9 @@ def train_model(
         time_column = training.detect_time_column(frame)
     elif time_column is not None and time_column not in frame.columns:
         raise TrainingError(f"time column {time_column!r} is not a column of dataset {dataset!r}")
+    views = features.training_views(dataset, version, lake=lake)  # [] unless a training set of feature views
+    if views:
+        exclude, passthrough = _feature_view_columns(frame, views, target, time_column, exclude, passthrough)
     valid_frame = None
     split_info: dict[str, Any] = {}
     if served is not None:
@@ -219,6 +222,8 @@ def train_model(
         )
         run.log_metric("best_iteration", result.best_iteration)
         model = result.model
+        if views:
+            _attach_feature_views(model.signature, views)
         run.log_text(MODEL_PATH, model.text)
         run.log_dict(SIGNATURE_PATH, model.signature)
         run.log_artifact(IMPORTANCE_PATH, json.dumps(model.importance().to_dicts()).encode("utf-8"))
@@ -237,6 +242,37 @@ def train_model(
         excluded=result.excluded,
         leakage=result.leakage,
     )
+
+
+def _feature_view_columns(
+    frame: pl.DataFrame, views: list[dict[str, Any]], target: str, time_column: str | None,
+    exclude: Sequence[str], passthrough: Sequence[str] | None,
+) -> tuple[list[str], list[str]]:
+    """A training set's entity keys are pass-through fields (what a request names), never features.
+
+    An entity key training would take for an id anyway (``*_id``, or unique) stays one (role
+    ``id``); any other (``tailnum``: repeated, or an integer) is excluded from the features.
+    """
+    entities = list(dict.fromkeys(v["entity"] for v in views))
+    tcols = [time_column] if time_column else []
+    clean = frame.filter(pl.col(target).is_not_null())
+    idlike = training.id_like_columns(clean, exclude=[target, *tcols, *exclude])
+    exclude = [*exclude, *(e for e in entities if e not in exclude and e not in idlike)]
+    if passthrough is None:  # the default (time column and id-like columns, as training infers them) plus the keys
+        passthrough = [*tcols, *idlike]
+    return exclude, [*passthrough, *(e for e in entities if e not in passthrough)]
+
+
+def _attach_feature_views(signature: dict[str, Any], views: list[dict[str, Any]]) -> None:
+    """Record in the signature which model features a request may leave out: the service fills them
+    from the online values of these view versions, by the entity key the request carries."""
+    names = {f["name"] for f in signature["features"]}
+    signature["feature_views"] = [
+        {"view": v["view"], "version": v["version"], "hash": v["hash"], "entity": v["entity"],
+         "features": [f for f in v["features"] if f in names], "missing": v["missing"],
+         "defaults": {f: d for f, d in v["defaults"].items() if f in names}}
+        for v in views
+    ]
 
 
 def run_leakage(run_id: str, *, lake: Lake | None = None) -> dict[str, Any] | None:

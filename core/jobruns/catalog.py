@@ -97,6 +97,8 @@ _BUILTIN: dict[str, dict[str, Any]] = {
                 "description": "retrain, gate and maybe promote (on a drift/performance alert)"},
     "rollout": {"func": "core.jobruns.builtin:rollout", "interval_s": 120.0,
                 "description": "live gate of each staged challenger: promote, withdraw or wait"},
+    "features_materialize": {"func": "core.features.online:materialize_all", "interval_s": 300.0,
+                             "description": "online feature values of each view version in use (incremental)"},
     "maintenance": {"func": "core.jobruns.builtin:maintain_lake", "cron": "30 2 * * *",
                     "description": "compact, checkpoint and vacuum every table (keeps training snapshots)"},
     "compact": {"func": "core.jobruns.builtin:compact_hot", "interval_s": 300.0,

@@ -22,6 +22,7 @@ from core import registry
 from core.errors import ArtifactIntegrityError, LakeopsError, ModelVersionNotFoundError
 from core.lake import Lake
 from core.serving.config import ServingConfig
+from core.serving.online import OnlineCodec, OnlineStores, codec_for
 from core.serving.schemas import Codec
 
 __all__ = ["ModelCache", "Served", "ServedStage"]
@@ -103,7 +104,7 @@ class Served:
     model: Any
     signature: dict[str, Any]
     sha256: str
-    codec: Codec
+    codec: Codec | OnlineCodec
     task: str
     threshold: float
     batcher: _Batcher = field(repr=False, default=None)  # type: ignore[assignment]
@@ -140,7 +141,8 @@ class Served:
 
     def same_encoding(self, other: Served) -> bool:
         """Whether a request decoded for ``other`` is this version's matrix too (same features and levels)."""
-        return self.codec.names == other.codec.names and self.codec.levels == other.codec.levels
+        return (self.codec.names == other.codec.names and self.codec.levels == other.codec.levels
+                and self.signature.get("feature_views") == other.signature.get("feature_views"))  # online values too
 
 
 class ModelCache:
@@ -167,6 +169,7 @@ class ModelCache:
         # or tampered artifact); it keeps serving the version it has and says so
         self.load_errors: dict[str, dict[str, Any]] = {}
         self.on_load_error: Any = None  # called with (model, version, error) the first time
+        self.online = OnlineStores(lake)  # online feature values of models trained on feature views
 
     def start(self) -> None:
         """Load every champion once and start polling."""
@@ -199,7 +202,8 @@ class ModelCache:
             model=loaded.model,
             signature=sig,
             sha256=loaded.sha256,
-            codec=Codec(sig, unknown_category=self.config.unknown_category, max_rows=self.config.max_rows),
+            codec=codec_for(sig, stores=self.online, unknown_category=self.config.unknown_category,
+                            max_rows=self.config.max_rows),
             task=str(sig.get("task", "binary")),
             threshold=float(sig.get("threshold", 0.5)),
         )
@@ -239,6 +243,7 @@ class ModelCache:
                 _log.info("model %s: champion is now v%s", name, champ)
             else:
                 self.load_errors.pop(name, None)
+        self.online.refresh()
 
     def _refresh_stage(self, name: str, stage: Any) -> None:
         """Load, change or drop the model's challenger to match the registry's stage."""

@@ -493,7 +493,18 @@ _PT_JSON: dict[str, dict[str, Any]] = {
 
 
 def json_schema(signature: Mapping[str, Any], max_rows: int) -> dict[str, Any]:
-    """Return the JSON schema of a predict body for ``signature`` (rows or columns form)."""
+    """Return the JSON schema of a predict body for ``signature`` (rows or columns form).
+
+    A model with feature views takes the features they provide from the service's online values:
+    its body carries the remaining features plus each view's entity key, required when the view's
+    ``missing`` policy is ``"error"`` (``core.serving.online``).
+    """
+    views = signature.get("feature_views") or ()
+    keys = list(dict.fromkeys(v["entity"] for v in views if v.get("missing") == "error"))  # "default": optional
+    if views:
+        from core.serving.online import request_signature
+
+        signature = request_signature(signature)
     props: dict[str, Any] = {}
     for f in signature["features"]:
         if f["kind"] == "categorical":
@@ -502,7 +513,7 @@ def json_schema(signature: Mapping[str, Any], max_rows: int) -> dict[str, Any]:
             props[f["name"]] = {"type": ["boolean", "null"]}
         else:
             props[f["name"]] = {"type": ["number", "null"]}
-    names = list(props)
+    names = [*props, *keys]
     for pt in signature.get("passthrough") or ():  # optional: logged, never scored
         props[pt["name"]] = {**_PT_JSON[pt["type"]], "description": f"pass-through ({pt.get('role', 'segment')}): logged, not scored"}
     row = {"type": "object", "properties": props, "required": names, "additionalProperties": False}

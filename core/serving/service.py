@@ -639,6 +639,7 @@ class Service:
             "degraded": degraded,
             "champion_load_errors": dict(self.cache.load_errors),
             "legacy_wal": str(self.legacy_wal) if self.legacy_wal else None,
+            "online_features": self.cache.online.status(),
         }
         return not reasons, details
 
