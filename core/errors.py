@@ -21,7 +21,8 @@ Every user-facing error names the thing that is wrong and, where there is one, t
     ├── RegistryError                 a registry request that cannot be carried out (bad name, no reason)
     ├── TrainingError                 a training job cannot run with the given input
     ├── SqlRefusedError               a query the read-only SQL sandbox does not allow
-    └── SqlError                      a query that DuckDB could not run (syntax, unknown column)
+    ├── SqlError                      a query that DuckDB could not run (syntax, unknown column)
+    └── ComputeError                  the Dask cluster cannot be reached, or a distributed job failed
 
 A failed gate is a normal ``GateReport``, not an exception. HTTP status codes live in
 ``core.serving``; this module knows none.
@@ -34,6 +35,7 @@ from typing import Any
 __all__ = [
     "ArtifactIntegrityError",
     "CommitConflictError",
+    "ComputeError",
     "ConfigError",
     "DataValidationError",
     "DatasetNotFoundError",
@@ -137,3 +139,8 @@ class SqlRefusedError(LakeopsError, PermissionError):
 
 class SqlError(LakeopsError, ValueError):
     """A query DuckDB could not run: syntax error, unknown table or column."""
+
+
+class ComputeError(LakeopsError):
+    """The ``[compute]`` engine cannot run the work: Dask not installed, the scheduler unreachable,
+    or a distributed job that failed (a worker lost past Dask's retries)."""
