@@ -980,6 +980,7 @@ def domain_classifier(
     folds: int = 5,
     seed: int = 0,
     params: Mapping[str, Any] | None = None,
+    current_rows: int | None = None,
 ) -> DomainClassifierResult:
     """Train a LightGBM classifier to tell ``current`` rows from ``reference`` rows; report its CV AUC.
 
@@ -998,6 +999,9 @@ def domain_classifier(
         folds: cross-validation folds (>= 2).
         seed: the seed of the sampling, the folds and LightGBM.
         params: LightGBM parameters over ``DOMAIN_PARAMS``.
+        current_rows: when ``current`` is already the seeded sample of a window of this many rows
+            (drawn on a cluster with this function's generator), the draw is replayed so the
+            folds are the ones the whole window would get.
 
     Raises:
         TrainingError: no feature, fewer than 2 folds, or LightGBM failed.
@@ -1009,6 +1013,8 @@ def domain_classifier(
     rng = np.random.default_rng(seed)
     ref = reference if reference.height <= sample else reference[np.sort(rng.choice(reference.height, sample, replace=False))]
     cur = current if current.height <= sample else current[np.sort(rng.choice(current.height, sample, replace=False))]
+    if current.height <= sample and current_rows is not None and current_rows > sample:
+        rng.choice(current_rows, sample, replace=False)  # ``current`` is this very draw, made by a cluster
     n_ref, n_cur = ref.height, cur.height
     names = list(features)
     if min(n_ref, n_cur) < folds:
