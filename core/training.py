@@ -65,6 +65,7 @@ __all__ = [
     "leakage",
     "split",
     "train",
+    "train_distributed",
     "validate_params",
 ]
 
@@ -915,6 +916,65 @@ def train(
         },
         leakage=leakage(train_df, signature, model.importance()),
     )
+
+
+# ---------------------------------------------------------------------------- distributed training
+def train_distributed(
+    client: Any,
+    X_train: Any,
+    y_train: Any,
+    X_valid: Any,
+    y_valid: Any,
+    *,
+    signature: Mapping[str, Any],
+    params: Mapping[str, Any],
+    seed: int = 0,
+) -> tuple[str, int, dict[str, list[float]], dict[str, Any]]:
+    """Train with ``lightgbm.dask`` on Dask arrays already encoded by ``Model.encode``'s rules.
+
+    LightGBM's data-parallel learner runs one LightGBM process per Dask worker holding training
+    rows, connected on the workers' addresses (``machines`` from the Dask worker list, ports
+    found free by ``lightgbm.dask``); early stopping reads the validation metric LightGBM
+    synchronises across the workers. The params are ``train``'s (the user's over
+    ``DEFAULT_PARAMS``, then the task's objective and metrics, the seed and the determinism
+    switches); ``num_threads`` is Dask's threads per worker.
+
+    Kept here, beside ``train``, because this module is LightGBM's only owner; the reading,
+    split and encoding on the cluster are ``core.compute.train``.
+
+    Returns:
+        ``(model text, best iteration, per-iteration curves, effective params)``.
+
+    Raises:
+        TrainingError: LightGBM refused the data or params.
+    """
+    import lightgbm.dask as lgb_dask
+
+    task = signature["task"]
+    effective: dict[str, Any] = {**params}
+    effective.update({"objective": task, "metric": _METRICS[task], "first_metric_only": True, "seed": int(seed),
+                      "deterministic": True, "force_row_wise": True, "verbosity": -1})
+    rounds = int(effective.pop("early_stopping_round", 0) or 0)
+    fit_params = {k: v for k, v in effective.items() if k != "num_threads"}
+    iterations = int(fit_params.pop("num_iterations", 100))
+    if rounds > 0:
+        fit_params["early_stopping_round"] = rounds
+    cats = [i for i, f in enumerate(signature["features"]) if f["kind"] == "categorical"]
+    cls = lgb_dask.DaskLGBMClassifier if task == "binary" else lgb_dask.DaskLGBMRegressor
+    estimator = cls(client=client, n_estimators=iterations, **fit_params)
+    try:
+        estimator.fit(X_train, y_train, eval_set=[(X_train, y_train), (X_valid, y_valid)], eval_names=["train", "valid"],
+                      feature_name=_feature_names(signature), categorical_feature=cats or "auto")
+    except lgb.basic.LightGBMError as exc:
+        raise TrainingError(f"LightGBM could not train: {str(exc).splitlines()[0]}") from None
+    booster = estimator.booster_
+    best = int(booster.best_iteration or booster.current_iteration())
+    text = booster.model_to_string(num_iteration=best)
+    curves = {f"{part}.{metric}": [float(v) for v in values]
+              for part, d in (estimator.evals_result_ or {}).items() for metric, values in d.items()}
+    effective["early_stopping_round"] = rounds
+    effective["num_iterations"] = iterations
+    return text, best, curves, effective
 
 
 # ---------------------------------------------------------------------------- domain classifier

@@ -1,0 +1,419 @@
+"""Training on a Dask cluster: a dataset version read from its snapshot files, split exactly as locally,
+encoded per partition and trained with ``lightgbm.dask`` (through ``core.training.train_distributed``).
+
+Each partition is read once into a worker's memory (rows with a target, plus the row hash the
+split orders by) and stays there; every later step is a task per partition returning a small
+summary:
+
+* **facts** for the signature: the schema, the target's distinct values, each string column's
+  levels and whether its values are all distinct (by 64-bit hashes); ``core.training``'s own rules
+  then decide the features, levels, id-like and pass-through columns, as they would locally.
+* **the split** of ``core.training.split``, exactly: by time, the ``ceil(n · valid_fraction)``
+  rows with the largest (time, row hash); otherwise, per class, the ``round(n_c · valid_fraction)``
+  rows with the smallest row hash. The cutoff is found by a histogram over the key's range, then
+  the keys inside the one bin that holds it (no sort of the data), so the holdout the gate, the
+  drift reference and ``reproduce`` rebuild locally is the very one training validated on.
+* **metrics** on the holdout and on the training rows from scores computed where the rows are.
+* **leakage** (``core.training.leakage``) on a seeded sample of at most 500,000 training rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from core import training
+from core.compute import ComputeConfig, engine_info
+from core.compute.frames import Parts, read_part
+from core.errors import ComputeError, TrainingError
+
+__all__ = ["LEAKAGE_SAMPLE", "ClusterTrain", "train_on_cluster"]
+
+LEAKAGE_SAMPLE = 500_000
+_BINS = 1 << 16
+_H = "__h"
+_V = "__valid"
+_I64_MIN = -(2**63)
+
+
+@dataclass(frozen=True)
+class ClusterTrain:
+    """A training run on the cluster: the result, and what the run records about the engine."""
+
+    result: training.TrainResult
+    engine: dict[str, Any]
+    rows_total: int
+
+
+# ---------------------------------------------------------------------------- worker side
+def _prepare(fragment: Any, schema: Any, target: str, seed: int) -> pl.DataFrame:
+    """One partition's rows with a target and the split's row hash (local: ``clean.hash_rows(seed)``)."""
+    frame = read_part(fragment, schema)
+    if target not in frame.columns:
+        raise TrainingError(f"target {target!r} is not a column of the dataset; columns: {', '.join(frame.columns)}")
+    clean = frame.filter(pl.col(target).is_not_null())
+    return clean.with_columns(clean.hash_rows(seed=seed).alias(_H))
+
+
+def _prepare_frame(frame: pl.DataFrame, target: str) -> pl.DataFrame:
+    return frame.filter(pl.col(target).is_not_null()).with_columns(pl.lit(0, dtype=pl.UInt64).alias(_H))
+
+
+def _facts(frame: pl.DataFrame, target: str) -> dict[str, Any]:
+    data = frame.drop([c for c in (_H, _V) if c in frame.columns])
+    out: dict[str, Any] = {"rows": frame.height, "schema": data.schema,
+                           "target": frame[target].unique().to_list() if target in frame.columns else []}
+    strings = {}
+    for name, dtype in data.schema.items():
+        if dtype not in (pl.String, pl.Categorical):
+            continue
+        col = frame[name]
+        n_unique = col.n_unique()
+        strings[name] = {
+            "levels": col.cast(pl.String).drop_nulls().unique().to_list(),
+            "hashes": col.hash(seed=0).to_numpy() if n_unique == frame.height else None,
+        }
+    out["strings"] = strings
+    return out
+
+
+def _key(frame: pl.DataFrame, time_column: str | None) -> tuple[np.ndarray, np.ndarray]:
+    h = frame[_H].to_numpy()
+    if time_column is None:
+        return np.zeros(frame.height, np.int64), h
+    t = frame[time_column].cast(pl.Int64).fill_null(_I64_MIN).to_numpy()
+    return t, h
+
+
+def _range(frame: pl.DataFrame, time_column: str | None, cls: Any, target: str) -> tuple[int, int, int]:
+    """Rows (of the class) and the smallest and largest non-null time (nulls order first, as in a sort)."""
+    part = frame if cls is None else frame.filter(pl.col(target) == cls)
+    t, _ = _key(part, time_column)
+    t = t[t != _I64_MIN]
+    if not t.size:
+        return part.height, 0, 0
+    return part.height, int(t.min()), int(t.max())
+
+
+def _bins(t: np.ndarray, h: np.ndarray, lo: int, hi: int, width: int, on_time: bool) -> np.ndarray:
+    if not on_time:
+        return (h >> np.uint64(48)).astype(np.int64)
+    return (np.clip(t, lo, hi) - lo) // width  # null times (smallest) share the first bin
+
+
+def _hist(frame: pl.DataFrame, time_column: str | None, cls: Any, target: str, lo: int, hi: int, width: int,
+          on_time: bool) -> np.ndarray:
+    part = frame if cls is None else frame.filter(pl.col(target) == cls)
+    t, h = _key(part, time_column)
+    return np.bincount(_bins(t, h, lo, hi, width, on_time), minlength=_BINS)[:_BINS]
+
+
+def _in_bin(frame: pl.DataFrame, time_column: str | None, cls: Any, target: str, lo: int, hi: int, width: int,
+            b: int, on_time: bool) -> np.ndarray:
+    part = frame if cls is None else frame.filter(pl.col(target) == cls)
+    t, h = _key(part, time_column)
+    keep = _bins(t, h, lo, hi, width, on_time) == b
+    return np.stack([t[keep].astype(np.int64), h[keep].view(np.int64)], axis=1) if keep.any() else np.empty((0, 2), np.int64)
+
+
+def _mark(frame: pl.DataFrame, time_column: str | None, target: str, rules: list[dict[str, Any]]) -> pl.DataFrame:
+    """Set ``__valid``: the rows on the holdout side of each cutoff (time split: largest keys; else smallest)."""
+    t, h = _key(frame, time_column)
+    hs = h.view(np.int64)
+    valid = np.zeros(frame.height, dtype=bool)
+    for r in rules:
+        in_cls = np.ones(frame.height, bool) if r["cls"] is None else (frame[target] == r["cls"]).to_numpy()
+        ct, ch = r["cut"]
+        chu = np.int64(ch).view(np.uint64)
+        if r["largest"]:
+            beyond = (t > ct) | ((t == ct) & (h > chu))
+        else:
+            beyond = (t < ct) | ((t == ct) & (h < chu))
+        tie = in_cls & (t == ct) & (hs == np.int64(ch))
+        valid |= in_cls & beyond
+        take = int(r["ties"].get(r["part"], 0))
+        if take:  # identical rows straddling the cutoff: the first ``take`` of this partition's
+            valid[np.flatnonzero(tie)[:take]] = True
+    return frame.with_columns(pl.Series(_V, valid))
+
+
+def _encode_part(frame: pl.DataFrame, signature: Mapping[str, Any], valid: bool) -> tuple[np.ndarray, np.ndarray]:
+    part = frame.filter(pl.col(_V) == valid)
+    model_exprs = [training._encode_expr(f) for f in signature["features"]]
+    names = [f["name"] for f in signature["features"]]
+    X = training._encode(model_exprs, names, part)
+    y = part[signature["target"]].cast(pl.Float64).to_numpy()
+    return X, y
+
+
+def _X(pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return pair[0]
+
+
+def _y(pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return pair[1]
+
+
+def _score(pair: tuple[np.ndarray, np.ndarray], text: str, signature: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    model = training.Model.from_text(text, signature)
+    return pair[1], model.predict_matrix(pair[0]) if pair[0].shape[0] else np.empty(0)
+
+
+def _sample(frame: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
+    return frame.filter(~pl.col(_V))[rows].drop(_H, _V)
+
+
+def _counts(frame: pl.DataFrame) -> tuple[int, int]:
+    v = int(frame[_V].sum())
+    return frame.height - v, v
+
+
+# ---------------------------------------------------------------------------- client side
+def _run(client: Any, futures: list[Any], what: str) -> list[Any]:
+    try:
+        return list(client.gather(futures))
+    except Exception as exc:  # noqa: BLE001 - any task failure (a worker lost past retries) ends the run
+        raise ComputeError(f"the Dask cluster failed while {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def _map(client: Any, fn: Any, prepared: list[Any], *args: Any) -> list[Any]:
+    return [client.submit(fn, p, *args, pure=False, retries=2) for p in prepared]
+
+
+def _proxy(facts: list[dict[str, Any]], target: str) -> pl.DataFrame:
+    """A small frame on which ``core.training.infer_signature`` decides what it would on the whole data.
+
+    The same schema; the target holds its distinct values; a string column holds its levels
+    (padded by repeating one, so it is not "all distinct" unless it is), or, when every value of
+    the whole column is distinct (by hash), as many distinct values as the frame has rows.
+    """
+    schema = facts[0]["schema"]
+    levels: dict[str, list[str]] = {}
+    unique: dict[str, bool] = {}
+    total = sum(f["rows"] for f in facts)
+    for name in facts[0]["strings"]:
+        lv: set[str] = set()
+        hashes = []
+        for f in facts:
+            s = f["strings"][name]
+            lv.update(s["levels"])
+            hashes.append(s["hashes"])
+        levels[name] = sorted(lv)
+        unique[name] = total > 1 and all(h is not None for h in hashes) and np.unique(np.concatenate(hashes)).size == total
+    tvals = sorted({v for f in facts for v in f["target"] if v is not None})
+    height = max([2, len(tvals) + 1, *(len(v) + 2 for n, v in levels.items() if not unique[n])])
+    cols: dict[str, pl.Series] = {}
+    for name, dtype in schema.items():
+        if name == target:
+            vals = (tvals * height)[:height] if tvals else [None] * height
+            cols[name] = pl.Series(name, vals).cast(dtype)
+        elif name in levels and unique[name]:
+            cols[name] = pl.Series(name, [f"u{i}" for i in range(height)]).cast(dtype)
+        elif name in levels:
+            lv = levels[name]
+            vals = [*lv, *([lv[0] if lv else None] * (height - len(lv)))]
+            cols[name] = pl.Series(name, vals, dtype=pl.String).cast(dtype)
+        else:
+            cols[name] = pl.Series(name, [None] * height).cast(dtype)
+    return pl.DataFrame(cols)
+
+
+def _cutoff(client: Any, prepared: list[Any], time_column: str | None, cls: Any, target: str, k: int,
+            largest: bool) -> dict[str, Any]:
+    """The key (time, hash) of the k-th largest (or smallest) row, and how many tied rows each partition gives."""
+    ranges = _run(client, _map(client, _range, prepared, time_column, cls, target), "finding the split's range")
+    n = sum(r[0] for r in ranges)
+    on_time = time_column is not None
+    lo = min((r[1] for r in ranges if r[0]), default=0)
+    hi = max((r[2] for r in ranges if r[0]), default=0)
+    width = max(1, math.ceil((hi - lo + 1) / _BINS)) if on_time else 1
+    hists = _run(client, _map(client, _hist, prepared, time_column, cls, target, lo, hi, width, on_time),
+                 "counting the split's keys")
+    hist = np.sum(hists, axis=0)
+    order = hist[::-1] if largest else hist
+    cum = np.cumsum(order)
+    pos = int(np.searchsorted(cum, k, side="left"))
+    b = (_BINS - 1 - pos) if largest else pos
+    before = int(cum[pos - 1]) if pos else 0
+    keys = _run(client, _map(client, _in_bin, prepared, time_column, cls, target, lo, hi, width, b, on_time),
+                "reading the keys at the split")
+    allk = np.concatenate([kk for kk in keys]) if keys else np.empty((0, 2), np.int64)
+    # order by (time, hash as unsigned)
+    t, hu = allk[:, 0], allk[:, 1].view(np.uint64)
+    idx = np.lexsort((hu, t))
+    if largest:
+        idx = idx[::-1]
+    need = k - before
+    cut = allk[idx[need - 1]]
+    # the cutoff's ties (identical rows) are taken as many as needed, in partition order
+    ct, ch = int(cut[0]), int(cut[1])
+    chu = np.int64(ch).view(np.uint64)
+    beyond = ((t > ct) | ((t == ct) & (hu > chu))) if largest else ((t < ct) | ((t == ct) & (hu < chu)))
+    tie_take = need - int(beyond.sum())
+    # which partitions hold the ties, in partition order
+    ties: dict[int, int] = {}
+    left = tie_take
+    for i, kk in enumerate(keys):
+        if left <= 0:
+            break
+        c = int(((kk[:, 0] == ct) & (kk[:, 1] == ch)).sum()) if kk.size else 0
+        if c:
+            ties[i] = min(c, left)
+            left -= ties[i]
+    return {"cls": cls, "cut": (ct, ch), "largest": largest, "ties": ties, "n": n}
+
+
+def train_on_cluster(
+    client: Any,
+    cfg: ComputeConfig,
+    *,
+    parts: Parts | None = None,
+    frames: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+    target: str,
+    task: str | None,
+    params: Mapping[str, Any] | None,
+    seed: int,
+    time_column: str | None,
+    exclude: Sequence[str] = (),
+    passthrough: Sequence[str] | None = None,
+    feedback_key: str | None = None,
+) -> ClusterTrain:
+    """Train on the cluster from a dataset version's partitions (split here) or from explicit (train, valid) frames.
+
+    Args:
+        client: a ``distributed.Client``.
+        cfg: the compute settings.
+        parts: the dataset version's partitions (``core.compute.frames.dataset_parts``).
+        frames: instead of ``parts``, a retrain's training rows and holdout (built locally by
+            ``core.trainsets.retrain_frames``), spread over the workers as they are.
+        target, task, params, seed, time_column, exclude, passthrough, feedback_key: as
+            ``core.training.train``.
+
+    Raises:
+        TrainingError: bad target, params or data, as locally.
+        ComputeError: the cluster lost the work.
+    """
+    user = training.validate_params(params)
+    valid_fraction = float(user.pop("valid_fraction", 0.2))
+    threshold = float(user.pop("threshold", 0.5))
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    if parts is not None:
+        prepared = [client.submit(_prepare, f, parts.schema, target, seed, pure=False, retries=2) for f in parts.fragments]
+        total_rows = None
+    else:
+        assert frames is not None
+        train_f, valid_f = frames
+        chunks: list[pl.DataFrame] = []
+        for frame, is_valid in ((train_f, False), (valid_f, True)):
+            step = max(1, math.ceil(frame.height / workers))
+            chunks += [frame.slice(i, step).with_columns(pl.lit(is_valid).alias(_V)) for i in range(0, frame.height, step)]
+        prepared = client.scatter([_prepare_frame(c, target) for c in chunks])
+        total_rows = train_f.height + valid_f.height
+    facts = _run(client, _map(client, _facts, prepared, target), "reading the data's facts")
+    clean_rows = sum(f["rows"] for f in facts)
+    if clean_rows == 0:
+        raise TrainingError(f"target {target!r} has no non-null values")
+    proxy = _proxy(facts, target)
+    if time_column is not None and time_column not in proxy.columns:
+        raise TrainingError(f"time column {time_column!r} is not in the dataset")
+    signature, excluded = training.infer_signature(
+        proxy, target, task=task, time_column=time_column, exclude=exclude, threshold=threshold,  # type: ignore[arg-type]
+        passthrough=passthrough, feedback_key=feedback_key,
+    )
+    task_ = signature["task"]
+    if parts is not None:
+        if clean_rows < 2:
+            raise TrainingError(f"cannot split {clean_rows} row(s) into train and valid sets")
+        rules = []
+        if time_column:
+            n_valid = min(clean_rows - 1, max(1, math.ceil(clean_rows * valid_fraction)))
+            rules.append(_cutoff(client, prepared, time_column, None, target, n_valid, True))
+            method = "time"
+        else:
+            classes = sorted({v for f in facts for v in f["target"] if v is not None})
+            if len(classes) <= 20:
+                for c in classes:
+                    size = _run(client, _map(client, _range, prepared, None, c, target), "counting a class")
+                    n_c = sum(s[0] for s in size)
+                    rules.append(_cutoff(client, prepared, None, c, target, max(1, round(n_c * valid_fraction)), False))
+            else:
+                rules.append(_cutoff(client, prepared, None, None, target, max(1, round(clean_rows * valid_fraction)), False))
+            method = "stratified" if len(classes) <= 20 else "hash"
+        marked = [client.submit(_mark, p, time_column, target, [{**r, "part": i} for r in rules], pure=False, retries=2)
+                  for i, p in enumerate(prepared)]
+    else:
+        marked, method = prepared, "explicit"
+    counts = _run(client, _map(client, _counts, marked), "splitting")
+    n_train, n_valid_rows = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    if n_train == 0 or n_valid_rows == 0:
+        raise TrainingError(f"a split needs rows on both sides (train {n_train}, valid {n_valid_rows})")
+    if task_ == "binary":
+        for side, name in ((False, "training"), (True, "validation")):
+            seen = _run(client, _map(client, _classes, marked, target, side), "checking classes")
+            if len(set().union(*seen)) < 2:
+                raise TrainingError(f"the {name} set has a single class of {target!r}; more rows or another split are needed")
+    k = len(signature["features"])
+    enc_train = [client.submit(_encode_part, m, signature, False, pure=False) for m in marked]
+    enc_valid = [client.submit(_encode_part, m, signature, True, pure=False) for m in marked]
+    X_tr, y_tr = _arrays(client, enc_train, [c[0] for c in counts], k)
+    X_va, y_va = _arrays(client, enc_valid, [c[1] for c in counts], k)
+    effective = {**training.DEFAULT_PARAMS, **user}
+    try:
+        out = training.train_distributed(client, X_tr, y_tr, X_va, y_va, signature=signature, params=effective, seed=seed)
+    except TrainingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a lost worker or a network failure inside lightgbm.dask
+        raise ComputeError(f"distributed training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    text, best, history, eff = out
+    model = training.Model(text, signature)
+    [text_f] = client.scatter([text], broadcast=True)
+    metrics = {}
+    for name, enc in (("valid", enc_valid), ("train", enc_train)):
+        scored = _run(client, [client.submit(_score, e, text_f, signature, pure=False) for e in enc], "scoring the holdout")
+        y = np.concatenate([s[0] for s in scored])
+        p = np.concatenate([s[1] for s in scored])
+        metrics[name] = training.compute_metrics(task_, y, p, threshold)
+    # leakage on a seeded sample of the training rows
+    rng = np.random.default_rng(seed)
+    want = min(n_train, LEAKAGE_SAMPLE)
+    picked = np.sort(rng.choice(n_train, want, replace=False)) if n_train > want else np.arange(n_train)
+    offsets = np.cumsum([0] + [c[0] for c in counts])
+    pieces = []
+    for i, m in enumerate(marked):
+        sel = picked[(picked >= offsets[i]) & (picked < offsets[i + 1])] - offsets[i]
+        if sel.size:
+            pieces.append(client.submit(_sample, m, sel, pure=False))
+    sample = pl.concat(_run(client, pieces, "sampling for the leakage check"), how="diagonal_relaxed")
+    leak = training.leakage(sample, signature, model.importance())
+    leak["sample_rows"] = sample.height
+    eng = engine_info(client)
+    result = training.TrainResult(
+        model=model, metrics=metrics["valid"], train_metrics=metrics["train"], history=history, best_iteration=best,
+        params=eff, excluded=excluded,
+        rows={"train": n_train, "valid": n_valid_rows,
+              "dropped_null_target": (total_rows if total_rows is not None else clean_rows) - clean_rows},
+        split={"method": method, "time_column": time_column, "valid_fraction": valid_fraction, "seed": int(seed)},
+        leakage=leak,
+    )
+    return ClusterTrain(result, eng, clean_rows)
+
+
+def _classes(frame: pl.DataFrame, target: str, side: bool) -> set[Any]:
+    return set(frame.filter(pl.col(_V) == side)[target].unique().to_list())
+
+
+def _arrays(client: Any, encoded: list[Any], sizes: list[int], k: int) -> tuple[Any, Any]:
+    import dask.array as da
+
+    xs, ys = [], []
+    for e, n in zip(encoded, sizes, strict=True):
+        if n == 0:
+            continue
+        xs.append(da.from_delayed(client.submit(_X, e, pure=False), shape=(n, k), dtype=np.float64))
+        ys.append(da.from_delayed(client.submit(_y, e, pure=False), shape=(n,), dtype=np.float64))
+    return da.concatenate(xs, axis=0), da.concatenate(ys, axis=0)
