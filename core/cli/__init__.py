@@ -27,6 +27,7 @@ _MODULES = (
     "core.cli.serve",
     "core.cli.jobs",
     "core.cli.monitor",
+    "core.cli.score",
 )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from core.cli._common import emit_frame, open_lake, render_table
+from core.cli._common import emit_frame, open_lake, render_table, settings_from
 
 __all__ = ["register"]
 
@@ -32,6 +32,8 @@ def register(sub: Any) -> None:
                    help="columns requests may carry beside the features (logged, never scored); "
                         "default: the time column and id-like columns")
     p.add_argument("--feedback-key", default=None, help="a pass-through column feedback may join by (an entity id)")
+    p.add_argument("--engine", choices=["local", "dask"], default=None,
+                   help="train in this process or with lightgbm.dask on the [compute] cluster (default: [compute] engine)")
     p.set_defaults(handler=_train)
 
     runs = sub.add_parser("runs", help="list, show, compare and reproduce experiment runs")
@@ -82,6 +84,8 @@ def _train(args: argparse.Namespace) -> int:
         lake=lake,
         passthrough=args.passthrough,
         feedback_key=args.feedback_key,
+        engine=args.engine,
+        settings=settings_from(args),
     )
     sys.stdout.write(
         f"run {out.run_id} finished: dataset {out.dataset}@v{out.dataset_version}, "

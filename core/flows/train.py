@@ -13,6 +13,7 @@ import polars as pl
 
 from core import datasets, tracking, training, trainsets
 from core.compute import compute_config
+from core.config import Settings
 from core.errors import ArtifactIntegrityError, DatasetNotFoundError, TrainingError
 from core.lake import Lake, resolve
 
@@ -115,6 +116,7 @@ def train_model(
     served: tuple[str, int] | None = None,
     dedupe: tuple[str | None, Sequence[str]] | None = None,
     engine: str | None = None,
+    settings: Settings | None = None,
 ) -> TrainOutcome:
     """Train a model on a dataset version and record it as a run.
 
@@ -151,6 +153,7 @@ def train_model(
             is read from its snapshot files by the workers, split exactly as locally and trained
             with ``lightgbm.dask`` (``core.compute.train``); the run also records ``engine``,
             ``workers`` and ``threads``. A retrain's rows are combined here, then trained there.
+        settings: settings to read ``[compute]`` from (default: loaded).
 
     Raises:
         DatasetNotFoundError: unknown dataset or version.
@@ -161,7 +164,7 @@ def train_model(
     version = _resolve_version(dataset, version, lake)
     if task not in (None, "binary", "regression"):
         raise TrainingError(f"task must be 'binary' or 'regression', got {task!r}")
-    cfg = compute_config(engine=engine)
+    cfg = compute_config(settings, engine=engine)
     if cfg.engine == "dask":
         return _train_on_cluster(
             cfg, dataset, version, target=target, user_params=user_params, seed=seed, experiment=experiment, name=name,
