@@ -19,6 +19,8 @@ OWNERS = {
     "lightgbm": ("core/training.py",),
     "litestar": ("core/serving/",),
     "apscheduler": ("jobs/",),
+    "dask": ("core/compute/",),
+    "distributed": ("core/compute/",),
 }
 
 

@@ -13,6 +13,11 @@ summary:
   rows with the smallest row hash. The cutoff is found by a histogram over the key's range, then
   the keys inside the one bin that holds it (no sort of the data), so the holdout the gate, the
   drift reference and ``reproduce`` rebuild locally is the very one training validated on.
+* **training** with ``lightgbm.dask`` for ``num_iterations`` rounds on rows re-cut into one equal
+  slice per worker; the per-round curves (``binary_logloss``, or ``l2`` and ``l1``) are added up
+  over every partition, and the best round is the one LightGBM's early stopping would keep on the
+  whole holdout (LightGBM's own would see each worker's share of it only). The per-round AUC of
+  a local run is not recorded (not additive over partitions); the final AUC is.
 * **metrics** on the holdout and on the training rows from scores computed where the rows are.
 * **leakage** (``core.training.leakage``) on a seeded sample of at most 500,000 training rows.
 """
@@ -162,6 +167,10 @@ def _y(pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 def _score(pair: tuple[np.ndarray, np.ndarray], text: str, signature: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     model = training.Model.from_text(text, signature)
     return pair[1], model.predict_matrix(pair[0]) if pair[0].shape[0] else np.empty(0)
+
+
+def _losses(pair: tuple[np.ndarray, np.ndarray], text: str, task: str) -> dict[str, np.ndarray]:
+    return training.iteration_losses(text, pair[0], pair[1], task)
 
 
 def _sample(frame: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
@@ -364,12 +373,24 @@ def train_on_cluster(
     X_va, y_va = _arrays(client, enc_valid, [c[1] for c in counts], k)
     effective = {**training.DEFAULT_PARAMS, **user}
     try:
-        out = training.train_distributed(client, X_tr, y_tr, X_va, y_va, signature=signature, params=effective, seed=seed)
+        full_text, eff = training.train_distributed(client, X_tr, y_tr, X_va, y_va, signature=signature,
+                                                    params=effective, seed=seed)
     except TrainingError:
         raise
     except Exception as exc:  # noqa: BLE001 - a lost worker or a network failure inside lightgbm.dask
         raise ComputeError(f"distributed training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    text, best, history, eff = out
+    # the curves over all rows (each worker's LightGBM only sees its share) and the best round
+    [full_f] = client.scatter([full_text], broadcast=True)
+    history: dict[str, list[float]] = {}
+    for name, enc, n in (("train", enc_train, n_train), ("valid", enc_valid, n_valid_rows)):
+        sums = _run(client, [client.submit(_losses, e, full_f, task_, pure=False) for e in enc], "evaluating rounds")
+        for metric in sums[0]:
+            history[f"{name}.{metric}"] = [float(v) for v in np.sum([s[metric] for s in sums], axis=0) / n]
+    rounds = int(eff.get("early_stopping_round", 0) or 0)
+    first = "binary_logloss" if task_ == "binary" else "l2"
+    best = training.best_round(history[f"valid.{first}"], rounds)
+    history = {k: v[: best + rounds] if rounds else v for k, v in history.items()}  # what early stopping would have run
+    text = training.truncate_model(full_text, best)
     model = training.Model(text, signature)
     [text_f] = client.scatter([text], broadcast=True)
     metrics = {}
@@ -407,13 +428,37 @@ def _classes(frame: pl.DataFrame, target: str, side: bool) -> set[Any]:
     return set(frame.filter(pl.col(_V) == side)[target].unique().to_list())
 
 
+def _take(ranges: list[tuple[int, int]], *pairs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    xs = [p[0][a:b] for p, (a, b) in zip(pairs, ranges, strict=True)]
+    ys = [p[1][a:b] for p, (a, b) in zip(pairs, ranges, strict=True)]
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def _arrays(client: Any, encoded: list[Any], sizes: list[int], k: int) -> tuple[Any, Any]:
+    """Dask arrays of the encoded rows, re-cut into one equal slice per worker, each built on its worker.
+
+    ``lightgbm.dask`` trains one LightGBM process per worker holding training rows and evaluates
+    the holdout where its rows are; a time split puts the whole holdout in the newest files, so
+    without this one worker would hold all of it (and the other none), and the training rows
+    would be as unbalanced as the files.
+    """
     import dask.array as da
 
+    workers = sorted(client.scheduler_info().get("workers", {}))
+    total = sum(sizes)
+    bounds = np.linspace(0, total, len(workers) + 1).round().astype(int)
+    starts = np.cumsum([0, *sizes])
     xs, ys = [], []
-    for e, n in zip(encoded, sizes, strict=True):
-        if n == 0:
+    for w, lo, hi in zip(workers, bounds[:-1], bounds[1:], strict=True):
+        if hi <= lo:
             continue
-        xs.append(da.from_delayed(client.submit(_X, e, pure=False), shape=(n, k), dtype=np.float64))
-        ys.append(da.from_delayed(client.submit(_y, e, pure=False), shape=(n,), dtype=np.float64))
+        pieces, ranges = [], []
+        for e, s0, n in zip(encoded, starts[:-1], sizes, strict=True):
+            a, b = max(lo, s0), min(hi, s0 + n)
+            if a < b:
+                pieces.append(e)
+                ranges.append((int(a - s0), int(b - s0)))
+        part = client.submit(_take, ranges, *pieces, workers=[w], allow_other_workers=True, pure=False)
+        xs.append(da.from_delayed(client.submit(_X, part, workers=[w], pure=False), shape=(int(hi - lo), k), dtype=np.float64))
+        ys.append(da.from_delayed(client.submit(_y, part, workers=[w], pure=False), shape=(int(hi - lo),), dtype=np.float64))
     return da.concatenate(xs, axis=0), da.concatenate(ys, axis=0)
