@@ -185,9 +185,19 @@ def _counts(frame: pl.DataFrame) -> tuple[int, int]:
 # ---------------------------------------------------------------------------- client side
 def _run(client: Any, futures: list[Any], what: str) -> list[Any]:
     try:
-        return list(client.gather(futures))
+        return [f.result() for f in futures] if client is None else list(client.gather(futures))
     except Exception as exc:  # noqa: BLE001 - any task failure (a worker lost past retries) ends the run
         raise ComputeError(f"the Dask cluster failed while {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def _wait(futures: list[Any], what: str) -> None:
+    """Wait for tasks to finish where they run (nothing comes to the client)."""
+    from distributed import wait
+
+    wait(futures)
+    bad = [f for f in futures if f.status != "finished"]
+    if bad:
+        _run(None, bad, what)
 
 
 def _map(client: Any, fn: Any, prepared: list[Any], *args: Any) -> list[Any]:
@@ -366,39 +376,6 @@ def train_on_cluster(
             seen = _run(client, _map(client, _classes, marked, target, side), "checking classes")
             if len(set().union(*seen)) < 2:
                 raise TrainingError(f"the {name} set has a single class of {target!r}; more rows or another split are needed")
-    k = len(signature["features"])
-    enc_train = [client.submit(_encode_part, m, signature, False, pure=False) for m in marked]
-    enc_valid = [client.submit(_encode_part, m, signature, True, pure=False) for m in marked]
-    X_tr, y_tr = _arrays(client, enc_train, [c[0] for c in counts], k)
-    X_va, y_va = _arrays(client, enc_valid, [c[1] for c in counts], k)
-    effective = {**training.DEFAULT_PARAMS, **user}
-    try:
-        full_text, eff = training.train_distributed(client, X_tr, y_tr, X_va, y_va, signature=signature,
-                                                    params=effective, seed=seed)
-    except TrainingError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a lost worker or a network failure inside lightgbm.dask
-        raise ComputeError(f"distributed training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    # the curves over all rows (each worker's LightGBM only sees its share) and the best round
-    [full_f] = client.scatter([full_text], broadcast=True)
-    history: dict[str, list[float]] = {}
-    for name, enc, n in (("train", enc_train, n_train), ("valid", enc_valid, n_valid_rows)):
-        sums = _run(client, [client.submit(_losses, e, full_f, task_, pure=False) for e in enc], "evaluating rounds")
-        for metric in sums[0]:
-            history[f"{name}.{metric}"] = [float(v) for v in np.sum([s[metric] for s in sums], axis=0) / n]
-    rounds = int(eff.get("early_stopping_round", 0) or 0)
-    first = "binary_logloss" if task_ == "binary" else "l2"
-    best = training.best_round(history[f"valid.{first}"], rounds)
-    history = {k: v[: best + rounds] if rounds else v for k, v in history.items()}  # what early stopping would have run
-    text = training.truncate_model(full_text, best)
-    model = training.Model(text, signature)
-    [text_f] = client.scatter([text], broadcast=True)
-    metrics = {}
-    for name, enc in (("valid", enc_valid), ("train", enc_train)):
-        scored = _run(client, [client.submit(_score, e, text_f, signature, pure=False) for e in enc], "scoring the holdout")
-        y = np.concatenate([s[0] for s in scored])
-        p = np.concatenate([s[1] for s in scored])
-        metrics[name] = training.compute_metrics(task_, y, p, threshold)
     # leakage on a seeded sample of the training rows
     rng = np.random.default_rng(seed)
     want = min(n_train, LEAKAGE_SAMPLE)
@@ -410,6 +387,42 @@ def train_on_cluster(
         if sel.size:
             pieces.append(client.submit(_sample, m, sel, pure=False))
     sample = pl.concat(_run(client, pieces, "sampling for the leakage check"), how="diagonal_relaxed")
+    k = len(signature["features"])
+    enc_train = [client.submit(_encode_part, m, signature, False, pure=False) for m in marked]
+    enc_valid = [client.submit(_encode_part, m, signature, True, pure=False) for m in marked]
+    X_tr, y_tr, slices_train = _arrays(client, enc_train, [c[0] for c in counts], k)
+    X_va, y_va, slices_valid = _arrays(client, enc_valid, [c[1] for c in counts], k)
+    # from here on only the per-worker slices are needed: the read partitions and their encodings go
+    _wait(slices_train + slices_valid, "spreading the rows over the workers")
+    del prepared, marked, enc_train, enc_valid
+    effective = {**training.DEFAULT_PARAMS, **user}
+    try:
+        full_text, eff = training.train_distributed(client, X_tr, y_tr, X_va, y_va, signature=signature,
+                                                    params=effective, seed=seed)
+    except TrainingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a lost worker or a network failure inside lightgbm.dask
+        raise ComputeError(f"distributed training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    # the curves over all rows (each worker's LightGBM only sees its share) and the best round
+    [full_f] = client.scatter([full_text], broadcast=True)
+    history: dict[str, list[float]] = {}
+    for name, enc, n in (("train", slices_train, n_train), ("valid", slices_valid, n_valid_rows)):
+        sums = _run(client, [client.submit(_losses, e, full_f, task_, pure=False) for e in enc], "evaluating rounds")
+        for metric in sums[0]:
+            history[f"{name}.{metric}"] = [float(v) for v in np.sum([s[metric] for s in sums], axis=0) / n]
+    rounds = int(eff.get("early_stopping_round", 0) or 0)
+    first = "binary_logloss" if task_ == "binary" else "l2"
+    best = training.best_round(history[f"valid.{first}"], rounds)
+    history = {k: v[: best + rounds] if rounds else v for k, v in history.items()}  # what early stopping would have run
+    text = training.truncate_model(full_text, best)
+    model = training.Model(text, signature)
+    [text_f] = client.scatter([text], broadcast=True)
+    metrics = {}
+    for name, enc in (("valid", slices_valid), ("train", slices_train)):
+        scored = _run(client, [client.submit(_score, e, text_f, signature, pure=False) for e in enc], "scoring the holdout")
+        y = np.concatenate([s[0] for s in scored])
+        p = np.concatenate([s[1] for s in scored])
+        metrics[name] = training.compute_metrics(task_, y, p, threshold)
     leak = training.leakage(sample, signature, model.importance())
     leak["sample_rows"] = sample.height
     eng = engine_info(client)
@@ -434,7 +447,7 @@ def _take(ranges: list[tuple[int, int]], *pairs: tuple[np.ndarray, np.ndarray]) 
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _arrays(client: Any, encoded: list[Any], sizes: list[int], k: int) -> tuple[Any, Any]:
+def _arrays(client: Any, encoded: list[Any], sizes: list[int], k: int) -> tuple[Any, Any, list[Any]]:
     """Dask arrays of the encoded rows, re-cut into one equal slice per worker, each built on its worker.
 
     ``lightgbm.dask`` trains one LightGBM process per worker holding training rows and evaluates
@@ -448,7 +461,7 @@ def _arrays(client: Any, encoded: list[Any], sizes: list[int], k: int) -> tuple[
     total = sum(sizes)
     bounds = np.linspace(0, total, len(workers) + 1).round().astype(int)
     starts = np.cumsum([0, *sizes])
-    xs, ys = [], []
+    xs, ys, parts = [], [], []
     for w, lo, hi in zip(workers, bounds[:-1], bounds[1:], strict=True):
         if hi <= lo:
             continue
@@ -459,6 +472,7 @@ def _arrays(client: Any, encoded: list[Any], sizes: list[int], k: int) -> tuple[
                 pieces.append(e)
                 ranges.append((int(a - s0), int(b - s0)))
         part = client.submit(_take, ranges, *pieces, workers=[w], allow_other_workers=True, pure=False)
+        parts.append(part)
         xs.append(da.from_delayed(client.submit(_X, part, workers=[w], pure=False), shape=(int(hi - lo), k), dtype=np.float64))
         ys.append(da.from_delayed(client.submit(_y, part, workers=[w], pure=False), shape=(int(hi - lo),), dtype=np.float64))
-    return da.concatenate(xs, axis=0), da.concatenate(ys, axis=0)
+    return da.concatenate(xs, axis=0), da.concatenate(ys, axis=0), parts
