@@ -31,8 +31,9 @@ import numpy as np
 import polars as pl
 
 from core import drift
+from core.catalog import FEATURES_COLUMN
 from core.compute import ComputeConfig
-from core.compute.frames import Parts, log_filter, log_parts, read_log_part, read_part
+from core.compute.frames import LOG_OWN, Parts, log_filter, log_parts, read_part
 from core.errors import ComputeError
 from core.lake import Lake
 
@@ -56,6 +57,10 @@ class WindowDrift:
 
 
 # ---------------------------------------------------------------------------- worker side
+def _const(value: Any) -> Any:
+    return value
+
+
 def _count(fragment: Any, schema: Any, filter: Any, top: int) -> dict[str, Any]:  # noqa: A002
     frame = read_part(fragment, schema, ["at", "prediction_id"], filter)
     out: dict[str, Any] = {"rows": frame.height, "first": frame["at"].min() if frame.height else None,
@@ -65,28 +70,77 @@ def _count(fragment: Any, schema: Any, filter: Any, top: int) -> dict[str, Any]:
     return out
 
 
+_BATCH = 131_072  # rows per read batch: a task's memory stays bounded whatever the file's size
+
+
 def _summarise(fragment: Any, schema: Any, filter: Any, grids: Mapping[str, Any], kinds: Mapping[str, str],  # noqa: A002
                keep_values: bool, sample_rows: np.ndarray | None, cutoff: tuple[Any, str] | None) -> dict[str, Any]:
-    own, feats = read_log_part(fragment, schema, filter)
+    """One partition's summaries, read in batches (a partition may be a whole day of the log).
+
+    ``sample_rows`` index the partition's window rows in time order; the time column is read
+    first to map them to file positions, then the rows are streamed.
+    """
+    keys = read_part(fragment, schema, ["at", "prediction_id"], filter)
+    keep = np.ones(keys.height, dtype=bool)
     if cutoff is not None:  # a rows-window: only rows at or after the cutoff (time, id)
-        keep = (own["at"] > cutoff[0]) | ((own["at"] == cutoff[0]) & (own["prediction_id"] >= cutoff[1]))
-        own, feats = own.filter(keep), feats.filter(keep)
-    out: dict[str, Any] = {"rows": own.height, "present": [c for c in kinds if c in feats.columns]}
-    for name, kind in kinds.items():
-        if name not in feats.columns:
-            continue
-        col = feats[name]
-        if kind == "categorical":
-            out[name] = drift.categorical_partial(col)
-        else:
-            s = col.cast(pl.Float64)
-            out[name] = drift.numeric_partial(s.fill_null(np.nan).to_numpy(), s.null_count(), grids.get(name),
-                                              keep_values=keep_values)
-    score = own["score"].cast(pl.Float64)
-    out["__score__"] = drift.numeric_partial(score.fill_null(np.nan).to_numpy(), score.null_count(),
-                                             grids.get("__score__"), keep_values=keep_values)
+        keep = ((keys["at"] > cutoff[0]) | ((keys["at"] == cutoff[0]) & (keys["prediction_id"] >= cutoff[1]))).to_numpy()
+    picked = np.empty(0, dtype=np.int64)
     if sample_rows is not None and sample_rows.size:
-        out["sample"] = feats.select(out["present"])[sample_rows]
+        kept = keys.with_row_index("__pos").filter(pl.Series(keep))
+        in_time = kept.sort("at", maintain_order=True)["__pos"].to_numpy()
+        picked = np.sort(in_time[sample_rows].astype(np.int64))
+    parts: dict[str, list[Any]] = {name: [] for name in [*kinds, "__score__"]}
+    present: list[str] = []
+    samples: list[tuple[np.ndarray, pl.DataFrame]] = []
+    offset = 0
+    columns = ["score", FEATURES_COLUMN] if FEATURES_COLUMN in schema.names else None
+    for batch in fragment.to_batches(schema=schema, columns=columns, filter=filter, batch_size=_BATCH):
+        n = batch.num_rows
+        if n == 0:
+            continue
+        frame = pl.DataFrame(pl.from_arrow(batch))
+        mask = keep[offset:offset + n]
+        if columns is not None:
+            feats = frame.select(pl.col(FEATURES_COLUMN)).unnest(FEATURES_COLUMN)
+        else:
+            feats = frame.select([c for c in frame.columns if c not in LOG_OWN])
+        score_col = frame["score"]
+        if not mask.all():
+            feats, score_col = feats.filter(pl.Series(mask)), score_col.filter(pl.Series(mask))
+        present = [c for c in kinds if c in feats.columns]
+        for name in present:
+            col = feats[name]
+            if kinds[name] == "categorical":
+                parts[name].append(drift.categorical_partial(col))
+            else:
+                s = col.cast(pl.Float64)
+                parts[name].append(drift.numeric_partial(s.fill_null(np.nan).to_numpy(), s.null_count(),
+                                                         grids.get(name), keep_values=keep_values))
+        sc = score_col.cast(pl.Float64)
+        parts["__score__"].append(drift.numeric_partial(sc.fill_null(np.nan).to_numpy(), sc.null_count(),
+                                                        grids.get("__score__"), keep_values=keep_values))
+        here = picked[(picked >= offset) & (picked < offset + n)]
+        if here.size:
+            pos_in_batch = here - offset
+            rows = frame.with_row_index("__pos")[pos_in_batch]
+            samples.append((here, (rows.select(pl.col(FEATURES_COLUMN)).unnest(FEATURES_COLUMN) if columns is not None
+                                   else rows.select([c for c in rows.columns if c not in LOG_OWN and c != "__pos"]))))
+        offset += n
+    out: dict[str, Any] = {"rows": int(keep.sum()), "present": present}
+    for name, got in parts.items():
+        if not got:
+            continue
+        out[name] = drift.merge_categorical(got) if kinds.get(name) == "categorical" else drift.merge_numeric(got)
+        if kinds.get(name) == "categorical":
+            rows_, nulls_, levels_, counts_ = out[name]
+            out[name] = (rows_, nulls_, dict(zip(levels_, counts_.tolist(), strict=True)))
+    if samples:
+        # back to the partition's time order (the order the sample was drawn in)
+        pos = np.concatenate([p for p, _ in samples])
+        frame = pl.concat([f for _, f in samples], how="diagonal_relaxed")
+        rank = {int(p): i for i, p in enumerate(in_time)}  # file position -> time rank
+        order = np.argsort([rank[int(p)] for p in pos], kind="stable")
+        out["sample"] = frame.select(present)[order]
     return out
 
 
@@ -191,7 +245,7 @@ def check_window(
     grids = {c: drift.make_grid(r, cfg.grid) for c, r in features.items() if isinstance(r, drift.NumericReference)}
     grids["__score__"] = drift.make_grid(score, cfg.grid)
     exact = total <= cfg.exact_values
-    [grids_f] = client.scatter([grids], broadcast=True)
+    grids_f = client.submit(_const, grids, pure=False)  # recomputable if its worker is lost (a scatter is not)
     futures = [client.submit(_summarise, frag, parts.schema, filt, grids_f, kinds, exact, local_rows[i],
                              cutoff if rows_per[i] else None, pure=False, retries=2)
                for i, frag in enumerate(parts.fragments) if rows_per[i]]

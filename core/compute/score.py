@@ -20,6 +20,11 @@ from core.errors import ComputeError
 __all__ = ["score_parts", "score_frame"]
 
 
+def _const(value: Any) -> Any:
+    """A task holding ``value``: unlike a scatter, recomputed when the worker holding it is lost."""
+    return value
+
+
 def score_frame(frame: pl.DataFrame, model: training.Model, keep: Sequence[str]) -> pl.DataFrame:
     """The kept columns of ``frame``, then ``score`` and, for a binary model, ``predicted_label``."""
     scores = model.predict(frame) if frame.height else np.empty(0)
@@ -41,7 +46,7 @@ def score_parts(client: Any, parts: Parts, model: training.Model, keep: Sequence
     Raises:
         ComputeError: a partition failed on every retry (a lost worker).
     """
-    [text] = client.scatter([model.text], broadcast=True)
+    text = client.submit(_const, model.text, pure=False)  # recomputable if its worker is lost
     futures = [client.submit(_score_part, f, parts.schema, text, model.signature, list(keep), pure=False, retries=2)
                for f in parts.fragments]
     try:

@@ -65,6 +65,11 @@ def _prepare(fragment: Any, schema: Any, target: str, seed: int) -> pl.DataFrame
     return clean.with_columns(clean.hash_rows(seed=seed).alias(_H))
 
 
+def _const(value: Any) -> Any:
+    """A task holding ``value``: unlike a scatter, recomputed when the worker holding it is lost."""
+    return value
+
+
 def _prepare_frame(frame: pl.DataFrame, target: str) -> pl.DataFrame:
     return frame.filter(pl.col(target).is_not_null()).with_columns(pl.lit(0, dtype=pl.UInt64).alias(_H))
 
@@ -404,7 +409,7 @@ def train_on_cluster(
     except Exception as exc:  # noqa: BLE001 - a lost worker or a network failure inside lightgbm.dask
         raise ComputeError(f"distributed training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     # the curves over all rows (each worker's LightGBM only sees its share) and the best round
-    [full_f] = client.scatter([full_text], broadcast=True)
+    full_f = client.submit(_const, full_text, pure=False)
     history: dict[str, list[float]] = {}
     for name, enc, n in (("train", slices_train, n_train), ("valid", slices_valid, n_valid_rows)):
         sums = _run(client, [client.submit(_losses, e, full_f, task_, pure=False) for e in enc], "evaluating rounds")
@@ -416,7 +421,7 @@ def train_on_cluster(
     history = {k: v[: best + rounds] if rounds else v for k, v in history.items()}  # what early stopping would have run
     text = training.truncate_model(full_text, best)
     model = training.Model(text, signature)
-    [text_f] = client.scatter([text], broadcast=True)
+    text_f = client.submit(_const, text, pure=False)
     metrics = {}
     for name, enc in (("valid", slices_valid), ("train", slices_train)):
         scored = _run(client, [client.submit(_score, e, text_f, signature, pure=False) for e in enc], "scoring the holdout")
