@@ -62,6 +62,7 @@ __all__ = [
     "id_like_columns",
     "infer_signature",
     "infer_task",
+    "lgb_feature_names",
     "leakage",
     "split",
     "best_round",
@@ -780,6 +781,11 @@ class TrainResult:
 
 
 _METRICS: dict[str, list[str]] = {"binary": ["binary_logloss", "auc"], "regression": ["l2", "l1"]}
+
+
+def lgb_feature_names(signature: Mapping[str, Any]) -> list[str]:
+    """The feature names LightGBM is given (the signature's, or ``f0..fk`` when one is not a plain identifier)."""
+    return _feature_names(signature)
 
 
 def _feature_names(signature: Mapping[str, Any]) -> list[str]:

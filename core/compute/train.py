@@ -161,14 +161,6 @@ def _encode_part(frame: pl.DataFrame, signature: Mapping[str, Any], valid: bool)
     return X, y
 
 
-def _X(pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    return pair[0]
-
-
-def _y(pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    return pair[1]
-
-
 def _score(pair: tuple[np.ndarray, np.ndarray], text: str, signature: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     model = training.Model.from_text(text, signature)
     return pair[1], model.predict_matrix(pair[0]) if pair[0].shape[0] else np.empty(0)
@@ -392,14 +384,16 @@ def train_on_cluster(
         if sel.size:
             pieces.append(client.submit(_sample, m, sel, pure=False))
     sample = pl.concat(_run(client, pieces, "sampling for the leakage check"), how="diagonal_relaxed")
-    k = len(signature["features"])
+    names = training.lgb_feature_names(signature)
     enc_train = [client.submit(_encode_part, m, signature, False, pure=False) for m in marked]
     enc_valid = [client.submit(_encode_part, m, signature, True, pure=False) for m in marked]
-    X_tr, y_tr, slices_train = _arrays(client, enc_train, [c[0] for c in counts], k)
-    X_va, y_va, slices_valid = _arrays(client, enc_valid, [c[1] for c in counts], k)
+    _wait(enc_train + enc_valid, "encoding the rows")
+    del prepared, marked  # the read partitions go before the slices are cut (a worker's peak memory)
+    X_tr, y_tr, slices_train = _arrays(client, enc_train, [c[0] for c in counts], names)
+    X_va, y_va, slices_valid = _arrays(client, enc_valid, [c[1] for c in counts], names)
     # from here on only the per-worker slices are needed: the read partitions and their encodings go
     _wait(slices_train + slices_valid, "spreading the rows over the workers")
-    del prepared, marked, enc_train, enc_valid
+    del enc_train, enc_valid
     effective = {**training.DEFAULT_PARAMS, **user}
     try:
         full_text, eff = training.train_distributed(client, X_tr, y_tr, X_va, y_va, signature=signature,
@@ -446,22 +440,44 @@ def _classes(frame: pl.DataFrame, target: str, side: bool) -> set[Any]:
     return set(frame.filter(pl.col(_V) == side)[target].unique().to_list())
 
 
-def _take(ranges: list[tuple[int, int]], *pairs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    xs = [p[0][a:b] for p, (a, b) in zip(pairs, ranges, strict=True)]
-    ys = [p[1][a:b] for p, (a, b) in zip(pairs, ranges, strict=True)]
-    return np.concatenate(xs), np.concatenate(ys)
+def _take(ranges: list[tuple[int, int]], k: int, *pairs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A worker's slice of the encoded rows, written once into a column-major matrix: LightGBM reads
+    it through a single-block pandas frame without a copy (``lightgbm.dask`` concatenates each
+    worker's parts, a full copy for numpy parts; a lone pandas part is not copied)."""
+    n = sum(b - a for a, b in ranges)
+    X = np.empty((n, k), dtype=np.float64, order="F")
+    y = np.empty(n, dtype=np.float64)
+    at = 0
+    for p, (a, b) in zip(pairs, ranges, strict=True):
+        X[at:at + b - a] = p[0][a:b]
+        y[at:at + b - a] = p[1][a:b]
+        at += b - a
+    return X, y
 
 
-def _arrays(client: Any, encoded: list[Any], sizes: list[int], k: int) -> tuple[Any, Any, list[Any]]:
-    """Dask arrays of the encoded rows, re-cut into one equal slice per worker, each built on its worker.
+def _frame_X(pair: tuple[np.ndarray, np.ndarray], names: list[str]) -> Any:
+    import pandas as pd
 
-    ``lightgbm.dask`` trains one LightGBM process per worker holding training rows and evaluates
-    the holdout where its rows are; a time split puts the whole holdout in the newest files, so
-    without this one worker would hold all of it (and the other none), and the training rows
-    would be as unbalanced as the files.
+    return pd.DataFrame(pair[0], columns=names, copy=False)
+
+
+def _series_y(pair: tuple[np.ndarray, np.ndarray]) -> Any:
+    import pandas as pd
+
+    return pd.Series(pair[1], copy=False)
+
+
+def _arrays(client: Any, encoded: list[Any], sizes: list[int], names: list[str]) -> tuple[Any, Any, list[Any]]:
+    """Dask frames of the encoded rows, re-cut into one slice per worker, each built on its worker.
+
+    ``lightgbm.dask`` trains one LightGBM process per worker holding training rows; the files
+    are as unbalanced as the data was written (a time split puts the whole holdout in the newest
+    ones), so the rows are re-cut into equal slices, one per worker, one part each.
     """
-    import dask.array as da
+    import dask.dataframe as dd
+    import pandas as pd
 
+    k = len(names)
     workers = sorted(client.scheduler_info().get("workers", {}))
     total = sum(sizes)
     bounds = np.linspace(0, total, len(workers) + 1).round().astype(int)
@@ -476,8 +492,10 @@ def _arrays(client: Any, encoded: list[Any], sizes: list[int], k: int) -> tuple[
             if a < b:
                 pieces.append(e)
                 ranges.append((int(a - s0), int(b - s0)))
-        part = client.submit(_take, ranges, *pieces, workers=[w], allow_other_workers=True, pure=False)
+        part = client.submit(_take, ranges, k, *pieces, workers=[w], allow_other_workers=True, pure=False)
         parts.append(part)
-        xs.append(da.from_delayed(client.submit(_X, part, workers=[w], pure=False), shape=(int(hi - lo), k), dtype=np.float64))
-        ys.append(da.from_delayed(client.submit(_y, part, workers=[w], pure=False), shape=(int(hi - lo),), dtype=np.float64))
-    return da.concatenate(xs, axis=0), da.concatenate(ys, axis=0), parts
+        xs.append(client.submit(_frame_X, part, names, workers=[w], pure=False))
+        ys.append(client.submit(_series_y, part, workers=[w], pure=False))
+    meta_X = pd.DataFrame({n: pd.Series([], dtype="float64") for n in names})
+    meta_y = pd.Series([], dtype="float64")
+    return dd.from_delayed(xs, meta=meta_X), dd.from_delayed(ys, meta=meta_y), parts
