@@ -14,6 +14,7 @@ Data (made once under --lake, reused by later runs):
 
     python bench/scale.py                       # 20M-row drift check, 5M-row training
     python bench/scale.py --rows 2000000 --train-rows 500000 --worker-memory 600MB
+    python bench/scale.py --steps drift-local,drift-dask --window-days 5     # a 5M-row window, both engines
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _settings(lake_dir: str, engine: str, workers: int, memory: str):
     })
 
 
-def step(mode: str, lake_dir: str, workers: int, memory: str, rows: int) -> dict:
+def step(mode: str, lake_dir: str, workers: int, memory: str, rows: int, days: int | None = None) -> dict:
     from core.lake import Lake
 
     lake = Lake(lake_dir)
@@ -169,9 +170,10 @@ def step(mode: str, lake_dir: str, workers: int, memory: str, rows: int) -> dict
         from core.monitoring.references import reference
 
         reference("m", lake=lake, settings=settings)  # built once per champion (not measured)
-        now = START + timedelta(days=rows // DAY + 1)
+        now = START + timedelta(days=max(1, rows // DAY))  # the end of the last day
+        hours = 24 * (days or 400)
         c0, w0 = _cpu(), time.time()
-        rep = check_drift("m", lake=lake, settings=settings, now=now, window_hours=24 * 400, window_rows=None)
+        rep = check_drift("m", lake=lake, settings=settings, now=now, window_hours=hours, window_rows=None)
         out.update(wall_s=round(time.time() - w0, 1), cpu_s=round(_cpu() - c0, 1), rows=rep.window_rows,
                    drifted=rep.drifted_features, verdict=rep.drifted)
         sk = [f.stats.get("wasserstein_norm_bound") for f in rep.result.features if f.kind == "numeric"]
@@ -202,15 +204,17 @@ def main() -> None:
     ap.add_argument("--worker-memory", default="1.5GB")
     ap.add_argument("--lake", default="/tmp/lakeops-scale")
     ap.add_argument("--steps", default="drift-dask,train-dask,drift-local,train-local")
+    ap.add_argument("--window-days", type=int, default=None, help="drift window: the last N days (default all)")
     ap.add_argument("--child", default=None)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(step(args.child, args.lake, args.workers, args.worker_memory, args.rows)))
+        print(json.dumps(step(args.child, args.lake, args.workers, args.worker_memory, args.rows, args.window_days)))
         return
     print(f"data: {json.dumps(make(args.lake, args.rows, args.train_rows))}", flush=True)
     for mode in args.steps.split(","):
         cmd = [sys.executable, __file__, "--child", mode, "--lake", args.lake, "--rows", str(args.rows),
-               "--workers", str(args.workers), "--worker-memory", args.worker_memory]
+               "--workers", str(args.workers), "--worker-memory", args.worker_memory,
+               *(["--window-days", str(args.window_days)] if args.window_days else [])]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
         if res.returncode != 0 or not lines:

@@ -79,7 +79,12 @@ def make_grid(reference: NumericReference, size: int) -> Grid | None:
     if n == 0:
         return None
     uniques = np.asarray(reference.uniques, dtype=np.float64)
-    counts = np.ones(uniques.size, np.int64) if reference.counts is None else np.asarray(reference.counts, np.int64)
+    if reference.counts is None:  # the plain form may still hold ties (it is kept when over half are distinct)
+        starts = np.flatnonzero(np.concatenate(([True], uniques[1:] != uniques[:-1])))
+        counts = np.diff(np.append(starts, uniques.size)).astype(np.int64)
+        uniques = uniques[starts]
+    else:
+        counts = np.asarray(reference.counts, np.int64)
     cum = np.cumsum(counts)
     exhaustive = uniques.size <= size
     if exhaustive:
