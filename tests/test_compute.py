@@ -157,6 +157,14 @@ def test_training_on_the_cluster_is_tracked_like_a_local_run_and_splits_the_same
     assert out.metrics["auc"] > 0.7
     mv = registry.register("churn", out.run_id, lake=lake, actor="tester")
     assert mv.sha256 == out.model.sha256 == info.tags["model_sha256"]
+    # a retrain's explicit (training rows, holdout), as core.trainsets makes them, trains there too
+    from core.compute.train import train_on_cluster
+
+    res = train_on_cluster(client, compute.compute_config(load_settings(env={}, lake_uri=lake.uri)),
+                           frames=(frames.train, frames.holdout), target="churned", task=None, params=params, seed=0,
+                           time_column="signup_at").result
+    assert (res.rows["train"], res.rows["valid"], res.split["method"]) == (9600, 2400, "explicit")
+    assert compute_metrics("binary", y, res.model.predict(frames.holdout)) == pytest.approx(res.metrics, rel=1e-12)
 
 
 def _train(lake, params, engine):

@@ -56,58 +56,92 @@ class ClusterTrain:
 
 
 # ---------------------------------------------------------------------------- worker side
-def _prepare(fragment: Any, schema: Any, target: str, seed: int) -> pl.DataFrame:
-    """One partition's rows with a target and the split's row hash (local: ``clean.hash_rows(seed)``)."""
-    frame = read_part(fragment, schema)
-    if target not in frame.columns:
-        raise TrainingError(f"target {target!r} is not a column of the dataset; columns: {', '.join(frame.columns)}")
-    clean = frame.filter(pl.col(target).is_not_null())
-    return clean.with_columns(clean.hash_rows(seed=seed).alias(_H))
-
-
 def _const(value: Any) -> Any:
     """A task holding ``value``: unlike a scatter, recomputed when the worker holding it is lost."""
     return value
 
 
-def _prepare_frame(frame: pl.DataFrame, target: str) -> pl.DataFrame:
-    return frame.filter(pl.col(target).is_not_null()).with_columns(pl.lit(0, dtype=pl.UInt64).alias(_H))
-
-
-def _facts(frame: pl.DataFrame, target: str) -> dict[str, Any]:
-    data = frame.drop([c for c in (_H, _V) if c in frame.columns])
-    out: dict[str, Any] = {"rows": frame.height, "schema": data.schema,
-                           "target": frame[target].unique().to_list() if target in frame.columns else []}
+def _string_facts(frame: pl.DataFrame, target: str) -> dict[str, Any]:
+    """What the signature needs to know of the rows with a target: their number, the target's values,
+    each string column's levels and, when its values are all distinct here, their hashes."""
+    clean = frame.filter(pl.col(target).is_not_null()) if frame[target].null_count() else frame
     strings = {}
-    for name, dtype in data.schema.items():
+    for name, dtype in clean.schema.items():
         if dtype not in (pl.String, pl.Categorical):
             continue
-        col = frame[name]
-        n_unique = col.n_unique()
+        col = clean[name]
         strings[name] = {
             "levels": col.cast(pl.String).drop_nulls().unique().to_list(),
-            "hashes": col.hash(seed=0).to_numpy() if n_unique == frame.height else None,
+            "hashes": col.hash(seed=0).to_numpy() if col.n_unique() == clean.height else None,
         }
-    out["strings"] = strings
+    return {"rows": clean.height, "total": frame.height, "target": clean[target].unique().to_list(), "strings": strings}
+
+
+def _facts(fragment: Any, schema: Any, target: str) -> dict[str, Any]:
+    """``_string_facts`` of one partition, reading only the target and the string columns."""
+    if target not in schema.names:
+        raise TrainingError(f"target {target!r} is not a column of the dataset; columns: {', '.join(schema.names)}")
+    import pyarrow as pa
+
+    cols = [target, *(f.name for f in schema if f.name != target and (pa.types.is_string(f.type)
+                                                                      or pa.types.is_large_string(f.type)
+                                                                      or pa.types.is_string_view(f.type)
+                                                                      or pa.types.is_dictionary(f.type)))]
+    return _string_facts(read_part(fragment, schema, cols), target)
+
+
+def _compact(clean: pl.DataFrame, signature: Mapping[str, Any], time_column: str | None, h: np.ndarray,
+             valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """A partition as the cluster keeps it: the encoded features (``Model.encode``'s rules), the
+    target, the split's time and row hash; the rows themselves are dropped (a worker's memory)."""
+    exprs = [training._encode_expr(f) for f in signature["features"]]
+    names = [f["name"] for f in signature["features"]]
+    X = training._encode(exprs, names, clean)
+    y = clean[signature["target"]].cast(pl.Float64).to_numpy()
+    t = (clean[time_column].cast(pl.Int64).fill_null(_I64_MIN).to_numpy() if time_column
+         else np.zeros(clean.height, np.int64))
+    out = {"X": X, "y": y, "t": t, "h": h}
+    if valid is not None:
+        out["valid"] = valid
     return out
 
 
-def _key(frame: pl.DataFrame, time_column: str | None) -> tuple[np.ndarray, np.ndarray]:
-    h = frame[_H].to_numpy()
-    if time_column is None:
-        return np.zeros(frame.height, np.int64), h
-    t = frame[time_column].cast(pl.Int64).fill_null(_I64_MIN).to_numpy()
-    return t, h
+def _prepare(fragment: Any, schema: Any, signature: Mapping[str, Any], time_column: str | None,
+             seed: int) -> dict[str, np.ndarray]:
+    """Read one partition, keep the rows with a target, hash them as the local split does
+    (``clean.hash_rows(seed)`` over every column) and keep only the compact form."""
+    import pyarrow as pa
+
+    frame = read_part(fragment, schema)
+    target = signature["target"]
+    clean = frame.filter(pl.col(target).is_not_null()) if frame[target].null_count() else frame
+    del frame
+    h = clean.hash_rows(seed=seed).to_numpy()
+    out = _compact(clean, signature, time_column, h)
+    del clean
+    pa.default_memory_pool().release_unused()
+    return out
 
 
-def _range(frame: pl.DataFrame, time_column: str | None, cls: Any, target: str) -> tuple[int, int, int]:
+def _prepare_frame(frame: pl.DataFrame, signature: Mapping[str, Any], time_column: str | None,
+                   valid: bool) -> dict[str, np.ndarray]:
+    clean = frame.filter(pl.col(signature["target"]).is_not_null())
+    return _compact(clean, signature, time_column, np.zeros(clean.height, np.uint64),
+                    np.full(clean.height, valid, dtype=bool))
+
+
+def _in_class(p: Mapping[str, np.ndarray], cls: Any) -> np.ndarray | slice:
+    return slice(None) if cls is None else (p["y"] == float(cls))
+
+
+def _range(p: Mapping[str, np.ndarray], cls: Any) -> tuple[int, int, int]:
     """Rows (of the class) and the smallest and largest non-null time (nulls order first, as in a sort)."""
-    part = frame if cls is None else frame.filter(pl.col(target) == cls)
-    t, _ = _key(part, time_column)
+    t = p["t"][_in_class(p, cls)]
+    n = int(t.size)
     t = t[t != _I64_MIN]
     if not t.size:
-        return part.height, 0, 0
-    return part.height, int(t.min()), int(t.max())
+        return n, 0, 0
+    return n, int(t.min()), int(t.max())
 
 
 def _bins(t: np.ndarray, h: np.ndarray, lo: int, hi: int, width: int, on_time: bool) -> np.ndarray:
@@ -116,28 +150,25 @@ def _bins(t: np.ndarray, h: np.ndarray, lo: int, hi: int, width: int, on_time: b
     return (np.clip(t, lo, hi) - lo) // width  # null times (smallest) share the first bin
 
 
-def _hist(frame: pl.DataFrame, time_column: str | None, cls: Any, target: str, lo: int, hi: int, width: int,
-          on_time: bool) -> np.ndarray:
-    part = frame if cls is None else frame.filter(pl.col(target) == cls)
-    t, h = _key(part, time_column)
-    return np.bincount(_bins(t, h, lo, hi, width, on_time), minlength=_BINS)[:_BINS]
+def _hist(p: Mapping[str, np.ndarray], cls: Any, lo: int, hi: int, width: int, on_time: bool) -> np.ndarray:
+    sel = _in_class(p, cls)
+    return np.bincount(_bins(p["t"][sel], p["h"][sel], lo, hi, width, on_time), minlength=_BINS)[:_BINS]
 
 
-def _in_bin(frame: pl.DataFrame, time_column: str | None, cls: Any, target: str, lo: int, hi: int, width: int,
-            b: int, on_time: bool) -> np.ndarray:
-    part = frame if cls is None else frame.filter(pl.col(target) == cls)
-    t, h = _key(part, time_column)
+def _in_bin(p: Mapping[str, np.ndarray], cls: Any, lo: int, hi: int, width: int, b: int, on_time: bool) -> np.ndarray:
+    sel = _in_class(p, cls)
+    t, h = p["t"][sel], p["h"][sel]
     keep = _bins(t, h, lo, hi, width, on_time) == b
     return np.stack([t[keep].astype(np.int64), h[keep].view(np.int64)], axis=1) if keep.any() else np.empty((0, 2), np.int64)
 
 
-def _mark(frame: pl.DataFrame, time_column: str | None, target: str, rules: list[dict[str, Any]]) -> pl.DataFrame:
-    """Set ``__valid``: the rows on the holdout side of each cutoff (time split: largest keys; else smallest)."""
-    t, h = _key(frame, time_column)
+def _mark(p: dict[str, np.ndarray], rules: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Add ``valid``: the rows on the holdout side of each cutoff (time split: largest keys; else smallest)."""
+    t, h = p["t"], p["h"]
     hs = h.view(np.int64)
-    valid = np.zeros(frame.height, dtype=bool)
+    valid = np.zeros(t.size, dtype=bool)
     for r in rules:
-        in_cls = np.ones(frame.height, bool) if r["cls"] is None else (frame[target] == r["cls"]).to_numpy()
+        in_cls = np.ones(t.size, bool) if r["cls"] is None else (p["y"] == float(r["cls"]))
         ct, ch = r["cut"]
         chu = np.int64(ch).view(np.uint64)
         if r["largest"]:
@@ -149,16 +180,7 @@ def _mark(frame: pl.DataFrame, time_column: str | None, target: str, rules: list
         take = int(r["ties"].get(r["part"], 0))
         if take:  # identical rows straddling the cutoff: the first ``take`` of this partition's
             valid[np.flatnonzero(tie)[:take]] = True
-    return frame.with_columns(pl.Series(_V, valid))
-
-
-def _encode_part(frame: pl.DataFrame, signature: Mapping[str, Any], valid: bool) -> tuple[np.ndarray, np.ndarray]:
-    part = frame.filter(pl.col(_V) == valid)
-    model_exprs = [training._encode_expr(f) for f in signature["features"]]
-    names = [f["name"] for f in signature["features"]]
-    X = training._encode(model_exprs, names, part)
-    y = part[signature["target"]].cast(pl.Float64).to_numpy()
-    return X, y
+    return {**p, "valid": valid}
 
 
 def _score(pair: tuple[np.ndarray, np.ndarray], text: str, signature: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -170,13 +192,30 @@ def _losses(pair: tuple[np.ndarray, np.ndarray], text: str, task: str) -> dict[s
     return training.iteration_losses(text, pair[0], pair[1], task)
 
 
-def _sample(frame: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
-    return frame.filter(~pl.col(_V))[rows].drop(_H, _V)
+def _sample(p: Mapping[str, np.ndarray], rows: np.ndarray, signature: Mapping[str, Any]) -> pl.DataFrame:
+    """Training rows of a partition rebuilt from their encoding (numeric values as they were, categories
+    from their codes), for the leakage check."""
+    idx = np.flatnonzero(~p["valid"])[rows]
+    X = p["X"][idx]
+    cols: dict[str, Any] = {}
+    for i, f in enumerate(signature["features"]):
+        if f["kind"] == "categorical":
+            levels = np.array(list(f.get("levels") or []) + [None], dtype=object)
+            codes = np.where(np.isnan(X[:, i]), len(levels) - 1, np.nan_to_num(X[:, i])).astype(np.int64)
+            cols[f["name"]] = pl.Series(f["name"], levels[codes].tolist(), dtype=pl.String)
+        else:
+            cols[f["name"]] = pl.Series(f["name"], X[:, i])
+    cols[signature["target"]] = pl.Series(signature["target"], p["y"][idx])
+    return pl.DataFrame(cols)
 
 
-def _counts(frame: pl.DataFrame) -> tuple[int, int]:
-    v = int(frame[_V].sum())
-    return frame.height - v, v
+def _counts(p: Mapping[str, np.ndarray]) -> tuple[int, int]:
+    v = int(p["valid"].sum())
+    return int(p["valid"].size) - v, v
+
+
+def _classes(p: Mapping[str, np.ndarray], side: bool) -> set[Any]:
+    return set(np.unique(p["y"][p["valid"] == side]).tolist())
 
 
 # ---------------------------------------------------------------------------- client side
@@ -201,14 +240,13 @@ def _map(client: Any, fn: Any, prepared: list[Any], *args: Any) -> list[Any]:
     return [client.submit(fn, p, *args, pure=False, retries=2) for p in prepared]
 
 
-def _proxy(facts: list[dict[str, Any]], target: str) -> pl.DataFrame:
+def _proxy(facts: list[dict[str, Any]], schema: Mapping[str, Any], target: str) -> pl.DataFrame:
     """A small frame on which ``core.training.infer_signature`` decides what it would on the whole data.
 
     The same schema; the target holds its distinct values; a string column holds its levels
     (padded by repeating one, so it is not "all distinct" unless it is), or, when every value of
     the whole column is distinct (by hash), as many distinct values as the frame has rows.
     """
-    schema = facts[0]["schema"]
     levels: dict[str, list[str]] = {}
     unique: dict[str, bool] = {}
     total = sum(f["rows"] for f in facts)
@@ -239,16 +277,16 @@ def _proxy(facts: list[dict[str, Any]], target: str) -> pl.DataFrame:
     return pl.DataFrame(cols)
 
 
-def _cutoff(client: Any, prepared: list[Any], time_column: str | None, cls: Any, target: str, k: int,
+def _cutoff(client: Any, prepared: list[Any], time_column: str | None, cls: Any, k: int,
             largest: bool) -> dict[str, Any]:
     """The key (time, hash) of the k-th largest (or smallest) row, and how many tied rows each partition gives."""
-    ranges = _run(client, _map(client, _range, prepared, time_column, cls, target), "finding the split's range")
+    ranges = _run(client, _map(client, _range, prepared, cls), "finding the split's range")
     n = sum(r[0] for r in ranges)
     on_time = time_column is not None
     lo = min((r[1] for r in ranges if r[0]), default=0)
     hi = max((r[2] for r in ranges if r[0]), default=0)
     width = max(1, math.ceil((hi - lo + 1) / _BINS)) if on_time else 1
-    hists = _run(client, _map(client, _hist, prepared, time_column, cls, target, lo, hi, width, on_time),
+    hists = _run(client, _map(client, _hist, prepared, cls, lo, hi, width, on_time),
                  "counting the split's keys")
     hist = np.sum(hists, axis=0)
     order = hist[::-1] if largest else hist
@@ -256,7 +294,7 @@ def _cutoff(client: Any, prepared: list[Any], time_column: str | None, cls: Any,
     pos = int(np.searchsorted(cum, k, side="left"))
     b = (_BINS - 1 - pos) if largest else pos
     before = int(cum[pos - 1]) if pos else 0
-    keys = _run(client, _map(client, _in_bin, prepared, time_column, cls, target, lo, hi, width, b, on_time),
+    keys = _run(client, _map(client, _in_bin, prepared, cls, lo, hi, width, b, on_time),
                 "reading the keys at the split")
     allk = np.concatenate([kk for kk in keys]) if keys else np.empty((0, 2), np.int64)
     # order by (time, hash as unsigned)
@@ -319,22 +357,21 @@ def train_on_cluster(
     threshold = float(user.pop("threshold", 0.5))
     workers = max(1, len(client.scheduler_info().get("workers", {})))
     if parts is not None:
-        prepared = [client.submit(_prepare, f, parts.schema, target, seed, pure=False, retries=2) for f in parts.fragments]
-        total_rows = None
+        facts = _run(client, [client.submit(_facts, f, parts.schema, target, pure=False, retries=2)
+                              for f in parts.fragments], "reading the data's facts")
+        schema = pl.DataFrame(pl.from_arrow(parts.schema.empty_table())).schema
     else:
         assert frames is not None
         train_f, valid_f = frames
-        chunks: list[pl.DataFrame] = []
-        for frame, is_valid in ((train_f, False), (valid_f, True)):
-            step = max(1, math.ceil(frame.height / workers))
-            chunks += [frame.slice(i, step).with_columns(pl.lit(is_valid).alias(_V)) for i in range(0, frame.height, step)]
-        prepared = client.scatter([_prepare_frame(c, target) for c in chunks])
-        total_rows = train_f.height + valid_f.height
-    facts = _run(client, _map(client, _facts, prepared, target), "reading the data's facts")
+        if target not in train_f.columns:
+            raise TrainingError(f"target {target!r} is not a column of the dataset; columns: {', '.join(train_f.columns)}")
+        facts = [_string_facts(train_f, target), _string_facts(valid_f, target)]
+        schema = train_f.schema
     clean_rows = sum(f["rows"] for f in facts)
+    total_rows = sum(f["total"] for f in facts)
     if clean_rows == 0:
         raise TrainingError(f"target {target!r} has no non-null values")
-    proxy = _proxy(facts, target)
+    proxy = _proxy(facts, schema, target)
     if time_column is not None and time_column not in proxy.columns:
         raise TrainingError(f"time column {time_column!r} is not in the dataset")
     signature, excluded = training.infer_signature(
@@ -343,34 +380,41 @@ def train_on_cluster(
     )
     task_ = signature["task"]
     if parts is not None:
+        prepared = [client.submit(_prepare, f, parts.schema, signature, time_column, seed, pure=False, retries=2)
+                    for f in parts.fragments]
         if clean_rows < 2:
             raise TrainingError(f"cannot split {clean_rows} row(s) into train and valid sets")
         rules = []
         if time_column:
             n_valid = min(clean_rows - 1, max(1, math.ceil(clean_rows * valid_fraction)))
-            rules.append(_cutoff(client, prepared, time_column, None, target, n_valid, True))
+            rules.append(_cutoff(client, prepared, time_column, None, n_valid, True))
             method = "time"
         else:
             classes = sorted({v for f in facts for v in f["target"] if v is not None})
             if len(classes) <= 20:
                 for c in classes:
-                    size = _run(client, _map(client, _range, prepared, None, c, target), "counting a class")
-                    n_c = sum(s[0] for s in size)
-                    rules.append(_cutoff(client, prepared, None, c, target, max(1, round(n_c * valid_fraction)), False))
+                    size = _run(client, _map(client, _range, prepared, c), "counting a class")
+                    n_c = sum(r[0] for r in size)
+                    rules.append(_cutoff(client, prepared, None, c, max(1, round(n_c * valid_fraction)), False))
             else:
-                rules.append(_cutoff(client, prepared, None, None, target, max(1, round(clean_rows * valid_fraction)), False))
+                rules.append(_cutoff(client, prepared, None, None, max(1, round(clean_rows * valid_fraction)), False))
             method = "stratified" if len(classes) <= 20 else "hash"
-        marked = [client.submit(_mark, p, time_column, target, [{**r, "part": i} for r in rules], pure=False, retries=2)
+        marked = [client.submit(_mark, p, [{**r, "part": i} for r in rules], pure=False, retries=2)
                   for i, p in enumerate(prepared)]
     else:
-        marked, method = prepared, "explicit"
+        marked = []
+        for frame, is_valid in ((train_f, False), (valid_f, True)):
+            step = max(1, math.ceil(frame.height / workers))
+            marked += [client.submit(_prepare_frame, frame.slice(i, step), signature, time_column, is_valid, pure=False)
+                       for i in range(0, frame.height, step)]
+        prepared, method = marked, "explicit"
     counts = _run(client, _map(client, _counts, marked), "splitting")
     n_train, n_valid_rows = sum(c[0] for c in counts), sum(c[1] for c in counts)
     if n_train == 0 or n_valid_rows == 0:
         raise TrainingError(f"a split needs rows on both sides (train {n_train}, valid {n_valid_rows})")
     if task_ == "binary":
         for side, name in ((False, "training"), (True, "validation")):
-            seen = _run(client, _map(client, _classes, marked, target, side), "checking classes")
+            seen = _run(client, _map(client, _classes, marked, side), "checking classes")
             if len(set().union(*seen)) < 2:
                 raise TrainingError(f"the {name} set has a single class of {target!r}; more rows or another split are needed")
     # leakage on a seeded sample of the training rows
@@ -382,18 +426,14 @@ def train_on_cluster(
     for i, m in enumerate(marked):
         sel = picked[(picked >= offsets[i]) & (picked < offsets[i + 1])] - offsets[i]
         if sel.size:
-            pieces.append(client.submit(_sample, m, sel, pure=False))
+            pieces.append(client.submit(_sample, m, sel, signature, pure=False))
     sample = pl.concat(_run(client, pieces, "sampling for the leakage check"), how="diagonal_relaxed")
     names = training.lgb_feature_names(signature)
-    enc_train = [client.submit(_encode_part, m, signature, False, pure=False) for m in marked]
-    enc_valid = [client.submit(_encode_part, m, signature, True, pure=False) for m in marked]
-    _wait(enc_train + enc_valid, "encoding the rows")
-    del prepared, marked  # the read partitions go before the slices are cut (a worker's peak memory)
-    X_tr, y_tr, slices_train = _arrays(client, enc_train, [c[0] for c in counts], names)
-    X_va, y_va, slices_valid = _arrays(client, enc_valid, [c[1] for c in counts], names)
-    # from here on only the per-worker slices are needed: the read partitions and their encodings go
+    X_tr, y_tr, slices_train = _arrays(client, marked, [c[0] for c in counts], names, False)
+    X_va, y_va, slices_valid = _arrays(client, marked, [c[1] for c in counts], names, True)
+    # from here on only the per-worker slices are needed: the partitions go
     _wait(slices_train + slices_valid, "spreading the rows over the workers")
-    del enc_train, enc_valid
+    del prepared, marked
     effective = {**training.DEFAULT_PARAMS, **user}
     try:
         full_text, eff = training.train_distributed(client, X_tr, y_tr, X_va, y_va, signature=signature,
@@ -429,18 +469,14 @@ def train_on_cluster(
         model=model, metrics=metrics["valid"], train_metrics=metrics["train"], history=history, best_iteration=best,
         params=eff, excluded=excluded,
         rows={"train": n_train, "valid": n_valid_rows,
-              "dropped_null_target": (total_rows if total_rows is not None else clean_rows) - clean_rows},
+              "dropped_null_target": total_rows - clean_rows},
         split={"method": method, "time_column": time_column, "valid_fraction": valid_fraction, "seed": int(seed)},
         leakage=leak,
     )
     return ClusterTrain(result, eng, clean_rows)
 
 
-def _classes(frame: pl.DataFrame, target: str, side: bool) -> set[Any]:
-    return set(frame.filter(pl.col(_V) == side)[target].unique().to_list())
-
-
-def _take(ranges: list[tuple[int, int]], k: int, *pairs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _take(ranges: list[tuple[int, int]], k: int, side: bool, *parts: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """A worker's slice of the encoded rows, written once into a column-major matrix: LightGBM reads
     it through a single-block pandas frame without a copy (``lightgbm.dask`` concatenates each
     worker's parts, a full copy for numpy parts; a lone pandas part is not copied)."""
@@ -448,9 +484,10 @@ def _take(ranges: list[tuple[int, int]], k: int, *pairs: tuple[np.ndarray, np.nd
     X = np.empty((n, k), dtype=np.float64, order="F")
     y = np.empty(n, dtype=np.float64)
     at = 0
-    for p, (a, b) in zip(pairs, ranges, strict=True):
-        X[at:at + b - a] = p[0][a:b]
-        y[at:at + b - a] = p[1][a:b]
+    for p, (a, b) in zip(parts, ranges, strict=True):
+        idx = np.flatnonzero(p["valid"] == side)[a:b]
+        X[at:at + b - a] = p["X"][idx]
+        y[at:at + b - a] = p["y"][idx]
         at += b - a
     return X, y
 
@@ -467,7 +504,7 @@ def _series_y(pair: tuple[np.ndarray, np.ndarray]) -> Any:
     return pd.Series(pair[1], copy=False)
 
 
-def _arrays(client: Any, encoded: list[Any], sizes: list[int], names: list[str]) -> tuple[Any, Any, list[Any]]:
+def _arrays(client: Any, encoded: list[Any], sizes: list[int], names: list[str], side: bool) -> tuple[Any, Any, list[Any]]:
     """Dask frames of the encoded rows, re-cut into one slice per worker, each built on its worker.
 
     ``lightgbm.dask`` trains one LightGBM process per worker holding training rows; the files
@@ -492,7 +529,7 @@ def _arrays(client: Any, encoded: list[Any], sizes: list[int], names: list[str])
             if a < b:
                 pieces.append(e)
                 ranges.append((int(a - s0), int(b - s0)))
-        part = client.submit(_take, ranges, k, *pieces, workers=[w], allow_other_workers=True, pure=False)
+        part = client.submit(_take, ranges, k, side, *pieces, workers=[w], allow_other_workers=True, pure=False)
         parts.append(part)
         xs.append(client.submit(_frame_X, part, names, workers=[w], pure=False))
         ys.append(client.submit(_series_y, part, workers=[w], pure=False))
