@@ -108,19 +108,62 @@ def _compact(clean: pl.DataFrame, signature: Mapping[str, Any], time_column: str
 
 def _prepare(fragment: Any, schema: Any, signature: Mapping[str, Any], time_column: str | None,
              seed: int) -> dict[str, np.ndarray]:
-    """Read one partition, keep the rows with a target, hash them as the local split does
-    (``clean.hash_rows(seed)`` over every column) and keep only the compact form."""
+    """Read one partition once, hash its rows with a target as the local split does
+    (``clean.hash_rows(seed)`` over every column) and keep only what the split needs: target,
+    time, hash and which file rows have a target. The features are read again, one column at a
+    time, straight into a worker's block (``_build``), so a worker never holds its partitions and
+    its block at once."""
     import pyarrow as pa
 
     frame = read_part(fragment, schema)
     target = signature["target"]
-    clean = frame.filter(pl.col(target).is_not_null()) if frame[target].null_count() else frame
+    keep = frame[target].is_not_null().to_numpy() if frame[target].null_count() else None
+    clean = frame.filter(pl.Series(keep)) if keep is not None else frame
     del frame
-    h = clean.hash_rows(seed=seed).to_numpy()
-    out = _compact(clean, signature, time_column, h)
+    out = {"y": clean[target].cast(pl.Float64).to_numpy(),
+           "t": (clean[time_column].cast(pl.Int64).fill_null(_I64_MIN).to_numpy() if time_column
+                 else np.zeros(clean.height, np.int64)),
+           "h": clean.hash_rows(seed=seed).to_numpy()}
+    if keep is not None:
+        out["keep"] = keep
     del clean
     pa.default_memory_pool().release_unused()
     return out
+
+
+def _build(schema: Any, signature: Mapping[str, Any], fragments: list[Any], *keys: Mapping[str, np.ndarray],
+           ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """One worker's (training, holdout) blocks: its partitions' features read one column at a time,
+    encoded by ``Model.encode``'s rules, written into column-major matrices (zero-copy for LightGBM)."""
+    import pyarrow as pa
+
+    feats = signature["features"]
+    n_tr = int(sum((~kd["valid"]).sum() for kd in keys))
+    n_va = int(sum(kd["valid"].sum() for kd in keys))
+    X_tr = np.empty((n_tr, len(feats)), dtype=np.float64, order="F")
+    X_va = np.empty((n_va, len(feats)), dtype=np.float64, order="F")
+    y_tr = np.concatenate([kd["y"][~kd["valid"]] for kd in keys]) if keys else np.empty(0)
+    y_va = np.concatenate([kd["y"][kd["valid"]] for kd in keys]) if keys else np.empty(0)
+    at_tr = at_va = 0
+    for frag, kd in zip(fragments, keys, strict=True):
+        v = kd["valid"]
+        keep = kd.get("keep")
+        a, b = int((~v).sum()), int(v.sum())
+        for j, f in enumerate(feats):
+            col = pl.Series(frag.to_table(schema=schema, columns=[f["name"]]).column(0).combine_chunks())
+            if keep is not None:
+                col = col.filter(pl.Series(keep))
+            enc = pl.DataFrame({f["name"]: col}).select(training._encode_expr(f)).to_series().to_numpy()
+            X_tr[at_tr:at_tr + a, j] = enc[~v]
+            X_va[at_va:at_va + b, j] = enc[v]
+            del col, enc
+        pa.default_memory_pool().release_unused()
+        at_tr, at_va = at_tr + a, at_va + b
+    return (X_tr, y_tr), (X_va, y_va)
+
+
+def _pick(block: tuple[Any, Any], side: bool) -> tuple[np.ndarray, np.ndarray]:
+    return block[1] if side else block[0]
 
 
 def _prepare_frame(frame: pl.DataFrame, signature: Mapping[str, Any], time_column: str | None,
@@ -192,11 +235,10 @@ def _losses(pair: tuple[np.ndarray, np.ndarray], text: str, task: str) -> dict[s
     return training.iteration_losses(text, pair[0], pair[1], task)
 
 
-def _sample(p: Mapping[str, np.ndarray], rows: np.ndarray, signature: Mapping[str, Any]) -> pl.DataFrame:
-    """Training rows of a partition rebuilt from their encoding (numeric values as they were, categories
-    from their codes), for the leakage check."""
-    idx = np.flatnonzero(~p["valid"])[rows]
-    X = p["X"][idx]
+def _sample(pair: tuple[np.ndarray, np.ndarray], rows: np.ndarray, signature: Mapping[str, Any]) -> pl.DataFrame:
+    """Training rows rebuilt from their encoding (numeric values as they were, categories from their
+    codes), for the leakage check."""
+    X = pair[0][rows]
     cols: dict[str, Any] = {}
     for i, f in enumerate(signature["features"]):
         if f["kind"] == "categorical":
@@ -205,7 +247,7 @@ def _sample(p: Mapping[str, np.ndarray], rows: np.ndarray, signature: Mapping[st
             cols[f["name"]] = pl.Series(f["name"], levels[codes].tolist(), dtype=pl.String)
         else:
             cols[f["name"]] = pl.Series(f["name"], X[:, i])
-    cols[signature["target"]] = pl.Series(signature["target"], p["y"][idx])
+    cols[signature["target"]] = pl.Series(signature["target"], pair[1][rows])
     return pl.DataFrame(cols)
 
 
@@ -417,23 +459,27 @@ def train_on_cluster(
             seen = _run(client, _map(client, _classes, marked, side), "checking classes")
             if len(set().union(*seen)) < 2:
                 raise TrainingError(f"the {name} set has a single class of {target!r}; more rows or another split are needed")
+    names = training.lgb_feature_names(signature)
+    if parts is not None:
+        slices_train, slices_valid, sizes_tr, sizes_va, where = _blocks(client, parts, marked, counts, signature)
+    else:
+        slices_train, sizes_tr, where = _slices(client, marked, [c[0] for c in counts], len(names), False)
+        slices_valid, sizes_va, _ = _slices(client, marked, [c[1] for c in counts], len(names), True)
+    _wait(slices_train + slices_valid, "spreading the rows over the workers")
+    del prepared, marked  # only the per-worker blocks are needed from here on
+    X_tr, y_tr = _dask_frames(client, slices_train, sizes_tr, names, where)
+    X_va, y_va = _dask_frames(client, slices_valid, sizes_va, names, where)
     # leakage on a seeded sample of the training rows
     rng = np.random.default_rng(seed)
     want = min(n_train, LEAKAGE_SAMPLE)
     picked = np.sort(rng.choice(n_train, want, replace=False)) if n_train > want else np.arange(n_train)
-    offsets = np.cumsum([0] + [c[0] for c in counts])
+    offsets = np.cumsum([0, *sizes_tr])
     pieces = []
-    for i, m in enumerate(marked):
+    for i, sl in enumerate(slices_train):
         sel = picked[(picked >= offsets[i]) & (picked < offsets[i + 1])] - offsets[i]
         if sel.size:
-            pieces.append(client.submit(_sample, m, sel, signature, pure=False))
+            pieces.append(client.submit(_sample, sl, sel, signature, pure=False))
     sample = pl.concat(_run(client, pieces, "sampling for the leakage check"), how="diagonal_relaxed")
-    names = training.lgb_feature_names(signature)
-    X_tr, y_tr, slices_train = _arrays(client, marked, [c[0] for c in counts], names, False)
-    X_va, y_va, slices_valid = _arrays(client, marked, [c[1] for c in counts], names, True)
-    # from here on only the per-worker slices are needed: the partitions go
-    _wait(slices_train + slices_valid, "spreading the rows over the workers")
-    del prepared, marked
     effective = {**training.DEFAULT_PARAMS, **user}
     try:
         full_text, eff = training.train_distributed(client, X_tr, y_tr, X_va, y_va, signature=signature,
@@ -504,22 +550,13 @@ def _series_y(pair: tuple[np.ndarray, np.ndarray]) -> Any:
     return pd.Series(pair[1], copy=False)
 
 
-def _arrays(client: Any, encoded: list[Any], sizes: list[int], names: list[str], side: bool) -> tuple[Any, Any, list[Any]]:
-    """Dask frames of the encoded rows, re-cut into one slice per worker, each built on its worker.
-
-    ``lightgbm.dask`` trains one LightGBM process per worker holding training rows; the files
-    are as unbalanced as the data was written (a time split puts the whole holdout in the newest
-    ones), so the rows are re-cut into equal slices, one per worker, one part each.
-    """
-    import dask.dataframe as dd
-    import pandas as pd
-
-    k = len(names)
+def _slices(client: Any, encoded: list[Any], sizes: list[int], k: int, side: bool) -> tuple[list[Any], list[int], list[str]]:
+    """A retrain's rows (already encoded, in memory) re-cut into one equal slice per worker, built on it."""
     workers = sorted(client.scheduler_info().get("workers", {}))
     total = sum(sizes)
     bounds = np.linspace(0, total, len(workers) + 1).round().astype(int)
     starts = np.cumsum([0, *sizes])
-    xs, ys, parts = [], [], []
+    out, lengths, where = [], [], []
     for w, lo, hi in zip(workers, bounds[:-1], bounds[1:], strict=True):
         if hi <= lo:
             continue
@@ -529,10 +566,46 @@ def _arrays(client: Any, encoded: list[Any], sizes: list[int], names: list[str],
             if a < b:
                 pieces.append(e)
                 ranges.append((int(a - s0), int(b - s0)))
-        part = client.submit(_take, ranges, k, side, *pieces, workers=[w], allow_other_workers=True, pure=False)
-        parts.append(part)
-        xs.append(client.submit(_frame_X, part, names, workers=[w], pure=False))
-        ys.append(client.submit(_series_y, part, workers=[w], pure=False))
+        out.append(client.submit(_take, ranges, k, side, *pieces, workers=[w], allow_other_workers=True, pure=False))
+        lengths.append(int(hi - lo))
+        where.append(w)
+    return out, lengths, where
+
+
+def _blocks(client: Any, parts: Parts, marked: list[Any], counts: list[tuple[int, int]],
+            signature: Mapping[str, Any]) -> tuple[list[Any], list[Any], list[int], list[int], list[str]]:
+    """Each worker's (training, holdout) blocks, built on it from a contiguous run of partitions holding
+    about an equal share of the rows (``_build``)."""
+    workers = sorted(client.scheduler_info().get("workers", {}))
+    rows = np.array([a + b for a, b in counts])
+    cum = np.cumsum(rows)
+    total = int(cum[-1]) if cum.size else 0
+    owner = np.minimum((np.concatenate(([0], cum[:-1])) + rows / 2) * len(workers) // max(total, 1),
+                       len(workers) - 1).astype(int)
+    train, valid, n_tr, n_va, where = [], [], [], [], []
+    for wi, w in enumerate(workers):
+        mine = [i for i in range(len(marked)) if owner[i] == wi]
+        if not mine:
+            continue
+        block = client.submit(_build, parts.schema, signature, [parts.fragments[i] for i in mine],
+                              *[marked[i] for i in mine], workers=[w], allow_other_workers=True, pure=False)
+        train.append(client.submit(_pick, block, False, workers=[w], allow_other_workers=True, pure=False))
+        valid.append(client.submit(_pick, block, True, workers=[w], allow_other_workers=True, pure=False))
+        n_tr.append(int(sum(counts[i][0] for i in mine)))
+        n_va.append(int(sum(counts[i][1] for i in mine)))
+        where.append(w)
+    return train, valid, n_tr, n_va, where
+
+
+def _dask_frames(client: Any, pairs: list[Any], sizes: list[int], names: list[str], where: list[str]) -> tuple[Any, Any]:
+    """Dask frames over the per-worker pairs: one single-block pandas part per worker (zero-copy)."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    xs = [client.submit(_frame_X, p, names, workers=[w], allow_other_workers=True, pure=False)
+          for p, n, w in zip(pairs, sizes, where, strict=True) if n]
+    ys = [client.submit(_series_y, p, workers=[w], allow_other_workers=True, pure=False)
+          for p, n, w in zip(pairs, sizes, where, strict=True) if n]
     meta_X = pd.DataFrame({n: pd.Series([], dtype="float64") for n in names})
     meta_y = pd.Series([], dtype="float64")
-    return dd.from_delayed(xs, meta=meta_X), dd.from_delayed(ys, meta=meta_y), parts
+    return dd.from_delayed(xs, meta=meta_X), dd.from_delayed(ys, meta=meta_y)
