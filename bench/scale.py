@@ -158,8 +158,7 @@ def step(mode: str, lake_dir: str, workers: int, memory: str, rows: int, days: i
 
         from core import compute
 
-        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                           dashboard_address=None, memory_limit=memory)
+        cluster = compute.local_cluster(workers, memory_limit=memory)
         client = distributed.Client(cluster)
         ctx = compute.use(client)
         ctx.__enter__()

@@ -31,8 +31,7 @@ def client():
     import dask
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                           dashboard_address=None, memory_limit="1.5GB")
+        cluster = compute.local_cluster(2, memory_limit="1.5GB")
         c = distributed.Client(cluster, timeout=60)
         try:
             with compute.use(c):

@@ -239,15 +239,15 @@ def _sample(pair: tuple[np.ndarray, np.ndarray], rows: np.ndarray, signature: Ma
     """Training rows rebuilt from their encoding (numeric values as they were, categories from their
     codes), for the leakage check."""
     X = pair[0][rows]
-    cols: dict[str, Any] = {}
+    cols: list[pl.Series] = []
     for i, f in enumerate(signature["features"]):
         if f["kind"] == "categorical":
-            levels = np.array(list(f.get("levels") or []) + [None], dtype=object)
-            codes = np.where(np.isnan(X[:, i]), len(levels) - 1, np.nan_to_num(X[:, i])).astype(np.int64)
-            cols[f["name"]] = pl.Series(f["name"], levels[codes].tolist(), dtype=pl.String)
+            levels = list(f.get("levels") or [])
+            codes = pl.Series(f["name"], X[:, i]).fill_nan(None).cast(pl.Int64)
+            cols.append(codes.replace_strict(list(range(len(levels))), levels, default=None, return_dtype=pl.String))
         else:
-            cols[f["name"]] = pl.Series(f["name"], X[:, i])
-    cols[signature["target"]] = pl.Series(signature["target"], pair[1][rows])
+            cols.append(pl.Series(f["name"], X[:, i]))
+    cols.append(pl.Series(signature["target"], pair[1][rows]))
     return pl.DataFrame(cols)
 
 
