@@ -938,6 +938,7 @@ def train_distributed(
     signature: Mapping[str, Any],
     params: Mapping[str, Any],
     seed: int = 0,
+    timeout_s: float = 1800.0,
 ) -> tuple[str, dict[str, Any]]:
     """Train ``num_iterations`` rounds with ``lightgbm.dask`` on Dask arrays encoded by ``Model.encode``'s rules.
 
@@ -945,7 +946,8 @@ def train_distributed(
     rows, connected on the workers' addresses (``machines`` from the Dask worker list, ports
     found free by ``lightgbm.dask``). The params are ``train``'s (the user's over
     ``DEFAULT_PARAMS``, then the task's objective and metrics, the seed and the determinism
-    switches); ``num_threads`` is Dask's threads per worker.
+    switches); ``num_threads`` is Dask's threads per worker; the network ``time_out`` is
+    ``timeout_s`` (``[compute] timeout_s``).
 
     No early stopping here: LightGBM evaluates a validation set on each worker's share of it
     alone (measured: the master's logged holdout loss was 0.564 where the whole holdout's was
@@ -969,6 +971,9 @@ def train_distributed(
                       "deterministic": True, "force_row_wise": True, "verbosity": -1})
     fit_params = {k: v for k, v in effective.items() if k not in ("num_threads", "early_stopping_round")}
     iterations = int(fit_params.pop("num_iterations", 100))
+    # LightGBM's sockets wait this long (minutes) for a peer: a worker lost mid-training fails the
+    # run instead of leaving the others waiting for LightGBM's default of two hours
+    fit_params["time_out"] = max(1, math.ceil(timeout_s / 60))
     cats = [i for i, f in enumerate(signature["features"]) if f["kind"] == "categorical"]
     cls = lgb_dask.DaskLGBMClassifier if task == "binary" else lgb_dask.DaskLGBMRegressor
     estimator = cls(client=client, n_estimators=iterations, n_jobs=None, **fit_params)

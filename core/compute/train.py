@@ -483,7 +483,7 @@ def train_on_cluster(
     effective = {**training.DEFAULT_PARAMS, **user}
     try:
         full_text, eff = training.train_distributed(client, X_tr, y_tr, X_va, y_va, signature=signature,
-                                                    params=effective, seed=seed)
+                                                    params=effective, seed=seed, timeout_s=cfg.timeout_s)
     except TrainingError:
         raise
     except Exception as exc:  # noqa: BLE001 - a lost worker or a network failure inside lightgbm.dask
