@@ -15,7 +15,8 @@ _PAGES = [
     ("pages/sql.py", "SQL console", ":material/terminal:"),
 ]
 
-st.set_page_config(page_title="lakeops", page_icon=":material/water:", layout="wide")
+# A local favicon: a material-icon or emoji favicon is fetched from an external host (fails offline).
+st.set_page_config(page_title="lakeops", page_icon=str(_HERE / "assets" / "favicon.png"), layout="wide")
 pages = [
     st.Page(str(_HERE / path), title=title, icon=icon, default=(i == 0))
     for i, (path, title, icon) in enumerate(_PAGES)

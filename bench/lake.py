@@ -1,8 +1,11 @@
-"""Lake figures (issue 2): append latency, SQL vs polars on a 10M-row prediction log, read cost
-after many small commits before and after maintenance.
+"""Lake figures (issues 2 and 21): append latency, SQL vs polars on a 10M-row prediction log,
+read cost after many small commits before and after maintenance, the append latency tail with
+many writers, reads of a table while it is written.
 
-Run ``python bench/lake.py`` (full) or ``python bench/lake.py --quick`` (smaller sizes). Uses a
-temporary local lake unless ``--lake DIR`` is given. Numbers are wall-clock on a shared machine.
+Run ``python bench/lake.py`` (full) or ``python bench/lake.py --quick`` (smaller sizes);
+``--contention [--procs 8 --appends 200]`` for the many-writers figures only, ``--stress N`` for
+N SQL queries while 4 writers append. Uses a temporary local lake unless ``--lake DIR`` is given.
+Numbers are wall-clock on a shared machine.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -153,19 +157,158 @@ def bench_small_commits(lake: Lake, commits: int, repeat: int) -> None:
     measure("after")
 
 
+_WRITER = """
+import json, sys, time
+from pathlib import Path
+import pyarrow as pa
+from core.errors import LakeopsError
+from core.lake import Lake
+uri, table, me, n, go, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5]), float(sys.argv[6])
+lake = Lake(uri)
+while not go.exists():
+    time.sleep(0.005)
+took, failed = [], 0
+for i in range(n):
+    t = time.perf_counter()
+    try:
+        lake.append(table, pa.table({"id": [me * 1_000_000 + i], "x": [0.5], "s": ["w"]}))
+    except LakeopsError:
+        failed += 1
+    took.append(time.perf_counter() - t)
+    time.sleep(pause)
+print(json.dumps({"took": took, "failed": failed}))
+"""
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def _writers(lake: Lake, name: str, procs: int, appends: int, pause: float = 0.0) -> tuple[list[Any], Path]:
+    """Start ``procs`` writer processes waiting on a start file; return them and the file."""
+    import os
+    import subprocess
+
+    go = Path(tempfile.mkdtemp(prefix="lakeops-go-")) / "go"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    procs_ = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, lake.uri, name, str(k + 1), str(appends), str(go), str(pause)],
+            env=env, stdout=subprocess.PIPE, text=True,
+        )
+        for k in range(procs)
+    ]
+    time.sleep(3.0)  # every writer has imported and waits
+    return procs_, go
+
+
+def bench_contention(lake: Lake, procs: int, appends: int) -> None:
+    """N processes appending one-row commits to one table at once: the append latency tail and
+    lost or failed commits; then reads of a table while it is written, before and after compaction."""
+    import json
+    import os
+
+    print(f"\n== contention: {procs} processes x {appends} one-row appends to one table, {os.cpu_count()} cores")
+    name = "data/contention"
+    lake.append(name, _small(1), schema=SMALL)
+    writers, go = _writers(lake, name, procs, appends)
+    t0 = time.perf_counter()
+    go.touch()
+    results = [json.loads(w.communicate()[0]) for w in writers]
+    wall = time.perf_counter() - t0
+    took = [t for r in results for t in r["took"]]
+    failed = sum(r["failed"] for r in results)
+    rows = lake.read(name).height - 1
+    print(
+        f"  {len(took):,} appends in {wall:.1f} s ({len(took) / wall:.1f} commits/s); failed {failed}, "
+        f"rows {rows:,} (lost {len(took) - failed - rows})"
+    )
+    print(
+        f"  append latency: p50 {_pct(took, 50):.3f} s | p95 {_pct(took, 95):.3f} s | p99 {_pct(took, 99):.3f} s"
+        f" | max {max(took):.3f} s"
+    )
+    worst = max(results, key=lambda r: max(r["took"]))
+    print(f"  slowest writer: {sum(worst['took']):.1f} s for its {len(worst['took'])} appends")
+    files = lake.file_count(name)
+    parquet = len([f for f in lake.list_files(name) if f.endswith(".parquet")])
+    print(f"  files: {files} live, {parquet - files} orphaned parquet files (data written by failed attempts)")
+
+    sql = f"select count(*) from {name.replace('/', '_')}"
+    idle, _ = _timed(lambda: query(lake, sql), 5)
+    writers, go = _writers(lake, name, 4, 10_000)
+    go.touch()
+    busy, _ = _timed(lambda: query(lake, sql), 15)
+    t = time.perf_counter()
+    lake.compact(name)
+    spent = time.perf_counter() - t
+    compacted, _ = _timed(lambda: query(lake, sql), 15)
+    (go.parent / "stop").touch()
+    for w in writers:
+        w.kill()
+        w.wait()
+    print(
+        f"  SQL count(*) on the table ({files} files): idle {idle:.3f} s | while 4 writers append "
+        f"{busy:.3f} s | after lake.compact ({spent:.1f} s, {lake.file_count(name)} files, writers still on) "
+        f"{compacted:.3f} s  (medians)"
+    )
+
+
+def bench_query_stress(lake: Lake, queries: int) -> None:
+    """Many SQL queries on a many-small-file table while 4 writers append (issue 21's deadlock was
+    seen once in about 1,500 such queries): every query must answer; latency percentiles."""
+    print(f"\n== {queries} SQL queries on a many-small-file table while 4 processes append (each pausing 0.5 s between appends)")
+    name = "data/stress"
+    lake.append(name, _small(1), schema=SMALL)
+    for i in range(1, 300):
+        lake.append(name, _small(1, start=i))
+    writers, go = _writers(lake, name, 4, 1_000_000, pause=0.5)
+    go.touch()
+    took, errors = [], []
+    sql = f"select count(*) as n, sum(x) as s from {name.replace('/', '_')}"
+    try:
+        for _ in range(queries):
+            t = time.perf_counter()
+            try:
+                query(lake, sql, timeout_s=60)
+            except Exception as exc:  # noqa: BLE001 - counted and shown
+                errors.append(str(exc))
+            took.append(time.perf_counter() - t)
+    finally:
+        for w in writers:
+            w.kill()
+            w.wait()
+    print(
+        f"  {len(took)} queries, {len(errors)} failed; latency p50 {_pct(took, 50):.3f} s | p99 "
+        f"{_pct(took, 99):.3f} s | max {max(took):.3f} s; table ended with {lake.file_count(name)} files"
+    )
+    for e in errors[:3]:
+        print(f"  error: {e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
     ap.add_argument("--lake", help="lake folder to use (default: a temporary folder, removed after)")
+    ap.add_argument("--contention", action="store_true", help="only the many-writers figures")
+    ap.add_argument("--procs", type=int, default=8, help="writer processes for --contention (default 8)")
+    ap.add_argument("--appends", type=int, default=200, help="appends per writer for --contention (default 200)")
+    ap.add_argument("--stress", type=int, default=0, metavar="N", help="only N SQL queries while 4 writers append")
     args = ap.parse_args()
     rows, commits, repeat = (1_000_000, 200, 3) if args.quick else (10_000_000, 2_000, 5)
     root = Path(args.lake) if args.lake else Path(tempfile.mkdtemp(prefix="lakeops-bench-"))
     lake = Lake(root)
     print(f"lakeops lake bench ({'quick' if args.quick else 'full'}), lake {lake.uri}")
     try:
+        if args.stress:
+            bench_query_stress(lake, args.stress)
+            return
+        if args.contention:
+            bench_contention(lake, args.procs, args.appends)
+            return
         bench_append(lake, repeat=7 if not args.quick else 5)
         bench_predictions(lake, rows, repeat=3)
         bench_small_commits(lake, commits, repeat=3)
+        bench_contention(lake, 8 if not args.quick else 4, 200 if not args.quick else 50)
     finally:
         if not args.lake:
             shutil.rmtree(root, ignore_errors=True)

@@ -112,10 +112,13 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
 
-def run_wrk(url: str, body: Path, conc: int, duration: float, proc: subprocess.Popen) -> dict:
+ARROW = "application/vnd.apache.arrow.stream"
+
+
+def run_wrk(url: str, body: Path, conc: int, duration: float, proc: subprocess.Popen, ctype: str = "application/json") -> dict:
     threads = 1 if conc == 1 else 2
     ps = psutil.Process(proc.pid)
-    env = {**os.environ, "BODY": str(body)}
+    env = {**os.environ, "BODY": str(body), "CTYPE": ctype}
     cmd = ["wrk", f"-t{threads}", f"-c{conc}", f"-d{duration:g}s", "--latency", "-s", str(LUA), url]
     c0 = ps.cpu_times()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
@@ -173,6 +176,8 @@ def main() -> None:
     ap.add_argument("--conc", default="1,8,64", help="concurrencies, e.g. 1,64")
     ap.add_argument("--lake", default=None, help="reuse a seeded lake (skips seeding)")
     ap.add_argument("--reps", type=int, default=3, help="round-robin repetitions per cell (median reported)")
+    ap.add_argument("--arrow", action="store_true", help="also post the bodies as Arrow IPC streams to server a "
+                    "(categoricals dictionary-encoded): the 'a arrow' cells")
     args = ap.parse_args()
     wanted = set(args.servers.split(","))
     sizes = [int(x) for x in args.rows.split(",")]
@@ -188,14 +193,26 @@ def main() -> None:
     frame = demo.generate(n=100, seed=7).select(demo.FEATURES)
     rows = {1: frame.head(1).to_dicts(), 100: frame.to_dicts()}
     bodies = {}
+    arrow_bodies = {}
     for n, body in rows.items():
         bodies[n] = root / f"body{n}.json"
         bodies[n].write_text(json.dumps(body))
+        if args.arrow:
+            import polars as pl
+            import pyarrow as pa
+
+            table = frame.head(n).with_columns(pl.col(pl.String).cast(pl.Categorical)).to_arrow()
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as w:
+                w.write_table(table)
+            arrow_bodies[n] = root / f"body{n}.arrow"
+            arrow_bodies[n].write_bytes(sink.getvalue().to_pybytes())
 
     A, A2, B, C = (
         "a lakeops, log on (wal_sync=write)", "a' lakeops, log on (wal_sync=fsync)",
         "b lakeops, log off", "c HTTP floor (const JSON)",
     )
+    AA = "a arrow body (Arrow IPC stream)"
     servers = {
         A: ("a", lambda: start_lakeops(lake, root, "log_on", {})),
         A2: ("a'", lambda: start_lakeops(lake, root, "log_fsync", {"wal_sync": "fsync"})),
@@ -219,8 +236,11 @@ def main() -> None:
         for rep in range(args.reps):
             for n in sizes:
                 for conc in concs:
-                    for name, (proc, url) in running.items():
-                        r = run_wrk(url + "/v1/models/churn/predict", bodies[n], conc, duration, proc)
+                    cells = [(name, proc, url, bodies[n], "application/json") for name, (proc, url) in running.items()]
+                    if args.arrow and A in running:
+                        cells.append((AA, running[A][0], running[A][1], arrow_bodies[n], ARROW))
+                    for name, proc, url, body, ctype in cells:
+                        r = run_wrk(url + "/v1/models/churn/predict", body, conc, duration, proc, ctype)
                         samples.setdefault((name, n, conc), []).append(r)
                         print(f"[{rep + 1}/{args.reps}] {name:38s} rows={n:<3d} c={conc:<2d} {r['rps']:9.0f} req/s  "
                               f"p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms  cpu {r['cpu_us']:7.0f} us/req  "
@@ -260,6 +280,9 @@ def main() -> None:
             r1 = cpu(A, 100, conc) / (cpu(boost, 100, 1) + cpu(C, 100, conc))
             r2 = cpu(A, 100, conc) / (cpu(mat, 100, 1) + cpu(C, 100, conc))
             parts.append(f"100-row vs model+HTTP floor: {r1:.2f}x (goal <= 1.3x; {r2:.2f}x with predict_matrix as floor)")
+            if args.arrow:
+                ra = cpu(AA, 100, conc) / (cpu(boost, 100, 1) + cpu(C, 100, conc))
+                parts.append(f"Arrow 100-row vs model+HTTP floor: {ra:.2f}x (goal <= 1.3x)")
         print("; ".join(parts))
     for n in sizes:
         for conc in concs:

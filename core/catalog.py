@@ -260,6 +260,28 @@ TABLES: dict[str, TableSpec] = {
             ),
         ),
         TableSpec(
+            "stage_reports",
+            _s(
+                ("report_id", _STR, False),
+                ("model", _STR, False),
+                ("champion_version", _I64),
+                ("challenger_version", _I64),
+                ("mode", _STR),
+                ("since", TS),
+                ("at", TS, False),
+                ("requests", _I64),
+                ("labelled", _I64),
+                ("error_rate", _F64),
+                ("agreement", _F64),
+                ("metric", _STR),
+                ("champion_value", _F64),
+                ("challenger_value", _F64),
+                ("passed", _BOOL),
+                ("report_json", _STR),
+            ),
+            description="live comparisons of a staged challenger with the champion (core.flows.rollout)",
+        ),
+        TableSpec(
             "job_runs",
             _s(
                 ("job_run_id", _STR, False),
@@ -315,10 +337,11 @@ def prediction_common_fields() -> list[pa.Field]:
         pa.field("score", _F64),
         pa.field("predicted_label", _I64),
         pa.field("latency_ms", _F64),
+        pa.field("role", _STR),  # champion | challenger (canary) | shadow | pinned (?version=, ?alias=)
     ]
 
 
-PREDICTION_COLUMNS = ("prediction_id", "at", "day", "model_version", "score", "predicted_label", "latency_ms")
+PREDICTION_COLUMNS = ("prediction_id", "at", "day", "model_version", "score", "predicted_label", "latency_ms", "role")
 """The log's own columns (``label`` instead of ``predicted_label`` in tables of earlier releases)."""
 
 

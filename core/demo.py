@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
-__all__ = ["CATEGORICAL", "FEATURES", "ID_COLUMN", "NUMERIC", "TARGET", "TIME_COLUMN", "generate"]
+__all__ = ["CATEGORICAL", "FEATURES", "ID_COLUMN", "NUMERIC", "TARGET", "TIME_COLUMN", "generate", "new_customers"]
 
 TARGET = "churned"
 TIME_COLUMN = "signup_at"
@@ -204,3 +204,28 @@ def generate(
         pl.col("total_charges").fill_nan(None),
         pl.col("data_usage_gb").fill_nan(None),
     )
+
+
+NEW_CUSTOMER_IDS_FROM = 1_000_001  # ids of exported new customers start here, after any seeded ones
+
+
+def new_customers(n: int = 5_000, *, seed: int = 1, days: int = 30, now: datetime | None = None) -> pl.DataFrame:
+    """Recent signups after the marketing campaign started, labelled: the "new customers" file of the walkthrough.
+
+    The customers signed up over the ``days`` days up to ``now``, all after the campaign began
+    (so about 65 % come from the campaign population), and their ids continue after the seeded
+    dataset's (``C1000001`` ...), so appending them to ``churn`` adds new customers.
+
+    Args:
+        n: number of customers.
+        seed: random seed (the same arguments give the same rows).
+        days: signup period in days, ending at ``now``.
+        now: end of the period (default: now, UTC).
+    """
+    from core.ids import utcnow
+
+    end = now or utcnow()
+    start = end - timedelta(days=days)
+    frame = generate(n, seed=seed, start=start, days=days, campaign_start=start)
+    ids = pl.int_range(NEW_CUSTOMER_IDS_FROM, NEW_CUSTOMER_IDS_FROM + frame.height, eager=True)
+    return frame.with_columns(pl.format("C{}", ids.cast(pl.String)).alias(ID_COLUMN))

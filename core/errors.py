@@ -22,6 +22,7 @@ Every user-facing error names the thing that is wrong and, where there is one, t
     ├── TrainingError                 a training job cannot run with the given input
     ├── SqlRefusedError               a query the read-only SQL sandbox does not allow
     ├── SqlError                      a query that DuckDB could not run (syntax, unknown column)
+    │   └── SqlResultTooLargeError    a result over the row or byte limit (export it instead)
     └── ComputeError                  the Dask cluster cannot be reached, or a distributed job failed
 
 A failed gate is a normal ``GateReport``, not an exception. HTTP status codes live in
@@ -51,6 +52,7 @@ __all__ = [
     "SchemaMismatchError",
     "SqlError",
     "SqlRefusedError",
+    "SqlResultTooLargeError",
     "TableNotFoundError",
     "TrainingError",
     "UnsafeStoreError",
@@ -139,6 +141,10 @@ class SqlRefusedError(LakeopsError, PermissionError):
 
 class SqlError(LakeopsError, ValueError):
     """A query DuckDB could not run: syntax error, unknown table or column."""
+
+
+class SqlResultTooLargeError(SqlError):
+    """A query whose result has more rows or bytes than the console returns; export it to a file."""
 
 
 class ComputeError(LakeopsError):

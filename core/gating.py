@@ -14,6 +14,14 @@ same keys at its top level, or under ``[policy]``)::
     auto_promote = false                           # the retrain job may promote by itself
     significance = 0.05                            # auto-promotion needs a significant improvement
     refuse_leakage = true                          # refuse a model a single feature explains
+    [models.churn.policy.staging]                  # a live period before promotion (absent: none)
+    mode = "shadow"                                # or "canary" (with fraction = 0.1)
+    min_requests = 500                             # live requests compared
+    min_labelled = 200                             # of them with feedback labels
+    max_disagreement = 0.2                         # shadow: share of rows labelled differently (off by default:
+                                                   # after drift the champion is the one that is wrong)
+    max_error_rate = 0.01                          # share of the challenger's rows it fails to score
+    tolerance = 0.01                               # non-inferiority margin of the realised metric
 
 Defaults (every key is optional): no absolute thresholds; ``beat_champion`` on the task's main
 metric (``auc`` for binary, ``rmse`` for regression) with margin 0, i.e. "not worse than the
@@ -30,6 +38,13 @@ interval and the p-value; it is *advisory* for a person's promotion (who sees th
 
 ``refuse_leakage``: the gate fails a candidate whose training flagged target leakage (a single
 feature alone reaching AUC >= 0.99, or holding most of the gain; ``core.training``).
+
+``staging``: a candidate that passed this gate is first *staged* beside the champion
+(``core.flows.rollout``) and promoted only after its live gate passed on production traffic:
+enough requests and labels, errors and (shadow) disagreement under their bounds, and the
+realised metric non-inferior within ``tolerance``: the interval of (challenger - champion)
+above ``-tolerance`` passes, below it fails, in between waits for more labels (decided by the
+point estimate at 5x ``min_labelled``).
 """
 
 from __future__ import annotations
@@ -48,6 +63,7 @@ __all__ = [
     "GateInputs",
     "GateReport",
     "Policy",
+    "StagingPolicy",
     "default_metric",
     "higher_is_better",
     "policy_from_dict",
@@ -78,7 +94,9 @@ _KEYS = {
     "auto_promote",
     "significance",
     "refuse_leakage",
+    "staging",
 }
+_STAGING_KEYS = {"mode", "fraction", "min_requests", "min_labelled", "max_disagreement", "max_error_rate", "tolerance"}
 
 
 def higher_is_better(metric: str) -> bool:
@@ -100,6 +118,19 @@ class BeatChampion:
 
 
 @dataclass(frozen=True)
+class StagingPolicy:
+    """The live period a candidate must pass before promotion (see the module docstring)."""
+
+    mode: str = "shadow"
+    fraction: float = 0.1
+    min_requests: int = 500
+    min_labelled: int = 200
+    max_disagreement: float | None = None
+    max_error_rate: float = 0.01
+    tolerance: float = 0.01
+
+
+@dataclass(frozen=True)
 class Policy:
     """A model's promotion policy (see the module docstring for the TOML form and defaults)."""
 
@@ -113,6 +144,7 @@ class Policy:
     auto_promote: bool = False
     significance: float | None = 0.05
     refuse_leakage: bool = True
+    staging: StagingPolicy | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the policy as a JSON-able dict (the form ``policy_from_dict`` reads)."""
@@ -121,6 +153,7 @@ class Policy:
         out["beat_champion"] = asdict(self.beat_champion) if self.beat_champion else False
         out["max_p95_latency_ms"] = {str(k): v for k, v in self.max_p95_latency_ms.items()}
         out["significance"] = False if self.significance is None else self.significance
+        out["staging"] = asdict(self.staging) if self.staging else False
         return out
 
 
@@ -198,6 +231,8 @@ def policy_from_dict(data: Mapping[str, Any], *, where: str = "policy") -> Polic
     for key in ("require_validated_data", "require_approval", "auto_promote", "refuse_leakage"):
         if key in data:
             kw[key] = _bool(data[key], _where(where, key))
+    if "staging" in data:
+        kw["staging"] = _staging(data["staging"], _where(where, "staging"))
     if "significance" in data:
         sig = data["significance"]
         if sig is False:
@@ -230,6 +265,41 @@ def policy_from_dict(data: Mapping[str, Any], *, where: str = "policy") -> Polic
                 out[int(k)] = v
             kw["max_p95_latency_ms"] = out
     return Policy(**kw)
+
+
+def _staging(value: Any, where: str) -> StagingPolicy | None:
+    if value is False:
+        return None
+    if value is True:
+        return StagingPolicy()
+    if not isinstance(value, Mapping):
+        raise ConfigError(f'{where} must be false or a table like {{mode = "shadow", min_requests = 500}}')
+    unknown = sorted(set(value) - _STAGING_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_STAGING_KEYS))}")
+    kw: dict[str, Any] = {}
+    if "mode" in value:
+        if value["mode"] not in ("shadow", "canary"):
+            raise ConfigError(f"{where}.mode must be 'shadow' or 'canary', got {value['mode']!r}")
+        kw["mode"] = value["mode"]
+    for key in ("fraction", "max_disagreement", "max_error_rate", "tolerance"):
+        if key == "max_disagreement" and value.get(key) is False:
+            kw[key] = None
+            continue
+        if key in value:
+            kw[key] = _number(value[key], f"{where}.{key}")
+            if not 0 <= kw[key] <= 1:
+                raise ConfigError(f"{where}.{key} must be between 0 and 1, got {value[key]!r}")
+    for key in ("min_requests", "min_labelled"):
+        if key in value:
+            n = value[key]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ConfigError(f"{where}.{key} must be a whole number >= 0, got {n!r}")
+            kw[key] = n
+    out = StagingPolicy(**kw)
+    if out.mode == "canary" and not 0 < out.fraction < 1:
+        raise ConfigError(f"{where}.fraction must be between 0 and 1 for a canary, got {out.fraction}")
+    return out
 
 
 @dataclass(frozen=True)

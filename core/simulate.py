@@ -11,6 +11,12 @@ minutes (or ``max_requests``) by itself.
 The champion was trained before the campaign, so campaign rows carry categorical levels it never
 saw (``plan = "promo"``): the API's default ``[serving] unknown_category = "missing"`` scores them
 as missing and counts them; with ``"error"`` those requests are refused (422, counted in ``errors``).
+
+Each request carries its rows' *simulated* time as the model's event-time pass-through field
+(the demo model's ``signup_at``), so the log keeps both: ``at`` is when the API answered, the
+event time is when, in the simulated world, it happened. Charts over time
+(``core.monitoring.score_over_time``, ``performance_over_time``) bucket by the event time, so 20
+simulated minutes spread over 20 minutes of the chart even when they took 20 seconds to send.
 """
 
 from __future__ import annotations
@@ -133,6 +139,12 @@ def simulate(
             client.get("/health")
         except httpx.HTTPError as exc:
             raise ConfigError(f"cannot reach the API at {base}: {exc}; start it with 'lakeops serve'") from None
+        event = _event_time_field(client, model)
+        if event is not None:  # each row's simulated time, sent as the model's event-time pass-through
+            sim_at = [t0_sim + timedelta(minutes=float(m)) for m in offsets]
+            features = features.with_columns(
+                pl.Series(event, [t.strftime("%Y-%m-%dT%H:%M:%S.%fZ") for t in sim_at], dtype=pl.String)
+            )
         sim_min = 0.0
         while True:
             real = time.monotonic() - started
@@ -157,6 +169,20 @@ def simulate(
                 time.sleep(tick_real)
     stats.elapsed_s = time.monotonic() - started
     return stats
+
+
+def _event_time_field(client: Any, model: str) -> str | None:
+    """The champion's event-time pass-through field (a datetime), if it declares one."""
+    import httpx
+
+    try:
+        sig = client.get(f"/v1/models/{model}").json().get("signature") or {}
+    except (httpx.HTTPError, ValueError):
+        return None
+    for p in sig.get("passthrough") or ():
+        if p.get("role") == "event_time" and p.get("type") == "datetime":
+            return str(p["name"])
+    return None
 
 
 def _predict(client: Any, model: str, rows: pl.DataFrame, offset: int, truth: np.ndarray, gets_label: np.ndarray,

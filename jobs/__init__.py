@@ -7,7 +7,11 @@ of ``core.jobruns.job_specs`` on its interval/cron triggers (UTC) and polls the 
 ``job_runs``, and a job that raises is recorded as failed while the scheduler keeps going). One
 execution of a job at a time (``max_instances=1`` plus a lock per job), missed runs coalesced.
 The main thread renews the lease every ``ttl/3``; a job only starts while the lease is held.
-If the lease is lost the scheduler stops firing jobs and goes back to waiting. On SIGINT/SIGTERM
+If the lease is lost the scheduler stops firing jobs and goes back to waiting. A changed
+``lakeops.toml`` is reloaded at the next lease renewal (``ttl/3``): the jobs are rescheduled with
+their new triggers (``lease_ttl_s`` and ``workers`` take effect at the next start); an invalid
+file is logged and reported in the lease (``lakeops jobs list`` shows it) while the previous jobs
+keep running. Each job's changes are recorded under the actor ``scheduler:<job>``. On SIGINT/SIGTERM
 it stops firing, lets running jobs finish for up to ``stop_grace_s`` (then records them as
 ``interrupted``), releases the lease and exits 0.
 """
@@ -21,8 +25,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -30,6 +35,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from core.config import Settings, load_settings
 from core.errors import LakeopsError
+from core.flows.manual import scheduler_actor
 from core.jobruns import Lease, abandon_stale, job_specs, jobs_config, pending_alerts, run_job
 from core.lake import Lake
 from jobs.definitions import alert_poll_trigger, triggers
@@ -46,10 +52,19 @@ class Scheduler:
         settings: settings (lake, ``[jobs]`` section).
         lake: the lake (default: the one ``settings`` names).
         holder: lease holder id (default ``host:pid:random``).
+        reload: builds fresh settings when the config file changes (default: re-read
+            ``settings.config_path``, or ``./lakeops.toml``, for the same lake).
     """
 
-    def __init__(self, settings: Settings, *, lake: Lake | None = None, holder: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, lake: Lake | None = None, holder: str | None = None,
+        reload: Callable[[], Settings] | None = None,
+    ) -> None:
         self.settings = settings
+        self._config_file = Path(settings.config_path or "lakeops.toml")
+        self._config_stamp = self._stamp()
+        self._config_error: str | None = None
+        self._reload = reload or (lambda: load_settings(config_path=settings.config_path, lake_uri=settings.lake_uri))
         self.lake = lake or Lake.from_settings(settings)
         self.conf = jobs_config(settings)
         self.specs = job_specs(settings)
@@ -78,9 +93,10 @@ class Scheduler:
             log.info("holding the scheduler lease of %s (epoch %s) as %s", self.lake.uri, self.lease.epoch, self.lease.holder_id)
             closed = abandon_stale(lake=self.lake)
             if closed:
-                log.info("closed %d execution(s) left running by a previous scheduler", closed)
+                log.info("closed %d execution(s) left running by a scheduler or process that is gone", closed)
             self._start_aps()
             while not self._stop.wait(step):
+                self._reload_if_changed()
                 if not self._renew():
                     log.warning("lost the scheduler lease; no new jobs start until it is taken again")
                     break
@@ -88,6 +104,43 @@ class Scheduler:
         self.lease.release()
         log.info("scheduler stopped")
         return 0
+
+    # ------------------------------------------------------------------ config reload
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self._config_file.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def _reload_if_changed(self) -> bool:
+        """Reschedule the jobs when the config file changed; return True when the jobs changed."""
+        stamp = self._stamp()
+        if stamp == self._config_stamp:
+            return False
+        self._config_stamp = stamp
+        try:
+            settings = self._reload()
+            conf, specs = jobs_config(settings), job_specs(settings)
+            for spec in specs.values():
+                triggers(spec)
+        except LakeopsError as exc:
+            self._config_error = f"{self._config_file}: {exc}"
+            log.warning("cannot reload %s (%s); the previous jobs keep running", self._config_file, exc)
+            return False
+        self._config_error = None
+        if specs == self.specs and conf == self.conf:
+            return False
+        self.settings, self.conf, self.specs = settings, conf, specs
+        for name in specs:
+            self._locks.setdefault(name, threading.Lock())
+        if self._aps is not None:
+            self._aps.shutdown(wait=False)  # running jobs finish; their locks stay held until then
+            self._aps = None
+            if conf["enabled"]:
+                self._start_aps()
+        log.info("reloaded %s: %s", self._config_file, ", ".join(f"{s.name} {s.schedule}" for s in specs.values() if s.enabled))
+        return True
 
     # ------------------------------------------------------------------ lease
     def _try_acquire(self) -> bool:
@@ -116,7 +169,8 @@ class Scheduler:
                 if when is not None and job.name in self.specs:
                     iso = when.astimezone(UTC).isoformat()
                     next_runs[job.name] = min(next_runs.get(job.name, iso), iso)
-        return {"pid": os.getpid(), "next_runs": next_runs}
+        return {"pid": os.getpid(), "next_runs": next_runs, "config": str(self._config_file.resolve()),
+                "config_error": self._config_error}
 
     # ------------------------------------------------------------------ APScheduler
     def _start_aps(self) -> None:
@@ -157,7 +211,9 @@ class Scheduler:
         try:
             if self._stop.is_set() or not self.lease.held:
                 return
-            result = run_job(name, trigger=trigger, lake=self.lake, settings=self.settings)
+            # Changes the job makes are recorded as the scheduler's, not as the OS user's.
+            actor = scheduler_actor(name)
+            result = run_job(name, trigger=trigger, lake=self.lake, settings=self.settings.with_(actor=actor))
             if result.status == "failed":
                 log.warning("job %s failed: %s", name, result.error)
             else:

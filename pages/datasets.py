@@ -11,6 +11,7 @@ from core.errors import LakeopsError
 from core.profiling import histogram_frame, summary_frame
 from core.validation import ValidationReport
 from pages._common import lake
+from pages._ui import empty, pick, show_error, table, time_axis
 
 
 def _versions_chart(rows: pl.DataFrame) -> alt.Chart:
@@ -18,11 +19,12 @@ def _versions_chart(rows: pl.DataFrame) -> alt.Chart:
         alt.Chart(rows.select("version", "created_at", "total_rows", "rows", "validation_status").to_pandas())
         .mark_line(point=alt.OverlayMarkDef(size=80, filled=True))
         .encode(
-            x=alt.X("created_at:T", title="committed at"),
+            x=time_axis("created_at", "committed", values=rows["created_at"]),
             y=alt.Y("total_rows:Q", title="rows in version"),
             color=alt.Color("validation_status:N", title="validation",
                             scale=alt.Scale(domain=["passed", "warned", "skipped"], range=["#2ca02c", "#ff7f0e", "#999"])),
-            tooltip=["version", "created_at", "rows", "total_rows", "validation_status"],
+            tooltip=["version", alt.Tooltip("created_at:T", format="%Y-%m-%d %H:%M:%S"), "rows", "total_rows",
+                     "validation_status"],
         )
     )
 
@@ -35,52 +37,69 @@ def _histogram_chart(hist: pl.DataFrame, column: str) -> alt.Chart:
     )
 
 
-def _psi_chart(cols: pl.DataFrame) -> alt.Chart:
-    return (
-        alt.Chart(cols.drop_nulls("psi").to_pandas())
-        .mark_bar()
-        .encode(x=alt.X("psi:Q", title="PSI (b on a's bins)"), y=alt.Y("column:N", sort="-x"),
-                color=alt.condition(alt.datum.psi > 0.25, alt.value("#d62728"), alt.value("#1f77b4")))
+def _psi_chart(cols: pl.DataFrame) -> alt.LayerChart:
+    """PSI per column on a fixed scale (0 to at least 0.5), rules at 0.1 (watch) and 0.25 (shifted)."""
+    levels = ["stable (< 0.1)", "watch (0.1–0.25)", "shifted (> 0.25)"]
+    data = cols.drop_nulls("psi").with_columns(
+        pl.when(pl.col("psi") > 0.25).then(pl.lit(levels[2])).when(pl.col("psi") > 0.1).then(pl.lit(levels[1]))
+        .otherwise(pl.lit(levels[0])).alias("level"))
+    top = max(0.5, float(data["psi"].max() or 0) * 1.1)
+    bars = alt.Chart(data.to_pandas()).mark_bar().encode(
+        x=alt.X("psi:Q", title="PSI (b on a's bins)", scale=alt.Scale(domain=[0, top])),
+        y=alt.Y("column:N", sort="-x", title=None),
+        color=alt.Color("level:N", scale=alt.Scale(domain=levels, range=["#1f77b4", "#ff7f0e", "#d62728"])),
+        tooltip=["column", alt.Tooltip("psi:Q", format=".4f"), "level"],
     )
+    marks = pl.DataFrame({"psi": [0.1, 0.25], "label": ["0.1 watch", "0.25 shifted"]}).to_pandas()
+    rules = alt.Chart(marks).mark_rule(strokeDash=[4, 3], color="#555").encode(x="psi:Q")
+    text = alt.Chart(marks).mark_text(align="left", dx=3, dy=-4, color="#555").encode(x="psi:Q", text="label:N",
+                                                                                       y=alt.value(0))
+    return (bars + rules + text).properties(height=max(160, 22 * data.height))
+
+
+def _id_like(profile: dict, name: str) -> bool:
+    """A column that identifies rows (every value distinct, or named *_id): a useless histogram."""
+    col = profile.get("columns", {}).get(name, {})
+    return name.lower().endswith("id") or (col.get("kind") != "numeric" and col.get("distinct") == col.get("count"))
 
 
 st.title("Datasets")
 try:
     listed = datasets.list_datasets(lake=lake())
 except LakeopsError as exc:
-    st.error(str(exc))
+    show_error(exc)
     st.stop()
 if listed.height == 0:
-    st.info("No dataset yet. Ingest one with `lakeops data ingest churn file.csv` or seed the demo with `lakeops up`.")
+    empty("No dataset yet.", "Ingest one with `lakeops data ingest churn file.csv` (`lakeops demo export file.csv` "
+          "writes one), or seed the demo with `lakeops up`.")
     st.stop()
-st.dataframe(listed, hide_index=True, width="stretch")
+table(listed)
 
-name = st.selectbox("Dataset", listed["name"].to_list(), key="dataset")
+name = pick("Dataset", listed["name"].to_list(), key="dataset")
 rows = datasets.versions(name, lake=lake())
 st.subheader("Versions")
 st.altair_chart(_versions_chart(rows), width="stretch")
-st.dataframe(
-    rows.select("version", "created_at", "mode", "rows", "total_rows", "validation_status",
-                pl.col("content_hash").str.slice(0, 16).alias("hash"), "created_by", "source"),
-    hide_index=True, width="stretch",
-)
+table(rows.select("version", "created_at", "mode", "rows", "total_rows", "validation_status",
+                  pl.col("content_hash").str.slice(0, 16).alias("hash"), "created_by", "source"))
 
 tab_profile, tab_validation, tab_diff, tab_quarantine = st.tabs(["Profile", "Validation", "Diff", "Quarantine"])
 with tab_profile:
-    version = st.selectbox("Version", rows["version"].to_list(), key="profile_version")
+    version = pick("Version", rows["version"].to_list(), key="version")
     info = datasets.describe(name, version, lake=lake())
     c1, c2, c3 = st.columns(3)
     c1.metric("Rows", f"{info['total_rows']:,}")
     c2.metric("Validation", info["validation_status"])
     c3.metric("Columns", len(info["profile"].get("columns", {})))
     st.caption(f"Content hash `{info['content_hash']}` · from {info['source'] or '-'} by {info['created_by'] or '-'}")
-    st.dataframe(summary_frame(info["profile"]), hide_index=True, width="stretch")
-    column = st.selectbox("Column", list(info["profile"].get("columns", {})), key="profile_column")
+    table(summary_frame(info["profile"]))
+    columns = list(info["profile"].get("columns", {}))
+    useful = [c for c in columns if not _id_like(info["profile"], c)] or columns
+    column = st.selectbox("Column", columns, index=columns.index(useful[0]), key="profile_column")
     hist = histogram_frame(info["profile"], column)
     if hist.height:
         st.altair_chart(_histogram_chart(hist, column), width="stretch")
     else:
-        st.caption("No histogram for this column (dates, or no values).")
+        st.caption("No histogram for this column (an identifier, a date, or no values).")
 
 with tab_validation:
     vv = st.selectbox("Version", rows["version"].to_list(), key="validation_version")
@@ -93,18 +112,22 @@ with tab_validation:
     for r in report.warnings:
         st.warning(r.line())
     if report.results:
-        failed_red = lambda row: ["background-color: #fde2e1" if not row["passed"] else "" for _ in row]  # noqa: E731
-        st.dataframe(report.frame().to_pandas().style.apply(failed_red, axis=1), hide_index=True, width="stretch")
+        table(report.frame(), column_config={"passed": st.column_config.CheckboxColumn("passed")})
 
 with tab_diff:
     have = sorted(rows["version"].to_list())
     a = st.selectbox("From version", have, index=max(len(have) - 2, 0), key="diff_a")
     b = st.selectbox("To version", have, index=len(have) - 1, key="diff_b")
-    try:
-        d = datasets.diff(name, a, b, lake=lake())
-    except LakeopsError as exc:
-        st.error(str(exc))
+    if a == b:
+        empty(f"Version {a} compared with itself shows no change.", "Pick two different versions.")
+        d = None
     else:
+        try:
+            d = datasets.diff(name, a, b, lake=lake())
+        except LakeopsError as exc:
+            show_error(exc)
+            d = None
+    if d is not None:
         c1, c2, c3 = st.columns(3)
         c1.metric("Rows", f"{d.rows_b:,}", delta=d.rows_b - d.rows_a)
         c2.metric("Rows added", f"{d.added:,}")
@@ -115,14 +138,14 @@ with tab_diff:
             st.caption("Schema unchanged.")
         if d.columns["psi"].drop_nulls().len():
             st.altair_chart(_psi_chart(d.columns), width="stretch")
-        st.dataframe(d.columns, hide_index=True, width="stretch")
+        table(d.columns)
 
 with tab_quarantine:
     q = datasets.quarantined(name, lake=lake())
     if q.height == 0:
         st.caption("No quarantined batch.")
     else:
-        st.dataframe(q.drop("validation_json"), hide_index=True, width="stretch")
+        table(q.drop("validation_json"))
         qid = st.selectbox("Batch", q["quarantine_id"].to_list(), key="quarantine_id")
         for r in ValidationReport.from_dict(json.loads(q.filter(pl.col("quarantine_id") == qid)["validation_json"].item())).errors:
             st.error(r.line())

@@ -17,3 +17,7 @@ def boom() -> None:
 def sleepy(seconds: float = 1.5) -> dict:
     time.sleep(seconds)
     return {"slept": seconds}
+
+
+def whoami(settings) -> dict:
+    return {"actor": settings.actor}

@@ -68,6 +68,7 @@ def log_predictions(lake: Lake, frame: pl.DataFrame, *, at: datetime | None = No
             "score": scores,
             "predicted_label": (scores >= 0.5).astype(np.int64),
             "latency_ms": [1.0] * frame.height,
+            "role": ["champion"] * frame.height,
         }
     ).with_columns(pl.col("at").dt.date().alias("day"))
     cols = [pl.col(f["name"]).cast(pl.String if f["kind"] == "categorical" else pl.Float64) for f in feats]

@@ -46,7 +46,7 @@ def test_jobs_run_list_history(tmp_path, capsys):
 
     assert run(_args(tmp_path, "jobs", "list", "--format", "json")) == 0
     rows = {r["job"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(rows) == {"drift_check", "performance_check", "retrain", "maintenance", "tick", "boom"}
+    assert set(rows) == {"drift_check", "performance_check", "retrain", "rollout", "maintenance", "compact", "tick", "boom"}
     assert rows["tick"]["schedule"] == "every 1s" and rows["tick"]["last_status"] == "finished"
     assert rows["boom"]["schedule"] == "manual" and rows["boom"]["last_status"] == "failed"
     assert rows["drift_check"]["enabled"] is False and rows["maintenance"]["schedule"] == "cron 30 2 * * *"
@@ -61,7 +61,7 @@ def test_jobs_run_list_history(tmp_path, capsys):
 def test_jobs_run_unknown_name_is_one_line_exit_2(tmp_path, capsys):
     assert run(_args(tmp_path, "jobs", "run", "nope")) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "lakeops: error: no job named 'nope'; jobs: drift_check, performance_check, retrain, maintenance, tick, boom"
+    assert err == "lakeops: error: no job named 'nope'; jobs: drift_check, performance_check, retrain, rollout, maintenance, compact, tick, boom"
 
 
 def test_lakeops_scheduler_runs_jobs_and_stops_on_sigint(tmp_path):

@@ -221,3 +221,17 @@ def test_sql_against_an_s3_lake(s3_server, monkeypatch: pytest.MonkeyPatch, caps
     assert capsys.readouterr().out == "n\n1\n"
     assert run(["--lake", f"s3://{bucket}/team", "sql", "select * from nosuch"]) == 2
     _one_error_line(capsys.readouterr().err, "nosuch")
+
+
+def test_sql_refuses_a_result_over_max_rows_and_exports_it_with_output(filled: Lake, tmp_path: Path, capsys):
+    cfg = tmp_path / "lakeops.toml"
+    cfg.write_text("[sql]\nmax_rows = 2\n")
+    base = ["--lake", filled.uri, "--config", str(cfg), "sql", "select * from feedback order by prediction_id"]
+    assert run(base) == 2
+    _one_error_line(capsys.readouterr().err, "more than 2 rows", "--output result.parquet")
+    out = tmp_path / "all.parquet"
+    assert run([*base, "--output", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote 3 rows to {out}"
+    assert pl.read_parquet(out)["prediction_id"].to_list() == ["p0", "p1", "p2"]
+    assert run([*base, "--output", str(tmp_path / "x.txt")]) == 2
+    _one_error_line(capsys.readouterr().err, "use a .parquet or .csv file name")

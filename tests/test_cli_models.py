@@ -86,6 +86,8 @@ def test_failed_gate_force_and_rollback(trained, cli, tmp_path):
     code, _, err = cli("promote", "strict", "2", "--reason", "try", "--policy", str(policy))
     _one_error_line(err, code, "failed its gate: min:auc")
     code, _, err = cli("promote", "strict", "2", "--force")
+    _one_error_line(err, code, "the following arguments are required: --reason")
+    code, _, err = cli("promote", "strict", "2", "--force", "--reason", " ")
     _one_error_line(err, code, "needs a reason")
     code, out, _ = cli(
         "promote", "strict", "2", "--force", "--reason", "exec override", "--policy", str(policy)
@@ -107,7 +109,8 @@ def test_bad_input_is_one_line_and_exit_2(trained, cli):
         (("show", "nosuch"), "'nosuch' is not registered"),
         (("evaluate", "bad", "9"), "has versions 1; asked for 9"),
         (("promote", "bad", "1", "--reason", "x"), "no gate report"),
-        (("approve", "bad", "1"), "needs a reason"),
+        (("approve", "bad", "1"), "the following arguments are required: --reason"),
+        (("approve", "bad", "1", "--reason", ""), "needs a reason"),
         (("alias", "bad", "challenger", "--delete", "--reason", "x"), "no alias 'challenger'"),
         (("alias", "bad", "champion", "1", "--reason", "x"), "only through 'promote'"),
         (("register", "bad", "no-such-run"), "no-such-run"),

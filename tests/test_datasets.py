@@ -158,6 +158,10 @@ def test_file_on_existing_dataset_parses_with_its_types(tmp_path: Path, lake: La
     (tmp_path / "m2.csv").write_text("a,b\n3,7\nabc,8\n")
     with pytest.raises(DataValidationError, match="mixes types"):
         ds.ingest("m", tmp_path / "m2.csv", lake=lake)
+    (tmp_path / "m3.csv").write_text('a,b\n3,7\n"1,400",8\n')  # properly quoted, but not a number
+    with pytest.raises(DataValidationError, match=r"column 'a' has '1,400', a number written with a thousands separator") as err:
+        ds.ingest("m", tmp_path / "m3.csv", lake=lake)
+    assert "quoting" not in str(err.value)
 
 
 BAD_FILES = {
@@ -166,6 +170,7 @@ BAD_FILES = {
     "semi.csv": (b"a;b;c\n1;2;3\n", "looks semicolon-separated; pass --delimiter ';'"),
     "quotes.csv": (b'a,b,c\n1,"x,2\n3,y,4\n5,z,6\n', "broken quoting"),
     "mixed.csv": (b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(200)) + b"abc,1\n", "mixes types"),
+    "thousands.csv": (b'a,b\n1,200\n2,"1,400"\n3,50\n', r"column 'b' has '1,400' \(line 3\), a number written with a thousands separator \(','\): write numbers without separators \(1400\)"),
     "latin1.csv": ("name,city\nJosé,Zürich\n".encode("latin-1"), "is not UTF-8 .*line 2"),
     "ragged.csv": (b"a,b\n1,2\n3,4,5\n", "more fields than the header"),
     "dups.csv": (b"a,a\n1,2\n", "duplicate column name"),

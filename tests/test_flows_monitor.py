@@ -165,6 +165,13 @@ def test_simulate_through_the_api_then_cli(lake, tmp_path, capsys):
     assert logged.height == 940 and logged["prediction_id"].n_unique() == 940
     assert lake.read("feedback").height >= stats.labels
     assert (logged.filter(pl.col("features").struct.field("plan") == "promo").height > 0)  # campaign traffic reached the log
+    # the log keeps both clocks: when the API answered (seconds) and when it happened (30 simulated minutes)
+    sim = logged.filter(pl.col("passthrough").struct.field("signup_at").is_not_null())
+    event = sim["passthrough"].struct.field("signup_at")
+    assert sim.height == 940 and (event.max() - event.min()).total_seconds() > 25 * 60
+    assert (sim["at"].max() - sim["at"].min()).total_seconds() < 25 * 60
+    buckets = monitoring.score_over_time(MODEL, every="1m", lake=lake)
+    assert buckets["bucket"].n_unique() >= 25  # the chart tells the simulated half hour, not one dot
     assert run(["--lake", lake.uri, "drift", "check", MODEL, "--rows", "600"]) == 0
     out = capsys.readouterr().out
     assert "age" in out and "report " in out and "drifted share" in out

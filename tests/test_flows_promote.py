@@ -189,3 +189,22 @@ def test_policy_from_file_and_bad_keys(tmp_path):
     settings = load_settings(env={}, sections={"models": {"churn": {"policy": {"beat": 1}}}})
     with pytest.raises(ConfigError, match=r"\[models.churn.policy\]: unknown key\(s\) beat"):
         promote.load_policy("churn", settings=settings)
+
+
+def test_rejecting_the_champion_is_refused_until_it_is_replaced(world):
+    lake, runs = world
+    for r in ("a", "b"):
+        registry.register("m8", runs[r], lake=lake)
+    s = _settings(lake, "m8", beat_champion=False)
+    promote.evaluate("m8", 1, lake=lake, settings=s)
+    promote.promote("m8", 1, reason="v1", lake=lake, settings=s)
+    events_before = registry.events("m8", lake=lake).height
+    with pytest.raises(PromotionRefusedError, match="is the champion.*roll back or promote another version"):
+        promote.reject("m8", 1, reason="bad calibration", lake=lake, settings=s)
+    assert registry.events("m8", lake=lake).height == events_before
+    assert registry.statuses("m8", lake=lake)[1] == "champion"
+    promote.evaluate("m8", 2, lake=lake, settings=s)
+    promote.promote("m8", 2, reason="replace v1", lake=lake, settings=s)
+    promote.reject("m8", 1, reason="bad calibration", lake=lake, settings=s)
+    assert registry.statuses("m8", lake=lake) == {1: "rejected", 2: "champion"}
+    assert promote.approval("m8", 1, lake=lake) == "rejected"

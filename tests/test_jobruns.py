@@ -81,7 +81,7 @@ def test_a_raising_job_is_recorded_as_failed_not_raised(tmp_path):
 
 def test_unknown_job_lists_the_jobs(tmp_path):
     settings = _settings(tmp_path)
-    with pytest.raises(NotFoundError, match="no job named 'nope'; jobs: drift_check, performance_check, retrain, maintenance, tick"):
+    with pytest.raises(NotFoundError, match="no job named 'nope'; jobs: drift_check, performance_check, retrain, rollout, maintenance, compact, tick"):
         run_job("nope", lake=Lake.from_settings(settings), settings=settings)
 
 
@@ -279,3 +279,72 @@ def test_lease_on_s3_has_one_winner_and_expires():
         time.sleep(4.1)
         assert b.acquire() and not a.renew()
         assert current_holder(lake=lake).holder == "B"
+
+
+def _row(job_run_id: str, trigger: str, pid: int, host: str, started_at) -> dict:
+    return {"job_run_id": job_run_id, "job": "tick", "trigger": trigger, "status": "running",
+            "started_at": started_at, "host": host, "pid": pid, "at": utcnow()}
+
+
+def test_abandon_stale_closes_manual_runs_whose_process_is_gone(lake):
+    import socket
+
+    here = socket.gethostname()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(1.1)  # so that "alive" started before the next run and after the earlier one
+        lake.append("job_runs", [
+            _row("r-gone", "manual", gone.pid, here, utcnow()),
+            _row("r-alive", "manual", alive.pid, here, utcnow()),
+            _row("r-reused", "manual", alive.pid, here, utcnow() - timedelta(hours=1)),  # pid reused since
+            _row("r-remote", "manual", 1, "elsewhere", utcnow() - timedelta(days=3)),
+        ])
+        assert abandon_stale(lake=lake) == 2
+    finally:
+        alive.kill()
+        alive.wait()
+    h = history(lake=lake)
+    status = dict(zip(h["job_run_id"], h["status"], strict=True))
+    assert status == {"r-gone": "abandoned", "r-alive": "running", "r-reused": "abandoned", "r-remote": "running"}
+    error = h.filter(pl.col("job_run_id") == "r-gone")["error"][0]
+    assert f"pid {gone.pid} on {here}" in error and "ended without recording an outcome" in error
+
+
+@pytest.mark.parametrize(("sig", "code", "why"), [("SIGINT", 130, "Ctrl-C"), ("SIGTERM", 143, "SystemExit 143")])
+def test_an_interrupted_manual_run_is_closed_as_interrupted(tmp_path, sig, code, why):
+    import signal
+
+    settings = _settings(tmp_path, TOML.replace("args = {seconds = 0.2}", "args = {seconds = 60}"))
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "--lake", settings.lake_uri, "--config", settings.config_path, "jobs", "run", "sleepy"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    lake = Lake.from_settings(settings)
+    deadline = time.monotonic() + 60
+    while not (lake.exists("job_runs") and history(lake=lake).height):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "no run"
+        time.sleep(0.1)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    h = history(lake=lake)
+    assert h["status"].to_list() == ["interrupted"] and why in h["error"][0] and h["ended_at"][0] is not None
+
+
+def test_compact_job_merges_small_files_of_hot_tables_only(lake):
+    from core.jobruns.builtin import compact_hot
+
+    for i in range(12):
+        lake.append("feedback", [{"prediction_id": f"p{i}", "at": utcnow()}])
+    for i in range(3):
+        lake.append("alerts", [{"alert_id": f"a{i}", "kind": "drift", "severity": "warning", "at": utcnow()}])
+    before = {t: lake.file_count(t) for t in ("feedback", "alerts")}
+    out = compact_hot(lake=lake, min_small_files=10)
+    assert out["compacted"] == {"feedback": {"files_removed": 12, "files_added": 1}}
+    assert lake.file_count("feedback") == 1 and lake.file_count("alerts") == before["alerts"] == 3
+    assert lake.read("feedback").height == 12 and lake.read("feedback", version=12).height == 12
+    assert compact_hot(lake=lake, min_small_files=10)["compacted"] == {}
+

@@ -30,7 +30,11 @@ enabled = false
 enabled = false
 [jobs.maintenance]
 enabled = false
+[jobs.compact]
+enabled = false
 [jobs.retrain]
+enabled = false
+[jobs.rollout]
 enabled = false
 [jobs.extra.tick]
 func = "jobfuncs:tick"

@@ -167,6 +167,7 @@ def _log(lake: Lake, model: str, frame: pl.DataFrame, at: datetime) -> pl.DataFr
         "prediction_id": new_ids(frame.height), "at": pl.Series([at] * frame.height, dtype=pl.Datetime("us", "UTC")),
         "model_version": [loaded.version] * frame.height, "score": scores,
         "predicted_label": (scores >= 0.5).astype(np.int64), "latency_ms": [1.0] * frame.height,
+        "role": ["champion"] * frame.height,
     }).with_columns(pl.col("at").dt.date().alias("day"))
     cols = [pl.col(f["name"]).cast(pl.String if f["kind"] == "categorical" else pl.Float64) for f in feats]
     rows = rows.with_columns(frame.select(cols).to_struct("features"))

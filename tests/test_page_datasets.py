@@ -31,7 +31,8 @@ def test_versions_profile_validation_diff_quarantine(ui_lake):
     assert versions["validation_status"].tolist() == ["warned", "passed"]
     assert at.metric[0].value == "3,000"  # the newest version is shown first
     # profile tab: version selector lists newest first; pick version 1
-    at.selectbox(key="profile_version").set_value(1).run()
+    assert at.selectbox(key="profile_column").value != "customer_id"  # an identifier makes no histogram
+    at.selectbox(key="version").set_value(1).run()
     assert at.metric[0].value == "1,800" and at.metric[1].value == "passed"
     summary = at.dataframe[2].value
     assert "monthly_charges" in summary["column"].tolist()
@@ -50,3 +51,8 @@ def test_versions_profile_validation_diff_quarantine(ui_lake):
     assert q and q[0]["source"].tolist() == ["broken.csv"]
     errors = [e.value for e in at.error]
     assert any("ERROR columns" in e and "missing plan" in e for e in errors)  # the quarantined batch's report
+    psi = [c for c in at.get("vega_lite_chart") if "PSI" in c.proto.spec]
+    assert psi and '"domain": [0' in psi[0].proto.spec.replace("[0.0", "[0")  # a fixed scale from 0
+    # a version compared with itself: said, not an empty chart
+    at.selectbox(key="diff_a").set_value(2).run()
+    assert any("compared with itself" in i.value for i in at.info)

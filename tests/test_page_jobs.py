@@ -52,14 +52,38 @@ def test_jobs_page_shows_schedule_failures_and_runs_a_job_now(ui):
     assert dict(zip(schedule["job"], schedule["last_status"], strict=True))["boom"] == "failed"
     assert [m.value for m in at.metric] == ["2", "1", "0"]
     assert any("Latest failure: **boom**" in e.value and "RuntimeError: boom" in e.value for e in at.error)
+    runs = at.dataframe[1].value
+    assert dict(zip(runs["job"], runs["outcome"], strict=True))["boom"] == "RuntimeError: boom: this job always fails"
 
-    at.selectbox[0].set_value("tick").run()
-    at.button[0].click().run()
+    at.selectbox(key="job").set_value("tick").run()
+    at.button(key="run_now").click().run()
     assert not at.exception, at.exception
     assert any("tick finished" in s.value for s in at.success)
     manual = history("tick", lake=lake).filter(pl.col("trigger") == "manual")
     assert manual.height == 2 and (manual["status"] == "finished").all()
     assert [m.value for m in at.metric][:2] == ["3", "1"]
+
+    at.multiselect(key="filter_status").set_value(["failed"]).run()
+    assert [m.value for m in at.metric][:2] == ["1", "1"]
+    assert at.dataframe[1].value["job"].tolist() == ["boom"]
+
+
+def test_retrain_from_the_page_needs_a_reason_and_a_confirmation(ui):
+    lake, _ = ui
+    at = _page()
+    at.selectbox(key="job").set_value("retrain").run()
+    at.button(key="run_now").click().run()
+    assert not at.exception, at.exception
+    assert at.button(key="job_confirm").disabled
+    assert history("retrain", lake=lake).height == 0  # nothing ran on the click alone
+    at.text_area(key="job_reason").set_value("campaign week").run()
+    at.text_input(key="job_actor").set_value("ana").run()
+    at.checkbox(key="job_sure").check().run()
+    at.button(key="job_confirm").click().run()
+    assert not at.exception, at.exception
+    runs = history("retrain", lake=lake)
+    assert runs["trigger"].to_list() == ["manual"] and runs["status"].to_list() == ["finished"]
+    assert any("retrain finished" in s.value and "no model with a champion" in s.value for s in at.success)
 
 
 def test_jobs_page_shows_the_scheduler_holding_the_lease(ui):

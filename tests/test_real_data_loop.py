@@ -104,7 +104,7 @@ def test_the_loop_closes_month_after_month_on_real_flights(tmp_path):
         assert "month" in drift.result.expected_drift  # calendar features: reported, not counted
         gate = promote.latest_gate(MODEL, out.version, lake=lake)
         sig = next(ch for ch in gate.checks if ch.name == "significant:auc")
-        assert sig.passed and gate.comparison["ci_low"] > 0, sig.detail  # not noise
+        assert sig.passed and gate.comparison["p_value"] < 0.05 and gate.comparison["improvement"] > 0, sig.detail  # not noise
         assert gate.eval_rows == out.holdout_rows > 0
 
     # no made-up values: the source dataset is untouched; every served row is a real labelled prediction

@@ -13,7 +13,14 @@ from core.errors import ArtifactIntegrityError
 from core.flows import promote
 from core.lake import Lake
 from core.serving.app import create_app
-from tests.test_serving_support import ThreadServer, champion_lake_path, copy_lake, demo_rows, serving_settings, wait_for
+from tests.test_serving_support import (
+    ThreadServer,
+    champion_lake_path,
+    copy_lake,
+    demo_rows,
+    serving_settings,
+    wait_for,
+)
 
 
 def _tamper(lake: Lake, version: int) -> None:

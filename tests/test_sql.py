@@ -91,7 +91,7 @@ def test_every_table_is_a_view(seeded: Lake):
         "predictions_price",
         "runs",
         "predictions",
-        "runs_latest",
+        "runs_history",
     ):
         assert v in names
     assert names["data_churn"] == "data/churn"
@@ -110,10 +110,14 @@ def test_predictions_view_unions_every_model_on_common_columns(seeded: Lake):
     assert by_day["day"].to_list()[0] == date(2026, 5, 1) and by_day["n"].sum() == 9
 
 
-def test_runs_latest_keeps_the_last_row_per_run(seeded: Lake):
-    out = query(seeded, "select run_id, status from runs_latest order by run_id")
+def test_runs_is_the_latest_state_and_runs_history_every_change(seeded: Lake):
+    out = query(seeded, "select run_id, status from runs order by run_id")
     assert out.rows() == [("r1", "finished"), ("r2", "running")]
-    assert query(seeded, "select count(*) as n from runs")["n"].item() == 3
+    assert query(seeded, "select count(*) as n from runs_history")["n"].item() == 3
+    assert views(seeded)["runs_history"] == "runs" and "latest state" in views(seeded)["runs"]
+    # a join on run_id no longer doubles counts: one row per run
+    joined = query(seeded, "select count(*) as n from runs r join runs_history h using (run_id)")
+    assert joined["n"].item() == 3
 
 
 def test_dataset_versions_are_views(seeded: Lake):

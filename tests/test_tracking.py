@@ -39,7 +39,7 @@ def test_run_lifecycle_and_lineage(lake):
     assert info.python_version.count(".") == 2 and info.host
     assert {"polars", "lightgbm", "deltalake"} <= set(info.packages)
     assert info.git_sha is None or len(info.git_sha) == 40
-    latest = query(lake, "select run_id, status from runs_latest")
+    latest = query(lake, "select run_id, status from runs")
     assert latest.rows() == [(run.run_id, "finished")]
     with pytest.raises(LakeopsError, match="has ended"):
         run.log_metric("auc", 1.0)
@@ -88,6 +88,9 @@ def test_step_metrics_all_readable(lake):
     a = hist.filter(pl.col("key") == "a")
     assert a["step"].to_list() == list(range(500)) and a["value"].to_list() == [float(s) for s in range(500)]
     assert tracking.get_run(run.run_id, lake=lake).metrics == {"a": 499.0, "b": -499.0}
+    one = tracking.metric_history(run.run_id, "a", lake=lake)  # a string is one key, not letters
+    assert one.height == 500 and set(one["key"]) == {"a"}
+    assert tracking.metric_history(run.run_id, ["a", "b"], lake=lake).height == 1000
 
 
 def test_artifacts(lake, tmp_path):
@@ -144,6 +147,17 @@ def test_search_filters_and_order(searchable):
     assert f.height == 0
     default = tracking.search_runs("s", max_results=3, lake=lake)
     assert default["name"].to_list() == ["run-9", "run-8", "run-7"]  # newest first
+
+
+def test_search_takes_mlflow_keyword_names(searchable):
+    f = tracking.search_runs(
+        experiment_names=["s"], filter_string="params.num_leaves = '31'", order_by=["metrics.auc desc"], lake=searchable
+    )
+    assert f["name"].to_list() == ["run-9", "run-7", "run-5", "run-3", "run-1"]
+    with pytest.raises(TypeError, match="filter or filter_string"):
+        tracking.search_runs(filter="metrics.auc > 0", filter_string="metrics.auc > 0", lake=searchable)
+    with pytest.raises(TypeError, match="experiment or experiment_names"):
+        tracking.search_runs("s", experiment_names="s", lake=searchable)
 
 
 @pytest.mark.parametrize(

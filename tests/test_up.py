@@ -137,9 +137,9 @@ def test_ui_overview_and_sql_console_in_chromium(stack):
         try:
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{stack.ui_port}/", timeout=60_000)
-            page.get_by_text("Champion version").first.wait_for(timeout=60_000)
-            assert page.get_by_text("v1").first.is_visible()
-            page.get_by_text("auc", exact=True).first.wait_for(timeout=30_000)
+            page.get_by_text("Last drift check").first.wait_for(timeout=60_000)
+            assert page.get_by_text("v1", exact=True).first.is_visible()
+            page.get_by_text("Live auc").first.wait_for(timeout=30_000)
             page.get_by_role("link", name="SQL console").click()
             page.get_by_role("textbox").first.wait_for(timeout=30_000)
             page.get_by_role("textbox").first.fill("select 40 + 2 as answer")

@@ -27,8 +27,18 @@ _MODULES = (
     "core.cli.serve",
     "core.cli.jobs",
     "core.cli.monitor",
+    "core.cli.demo",
     "core.cli.score",
 )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lakeops")
+    except PackageNotFoundError:  # running from a checkout that was not pip-installed
+        return "(not installed)"
 
 
 def build_parser() -> CliParser:
@@ -39,6 +49,7 @@ def build_parser() -> CliParser:
         prog="lakeops",
         description="lakeops: datasets, experiments, registry, serving and monitoring on a Delta lake.",
     )
+    parser.add_argument("--version", action="version", version=f"lakeops {_version()}")
     parser.add_argument("--lake", help="lake root URI (default: $LAKEOPS_LAKE or data/lake)")
     parser.add_argument("--config", help="lakeops.toml to read (default: ./lakeops.toml)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -14,18 +15,25 @@ import polars as pl
 from core.config import Settings, load_settings
 from core.errors import LakeopsError
 
-__all__ = ["CliParser", "emit_frame", "open_lake", "render_table", "run_handler", "settings_from"]
+__all__ = ["CliParser", "emit_frame", "one_line", "open_lake", "render_table", "run_handler", "settings_from"]
 
 
 class CliParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line on stderr and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.stderr.write(f"lakeops: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(2)
 
 
 Handler = Callable[[argparse.Namespace], int | None]
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def one_line(text: str) -> str:
+    """An error text as one plain line: terminal colour codes (some libraries add them) and newlines removed."""
+    return " ".join(_ANSI.sub("", text).split())
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -48,7 +56,7 @@ def run_handler(args: argparse.Namespace) -> int:
     try:
         code = args.handler(args)
     except LakeopsError as exc:
-        sys.stderr.write(f"lakeops: error: {exc}\n")
+        sys.stderr.write(f"lakeops: error: {one_line(str(exc))}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("lakeops: interrupted\n")

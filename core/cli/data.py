@@ -31,13 +31,13 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_list)
 
     p = dsub.add_parser("show", help="show a version: rows, hash, validation, profile summary")
-    p.add_argument("name")
+    p.add_argument("name", help="dataset name, e.g. churn (see 'lakeops data list')")
     p.add_argument("--version", type=int, help="dataset version (default: latest)")
     p.add_argument("--versions", action="store_true", help="list every version instead")
     p.set_defaults(handler=_show)
 
     p = dsub.add_parser("diff", help="compare two versions: rows added/removed, schema, distributions")
-    p.add_argument("name")
+    p.add_argument("name", help="dataset name, e.g. churn")
     p.add_argument("a", type=int, help="older version")
     p.add_argument("b", type=int, help="newer version")
     p.set_defaults(handler=_diff)

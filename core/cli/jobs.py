@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -28,6 +29,7 @@ def register(sub: Any) -> None:
 
     p = jsub.add_parser("run", help="run one job now in this process (recorded with trigger 'manual')")
     p.add_argument("name", help="job name, e.g. maintenance (see 'lakeops jobs list')")
+    p.add_argument("--reason", help="why; required for jobs that can move an alias (retrain)")
     p.set_defaults(handler=_run)
 
     p = jsub.add_parser("history", help="past executions, newest first")
@@ -50,15 +52,31 @@ def _scheduler(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> None:
-    from core.jobruns import list_jobs
+    from core.flows.manual import scheduler_notes
+    from core.jobruns import current_holder, list_jobs
 
-    emit_frame(list_jobs(lake=open_lake(args), settings=settings_from(args)).drop("description"), args.format)
+    lake, settings = open_lake(args), settings_from(args)
+    emit_frame(list_jobs(lake=lake, settings=settings).drop("description"), args.format)
+    for line in scheduler_notes(current_holder(lake=lake), settings):
+        sys.stderr.write(f"note: {line}\n")
+
+
+def _terminated(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from core.jobruns import run_job
+    from core.flows.manual import run_by_hand
 
-    result = run_job(args.name, trigger="manual", lake=open_lake(args, create=True), settings=settings_from(args))
+    # SIGTERM ends the job like Ctrl-C does (its record is closed as interrupted), exit 143
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        result = run_by_hand(args.name, reason=args.reason, lake=open_lake(args, create=True), settings=settings_from(args))
+    except SystemExit as exc:
+        sys.stderr.write(f"lakeops: job {args.name} interrupted by SIGTERM (recorded as interrupted)\n")
+        return int(exc.code or 143)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     took = (result.ended_at - result.started_at).total_seconds() if result.ended_at else 0.0
     sys.stdout.write(f"job {result.job} {result.status} in {took:.2f}s (run {result.job_run_id})\n")
     if result.outputs:

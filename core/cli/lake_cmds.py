@@ -18,6 +18,11 @@ def register(sub: Any) -> None:
     p = sub.add_parser("sql", help="run a read-only SQL query over the lake (DuckDB)")
     p.add_argument("query", help="one SELECT query, e.g. \"select count(*) from predictions\"")
     p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="stream the whole result to a .parquet or .csv file instead (no row or size limit)",
+    )
     p.set_defaults(handler=_sql)
 
     p = sub.add_parser("tables", help="list the lake's tables with their versions")
@@ -35,16 +40,23 @@ def register(sub: Any) -> None:
 
 
 def _sql(args: argparse.Namespace) -> None:
-    from core.sql import query
+    from core.sql import export, query
 
     settings = settings_from(args)
     lake = open_lake(args)
+    limits = {"memory_limit": settings.sql_memory_limit, "threads": settings.sql_threads}
+    if args.output:
+        # an export may run longer than a console query: ten times the console's time limit
+        rows = export(lake, args.query, args.output, timeout_s=settings.sql_timeout_s * 10, **limits)
+        sys.stdout.write(f"wrote {rows:,} rows to {args.output}\n")
+        return
     frame = query(
         lake,
         args.query,
-        memory_limit=settings.sql_memory_limit,
-        threads=settings.sql_threads,
         timeout_s=settings.sql_timeout_s,
+        max_rows=settings.sql_max_rows,
+        max_bytes=int(settings.sql_max_result_mb * 1e6),
+        **limits,
     )
     emit_frame(frame, args.format)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from core.cli._common import emit_frame, open_lake, settings_from
+from core.cli._common import emit_frame, open_lake, render_table, settings_from
 
 __all__ = ["register"]
 
@@ -32,13 +32,13 @@ def register(sub: Any) -> None:
     p = msub.add_parser(
         "show", help="a model's versions (status, aliases, gate, metrics), or one version in detail"
     )
-    p.add_argument("model")
-    p.add_argument("version", nargs="?", type=int)
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("version", nargs="?", type=int, help="a version to show in detail (default: every version)")
     p.add_argument("--format", choices=_FORMATS, default="table")
     p.set_defaults(handler=_show)
 
     p = msub.add_parser("history", help="deployment history: who moved which alias, when and why")
-    p.add_argument("model")
+    p.add_argument("model", help="registered model name, e.g. churn")
     p.add_argument("--alias", help="only this alias (e.g. champion)")
     p.add_argument("--all", action="store_true", help="every registry event (register, gate, approve ...)")
     p.add_argument("--at", help="which version held --alias (default champion) at this ISO time (UTC if no zone)")
@@ -46,15 +46,15 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_history)
 
     p = msub.add_parser("register", help="register a finished run's model as the next version")
-    p.add_argument("model")
-    p.add_argument("run_id")
+    p.add_argument("model", help="model name: the version is added to it (created on first use)")
+    p.add_argument("run_id", help="a finished run with a model (see 'lakeops runs list')")
     p.add_argument("--description")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(handler=_register)
 
     p = msub.add_parser("evaluate", help="run the promotion gate and record its report (exit 1 if it fails)")
-    p.add_argument("model")
-    p.add_argument("version", type=int)
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("version", type=int, help="model version number (see 'lakeops models show MODEL')")
     p.add_argument("--policy", help="TOML policy file (default: [models.<model>.policy] in lakeops.toml)")
     p.add_argument("--format", choices=_FORMATS, default="table")
     p.set_defaults(handler=_evaluate)
@@ -64,39 +64,60 @@ def register(sub: Any) -> None:
         ("reject", "reject a version"),
     ):
         p = msub.add_parser(action, help=text)
-        p.add_argument("model")
-        p.add_argument("version", type=int)
-        p.add_argument("--reason", help="why (required)")
+        p.add_argument("model", help="registered model name, e.g. churn")
+        p.add_argument("version", type=int, help="model version number (see 'lakeops models show MODEL')")
+        p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
         p.set_defaults(handler=_decide, action=action)
 
     p = msub.add_parser("promote", help="make a version the champion (its latest gate must have passed)")
-    p.add_argument("model")
-    p.add_argument("version", type=int)
-    p.add_argument("--reason", help="why (required)")
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("version", type=int, help="model version number (see 'lakeops models show MODEL')")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--force", action="store_true", help="skip the gate/approval checks (recorded as forced)")
     p.add_argument("--policy", help="TOML policy file (for require_approval)")
     p.set_defaults(handler=_promote)
 
     p = msub.add_parser("policy", help="show the promotion policy in force, or record a new one in the lake")
-    p.add_argument("model")
+    p.add_argument("model", help="registered model name, e.g. churn")
     p.add_argument("--set", dest="policy_file", metavar="FILE", help="TOML policy to record (needs --reason)")
     p.add_argument("--reason", help="why (required with --set)")
     p.set_defaults(handler=_policy)
 
     p = msub.add_parser("rollback", help="return the champion alias to the previous champion")
-    p.add_argument("model")
-    p.add_argument("--reason", help="why (required)")
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.set_defaults(handler=_rollback)
 
     p = msub.add_parser(
         "alias", help="point a non-champion alias (challenger ...) at a version, or --delete it"
     )
-    p.add_argument("model")
-    p.add_argument("alias")
-    p.add_argument("version", nargs="?", type=int)
-    p.add_argument("--reason", help="why (required)")
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("alias", help="alias name, e.g. challenger (champion moves only by promote/rollback)")
+    p.add_argument("version", nargs="?", type=int, help="version the alias points to (omit with --delete)")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--delete", action="store_true")
     p.set_defaults(handler=_alias)
+
+    p = msub.add_parser("stage", help="put a gated version beside the champion on live traffic (shadow or canary)")
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("version", type=int, help="the version to stage (its gate must have passed)")
+    p.add_argument("--mode", required=True, choices=["shadow", "canary"],
+                   help="shadow: scored beside the champion, never the answer; canary: answers --fraction of the keys")
+    p.add_argument("--fraction", type=float, default=0.1, help="canary: share of entity keys it answers (default 0.1)")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    p.set_defaults(handler=_stage)
+
+    p = msub.add_parser("unstage", help="end a staged rollout: the champion answers everything again")
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    p.set_defaults(handler=_unstage)
+
+    p = msub.add_parser("rollout", help="compare the staged challenger with the champion on live traffic and apply "
+                                        "the live gate (promote, withdraw, or wait)")
+    p.add_argument("model", help="registered model name, e.g. churn")
+    p.add_argument("--dry-run", action="store_true", help="compare and store the report, but do not act on it")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(handler=_rollout)
 
     models.set_defaults(handler=lambda args: _usage(models))
 
@@ -342,3 +363,49 @@ def _policy(args: argparse.Namespace) -> None:
     policy, source = promote.policy_with_source(args.model, settings=settings, lake=lake)
     sys.stdout.write(f"policy of {args.model!r} ({source}):\n")
     sys.stdout.write(json.dumps(policy.to_dict(), indent=2, default=str) + "\n")
+
+
+def _stage(args: argparse.Namespace) -> None:
+    from core.flows import rollout
+
+    settings = settings_from(args)
+    change = rollout.stage(args.model, args.version, mode=args.mode, fraction=args.fraction, reason=args.reason,
+                           actor=settings.actor, lake=open_lake(args), settings=settings)
+    share = f" answering {change.report.get('fraction', 0):.0%} of the keys" if args.mode == "canary" else ""
+    smoke = change.report.get("smoke", {}).get("reason", "")
+    sys.stdout.write(f"challenger of {args.model}: v{change.version} in {args.mode} mode{share} (smoke test: {smoke})\n")
+
+
+def _unstage(args: argparse.Namespace) -> None:
+    from core.flows import rollout
+
+    settings = settings_from(args)
+    rollout.unstage(args.model, reason=args.reason, actor=settings.actor, lake=open_lake(args), settings=settings)
+    sys.stdout.write(f"the staged rollout of {args.model} ended; the champion answers everything\n")
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    import json
+
+    from core.errors import PromotionRefusedError
+    from core.flows import rollout
+
+    settings = settings_from(args)
+    lake = open_lake(args)
+    if args.dry_run:
+        report = rollout.compare_live(args.model, lake=lake, settings=settings)
+        action, why = "compared", report.why
+    else:
+        out = rollout.check_rollout(args.model, lake=lake, settings=settings)
+        if out is None:
+            raise PromotionRefusedError(f"model {args.model!r} has no staged challenger ('lakeops models stage ...')")
+        report, action, why = out.report, out.action, out.why
+    if args.format == "json":
+        sys.stdout.write(json.dumps({"action": action, "why": why, **report.to_dict()}, default=str, indent=1) + "\n")
+        return 0
+    rows = pl.DataFrame([{"check": c.name, "value": str(c.value), "threshold": str(c.threshold), "passed": c.passed,
+                          "detail": c.detail} for c in report.checks])
+    sys.stdout.write(f"{args.model}: challenger v{report.challenger_version} ({report.mode}) vs champion "
+                     f"v{report.champion_version} since {report.since:%Y-%m-%d %H:%M} UTC: {report.requests} requests, "
+                     f"{report.labelled} labelled\n{render_table(rows)}\n{action}: {why}\n")
+    return 0

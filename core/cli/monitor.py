@@ -21,32 +21,40 @@ def register(sub: Any) -> None:
     d = sub.add_parser("drift", help="drift checks of a model's prediction log against its reference")
     dsub = d.add_subparsers(dest="drift_command", metavar="COMMAND")
     p = dsub.add_parser("check", help="compare the latest window of predictions with the champion's reference")
-    p.add_argument("model")
+    p.add_argument("model", help="model name, e.g. churn (its champion is checked)")
     p.add_argument("--rows", type=int, help="window: the last N predictions (default from config: 5000)")
     p.add_argument("--hours", type=float, help="window: the last N hours")
     p.add_argument("--format", choices=_FORMATS, default="table")
     p.set_defaults(handler=_drift_check)
     p = dsub.add_parser("history", help="past drift reports (one row per feature per check)")
-    p.add_argument("model")
+    p.add_argument("model", help="model name, e.g. churn (see 'lakeops models list')")
     p.add_argument("--last", type=int, default=5, help="number of checks (default 5)")
     p.add_argument("--format", choices=_FORMATS, default="table")
     p.set_defaults(handler=_drift_history)
 
     p = sub.add_parser("performance", help="metrics of the champion on labelled predictions vs its gate")
-    p.add_argument("model")
+    p.add_argument("model", help="model name, e.g. churn (its champion is checked)")
     p.add_argument("--hours", type=float, help="window in hours (default from config: 168)")
     p.set_defaults(handler=_performance)
 
     a = sub.add_parser("alerts", help="monitoring alerts")
     asub = a.add_subparsers(dest="alerts_command", metavar="COMMAND")
-    p = asub.add_parser("list", help="open alerts (one per condition), newest first")
-    p.add_argument("--model")
+    p = asub.add_parser("list", help="open and acknowledged alerts (one per condition), newest first")
+    p.add_argument("--model", help="only this model's alerts")
     p.add_argument("--all", action="store_true", help="every alert row, resolved ones too")
     p.add_argument("--format", choices=_FORMATS, default="table")
     p.set_defaults(handler=_alerts_list)
+    for action, text in (
+        ("ack", "acknowledge an open alert: you own it (the retrain job no longer answers it)"),
+        ("resolve", "resolve an alert by hand (if the condition persists, the next check opens a new one)"),
+    ):
+        p = asub.add_parser(action, help=text)
+        p.add_argument("alert", help="the alert's fingerprint (e.g. drift:churn) or id, from 'lakeops alerts list'")
+        p.add_argument("--reason", required=True, help="why (recorded with the alert)")
+        p.set_defaults(handler=_alerts_handle, alert_action=action)
 
     p = sub.add_parser("retrain", help="retrain on dataset + labelled feedback, gate, promote if the policy allows")
-    p.add_argument("model")
+    p.add_argument("model", help="model name, e.g. churn (its champion is retrained)")
     p.add_argument("--reason", required=True, help="why (goes into the audit trail)")
     p.add_argument("--if-needed", action="store_true", help="only when a drift/performance alert is open")
     p.set_defaults(handler=_retrain)
@@ -126,9 +134,19 @@ def _alerts_list(args: argparse.Namespace) -> None:
         frame = monitoring.alert_history(args.model, lake=lake).select(
             "at", "kind", "severity", "model", "status", "message", "fingerprint")
     else:
-        frame = monitoring.alerts(args.model, lake=lake).select(
-            "opened_at", "kind", "severity", "model", "message", "payload_json")
+        frame = monitoring.alerts(args.model, status=None, lake=lake).filter(
+            pl.col("status").is_in(["open", "acknowledged"])
+        ).select("opened_at", "status", "kind", "severity", "model", "fingerprint", "message")
     emit_frame(frame, args.format)
+
+
+def _alerts_handle(args: argparse.Namespace) -> None:
+    from core import monitoring
+
+    handle = monitoring.acknowledge_alert if args.alert_action == "ack" else monitoring.close_alert
+    settings = settings_from(args)
+    done = handle(args.alert, reason=args.reason, lake=open_lake(args), settings=settings)
+    sys.stdout.write(f"alert {done.fingerprint} {done.status} by {settings.actor}: {args.reason}\n")
 
 
 def _retrain(args: argparse.Namespace) -> None:

@@ -28,6 +28,7 @@ def register(sub: Any) -> None:
     p.add_argument("--task", choices=["binary", "regression"], help="default: inferred from the target")
     p.add_argument("--time-column", default="auto", help="split by this column; 'auto' (default) or 'none'")
     p.add_argument("--exclude", nargs="*", default=[], help="columns to keep out of the features")
+    p.add_argument("--register", metavar="MODEL", help="also register the trained model as the next version of MODEL")
     p.add_argument("--passthrough", nargs="*", default=None,
                    help="columns requests may carry beside the features (logged, never scored); "
                         "default: the time column and id-like columns")
@@ -46,14 +47,14 @@ def register(sub: Any) -> None:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.set_defaults(handler=_list)
     p = rsub.add_parser("show", help="show one run: lineage, params, metrics, tags, artifacts")
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="run id (see 'lakeops runs list')")
     p.set_defaults(handler=_show)
     p = rsub.add_parser("compare", help="compare runs side by side (params and metrics)")
-    p.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    p.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="two or more run ids")
     p.add_argument("--all", action="store_true", help="also show rows where every run has the same value")
     p.set_defaults(handler=_compare)
     p = rsub.add_parser("reproduce", help="retrain a run from its recorded data, params and seed")
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="the run to reproduce")
     p.set_defaults(handler=_reproduce)
     runs.set_defaults(handler=lambda args: (runs.print_help(), 2)[1])
 
@@ -98,6 +99,13 @@ def _train(args: argparse.Namespace) -> int:
         sys.stderr.write(f"lakeops: note: feature {d['feature']!r} {d['why']}\n")
     metrics = pl.DataFrame({"metric": list(out.metrics), "value": list(out.metrics.values())})
     sys.stdout.write(render_table(metrics) + "\n")
+    if args.register:
+        from core import registry
+
+        mv = registry.register(args.register, out.run_id, actor=settings_from(args).actor, lake=lake)
+        sys.stdout.write(
+            f"registered {mv.model} v{mv.version}; next: 'lakeops models evaluate {mv.model} {mv.version}' (the gate)\n"
+        )
     return 0
 
 

@@ -14,6 +14,7 @@ import argparse
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.cli._common import settings_from
-from core.errors import LakeopsError
+from core.errors import ConfigError, LakeopsError
 
 __all__ = ["register"]
 
@@ -39,6 +40,8 @@ def register(sub: Any) -> None:
     p.add_argument("--no-seed", action="store_true", help="do not seed the demo scenario")
     p.add_argument("--no-ui", action="store_true", help="do not start the Streamlit UI")
     p.add_argument("--no-scheduler", action="store_true", help="do not start the scheduler")
+    p.add_argument("--api-port", type=int, help="port of the prediction API (default: $LAKEOPS_API_PORT or 8000)")
+    p.add_argument("--ui-port", type=int, help="port of the UI (default: $LAKEOPS_UI_PORT or 8501)")
     p.set_defaults(handler=_up)
 
     p = sub.add_parser("ui", help="run the Streamlit UI (streamlit run app.py)")
@@ -71,8 +74,32 @@ def _child_env(settings: Any) -> dict[str, str]:
     env["LAKEOPS_LAKE"] = lake
     if settings.config_path:
         env["LAKEOPS_CONFIG"] = str(Path(settings.config_path).resolve())
+    env["LAKEOPS_API_HOST"] = settings.api_host
+    env["LAKEOPS_API_PORT"] = str(settings.api_port)
+    env["LAKEOPS_UI_PORT"] = str(settings.ui_port)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def _check_ports(settings: Any, *, api: bool = True, ui: bool = True) -> None:
+    """Refuse, in one line and before anything starts, a port that is taken (or used twice)."""
+    wanted = []
+    if api:
+        wanted.append(("API", settings.api_host, settings.api_port, "--api-port or LAKEOPS_API_PORT"))
+    if ui:
+        wanted.append(("UI", "127.0.0.1", settings.ui_port, "--ui-port or LAKEOPS_UI_PORT"))
+    if len({port for _, _, port, _ in wanted}) < len(wanted):
+        raise ConfigError(f"the API and the UI cannot share port {settings.api_port}: choose another with --ui-port")
+    for what, host, port, how in wanted:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is fine
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise ConfigError(
+                    f"port {port} for the {what} on {host} is in use ({exc.strerror}): stop what uses it, "
+                    f"or choose another with {how}"
+                ) from None
 
 
 def _streamlit_argv(settings: Any) -> list[str]:
@@ -83,6 +110,7 @@ def _streamlit_argv(settings: Any) -> list[str]:
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
+        "--client.toolbarMode", "minimal",  # no Deploy button or developer menu for users
     ]  # fmt: skip
 
 
@@ -143,6 +171,9 @@ def _up(args: argparse.Namespace) -> int:
     from core.lake import Lake
 
     settings = settings_from(args)
+    ports = {"api_port": args.api_port, "ui_port": args.ui_port}
+    settings = settings.with_(**{k: v for k, v in ports.items() if v is not None})
+    _check_ports(settings, ui=not args.no_ui)
     lake = Lake.from_settings(settings, create=True)
     print(f"lakeops: lake at {lake.uri}", flush=True)  # noqa: T201
     if not args.no_seed:
@@ -191,6 +222,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def _ui(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    _check_ports(settings, api=False)
     proc = subprocess.Popen(_streamlit_argv(settings), env=_child_env(settings), cwd=_ROOT, preexec_fn=_die_with_parent)  # noqa: PLW1509
     print(f"lakeops: UI at http://127.0.0.1:{settings.ui_port}", flush=True)  # noqa: T201
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -66,9 +67,33 @@ def _check_separator(path: Path, sep: str) -> None:
             )
 
 
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}([,' ]\d{3})+(\.\d+)?")
+_UNPARSED = re.compile(r"could not parse `(?P<value>.*)` as dtype `(?P<dtype>[^`]+)` at column '(?P<column>[^']*)'")
+
+
+def _thousands(path: Path, column: str, value: str, where: str = "") -> DataValidationError | None:
+    """The error for a number written with thousands separators ("1,400"), or None."""
+    if not _THOUSANDS.fullmatch(value.strip()):
+        return None
+    sep = next(c for c in value if not c.isdigit() and c not in "+-")
+    plain = "".join(c for c in value if c != sep).strip()
+    return _file_error(
+        path,
+        f"column {column!r} has {value!r}{where}, a number written with a thousands separator ({sep!r}): "
+        f"write numbers without separators ({plain}), or declare the column as text",
+    )
+
+
 def _csv_error(path: Path, exc: Exception) -> DataValidationError:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if msg.startswith('could not parse `"'):
+    m = _UNPARSED.match(msg)
+    if m:  # a whole field (quoted or not) that does not parse as the column's type
+        raw = m["value"]
+        value = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
+        found = _thousands(path, m["column"], value)
+        if found is not None:
+            return found
+    if msg.startswith('could not parse `"') and not m:
         return _file_error(path, f"broken quoting: a quoted field is never closed ({msg[:80]}...); fix the quotes")
     if "could not parse" in msg:
         return _file_error(
@@ -156,6 +181,9 @@ def _check_mixed(path: Path, frame: pl.DataFrame, declared: Mapping[str, pl.Data
         numbers = int(parsed[c].sum())
         if non_null and 0.5 <= numbers / non_null < 1.0:
             bad = frame.with_row_index("_i").filter(pl.col(c).is_not_null() & ~parsed[c]).row(0, named=True)
+            found = _thousands(path, c, bad[c], f" (line {bad['_i'] + 2})")
+            if found is not None:
+                raise found
             raise _file_error(
                 path,
                 f"column {c!r} mixes types: {numbers} of {non_null} values are numbers but {bad[c]!r} "

@@ -13,6 +13,9 @@ the policy allows; otherwise the version waits for a human approval/promotion.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -34,7 +37,22 @@ __all__ = [
     "record_served",
     "retrain",
     "retrain_if_needed",
+    "stated_reason",
 ]
+
+# A person's reason for a retrain they started by hand, carried through the job catalog (which
+# passes its targets only lake, settings and trigger) to the audit events the retrain writes.
+_STATED_REASON: ContextVar[str | None] = ContextVar("lakeops_stated_reason", default=None)
+
+
+@contextmanager
+def stated_reason(reason: str | None) -> Iterator[None]:
+    """Within the block, a ``retrain`` records ``reason`` (a person's) instead of its caller's generic one."""
+    token = _STATED_REASON.set(reason)
+    try:
+        yield
+    finally:
+        _STATED_REASON.reset(token)
 
 
 @dataclass(frozen=True)
@@ -350,7 +368,9 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
     training combines the source dataset's latest version with it and holds out the newest
     labelled traffic (``core.trainsets.retrain_frames``). The training params, seed, time
     column, exclusions and pass-through fields are the champion's; the gate scores the candidate
-    and the champion on that holdout (``core.flows.promote``).
+    and the champion on that holdout (``core.flows.promote``). Every change is recorded under
+    ``actor`` (default ``settings.actor``: ``scheduler:retrain`` when the scheduler runs it);
+    inside ``stated_reason`` the person's reason replaces ``reason``.
 
     Raises:
         ModelNotFoundError, ModelVersionNotFoundError: unknown model or no champion.
@@ -364,6 +384,9 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
     lake = resolve(lake)
     settings = settings or load_settings()
     actor = actor or settings.actor
+    stated = _STATED_REASON.get()
+    reason = stated or reason
+    audit = f"retrain run by hand: {reason}" if stated else f"automatic retrain: {reason}"
     mv = monitoring.champion(model, lake=lake)
     run = tracking.get_run(mv.run_id, lake=lake)
     sig = mv.signature
@@ -388,7 +411,7 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
     )
     new = registry.register(model, outcome.run_id, description=f"retrain: {reason}"[:1000],
                             tags={"trigger": "retrain"}, actor=actor, lake=lake)
-    decision = promote_flow.evaluate_and_maybe_promote(model, new.version, reason=f"automatic retrain: {reason}"[:1000],
+    decision = promote_flow.evaluate_and_maybe_promote(model, new.version, reason=audit[:1000],
                                                        actor=actor, lake=lake, settings=settings)
     return RetrainOutcome(
         model=model, reason=reason, champion_before=mv.version, dataset=source, dataset_version=version,
@@ -407,13 +430,15 @@ def retrain_if_needed(model: str, *, lake: Lake | None = None, settings: Setting
     served dataset's newest label): a retrain uses them, so the next one waits for the next
     ``min_labels``, whether the last candidate was promoted or refused by the gate. Alerts
     raised for an earlier champion do not count (they are resolved as superseded when the
-    champion changes).
+    champion changes). Nothing is retrained while a challenger is staged.
     """
-    from core import trainsets
+    from core import registry, trainsets
 
     lake = resolve(lake)
     settings = settings or load_settings()
     mv = monitoring.champion(model, lake=lake)
+    if registry.state(model, lake=lake).stage is not None:
+        return None  # a challenger is meeting live traffic: its live gate decides first
     open_ = alerts_open(model, lake=lake).filter(pl.col("kind").is_in(["drift", "performance"]))
     if "model_version" in open_.columns:
         open_ = open_.filter(pl.col("model_version").is_null() | (pl.col("model_version") == mv.version))

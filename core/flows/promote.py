@@ -372,7 +372,22 @@ def reject(
     lake: Lake | None = None,
     settings: Settings | None = None,
 ) -> str:
-    """Record a manual rejection of a version (it can then only be promoted with ``force``)."""
+    """Record a manual rejection of a version (it can then only be promoted with ``force``).
+
+    The current champion cannot be rejected: serving keeps answering with it until the alias
+    moves, so a rejection would leave the registry saying one thing and the API doing another.
+    Roll back or promote another version first, then reject it.
+
+    Raises:
+        RegistryError: no reason.
+        PromotionRefusedError: the version is the current champion.
+    """
+    lake = resolve(lake)
+    if registry.champion_version(model, lake) == version:
+        raise PromotionRefusedError(
+            f"model {model!r} v{version} is the champion and keeps serving until the alias moves; "
+            "roll back or promote another version first, then reject it"
+        )
     return _decide(model, version, "reject", reason, actor, lake, settings)
 
 
@@ -391,6 +406,14 @@ def _refusal(model: str, version: int, champion: int | None, policy: Policy, lak
             f"{'none' if report.champion_version is None else 'v' + str(report.champion_version)}, but the champion "
             f"is now {'none' if champion is None else 'v' + str(champion)}; {fix} again"
         )
+    if policy.staging is not None:
+        from core.flows.rollout import latest_live_pass
+
+        if not latest_live_pass(model, version, champion, lake=lake):
+            return (
+                f"the policy of {model!r} requires a live period first: 'lakeops models stage {model} {version} "
+                f"--mode {policy.staging.mode} --reason ...', then its live gate must pass (lakeops models rollout {model})"
+            )
     decision = approval(model, version, lake=lake)
     if decision == "rejected":
         return f"model {model!r} v{version} was rejected; approve it again or use --force with a reason"
@@ -575,6 +598,17 @@ def evaluate_and_maybe_promote(
         )
     if policy.require_approval:
         return PromotionOutcome(report, False, "gate passed; the policy requires approval before promotion")
+    if policy.staging is not None:
+        from core.flows.rollout import stage
+
+        try:
+            stage(model, version, mode=policy.staging.mode, fraction=policy.staging.fraction,
+                  reason=f"{reason} (offline gate passed; live period before promotion)", actor=actor, lake=lake,
+                  settings=settings)
+        except PromotionRefusedError as exc:
+            return PromotionOutcome(report, False, str(exc))
+        return PromotionOutcome(report, False, f"gate passed; staged v{version} as {policy.staging.mode} challenger: "
+                                               "its live gate decides the promotion")
     try:
         promote(model, version, reason=reason, actor=actor, lake=lake, settings=settings, policy=policy)
     except PromotionRefusedError as exc:

@@ -70,7 +70,9 @@ def seed_demo(
         log(f"dataset {DEMO_DATASET!r} v{version} already present")
     else:
         start = utcnow() - timedelta(days=120)
-        frame = demo.generate(rows, seed=seed, start=start, days=120, campaign_start=None)
+        # the champion is trained before the campaign: the campaign starts after the seeded period
+        # (``lakeops simulate --campaign-after`` brings it), so its traffic drifts from the reference
+        frame = demo.generate(rows, seed=seed, start=start, days=120, campaign_start=start + timedelta(days=3650))
         version = datasets.ingest(DEMO_DATASET, frame, lake=lake, source="core.demo", actor=settings.actor).version
         log(f"ingested demo dataset {DEMO_DATASET!r} v{version} ({frame.height} rows)")
     outcome = train_model(DEMO_DATASET, target=demo.TARGET, version=version, seed=seed, experiment=DEMO_MODEL, lake=lake)

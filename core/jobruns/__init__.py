@@ -7,7 +7,7 @@
   epoch (its docstring gives the design and why it is safe locally and on S3).
 * ``catalog``: the jobs as data (name -> ``core`` function + schedule) and ``run_job``, shared by
   ``lakeops jobs run``, the Jobs page and the scheduler process (``jobs/``, APScheduler).
-* ``builtin``: drift check, performance check, retrain, maintenance.
+* ``builtin``: drift check, performance check, retrain, maintenance, compaction of hot tables.
 """
 
 from core.jobruns.builtin import maintain_lake, pending_alerts

@@ -1,4 +1,4 @@
-"""The built-in jobs: drift check, performance check, retrain, lake maintenance.
+"""The built-in jobs: drift check, performance check, retrain, lake maintenance, compaction.
 
 Each calls ``core`` flows only (``core.flows.monitor``, ``Lake.maintain``), imported when the
 job runs, so the catalog loads before (and without) the monitoring flows.
@@ -18,7 +18,7 @@ from core.jobruns.catalog import jobs_config, jsonable
 from core.jobruns.records import history
 from core.lake import Lake
 
-__all__ = ["drift_check", "maintain_lake", "pending_alerts", "performance_check", "retrain"]
+__all__ = ["compact_hot", "drift_check", "maintain_lake", "pending_alerts", "performance_check", "retrain", "rollout"]
 
 
 def _champions(lake: Lake) -> list[str]:
@@ -95,6 +95,20 @@ def retrain(*, lake: Lake, settings: Settings, trigger: str, **args: Any) -> dic
     return {"models": out}
 
 
+def rollout(*, lake: Lake, settings: Settings, trigger: str = "manual", **args: Any) -> dict[str, Any]:
+    """The live gate of every model with a staged challenger (``core.flows.rollout.check_rollout``)."""
+    from core.flows.rollout import check_rollout
+    from core.registry import list_models, state
+
+    out: dict[str, Any] = {}
+    for model in list_models(lake=lake)["model"].to_list():
+        if state(model, lake=lake).stage is None:
+            continue
+        outcome = check_rollout(model, lake=lake, settings=settings, **args)
+        out[model] = outcome.to_dict() if outcome is not None else None
+    return {"models": out}
+
+
 def maintain_lake(*, lake: Lake | None = None, retention_hours: int = 168) -> dict[str, Any]:
     """Maintain every table, keeping the dataset versions registered models were trained on.
 
@@ -114,3 +128,23 @@ def maintain_lake(*, lake: Lake | None = None, retention_hours: int = 168) -> di
         "vacuumed": sum(r.vacuumed for r in reports),
         "kept_versions": {k: sorted(v) for k, v in keep.items()},
     }
+
+
+def compact_hot(*, lake: Lake | None = None, min_small_files: int = 50) -> dict[str, Any]:
+    """Compact every table holding at least ``min_small_files`` small files (no vacuum).
+
+    Tables written in many small commits (prediction logs, job and tracking records) slow down
+    every read and append long before the nightly maintenance; compaction without vacuum is
+    safe while writers append, so it runs often.
+
+    Returns:
+        Outputs: tables checked, and per compacted table the files removed and added.
+    """
+    lake = core.lake.resolve(lake)
+    tables = lake.tables()
+    done: dict[str, dict[str, Any]] = {}
+    for name in tables:
+        metrics = lake.compact(name, min_small_files=min_small_files)
+        if metrics:
+            done[name] = {"files_removed": metrics.get("numFilesRemoved"), "files_added": metrics.get("numFilesAdded")}
+    return {"tables_checked": len(tables), "compacted": done}

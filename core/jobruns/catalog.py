@@ -22,6 +22,9 @@ to this catalog). Built-in targets are in ``core.jobruns.builtin``; ``[jobs.extr
     interval_s = 900            # default 300 (drift and performance checks cost well under a second)
     args = { window_hours = 24 }
 
+    [jobs.compact]              # default every 300 s: tables with >= 50 files under 8 MB
+    args = { min_small_files = 50 }
+
     [jobs.extra.myjob]
     func = "mypkg.jobs:myjob"
     cron = "0 * * * *"
@@ -92,8 +95,12 @@ _BUILTIN: dict[str, dict[str, Any]] = {
                           "description": "each champion's metrics on labelled predictions vs its gate"},
     "retrain": {"func": "core.jobruns.builtin:retrain", "on_alert": True,
                 "description": "retrain, gate and maybe promote (on a drift/performance alert)"},
+    "rollout": {"func": "core.jobruns.builtin:rollout", "interval_s": 120.0,
+                "description": "live gate of each staged challenger: promote, withdraw or wait"},
     "maintenance": {"func": "core.jobruns.builtin:maintain_lake", "cron": "30 2 * * *",
                     "description": "compact, checkpoint and vacuum every table (keeps training snapshots)"},
+    "compact": {"func": "core.jobruns.builtin:compact_hot", "interval_s": 300.0,
+                "description": "merge the small files of tables written in many commits (no vacuum)"},
 }
 _GLOBAL_DEFAULTS: dict[str, Any] = {
     "enabled": True, "lease_ttl_s": 30.0, "alert_poll_s": 30.0, "misfire_grace_s": 600.0,
@@ -191,6 +198,8 @@ def run_job(
 
     Returns:
         The final state of the execution (``finished`` with outputs, or ``failed`` with the error).
+        An interrupt (``KeyboardInterrupt``, ``SystemExit``) is recorded as ``interrupted`` and
+        raised again.
 
     Raises:
         NotFoundError: no job of that name (the message lists the jobs).
@@ -211,6 +220,10 @@ def run_job(
         outputs = jsonable(func(**offered))
     except Exception as exc:  # noqa: BLE001 - a failing job is recorded, never fatal
         return finish_run(run, "failed", error=f"{type(exc).__name__}: {exc}"[:2000], lake=lake)
+    except BaseException as exc:  # Ctrl-C, SIGTERM: close the record, then let the process stop
+        why = "Ctrl-C (SIGINT)" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__} {exc}".strip()
+        finish_run(run, "interrupted", error=f"interrupted by {why} before the job finished", lake=lake)
+        raise
     return finish_run(run, "finished", outputs=outputs if isinstance(outputs, dict) else {"result": outputs}, lake=lake)
 
 

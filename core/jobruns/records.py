@@ -8,6 +8,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -104,32 +105,72 @@ def history(job: str | None = None, *, lake: Lake | None = None, limit: int | No
 
 
 def abandon_stale(*, lake: Lake | None = None, mine: bool = False, reason: str | None = None) -> int:
-    """Close scheduler-started executions still ``running``.
+    """Close executions still ``running`` whose process will never close them.
 
     Args:
         lake: the lake.
-        mine: False (a scheduler that just took the lease): close other processes' executions
-            as ``abandoned``; True (a scheduler stopping before its jobs finished): close this
-            process's executions as ``interrupted``. Manual runs are never touched.
+        mine: False (a scheduler that just took the lease): close other processes' scheduled
+            executions (trigger ``schedule``/``alert``) as ``abandoned``, and any execution
+            (manual ones too) whose process on this host is gone; True (a scheduler stopping
+            before its jobs finished): close this process's scheduled executions as
+            ``interrupted``.
         reason: the error text recorded.
 
     Returns:
         How many executions were closed.
+
+    A manual execution started on another host is left alone: whether its process still runs
+    cannot be known from here.
     """
     lake = core.lake.resolve(lake)
     me = (pl.col("pid") == os.getpid()) & (pl.col("host") == _HOST)
-    runs = history(lake=lake).filter(
-        (pl.col("status") == "running") & pl.col("trigger").is_in(["schedule", "alert"]) & (me if mine else ~me)
-    )
+    running = history(lake=lake).filter(pl.col("status") == "running")
+    scheduled = pl.col("trigger").is_in(["schedule", "alert"])
+    if mine:
+        runs = running.filter(scheduled & me)
+    else:
+        others = running.filter(~me)
+        dead = [
+            r["job_run_id"]
+            for r in others.filter(~scheduled & (pl.col("host") == _HOST)).iter_rows(named=True)
+            if r["pid"] is not None and not _process_alive(int(r["pid"]), r["started_at"])
+        ]
+        runs = others.filter(scheduled | pl.col("job_run_id").is_in(dead))
     status = "interrupted" if mine else "abandoned"
-    why = reason or ("the scheduler stopped before the job finished" if mine else "the scheduler running it died")
     now = utcnow()
-    rows = [
-        _row(JobRunResult(r["job_run_id"], r["job"], r["trigger"], status, r["started_at"], now, why))
-        for r in runs.iter_rows(named=True)
-    ]
+    rows = []
+    for r in runs.iter_rows(named=True):
+        why = reason or (
+            "the scheduler stopped before the job finished"
+            if mine
+            else "the scheduler running it died"
+            if r["trigger"] in ("schedule", "alert")
+            else f"the process running it (pid {r['pid']} on {r['host']}) ended without recording an outcome"
+        )
+        rows.append(_row(JobRunResult(r["job_run_id"], r["job"], r["trigger"], status, r["started_at"], now, why)))
     if rows:
         lake.append(_TABLE, rows, metadata={"status": status, "count": len(rows)})
     return len(rows)
 
 
+def _process_alive(pid: int, started_at: datetime | None) -> bool:
+    """Is process ``pid`` of this host still the one that started a run at ``started_at``?
+
+    A pid is reused after its process ends: a process with that pid that started after the run
+    did is another one. Where ``/proc`` cannot tell, a running pid counts as alive.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    if started_at is None:
+        return True
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+    began = boot + ticks / os.sysconf("SC_CLK_TCK")
+    return began <= started_at.timestamp() + 1.0  # btime has one-second resolution

@@ -29,8 +29,9 @@ the same metrics from the calibrated scores and writes ``performance_estimates``
 
 Alerts are ``alerts`` rows keyed by a fingerprint (``drift:<model>``, ``data_quality:<model>``,
 ``performance:<model>``, ``estimated_performance:<model>``): a condition opens one alert,
-repeats while it persists write nothing, and its clearing writes a ``resolved`` row. Opening and
-resolving POST the row as JSON to ``[alerts] webhook_url`` if set.
+repeats while it persists write nothing, and its clearing writes a ``resolved`` row. A person can
+acknowledge an alert or resolve it by hand, with a reason (``acknowledge_alert``,
+``close_alert``). Opening and resolving POST the row as JSON to ``[alerts] webhook_url`` if set.
 
 Configuration (all optional)::
 
@@ -53,7 +54,18 @@ Configuration (all optional)::
 """
 
 
-from core.monitoring.alerts import Alert, alert_history, alerts, raise_alert, resolve_alert, supersede_alerts
+from core.monitoring.alerts import (
+    HANDLED_KEY,
+    Alert,
+    acknowledge_alert,
+    alert_history,
+    alerts,
+    close_alert,
+    find_alert,
+    raise_alert,
+    resolve_alert,
+    supersede_alerts,
+)
 from core.monitoring.checks import (
     DATASET_ROW,
     MULTIVARIATE_ROW,
@@ -85,6 +97,7 @@ from core.monitoring.references import SCORE_ROW, ModelReference, clear_cache, r
 
 __all__ = [
     "DATASET_ROW",
+    "HANDLED_KEY",
     "MULTIVARIATE_ROW",
     "SCORE_ROW",
     "Alert",
@@ -93,6 +106,7 @@ __all__ = [
     "ModelReference",
     "MonitorConfig",
     "PerformanceReport",
+    "acknowledge_alert",
     "alert_history",
     "alerts",
     "attribution_of",
@@ -100,6 +114,7 @@ __all__ = [
     "check_drift",
     "check_performance",
     "clear_cache",
+    "close_alert",
     "drift_history",
     "estimate_performance",
     "estimated_performance_over_time",
@@ -107,6 +122,7 @@ __all__ = [
     "ground_truth",
     "feature_status",
     "features_of",
+    "find_alert",
     "log_scan",
     "passthrough_of",
     "labelled_window",

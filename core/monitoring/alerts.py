@@ -1,4 +1,11 @@
-"""Alerts: ``alerts`` rows de-duplicated by fingerprint while a condition persists, resolved rows, webhook POSTs."""
+"""Alerts: ``alerts`` rows de-duplicated by fingerprint while a condition persists, resolved rows, webhook POSTs.
+
+People handle alerts too: ``acknowledge_alert`` (status ``acknowledged``: someone owns it; the
+episode stays open, so the checks neither re-open it nor forget to resolve it, but the retrain
+job no longer answers it) and ``close_alert`` (status ``resolved`` by a person; if the condition
+persists, the next check opens a new episode). Both need a reason and record who, when and why
+in the row's evidence under ``handled``.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +19,24 @@ from typing import Any
 import polars as pl
 
 from core.config import Settings, load_settings
+from core.errors import LakeopsError, NotFoundError
 from core.ids import new_id, utcnow
 from core.lake import Lake, resolve
 from core.monitoring.checks import json_default
 from core.monitoring.config import monitor_config
 
-__all__ = ["Alert", "alert_history", "alerts", "raise_alert", "resolve_alert", "supersede_alerts"]
+__all__ = [
+    "HANDLED_KEY",
+    "Alert",
+    "acknowledge_alert",
+    "alert_history",
+    "alerts",
+    "close_alert",
+    "find_alert",
+    "raise_alert",
+    "resolve_alert",
+    "supersede_alerts",
+]
 
 _log = logging.getLogger("lakeops.monitoring")
 
@@ -69,12 +88,16 @@ def _current(fingerprint: str, lake: Lake) -> str | None:
 
 
 def _latest(fingerprint: str, lake: Lake) -> dict[str, Any]:
-    """The latest row of a fingerprint (``status``, ``model_version``), or {} when there is none."""
+    """The latest row of a fingerprint (``status``, ``model_version``), or {} when there is none.
+
+    An ``acknowledged`` episode is still open for the checks (status ``open`` here).
+    """
     frame = lake.read_or_empty("alerts").filter(pl.col("fingerprint") == fingerprint)
     if frame.height == 0:
         return {}
     row = frame.sort("at").row(-1, named=True)
-    return {"status": row["status"], "model_version": row.get("model_version")}
+    status = "open" if row["status"] == "acknowledged" else row["status"]
+    return {"status": status, "model_version": row.get("model_version")}
 
 
 def _write_alert(lake: Lake, alert: Alert, settings: Settings | None) -> None:
@@ -145,7 +168,7 @@ def supersede_alerts(model: str, version: int, *, reason: str, lake: Lake | None
     """
     lake = resolve(lake)
     out = []
-    open_ = alerts(model, status="open", lake=lake)
+    open_ = alerts(model, status=None, lake=lake).filter(pl.col("status").is_in(["open", "acknowledged"]))
     for row in open_.iter_rows(named=True):
         if row["kind"] == "prediction_log" or row["model_version"] == version:
             continue
@@ -171,3 +194,80 @@ def resolve_alert(
                   _latest(fp, lake).get("model_version"))
     _write_alert(lake, alert, settings)
     return alert
+
+
+HANDLED_KEY = "handled"
+"""Key of the evidence entry a person's acknowledge/resolve writes: ``{action, actor, reason, at}``."""
+
+
+def find_alert(alert: str, *, lake: Lake | None = None) -> dict[str, Any]:
+    """Return the current (latest) row of an alert named by its fingerprint or any of its row ids.
+
+    Raises:
+        NotFoundError: no alert row has that id or fingerprint.
+    """
+    lake = resolve(lake)
+    rows = alert_history(lake=lake)
+    hit = rows.filter((pl.col("alert_id") == alert) | (pl.col("fingerprint") == alert))
+    if hit.height == 0:
+        raise NotFoundError(f"no alert with id or fingerprint {alert!r}; see 'lakeops alerts list --all'")
+    fp = hit["fingerprint"][0]
+    return rows.filter(pl.col("fingerprint") == fp).row(-1, named=True)
+
+
+def _handle(alert: str, action: str, status: str, reason: str | None, actor: str | None,
+            lake: Lake | None, settings: Settings | None) -> Alert:
+    lake = resolve(lake)
+    why = (reason or "").strip()
+    if not why:
+        raise LakeopsError(f"{action} of alert {alert!r} needs a reason (it goes into the alert's record)")
+    row = find_alert(alert, lake=lake)
+    if row["status"] not in ("open", "acknowledged"):
+        raise LakeopsError(f"alert {row['fingerprint']!r} is {row['status']} since {row['at']:%Y-%m-%d %H:%M:%S} UTC; nothing to {action}")
+    if status == row["status"]:
+        raise LakeopsError(f"alert {row['fingerprint']!r} is already {status}")
+    who = actor or (settings or load_settings()).actor
+    now = utcnow()
+    evidence = json.loads(row["payload_json"] or "{}")
+    evidence[HANDLED_KEY] = {"action": action, "actor": who, "reason": why, "at": now.isoformat()}
+    message = row["message"] if status == "acknowledged" else f"resolved by {who}: {why} (was: {row['message']})"
+    handled = Alert(new_id(), row["kind"], row["severity"], row["model"], message[:2000], evidence,
+                    row["fingerprint"], status, now, row.get("model_version"))
+    _write_alert(lake, handled, settings)
+    return handled
+
+
+def acknowledge_alert(
+    alert: str, *, reason: str, actor: str | None = None, lake: Lake | None = None, settings: Settings | None = None,
+) -> Alert:
+    """Mark an open alert as taken by a person (status ``acknowledged``), recording who and why.
+
+    The episode stays open for the checks (no new alert while the condition holds; it is
+    resolved when it clears), but the retrain job no longer answers it.
+
+    Args:
+        alert: the alert's fingerprint (``drift:churn``) or the id of any of its rows.
+        reason: why (required).
+        actor: who (default: the settings' actor).
+        lake: the lake.
+        settings: settings (actor, webhook).
+
+    Raises:
+        NotFoundError: no such alert.
+        LakeopsError: no reason, or the alert is not open.
+    """
+    return _handle(alert, "acknowledge", "acknowledged", reason, actor, lake, settings)
+
+
+def close_alert(
+    alert: str, *, reason: str, actor: str | None = None, lake: Lake | None = None, settings: Settings | None = None,
+) -> Alert:
+    """Resolve an open or acknowledged alert by hand, recording who and why.
+
+    If the condition still holds, the next check opens a new episode (a new alert).
+
+    Raises:
+        NotFoundError: no such alert.
+        LakeopsError: no reason, or the alert is already resolved.
+    """
+    return _handle(alert, "resolve", "resolved", reason, actor, lake, settings)

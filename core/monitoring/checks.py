@@ -48,6 +48,8 @@ def _normalised(scan: pl.LazyFrame) -> pl.LazyFrame:
     top-level columns, ``label`` for the predicted class) gets its features wrapped in the
     ``features`` struct and ``label`` renamed ``predicted_label``."""
     names = scan.collect_schema().names()
+    if "role" not in names:  # tables written before staged rollouts: every row answered as champion
+        scan = scan.with_columns(pl.lit("champion").alias("role"))
     if FEATURES_COLUMN in names:
         return scan
     feats = [c for c in names if c not in _LEGACY_OWN]
@@ -71,9 +73,14 @@ def passthrough_of(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(pl.col(PASSTHROUGH_COLUMN)).unnest(PASSTHROUGH_COLUMN)
 
 
-def log_scan(model: str, lake: Lake) -> pl.LazyFrame:
-    """The prediction log of ``model`` as a lazy frame in the current layout (see ``window``)."""
-    return _normalised(lake.scan(_table(model)))
+def log_scan(model: str, lake: Lake, *, shadow: bool = False) -> pl.LazyFrame:
+    """The prediction log of ``model`` as a lazy frame in the current layout (see ``window``).
+
+    Rows a shadow challenger scored (role ``shadow``: never an answer, and sharing their
+    prediction ids with the champion's rows) are left out unless ``shadow``.
+    """
+    scan = _normalised(lake.scan(_table(model)))
+    return scan if shadow else scan.filter(pl.col("role").is_null() | (pl.col("role") != "shadow"))
 
 
 def window(
@@ -473,15 +480,40 @@ def feature_distribution(
     return pl.DataFrame(rows, schema={"source": pl.String, "bin": pl.String, "lower": pl.Float64, "upper": pl.Float64, "share": pl.Float64})
 
 
+def event_time(model: str, scan: pl.LazyFrame, lake: Lake) -> pl.Expr:
+    """The time a logged prediction is about: its event-time pass-through field when the champion
+    declares one and the request sent it, else the serving time ``at``.
+
+    Charts over time use it, so traffic replayed or simulated faster than real time (``lakeops
+    simulate`` sends the simulated event time) lands in the buckets of its own period.
+    """
+    from core import registry
+
+    version = registry.champion_version(model, lake)
+    if version is None or PASSTHROUGH_COLUMN not in scan.collect_schema().names():
+        return pl.col("at")
+    sig = registry.get_version(model, version, lake=lake).signature
+    names = [p["name"] for p in sig.get("passthrough") or () if p.get("role") == "event_time" and p["type"] == "datetime"]
+    fields = [f.name for f in scan.collect_schema()[PASSTHROUGH_COLUMN].fields]  # type: ignore[attr-defined]
+    if not names or names[0] not in fields:
+        return pl.col("at")
+    return pl.coalesce(pl.col(PASSTHROUGH_COLUMN).struct.field(names[0]), pl.col("at"))
+
+
 def score_over_time(model: str, *, every: str = "1h", lake: Lake | None = None) -> pl.DataFrame:
-    """Score distribution per time bucket: ``bucket, model_version, n, mean, p10, p25, p50, p75, p90``."""
+    """Score distribution per time bucket: ``bucket, model_version, n, mean, p10, p25, p50, p75, p90``.
+
+    The bucket is of the event time when the model declares an event-time pass-through field and
+    requests send it (``event_time``), else of the serving time.
+    """
     lake = resolve(lake)
     if not lake.exists(_table(model)):
         return pl.DataFrame()
     s = pl.col("score")
+    scan = log_scan(model, lake)
     return (
-        log_scan(model, lake)
-        .group_by(pl.col("at").dt.truncate(every).alias("bucket"), "model_version")
+        scan
+        .group_by(event_time(model, scan, lake).dt.truncate(every).alias("bucket"), "model_version")
         .agg(pl.len().alias("n"), s.mean().alias("mean"), *[s.quantile(q / 100).alias(f"p{q}") for q in (10, 25, 50, 75, 90)])
         .sort("bucket")
         .collect()

@@ -12,7 +12,7 @@ import polars as pl
 
 from core.config import Settings
 from core.lake import Lake, resolve
-from core.monitoring.checks import _table, log_scan, window
+from core.monitoring.checks import _table, event_time, log_scan, window
 from core.monitoring.config import champion, monitor_config
 
 __all__ = [
@@ -171,7 +171,10 @@ def check_performance(
 
 
 def performance_over_time(model: str, *, every: str = "1h", lake: Lake | None = None, settings: Settings | None = None) -> pl.DataFrame:
-    """Per time bucket: predictions, labelled, coverage and the training metrics of the labelled rows."""
+    """Per time bucket: predictions, labelled, coverage and the training metrics of the labelled rows.
+
+    Buckets are of the event time when requests send it (``core.monitoring.checks.event_time``).
+    """
     from core.training import compute_metrics
 
     lake = resolve(lake)
@@ -182,7 +185,8 @@ def performance_over_time(model: str, *, every: str = "1h", lake: Lake | None = 
     from core import registry
 
     sig = registry.get_version(model, registry.resolve_version(model, alias="champion", lake=lake), lake=lake).signature
-    preds = log_scan(model, lake).select("prediction_id", "at", "model_version", "score").collect()
+    scan = log_scan(model, lake)
+    preds = scan.select("prediction_id", event_time(model, scan, lake).alias("at"), "model_version", "score").collect()
     truth = ground_truth(model, lake=lake).select("prediction_id", "truth")
     frame = preds.join(truth, on="prediction_id", how="left")
     frame = frame.with_columns(pl.col("at").dt.truncate(every).alias("bucket"))

@@ -25,8 +25,10 @@ Modules: ``_base`` (names, ``ModelVersion``, lookups), ``_events`` (events and r
 from core.registry._base import ModelVersion, artifact_path, get_version
 from core.registry._events import (
     ALIAS_ACTIONS,
+    STAGE_MODES,
     AliasChange,
     RegistryState,
+    Stage,
     alias_at,
     aliases,
     champion_version,
@@ -49,6 +51,8 @@ from core.registry._versions import (
 
 __all__ = [
     "ALIAS_ACTIONS",
+    "STAGE_MODES",
+    "Stage",
     "AliasChange",
     "LoadedModel",
     "ModelVersion",

@@ -22,8 +22,10 @@ from core.registry._base import _actor, _check_alias, _reason, get_version, requ
 
 __all__ = [
     "ALIAS_ACTIONS",
+    "STAGE_MODES",
     "AliasChange",
     "RegistryState",
+    "Stage",
     "alias_at",
     "aliases",
     "champion_version",
@@ -35,7 +37,8 @@ __all__ = [
     "statuses",
 ]
 
-ALIAS_ACTIONS = ("promote", "rollback", "alias", "unalias")
+ALIAS_ACTIONS = ("promote", "rollback", "alias", "unalias", "stage", "unstage")
+STAGE_MODES = ("shadow", "canary")
 _UNSET: Any = object()
 
 
@@ -57,6 +60,22 @@ class AliasChange:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """A challenger in a staged rollout: the version, how it meets traffic, since when and by whom.
+
+    ``mode`` is ``shadow`` (scored beside the champion on every request, never the answer) or
+    ``canary`` (the answer for ``fraction`` of the traffic, chosen by a hash of the request key).
+    """
+
+    version: int
+    mode: str
+    fraction: float
+    since: datetime
+    actor: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class RegistryState:
     """A model's state derived from its events: alias map, statuses, champion stack, alias history."""
 
@@ -66,6 +85,7 @@ class RegistryState:
     champion_stack: tuple[int, ...]
     changes: tuple[AliasChange, ...]
     table_version: int = -1
+    stage: Stage | None = None
 
 
 # ---------------------------------------------------------------------------- events
@@ -120,6 +140,7 @@ def _replay(model: str, rows: list[dict[str, Any]], table_version: int) -> Regis
     status: dict[int, str] = {}
     stack: list[int] = []
     changes: list[AliasChange] = []
+    stage: Stage | None = None
     for ev in rows:
         action, v = ev["action"], ev["version"]
         if action == "register":
@@ -131,9 +152,14 @@ def _replay(model: str, rows: list[dict[str, Any]], table_version: int) -> Regis
         alias = ev["alias"]
         report = json.loads(ev["report_json"]) if ev["report_json"] else {}
         current = alias_map.get(alias)
-        new = None if action == "unalias" else v
+        new = None if action in ("unalias", "unstage") else v
         applied = "expected" not in report or report["expected"] == current
         if applied:
+            if action == "stage":
+                stage = Stage(v, str(report.get("mode", "shadow")), float(report.get("fraction", 0.0)),
+                              ev["at"] if current != v or stage is None else stage.since, ev["actor"], ev["reason"])
+            elif alias == "challenger" and action in ("unstage", "unalias", "alias"):
+                stage = None
             if alias == "champion":
                 if action == "rollback" and stack:
                     stack.pop()
@@ -143,6 +169,9 @@ def _replay(model: str, rows: list[dict[str, Any]], table_version: int) -> Regis
                     stack.append(new)
                 if current is not None and current != new:
                     status[current] = "archived"
+                if new is not None and alias_map.get("challenger") == new:  # the challenger won: its stage ends
+                    alias_map.pop("challenger", None)
+                    stage = None
             if new is None:
                 alias_map.pop(alias, None)
             else:
@@ -164,7 +193,9 @@ def _replay(model: str, rows: list[dict[str, Any]], table_version: int) -> Regis
         )
     if "champion" in alias_map:
         status[alias_map["champion"]] = "champion"
-    return RegistryState(model, alias_map, status, tuple(stack), tuple(changes), table_version)
+    if stage is not None:
+        status[stage.version] = f"challenger ({stage.mode})"
+    return RegistryState(model, alias_map, status, tuple(stack), tuple(changes), table_version, stage)
 
 
 _cache: dict[tuple[str, str], RegistryState] = {}
@@ -294,7 +325,8 @@ def set_alias(
         version: the version the alias should point to.
         actor: who does it (default: settings' actor).
         reason: why (required; it is the audit trail).
-        action: ``promote``, ``rollback``, ``alias`` or ``unalias``.
+        action: ``promote``, ``rollback``, ``alias``, ``unalias``, or ``stage``/``unstage`` (the
+            ``challenger`` alias in a staged rollout; ``report`` holds ``mode`` and ``fraction``).
         report: extra JSON-able details (gate report id, forced flag ...).
         expected: the version the caller saw holding the alias (None = no holder); when given,
             the change applies only if that still holds at its place in the event order.
@@ -311,7 +343,7 @@ def set_alias(
         raise RegistryError(f"alias action {action!r} is unknown: use {', '.join(ALIAS_ACTIONS)}")
     _check_alias(alias)
     why = _reason(reason, f"moving alias {alias!r}")
-    if action == "unalias":
+    if action in ("unalias", "unstage"):
         if alias not in aliases(model, lake=lake):
             raise ModelVersionNotFoundError(f"model {model!r} has no alias {alias!r} to remove")
         version = None

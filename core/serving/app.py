@@ -29,6 +29,8 @@ from core.config import Settings, load_settings
 from core.errors import LakeopsError
 from core.lake import Lake
 from core.serving.config import ServingConfig, serving_config
+from core.serving.hosts import HostCheck
+from core.serving.openapi import problem_responses
 from core.serving.problems import PROBLEM_MEDIA_TYPE, ProblemError, errors_of, problem_body, status_for
 from core.serving.schemas import json_schema
 from core.serving.service import Service
@@ -75,20 +77,21 @@ def _operation(body: dict[str, Any], *, query: bool = False) -> type[Operation]:
 
 
 class _JsonBytes:
-    """A pre-encoded JSON answer as a bare ASGI app (no header objects, no re-encoding)."""
+    """A pre-encoded answer (JSON, or Arrow) as a bare ASGI app (no header objects, no re-encoding)."""
 
-    __slots__ = ("body", "status")
+    __slots__ = ("body", "media", "status")
 
-    def __init__(self, body: bytes, status: int = 200) -> None:
+    def __init__(self, body: bytes, status: int = 200, media: bytes = b"application/json") -> None:
         self.body = body
         self.status = status
+        self.media = media
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send(
             {
                 "type": "http.response.start",
                 "status": self.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(self.body)).encode())],
+                "headers": [(b"content-type", self.media), (b"content-length", str(len(self.body)).encode())],
             }
         )
         await send({"type": "http.response.body", "body": self.body})
@@ -167,16 +170,23 @@ def _too_large(limit: int) -> ProblemError:
     return ProblemError(413, "body-too-large", f"the request body is over the limit of {limit:,} bytes")
 
 
-def _json_within(scope: Any, limit: int) -> bool:
-    """True when the headers say JSON and no Content-Length over ``limit``."""
-    is_json = False
+ARROW = "application/vnd.apache.arrow.stream"
+_ARROW_B = ARROW.encode()
+
+
+def _kind(scope: Any, limit: int) -> tuple[str | None, bool, bool]:
+    """(body kind ``json``/``arrow``/None, Content-Length over ``limit``, the client Accepts Arrow)."""
+    kind: str | None = None
+    too_big = arrow_out = False
     for key, value in scope["headers"]:
         if key == b"content-type":
             mt = value.split(b";", 1)[0].strip().lower()
-            is_json = mt == b"application/json" or mt.endswith(b"+json")
+            kind = "json" if mt == b"application/json" or mt.endswith(b"+json") else ("arrow" if mt == _ARROW_B else None)
         elif key == b"content-length" and value.isdigit() and int(value) > limit:
-            return False
-    return is_json
+            too_big = True
+        elif key == b"accept" and _ARROW_B in value.lower():
+            arrow_out = True
+    return kind, too_big, arrow_out
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -184,15 +194,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
     Cheaper than ``request.body()`` (no header object, no stream generator) on the hot path.
     """
-    is_json = False
-    for key, value in request.scope["headers"]:
-        if key == b"content-type":
-            mt = value.split(b";", 1)[0].strip().lower()
-            is_json = mt == b"application/json" or mt.endswith(b"+json")
-        elif key == b"content-length" and value.isdigit() and int(value) > limit:
-            raise _too_large(limit)
-    if not is_json:
-        raise ProblemError(415, "unsupported-media-type", "send the body as JSON with Content-Type: application/json")
+    kind, too_big, _ = _kind(request.scope, limit)
+    if too_big:
+        raise _too_large(limit)
+    if kind is None:
+        raise ProblemError(415, "unsupported-media-type",
+                           f"send the body as JSON (Content-Type: application/json) or as an Arrow IPC stream ({ARROW})")
     receive = request.receive
     msg = await receive()
     body = msg.get("body", b"")
@@ -300,6 +307,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
             "scored row is in the prediction log (write-ahead file) before the answer is sent."
         ),
         request_max_body_size=config.request_max_body_size,
+        responses=problem_responses(400, 404, 413, 415, 422, 503),
     )
     async def predict(request: Request) -> ASGIApp:
         # The hot path: path and query parsed by hand and the answer is a bare ASGI callable,
@@ -309,10 +317,12 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         scope = request.scope
         scope["lakeops_t0"] = t0  # type: ignore[typeddict-unknown-key]
         body = await _read_body(request, limit)
+        kind, _, arrow_out = _kind(scope, limit)
         version, alias = _query(scope["query_string"])
-        out = await service.predict(scope["path_params"]["name"], body, version, alias)
+        out = await service.predict(scope["path_params"]["name"], body, version, alias, arrow=kind == "arrow",
+                                    arrow_out=arrow_out)
         metrics.observe("/v1/models/{name}/predict", 200, time.perf_counter() - t0)
-        return _JsonBytes(out)
+        return _JsonBytes(out, media=_ARROW_B if arrow_out else b"application/json")
 
     @post(
         "/v1/models/{name:str}/feedback",
@@ -320,6 +330,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         operation_class=_operation(_FEEDBACK_SCHEMA),
         summary="Record ground-truth labels by prediction_id (batch)",
         request_max_body_size=config.request_max_body_size,
+        responses=problem_responses(400, 404, 413, 415, 422, 503),
     )
     async def feedback(request: Request, name: FromPath[str]) -> Response:
         t0 = time.perf_counter()
@@ -329,11 +340,13 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         metrics.observe("/v1/models/{name}/feedback", 202, time.perf_counter() - t0)
         return Response(content=msgspec.json.encode(out), media_type=_JSON, status_code=202)
 
-    @get("/v1/models", summary="Registered models with their champion and aliases", sync_to_thread=True)
+    @get("/v1/models", summary="Registered models with their champion and aliases", sync_to_thread=True,
+         responses=problem_responses(400, 503))
     def models() -> list[dict[str, Any]]:
         return registry.list_models(lake=lake).to_dicts()
 
-    @get("/v1/models/{name:str}", summary="One model: versions, aliases, champion signature", sync_to_thread=True)
+    @get("/v1/models/{name:str}", summary="One model: versions, aliases, champion signature", sync_to_thread=True,
+         responses=problem_responses(400, 404, 503))
     def model_detail(name: FromPath[str]) -> dict[str, Any]:
         vs = registry.versions(name, lake=lake)
         amap = registry.aliases(name, lake=lake)
@@ -387,7 +400,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         debug=False,
     )
     app.state.service = service
-    app.asgi_handler = _FastPredict(app.asgi_handler, service, limit)
+    app.asgi_handler = HostCheck(_FastPredict(app.asgi_handler, service, limit), settings.allowed_hosts())
     return app
 
 
@@ -419,8 +432,11 @@ class _FastPredict:
             or scope["method"] != "POST"
             or not path.startswith(self._PREFIX)
             or not path.endswith(self._SUFFIX)
-            or not _json_within(scope, self.limit)
         ):
+            await self.inner(scope, receive, send)
+            return
+        kind, too_big, arrow_out = _kind(scope, self.limit)
+        if kind is None or too_big:
             await self.inner(scope, receive, send)
             return
         name = path[len(self._PREFIX) : -len(self._SUFFIX)]
@@ -444,7 +460,7 @@ class _FastPredict:
             if len(body) > self.limit:
                 raise ProblemError(413, "body-too-large", "over the limit")
             version, alias = _query(scope["query_string"])
-            out = await self.service.predict(name, body, version, alias)
+            out = await self.service.predict(name, body, version, alias, arrow=kind == "arrow", arrow_out=arrow_out)
         except Exception:  # noqa: BLE001 - Litestar's route answers it (problem body, metrics)
             replayed = False
 
@@ -462,7 +478,8 @@ class _FastPredict:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())],
+                "headers": [(b"content-type", _ARROW_B if arrow_out else b"application/json"),
+                            (b"content-length", str(len(out)).encode())],
             }
         )
         await send({"type": "http.response.body", "body": out})

@@ -62,6 +62,9 @@ class ServingConfig:
             replica) or ``"refuse"`` (422; checked against the lake and this worker's own WAL,
             so with several replicas a label sent within ``flush_interval_s`` of a prediction
             made by another replica is refused too).
+        shadow_queue: requests a shadow challenger may be behind (scored in one background
+            thread, never on the request's path); beyond it a request is not shadowed and is
+            counted in ``lakeops_shadow_dropped_total``.
     """
 
     log_predictions: bool = True
@@ -77,6 +80,7 @@ class ServingConfig:
     microbatch: bool = True
     offload_rows: int = 2_000
     feedback_unknown_ids: Literal["accept", "refuse"] = "accept"
+    shadow_queue: int = 256
 
     def wal_path(self, settings: Settings) -> Path:
         """Return the WAL folder for this lake and host/port (see ``wal_dir``)."""
@@ -124,7 +128,7 @@ def serving_config(settings: Settings) -> ServingConfig:
     for key, allowed in _CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"[serving] {key} must be one of {', '.join(allowed)}; got {getattr(cfg, key)!r}")
-    for key in ("max_rows", "request_max_body_size", "wal_max_bytes", "offload_rows"):
+    for key in ("max_rows", "request_max_body_size", "wal_max_bytes", "offload_rows", "shadow_queue"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"[serving] {key} must be >= 1; got {getattr(cfg, key)}")
     for key in ("flush_interval_s", "poll_interval_s", "wal_fsync_interval_s"):

@@ -20,6 +20,11 @@ class Metrics:
         self.rows_scored: dict[str, int] = defaultdict(int)
         self.feedback_rows = 0
         self.unknown_category: dict[tuple[str, str], int] = defaultdict(int)
+        # staged rollouts (updated from the shadow thread too: += on an int is atomic enough under the GIL
+        # for counters read by a scrape)
+        self.shadow_rows: dict[str, int] = defaultdict(int)
+        self.shadow_errors: dict[str, int] = defaultdict(int)
+        self.shadow_dropped: dict[str, int] = defaultdict(int)
         self._hist: dict[str, list[int]] = {}
         self._sum: dict[str, float] = defaultdict(float)
 
@@ -70,6 +75,14 @@ class Metrics:
         )
         for (model, feature), n in sorted(self.unknown_category.items()):
             out.append(f'lakeops_unknown_category_total{{model="{model}",feature="{feature}"}} {n}')
+        for metric, values, help_ in (
+            ("lakeops_shadow_rows_total", self.shadow_rows, "Rows scored by a shadow challenger, by model."),
+            ("lakeops_shadow_errors_total", self.shadow_errors, "Rows a shadow challenger failed to score, by model."),
+            ("lakeops_shadow_dropped_total", self.shadow_dropped, "Rows not shadowed (the shadow queue was full), by model."),
+        ):
+            family(metric, "counter", help_)
+            for model, n in sorted(values.items()):
+                out.append(f'{metric}{{model="{model}"}} {n}')
         family("lakeops_feedback_rows_total", "counter", "Feedback labels accepted.")
         out.append(f"lakeops_feedback_rows_total {self.feedback_rows}")
         for name, (help_, series) in gauges.items():

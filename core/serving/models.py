@@ -24,7 +24,7 @@ from core.lake import Lake
 from core.serving.config import ServingConfig
 from core.serving.schemas import Codec
 
-__all__ = ["ModelCache", "Served"]
+__all__ = ["ModelCache", "Served", "ServedStage"]
 
 _log = logging.getLogger("lakeops.serving")
 _PINNED_MAX = 8
@@ -84,6 +84,16 @@ class _Batcher:
             start = end
 
 
+@dataclass(frozen=True)
+class ServedStage:
+    """A challenger this worker serves beside the champion (``registry.Stage`` + the loaded model)."""
+
+    served: Served
+    mode: str
+    fraction: float
+    since: Any
+
+
 @dataclass(eq=False)
 class Served:
     """One loaded model version with its request codec."""
@@ -99,6 +109,7 @@ class Served:
     batcher: _Batcher = field(repr=False, default=None)  # type: ignore[assignment]
     wal_header: tuple[tuple[str, int], bytes] = field(repr=False, default=None)  # type: ignore[assignment]
     response_head: bytes = field(repr=False, default=b"")
+    _heads: dict[str, bytes] = field(repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.batcher = _Batcher(self.model)
@@ -115,10 +126,21 @@ class Served:
             "pt": [{"name": n, "type": k} for n, k in self.codec._pt],
         }
         self.wal_header = ((self.name, self.version), msgspec.msgpack.encode(header))
-        self.response_head = (
-            b'{"model":' + msgspec.json.encode(self.name) + b',"version":' + str(self.version).encode()
-            + b',"prediction_ids":['
-        )
+        self.response_head = self.head("champion")
+
+    def head(self, role: str) -> bytes:
+        """The pre-encoded start of an answer by this version in ``role`` (cached per role)."""
+        cached = self._heads.get(role)
+        if cached is None:
+            cached = self._heads[role] = (
+                b'{"model":' + msgspec.json.encode(self.name) + b',"version":' + str(self.version).encode()
+                + b',"role":' + msgspec.json.encode(role) + b',"prediction_ids":['
+            )
+        return cached
+
+    def same_encoding(self, other: Served) -> bool:
+        """Whether a request decoded for ``other`` is this version's matrix too (same features and levels)."""
+        return self.codec.names == other.codec.names and self.codec.levels == other.codec.levels
 
 
 class ModelCache:
@@ -134,6 +156,7 @@ class ModelCache:
         self.config = config
         self.champions: dict[str, Served] = {}
         self.aliases: dict[str, dict[str, int]] = {}
+        self.stages: dict[str, ServedStage] = {}  # model -> its challenger in a staged rollout
         self._pinned: OrderedDict[tuple[str, int], Served] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -193,10 +216,12 @@ class ModelCache:
             models = registry.list_models(lake=self.lake)
             names |= set(models["model"].to_list()) if models.height else set()
         for name in sorted(names):
-            amap = registry.aliases(name, lake=self.lake)
+            st = registry.state(name, lake=self.lake)
+            amap = dict(st.aliases)
             if not amap and name in self.champions:
                 continue  # no alias at all: an unreachable lake looks like this; keep serving
             self.aliases[name] = amap
+            self._refresh_stage(name, st.stage)
             champ = amap.get("champion")
             cur = self.champions.get(name)
             if champ is None:
@@ -214,6 +239,24 @@ class ModelCache:
                 _log.info("model %s: champion is now v%s", name, champ)
             else:
                 self.load_errors.pop(name, None)
+
+    def _refresh_stage(self, name: str, stage: Any) -> None:
+        """Load, change or drop the model's challenger to match the registry's stage."""
+        if stage is None:
+            if self.stages.pop(name, None) is not None:
+                _log.info("model %s: the staged rollout ended", name)
+            return
+        cur = self.stages.get(name)
+        if cur is not None and (cur.served.version, cur.mode, cur.fraction) == (stage.version, stage.mode, stage.fraction):
+            return
+        try:
+            served = cur.served if cur is not None and cur.served.version == stage.version else self._load(name, stage.version)
+        except (ArtifactIntegrityError, LakeopsError) as exc:
+            _log.error("model %s: challenger v%s cannot be loaded; no staged traffic: %s", name, stage.version, exc)
+            self.stages.pop(name, None)
+            return
+        self.stages[name] = ServedStage(served, stage.mode, stage.fraction, stage.since)
+        _log.info("model %s: challenger v%s in %s mode (fraction %s)", name, stage.version, stage.mode, stage.fraction)
 
     def _load_failed(self, name: str, version: int, cur: Served | None, exc: Exception) -> None:
         """Record (and say, once) that the champion cannot be loaded; keep serving what is loaded."""

@@ -513,6 +513,10 @@ def _merged(stored: pa.Schema, new: pa.Schema) -> tuple[pa.Schema, bool]:
     """
     fields = list(stored)
     grew = False
+    for f in new:  # a column of a later release (e.g. ``role``) joins the stored table as nullable
+        if stored.get_field_index(f.name) < 0 and f.name not in (FEATURES_COLUMN, PASSTHROUGH_COLUMN):
+            fields.append(pa.field(f.name, f.type, nullable=True))
+            grew = True
     for name in (FEATURES_COLUMN, PASSTHROUGH_COLUMN):
         if new.get_field_index(name) < 0:
             continue
@@ -537,7 +541,7 @@ def _as_legacy(table: pa.Table, stored: pa.Schema, name: str) -> tuple[pa.Table,
     Raises:
         SchemaMismatchError: a feature is named like one of that table's own columns.
     """
-    own = ("prediction_id", "at", "day", "model_version", "score", "label", "latency_ms")
+    own = ("prediction_id", "at", "day", "model_version", "score", "label", "latency_ms", "role")
     cols: dict[str, pa.Array] = {}
     for c in table.column_names:
         if c == FEATURES_COLUMN or c == PASSTHROUGH_COLUMN:
@@ -688,6 +692,7 @@ def _q_table(recs: list[list[Any]], headers: dict[int, dict[str, Any]]) -> pa.Ta
         "score": pa.array(scores, pa.float64()),
         "predicted_label": pa.array(label, pa.int64(), mask=label < 0),
         "latency_ms": pa.array(np.repeat(np.fromiter(map(itemgetter(4), recs), np.float64, r_count), counts)),
+        "role": _roles(recs, counts),
     }
     names_of = {v: list(h["fn"]) for v, h in headers.items()}
     names = list(dict.fromkeys(n for v in sorted(names_of, reverse=True) for n in names_of[v]))
@@ -740,6 +745,16 @@ def _q_table(recs: list[list[Any]], headers: dict[int, dict[str, Any]]) -> pa.Ta
     if pt_fields:
         cols[PASSTHROUGH_COLUMN] = _passthrough(recs, counts, pt_fields, total)
     return pa.table(cols)
+
+
+_ROLES = ("champion", "challenger", "shadow", "pinned")
+
+
+def _roles(recs: list[list[Any]], counts: np.ndarray) -> pa.Array:
+    """Each row's role (element 11 of a record; ``champion`` for records of earlier releases)."""
+    codes = np.fromiter((_ROLES.index(r[11]) if len(r) > 11 and r[11] in _ROLES else 0 for r in recs),
+                        dtype=np.int32, count=len(recs))
+    return pa.array(list(_ROLES), pa.string()).take(pa.array(np.repeat(codes, counts), pa.int32()))
 
 
 def _passthrough(recs: list[list[Any]], counts: np.ndarray, fields: list[tuple[str, str]], total: int) -> pa.StructArray:
@@ -840,6 +855,7 @@ def _prediction_table(recs: list[dict]) -> pa.Table:
         "score": pa.array(scores, pa.float64()),
         "predicted_label": pa.array(label, pa.int64(), mask=label < 0),
         "latency_ms": pa.array(np.repeat(np.array([r["lat"] for r in recs], dtype=np.float64), counts)),
+        "role": pa.array(["champion"] * total, pa.string()),
     }
     names = list(dict.fromkeys(x for r in recs for x in r["fn"]))
     matrix: dict[str, np.ndarray] = {}

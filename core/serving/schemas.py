@@ -98,6 +98,7 @@ class Codec:
             (j, {**self._lookup[f["name"]], None: _NAN}.get) for j, f in enumerate(self.features) if kinds[j]
         ]
         self._width = len(self.features)
+        self._dictionaries: dict[str, tuple[Any, list[Any], np.ndarray, list[int]]] = {}  # Arrow dictionaries seen
         self.levels = {f["name"]: list(f.get("levels") or []) for f in self.features if f["kind"] == "categorical"}
         # pre-encoded for the prediction log's records (msgpack copies Raw bytes as they are)
         self.names_raw = msgspec.Raw(msgspec.msgpack.encode(self.names))
@@ -169,6 +170,95 @@ class Codec:
                 return Decoded(X, n, None, pt)
         unknown: dict[str, list[tuple[int, str]]] = {}
         return Decoded(self._encode(columns, n, unknown), n, unknown or None, pt)
+
+    def decode_arrow(self, body: bytes) -> Decoded:
+        """Decode and validate an Arrow IPC stream body (``application/vnd.apache.arrow.stream``).
+
+        One record batch or several, one column per feature: numbers (any integer, float or
+        boolean type), categorical features as strings or, cheapest, dictionary-encoded strings
+        (polars ``Categorical`` columns arrive so); pass-through fields optional. The same
+        problems as JSON: a missing or unknown column, a wrong type, an unknown level (under
+        ``unknown_category = "error"``) or a non-finite number is a 422 naming the field (and row).
+
+        Raises:
+            ProblemError: not an Arrow IPC stream (400), too many rows (413).
+            DataValidationError: the table does not fit the signature (422).
+        """
+        import pyarrow.ipc as ipc
+
+        try:
+            batches = list(ipc.open_stream(body))
+            table: Any = batches[0] if len(batches) == 1 else pa.Table.from_batches(batches).combine_chunks()
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, ValueError, IndexError) as exc:
+            raise ProblemError(400, "not-arrow", f"the body is not an Arrow IPC stream: {exc}") from None
+        n = table.num_rows
+        self._check_rows(n)
+        names = table.column_names
+        known = set(self.names) | {p for p, _ in self._pt}
+        errors = [{"row": None, "field": c, "message": "unknown field: neither a feature nor a pass-through field"}
+                  for c in names if c not in known]
+        errors += [{"row": None, "field": f, "message": f"missing feature {f!r}"} for f in self.names if f not in names]
+        if errors:
+            raise DataValidationError(f"{errors[0]['field']}: {errors[0]['message']}", report=errors[:20])
+        XT = np.empty((self._width, n), dtype=np.float64)  # filled row by row (contiguous), transposed once
+        unknown: dict[str, list[tuple[int, str]]] = {}
+        for j, f in enumerate(self.features):
+            arr = _one_array(table.column(f["name"]))
+            if f["kind"] == "categorical":
+                XT[j] = self._arrow_codes(f["name"], arr, unknown)
+            else:
+                XT[j] = _arrow_numbers(f["name"], arr)
+        X = np.ascontiguousarray(XT.T)
+        bad = np.isinf(X)
+        if bad.any():
+            report = [{"row": int(i), "field": self.names[k], "message": "value is not finite"} for i, k in np.argwhere(bad)[:20]]
+            raise DataValidationError(f"row {report[0]['row']}, {report[0]['field']}: value is not finite", report=report)
+        pt = {name: _arrow_logged(name, _one_array(table.column(name)), kind) for name, kind in self._pt if name in names}
+        pt = {k: v for k, v in pt.items() if v.count(None) != n} or None
+        return Decoded(X, n, unknown or None, pt)
+
+    def _arrow_codes(self, name: str, arr: pa.Array, unknown: dict[str, list[tuple[int, str]]]) -> np.ndarray:
+        """A categorical Arrow column as level codes (NaN: null, or an unseen level scored as missing)."""
+        lookup = self._lookup[name]
+        if pa.types.is_dictionary(arr.type):
+            cached = self._dictionaries.get(name)
+            if cached is not None and cached[0].equals(arr.dictionary):  # a client sends the same levels each time
+                _, values, mapped, new = cached
+            else:
+                values = arr.dictionary.to_pylist()
+                if not all(v is None or isinstance(v, str) for v in values):
+                    raise DataValidationError(f"{name}: a categorical feature takes strings",
+                                              report=[{"row": None, "field": name, "message": "expected strings"}])
+                mapped = np.array([lookup.get(v, _NAN) if v is not None else _NAN for v in values] + [_NAN])
+                new = [k for k, v in enumerate(values) if v is not None and v not in lookup]
+                self._dictionaries[name] = (arr.dictionary, values, mapped, new)
+            indices = arr.indices
+            if indices.null_count:
+                idx = np.where(indices.is_null().to_numpy(zero_copy_only=False), len(values),
+                               indices.to_numpy(zero_copy_only=False))
+                idx = np.nan_to_num(idx, nan=len(values)).astype(np.int64)
+            else:
+                idx = indices.to_numpy()
+            codes = mapped[idx]
+            if new:
+                hit = np.flatnonzero(np.isin(idx, new))
+                unknown[name] = [(int(i), values[int(idx[i])]) for i in hit]
+        elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+            raw = arr.to_pylist()
+            codes = np.array(list(map({**lookup, None: _NAN}.get, raw)), dtype=object)
+            miss = [i for i, c in enumerate(codes) if c is None]
+            if miss:
+                unknown[name] = [(i, raw[i]) for i in miss]
+                codes[miss] = _NAN
+            codes = codes.astype(np.float64)
+        else:
+            raise DataValidationError(f"{name}: a categorical feature takes strings, got Arrow type {arr.type}",
+                                      report=[{"row": None, "field": name, "message": f"expected strings, got {arr.type}"}])
+        if name in unknown and self.unknown_category == "error":
+            levels = ", ".join(lookup)
+            report = [{"row": i, "field": name, "message": f"unknown level {v!r}; known: {levels}"} for i, v in unknown[name][:20]]
+            raise DataValidationError(f"row {report[0]['row']}, {name}: {report[0]['message']}", report=report)
+        return codes
 
     def _raw_columns(self, rows: list[Any]) -> dict[str, list[Any]]:
         """The feature columns of decoded rows, as sent."""
@@ -314,6 +404,53 @@ class Codec:
                 report=errors,
             )
         return np.array([row], dtype=np.float64)
+
+
+def _one_array(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if isinstance(col, pa.Array):  # a record batch's column
+        return col
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+
+
+def _arrow_numbers(name: str, arr: pa.Array) -> np.ndarray:
+    """A numeric Arrow column as float64 (null -> NaN); a non-numeric type is a 422 naming it."""
+    t = arr.type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_null(t)):
+        raise DataValidationError(f"{name}: a numeric feature takes numbers, got Arrow type {t}",
+                                  report=[{"row": None, "field": name, "message": f"expected a number, got {t}"}])
+    if not arr.null_count and not pa.types.is_boolean(t) and not pa.types.is_null(t):
+        return arr.to_numpy()  # zero-copy; numpy converts to float64 as it fills the matrix
+    return arr.cast(pa.float64()).to_numpy(zero_copy_only=False)  # nulls become NaN (missing)
+
+
+def _arrow_logged(name: str, arr: pa.Array, kind: str) -> list[Any]:
+    """A pass-through Arrow column as the WAL logs it (checked against its declared type)."""
+    t = arr.type
+    try:
+        if kind == "datetime":
+            if not pa.types.is_timestamp(t):
+                raise TypeError(t)
+            if t.tz is None:
+                arr = arr.cast(pa.timestamp(t.unit, tz="UTC"))
+            return arr.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist()
+        if kind == "date":
+            if not pa.types.is_date(t):
+                raise TypeError(t)
+            return arr.cast(pa.date32()).cast(pa.int32()).to_pylist()
+        if kind == "string":
+            if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)):
+                raise TypeError(t)
+            return arr.cast(pa.string()).to_pylist()
+        if kind == "integer":
+            if not pa.types.is_integer(t):
+                raise TypeError(t)
+            return arr.to_pylist()
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+            raise TypeError(t)
+        return arr.cast(pa.float64()).to_pylist()
+    except (TypeError, pa.ArrowInvalid):
+        raise DataValidationError(f"{name}: a pass-through field of type {kind}, got Arrow type {t}",
+                                  report=[{"row": None, "field": name, "message": f"expected {kind}, got {t}"}]) from None
 
 
 def _as_logged(values: list[Any], kind: str) -> list[Any]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import hashlib
 import logging
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,10 @@ from core.ids import new_id
 from core.lake import Lake
 from core.serving.config import ServingConfig
 from core.serving.metrics import Metrics
-from core.serving.models import ModelCache, Served
+from core.serving.models import ModelCache, Served, ServedStage
 from core.serving.predlog import PredictionLog, dead_letters
 from core.serving.problems import ProblemError
+from core.serving.schemas import Decoded
 from core.serving.wal import Slot, WriteAheadLog, claim_slot, orphan_slots
 
 __all__ = ["Service", "batch_ids", "batch_ids_json"]
@@ -116,6 +120,60 @@ def batch_ids_json(n: int) -> tuple[bytes, bytes]:
     return rows[:, 1:37].tobytes(), rows.tobytes()[:-1]
 
 
+def _decode(served: Served, body: bytes, arrow: bool) -> Decoded:
+    return served.codec.decode_arrow(body) if arrow else served.codec.decode(body)
+
+
+def _arrow_answer(idb: bytes, n: int, scores: np.ndarray, labels: list[int] | None, versions: list[int],
+                  roles: list[str]) -> bytes:
+    """The answer as an Arrow IPC stream: ``prediction_id, score, label, version, role``."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    offsets = np.arange(0, _ID_LEN * (n + 1), _ID_LEN, dtype=np.int32)
+    table = pa.table({
+        "prediction_id": pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(idb)),
+        "score": pa.array(np.asarray(scores, dtype=np.float64)),
+        "label": pa.array(labels if labels is not None else [None] * n, pa.int64()),
+        "version": pa.array(versions, pa.int64()),
+        "role": pa.array(roles, pa.string()),
+    })
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _row_keys(served: Served, decoded: Decoded, idb: bytes, n: int) -> list[bytes]:
+    """Each row's canary key: the model's entity id (feedback key, else first id pass-through
+    field) when the request sent it, else the row's prediction id."""
+    sig = served.signature
+    field = sig.get("feedback_key") or next(
+        (p["name"] for p in sig.get("passthrough") or () if p.get("role") == "id"), None)
+    values = (decoded.passthrough or {}).get(field) if field else None
+    ids = [idb[i * 36 : (i + 1) * 36] for i in range(n)]
+    if values is None:
+        return ids
+    return [str(v).encode() if v is not None else ids[i] for i, v in enumerate(values)]
+
+
+def _hash_fraction(keys: list[bytes]) -> np.ndarray:
+    """A stable number in [0, 1) per key (BLAKE2b): the same key always falls on the same side."""
+    out = np.empty(len(keys))
+    for i, k in enumerate(keys):
+        out[i] = int.from_bytes(hashlib.blake2b(k, digest_size=8).digest(), "big") / 2.0**64
+    return out
+
+
+def _rows_of(unknown: dict[str, list[tuple[int, str]]] | None, rows: np.ndarray) -> dict[str, list[tuple[int, str]]] | None:
+    """Unseen-level notes of ``rows`` only, renumbered to the subset."""
+    if not unknown:
+        return None
+    pos = {int(r): k for k, r in enumerate(rows.tolist())}
+    out = {f: [(pos[r], v) for r, v in seen if r in pos] for f, seen in unknown.items()}
+    return {f: v for f, v in out.items() if v} or None
+
+
 def batch_ids(n: int) -> list[str]:
     """Return ``n`` prediction ids as strings (see ``batch_ids_json``)."""
     b = batch_ids_json(n)[0].decode("ascii")
@@ -142,6 +200,11 @@ class Service:
         self._slot: Slot | None = None
         self.inflight = 0
         self.started = False
+        self._shadow_q: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._shadow_wake = threading.Event()
+        self._shadow_stop = threading.Event()
+        self._shadow_thread = threading.Thread(target=self._shadow_loop, name="lakeops-shadow", daemon=True)
+        self._shadow_thread.start()
         self.legacy_wal: Path | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -188,6 +251,9 @@ class Service:
     def stop(self) -> None:
         """Flush the prediction log and stop every thread."""
         self.cache.close()
+        self._shadow_stop.set()  # shadow rows still queued reach the WAL before it closes
+        self._shadow_wake.set()
+        self._shadow_thread.join(timeout=10)
         if self.predlog is not None:
             self.predlog.close()
         if self.wal is not None:
@@ -227,15 +293,29 @@ class Service:
                                lake=self.lake, settings=self.settings)
 
     # ------------------------------------------------------------------ scoring
-    async def predict(self, name: str, body: bytes, version: int | None, alias: str | None) -> bytes:
+    async def predict(self, name: str, body: bytes, version: int | None, alias: str | None, *,
+                      arrow: bool = False, arrow_out: bool = False) -> bytes:
         """Score a predict body and return the response JSON (after the WAL has it).
+
+        With a staged challenger (``registry.Stage``) and no pinned version: in ``shadow`` mode
+        the champion answers and the challenger scores the same rows off the request's path (a
+        background thread; logged with the same prediction ids, role ``shadow``); in ``canary``
+        mode each row's key (the model's entity id pass-through field, else its prediction id)
+        picks the model by a stable hash, ``fraction`` of keys going to the challenger.
+
+        ``arrow``: the body is an Arrow IPC stream (``Codec.decode_arrow``); ``arrow_out``: answer
+        with an Arrow IPC stream of ``prediction_id, score, label, version, role``.
 
         Raises:
             DataValidationError, ProblemError, NotFoundError: see ``core.serving.problems``.
         """
         t0 = time.perf_counter()
         served = self.cache.fast(name, version, alias) or await self.cache.get(name, version, alias)
-        decoded = served.codec.decode(body)
+        decoded = served.codec.decode_arrow(body) if arrow else served.codec.decode(body)
+        pinned = version is not None or (alias is not None and alias != "champion")
+        stage = None if pinned else self.cache.stages.get(name)
+        if stage is not None and stage.mode == "canary":
+            return await self._canary(name, served, stage, body, decoded, t0, arrow, arrow_out)
         self.inflight += 1
         try:
             scores = await self._score(served, decoded.X)
@@ -245,6 +325,7 @@ class Service:
         idb, id_items = batch_ids_json(n)
         score_list = scores.tolist()
         labels = (scores >= served.threshold).astype(np.int64).tolist() if served.task == "binary" else None
+        role = "pinned" if pinned else "champion"
         if self.wal is not None:
             # One msgpack array per request, cheap to write and to turn into Arrow later: the ids
             # as one fixed-width ASCII blob, scores and the float64 matrix as raw bytes (the
@@ -252,19 +333,173 @@ class Service:
             # record), plus any unseen categorical strings as (row, value) by feature.
             record = [
                 "q", name, served.version, time.time_ns() // 1000, (time.perf_counter() - t0) * 1000.0, n,
-                idb, scores.tobytes(), decoded.X.tobytes(), decoded.unknown, decoded.passthrough,
+                idb, scores.tobytes(), decoded.X.tobytes(), decoded.unknown, decoded.passthrough, role,
             ]
             await self._durable(_pack(record), served.wal_header)
         self.metrics.rows_scored[name] += n
         if decoded.unknown:
             for feature, seen in decoded.unknown.items():
                 self.metrics.unknown_category[(name, feature)] += len(seen)
+        if stage is not None and self.wal is not None:
+            self._shadow(name, stage, served, body, decoded, idb, arrow)
+        if arrow_out:
+            return _arrow_answer(idb, n, scores, labels, [served.version] * n, [role] * n)
         return b"".join(
             (
-                served.response_head, id_items, b'],"scores":', _encode(score_list),
+                served.head(role) if pinned else served.response_head, id_items, b'],"scores":', _encode(score_list),
                 b',"labels":', _encode(labels), b"}",
             )
         )
+
+    def _shadow(self, name: str, stage: ServedStage, champion: Served, body: bytes, decoded: Decoded, idb: bytes,
+                arrow: bool = False) -> None:
+        """Queue the request for the shadow challenger (scored and logged in the background, role ``shadow``).
+
+        Never on the request's path: the request only appends to a queue. A background thread
+        drains it every few milliseconds and scores everything queued for one challenger in one
+        predict call, logged as one WAL record (at ~5,000 requests/s that is ~25 requests per
+        call: far cheaper than one call each). Beyond ``shadow_queue`` queued requests one is not
+        shadowed (``lakeops_shadow_dropped_total``); a failure is counted and logged as rows
+        with NaN scores.
+        """
+        q = self._shadow_q
+        if len(q) >= self.config.shadow_queue:
+            self.metrics.shadow_dropped[name] += decoded.rows
+            return
+        q.append((name, stage.served, champion, body, decoded, idb, arrow))
+        if len(q) == 1:
+            self._shadow_wake.set()
+
+    def _shadow_loop(self) -> None:
+        while True:
+            self._shadow_wake.wait()
+            self._shadow_wake.clear()
+            if self._shadow_stop.is_set() and not self._shadow_q:
+                return
+            time.sleep(0.005)  # let a few requests gather: one predict call for all of them
+            self._shadow_drain()
+            if self._shadow_stop.is_set():
+                return
+
+    def _shadow_drain(self) -> None:
+        """Score and log everything queued, one predict call and one WAL record per challenger."""
+        q = self._shadow_q
+        items = []
+        while q:
+            items.append(q.popleft())
+        groups: dict[tuple[str, int], list[tuple[Served, Decoded, bytes]]] = {}
+        for name, ch, champion, body, decoded, idb, arrow in items:
+            try:
+                mine = decoded if ch.same_encoding(champion) else _decode(ch, body, arrow)
+            except Exception as exc:  # noqa: BLE001 - the challenger refuses this body: noted, never raised
+                self._challenger_failed(name, ch, decoded, idb, np.arange(decoded.rows), exc)
+                continue
+            groups.setdefault((name, ch.version), []).append((ch, mine, idb))
+        for (name, _version), group in groups.items():
+            self._shadow_group(name, group)
+
+    def _shadow_group(self, name: str, group: list[tuple[Served, Decoded, bytes]]) -> None:
+        t0 = time.perf_counter()
+        ch = group[0][0]
+        X = np.vstack([d.X for _, d, _ in group]) if len(group) > 1 else group[0][1].X
+        n = X.shape[0]
+        try:
+            scores = ch.model.predict_matrix(X)
+        except Exception as exc:  # noqa: BLE001 - a failing challenger is data: NaN scores, counted
+            _log.warning("shadow challenger %s v%s failed: %s", name, ch.version, exc)
+            self.metrics.shadow_errors[name] += n
+            scores = np.full(n, np.nan)
+        unknown: dict[str, list[tuple[int, str]]] = {}
+        pt: dict[str, list[Any]] = {}
+        start = 0
+        for _, d, _ in group:
+            for f, seen in (d.unknown or {}).items():
+                unknown.setdefault(f, []).extend((start + r, v) for r, v in seen)
+            for f in set(pt) | set(d.passthrough or {}):
+                pt.setdefault(f, [None] * start).extend((d.passthrough or {}).get(f) or [None] * d.rows)
+            start += d.rows
+        record = [
+            "q", name, ch.version, time.time_ns() // 1000, (time.perf_counter() - t0) * 1000.0 / len(group), n,
+            b"".join(idb for _, _, idb in group), scores.tobytes(), np.ascontiguousarray(X).tobytes(),
+            unknown or None, pt or None, "shadow",
+        ]
+        try:
+            assert self.wal is not None
+            self.wal.write(_pack(record), ch.wal_header)
+            self.metrics.shadow_rows[name] += n
+        except OSError as exc:
+            self.metrics.shadow_errors[name] += n
+            _log.warning("shadow rows of %s v%s could not be logged: %s", name, ch.version, exc)
+
+    def _challenger_failed(self, name: str, ch: Served, decoded: Decoded, idb: bytes, rows: np.ndarray,
+                           exc: Exception) -> None:
+        """The challenger could not take a request the champion answers (shadow or canary): counted,
+        and logged as ``shadow`` rows with NaN scores so the live gate sees its error rate."""
+        _log.warning("challenger %s v%s cannot take a request: %s", name, ch.version, exc)
+        self.metrics.shadow_errors[name] += int(rows.size)
+        if self.wal is None:
+            return
+        sub = b"".join(idb[i * 36 : (i + 1) * 36] for i in rows.tolist())
+        width = len(ch.codec.names)
+        record = ["q", name, ch.version, time.time_ns() // 1000, 0.0, int(rows.size), sub,
+                  np.full(rows.size, np.nan).tobytes(), np.full((rows.size, width), np.nan).tobytes(), None, None, "shadow"]
+        try:
+            self.wal.write(_pack(record), ch.wal_header)
+        except OSError:
+            pass  # the answer is the champion's and is logged; this note is best effort
+
+    async def _canary(self, name: str, champion: Served, stage: ServedStage, body: bytes, decoded: Decoded,
+                      t0: float, arrow: bool = False, arrow_out: bool = False) -> bytes:
+        """Answer each row with the champion or the canary challenger, by a stable hash of its key."""
+        ch = stage.served
+        n = decoded.rows
+        idb, id_items = batch_ids_json(n)
+        keys = _row_keys(champion, decoded, idb, n)
+        to_ch = _hash_fraction(keys) < stage.fraction
+        parts: list[tuple[Served, str, np.ndarray]] = []
+        if not to_ch.all():
+            parts.append((champion, "champion", np.flatnonzero(~to_ch)))
+        if to_ch.any():
+            parts.append((ch, "challenger", np.flatnonzero(to_ch)))
+        scores = np.empty(n)
+        labels = np.zeros(n, dtype=np.int64)
+        if len(parts) and parts[-1][1] == "challenger" and not ch.same_encoding(champion):
+            try:
+                ch_decoded = _decode(ch, body, arrow)
+            except Exception as exc:  # noqa: BLE001 - the challenger cannot take this request: the champion answers
+                self._challenger_failed(name, ch, decoded, idb, np.flatnonzero(to_ch), exc)
+                to_ch[:] = False
+                parts = [(champion, "champion", np.arange(n))]
+        else:
+            ch_decoded = decoded
+        for model, role, rows in parts:
+            mine = decoded if model is champion else ch_decoded
+            X = mine.X[rows]
+            s = await self._score(model, X)
+            scores[rows] = s
+            if model.task == "binary":
+                labels[rows] = s >= model.threshold
+            if self.wal is not None:
+                sub_ids = b"".join(idb[i * 36 : (i + 1) * 36] for i in rows.tolist()) if len(parts) > 1 else idb
+                unknown = _rows_of(mine.unknown, rows) if len(parts) > 1 else mine.unknown
+                pt = {k: [v[i] for i in rows.tolist()] for k, v in mine.passthrough.items()} if mine.passthrough else None
+                record = ["q", name, model.version, time.time_ns() // 1000, (time.perf_counter() - t0) * 1000.0,
+                          rows.size, sub_ids, s.tobytes(), np.ascontiguousarray(X).tobytes(), unknown, pt, role]
+                await self._durable(_pack(record), model.wal_header)
+        self.metrics.rows_scored[name] += n
+        label_list = labels.tolist() if champion.task == "binary" else None
+        if arrow_out:
+            return _arrow_answer(idb, n, scores, label_list, np.where(to_ch, ch.version, champion.version).tolist(),
+                                 np.where(to_ch, "challenger", "champion").tolist())
+        if len(parts) == 1:
+            model, role, _ = parts[0]
+            return b"".join((model.head(role), id_items, b'],"scores":', _encode(scores.tolist()),
+                             b',"labels":', _encode(label_list), b"}"))
+        roles = np.where(to_ch, "challenger", "champion").tolist()
+        versions = np.where(to_ch, ch.version, champion.version).tolist()
+        return b"".join((champion.head("champion"), id_items, b'],"scores":', _encode(scores.tolist()),
+                         b',"labels":', _encode(label_list), b',"versions":', _encode(versions),
+                         b',"roles":', _encode(roles), b"}"))
 
     async def _score(self, served: Served, X: np.ndarray) -> np.ndarray:
         n = X.shape[0]

@@ -23,10 +23,12 @@ logging model (``log_*(..., synchronous=False)`` + ``flush_async_logging()``), m
 because it is what makes hundreds of runs per second possible.
 
 Tables (append-only): ``runs`` has one row when a run starts and one when it ends (state = the
-latest row per run_id, SQL view ``runs_latest``); ``params``, ``tags``, ``metrics`` (with step)
-and ``artifacts`` have one row per value. Artifacts are files under
-``artifacts/runs/<run_id>/<path>`` in the lake, recorded with their sha256. SQL also has
-``metrics_latest`` and ``runs_wide`` (``metrics['auc']``, ``params['num_leaves']`` maps).
+latest row per run_id: the SQL view ``runs``; the raw rows are ``runs_history``); ``params``,
+``tags``, ``metrics`` (with step) and ``artifacts`` have one row per value. Artifacts are files
+under ``artifacts/runs/<run_id>/<path>`` in the lake, recorded with their sha256. SQL also has
+``metrics_latest``, ``runs_wide`` (``metrics['auc']``, ``params['num_leaves']`` maps) and
+``artifacts``. ``search_runs`` also takes MLflow's keyword names ``filter_string`` and
+``experiment_names``.
 Note: ``os._exit`` (as the ``lakeops`` CLI uses) skips atexit: call ``tracking.flush()`` first.
 
 Package layout: ``_writer`` (buffer + group commit; ``FLUSH_INTERVAL_S``/``FLUSH_POINTS``

@@ -150,15 +150,22 @@ def get_run(run_id: str, *, lake: Lake | None = None) -> RunInfo:
 
 
 def metric_history(
-    run_ids: str | Sequence[str], keys: Sequence[str] | None = None, *, lake: Lake | None = None
+    run_ids: str | Sequence[str], keys: str | Sequence[str] | None = None, *, lake: Lake | None = None
 ) -> pl.DataFrame:
-    """Every logged value of the runs' metrics: ``run_id, key, step, value, at`` by run, key, step."""
+    """Every logged value of the runs' metrics: ``run_id, key, step, value, at`` by run, key, step.
+
+    Args:
+        run_ids: one run id or several.
+        keys: one metric name (``"loss"``) or several; None for all.
+        lake: the lake.
+    """
     lake = resolve(lake)
     flush(lake)
     ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
     frame = _read(lake, "metrics", ids)
     if keys is not None:
-        frame = frame.filter(pl.col("key").is_in(list(keys)))
+        # a bare string is one key, not an iterable of one-letter keys
+        frame = frame.filter(pl.col("key").is_in([keys] if isinstance(keys, str) else list(keys)))
     return frame.select("run_id", "key", "step", "value", "at").sort(["run_id", "key", "step", "at"])
 
 
@@ -268,6 +275,8 @@ def search_runs(
     max_results: int | None = 1000,
     *,
     lake: Lake | None = None,
+    filter_string: str | None = None,
+    experiment_names: str | Sequence[str] | None = None,
 ) -> pl.DataFrame:
     """Search runs with MLflow's grammar; return a polars frame (one row per run).
 
@@ -279,6 +288,11 @@ def search_runs(
         order_by: e.g. ``["metrics.auc desc", "attributes.started_at"]``; default newest first.
         max_results: at most this many rows (None: all).
         lake: the lake.
+        filter_string: MLflow's name for ``filter``.
+        experiment_names: MLflow's name for ``experiment``.
+
+    Raises:
+        TypeError: both a name and its MLflow alias were given.
 
     Returns:
         Attribute columns (``run_id``, ``experiment``, ``name``, ``status``, ``started_at`` ...)
@@ -288,6 +302,14 @@ def search_runs(
     Raises:
         SearchSyntaxError: the filter or order-by does not parse (nothing is evaluated).
     """
+    if filter_string is not None:
+        if filter is not None:
+            raise TypeError("pass filter or filter_string (its MLflow name), not both")
+        filter = filter_string  # noqa: A001
+    if experiment_names is not None:
+        if experiment is not None:
+            raise TypeError("pass experiment or experiment_names (its MLflow name), not both")
+        experiment = experiment_names
     clauses = _search.parse_filter(filter)
     order = _search.parse_order_by(order_by) or [("started_at", True)]
     frame = runs_frame(lake=lake)
