@@ -196,6 +196,21 @@ def test_batch_scoring_on_the_cluster_writes_a_dataset_version_with_lineage(clie
         champion.sha256, str(out.output_version), "dask")
 
 
+def test_cli_scores_on_the_cluster_and_names_bad_input_in_one_line(client, world, capsys):
+    from core.cli import run
+
+    code = run(["score", "--dataset", "churn", "--model", f"{MODEL}@champion", "--engine", "dask",
+                "--output", "cli_scores", "--lake", world.uri])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "on the dask engine: dataset cli_scores@v" in out.out
+    assert datasets.load("cli_scores", lake=world).height == datasets.load("churn", lake=world).height
+    assert run(["score", "--dataset", "churn", "--model", "nosuch@champion", "--lake", world.uri]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nosuch" in err
+    assert run(["train", "--dataset", "churn", "--target", "churned", "--engine", "spark", "--lake", world.uri]) == 2
+
+
 class _KillOnce(distributed.WorkerPlugin):
     """A worker plugin that ends its worker's process when a drift-summary task starts (fault injection)."""
 
