@@ -26,8 +26,9 @@ Every user-facing error names the thing that is wrong and, where there is one, t
     ├── TrainingError                 a training job cannot run with the given input
     ├── FeatureViewError              a feature view definition (or the data it is applied to) cannot be used
     ├── SqlRefusedError               a query the read-only SQL sandbox does not allow
-    └── SqlError                      a query that DuckDB could not run (syntax, unknown column)
-        └── SqlResultTooLargeError    a result over the row or byte limit (export it instead)
+    ├── SqlError                      a query that DuckDB could not run (syntax, unknown column)
+    │   └── SqlResultTooLargeError    a result over the row or byte limit (export it instead)
+    └── ComputeError                  the Dask cluster cannot be reached, or a distributed job failed
 
 A failed gate is a normal ``GateReport``, not an exception. HTTP status codes live in
 ``core.serving``; this module knows none.
@@ -42,6 +43,7 @@ __all__ = [
     "AuthError",
     "AuthenticationError",
     "CommitConflictError",
+    "ComputeError",
     "ConfigError",
     "DataValidationError",
     "DatasetNotFoundError",
@@ -182,3 +184,8 @@ class SqlError(LakeopsError, ValueError):
 
 class SqlResultTooLargeError(SqlError):
     """A query whose result has more rows or bytes than the console returns; export it to a file."""
+
+
+class ComputeError(LakeopsError):
+    """The ``[compute]`` engine cannot run the work: Dask not installed, the scheduler unreachable,
+    or a distributed job that failed (a worker lost past Dask's retries)."""

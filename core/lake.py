@@ -728,6 +728,29 @@ class Lake:
         """Return the number of live data files of ``name``."""
         return len(self._open(name).file_uris())
 
+    def snapshot_files(
+        self, name: str, *, version: int | None = None, filter: pads.Expression | None = None  # noqa: A002
+    ) -> tuple[int, pa.Schema, list[Any]]:
+        """The data files of one version of ``name``, from its Delta log: what a cluster reads in parallel.
+
+        Never a listing of the folder (which would also see uncommitted, removed and crashed
+        writers' files). ``filter`` prunes files by their partition values and column min/max
+        statistics, as a snapshot scan would. Each file is a pyarrow ``ParquetFileFragment``
+        over Arrow's native filesystem rooted at the table: it pickles (with the store's
+        options), so a worker process reads it with ``fragment.to_table(schema=schema)``
+        (partition columns filled in from the log).
+
+        Returns:
+            ``(version, schema, fragments)``.
+
+        Raises:
+            TableNotFoundError: no such table or version.
+        """
+        dt = self._at(name, version, None)
+        ds = self._dataset(name, dt)
+        fragments = list(ds.get_fragments(filter=filter) if filter is not None else ds.get_fragments())
+        return dt.version(), ds.schema, fragments
+
     def latest_version_hint(self, name: str) -> int:
         """Return the highest committed version of ``name`` from one listing of its ``_delta_log``.
 

@@ -30,6 +30,7 @@ _MODULES = (
     "core.cli.demo",
     "core.cli.auth_cmds",
     "core.cli.features",
+    "core.cli.score",
 )
 
 

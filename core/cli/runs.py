@@ -33,6 +33,8 @@ def register(sub: Any) -> None:
                    help="columns requests may carry beside the features (logged, never scored); "
                         "default: the time column and id-like columns")
     p.add_argument("--feedback-key", default=None, help="a pass-through column feedback may join by (an entity id)")
+    p.add_argument("--engine", choices=["local", "dask"], default=None,
+                   help="train in this process or with lightgbm.dask on the [compute] cluster (default: [compute] engine)")
     p.set_defaults(handler=_train)
 
     runs = sub.add_parser("runs", help="list, show, compare and reproduce experiment runs")
@@ -83,6 +85,8 @@ def _train(args: argparse.Namespace) -> int:
         lake=lake,
         passthrough=args.passthrough,
         feedback_key=args.feedback_key,
+        engine=args.engine,
+        settings=settings_from(args),
     )
     sys.stdout.write(
         f"run {out.run_id} finished: dataset {out.dataset}@v{out.dataset_version}, "

@@ -57,7 +57,8 @@ in run-length form (distinct values with counts), which is exact and much smalle
 
 Modules: ``reference`` (building and serialising references), ``stats`` (the statistics),
 ``quality`` (data-quality shares), ``policy`` (test choice, thresholds, roles, verdicts),
-``cbpe`` (performance estimation), ``attribution`` (score-shift attribution).
+``cbpe`` (performance estimation), ``attribution`` (score-shift attribution), ``sketch`` (mergeable
+per-partition summaries for drift checks run as map-reduce on a cluster, with stated error bounds).
 """
 
 from core.drift.attribution import Attribution, attribute
@@ -73,13 +74,22 @@ from core.drift.policy import (
     FeatureDrift,
     FeatureRule,
     TestSpec,
+    check_categorical,
     check_column,
+    check_numeric,
+    check_numeric_sketch,
     compare,
     dataset_verdict,
     default_test,
     multivariate_verdict,
 )
-from core.drift.quality import ColumnQuality, QualityTolerances, categorical_quality, numeric_quality
+from core.drift.quality import (
+    ColumnQuality,
+    QualityTolerances,
+    categorical_quality,
+    numeric_quality,
+    numeric_quality_counts,
+)
 from core.drift.reference import (
     DEFAULT_BINS,
     ArrayPacker,
@@ -94,6 +104,16 @@ from core.drift.reference import (
     scale_of,
     sorted_finite,
     unpack_arrays,
+)
+from core.drift.sketch import (
+    Grid,
+    NumericSketch,
+    categorical_partial,
+    make_grid,
+    merge_categorical,
+    merge_numeric,
+    numeric_partial,
+    sketch_stats,
 )
 from core.drift.stats import (
     EPSILON,
@@ -131,17 +151,23 @@ __all__ = [
     "Estimate",
     "FeatureDrift",
     "FeatureRule",
+    "Grid",
     "NumericColumn",
     "NumericReference",
+    "NumericSketch",
     "NumericStats",
     "QualityTolerances",
     "Reference",
     "TestSpec",
     "attribute",
     "build_reference",
+    "categorical_partial",
     "categorical_quality",
     "categorical_stats",
+    "check_categorical",
     "check_column",
+    "check_numeric",
+    "check_numeric_sketch",
     "chi_square",
     "compare",
     "dataset_verdict",
@@ -150,15 +176,21 @@ __all__ = [
     "jensen_shannon",
     "jensen_shannon_distance",
     "ks_test",
+    "make_grid",
+    "merge_categorical",
+    "merge_numeric",
     "multivariate_verdict",
     "numeric_column",
+    "numeric_partial",
     "numeric_quality",
+    "numeric_quality_counts",
     "numeric_stats",
     "psi",
     "psi_categorical",
     "reference_from_bytes",
     "reference_to_bytes",
     "scale_of",
+    "sketch_stats",
     "sorted_finite",
     "unpack_arrays",
     "wasserstein",

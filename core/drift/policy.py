@@ -4,16 +4,23 @@ data-quality tolerances, and the per-column and dataset verdicts with an explici
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 import polars as pl
 
-from core.drift.quality import ColumnQuality, QualityTolerances, categorical_quality, numeric_quality
+from core.drift.quality import (
+    ColumnQuality,
+    QualityTolerances,
+    categorical_quality,
+    numeric_quality,
+    numeric_quality_counts,
+)
 from core.drift.reference import (
     DEFAULT_BINS,
     CategoricalReference,
+    NumericColumn,
     NumericReference,
     Reference,
     numeric_column,
@@ -32,7 +39,10 @@ __all__ = [
     "FeatureDrift",
     "FeatureRule",
     "TestSpec",
+    "check_categorical",
     "check_column",
+    "check_numeric",
+    "check_numeric_sketch",
     "compare",
     "dataset_verdict",
     "default_test",
@@ -408,21 +418,52 @@ def check_column(
         policy: tests, thresholds and tolerances (default ``DriftPolicy()``).
     """
     policy = policy or DriftPolicy()
-    full = policy.statistics == "all"
     if isinstance(reference, NumericReference):
         col = numeric_column(current if current is not None else pl.Series(feature, [], dtype=pl.Float64))
-        test, threshold = policy.rule_for(feature, "numeric", reference.n, col.values.size)
-        st = numeric_stats(reference, col.values, ks=full or test == "ks")
-        return _verdict(feature, "numeric", st, numeric_quality(reference, col, policy.quality), policy, test, threshold)
+        return check_numeric(feature, reference, col, policy)
     assert isinstance(reference, CategoricalReference)
     series = current if current is not None else pl.Series(feature, [], dtype=pl.String)
     nulls = series.null_count()
     vc = series.cast(pl.String).drop_nulls().value_counts(name="__n")
-    cst = categorical_stats(reference, vc[vc.columns[0]].to_list(), vc["__n"].to_numpy())
-    quality = categorical_quality(reference, rows=series.len(), nulls=nulls, new_level_share=cst.new_level_share,
+    return check_categorical(feature, reference, vc[vc.columns[0]].to_list(), vc["__n"].to_numpy(),
+                             rows=series.len(), nulls=nulls, policy=policy)
+
+
+def check_numeric(feature: str, reference: NumericReference, column: NumericColumn, policy: DriftPolicy) -> FeatureDrift:
+    """``check_column`` for a numeric column already split by ``numeric_column`` (or merged from partitions)."""
+    test, threshold = policy.rule_for(feature, "numeric", reference.n, column.values.size)
+    st = numeric_stats(reference, column.values, ks=policy.statistics == "all" or test == "ks")
+    return _verdict(feature, "numeric", st, numeric_quality(reference, column, policy.quality), policy, test, threshold)
+
+
+def check_categorical(
+    feature: str, reference: CategoricalReference, levels: Sequence[str], counts: Any, *, rows: int, nulls: int,
+    policy: DriftPolicy,
+) -> FeatureDrift:
+    """``check_column`` for a categorical column given as level counts (exact however they were added up)."""
+    cst = categorical_stats(reference, levels, counts)
+    quality = categorical_quality(reference, rows=rows, nulls=nulls, new_level_share=cst.new_level_share,
                                   new_levels=cst.new_levels, tol=policy.quality)
     test, threshold = policy.rule_for(feature, "categorical", cst.n_ref, cst.n_cur)
     return _verdict(feature, "categorical", cst, quality, policy, test, threshold)
+
+
+def check_numeric_sketch(feature: str, reference: NumericReference, grid: Any, sketch: Any,
+                         policy: DriftPolicy) -> FeatureDrift:
+    """``check_column`` from a merged ``core.drift.sketch.NumericSketch``: counts, PSI and quality
+    exact; Wasserstein and KS with their stated error bounds in the stats (``*_bound``)."""
+    from core.drift.sketch import sketch_stats
+
+    test, threshold = policy.rule_for(feature, "numeric", reference.n, sketch.usable)
+    values, extra = sketch_stats(reference, grid, sketch, ks=policy.statistics == "all" or test == "ks")
+    st = NumericStats(reference.n, sketch.usable, values["wasserstein"], values["wasserstein_norm"],  # type: ignore[arg-type]
+                      values["psi"], values["ks"], values["ks_p_value"])  # type: ignore[arg-type]
+    quality = numeric_quality_counts(reference, rows=sketch.rows, nulls=sketch.nulls, nonfinite=sketch.nonfinite,
+                                     usable=sketch.usable, below=extra["below"], above=extra["above"], tol=policy.quality)
+    out = _verdict(feature, "numeric", st, quality, policy, test, threshold)
+    bounds = {k: extra[k] for k in ("wasserstein_bound", "wasserstein_norm_bound", "ks_bound", "exhaustive_grid")
+              if k in extra}
+    return replace(out, stats={**out.stats, **bounds, "engine": "sketch"})
 
 
 def compare(

@@ -27,7 +27,7 @@ import numpy as np
 from core.drift.reference import CategoricalReference, NumericColumn, NumericReference
 from core.errors import ConfigError
 
-__all__ = ["ColumnQuality", "QualityTolerances", "categorical_quality", "numeric_quality"]
+__all__ = ["ColumnQuality", "QualityTolerances", "categorical_quality", "numeric_quality", "numeric_quality_counts"]
 
 
 @dataclass(frozen=True)
@@ -92,29 +92,41 @@ def _null_check(null_share: float, ref_share: float | None, tol: float) -> tuple
 def numeric_quality(reference: NumericReference, column: NumericColumn, tol: QualityTolerances) -> ColumnQuality:
     """Quality shares of a numeric current column (``numeric_column``) against its reference."""
     usable = column.values.size
-    rows = column.rows
-    ref_rows = reference.rows
-    ref_null = _share(reference.nulls, ref_rows) if ref_rows else None
-    ref_nonfinite = _share(reference.nonfinite, ref_rows) if ref_rows else None
-    null_share = _share(column.nulls, rows)
-    nonfinite = _share(column.nonfinite, rows)
-    out = None
+    below = above = 0
     if usable and reference.n:
         lo, hi = float(reference.uniques[0]), float(reference.uniques[-1])
         below = int(np.searchsorted(column.values, lo, side="left"))
         above = usable - int(np.searchsorted(column.values, hi, side="right"))
+    return numeric_quality_counts(reference, rows=column.rows, nulls=column.nulls, nonfinite=column.nonfinite,
+                                  usable=usable, below=below, above=above, tol=tol)
+
+
+def numeric_quality_counts(
+    reference: NumericReference, *, rows: int, nulls: int, nonfinite: int, usable: int, below: int, above: int,
+    tol: QualityTolerances,
+) -> ColumnQuality:
+    """``numeric_quality`` from counts: rows, nulls, NaN/inf, usable values and the usable values
+    below the reference's minimum and above its maximum (what partitions of a window add up)."""
+    ref_rows = reference.rows
+    ref_null = _share(reference.nulls, ref_rows) if ref_rows else None
+    ref_nonfinite = _share(reference.nonfinite, ref_rows) if ref_rows else None
+    null_share = _share(nulls, rows)
+    nonfinite_share = _share(nonfinite, rows)
+    out = None
+    if usable and reference.n:
+        lo, hi = float(reference.uniques[0]), float(reference.uniques[-1])
         out = (below + above) / usable
     flags: list[tuple[str, str]] = []
     null_flag = _null_check(null_share, ref_null, tol.null_share)
     if null_flag:
         flags.append(null_flag)
-    if ref_nonfinite is not None and not math.isnan(nonfinite) and nonfinite - ref_nonfinite > tol.nonfinite_share:
-        flags.append(("nonfinite_share", f"NaN/inf share {nonfinite:.3f} vs {ref_nonfinite:.3f} in the reference "
+    if ref_nonfinite is not None and not math.isnan(nonfinite_share) and nonfinite_share - ref_nonfinite > tol.nonfinite_share:
+        flags.append(("nonfinite_share", f"NaN/inf share {nonfinite_share:.3f} vs {ref_nonfinite:.3f} in the reference "
                                          f"(tolerance +{tol.nonfinite_share:g})"))
     if out is not None and out > tol.out_of_range_share:
         flags.append(("out_of_range_share", f"{out:.1%} of values outside the reference range "
                                             f"[{lo:.6g}, {hi:.6g}] (tolerance {tol.out_of_range_share:.0%})"))
-    return ColumnQuality(rows, column.nulls, column.nonfinite, usable, null_share, ref_null, nonfinite,
+    return ColumnQuality(rows, nulls, nonfinite, usable, null_share, ref_null, nonfinite_share,
                          ref_nonfinite, out, None, tuple(f for f, _ in flags), tuple(r for _, r in flags))
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import polars as pl
 
 from core import datasets, features, tracking, training, trainsets
+from core.compute import compute_config
+from core.config import Settings
 from core.errors import ArtifactIntegrityError, DatasetNotFoundError, TrainingError
 from core.lake import Lake, resolve
 
@@ -113,6 +115,8 @@ def train_model(
     feedback_key: str | None = None,
     served: tuple[str, int] | None = None,
     dedupe: tuple[str | None, Sequence[str]] | None = None,
+    engine: str | None = None,
+    settings: Settings | None = None,
 ) -> TrainOutcome:
     """Train a model on a dataset version and record it as a run.
 
@@ -145,6 +149,11 @@ def train_model(
             labelled traffic (``core.trainsets.retrain_frames``).
         dedupe: with ``served``, ``(key column or None, content columns)``: how rows are told
             apart for de-duplication (``core.trainsets.dedupe_key`` of the retrained model).
+        engine: ``local`` or ``dask`` (default: ``[compute] engine``). On ``dask`` the version
+            is read from its snapshot files by the workers, split exactly as locally and trained
+            with ``lightgbm.dask`` (``core.compute.train``); the run also records ``engine``,
+            ``workers`` and ``threads``. A retrain's rows are combined here, then trained there.
+        settings: settings to read ``[compute]`` from (default: loaded).
 
     Raises:
         DatasetNotFoundError: unknown dataset or version.
@@ -153,11 +162,18 @@ def train_model(
     lake = resolve(lake)
     user_params = training.validate_params(params)
     version = _resolve_version(dataset, version, lake)
+    if task not in (None, "binary", "regression"):
+        raise TrainingError(f"task must be 'binary' or 'regression', got {task!r}")
+    cfg = compute_config(settings, engine=engine)
+    if cfg.engine == "dask":
+        return _train_on_cluster(
+            cfg, dataset, version, target=target, user_params=user_params, seed=seed, experiment=experiment, name=name,
+            task=task, time_column=time_column, exclude=exclude, tags=tags, lake=lake, passthrough=passthrough,
+            feedback_key=feedback_key, served=served, dedupe=dedupe,
+        )
     frame = datasets.load(dataset, version, lake=lake)
     if frame.height == 0:
         raise TrainingError(f"dataset {dataset!r} version {version} has no rows")
-    if task not in (None, "binary", "regression"):
-        raise TrainingError(f"task must be 'binary' or 'regression', got {task!r}")
     inferred = training.infer_task(frame, target)  # unknown/one-class/non-numeric target: no run
     task_ = task or inferred
     if task_ == "binary" and inferred != "binary":
@@ -172,15 +188,7 @@ def train_model(
     valid_frame = None
     split_info: dict[str, Any] = {}
     if served is not None:
-        key, content = (dedupe[0], list(dedupe[1])) if dedupe is not None else (None, [])
-        frames = trainsets.retrain_frames(
-            frame, datasets.load(served[0], served[1], lake=lake), target=target, key=key, content=content,
-            valid_fraction=float(user_params.get("valid_fraction", 0.2)),
-        )
-        frame, valid_frame = frames.train, frames.holdout
-        split_info = {**frames.info, "served_dataset": served[0], "served_version": served[1],
-                      "dedupe_key": key or "", "dedupe_content": json.dumps(content)}
-        exclude = [*exclude, *(c for c in trainsets.SERVED_META if c not in exclude)]
+        frame, valid_frame, split_info, exclude = _retrain_frames(frame, served, dedupe, target, user_params, exclude, lake)
     with tracking.start_run(
         experiment or dataset,
         name or f"{dataset}@v{version}",
@@ -194,50 +202,16 @@ def train_model(
             frame, target, task=task_, params=user_params, seed=seed, time_column=time_column, exclude=exclude,
             passthrough=passthrough, feedback_key=feedback_key, valid=valid_frame,
         )  # type: ignore[arg-type]
-        run.log_params(
-            {
-                **{k: v for k, v in result.params.items()},
-                "target": target,
-                "task": task_,
-                "train_params": json.dumps(user_params, sort_keys=True),
-                "split_method": split_info.get("split_method") or result.split["method"],
-                **{k: v for k, v in split_info.items() if k != "split_method"},
-                "time_column": time_column or "",
-                "valid_fraction": result.split["valid_fraction"],
-                "excluded_columns": json.dumps(result.excluded, sort_keys=True),
-                "exclude": json.dumps(list(exclude)),
-                "passthrough": json.dumps(None if passthrough is None else list(passthrough)),
-                "feedback_key": feedback_key or "",
-                "rows_train": result.rows["train"],
-                "rows_valid": result.rows["valid"],
-            }
-        )
-        curves = result.history
-        n = max((len(v) for v in curves.values()), default=0)
-        for i in range(n):
-            run.log_metrics({k: v[i] for k, v in curves.items() if i < len(v)}, step=i + 1)
-        run.log_metrics(result.metrics, step=result.best_iteration)
-        run.log_metrics(
-            {f"train_{k}": v for k, v in result.train_metrics.items()}, step=result.best_iteration
-        )
-        run.log_metric("best_iteration", result.best_iteration)
-        model = result.model
         if views:
-            _attach_feature_views(model.signature, views)
-        run.log_text(MODEL_PATH, model.text)
-        run.log_dict(SIGNATURE_PATH, model.signature)
-        run.log_artifact(IMPORTANCE_PATH, json.dumps(model.importance().to_dicts()).encode("utf-8"))
-        run.log_dict(LEAKAGE_PATH, result.leakage)
-        flagged = [d["feature"] for d in result.leakage.get("flagged", [])]
-        run.set_tags({"model_sha256": model.sha256, **({"leakage": ",".join(flagged)} if flagged else {})})
-        for d in result.leakage.get("flagged", []):
-            _log.warning("possible target leakage in run %s: feature %r %s", run.run_id, d["feature"], d["why"])
+            _attach_feature_views(result.model.signature, views)
+        _record(run, result, user_params=user_params, split_info=split_info, target=target, task=task_,
+                time_column=time_column, exclude=exclude, passthrough=passthrough, feedback_key=feedback_key)
     return TrainOutcome(
         run_id=run.run_id,
         dataset=dataset,
         dataset_version=version,
         metrics=result.metrics,
-        model=model,
+        model=result.model,
         best_iteration=result.best_iteration,
         excluded=result.excluded,
         leakage=result.leakage,
@@ -273,6 +247,114 @@ def _attach_feature_views(signature: dict[str, Any], views: list[dict[str, Any]]
          "defaults": {f: d for f, d in v["defaults"].items() if f in names}}
         for v in views
     ]
+
+
+def _retrain_frames(frame: pl.DataFrame, served: tuple[str, int], dedupe: tuple[str | None, Sequence[str]] | None,
+                    target: str, user_params: Mapping[str, Any], exclude: Sequence[str], lake: Lake,
+                    ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any], list[str]]:
+    """A retrain's training rows, holdout, split params and exclusions (``core.trainsets.retrain_frames``)."""
+    key, content = (dedupe[0], list(dedupe[1])) if dedupe is not None else (None, [])
+    frames = trainsets.retrain_frames(
+        frame, datasets.load(served[0], served[1], lake=lake), target=target, key=key, content=content,
+        valid_fraction=float(user_params.get("valid_fraction", 0.2)),
+    )
+    split_info = {**frames.info, "served_dataset": served[0], "served_version": served[1],
+                  "dedupe_key": key or "", "dedupe_content": json.dumps(content)}
+    return frames.train, frames.holdout, split_info, [*exclude, *(c for c in trainsets.SERVED_META if c not in exclude)]
+
+
+def _record(run: Any, result: training.TrainResult, *, user_params: Mapping[str, Any], split_info: Mapping[str, Any],
+            target: str, task: str, time_column: str | None, exclude: Sequence[str], passthrough: Sequence[str] | None,
+            feedback_key: str | None, extra: Mapping[str, Any] | None = None) -> None:
+    """Log a training result into its run: params, curves, metrics, model artifacts, tags (see ``train_model``)."""
+    run.log_params(
+        {
+            **{k: v for k, v in result.params.items()},
+            "target": target,
+            "task": task,
+            "train_params": json.dumps(user_params, sort_keys=True),
+            "split_method": split_info.get("split_method") or result.split["method"],
+            **{k: v for k, v in split_info.items() if k != "split_method"},
+            "time_column": time_column or "",
+            "valid_fraction": result.split["valid_fraction"],
+            "excluded_columns": json.dumps(result.excluded, sort_keys=True),
+            "exclude": json.dumps(list(exclude)),
+            "passthrough": json.dumps(None if passthrough is None else list(passthrough)),
+            "feedback_key": feedback_key or "",
+            "rows_train": result.rows["train"],
+            "rows_valid": result.rows["valid"],
+            **(extra or {}),
+        }
+    )
+    curves = result.history
+    n = max((len(v) for v in curves.values()), default=0)
+    for i in range(n):
+        run.log_metrics({k: v[i] for k, v in curves.items() if i < len(v)}, step=i + 1)
+    run.log_metrics(result.metrics, step=result.best_iteration)
+    run.log_metrics(
+        {f"train_{k}": v for k, v in result.train_metrics.items()}, step=result.best_iteration
+    )
+    run.log_metric("best_iteration", result.best_iteration)
+    model = result.model
+    run.log_text(MODEL_PATH, model.text)
+    run.log_dict(SIGNATURE_PATH, model.signature)
+    run.log_artifact(IMPORTANCE_PATH, json.dumps(model.importance().to_dicts()).encode("utf-8"))
+    run.log_dict(LEAKAGE_PATH, result.leakage)
+    flagged = [d["feature"] for d in result.leakage.get("flagged", [])]
+    run.set_tags({"model_sha256": model.sha256, **({"leakage": ",".join(flagged)} if flagged else {})})
+    for d in result.leakage.get("flagged", []):
+        _log.warning("possible target leakage in run %s: feature %r %s", run.run_id, d["feature"], d["why"])
+
+
+def _train_on_cluster(
+    cfg: Any, dataset: str, version: int, *, target: str, user_params: dict[str, Any], seed: int,
+    experiment: str | None, name: str | None, task: str | None, time_column: str | None, exclude: Sequence[str],
+    tags: Mapping[str, Any] | None, lake: Lake, passthrough: Sequence[str] | None, feedback_key: str | None,
+    served: tuple[str, int] | None, dedupe: tuple[str | None, Sequence[str]] | None,
+) -> TrainOutcome:
+    """``train_model`` on the Dask cluster (``core.compute.train``): the same run, params, curves,
+    metrics, artifacts and tags, plus ``engine``, ``workers`` and ``threads``."""
+    from core.compute import session
+    from core.compute.frames import dataset_parts
+    from core.compute.train import train_on_cluster
+
+    parts = dataset_parts(dataset, version, lake=lake)
+    schema_frame = pl.DataFrame(pl.from_arrow(parts.schema.empty_table()))
+    if target not in schema_frame.columns:
+        raise TrainingError(f"target {target!r} is not a column of the dataset; columns: {', '.join(schema_frame.columns)}")
+    if time_column == AUTO:
+        time_column = training.detect_time_column(schema_frame)
+    elif time_column is not None and time_column not in schema_frame.columns:
+        raise TrainingError(f"time column {time_column!r} is not a column of dataset {dataset!r}")
+    frames = None
+    split_info: dict[str, Any] = {}
+    if served is not None:  # a retrain: its de-duplicated rows are made here, trained on the cluster
+        train_f, valid_f, split_info, exclude = _retrain_frames(
+            datasets.load(dataset, version, lake=lake), served, dedupe, target, user_params, exclude, lake)
+        frames = (train_f, valid_f)
+    with session(cfg) as client, tracking.start_run(
+        experiment or dataset,
+        name or f"{dataset}@v{version}",
+        dataset=(dataset, version),
+        seed=seed,
+        tags={"task": task or "", "target": target, "source": "lakeops.train", "engine": "dask", **(tags or {})},
+        sync=True,
+        lake=lake,
+    ) as run:
+        out = train_on_cluster(
+            client, cfg, parts=None if frames else parts, frames=frames, target=target, task=task,  # type: ignore[arg-type]
+            params=user_params, seed=seed, time_column=time_column, exclude=exclude, passthrough=passthrough,
+            feedback_key=feedback_key,
+        )
+        result = out.result
+        run.set_tags({"task": result.model.signature["task"]})
+        _record(run, result, user_params=user_params, split_info=split_info, target=target,
+                task=result.model.signature["task"], time_column=time_column, exclude=exclude, passthrough=passthrough,
+                feedback_key=feedback_key, extra={**out.engine, "leakage_sample_rows": result.leakage.get("sample_rows", 0)})
+    return TrainOutcome(
+        run_id=run.run_id, dataset=dataset, dataset_version=version, metrics=result.metrics, model=result.model,
+        best_iteration=result.best_iteration, excluded=result.excluded, leakage=result.leakage,
+    )
 
 
 def run_leakage(run_id: str, *, lake: Lake | None = None) -> dict[str, Any] | None:
@@ -337,5 +419,6 @@ def reproduce(run_id: str, *, lake: Lake | None = None) -> ReproduceOutcome:
         served=(info.params["served_dataset"], int(info.params["served_version"]))
         if info.params.get("split_method") == "served_holdout" else None,
         dedupe=(info.params.get("dedupe_key") or None, json.loads(info.params.get("dedupe_content") or "[]")),
+        engine=info.params.get("engine") or "local",
     )
     return ReproduceOutcome(run_id, outcome.run_id, sha, outcome.model.sha256)

@@ -18,6 +18,7 @@ import polars as pl
 
 from core import drift
 from core.catalog import FEATURES_COLUMN, PASSTHROUGH_COLUMN
+from core.compute import compute_config
 from core.config import Settings, load_settings
 from core.errors import ConfigError
 from core.ids import new_id, utcnow
@@ -209,6 +210,7 @@ def check_drift(
     settings: Settings | None = None,
     now: datetime | None = None,
     actor: str | None = None,
+    engine: str | None = None,
 ) -> DriftReport:
     """Compare the champion's latest prediction window with its stored reference; write ``drift_reports``.
 
@@ -220,6 +222,9 @@ def check_drift(
         settings: settings with the model's monitoring and drift sections.
         now: the clock (tests).
         actor: recorded in the commit metadata.
+        engine: ``local`` or ``dask`` (default: ``[compute] engine``); on ``dask`` the window is
+            summarised on the cluster (``core.compute.drift``) and ``stats_json`` of the
+            ``__dataset__`` row says so.
 
     Returns:
         The report (written as one commit unless the window is too small).
@@ -235,27 +240,38 @@ def check_drift(
         window_rows, window_hours = cfg.window_rows, cfg.window_hours
     mv = champion(model, lake=lake)
     ref = reference(model, version=mv.version, lake=lake, settings=settings)
-    frame = window(model, rows=window_rows, hours=window_hours, version=mv.version, now=now, lake=lake)
+    ccfg = compute_config(settings, engine=engine)
+    engine_stats: dict[str, Any] = {}
+    if ccfg.engine == "dask":
+        cluster = _cluster_window(model, mv.version, ref, cfg, ccfg, lake, window_rows, window_hours, now)
+        height, win = cluster.rows, (cluster.start, cluster.end, cluster.rows)
+        engine_stats = {"engine": "dask", "partitions": cluster.partitions, "exact": cluster.exact}
+    else:
+        frame = window(model, rows=window_rows, hours=window_hours, version=mv.version, now=now, lake=lake)
+        height = frame.height
+        win = (frame["at"].min() if frame.height else None, frame["at"].max() if frame.height else None, frame.height)
     rep_id = new_id()
     at = now or utcnow()
     meta = {"actor": actor or settings.actor, "model": model, "report_id": rep_id}
-    if frame.height < cfg.min_rows:
+    if height < cfg.min_rows:
         # recorded, so a window that stopped filling is visible, never a silent gap
-        win = (frame["at"].min() if frame.height else None, frame["at"].max() if frame.height else None, frame.height)
         note = drift.FeatureDrift(DATASET_ROW, "dataset", "share", math.nan, None, policy.share, None, ref.rows,
-                                  frame.height, {"min_rows": cfg.min_rows}, "insufficient", "feature",
-                                  (f"only {frame.height} predictions in the window (min_rows {cfg.min_rows}): no verdict",))
+                                  height, {"min_rows": cfg.min_rows, **engine_stats}, "insufficient", "feature",
+                                  (f"only {height} predictions in the window (min_rows {cfg.min_rows}): no verdict",))
         lake.append("drift_reports", [_row(rep_id, model, mv.version, win, ref, note, at)], metadata=meta)
-        return DriftReport(rep_id, model, mv.version, "insufficient_data", frame.height, win[0], win[1],
+        return DriftReport(rep_id, model, mv.version, "insufficient_data", height, win[0], win[1],
                            ref.dataset, ref.dataset_version, None, None, None, dataset_status="insufficient")
-    feats = window_features(frame, list(ref.kinds))
-    result = drift.compare(ref.features, feats, policy)
-    score = replace(drift.check_column(SCORE_ROW, ref.score, frame["score"], policy), kind="score")
+    if ccfg.engine == "dask":
+        assert cluster.result is not None and cluster.score is not None
+        feats, result, score = cluster.sample, cluster.result, replace(cluster.score, kind="score")
+    else:
+        feats = window_features(frame, list(ref.kinds))
+        result = drift.compare(ref.features, feats, policy)
+        score = replace(drift.check_column(SCORE_ROW, ref.score, frame["score"], policy), kind="score")
     attribution = _attribution(model, mv.version, ref, feats, policy.attribution_sample, lake)
     if attribution is not None:
         score = replace(score, stats={**score.stats, "attribution": attribution.as_dict()})
-    multi = _multivariate(ref, feats, policy) if policy.multivariate else None
-    win = (frame["at"].min(), frame["at"].max(), frame.height)
+    multi = _multivariate(ref, feats, policy, current_rows=height) if policy.multivariate else None
     rows = [_row(rep_id, model, mv.version, win, ref, f, at) for f in [*result.features, score]]
     if multi is not None:
         rows.append(_row(rep_id, model, mv.version, win, ref, multi, at))
@@ -267,21 +283,38 @@ def check_drift(
     drifted = True if any(v is True for v in votes) else (None if result.drifted is None else False)
     status = "drift" if drifted else result.status
     verdict = drift.FeatureDrift(
-        DATASET_ROW, "dataset", "share", result.share, None, result.share_threshold, drifted, ref.rows, frame.height,
+        DATASET_ROW, "dataset", "share", result.share, None, result.share_threshold, drifted, ref.rows, height,
         {"drifted_features": result.drifted_features, "score_drifted": score.drifted,
          "multivariate_drifted": None if multi is None else multi.drifted,
          "no_data_features": result.no_data_features, "expected_drift": result.expected_drift,
-         "quality_flagged": [f.feature for f in result.quality_flagged], "reference_mode": ref.mode},
+         "quality_flagged": [f.feature for f in result.quality_flagged], "reference_mode": ref.mode, **engine_stats},
         status,
     )
     rows.append(_row(rep_id, model, mv.version, win, ref, verdict, at))
     lake.append("drift_reports", rows, metadata=meta)
-    return DriftReport(rep_id, model, mv.version, "ok", frame.height, win[0], win[1], ref.dataset,
+    return DriftReport(rep_id, model, mv.version, "ok", height, win[0], win[1], ref.dataset,
                        ref.dataset_version, result, score, drifted, multivariate=multi, attribution=attribution,
                        dataset_status=status)
 
 
-def _multivariate(ref: ModelReference, feats: pl.DataFrame, policy: drift.DriftPolicy) -> drift.FeatureDrift | None:
+def _cluster_window(model: str, version: int, ref: ModelReference, cfg: Any, ccfg: Any, lake: Lake,
+                    window_rows: int | None, window_hours: float | None, now: datetime | None) -> Any:
+    """The window's verdicts computed on the Dask cluster (``core.compute.drift``)."""
+    from core.compute import session
+    from core.compute.drift import check_window
+
+    since = (now or utcnow()) - timedelta(hours=window_hours) if window_hours is not None else None
+    sample_rows = ref.sample.height if ref.sample is not None else 0
+    with session(ccfg) as client:
+        return check_window(
+            client, ccfg, model=model, model_version=version, features=ref.features, score=ref.score,
+            policy=cfg.policy, lake=lake, window_rows=window_rows, since=since, now=now, min_rows=cfg.min_rows,
+            sample=cfg.policy.multivariate_sample, reference_sample_rows=sample_rows,
+        )
+
+
+def _multivariate(ref: ModelReference, feats: pl.DataFrame, policy: drift.DriftPolicy,
+                  current_rows: int | None = None) -> drift.FeatureDrift | None:
     """The domain-classifier check over the counted features both sides have (expected drift left out)."""
     from core.training import domain_classifier
 
@@ -291,7 +324,7 @@ def _multivariate(ref: ModelReference, feats: pl.DataFrame, policy: drift.DriftP
         return None
     categorical = [c for c in names if ref.kinds[c] == "categorical"]
     res = domain_classifier(ref.sample, feats, features=names, categorical=categorical,
-                            sample=policy.multivariate_sample)
+                            sample=policy.multivariate_sample, current_rows=current_rows)
     drifted, effective, se0 = drift.multivariate_verdict(res.auc, res.n_ref, res.n_cur, policy.multivariate_threshold)
     status = "drift" if drifted else ("ok" if drifted is False else "insufficient")
     top = [{"feature": n, "importance": v} for n, v in res.importance[:10]]

@@ -1,0 +1,58 @@
+"""Batch scoring on a Dask cluster: each worker reads its partitions of a dataset version and scores them.
+
+The model text and signature are sent to the workers once; a worker rebuilds the model (the same
+``core.training.Model`` and encoder serving uses) and returns only the kept columns and the
+scores of its partitions, so the client never holds the input rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from core import training
+from core.compute.frames import Parts, read_part
+from core.errors import ComputeError
+
+__all__ = ["score_parts", "score_frame"]
+
+
+def _const(value: Any) -> Any:
+    """A task holding ``value``: unlike a scatter, recomputed when the worker holding it is lost."""
+    return value
+
+
+def score_frame(frame: pl.DataFrame, model: training.Model, keep: Sequence[str]) -> pl.DataFrame:
+    """The kept columns of ``frame``, then ``score`` and, for a binary model, ``predicted_label``."""
+    scores = model.predict(frame) if frame.height else np.empty(0)
+    out = frame.select([c for c in keep if c in frame.columns]).with_columns(pl.Series("score", scores, dtype=pl.Float64))
+    if model.signature.get("task", "binary") == "binary":
+        threshold = float(model.signature.get("threshold", 0.5))
+        out = out.with_columns((pl.col("score") >= threshold).cast(pl.Int64).alias("predicted_label"))
+    return out
+
+
+def _score_part(fragment: Any, schema: Any, text: str, signature: Mapping[str, Any], keep: Sequence[str]) -> pl.DataFrame:
+    model = training.Model.from_text(text, signature)
+    return score_frame(read_part(fragment, schema), model, keep)
+
+
+def score_parts(client: Any, parts: Parts, model: training.Model, keep: Sequence[str]) -> pl.DataFrame:
+    """Score every partition on the cluster; the kept columns and scores, in partition order.
+
+    Raises:
+        ComputeError: a partition failed on every retry (a lost worker).
+    """
+    text = client.submit(_const, model.text, pure=False)  # recomputable if its worker is lost
+    futures = [client.submit(_score_part, f, parts.schema, text, model.signature, list(keep), pure=False, retries=2)
+               for f in parts.fragments]
+    try:
+        frames = client.gather(futures)
+    except Exception as exc:  # noqa: BLE001 - any task failure (a worker lost past retries) ends the job
+        raise ComputeError(f"the Dask cluster failed while scoring: {type(exc).__name__}: {exc}") from exc
+    if not frames:
+        return score_frame(pl.DataFrame(pl.from_arrow(parts.schema.empty_table())), model, keep)
+    return pl.concat(frames, how="vertical_relaxed")

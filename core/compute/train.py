@@ -1,0 +1,611 @@
+"""Training on a Dask cluster: a dataset version read from its snapshot files, split exactly as locally,
+encoded per partition and trained with ``lightgbm.dask`` (through ``core.training.train_distributed``).
+
+Each partition is read once into a worker's memory (rows with a target, plus the row hash the
+split orders by) and stays there; every later step is a task per partition returning a small
+summary:
+
+* **facts** for the signature: the schema, the target's distinct values, each string column's
+  levels and whether its values are all distinct (by 64-bit hashes); ``core.training``'s own rules
+  then decide the features, levels, id-like and pass-through columns, as they would locally.
+* **the split** of ``core.training.split``, exactly: by time, the ``ceil(n · valid_fraction)``
+  rows with the largest (time, row hash); otherwise, per class, the ``round(n_c · valid_fraction)``
+  rows with the smallest row hash. The cutoff is found by a histogram over the key's range, then
+  the keys inside the one bin that holds it (no sort of the data), so the holdout the gate, the
+  drift reference and ``reproduce`` rebuild locally is the very one training validated on.
+* **training** with ``lightgbm.dask`` for ``num_iterations`` rounds on rows re-cut into one equal
+  slice per worker; the per-round curves (``binary_logloss``, or ``l2`` and ``l1``) are added up
+  over every partition, and the best round is the one LightGBM's early stopping would keep on the
+  whole holdout (LightGBM's own would see each worker's share of it only). The per-round AUC of
+  a local run is not recorded (not additive over partitions); the final AUC is.
+* **metrics** on the holdout and on the training rows from scores computed where the rows are.
+* **leakage** (``core.training.leakage``) on a seeded sample of at most 500,000 training rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from core import training
+from core.compute import ComputeConfig, engine_info
+from core.compute.frames import Parts, read_part
+from core.errors import ComputeError, TrainingError
+
+__all__ = ["LEAKAGE_SAMPLE", "ClusterTrain", "train_on_cluster"]
+
+LEAKAGE_SAMPLE = 500_000
+_BINS = 1 << 16
+_H = "__h"
+_V = "__valid"
+_I64_MIN = -(2**63)
+
+
+@dataclass(frozen=True)
+class ClusterTrain:
+    """A training run on the cluster: the result, and what the run records about the engine."""
+
+    result: training.TrainResult
+    engine: dict[str, Any]
+    rows_total: int
+
+
+# ---------------------------------------------------------------------------- worker side
+def _const(value: Any) -> Any:
+    """A task holding ``value``: unlike a scatter, recomputed when the worker holding it is lost."""
+    return value
+
+
+def _string_facts(frame: pl.DataFrame, target: str) -> dict[str, Any]:
+    """What the signature needs to know of the rows with a target: their number, the target's values,
+    each string column's levels and, when its values are all distinct here, their hashes."""
+    clean = frame.filter(pl.col(target).is_not_null()) if frame[target].null_count() else frame
+    strings = {}
+    for name, dtype in clean.schema.items():
+        if dtype not in (pl.String, pl.Categorical):
+            continue
+        col = clean[name]
+        strings[name] = {
+            "levels": col.cast(pl.String).drop_nulls().unique().to_list(),
+            "hashes": col.hash(seed=0).to_numpy() if col.n_unique() == clean.height else None,
+        }
+    return {"rows": clean.height, "total": frame.height, "target": clean[target].unique().to_list(), "strings": strings}
+
+
+def _facts(fragment: Any, schema: Any, target: str) -> dict[str, Any]:
+    """``_string_facts`` of one partition, reading only the target and the string columns."""
+    if target not in schema.names:
+        raise TrainingError(f"target {target!r} is not a column of the dataset; columns: {', '.join(schema.names)}")
+    import pyarrow as pa
+
+    cols = [target, *(f.name for f in schema if f.name != target and (pa.types.is_string(f.type)
+                                                                      or pa.types.is_large_string(f.type)
+                                                                      or pa.types.is_string_view(f.type)
+                                                                      or pa.types.is_dictionary(f.type)))]
+    return _string_facts(read_part(fragment, schema, cols), target)
+
+
+def _compact(clean: pl.DataFrame, signature: Mapping[str, Any], time_column: str | None, h: np.ndarray,
+             valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """A partition as the cluster keeps it: the encoded features (``Model.encode``'s rules), the
+    target, the split's time and row hash; the rows themselves are dropped (a worker's memory)."""
+    exprs = [training._encode_expr(f) for f in signature["features"]]
+    names = [f["name"] for f in signature["features"]]
+    X = training._encode(exprs, names, clean)
+    y = clean[signature["target"]].cast(pl.Float64).to_numpy()
+    t = (clean[time_column].cast(pl.Int64).fill_null(_I64_MIN).to_numpy() if time_column
+         else np.zeros(clean.height, np.int64))
+    out = {"X": X, "y": y, "t": t, "h": h}
+    if valid is not None:
+        out["valid"] = valid
+    return out
+
+
+def _prepare(fragment: Any, schema: Any, signature: Mapping[str, Any], time_column: str | None,
+             seed: int) -> dict[str, np.ndarray]:
+    """Read one partition once, hash its rows with a target as the local split does
+    (``clean.hash_rows(seed)`` over every column) and keep only what the split needs: target,
+    time, hash and which file rows have a target. The features are read again, one column at a
+    time, straight into a worker's block (``_build``), so a worker never holds its partitions and
+    its block at once."""
+    import pyarrow as pa
+
+    frame = read_part(fragment, schema)
+    target = signature["target"]
+    keep = frame[target].is_not_null().to_numpy() if frame[target].null_count() else None
+    clean = frame.filter(pl.Series(keep)) if keep is not None else frame
+    del frame
+    out = {"y": clean[target].cast(pl.Float64).to_numpy(),
+           "t": (clean[time_column].cast(pl.Int64).fill_null(_I64_MIN).to_numpy() if time_column
+                 else np.zeros(clean.height, np.int64)),
+           "h": clean.hash_rows(seed=seed).to_numpy()}
+    if keep is not None:
+        out["keep"] = keep
+    del clean
+    pa.default_memory_pool().release_unused()
+    return out
+
+
+def _build(schema: Any, signature: Mapping[str, Any], fragments: list[Any], *keys: Mapping[str, np.ndarray],
+           ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """One worker's (training, holdout) blocks: its partitions' features read one column at a time,
+    encoded by ``Model.encode``'s rules, written into column-major matrices (zero-copy for LightGBM)."""
+    import pyarrow as pa
+
+    feats = signature["features"]
+    n_tr = int(sum((~kd["valid"]).sum() for kd in keys))
+    n_va = int(sum(kd["valid"].sum() for kd in keys))
+    X_tr = np.empty((n_tr, len(feats)), dtype=np.float64, order="F")
+    X_va = np.empty((n_va, len(feats)), dtype=np.float64, order="F")
+    y_tr = np.concatenate([kd["y"][~kd["valid"]] for kd in keys]) if keys else np.empty(0)
+    y_va = np.concatenate([kd["y"][kd["valid"]] for kd in keys]) if keys else np.empty(0)
+    at_tr = at_va = 0
+    for frag, kd in zip(fragments, keys, strict=True):
+        v = kd["valid"]
+        keep = kd.get("keep")
+        a, b = int((~v).sum()), int(v.sum())
+        for j, f in enumerate(feats):
+            col = pl.Series(frag.to_table(schema=schema, columns=[f["name"]]).column(0).combine_chunks())
+            if keep is not None:
+                col = col.filter(pl.Series(keep))
+            enc = pl.DataFrame({f["name"]: col}).select(training._encode_expr(f)).to_series().to_numpy()
+            X_tr[at_tr:at_tr + a, j] = enc[~v]
+            X_va[at_va:at_va + b, j] = enc[v]
+            del col, enc
+        pa.default_memory_pool().release_unused()
+        at_tr, at_va = at_tr + a, at_va + b
+    return (X_tr, y_tr), (X_va, y_va)
+
+
+def _pick(block: tuple[Any, Any], side: bool) -> tuple[np.ndarray, np.ndarray]:
+    return block[1] if side else block[0]
+
+
+def _prepare_frame(frame: pl.DataFrame, signature: Mapping[str, Any], time_column: str | None,
+                   valid: bool) -> dict[str, np.ndarray]:
+    clean = frame.filter(pl.col(signature["target"]).is_not_null())
+    return _compact(clean, signature, time_column, np.zeros(clean.height, np.uint64),
+                    np.full(clean.height, valid, dtype=bool))
+
+
+def _in_class(p: Mapping[str, np.ndarray], cls: Any) -> np.ndarray | slice:
+    return slice(None) if cls is None else (p["y"] == float(cls))
+
+
+def _range(p: Mapping[str, np.ndarray], cls: Any) -> tuple[int, int, int]:
+    """Rows (of the class) and the smallest and largest non-null time (nulls order first, as in a sort)."""
+    t = p["t"][_in_class(p, cls)]
+    n = int(t.size)
+    t = t[t != _I64_MIN]
+    if not t.size:
+        return n, 0, 0
+    return n, int(t.min()), int(t.max())
+
+
+def _bins(t: np.ndarray, h: np.ndarray, lo: int, hi: int, width: int, on_time: bool) -> np.ndarray:
+    if not on_time:
+        return (h >> np.uint64(48)).astype(np.int64)
+    return (np.clip(t, lo, hi) - lo) // width  # null times (smallest) share the first bin
+
+
+def _hist(p: Mapping[str, np.ndarray], cls: Any, lo: int, hi: int, width: int, on_time: bool) -> np.ndarray:
+    sel = _in_class(p, cls)
+    return np.bincount(_bins(p["t"][sel], p["h"][sel], lo, hi, width, on_time), minlength=_BINS)[:_BINS]
+
+
+def _in_bin(p: Mapping[str, np.ndarray], cls: Any, lo: int, hi: int, width: int, b: int, on_time: bool) -> np.ndarray:
+    sel = _in_class(p, cls)
+    t, h = p["t"][sel], p["h"][sel]
+    keep = _bins(t, h, lo, hi, width, on_time) == b
+    return np.stack([t[keep].astype(np.int64), h[keep].view(np.int64)], axis=1) if keep.any() else np.empty((0, 2), np.int64)
+
+
+def _mark(p: dict[str, np.ndarray], rules: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Add ``valid``: the rows on the holdout side of each cutoff (time split: largest keys; else smallest)."""
+    t, h = p["t"], p["h"]
+    hs = h.view(np.int64)
+    valid = np.zeros(t.size, dtype=bool)
+    for r in rules:
+        in_cls = np.ones(t.size, bool) if r["cls"] is None else (p["y"] == float(r["cls"]))
+        ct, ch = r["cut"]
+        chu = np.int64(ch).view(np.uint64)
+        if r["largest"]:
+            beyond = (t > ct) | ((t == ct) & (h > chu))
+        else:
+            beyond = (t < ct) | ((t == ct) & (h < chu))
+        tie = in_cls & (t == ct) & (hs == np.int64(ch))
+        valid |= in_cls & beyond
+        take = int(r["ties"].get(r["part"], 0))
+        if take:  # identical rows straddling the cutoff: the first ``take`` of this partition's
+            valid[np.flatnonzero(tie)[:take]] = True
+    return {**p, "valid": valid}
+
+
+def _score(pair: tuple[np.ndarray, np.ndarray], text: str, signature: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    model = training.Model.from_text(text, signature)
+    return pair[1], model.predict_matrix(pair[0]) if pair[0].shape[0] else np.empty(0)
+
+
+def _losses(pair: tuple[np.ndarray, np.ndarray], text: str, task: str) -> dict[str, np.ndarray]:
+    return training.iteration_losses(text, pair[0], pair[1], task)
+
+
+def _sample(pair: tuple[np.ndarray, np.ndarray], rows: np.ndarray, signature: Mapping[str, Any]) -> pl.DataFrame:
+    """Training rows rebuilt from their encoding (numeric values as they were, categories from their
+    codes), for the leakage check."""
+    X = pair[0][rows]
+    cols: list[pl.Series] = []
+    for i, f in enumerate(signature["features"]):
+        if f["kind"] == "categorical":
+            levels = list(f.get("levels") or [])
+            codes = pl.Series(f["name"], X[:, i]).fill_nan(None).cast(pl.Int64)
+            cols.append(codes.replace_strict(list(range(len(levels))), levels, default=None, return_dtype=pl.String))
+        else:
+            cols.append(pl.Series(f["name"], X[:, i]))
+    cols.append(pl.Series(signature["target"], pair[1][rows]))
+    return pl.DataFrame(cols)
+
+
+def _counts(p: Mapping[str, np.ndarray]) -> tuple[int, int]:
+    v = int(p["valid"].sum())
+    return int(p["valid"].size) - v, v
+
+
+def _classes(p: Mapping[str, np.ndarray], side: bool) -> set[Any]:
+    return set(np.unique(p["y"][p["valid"] == side]).tolist())
+
+
+# ---------------------------------------------------------------------------- client side
+def _run(client: Any, futures: list[Any], what: str) -> list[Any]:
+    try:
+        return [f.result() for f in futures] if client is None else list(client.gather(futures))
+    except Exception as exc:  # noqa: BLE001 - any task failure (a worker lost past retries) ends the run
+        raise ComputeError(f"the Dask cluster failed while {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def _wait(futures: list[Any], what: str) -> None:
+    """Wait for tasks to finish where they run (nothing comes to the client)."""
+    from distributed import wait
+
+    wait(futures)
+    bad = [f for f in futures if f.status != "finished"]
+    if bad:
+        _run(None, bad, what)
+
+
+def _map(client: Any, fn: Any, prepared: list[Any], *args: Any) -> list[Any]:
+    return [client.submit(fn, p, *args, pure=False, retries=2) for p in prepared]
+
+
+def _proxy(facts: list[dict[str, Any]], schema: Mapping[str, Any], target: str) -> pl.DataFrame:
+    """A small frame on which ``core.training.infer_signature`` decides what it would on the whole data.
+
+    The same schema; the target holds its distinct values; a string column holds its levels
+    (padded by repeating one, so it is not "all distinct" unless it is), or, when every value of
+    the whole column is distinct (by hash), as many distinct values as the frame has rows.
+    """
+    levels: dict[str, list[str]] = {}
+    unique: dict[str, bool] = {}
+    total = sum(f["rows"] for f in facts)
+    for name in facts[0]["strings"]:
+        lv: set[str] = set()
+        hashes = []
+        for f in facts:
+            s = f["strings"][name]
+            lv.update(s["levels"])
+            hashes.append(s["hashes"])
+        levels[name] = sorted(lv)
+        unique[name] = total > 1 and all(h is not None for h in hashes) and np.unique(np.concatenate(hashes)).size == total
+    tvals = sorted({v for f in facts for v in f["target"] if v is not None})
+    height = max([2, len(tvals) + 1, *(len(v) + 2 for n, v in levels.items() if not unique[n])])
+    cols: dict[str, pl.Series] = {}
+    for name, dtype in schema.items():
+        if name == target:
+            vals = (tvals * height)[:height] if tvals else [None] * height
+            cols[name] = pl.Series(name, vals).cast(dtype)
+        elif name in levels and unique[name]:
+            cols[name] = pl.Series(name, [f"u{i}" for i in range(height)]).cast(dtype)
+        elif name in levels:
+            lv = levels[name]
+            vals = [*lv, *([lv[0] if lv else None] * (height - len(lv)))]
+            cols[name] = pl.Series(name, vals, dtype=pl.String).cast(dtype)
+        else:
+            cols[name] = pl.Series(name, [None] * height).cast(dtype)
+    return pl.DataFrame(cols)
+
+
+def _cutoff(client: Any, prepared: list[Any], time_column: str | None, cls: Any, k: int,
+            largest: bool) -> dict[str, Any]:
+    """The key (time, hash) of the k-th largest (or smallest) row, and how many tied rows each partition gives."""
+    ranges = _run(client, _map(client, _range, prepared, cls), "finding the split's range")
+    n = sum(r[0] for r in ranges)
+    on_time = time_column is not None
+    lo = min((r[1] for r in ranges if r[0]), default=0)
+    hi = max((r[2] for r in ranges if r[0]), default=0)
+    width = max(1, math.ceil((hi - lo + 1) / _BINS)) if on_time else 1
+    hists = _run(client, _map(client, _hist, prepared, cls, lo, hi, width, on_time),
+                 "counting the split's keys")
+    hist = np.sum(hists, axis=0)
+    order = hist[::-1] if largest else hist
+    cum = np.cumsum(order)
+    pos = int(np.searchsorted(cum, k, side="left"))
+    b = (_BINS - 1 - pos) if largest else pos
+    before = int(cum[pos - 1]) if pos else 0
+    keys = _run(client, _map(client, _in_bin, prepared, cls, lo, hi, width, b, on_time),
+                "reading the keys at the split")
+    allk = np.concatenate([kk for kk in keys]) if keys else np.empty((0, 2), np.int64)
+    # order by (time, hash as unsigned)
+    t, hu = allk[:, 0], allk[:, 1].view(np.uint64)
+    idx = np.lexsort((hu, t))
+    if largest:
+        idx = idx[::-1]
+    need = k - before
+    cut = allk[idx[need - 1]]
+    # the cutoff's ties (identical rows) are taken as many as needed, in partition order
+    ct, ch = int(cut[0]), int(cut[1])
+    chu = np.int64(ch).view(np.uint64)
+    beyond = ((t > ct) | ((t == ct) & (hu > chu))) if largest else ((t < ct) | ((t == ct) & (hu < chu)))
+    tie_take = need - int(beyond.sum())
+    # which partitions hold the ties, in partition order
+    ties: dict[int, int] = {}
+    left = tie_take
+    for i, kk in enumerate(keys):
+        if left <= 0:
+            break
+        c = int(((kk[:, 0] == ct) & (kk[:, 1] == ch)).sum()) if kk.size else 0
+        if c:
+            ties[i] = min(c, left)
+            left -= ties[i]
+    return {"cls": cls, "cut": (ct, ch), "largest": largest, "ties": ties, "n": n}
+
+
+def train_on_cluster(
+    client: Any,
+    cfg: ComputeConfig,
+    *,
+    parts: Parts | None = None,
+    frames: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+    target: str,
+    task: str | None,
+    params: Mapping[str, Any] | None,
+    seed: int,
+    time_column: str | None,
+    exclude: Sequence[str] = (),
+    passthrough: Sequence[str] | None = None,
+    feedback_key: str | None = None,
+) -> ClusterTrain:
+    """Train on the cluster from a dataset version's partitions (split here) or from explicit (train, valid) frames.
+
+    Args:
+        client: a ``distributed.Client``.
+        cfg: the compute settings.
+        parts: the dataset version's partitions (``core.compute.frames.dataset_parts``).
+        frames: instead of ``parts``, a retrain's training rows and holdout (built locally by
+            ``core.trainsets.retrain_frames``), spread over the workers as they are.
+        target, task, params, seed, time_column, exclude, passthrough, feedback_key: as
+            ``core.training.train``.
+
+    Raises:
+        TrainingError: bad target, params or data, as locally.
+        ComputeError: the cluster lost the work.
+    """
+    user = training.validate_params(params)
+    valid_fraction = float(user.pop("valid_fraction", 0.2))
+    threshold = float(user.pop("threshold", 0.5))
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    if parts is not None:
+        facts = _run(client, [client.submit(_facts, f, parts.schema, target, pure=False, retries=2)
+                              for f in parts.fragments], "reading the data's facts")
+        schema = pl.DataFrame(pl.from_arrow(parts.schema.empty_table())).schema
+    else:
+        assert frames is not None
+        train_f, valid_f = frames
+        if target not in train_f.columns:
+            raise TrainingError(f"target {target!r} is not a column of the dataset; columns: {', '.join(train_f.columns)}")
+        facts = [_string_facts(train_f, target), _string_facts(valid_f, target)]
+        schema = train_f.schema
+    clean_rows = sum(f["rows"] for f in facts)
+    total_rows = sum(f["total"] for f in facts)
+    if clean_rows == 0:
+        raise TrainingError(f"target {target!r} has no non-null values")
+    proxy = _proxy(facts, schema, target)
+    if time_column is not None and time_column not in proxy.columns:
+        raise TrainingError(f"time column {time_column!r} is not in the dataset")
+    signature, excluded = training.infer_signature(
+        proxy, target, task=task, time_column=time_column, exclude=exclude, threshold=threshold,  # type: ignore[arg-type]
+        passthrough=passthrough, feedback_key=feedback_key,
+    )
+    task_ = signature["task"]
+    if parts is not None:
+        prepared = [client.submit(_prepare, f, parts.schema, signature, time_column, seed, pure=False, retries=2)
+                    for f in parts.fragments]
+        if clean_rows < 2:
+            raise TrainingError(f"cannot split {clean_rows} row(s) into train and valid sets")
+        rules = []
+        if time_column:
+            n_valid = min(clean_rows - 1, max(1, math.ceil(clean_rows * valid_fraction)))
+            rules.append(_cutoff(client, prepared, time_column, None, n_valid, True))
+            method = "time"
+        else:
+            classes = sorted({v for f in facts for v in f["target"] if v is not None})
+            if len(classes) <= 20:
+                for c in classes:
+                    size = _run(client, _map(client, _range, prepared, c), "counting a class")
+                    n_c = sum(r[0] for r in size)
+                    rules.append(_cutoff(client, prepared, None, c, max(1, round(n_c * valid_fraction)), False))
+            else:
+                rules.append(_cutoff(client, prepared, None, None, max(1, round(clean_rows * valid_fraction)), False))
+            method = "stratified" if len(classes) <= 20 else "hash"
+        marked = [client.submit(_mark, p, [{**r, "part": i} for r in rules], pure=False, retries=2)
+                  for i, p in enumerate(prepared)]
+    else:
+        marked = []
+        for frame, is_valid in ((train_f, False), (valid_f, True)):
+            step = max(1, math.ceil(frame.height / workers))
+            marked += [client.submit(_prepare_frame, frame.slice(i, step), signature, time_column, is_valid, pure=False)
+                       for i in range(0, frame.height, step)]
+        prepared, method = marked, "explicit"
+    counts = _run(client, _map(client, _counts, marked), "splitting")
+    n_train, n_valid_rows = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    if n_train == 0 or n_valid_rows == 0:
+        raise TrainingError(f"a split needs rows on both sides (train {n_train}, valid {n_valid_rows})")
+    if task_ == "binary":
+        for side, name in ((False, "training"), (True, "validation")):
+            seen = _run(client, _map(client, _classes, marked, side), "checking classes")
+            if len(set().union(*seen)) < 2:
+                raise TrainingError(f"the {name} set has a single class of {target!r}; more rows or another split are needed")
+    names = training.lgb_feature_names(signature)
+    if parts is not None:
+        slices_train, slices_valid, sizes_tr, sizes_va, where = _blocks(client, parts, marked, counts, signature)
+    else:
+        slices_train, sizes_tr, where = _slices(client, marked, [c[0] for c in counts], len(names), False)
+        slices_valid, sizes_va, _ = _slices(client, marked, [c[1] for c in counts], len(names), True)
+    _wait(slices_train + slices_valid, "spreading the rows over the workers")
+    del prepared, marked  # only the per-worker blocks are needed from here on
+    X_tr, y_tr = _dask_frames(client, slices_train, sizes_tr, names, where)
+    X_va, y_va = _dask_frames(client, slices_valid, sizes_va, names, where)
+    # leakage on a seeded sample of the training rows
+    rng = np.random.default_rng(seed)
+    want = min(n_train, LEAKAGE_SAMPLE)
+    picked = np.sort(rng.choice(n_train, want, replace=False)) if n_train > want else np.arange(n_train)
+    offsets = np.cumsum([0, *sizes_tr])
+    pieces = []
+    for i, sl in enumerate(slices_train):
+        sel = picked[(picked >= offsets[i]) & (picked < offsets[i + 1])] - offsets[i]
+        if sel.size:
+            pieces.append(client.submit(_sample, sl, sel, signature, pure=False))
+    sample = pl.concat(_run(client, pieces, "sampling for the leakage check"), how="diagonal_relaxed")
+    effective = {**training.DEFAULT_PARAMS, **user}
+    try:
+        full_text, eff = training.train_distributed(client, X_tr, y_tr, X_va, y_va, signature=signature,
+                                                    params=effective, seed=seed, timeout_s=cfg.timeout_s)
+    except TrainingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a lost worker or a network failure inside lightgbm.dask
+        raise ComputeError(f"distributed training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    # the curves over all rows (each worker's LightGBM only sees its share) and the best round
+    full_f = client.submit(_const, full_text, pure=False)
+    history: dict[str, list[float]] = {}
+    for name, enc, n in (("train", slices_train, n_train), ("valid", slices_valid, n_valid_rows)):
+        sums = _run(client, [client.submit(_losses, e, full_f, task_, pure=False) for e in enc], "evaluating rounds")
+        for metric in sums[0]:
+            history[f"{name}.{metric}"] = [float(v) for v in np.sum([s[metric] for s in sums], axis=0) / n]
+    rounds = int(eff.get("early_stopping_round", 0) or 0)
+    first = "binary_logloss" if task_ == "binary" else "l2"
+    best = training.best_round(history[f"valid.{first}"], rounds)
+    history = {k: v[: best + rounds] if rounds else v for k, v in history.items()}  # what early stopping would have run
+    text = training.truncate_model(full_text, best)
+    model = training.Model(text, signature)
+    text_f = client.submit(_const, text, pure=False)
+    metrics = {}
+    for name, enc in (("valid", slices_valid), ("train", slices_train)):
+        scored = _run(client, [client.submit(_score, e, text_f, signature, pure=False) for e in enc], "scoring the holdout")
+        y = np.concatenate([s[0] for s in scored])
+        p = np.concatenate([s[1] for s in scored])
+        metrics[name] = training.compute_metrics(task_, y, p, threshold)
+    leak = training.leakage(sample, signature, model.importance())
+    leak["sample_rows"] = sample.height
+    eng = engine_info(client)
+    result = training.TrainResult(
+        model=model, metrics=metrics["valid"], train_metrics=metrics["train"], history=history, best_iteration=best,
+        params=eff, excluded=excluded,
+        rows={"train": n_train, "valid": n_valid_rows,
+              "dropped_null_target": total_rows - clean_rows},
+        split={"method": method, "time_column": time_column, "valid_fraction": valid_fraction, "seed": int(seed)},
+        leakage=leak,
+    )
+    return ClusterTrain(result, eng, clean_rows)
+
+
+def _take(ranges: list[tuple[int, int]], k: int, side: bool, *parts: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A worker's slice of the encoded rows, written once into a column-major matrix: LightGBM reads
+    it through a single-block pandas frame without a copy (``lightgbm.dask`` concatenates each
+    worker's parts, a full copy for numpy parts; a lone pandas part is not copied)."""
+    n = sum(b - a for a, b in ranges)
+    X = np.empty((n, k), dtype=np.float64, order="F")
+    y = np.empty(n, dtype=np.float64)
+    at = 0
+    for p, (a, b) in zip(parts, ranges, strict=True):
+        idx = np.flatnonzero(p["valid"] == side)[a:b]
+        X[at:at + b - a] = p["X"][idx]
+        y[at:at + b - a] = p["y"][idx]
+        at += b - a
+    return X, y
+
+
+def _frame_X(pair: tuple[np.ndarray, np.ndarray], names: list[str]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(pair[0], columns=names, copy=False)
+
+
+def _series_y(pair: tuple[np.ndarray, np.ndarray]) -> Any:
+    import pandas as pd
+
+    return pd.Series(pair[1], copy=False)
+
+
+def _slices(client: Any, encoded: list[Any], sizes: list[int], k: int, side: bool) -> tuple[list[Any], list[int], list[str]]:
+    """A retrain's rows (already encoded, in memory) re-cut into one equal slice per worker, built on it."""
+    workers = sorted(client.scheduler_info().get("workers", {}))
+    total = sum(sizes)
+    bounds = np.linspace(0, total, len(workers) + 1).round().astype(int)
+    starts = np.cumsum([0, *sizes])
+    out, lengths, where = [], [], []
+    for w, lo, hi in zip(workers, bounds[:-1], bounds[1:], strict=True):
+        if hi <= lo:
+            continue
+        pieces, ranges = [], []
+        for e, s0, n in zip(encoded, starts[:-1], sizes, strict=True):
+            a, b = max(lo, s0), min(hi, s0 + n)
+            if a < b:
+                pieces.append(e)
+                ranges.append((int(a - s0), int(b - s0)))
+        out.append(client.submit(_take, ranges, k, side, *pieces, workers=[w], allow_other_workers=True, pure=False))
+        lengths.append(int(hi - lo))
+        where.append(w)
+    return out, lengths, where
+
+
+def _blocks(client: Any, parts: Parts, marked: list[Any], counts: list[tuple[int, int]],
+            signature: Mapping[str, Any]) -> tuple[list[Any], list[Any], list[int], list[int], list[str]]:
+    """Each worker's (training, holdout) blocks, built on it from a contiguous run of partitions holding
+    about an equal share of the rows (``_build``)."""
+    workers = sorted(client.scheduler_info().get("workers", {}))
+    rows = np.array([a + b for a, b in counts])
+    cum = np.cumsum(rows)
+    total = int(cum[-1]) if cum.size else 0
+    owner = np.minimum((np.concatenate(([0], cum[:-1])) + rows / 2) * len(workers) // max(total, 1),
+                       len(workers) - 1).astype(int)
+    train, valid, n_tr, n_va, where = [], [], [], [], []
+    for wi, w in enumerate(workers):
+        mine = [i for i in range(len(marked)) if owner[i] == wi]
+        if not mine:
+            continue
+        block = client.submit(_build, parts.schema, signature, [parts.fragments[i] for i in mine],
+                              *[marked[i] for i in mine], workers=[w], allow_other_workers=True, pure=False)
+        train.append(client.submit(_pick, block, False, workers=[w], allow_other_workers=True, pure=False))
+        valid.append(client.submit(_pick, block, True, workers=[w], allow_other_workers=True, pure=False))
+        n_tr.append(int(sum(counts[i][0] for i in mine)))
+        n_va.append(int(sum(counts[i][1] for i in mine)))
+        where.append(w)
+    return train, valid, n_tr, n_va, where
+
+
+def _dask_frames(client: Any, pairs: list[Any], sizes: list[int], names: list[str], where: list[str]) -> tuple[Any, Any]:
+    """Dask frames over the per-worker pairs: one single-block pandas part per worker (zero-copy)."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    xs = [client.submit(_frame_X, p, names, workers=[w], allow_other_workers=True, pure=False)
+          for p, n, w in zip(pairs, sizes, where, strict=True) if n]
+    ys = [client.submit(_series_y, p, workers=[w], allow_other_workers=True, pure=False)
+          for p, n, w in zip(pairs, sizes, where, strict=True) if n]
+    meta_X = pd.DataFrame({n: pd.Series([], dtype="float64") for n in names})
+    meta_y = pd.Series([], dtype="float64")
+    return dd.from_delayed(xs, meta=meta_X), dd.from_delayed(ys, meta=meta_y)
