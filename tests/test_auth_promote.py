@@ -1,4 +1,4 @@
-"""Who may promote, with auth on: a read principal cannot (CLI, UI), one the policy names can, and the event names them."""
+"""Who may promote, with auth on: a read principal cannot (CLI, API, UI), one the policy names can, and the event names them."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import polars as pl
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import auth, registry
+from core.flows.promote import set_policy
 from core.lake import Lake
-from tests.test_serving_support import champion_lake_path, copy_lake
+from core.serving.app import create_app
+from tests.test_serving_support import ThreadServer, champion_lake_path, copy_lake, metric, serving_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,6 +90,51 @@ def test_cli_commands_outside_policies_need_admin_and_a_valid_token(world):
     r = _cli(lake, tok["bob"], "tokens", "create", "eve", "--scope", "admin")
     assert r.returncode == 2 and "bob may not create tokens: it needs the 'admin' scope" in r.stderr
     assert "eve" not in auth.list_tokens(lake=lake)["principal"].to_list()
+
+
+# ---------------------------------------------------------------- the API
+def test_api_read_principal_cannot_promote_one_the_policy_names_can(world, tmp_path):
+    lake, tok = world
+    settings = serving_settings(Path(lake.uri), tmp_path / "wal").with_(auth_mode="tokens", actor="mallory")
+    with ThreadServer(create_app(settings, lake=lake)) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        def post(what: str, token: str | None, **body: object) -> httpx.Response:
+            return c.post(f"/v1/models/churn/{what}", json=body,
+                          headers={"Authorization": f"Bearer {token}"} if token else {})
+
+        before = _promotions(lake).height
+        assert post("promote", None, version=2, reason="x", force=True).status_code == 401
+        r = post("promote", tok["reader"], version=2, reason="try", force=True)
+        assert r.status_code == 403 and r.headers["content-type"].startswith("application/problem+json")
+        assert "reader may not promote versions of 'churn'" in r.json()["detail"] and "role:admin" in r.json()["detail"]
+        assert post("promote", tok["bob"], version=2, reason="x", force=True).status_code == 403  # not in the policy yet
+        assert post("rollback", tok["reader"], reason="x").status_code == 403
+        assert registry.champion_version("churn", lake) == 1 and _promotions(lake).height == before
+
+        with auth.acting_as(auth.authenticate(tok["boss"], lake=lake)):
+            set_policy("churn", {"permissions": {"promote": ["role:ml-lead"]}}, reason="ml leads promote",
+                       settings=settings, lake=lake)
+        bad = post("promote", tok["bob"], version="two", reason="x")
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "version"
+        spoof = post("promote", tok["bob"], version=2, reason="x", actor="boss")  # who acts is never a body field
+        assert spoof.status_code == 422 and spoof.json()["errors"][0]["field"] == "actor"
+        assert post("promote", tok["bob"], version=2, reason=" ").json()["errors"][0]["field"] == "reason"
+        gated = post("promote", tok["bob"], version=2, reason="no gate run yet")  # the gate still applies
+        assert gated.status_code == 409 and gated.json()["type"].endswith("/promotion-refused")
+        assert post("promote", tok["bob"], version=9, reason="x", force=True).status_code == 404
+
+        ok = post("promote", tok["bob"], version=2, reason="better on the campaign", force=True)
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["actor"] == "bob" and ok.json()["version"] == 2 and ok.json()["previous_version"] == 1
+        assert registry.champion_version("churn", lake) == 2
+        last = registry.history("churn", "champion", lake=lake).row(-1, named=True)
+        assert (last["actor"], last["reason"], last["version"]) == ("bob", "better on the campaign", 2)
+        assert post("rollback", tok["bob"], reason="x").status_code == 403  # rollback stays an admin's
+        back = post("rollback", tok["boss"], reason="back to v1")
+        assert back.status_code == 200 and back.json()["actor"] == "boss" and back.json()["version"] == 1
+        assert registry.history("churn", "champion", lake=lake).row(-1, named=True)["actor"] == "boss"
+        text = c.get("/metrics", headers={"Authorization": f"Bearer {tok['reader']}"}).text
+        assert metric(text, "lakeops_auth_failures_total", reason="missing") == 1
+        assert metric(text, "lakeops_requests_total", route="/v1/models/{name}/promote", status="403") == 2
 
 
 # ---------------------------------------------------------------- the UI

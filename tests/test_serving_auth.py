@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from core import auth
+from core import auth, registry
+from core.cli.serve import check_bind
+from core.config import load_settings
+from core.errors import ConfigError
 from core.lake import Lake
 from core.serving.app import create_app
 from tests.test_serving_support import (
@@ -20,6 +27,7 @@ from tests.test_serving_support import (
     wait_for,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 PREDICT = "/v1/models/churn/predict"
 FEEDBACK = "/v1/models/churn/feedback"
 
@@ -131,3 +139,23 @@ def test_auth_off_needs_no_token(tmp_path, tmp_path_factory):
     with ThreadServer(create_app(serving_settings(lake_path, tmp_path / "wal"))) as srv:
         assert httpx.post(srv.url + PREDICT, json=demo_rows(1)).status_code == 200
         assert httpx.get(srv.url + "/v1/models").status_code == 200
+        # moving the champion over the API needs someone authenticated to name in the event
+        r = httpx.post(srv.url + "/v1/models/churn/promote", json={"version": 2, "reason": "x", "force": True})
+        assert r.status_code == 403 and r.json()["type"].endswith("/auth-required") and "LAKEOPS_AUTH" in r.json()["detail"]
+        assert registry.champion_version("churn", Lake(str(lake_path))) == 1
+
+
+def test_a_public_bind_without_auth_refuses_to_start_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAKEOPS_")}
+    env.update({"LAKEOPS_LAKE": str(tmp_path / "lake"), "PYTHONPATH": str(ROOT)})
+    r = subprocess.run([sys.executable, "-m", "core.cli", "serve", "--host", "0.0.0.0"], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "refusing to serve on 0.0.0.0 without authentication" in r.stderr
+    assert "LAKEOPS_AUTH=tokens" in r.stderr and "--insecure" in r.stderr
+    base = load_settings(env={}, config_path=None, lake_uri=str(tmp_path / "lake"))
+    check_bind(base.with_(api_host="0.0.0.0"), insecure=True)  # the explicit opt-out
+    check_bind(base.with_(api_host="0.0.0.0", auth_mode="tokens"), insecure=False)
+    check_bind(base.with_(api_host="127.0.0.2"), insecure=False)  # loopback needs neither
+    with pytest.raises(ConfigError, match="--insecure"):
+        check_bind(base.with_(api_host="10.1.2.3"), insecure=False)

@@ -30,6 +30,7 @@ from core.auth import auth_config
 from core.config import Settings, load_settings
 from core.errors import LakeopsError
 from core.lake import Lake
+from core.serving.actions import PROMOTE_SCHEMA, ROLLBACK_SCHEMA, run_action
 from core.serving.auth import ApiAuth
 from core.serving.config import ServingConfig, serving_config
 from core.serving.hosts import HostCheck
@@ -383,6 +384,35 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
             "versions": vs.to_dicts(),
         }
 
+    def _registry_action(action: str, schema: dict[str, Any], summary: str) -> Any:
+        @post(
+            f"/v1/models/{{name:str}}/{action}",
+            status_code=200,
+            operation_class=_operation(schema),
+            summary=summary,
+            description=(
+                "As the token's principal (auth on): the model's policy decides who may "
+                f"(`permissions.{action}`, admins only by default) and the registry event names them. "
+                "403 `auth-required` when auth is off."
+            ),
+            responses=problem_responses(400, 401, 403, 404, 409, 415, 422, 503),
+            opt={"scope": "read"},
+            name=f"registry-{action}",
+        )
+        async def handler(request: Request, name: FromPath[str]) -> Response:
+            t0 = time.perf_counter()
+            request.scope["lakeops_t0"] = t0  # type: ignore[typeddict-unknown-key]
+            _require_json(request)
+            out = await run_action(action, name, await request.body(), principal=request.scope.get("lakeops_principal"),
+                                   settings=settings, lake=lake)
+            metrics.observe(f"/v1/models/{{name}}/{action}", 200, time.perf_counter() - t0)
+            return Response(content=msgspec.json.encode(out), media_type=_JSON, status_code=200)
+
+        return handler
+
+    promote_route = _registry_action("promote", PROMOTE_SCHEMA, "Promote a version to champion (auth on; policy decides who)")
+    rollback_route = _registry_action("rollback", ROLLBACK_SCHEMA, "Roll the champion back one step (auth on; policy decides who)")
+
     @get("/health", summary="Liveness", opt={"scope": None})
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -425,7 +455,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
             service.stop()
 
     app = Litestar(
-        route_handlers=[predict, feedback, models, model_detail, health, ready, prometheus],
+        route_handlers=[predict, feedback, models, model_detail, promote_route, rollback_route, health, ready, prometheus],
         exception_handlers={Exception: problem},
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="lakeops prediction API", version="1"),
