@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
+import os
 import time
 from datetime import timedelta
 
@@ -10,7 +12,7 @@ import httpx
 import polars as pl
 import pytest
 
-from core import datasets, demo, features, registry
+from core import auth, datasets, demo, features, registry
 from core.cli import run
 from core.flows import promote
 from core.flows.seed import seed_demo
@@ -197,3 +199,54 @@ def test_openapi_and_plain_models_keep_the_plain_codec(world):
     mv = registry.register("plain", train.run_id, lake=lake, actor="tester")
     assert type(cache._load("plain", mv.version).codec) is Codec
     assert type(cache._load("churn", 1).codec).__name__ == "OnlineCodec"
+
+
+def test_with_auth_on_a_view_model_is_served_and_features_and_score_act_as_the_token(world, tmp_path, monkeypatch, capsys):
+    lake, srv, root = world
+    tok = {n: auth.create_token(n, s, actor="tester", lake=lake)[0]
+           for n, s in (("scorer", ["predict"]), ("reader", ["read"]), ("boss", ["admin"]))}
+    body = _rows(lake, 5)
+    open_scores = _post(srv, body).json()["scores"]
+    with ThreadServer(create_app(serving_settings(root / "lake", tmp_path / "wal").with_(auth_mode="tokens"))) as sec:
+        url = f"{sec.url}/v1/models/churn/predict"
+        assert httpx.post(url, json=body, timeout=30).status_code == 401
+        r = httpx.post(url, json=body, headers={"Authorization": f"Bearer {tok['scorer']}"}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["scores"] == open_scores  # the same online values fill the same features
+        logged = _logged(lake, r.json()["prediction_ids"]).select(pl.col("features").struct.unnest())
+        assert logged.select(VIEW_FEATURES).null_count().sum_horizontal()[0] == 0  # filled from the online table
+
+        for k in [k for k in os.environ if k.startswith("LAKEOPS_")]:
+            monkeypatch.delenv(k)
+        monkeypatch.setenv("LAKEOPS_AUTH", "tokens")
+        monkeypatch.setenv("LAKEOPS_ACTOR", "mallory")
+
+        def cli(token: str, *argv: str) -> tuple[int, str, str]:
+            monkeypatch.setenv("LAKEOPS_TOKEN", token)
+            code = contextvars.copy_context().run(run, ["--lake", lake.uri, *argv])  # the principal stays in there
+            out = capsys.readouterr()
+            return code, out.out, out.err
+
+        assert cli(tok["reader"], "features", "list")[0] == 0  # reading needs only read
+        code, _, err = cli(tok["scorer"], "features", "list")
+        assert code == 2 and "needs the 'read' scope" in err
+        # the skew check posts to the API with the CLI's token: a reader may not score there ...
+        code, _, err = cli(tok["reader"], "features", "check-skew", "--model", "churn", "--entities", "10", "--api", sec.url)
+        assert code == 2 and "answered 403" in err and tok["reader"] not in err
+        code, out, _ = cli(tok["boss"], "features", "check-skew", "--model", "churn", "--entities", "10", "--api", sec.url)
+        assert code == 0 and "max |score offline - API|      = 0" in out  # ... an admin may
+        # writes need admin, and name the principal, not LAKEOPS_ACTOR
+        code, _, err = cli(tok["reader"], "features", "materialize", "churn_usage")
+        assert code == 2 and "needs the 'admin' scope" in err
+        assert cli(tok["boss"], "features", "materialize", "churn_usage", "--full")[0] == 0
+        assert lake.read("feature_materializations").sort("at")["created_by"].to_list()[-1] == "boss"
+        code, _, err = cli(tok["reader"], "score", "--dataset", "churn", "--model", "churn_strict", "--output", "scored")
+        assert code == 2 and "needs the 'admin' scope" in err and not lake.exists("data/scored")
+        code, out, err = cli(tok["boss"], "score", "--dataset", "churn_strict_training", "--model", "churn_strict",
+                             "--output", "scored")
+        assert code == 0, err
+        assert lake.read("datasets").filter(pl.col("name") == "scored")["created_by"].to_list() == ["boss"]
+        from core import tracking
+
+        run_id = out.rsplit("(run ", 1)[1].split(")")[0]
+        assert tracking.get_run(run_id, lake=lake).user == "boss"  # the tracking run too, not LAKEOPS_ACTOR

@@ -68,12 +68,14 @@ _NEEDS: dict[str, str] = {
     "data diff": "read", "data quarantine": "read", "runs list": "read", "runs show": "read", "runs compare": "read",
     "models list": "read", "models show": "read", "models history": "read", "jobs list": "read",
     "jobs history": "read", "drift history": "read", "alerts list": "read",
+    "features list": "read", "features show": "read", "features get": "read", "features lineage": "read",
+    "features check-skew": "read",
     "models evaluate": "token", "models approve": "token", "models reject": "token", "models promote": "token",
     "models rollback": "token", "models alias": "token", "models stage": "token", "models unstage": "token",
     "models rollout": "token", "models policy": "token",
 }
 _SUBCOMMAND_DESTS = ("data_command", "models_command", "runs_command", "jobs_command", "drift_command",
-                     "alerts_command", "demo_command", "tokens_command")
+                     "alerts_command", "demo_command", "tokens_command", "features_command")
 
 
 def command_key(args: argparse.Namespace) -> str:

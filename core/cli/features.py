@@ -174,7 +174,7 @@ def _check_skew(args: argparse.Namespace) -> int:
     from core.serving.online import check_skew
 
     r = check_skew(args.model, version=args.version, entities=args.entities, seed=args.seed, tolerance=args.tolerance,
-                   api=args.api, lake=open_lake(args))
+                   api=args.api, token=settings_from(args).token, lake=open_lake(args))
     out = sys.stdout
     out.write(f"model {r.model} v{r.version}, views {', '.join(r.views)}: {r.entities} entities "
               f"({r.unknown_entities} unknown, served by default)\n")

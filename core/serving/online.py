@@ -396,6 +396,7 @@ def check_skew(
     seed: int = 0,
     tolerance: float = 1e-12,
     api: str | None = None,
+    token: str | None = None,
     lake: Lake,
 ) -> SkewReport:
     """Score entities through the training path and the serving path; report the largest differences.
@@ -411,6 +412,7 @@ def check_skew(
         seed: the sampling seed.
         tolerance: the largest difference that counts as identical.
         api: also POST the requests to a running API (``http://127.0.0.1:8000``) and compare its scores.
+        token: the bearer token for ``api`` when its auth is on (a token with the ``predict`` scope).
         lake: the lake.
 
     Raises:
@@ -465,7 +467,8 @@ def check_skew(
         import httpx
 
         resp = httpx.post(f"{api.rstrip('/')}/v1/models/{model}/predict?version={v}", content=body,
-                          headers={"content-type": "application/json"}, timeout=30.0)
+                          headers={"content-type": "application/json",
+                                   **({"authorization": f"Bearer {token}"} if token else {})}, timeout=30.0)
         if resp.status_code != 200:
             raise FeatureViewError(f"the API at {api} answered {resp.status_code}: {resp.text[:300]}")
         api_diff = float(np.max(np.abs(np.asarray(resp.json()["scores"]) - s_off), initial=0.0))

@@ -47,6 +47,14 @@ def _git(cwd: Path) -> tuple[str | None, bool | None]:
         return None, None
 
 
+def _who() -> dict[str, Any]:
+    """The run's user when someone is signed in (auth on): the principal, never the self-declared name."""
+    from core import auth
+
+    who = auth.current_principal()
+    return {"user": who.name} if who is not None else {}
+
+
 @functools.cache
 def _lineage() -> dict[str, Any]:
     """Process-wide lineage, computed once (git is asked once per process, not per run)."""
@@ -151,6 +159,7 @@ class Run:
             "dataset_version": self.dataset_version,
             "seed": seed,
             **_lineage(),
+            **_who(),
         }
         self._writer.add_row(
             "runs",
