@@ -201,3 +201,40 @@ def test_ui_admin_promotes_and_the_event_names_them_not_a_typed_name(ui):
     assert registry.champion_version("churn", lake) == 2
     last = registry.history("churn", "champion", lake=lake).row(-1, named=True)
     assert last["actor"] == "boss" and last["reason"] == "v2 is better"
+
+
+def test_ui_oidc_sign_in_names_the_person_and_their_rights_come_from_auth_users(ui, tmp_path, monkeypatch):
+    lake, _ = ui
+    cfg = tmp_path / "lakeops.toml"
+    cfg.write_text('[auth]\nui = "oidc"\n[auth.users."ana@example.com"]\nscopes = ["admin"]\nroles = ["ml-lead"]\n')
+    monkeypatch.setenv("LAKEOPS_CONFIG", str(cfg))
+
+    def as_user(user: dict) -> AppTest:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+        at.user = user  # what the identity provider said (st.user)
+        at.run()
+        assert not at.exception, at.exception
+        return at
+
+    out = as_user({"is_logged_in": False})
+    assert [b.key for b in out.button] == ["oidc_login"] and not out.metric  # no page before the login
+    assert not [t for t in out.text_input if t.key == "login_token"]  # no token form in oidc mode
+
+    ana = as_user({"is_logged_in": True, "email": "Ana@Example.com", "name": "Ana"})
+    assert any("Signed in as **ana@example.com** (admin; roles ml-lead)" in c.value for c in ana.sidebar.caption)
+    ana.switch_page("pages/models.py").run()
+    assert not ana.exception, ana.exception
+    assert "btn_promote…" in {b.key for b in ana.button}
+
+    guest = as_user({"is_logged_in": True, "email": "guest@example.com"})  # not listed: oidc_default_scopes (read)
+    assert any("Signed in as **guest@example.com** (read)" in c.value for c in guest.sidebar.caption)
+    guest.switch_page("pages/models.py").run()
+    assert not {b.key for b in guest.button} & {"btn_promote…", "btn_approve", "btn_roll_back…"}
+
+    cfg.write_text('[auth]\nui = "oidc"\noidc_default_scopes = []\n')
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    stranger = as_user({"is_logged_in": True, "email": "guest@example.com"})
+    assert any("has no access" in e.value for e in stranger.error) and not stranger.metric
+    assert "oidc_logout" in {b.key for b in stranger.button}
+    assert registry.champion_version("churn", lake) == 1
