@@ -9,14 +9,17 @@ import time
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
+import pyarrow.ipc
 import pytest
 
-from core import auth, registry
+from core import auth, demo, registry
 from core.cli.serve import check_bind
 from core.config import load_settings
 from core.errors import ConfigError
 from core.lake import Lake
-from core.serving.app import create_app
+from core.serving.app import ARROW, create_app
+from tests.test_serving_arrow import _ipc
 from tests.test_serving_support import (
     ThreadServer,
     champion_lake_path,
@@ -82,6 +85,14 @@ def test_every_route_needs_its_scope_and_refusals_are_problems_counted(world):
         # one verification kept per token (keyed by its header): the scorer's, and the reader's refused above
         assert sorted(p.name for p in app.state.auth._verified.values()) == ["reader", "scorer"]
         assert c.post(PREDICT, json=rows, headers=_bearer(tok["boss"])).status_code == 200  # admin holds every scope
+        arrow = {"content-type": ARROW, "accept": ARROW}
+        body = _ipc(demo.generate(n=3, seed=5).select(demo.FEATURES).to_arrow())
+        assert c.post(PREDICT, content=body, headers=arrow).status_code == 401  # Arrow bodies take the same guard
+        assert c.post(PREDICT, content=body, headers={**arrow, **_bearer(tok["reader"])}).status_code == 403
+        for _ in range(2):  # the scorer is verified already: the fast path answers Arrow too
+            answer = c.post(PREDICT, content=body, headers={**arrow, **_bearer(tok["scorer"])})
+            assert answer.status_code == 200 and answer.headers["content-type"] == ARROW
+            assert pa.ipc.open_stream(answer.content).read_all().num_rows == 3
 
         assert c.get("/v1/models", headers=_bearer(tok["scorer"])).status_code == 403
         assert c.get("/v1/models", headers=_bearer(tok["reader"])).json()[0]["model"] == "churn"
@@ -94,12 +105,13 @@ def test_every_route_needs_its_scope_and_refusals_are_problems_counted(world):
 
         assert c.get("/metrics").status_code == 401  # /metrics needs read by default
         text = c.get("/metrics", headers=_bearer(tok["reader"])).text
-        assert metric(text, "lakeops_auth_failures_total", reason="missing") == 4  # predict, model detail, schema, metrics
+        # predict (JSON, Arrow), model detail, schema, metrics
+        assert metric(text, "lakeops_auth_failures_total", reason="missing") == 5
         assert metric(text, "lakeops_auth_failures_total", reason="invalid") == 1
         assert metric(text, "lakeops_auth_failures_total", reason="malformed") == 2
-        assert metric(text, "lakeops_auth_failures_total", reason="forbidden") == 3
-        assert metric(text, "lakeops_requests_total", route="/v1/models/{name}/predict", status="200") == 4
-        assert metric(text, "lakeops_requests_total", route="/v1/models/{name}/predict", status="401") == 4
+        assert metric(text, "lakeops_auth_failures_total", reason="forbidden") == 4
+        assert metric(text, "lakeops_requests_total", route="/v1/models/{name}/predict", status="200") == 6
+        assert metric(text, "lakeops_requests_total", route="/v1/models/{name}/predict", status="401") == 5
 
 
 def test_revoked_expiring_and_new_tokens_take_effect_within_the_poll(world):
