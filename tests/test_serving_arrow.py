@@ -86,3 +86,24 @@ def test_arrow_bodies_that_do_not_fit_are_422_naming_the_field(arrow_server, cha
 def test_not_an_arrow_stream_is_400(arrow_server):
     r = arrow_server.client.post(PREDICT, content=b"not arrow at all", headers={"content-type": ARROW})
     assert r.status_code == 400 and "Arrow" in r.json()["detail"]
+
+
+def test_a_dictionary_with_levels_no_row_uses_is_fine_and_a_used_unknown_level_is_named(arrow_server):
+    c = arrow_server.client
+    frame = demo.generate(n=20, seed=15).select(demo.FEATURES)
+    expected = c.post(PREDICT, json=frame.to_dicts()).json()["scores"]
+    table = frame.to_arrow()
+    plan = table.column("plan").combine_chunks()
+    levels = sorted(set(plan.to_pylist())) + ["platinum"]  # a level the model never saw, used by no row
+    wide = pa.DictionaryArray.from_arrays(pa.array([levels.index(v) for v in plan.to_pylist()], pa.int32()), levels)
+    body = table.set_column(table.column_names.index("plan"), "plan", wide)
+    for _ in range(2):  # the second time from the cached dictionary
+        r = c.post(PREDICT, content=_ipc(body), headers={"content-type": ARROW})
+        assert r.status_code == 200, r.text
+        assert r.json()["scores"] == expected
+    used = pa.DictionaryArray.from_arrays(pa.array([len(levels) - 1] + [levels.index(v) for v in plan.to_pylist()[1:]],
+                                                   pa.int32()), levels)
+    r = c.post(PREDICT, content=_ipc(body.set_column(table.column_names.index("plan"), "plan", used)),
+               headers={"content-type": ARROW})
+    first = r.json()["errors"][0]
+    assert r.status_code == 422 and (first["row"], first["field"]) == (0, "plan") and "platinum" in first["message"]
