@@ -237,6 +237,7 @@ def main() -> None:
         "b lakeops, log off", "c HTTP floor (const JSON)",
     )
     AA = "a arrow body (Arrow IPC stream)"
+    AA0 = "a0 arrow body, baseline checkout"
     A0, E, W2 = "a0 baseline checkout, log on", "e lakeops, log on, auth on", "w2 lakeops, log on, 2 workers"
     bearer = ""
     if "e" in wanted:
@@ -277,6 +278,8 @@ def main() -> None:
                     cells = [(name, proc, url, bodies[n], "application/json") for name, (proc, url) in running.items()]
                     if args.arrow and A in running:
                         cells.append((AA, running[A][0], running[A][1], arrow_bodies[n], ARROW))
+                    if args.arrow and A0 in running:  # the same Arrow body to the baseline's code
+                        cells.append((AA0, running[A0][0], running[A0][1], arrow_bodies[n], ARROW))
                     for name, proc, url, body, ctype in cells:
                         r = run_wrk(url + "/v1/models/churn/predict", body, conc, duration, proc, ctype,
                                     auth=bearer if name == E else "")
@@ -334,6 +337,10 @@ def main() -> None:
                 print(f"rows={n:<3d} c={conc:<2d} auth on vs off: {cpu(E, n, conc) - cpu(A, n, conc):+6.1f} us CPU/req, "
                       f"p50 {results[(E, n, conc)]['p50'] - results[(A, n, conc)]['p50']:+.3f} ms, "
                       f"throughput {100 * (rps(E, n, conc) / rps(A, n, conc) - 1):+5.1f} %")
+            if A0 in running and args.arrow:
+                print(f"rows={n:<3d} c={conc:<2d} Arrow body, this checkout vs baseline: "
+                      f"{cpu(AA, n, conc) - cpu(AA0, n, conc):+6.1f} us CPU/req "
+                      f"({cpu(AA0, n, conc):.0f} -> {cpu(AA, n, conc):.0f})")
             if A0 in running:
                 print(f"rows={n:<3d} c={conc:<2d} this checkout vs baseline (auth off): "
                       f"{cpu(A, n, conc) - cpu(A0, n, conc):+6.1f} us CPU/req, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from tests.test_serving_support import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 PREDICT = "/v1/models/churn/predict"
 FEEDBACK = "/v1/models/churn/feedback"
 
@@ -171,3 +173,16 @@ def test_a_public_bind_without_auth_refuses_to_start_in_one_line(tmp_path):
     check_bind(base.with_(api_host="127.0.0.2"), insecure=False)  # loopback needs neither
     with pytest.raises(ConfigError, match="--insecure"):
         check_bind(base.with_(api_host="10.1.2.3"), insecure=False)
+
+
+def test_the_readme_arrow_client_snippet_runs_as_written_against_an_auth_on_api(world, capsys):
+    lake, settings, tok = world
+    section = re.split(r"^## ", README.read_text(), flags=re.M)
+    team = next(s for s in section if s.startswith("A team's deployment"))
+    snippet = next(b for b in re.findall(r"^```python\n(.*?)^```", team, flags=re.M | re.S) if "arrow.stream" in b)
+    with ThreadServer(create_app(settings, lake=lake)) as srv:
+        code = snippet.replace('"http://127.0.0.1:8000"', repr(srv.url)).replace('"lko_..."', repr(tok["scorer"]))
+        assert code != snippet
+        exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own client code
+    rows, score = capsys.readouterr().out.split()
+    assert rows == "100" and 0.0 <= float(score) <= 1.0
