@@ -153,6 +153,7 @@ def test_api_read_principal_cannot_promote_one_the_policy_names_can(world, tmp_p
         assert registry.history("churn", "champion", lake=lake).row(-1, named=True)["actor"] == "boss"
         text = c.get("/metrics", headers={"Authorization": f"Bearer {tok['reader']}"}).text
         assert metric(text, "lakeops_auth_failures_total", reason="missing") == 1
+        assert metric(text, "lakeops_auth_failures_total", reason="forbidden") == 4  # the policy's refusals count too
         assert metric(text, "lakeops_requests_total", route="/v1/models/{name}/promote", status="403") == 2
 
 

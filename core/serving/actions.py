@@ -21,7 +21,9 @@ import msgspec
 
 from core import auth
 from core.config import Settings
+from core.errors import PermissionDeniedError
 from core.lake import Lake
+from core.serving.metrics import Metrics
 from core.serving.problems import ProblemError
 
 __all__ = ["PROMOTE_SCHEMA", "ROLLBACK_SCHEMA", "run_action"]
@@ -83,8 +85,10 @@ def _decode(body: bytes, kind: type[msgspec.Struct]) -> Any:
 
 
 async def run_action(action: str, model: str, body: bytes, *, principal: auth.Principal | None, settings: Settings,
-                     lake: Lake) -> dict[str, Any]:
+                     lake: Lake, metrics: Metrics | None = None) -> dict[str, Any]:
     """Run ``promote`` or ``rollback`` on ``model`` as ``principal``; return the alias change.
+
+    A refusal by the policy is counted as a failed attempt (``lakeops_auth_failures_total{reason="forbidden"}``).
 
     Raises:
         ProblemError: auth is off (403 ``auth-required``), or the body does not fit (400/422 naming the field).
@@ -109,7 +113,12 @@ async def run_action(action: str, model: str, body: bytes, *, principal: auth.Pr
                                      settings=settings)
             return flows.rollback(model, reason=args.reason, lake=lake, settings=settings)
 
-    change = await asyncio.to_thread(call)
+    try:
+        change = await asyncio.to_thread(call)
+    except PermissionDeniedError:
+        if metrics is not None:
+            metrics.auth_failed("forbidden")
+        raise
     return {"model": change.model, "alias": change.alias, "version": change.version,
             "previous_version": change.previous_version, "action": change.action, "actor": change.actor,
             "reason": change.reason, "at": change.at.isoformat(), "event_id": change.event_id,

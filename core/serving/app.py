@@ -404,7 +404,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
             request.scope["lakeops_t0"] = t0  # type: ignore[typeddict-unknown-key]
             _require_json(request)
             out = await run_action(action, name, await request.body(), principal=request.scope.get("lakeops_principal"),
-                                   settings=settings, lake=lake)
+                                   settings=settings, lake=lake, metrics=metrics)
             metrics.observe(f"/v1/models/{{name}}/{action}", 200, time.perf_counter() - t0)
             return Response(content=msgspec.json.encode(out), media_type=_JSON, status_code=200)
 
