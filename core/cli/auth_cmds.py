@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
                    help="repeat for several: predict, feedback, read, admin (admin implies the others)")
     p.add_argument("--role", action="append", default=[], help="a role promotion policies may name as role:NAME")
     p.add_argument("--expires-days", type=float, default=None, help="expire after this many days (default: never)")
-    p.add_argument("--reason", default=None, help="why (recorded with the token)")
+    p.add_argument("--reason", default=None, help="why, optional (recorded with the token; revoking requires one)")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(handler=_create)
 
