@@ -367,12 +367,14 @@ class Service:
             self.metrics.shadow_dropped[name] += decoded.rows
             return
         q.append((name, stage.served, champion, body, decoded, idb, arrow))
-        if len(q) == 1:
-            self._shadow_wake.set()
+        # Always wake: "set only when the queue was empty" loses the wake-up when two request
+        # threads append between each other's append and length check (both see 2), and the
+        # queue then waits forever (seen under load in CI). Event.set on a set event is cheap.
+        self._shadow_wake.set()
 
     def _shadow_loop(self) -> None:
         while True:
-            self._shadow_wake.wait()
+            self._shadow_wake.wait(0.5)  # the timeout is a backstop; appends always set the event
             self._shadow_wake.clear()
             if self._shadow_stop.is_set() and not self._shadow_q:
                 return
