@@ -8,7 +8,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from core.errors import LakeError, LakeUnavailableError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError
+from deltalake.exceptions import TableNotFoundError as _DeltaTableNotFound
+
+from core.errors import CommitConflictError, LakeError, LakeUnavailableError, TableNotFoundError
 
 __all__ = ["MaintenanceReport"]
 
@@ -59,6 +62,25 @@ def _io_error(exc: Exception, message: str) -> LakeError:
     if any(sign in text for sign in _IO_SIGNS):
         return LakeUnavailableError(message)
     return LakeError(message)
+
+
+def _failed(exc: Exception, name: str, what: str) -> LakeError:
+    """The lakeops error for ``what`` (``"history"``, ``"maintenance (vacuum)"`` ...) of table
+    ``name`` failing with a delta-rs or storage error ``exc``: a lost commit race is
+    ``CommitConflictError``, a table delta-rs cannot find ``TableNotFoundError``, a data file the
+    log lists but the store no longer has ``LakeError`` (retrying will not bring it back), other
+    storage failures ``LakeUnavailableError``, the rest (a damaged log) ``LakeError``."""
+    detail = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    message = f"{what} of table {name!r} failed: {detail}"
+    if isinstance(exc, CommitFailedError):
+        return CommitConflictError(message)
+    if isinstance(exc, _DeltaTableNotFound):
+        return TableNotFoundError(message)
+    if isinstance(exc, FileNotFoundError):
+        return LakeError(f"{what} of table {name!r} failed: a file its log lists is missing ({detail})")
+    if isinstance(exc, OSError):
+        return LakeUnavailableError(message)
+    return _io_error(exc, message)
 
 
 def _uri_key(uri: str) -> str:

@@ -20,6 +20,7 @@ from core.lake._common import (
     _SMALL_FILE_BYTES,
     _STAGING_MAX_AGE,
     MaintenanceReport,
+    _failed,
 )
 from core.lake._tables import LakeTables
 
@@ -31,7 +32,11 @@ class LakeMaintenance(LakeTables):
 
     def small_files(self, name: str, *, below_bytes: int = _SMALL_FILE_BYTES) -> int:
         """Return how many live data files of ``name`` are smaller than ``below_bytes``."""
-        sizes = pa.table(self._open(name).get_add_actions(flatten=True)).column("size_bytes")
+        dt = self._open(name)
+        try:
+            sizes = pa.table(dt.get_add_actions(flatten=True)).column("size_bytes")
+        except (DeltaError, OSError) as exc:
+            raise _failed(exc, name, "listing the files") from exc
         return int(pa.compute.sum(pa.compute.less(sizes, below_bytes)).as_py() or 0)
 
     def compact(self, name: str, *, min_small_files: int = 0) -> dict[str, Any]:
@@ -50,6 +55,11 @@ class LakeMaintenance(LakeTables):
         Returns:
             delta-rs's compaction metrics (``numFilesRemoved``, ``numFilesAdded`` ...), or ``{}``
             when the table had too few small files.
+
+        Raises:
+            TableNotFoundError: no such table.
+            CommitConflictError: the compaction commit kept losing races.
+            LakeError: a file the log lists is missing or the log is damaged (nothing is removed).
         """
         if min_small_files and self.small_files(name) < min_small_files:
             return {}
@@ -57,8 +67,9 @@ class LakeMaintenance(LakeTables):
         try:
             metrics = dict(dt.optimize.compact(commit_properties=CommitProperties(max_commit_retries=_MAX_COMMIT_RETRIES)))
             self._open(name).create_checkpoint()
-        except DeltaError as exc:
-            raise LakeError(f"compaction of {name!r} failed: {str(exc).splitlines()[0]}") from exc
+        except (DeltaError, OSError) as exc:
+            self._tables.pop(name, None)
+            raise _failed(exc, name, "compaction") from exc
         self._tables.pop(name, None)
         return metrics
 
@@ -79,6 +90,11 @@ class LakeMaintenance(LakeTables):
 
         Returns:
             One report per table.
+
+        Raises:
+            TableNotFoundError: a named table does not exist.
+            LakeError: a step failed on a table (the message names the table and the step); the
+                tables before it were maintained, the ones after it were not.
         """
         if retention_hours < _MIN_RETENTION_HOURS:
             raise LakeError(
@@ -86,13 +102,25 @@ class LakeMaintenance(LakeTables):
             )
         reports = []
         for name in list(names) if names is not None else self.tables():
-            dt = self._open(name)
+            try:
+                reports.append(self._maintain_one(name, retention_hours, list((keep_versions or {}).get(name, ()))))
+            finally:
+                self._tables.pop(name, None)
+        return reports
+
+    def _maintain_one(self, name: str, retention_hours: int, keep: list[int]) -> MaintenanceReport:
+        dt = self._open(name)
+        step = "listing the files"
+        try:
             before = len(dt.file_uris())
+            step = "compaction"
             compacted = dict(dt.optimize.compact(commit_properties=CommitProperties(max_commit_retries=_MAX_COMMIT_RETRIES)))
             dt = self._open(name)
+            step = "checkpoint"
             dt.create_checkpoint()
+            step = "log cleanup"
             dt.cleanup_metadata()
-            keep = list((keep_versions or {}).get(name, ()))
+            step = "vacuum"
             vacuumed = dt.vacuum(
                 retention_hours=retention_hours,
                 dry_run=False,
@@ -100,13 +128,12 @@ class LakeMaintenance(LakeTables):
                 full=True,
                 keep_versions=keep or None,
             )
+            step = "removing staging files"
             staging = self._remove_staging(name)
             dt = self._open(name)
-            self._tables.pop(name, None)
-            reports.append(
-                MaintenanceReport(name, before, len(dt.file_uris()), compacted, len(vacuumed), staging, dt.version())
-            )
-        return reports
+            return MaintenanceReport(name, before, len(dt.file_uris()), compacted, len(vacuumed), staging, dt.version())
+        except (DeltaError, OSError) as exc:
+            raise _failed(exc, name, f"maintenance ({step})") from exc
 
     def _remove_staging(self, name: str) -> int:
         """Delete ``*.parquet#N`` / ``_delta_log/*.json#N`` files older than a day (crashed writers)."""

@@ -12,10 +12,11 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from core.catalog import spec_for
 from core.errors import LakeUnavailableError, TableNotFoundError
-from core.lake._common import _check_name
+from core.lake._common import _check_name, _failed
 from core.lake._timetravel import LakeTimeTravel
 
 __all__ = ["LakeReads"]
@@ -49,7 +50,10 @@ class LakeReads(LakeTimeTravel):
         the datasets. File paths in the log are relative to the table root (partition folders
         included, already decoded).
         """
-        return dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(self._fs_path(name), self._fs))
+        try:
+            return dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(self._fs_path(name), self._fs))
+        except (DeltaError, OSError) as exc:
+            raise _failed(exc, name, "reading") from exc
 
     def read(
         self,
@@ -64,9 +68,14 @@ class LakeReads(LakeTimeTravel):
 
         Raises:
             TableNotFoundError: no such table, version, or time before the table existed.
+            LakeError: the log or a data file it lists is damaged or missing.
         """
         ds = self.snapshot(name, version=version, as_of=as_of)
-        return pl.from_arrow(ds.to_table(columns=list(columns) if columns else None, filter=filter))  # type: ignore[return-value]
+        try:
+            table = ds.to_table(columns=list(columns) if columns else None, filter=filter)
+        except OSError as exc:
+            raise _failed(exc, name, "reading") from exc
+        return pl.from_arrow(table)  # type: ignore[return-value]
 
     def read_or_empty(self, name: str, *, columns: Sequence[str] | None = None) -> pl.DataFrame:
         """Read a catalog table, or return an empty frame of its schema when it has no rows yet."""
@@ -80,18 +89,39 @@ class LakeReads(LakeTimeTravel):
         return self.read(name, columns=columns)
 
     def scan(self, name: str, *, version: int | None = None) -> pl.LazyFrame:
-        """Return a polars lazy scan of ``name`` (fast path for heavy internal aggregation)."""
+        """Return a polars lazy scan of ``name`` (fast path for heavy internal aggregation).
+
+        Only the table's existence is checked here: polars reads the log and the files when the
+        scan is collected, so a missing version or a damaged log raises polars'/delta-rs's own
+        error from ``collect`` (use ``read`` where a lakeops error matters more than speed).
+
+        Raises:
+            TableNotFoundError: no such table.
+        """
         if not self.exists(name):
             raise TableNotFoundError(self._not_found(name))
         return pl.scan_delta(self.table_uri(name), version=version, storage_options=self.storage_options or None)
 
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
-        """Return the commit history of ``name``, newest first, with commit metadata."""
-        return list(self._open(name).history(limit))
+        """Return the commit history of ``name``, newest first, with commit metadata.
+
+        Raises:
+            TableNotFoundError: no such table.
+            LakeError: a commit of the log cannot be read.
+        """
+        dt = self._open(name)
+        try:
+            return list(dt.history(limit))
+        except (DeltaError, OSError) as exc:
+            raise _failed(exc, name, "history") from exc
 
     def file_count(self, name: str) -> int:
         """Return the number of live data files of ``name``."""
-        return len(self._open(name).file_uris())
+        dt = self._open(name)
+        try:
+            return len(dt.file_uris())
+        except (DeltaError, OSError) as exc:
+            raise _failed(exc, name, "listing the files") from exc
 
     def snapshot_files(
         self, name: str, *, version: int | None = None, filter: pads.Expression | None = None  # noqa: A002

@@ -28,19 +28,19 @@ class LakeTables(LakeStore):
         sel = pafs.FileSelector(self._fs_root, allow_not_found=True, recursive=False)
         try:
             top = [i for i in self._fs.get_file_info(sel) if i.type == pafs.FileType.Directory]
+            for d in top:
+                name = d.base_name
+                if name.startswith(("_", ".")) or name == "artifacts":
+                    continue
+                if self._has_log(d.path):
+                    found.append(name)
+                    continue
+                sub = pafs.FileSelector(d.path, allow_not_found=True, recursive=False)
+                for s in self._fs.get_file_info(sub):
+                    if s.type == pafs.FileType.Directory and self._has_log(s.path):
+                        found.append(f"{name}/{s.base_name}")
         except OSError as exc:
             raise LakeUnavailableError(f"cannot list lake {self.uri}: {exc}") from exc
-        for d in top:
-            name = d.base_name
-            if name.startswith(("_", ".")) or name == "artifacts":
-                continue
-            if self._has_log(d.path):
-                found.append(name)
-                continue
-            sub = pafs.FileSelector(d.path, allow_not_found=True, recursive=False)
-            for s in self._fs.get_file_info(sub):
-                if s.type == pafs.FileType.Directory and self._has_log(s.path):
-                    found.append(f"{name}/{s.base_name}")
         return sorted(found)
 
     def _has_log(self, fs_path: str) -> bool:
@@ -51,7 +51,7 @@ class LakeTables(LakeStore):
         try:
             return DeltaTable.is_deltatable(self.table_uri(name), storage_options=self.storage_options)
         except (DeltaError, OSError) as exc:
-            raise LakeUnavailableError(f"cannot reach lake {self.uri}: {exc}") from exc
+            raise LakeUnavailableError(f"cannot check table {name!r} in lake {self.uri}: {exc}") from exc
 
     def schema(self, name: str) -> pa.Schema:
         """Return the Arrow schema of table ``name`` as stored."""
@@ -97,6 +97,11 @@ class LakeTables(LakeStore):
             msg = str(exc)
             if version is not None and ("version" in msg.lower() or "not found" in msg.lower()):
                 latest = self.version(name)
+                if 0 <= version <= latest:
+                    raise TableNotFoundError(
+                        f"table {name!r} no longer keeps version {version} (its log was cleaned up or damaged); "
+                        f"the latest is {latest}"
+                    ) from None
                 raise TableNotFoundError(
                     f"table {name!r} has versions 0-{latest}; asked for {version}"
                 ) from None

@@ -11,6 +11,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from core.errors import LakeError, TableNotFoundError
+from core.lake._common import _failed
 from core.lake._tables import LakeTables
 
 __all__ = ["LakeTimeTravel"]
@@ -57,14 +58,17 @@ class LakeTimeTravel(LakeTables):
         after thousands of commits) and holds the GIL while it waits on an object store.
         """
         sel = pafs.FileSelector(self._fs_path(f"{name}/_delta_log"), allow_not_found=True)
-        logs = [i for i in self._fs.get_file_info(sel) if len(i.base_name) == 25 and i.base_name.endswith(".json")]
-        if not logs:
-            return 0, None
-        info = min(logs, key=lambda i: i.base_name)
-        with self._fs.open_input_stream(info.path) as src:
-            for line in bytes(src.read()).decode("utf-8").splitlines():
-                action = json.loads(line) if line.strip() else {}
-                stamp = action.get("commitInfo", {}).get("timestamp")
-                if stamp is not None:
-                    return int(info.base_name[:20]), datetime.fromtimestamp(stamp / 1000, tz=UTC)
+        try:
+            logs = [i for i in self._fs.get_file_info(sel) if len(i.base_name) == 25 and i.base_name.endswith(".json")]
+            if not logs:
+                return 0, None
+            info = min(logs, key=lambda i: i.base_name)
+            with self._fs.open_input_stream(info.path) as src:
+                for line in bytes(src.read()).decode("utf-8").splitlines():
+                    action = json.loads(line) if line.strip() else {}
+                    stamp = action.get("commitInfo", {}).get("timestamp") if isinstance(action, dict) else None
+                    if stamp is not None:
+                        return int(info.base_name[:20]), datetime.fromtimestamp(stamp / 1000, tz=UTC)
+        except (OSError, ValueError, TypeError, OverflowError) as exc:
+            raise _failed(exc, name, "time travel (reading its oldest commit)") from exc
         return int(info.base_name[:20]), info.mtime

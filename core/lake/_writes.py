@@ -137,5 +137,7 @@ class LakeWrites(LakeTables):
             raise CommitConflictError(f"overwrite of {name!r} lost the commit race: {exc}") from exc
         except DeltaError as exc:
             raise LakeError(f"overwrite of {name!r} failed: {str(exc).splitlines()[0]}") from exc
+        except OSError as exc:
+            raise LakeUnavailableError(f"overwrite of {name!r} failed: {exc}") from exc
         self._tables.pop(name, None)
         return self.version(name)
