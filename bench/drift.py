@@ -220,7 +220,7 @@ def _train_model(ref: pl.DataFrame, tmp: str, paths: dict[str, str]) -> None:
     model = training.train(frame, "y", params={"num_iterations": 200, "num_threads": 2}).model
     paths["model"], paths["signature"] = str(Path(tmp) / "model.txt"), str(Path(tmp) / "signature.json")
     Path(paths["model"]).write_text(model.text)
-    Path(paths["signature"]).write_text(json.dumps(model.signature))
+    Path(paths["signature"]).write_text(json.dumps(model.signature.to_dict()))
 
 
 def main() -> None:

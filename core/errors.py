@@ -24,6 +24,7 @@ Every user-facing error names the thing that is wrong and, where there is one, t
     │   └── PermissionDeniedError     a known principal without the scope, role or policy right
     ├── RegistryError                 a registry request that cannot be carried out (bad name, no reason)
     ├── TrainingError                 a training job cannot run with the given input
+    │   └── SignatureError            a stored model signature that does not read (names the key)
     ├── FeatureViewError              a feature view definition (or the data it is applied to) cannot be used
     ├── SqlRefusedError               a query the read-only SQL sandbox does not allow
     ├── SqlError                      a query that DuckDB could not run (syntax, unknown column)
@@ -60,6 +61,7 @@ __all__ = [
     "RegistryError",
     "RunNotFoundError",
     "SchemaMismatchError",
+    "SignatureError",
     "SqlError",
     "SqlRefusedError",
     "SqlResultTooLargeError",
@@ -163,6 +165,11 @@ class PermissionDeniedError(AuthError):
 
 class TrainingError(LakeopsError, ValueError):
     """A training job cannot run with the given input (unknown target, one class, bad params)."""
+
+
+class SignatureError(TrainingError):
+    """A model signature that does not read: not an object, a required key missing, an unknown key
+    or a wrong type (the message names the key and its place, e.g. ``$.features[2].kind``)."""
 
 
 class FeatureViewError(LakeopsError, ValueError):

@@ -72,7 +72,7 @@ def test_train_model_records_everything_and_reproduces(churn_lake):
     loaded = flow.run_model(out.run_id, lake=lake)
     frame = churn_frame(50, seed=9)
     assert np.allclose(loaded.predict(frame), out.model.predict(frame))
-    assert loaded.signature["features"][-1]["levels"] == ["basic", "promo", "standard"]
+    assert loaded.signature.features[-1].levels == ("basic", "promo", "standard")
     imp = flow.feature_importance(out.run_id, lake=lake)
     assert set(imp["feature"]) == {"tenure_months", "monthly_charges", "plan"} and imp["gain"].sum() > 0
 

@@ -46,7 +46,7 @@ def test_reference_is_built_once_stored_and_reloaded(lake):
     mv = registry.get_version(MODEL, 1, lake=lake)
     assert (ref.dataset, ref.dataset_version) == (mv.dataset_name, mv.dataset_version)
     assert ref.path.startswith(f"artifacts/drift/datasets/churn/v{mv.dataset_version}/")
-    assert set(ref.kinds) == {f["name"] for f in mv.signature["features"]}
+    assert set(ref.kinds) == set(mv.signature.names)
     assert ref.kinds["plan"] == "categorical" and ref.kinds["age"] == "numeric"
     assert ref.rows == 3000 and ref.mode == "training"  # the training distribution, not the 20 % holdout
     assert ref.holdout_rows == 600 and ref.score.n == 600  # the scores stay the holdout's (what the gate measured)

@@ -35,7 +35,7 @@ def _reg(lake: Lake, model, metrics, name: str = "churn", **kw):
         name,
         "run-x",
         model.text.encode(),
-        json.dumps(model.signature).encode(),
+        model.signature.to_json(),
         metrics=metrics,
         dataset_name="churn",
         dataset_version=1,
@@ -44,13 +44,18 @@ def _reg(lake: Lake, model, metrics, name: str = "churn", **kw):
     )
 
 
+# the oldest stored form: no passthrough, feedback_key or feature_views
+_MINIMAL_SIG = b'{"task": "binary", "target": "y", "threshold": 0.5, "time_column": null, ' \
+    b'"features": [{"name": "x", "kind": "numeric", "dtype": "Float64"}]}'
+
+
 def _fake(lake: Lake, name: str = "m") -> registry.ModelVersion:
     return registry._register_files(
         lake,
         name,
         None,
         b"not a model",
-        b"{}",
+        _MINIMAL_SIG,
         metrics={"auc": 0.5},
         dataset_name=None,
         dataset_version=None,
@@ -67,7 +72,7 @@ def test_register_copies_artifact_with_sha_and_numbers_versions(lake, tiny_model
     assert v1.tags == {"team": "growth"} and v1.description == "first"
     assert v1.metrics["auc"] == pytest.approx(metrics["auc"])
     assert lake.get_bytes("artifacts/models/churn/2/model.txt") == model.text.encode()
-    assert json.loads(lake.get_bytes("artifacts/models/churn/1/signature.json")) == model.signature
+    assert json.loads(lake.get_bytes("artifacts/models/churn/1/signature.json")) == model.signature.to_dict()
     frame = registry.versions("churn", lake=lake)
     assert frame["version"].to_list() == [1, 2]
     assert frame["status"].to_list() == ["candidate", "candidate"]

@@ -60,7 +60,7 @@ def test_predict_equals_in_process_scores_and_is_logged(server, lake_path):
     expected = loaded.model.predict(pl.DataFrame(rows))
     assert out["model"] == "churn" and out["version"] == loaded.version == 1
     assert out["scores"] == expected.tolist()  # exact, not approximate
-    assert out["labels"] == (expected >= loaded.signature["threshold"]).astype(int).tolist()
+    assert out["labels"] == (expected >= loaded.signature.threshold).astype(int).tolist()
     assert len(set(out["prediction_ids"])) == 40
 
     cols = {k: [row[k] for row in rows] for k in rows[0]}

@@ -70,10 +70,10 @@ def test_train_binary_signature_and_determinism():
     df = _frame()
     res = training.train(df, "churned", params=FAST, seed=1, time_column="signup_at")
     sig = res.model.signature
-    assert sig["task"] == "binary" and sig["target"] == "churned" and sig["time_column"] == "signup_at"
-    names = [f["name"] for f in sig["features"]]
-    assert names == ["x", "calls", "plan"]
-    assert sig["features"][2] == {
+    assert isinstance(sig, training.Signature)
+    assert sig.task == "binary" and sig.target == "churned" and sig.time_column == "signup_at"
+    assert sig.names == ["x", "calls", "plan"]
+    assert sig.features[2].to_dict() == {
         "name": "plan",
         "kind": "categorical",
         "dtype": "String",
@@ -120,7 +120,7 @@ def test_model_roundtrip_and_encoding():
 def test_regression_task():
     df = _frame().with_columns(value=pl.col("x") * 3 + pl.col("calls"))
     res = training.train(df.drop("churned"), "value", params=FAST, seed=0)
-    assert res.model.signature["task"] == "regression"
+    assert res.model.signature.task == "regression"
     assert set(res.metrics) == {"rmse", "mae", "r2"} and res.metrics["r2"] > 0.8
 
 

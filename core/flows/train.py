@@ -203,7 +203,7 @@ def train_model(
             passthrough=passthrough, feedback_key=feedback_key, valid=valid_frame,
         )  # type: ignore[arg-type]
         if views:
-            _attach_feature_views(result.model.signature, views)
+            result.model.signature = _with_feature_views(result.model.signature, views)
         _record(run, result, user_params=user_params, split_info=split_info, target=target, task=task_,
                 time_column=time_column, exclude=exclude, passthrough=passthrough, feedback_key=feedback_key)
     return TrainOutcome(
@@ -237,16 +237,10 @@ def _feature_view_columns(
     return exclude, [*passthrough, *(e for e in entities if e not in passthrough)]
 
 
-def _attach_feature_views(signature: dict[str, Any], views: list[dict[str, Any]]) -> None:
-    """Record in the signature which model features a request may leave out: the service fills them
+def _with_feature_views(signature: training.Signature, views: list[dict[str, Any]]) -> training.Signature:
+    """The signature recording which model features a request may leave out: the service fills them
     from the online values of these view versions, by the entity key the request carries."""
-    names = {f["name"] for f in signature["features"]}
-    signature["feature_views"] = [
-        {"view": v["view"], "version": v["version"], "hash": v["hash"], "entity": v["entity"],
-         "features": [f for f in v["features"] if f in names], "missing": v["missing"],
-         "defaults": {f: d for f, d in v["defaults"].items() if f in names}}
-        for v in views
-    ]
+    return signature.replace(feature_views=training.feature_views_of(views, signature.names))
 
 
 def _retrain_frames(frame: pl.DataFrame, served: tuple[str, int], dedupe: tuple[str | None, Sequence[str]] | None,
@@ -297,7 +291,7 @@ def _record(run: Any, result: training.TrainResult, *, user_params: Mapping[str,
     run.log_metric("best_iteration", result.best_iteration)
     model = result.model
     run.log_text(MODEL_PATH, model.text)
-    run.log_dict(SIGNATURE_PATH, model.signature)
+    run.log_dict(SIGNATURE_PATH, model.signature.to_dict())
     run.log_artifact(IMPORTANCE_PATH, json.dumps(model.importance().to_dicts()).encode("utf-8"))
     run.log_dict(LEAKAGE_PATH, result.leakage)
     flagged = [d["feature"] for d in result.leakage.get("flagged", [])]
@@ -347,9 +341,9 @@ def _train_on_cluster(
             feedback_key=feedback_key,
         )
         result = out.result
-        run.set_tags({"task": result.model.signature["task"]})
+        run.set_tags({"task": result.model.signature.task})
         _record(run, result, user_params=user_params, split_info=split_info, target=target,
-                task=result.model.signature["task"], time_column=time_column, exclude=exclude, passthrough=passthrough,
+                task=result.model.signature.task, time_column=time_column, exclude=exclude, passthrough=passthrough,
                 feedback_key=feedback_key, extra={**out.engine, "leakage_sample_rows": result.leakage.get("sample_rows", 0)})
     return TrainOutcome(
         run_id=run.run_id, dataset=dataset, dataset_version=version, metrics=result.metrics, model=result.model,
@@ -369,7 +363,7 @@ def run_model(run_id: str, *, lake: Lake | None = None) -> training.Model:
     """Load the model a training run logged (text + signature, sha256 checked by the artifact read)."""
     lake = resolve(lake)
     text = tracking.read_artifact(run_id, MODEL_PATH, lake=lake).decode("utf-8")
-    signature = json.loads(tracking.read_artifact(run_id, SIGNATURE_PATH, lake=lake))
+    signature = training.Signature.from_json(tracking.read_artifact(run_id, SIGNATURE_PATH, lake=lake))
     return training.Model.from_text(text, signature)
 
 

@@ -17,8 +17,10 @@ from core.errors import (
     ModelNotFoundError,
     ModelVersionNotFoundError,
     RegistryError,
+    SignatureError,
 )
 from core.lake import Lake, resolve
+from core.signature import Signature
 
 __all__ = [
     "ModelVersion",
@@ -39,7 +41,7 @@ class ModelVersion:
     version: int
     run_id: str | None
     sha256: str
-    signature: dict[str, Any]
+    signature: Signature
     metrics: dict[str, float]
     dataset_name: str | None
     dataset_version: int | None
@@ -132,13 +134,21 @@ def require_model(model: str, *, lake: Lake) -> pl.DataFrame:
     return rows
 
 
+def _signature_of(row: Mapping[str, Any]) -> Signature:
+    """The version's stored signature as the struct (the registry's JSON boundary)."""
+    try:
+        return Signature.from_json(row["signature_json"] or "")
+    except SignatureError as exc:
+        raise SignatureError(f"model {row['model']!r} v{int(row['version'])}: {exc}") from None
+
+
 def _to_version(row: Mapping[str, Any], uri: str) -> ModelVersion:
     return ModelVersion(
         model=row["model"],
         version=int(row["version"]),
         run_id=row["run_id"],
         sha256=row["sha256"],
-        signature=json.loads(row["signature_json"] or "{}"),
+        signature=_signature_of(row),
         metrics=json.loads(row["metrics_json"] or "{}"),
         dataset_name=row["dataset_name"],
         dataset_version=row["dataset_version"],

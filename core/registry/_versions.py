@@ -28,6 +28,7 @@ from core.registry._base import (
     valid_claims,
 )
 from core.registry._events import aliases, events, record_event, state
+from core.signature import Signature
 
 if TYPE_CHECKING:
     from core.training import Model
@@ -45,7 +46,7 @@ class LoadedModel:
     version: int
     model: Model
     sha256: str
-    signature: dict[str, Any]
+    signature: Signature
 
 
 def resolve_version(
@@ -257,6 +258,7 @@ def _register_files(
 ) -> ModelVersion:
     """Claim a version, copy the artifact files, then write the ``register`` event."""
     _check_model_name(model)
+    Signature.from_json(sig_bytes)  # a signature that does not read is refused here, not at serving
     who = _actor(actor)
     sha = _sha256(text)
     row = {

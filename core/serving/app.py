@@ -380,7 +380,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
             "aliases": amap,
             "serving_version": served.version if served is not None else None,
             "load_error": service.cache.load_errors.get(name),
-            "signature": sig,
+            "signature": sig.to_dict() if sig is not None else None,
             "versions": vs.to_dicts(),
         }
 

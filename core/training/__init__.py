@@ -2,7 +2,11 @@
 
 Pure: frames in, a ``Model`` (text + signature + sha256) and metrics out; no lake I/O.
 
-The ``Signature`` is a plain JSON-able dict that travels with the model text::
+The ``Signature`` (defined in the pure ``core.signature``, re-exported here) is a typed, immutable ``msgspec`` struct that travels with the
+model text: the task, the target, the threshold, the time column, the features in matrix order
+(``Feature``: name, kind, dtype, categorical levels), the pass-through fields (``PassThrough``),
+the feedback key and the feature views (``FeatureView``). Its stored JSON form (run artifact
+``model/signature.json``, the registry's ``signature_json``) is unchanged::
 
     {"task": "binary" | "regression", "target": str, "threshold": float,
      "time_column": str | None,
@@ -10,7 +14,11 @@ The ``Signature`` is a plain JSON-able dict that travels with the model text::
                    "levels": [str, ...]}],          # levels only for categorical features
      "passthrough": [{"name": str, "type": "string" | "integer" | "number" | "datetime" | "date",
                       "role": "id" | "event_time" | "segment"}],
-     "feedback_key": str | None}                    # a pass-through field feedback may join by
+     "feedback_key": str | None,                    # a pass-through field feedback may join by
+     "feature_views": [...]}                        # only for models trained on feature views
+
+Read it with ``Signature.from_dict``/``from_json`` or ``as_signature`` once, where it comes in as
+JSON; write it with ``Signature.to_dict``/``to_json``.
 
 Pass-through fields are columns a request may carry beside the features (an entity id, the
 event's own time, a segment key): validated and logged with the prediction, never seen by the
@@ -26,7 +34,7 @@ split, LightGBM runs with ``deterministic=True``, ``force_row_wise=True``, a fix
 ``num_threads`` and the seed, so the same data, params and seed give the same model text and
 therefore the same sha256.
 
-The package's modules: ``_params`` (defaults, ``validate_params``), ``_signature``, ``_encoding`` (the
+The package's modules: ``_params`` (defaults, ``validate_params``), ``_signature`` (``infer_signature``), ``_encoding`` (the
 one encoder), ``_model`` (``Model``), ``_fastpredict`` (its one-row and small-batch scoring),
 ``_lgbprivate`` (the only user of LightGBM's private API), ``_split``, ``_metrics``, ``_leakage``,
 ``_fit`` (``train``), ``_distributed`` (``lightgbm.dask``) and ``_domain`` (the drift domain
@@ -38,6 +46,14 @@ from __future__ import annotations
 # kept importable as before the split (not part of __all__): tests and core.compute use them
 from core.errors import DataValidationError as DataValidationError
 from core.errors import TrainingError as TrainingError
+from core.signature import (
+    Feature,
+    FeatureView,
+    PassThrough,
+    Signature,
+    as_signature,
+    feature_views_of,
+)
 from core.training._distributed import best_round, iteration_losses, train_distributed, truncate_model
 from core.training._domain import DOMAIN_PARAMS, DomainClassifierResult, domain_classifier
 from core.training._encoding import _encode as _encode
@@ -60,6 +76,12 @@ __all__ = [
     "LEAKAGE_SCORE",
     "DOMAIN_PARAMS",
     "DomainClassifierResult",
+    "Feature",
+    "FeatureView",
+    "PassThrough",
+    "Signature",
+    "as_signature",
+    "feature_views_of",
     "Model",
     "TrainResult",
     "compute_metrics",

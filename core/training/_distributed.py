@@ -10,6 +10,7 @@ import lightgbm as lgb
 import numpy as np
 
 from core.errors import TrainingError
+from core.signature import Signature
 from core.training._encoding import _feature_names
 from core.training._fit import _METRICS
 
@@ -23,7 +24,7 @@ def train_distributed(
     X_valid: Any,
     y_valid: Any,
     *,
-    signature: Mapping[str, Any],
+    signature: Signature,
     params: Mapping[str, Any],
     seed: int = 0,
     timeout_s: float = 1800.0,
@@ -53,7 +54,7 @@ def train_distributed(
     """
     import lightgbm.dask as lgb_dask
 
-    task = signature["task"]
+    task = signature.task
     effective: dict[str, Any] = {**params}
     effective.update({"objective": task, "metric": _METRICS[task], "first_metric_only": True, "seed": int(seed),
                       "deterministic": True, "force_row_wise": True, "verbosity": -1})
@@ -62,7 +63,7 @@ def train_distributed(
     # LightGBM's sockets wait this long (minutes) for a peer: a worker lost mid-training fails the
     # run instead of leaving the others waiting for LightGBM's default of two hours
     fit_params["time_out"] = max(1, math.ceil(timeout_s / 60))
-    cats = [i for i, f in enumerate(signature["features"]) if f["kind"] == "categorical"]
+    cats = [i for i, f in enumerate(signature.features) if f.categorical]
     cls = lgb_dask.DaskLGBMClassifier if task == "binary" else lgb_dask.DaskLGBMRegressor
     estimator = cls(client=client, n_estimators=iterations, n_jobs=None, **fit_params)
     try:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import polars as pl
 
 from core.errors import DataValidationError
+from core.signature import Feature, Signature
 
 __all__ = ["_SAFE_NAME", "_encode", "_encode_expr", "_feature_names", "lgb_feature_names"]
 
@@ -29,10 +28,10 @@ def _encode(exprs: list[pl.Expr], names: list[str], frame: pl.DataFrame) -> np.n
     return np.ascontiguousarray(out, dtype=np.float64).reshape(frame.height, len(names))
 
 
-def _encode_expr(feature: Mapping[str, Any]) -> pl.Expr:
-    name = feature["name"]
-    if feature["kind"] == "categorical":
-        levels = list(feature.get("levels") or [])
+def _encode_expr(feature: Feature) -> pl.Expr:
+    name = feature.name
+    if feature.kind == "categorical":
+        levels = list(feature.levels)
         return (
             pl.col(name)
             .cast(pl.String)
@@ -43,13 +42,13 @@ def _encode_expr(feature: Mapping[str, Any]) -> pl.Expr:
 
 
 
-def lgb_feature_names(signature: Mapping[str, Any]) -> list[str]:
+def lgb_feature_names(signature: Signature) -> list[str]:
     """The feature names LightGBM is given (the signature's, or ``f0..fk`` when one is not a plain identifier)."""
     return _feature_names(signature)
 
 
-def _feature_names(signature: Mapping[str, Any]) -> list[str]:
-    names = [f["name"] for f in signature["features"]]
+def _feature_names(signature: Signature) -> list[str]:
+    names = signature.names
     if all(_SAFE_NAME.match(n) for n in names):
         return names
     return [f"f{i}" for i in range(len(names))]

@@ -99,7 +99,7 @@ def train(
         clean, target, task=task, time_column=time_column, exclude=exclude, threshold=threshold,
         passthrough=passthrough, feedback_key=feedback_key,
     )
-    task_ = signature["task"]
+    task_ = signature.task
     if valid is None:
         train_df, valid_df = split(
             clean, target, time_column=time_column, seed=seed, valid_fraction=valid_fraction
@@ -126,12 +126,12 @@ def train(
             "verbosity": -1,
         }
     )
-    exprs = [_encode_expr(f) for f in signature["features"]]
-    all_names = [f["name"] for f in signature["features"]]
+    exprs = [_encode_expr(f) for f in signature.features]
+    all_names = signature.names
     X_train, X_valid = _encode(exprs, all_names, train_df), _encode(exprs, all_names, valid_df)
     y_train = train_df[target].cast(pl.Float64).to_numpy()
     y_valid = valid_df[target].cast(pl.Float64).to_numpy()
-    cats = [i for i, f in enumerate(signature["features"]) if f["kind"] == "categorical"]
+    cats = [i for i, f in enumerate(signature.features) if f.categorical]
     names = _feature_names(signature)
     history: dict[str, dict[str, list[float]]] = {}
     rounds = int(effective.pop("early_stopping_round", 0) or 0)

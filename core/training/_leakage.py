@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from core.signature import Signature
 from core.training._metrics import _auc_of
 
 __all__ = ["DOMINANT_GAIN", "LEAKAGE_GAIN", "LEAKAGE_GAIN_SCORE", "LEAKAGE_SCORE", "leakage"]
@@ -43,7 +43,7 @@ def _out_of_fold_means(codes: pl.Series, y: np.ndarray) -> np.ndarray:
 
 
 def leakage(
-    frame: pl.DataFrame, signature: Mapping[str, Any], importance: pl.DataFrame | None = None
+    frame: pl.DataFrame, signature: Signature, importance: pl.DataFrame | None = None
 ) -> dict[str, Any]:
     """How well each feature alone explains the target, and which features look like leakage.
 
@@ -58,28 +58,28 @@ def leakage(
         ``{"scores": {feature: score}, "gain_share": {feature: share}, "flagged": [{feature,
         why}], "warnings": [{feature, why}], "thresholds": {...}}``.
     """
-    target = signature["target"]
-    task = signature.get("task", "binary")
+    target = signature.target
+    task = signature.task
     y = frame[target].cast(pl.Float64).to_numpy()
     keep = ~np.isnan(y)
     y = y[keep]
     scores: dict[str, float] = {}
-    for f in signature["features"]:
-        col = frame[f["name"]].filter(pl.Series(keep))
-        if f["kind"] == "categorical":
+    for f in signature.features:
+        col = frame[f.name].filter(pl.Series(keep))
+        if f.categorical:
             values = _out_of_fold_means(col.cast(pl.String).fill_null("\x00null"), y)
         else:
             values = col.cast(pl.Float64).to_numpy()
         if task == "binary":
             score = _auc_of(values, y)
-        elif f["kind"] == "categorical":
+        elif f.categorical:
             ss = float(np.sum((y - y.mean()) ** 2))
             score = 1.0 - float(np.sum((y - values) ** 2)) / ss if ss > 0 else 0.0
         else:
             ok = ~np.isnan(values)
             score = abs(float(pl.DataFrame({"a": values[ok], "b": y[ok]}).select(
                 pl.corr("a", "b", method="spearman")).item() or 0.0)) if ok.sum() > 2 else 0.0
-        scores[f["name"]] = round(score, 6) if math.isfinite(score) else float("nan")
+        scores[f.name] = round(score, 6) if math.isfinite(score) else float("nan")
     share: dict[str, float] = {}
     if importance is not None and importance.height and float(importance["gain"].sum()) > 0:
         total = float(importance["gain"].sum())

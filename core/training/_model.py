@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from core.errors import TrainingError
+from core.signature import Signature, as_signature
 from core.training._encoding import _encode, _encode_expr
 from core.training._fastpredict import _SMALL_BATCH, FastPredict
 
@@ -28,9 +29,9 @@ class Model(FastPredict):
         >>> scores = model.predict(frame)                       # doctest: +SKIP
     """
 
-    def __init__(self, text: str, signature: Mapping[str, Any], booster: lgb.Booster | None = None) -> None:
+    def __init__(self, text: str, signature: Signature | Mapping[str, Any], booster: lgb.Booster | None = None) -> None:
         self.text = text
-        self.signature: dict[str, Any] = dict(signature)
+        self.signature: Signature = as_signature(signature)
         self.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
         try:
             self._booster = booster or lgb.Booster(model_str=text)
@@ -38,7 +39,7 @@ class Model(FastPredict):
             raise TrainingError(
                 f"the model text is not a LightGBM model: {str(exc).splitlines()[0]}"
             ) from None
-        features = self.signature.get("features") or []
+        features = self.signature.features
         if self._booster.num_feature() != len(features):
             raise TrainingError(
                 f"the model has {self._booster.num_feature()} features but its signature lists {len(features)}"
@@ -52,14 +53,14 @@ class Model(FastPredict):
         self._num_iteration = best if best > 0 else -1
 
     @classmethod
-    def from_text(cls, text: str, signature: Mapping[str, Any]) -> Model:
-        """Load a model from its LightGBM text and signature (no pickle anywhere)."""
+    def from_text(cls, text: str, signature: Signature | Mapping[str, Any]) -> Model:
+        """Load a model from its LightGBM text and signature (a ``Signature`` or its stored dict; no pickle anywhere)."""
         return cls(text, signature)
 
     @property
     def feature_names(self) -> list[str]:
         """The feature names in signature (matrix column) order."""
-        return [f["name"] for f in self.signature["features"]]
+        return self.signature.names
 
     @property
     def num_trees(self) -> int:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import polars as pl
 
 from core.errors import TrainingError
+from core.signature import Feature, PassThrough, Signature
 from core.training._params import Task
 
 __all__ = ["detect_time_column", "id_like_columns", "infer_signature", "infer_task"]
@@ -84,7 +84,7 @@ def infer_signature(
     threshold: float = 0.5,
     passthrough: Sequence[str] | None = None,
     feedback_key: str | None = None,
-) -> tuple[dict[str, Any], dict[str, str]]:
+) -> tuple[Signature, dict[str, str]]:
     """Build the signature of a model trained on ``frame`` and say which columns were left out.
 
     Numeric and boolean columns become numeric features; string columns categorical ones with
@@ -112,35 +112,28 @@ def infer_signature(
         excluded.setdefault(c, "excluded by request")
     for c in id_like_columns(frame, exclude=[target, *excluded]):
         excluded[c] = "id-like (named *_id or every value unique)"
-    features: list[dict[str, Any]] = []
+    features: list[Feature] = []
     for name, dtype in frame.schema.items():
         if name == target or name in excluded:
             continue
         if dtype == pl.Boolean or dtype.is_numeric():
-            features.append({"name": name, "kind": "numeric", "dtype": str(dtype)})
+            features.append(Feature(name=name, kind="numeric", dtype=str(dtype)))
         elif dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
             levels = sorted(frame[name].cast(pl.String).drop_nulls().unique().to_list())
-            features.append({"name": name, "kind": "categorical", "dtype": "String", "levels": levels})
+            features.append(Feature(name=name, kind="categorical", dtype="String", levels=tuple(levels)))
         else:
             excluded[name] = f"unsupported type {dtype}"
     if not features:
         raise TrainingError(f"no feature columns left after excluding {', '.join(excluded) or 'the target'}")
-    reserved = [n for n in [target, *(f["name"] for f in features)] if n.startswith("__")]
+    reserved = [n for n in [target, *(f.name for f in features)] if n.startswith("__")]
     if reserved:
         raise TrainingError(
             f"column {reserved[0]!r}: names starting with '__' are lakeops' own (e.g. __prediction_id in the "
             "served-traffic dataset); rename it"
         )
     pt = _passthrough_fields(frame, features, excluded, time_column, passthrough, feedback_key)
-    signature = {
-        "task": task,
-        "target": target,
-        "threshold": float(threshold),
-        "time_column": time_column,
-        "features": features,
-        "passthrough": pt,
-        "feedback_key": feedback_key,
-    }
+    signature = Signature(task=task, target=target, threshold=float(threshold), time_column=time_column,
+                          features=tuple(features), passthrough=pt, feedback_key=feedback_key)
     return signature, excluded
 
 
@@ -159,11 +152,11 @@ def _passthrough_type(name: str, dtype: pl.DataType) -> str:
 
 
 def _passthrough_fields(
-    frame: pl.DataFrame, features: list[dict[str, Any]], excluded: Mapping[str, str], time_column: str | None,
+    frame: pl.DataFrame, features: list[Feature], excluded: Mapping[str, str], time_column: str | None,
     names: Sequence[str] | None, feedback_key: str | None,
-) -> list[dict[str, Any]]:
+) -> tuple[PassThrough, ...]:
     """The pass-through fields: named ones, or by default the time column and id-like columns."""
-    feature_names = {f["name"] for f in features}
+    feature_names = {f.name for f in features}
     if names is None:
         names = [c for c, why in excluded.items() if c == time_column or why.startswith("id-like")]
         if feedback_key and feedback_key not in names:
@@ -180,10 +173,10 @@ def _passthrough_fields(
         if name.startswith("__"):
             raise TrainingError(f"pass-through column {name!r}: names starting with '__' are lakeops' own; rename it")
         role = "event_time" if name == time_column else ("id" if str(excluded.get(name, "")).startswith("id-like") else "segment")
-        out.append({"name": name, "type": _passthrough_type(name, frame.schema[name]), "role": role})
-    if feedback_key is not None and feedback_key not in {p["name"] for p in out}:
+        out.append(PassThrough(name=name, type=_passthrough_type(name, frame.schema[name]), role=role))
+    if feedback_key is not None and feedback_key not in {p.name for p in out}:
         raise TrainingError(f"feedback key {feedback_key!r} must be a pass-through field; pass-through: "
-                            f"{', '.join(p['name'] for p in out) or 'none'}")
-    if feedback_key is not None and next(p for p in out if p["name"] == feedback_key)["type"] not in ("string", "integer"):
+                            f"{', '.join(p.name for p in out) or 'none'}")
+    if feedback_key is not None and next(p for p in out if p.name == feedback_key).type not in ("string", "integer"):
         raise TrainingError(f"feedback key {feedback_key!r} must be a string or integer column (an entity id)")
-    return out
+    return tuple(out)
