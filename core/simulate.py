@@ -39,6 +39,7 @@ import numpy as np
 import polars as pl
 
 from core.errors import ConfigError
+from core.signature import FeatureView, Signature
 
 __all__ = ["SimulationStats", "simulate"]
 
@@ -153,12 +154,12 @@ def simulate(
             client.get("/health")
         except httpx.HTTPError as exc:
             raise ConfigError(f"cannot reach the API at {base}: {exc}; start it with 'lakeops serve'") from None
-        detail = client.get(f"/v1/models/{model}")
-        views = list(((detail.json().get("signature") or {}) if detail.status_code == 200 else {}).get("feature_views") or ())
+        sig = _champion_signature(client, model)
+        views = list(sig.feature_views) if sig is not None else []
         if views:
             data = _usage_for_views(client, data, views, t0_sim, seed, settings)
             features = data.select(*demo.FEATURES, demo.ID_COLUMN)
-        event = _event_time_field(client, model)
+        event = _event_time_field(sig)
         if event is not None:  # each row's simulated time, sent as the model's event-time pass-through
             sim_at = [t0_sim + timedelta(minutes=float(m)) for m in offsets]
             features = features.with_columns(
@@ -190,17 +191,23 @@ def simulate(
     return stats
 
 
-def _event_time_field(client: Any, model: str) -> str | None:
-    """The champion's event-time pass-through field (a datetime), if it declares one."""
+def _champion_signature(client: Any, model: str) -> Signature | None:
+    """The champion's signature as the API shows it (None: no champion, or the API did not answer)."""
     import httpx
 
     try:
-        sig = client.get(f"/v1/models/{model}").json().get("signature") or {}
+        detail = client.get(f"/v1/models/{model}")
+        raw = detail.json().get("signature") if detail.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
-    for p in sig.get("passthrough") or ():
-        if p.get("role") == "event_time" and p.get("type") == "datetime":
-            return str(p["name"])
+    return Signature.from_dict(raw) if raw else None
+
+
+def _event_time_field(sig: Signature | None) -> str | None:
+    """The champion's event-time pass-through field (a datetime), if it declares one."""
+    for p in sig.passthrough if sig is not None else ():
+        if p.role == "event_time" and p.type == "datetime":
+            return p.name
     return None
 
 
@@ -246,7 +253,7 @@ def _feedback(client: Any, model: str, ids: list[str], labels: list[float], stat
     stats.labels += len(ids)
 
 
-def _usage_for_views(client: Any, data: pl.DataFrame, views: list[dict[str, Any]], at: datetime, seed: int,
+def _usage_for_views(client: Any, data: pl.DataFrame, views: list[FeatureView], at: datetime, seed: int,
                      settings: Any) -> pl.DataFrame:
     """Give the simulated customers ids of their own and usage events; materialise; wait for the API.
 
@@ -258,8 +265,8 @@ def _usage_for_views(client: Any, data: pl.DataFrame, views: list[dict[str, Any]
     from core.ids import new_id
     from core.lake import Lake, resolve
 
-    if any(v["view"] != demo.USAGE_VIEW["name"] or v["entity"] != demo.ID_COLUMN for v in views):
-        names = ", ".join(f"{v['view']} v{v['version']}" for v in views)
+    if any(v.view != demo.USAGE_VIEW["name"] or v.entity != demo.ID_COLUMN for v in views):
+        names = ", ".join(f"{v.view} v{v.version}" for v in views)
         raise ConfigError(f"the champion uses feature views {names}; simulate only knows the demo's "
                           f"{demo.USAGE_VIEW['name']!r} (by {demo.ID_COLUMN})")
     lake = Lake.from_settings(settings) if settings is not None else resolve(None)
@@ -269,8 +276,8 @@ def _usage_for_views(client: Any, data: pl.DataFrame, views: list[dict[str, Any]
     events = demo.usage_events(data, seed=seed, at=at, until=at)
     datasets.ingest(demo.USAGE_DATASET, events, lake=lake, source="core.simulate usage events")
     for v in views:
-        m = fs.materialize(v["view"], version=int(v["version"]), lake=lake)
-        key = f"{v['view']}@v{v['version']}"
+        m = fs.materialize(v.view, version=v.version, lake=lake)
+        key = f"{v.view}@v{v.version}"
         deadline = time.monotonic() + 120
         while True:
             loaded = (client.get("/ready").json().get("online_features") or {}).get(key) or {}

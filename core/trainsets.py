@@ -34,6 +34,7 @@ import polars as pl
 from core import datasets, training
 from core.errors import TrainingError
 from core.lake import Lake
+from core.signature import Signature
 
 __all__ = [
     "SERVED_META",
@@ -63,11 +64,11 @@ class Frames:
     info: dict[str, Any]
 
 
-def dedupe_key(signature: Mapping[str, Any]) -> str | None:
+def dedupe_key(signature: Signature) -> str | None:
     """The column that names one entity: the feedback key, else the first ``id`` pass-through field."""
-    if signature.get("feedback_key"):
-        return str(signature["feedback_key"])
-    ids = [p["name"] for p in signature.get("passthrough") or () if p.get("role") == "id"]
+    if signature.feedback_key:
+        return signature.feedback_key
+    ids = [p.name for p in signature.passthrough if p.role == "id"]
     return ids[0] if ids else None
 
 
@@ -147,7 +148,7 @@ def run_frames(
     dataset: str,
     version: int,
     params: Mapping[str, str],
-    signature: Mapping[str, Any],
+    signature: Signature,
     seed: int,
     lake: Lake,
 ) -> Frames:
@@ -162,7 +163,7 @@ def run_frames(
         lake: the lake.
     """
     frame = datasets.load(dataset, version, lake=lake)
-    target = signature["target"]
+    target = signature.target
     fraction = float(params.get("valid_fraction", 0.2))
     if params.get("split_method") == "served_holdout":
         served = datasets.load(params["served_dataset"], int(params["served_version"]), lake=lake)
@@ -171,7 +172,7 @@ def run_frames(
             content=json.loads(params.get("dedupe_content") or "[]"), valid_fraction=fraction,
         )
     frame = frame.filter(pl.col(target).is_not_null())
-    time_column = params.get("time_column", signature.get("time_column")) or None
+    time_column = params.get("time_column", signature.time_column) or None
     train, holdout = training.split(frame, target, time_column=time_column, seed=seed, valid_fraction=fraction)
     info = {"split_method": params.get("split_method") or ("time" if time_column else "stratified"),
             "train_rows": train.height, "holdout_rows": holdout.height}
@@ -179,7 +180,7 @@ def run_frames(
 
 
 def served_rows(
-    log: pl.DataFrame, truth: pl.DataFrame, signature: Mapping[str, Any]
+    log: pl.DataFrame, truth: pl.DataFrame, signature: Signature
 ) -> pl.DataFrame:
     """Labelled predictions shaped as ``<model>_served`` rows (features, pass-through, target, meta).
 
@@ -189,9 +190,9 @@ def served_rows(
         truth: ``prediction_id, truth, labelled_at`` (``core.monitoring.ground_truth``).
         signature: the champion's signature (its target's name and task).
     """
-    target = signature["target"]
+    target = signature.target
     joined = log.join(truth, on="prediction_id", how="inner")
-    if signature.get("task", "binary") == "binary":
+    if signature.binary:
         joined = joined.filter(pl.col("truth").is_in([0.0, 1.0]))  # the API refuses others; be sure
     else:
         joined = joined.filter(pl.col("truth").is_finite())
@@ -200,7 +201,7 @@ def served_rows(
         cols.append(pl.col("passthrough").struct.unnest())
     frame = joined.select(
         *cols,
-        (pl.col("truth").cast(pl.Int64) if signature.get("task", "binary") == "binary" else pl.col("truth")).alias(target),
+        (pl.col("truth").cast(pl.Int64) if signature.binary else pl.col("truth")).alias(target),
         pl.col("prediction_id").alias("__prediction_id"),
         pl.col("at").alias("__served_at"),
         pl.col("labelled_at").alias("__labelled_at"),

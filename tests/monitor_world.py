@@ -55,7 +55,7 @@ def log_predictions(lake: Lake, frame: pl.DataFrame, *, at: datetime | None = No
                     version: int | None = None) -> pl.DataFrame:
     """Score ``frame`` with the champion (or ``version``) and append it to predictions/churn, as serving does."""
     loaded = registry.load(MODEL, version=version, alias=None if version else "champion", lake=lake)
-    feats = loaded.signature["features"]
+    feats = loaded.signature.features
     end = at or utcnow()
     offsets = np.linspace(spread_s, 0, frame.height)
     times = [end - timedelta(seconds=float(o)) for o in offsets]
@@ -71,7 +71,7 @@ def log_predictions(lake: Lake, frame: pl.DataFrame, *, at: datetime | None = No
             "role": ["champion"] * frame.height,
         }
     ).with_columns(pl.col("at").dt.date().alias("day"))
-    cols = [pl.col(f["name"]).cast(pl.String if f["kind"] == "categorical" else pl.Float64) for f in feats]
+    cols = [pl.col(f.name).cast(pl.String if f.categorical else pl.Float64) for f in feats]
     rows = rows.with_columns(frame.select(cols).to_struct("features"))
     schema = prediction_schema(feats)
     lake.append(f"predictions/{MODEL}", rows.select(schema.names), schema=schema, partition_by=["day"])

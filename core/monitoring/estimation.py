@@ -84,7 +84,7 @@ def estimate_performance(
     if window_rows is None and window_hours is None:
         window_rows, window_hours = cfg.window_rows, cfg.window_hours
     mv = champion(model, lake=lake)
-    task = mv.signature.get("task", "binary")
+    task = mv.signature.task
     metric = cfg.metric or default_metric(task)
     tolerance = cfg.estimate_tolerance if cfg.estimate_tolerance is not None else cfg.tolerance
     rep_id = new_id()
@@ -109,7 +109,7 @@ def estimate_performance(
     realised: dict[str, float] = {}
     if labelled.height and labelled["truth"].n_unique() > 1:
         m = compute_metrics("binary", labelled["truth"].to_numpy(), labelled["score"].to_numpy(),
-                            float(mv.signature.get("threshold", 0.5)))
+                            mv.signature.threshold)
         realised = {k: m[k] for k in estimates}
     est = estimates.get(metric)
     degraded = None
@@ -158,7 +158,7 @@ def estimated_performance_over_time(
     if not lake.exists(_table(model)):
         return pl.DataFrame(schema=schema)
     mv = champion(model, lake=lake)
-    if mv.signature.get("task", "binary") != "binary":
+    if not mv.signature.binary:
         return pl.DataFrame(schema=schema)
     cfg = monitor_config(model, settings)
     metric = metric or cfg.metric or default_metric("binary")
@@ -170,7 +170,7 @@ def estimated_performance_over_time(
         "prediction_id", "at", "score").collect()
     frame = preds.join(joined.select("prediction_id", "truth"), on="prediction_id", how="left").with_columns(
         pl.col("at").dt.truncate(every).alias("bucket"))
-    threshold = float(mv.signature.get("threshold", 0.5))
+    threshold = mv.signature.threshold
     rows: list[dict[str, Any]] = []
     for (bucket,), part in frame.group_by(["bucket"], maintain_order=True):
         est = drift.estimate_performance(part["score"].to_numpy(), ref.calibration, metrics=[metric])[metric]

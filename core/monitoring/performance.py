@@ -147,7 +147,7 @@ def check_performance(
     lake = resolve(lake)
     cfg = monitor_config(model, settings)
     mv = champion(model, lake=lake)
-    task = mv.signature.get("task", "binary")
+    task = mv.signature.task
     metric = cfg.metric or default_metric(task)
     hours = window_hours if window_hours is not None else cfg.performance_window_hours
     joined, total = labelled_window(model, hours=hours, version=mv.version, now=now, lake=lake)
@@ -160,7 +160,7 @@ def check_performance(
         return PerformanceReport(model, mv.version, "insufficient_labels", start, end, total, n, coverage, {},
                                  metric, None, baseline, source, cfg.tolerance, None)
     metrics = compute_metrics(task, joined["truth"].to_numpy(), joined["score"].to_numpy(),
-                              float(mv.signature.get("threshold", 0.5)))
+                              mv.signature.threshold)
     value = metrics.get(metric)
     degraded = None
     if value is not None and baseline is not None and np.isfinite(value):
@@ -196,8 +196,8 @@ def performance_over_time(model: str, *, every: str = "1h", lake: Lake | None = 
         base = {"bucket": bucket, "model_version": version, "predictions": part.height, "labelled": lab.height,
                 "coverage": lab.height / part.height}
         if lab.height and lab["truth"].n_unique() > 1:
-            metrics = compute_metrics(sig.get("task", "binary"), lab["truth"].to_numpy(), lab["score"].to_numpy(),
-                                      float(sig.get("threshold", 0.5)))
+            metrics = compute_metrics(sig.task, lab["truth"].to_numpy(), lab["score"].to_numpy(),
+                                      sig.threshold)
             rows += [{**base, "metric": k, "value": v} for k, v in metrics.items()]
         else:
             rows.append({**base, "metric": None, "value": None})

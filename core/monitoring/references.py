@@ -44,6 +44,7 @@ from core.errors import ModelVersionNotFoundError
 from core.ids import new_id, utcnow
 from core.lake import Lake, resolve
 from core.monitoring.config import champion, monitor_config
+from core.signature import Signature
 
 __all__ = ["SCORE_ROW", "ModelReference", "clear_cache", "reference"]
 
@@ -104,7 +105,7 @@ class _Split:
     seed: int
     fraction: float
     params: Mapping[str, str]
-    signature: Mapping[str, Any]
+    signature: Signature
 
     def key(self, *parts: Any) -> str:
         spec = [_FORMAT, self.dataset, self.version, self.target, self.time_column, self.seed, self.fraction,
@@ -126,8 +127,8 @@ def _split_of(mv: Any, lake: Lake) -> _Split:
     if mv.run_id:
         run = tracking.get_run(mv.run_id, lake=lake)
         params, seed = run.params, int(run.seed or 0)
-    time_column = params.get("time_column", mv.signature.get("time_column")) or None
-    return _Split(mv.dataset_name, int(mv.dataset_version), mv.signature.get("target"), time_column, seed,
+    time_column = params.get("time_column", mv.signature.time_column) or None
+    return _Split(mv.dataset_name, int(mv.dataset_version), mv.signature.target, time_column, seed,
                   float(params.get("valid_fraction", 0.2)), params, mv.signature)
 
 
@@ -235,7 +236,7 @@ def reference(model: str, *, version: int | None = None, lake: Lake | None = Non
     cfg = monitor_config(model, settings)
     policy = cfg.policy
     split = _split_of(mv, lake)
-    declared = {f["name"]: f["kind"] for f in mv.signature.get("features", [])}
+    declared = {f.name: f.kind for f in mv.signature.features}
     key = split.key(cfg.reference, cfg.reference_rows, sorted(declared.items()), policy.bins)
     base = f"artifacts/drift/datasets/{split.dataset}/v{split.version}/{key}"
     path, sample_path = f"{base}.ref", f"{base}.sample.parquet"
@@ -292,10 +293,10 @@ def reference(model: str, *, version: int | None = None, lake: Lake | None = Non
 def _build_estimator(model: Any, holdout: pl.DataFrame, split: _Split, attribution_rows: int) -> dict[str, Any]:
     """CBPE calibration (binary models) and mean contributions over a holdout sample."""
     calibration = None
-    if model.signature.get("task", "binary") == "binary" and split.target in holdout.columns:
+    if model.signature.binary and split.target in holdout.columns:
         labels = holdout[split.target].cast(pl.Float64).to_numpy()
         calibration = drift.Calibration.fit(model.predict(holdout), labels,
-                                            threshold=float(model.signature.get("threshold", 0.5)), seed=split.seed)
+                                            threshold=model.signature.threshold, seed=split.seed)
     contrib, rows = None, 0
     if attribution_rows > 0 and holdout.height:
         part = holdout if holdout.height <= attribution_rows else holdout.sample(attribution_rows, seed=split.seed)
