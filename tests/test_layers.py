@@ -16,7 +16,7 @@ CORE_MODULES = sorted(p for p in (ROOT / "core").rglob("*.py") if p.name != "__m
 OWNERS = {
     "deltalake": ("core/lake/",),
     "duckdb": ("core/sql/",),
-    "lightgbm": ("core/training.py",),
+    "lightgbm": ("core/training/",),
     "litestar": ("core/serving/",),
     "apscheduler": ("jobs/",),
     "dask": ("core/compute/",),
