@@ -183,7 +183,7 @@ class Signature(_KeyReads, msgspec.Struct, frozen=True, kw_only=True, forbid_unk
         return json.dumps(self.to_dict()).encode("utf-8")
 
     @classmethod
-    def from_dict(cls, obj: Mapping[str, Any]) -> Signature:
+    def from_dict(cls, obj: Mapping[str, Any] | Signature) -> Signature:
         """Read a stored signature (any version lakeops wrote).
 
         Raises:

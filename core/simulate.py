@@ -138,7 +138,7 @@ def simulate(
     offsets = (data[demo.TIME_COLUMN].dt.epoch("us").to_numpy() - t0_us) / 60e6 / scale
     features = data.select(demo.FEATURES)
     truth = data[demo.TARGET].to_numpy()
-    views: list[dict[str, Any]] = []
+    views: list[FeatureView] = []
     is_campaign = offsets >= (campaign_after if campaign_after is not None else np.inf)
     rng = np.random.default_rng(seed + 1)
     gets_label = rng.random(n) < label_share
