@@ -24,6 +24,7 @@ from core.lake import Lake
 from core.serving.config import ServingConfig
 from core.serving.online import OnlineCodec, OnlineStores, codec_for
 from core.serving.schemas import Codec
+from core.signature import Signature
 
 __all__ = ["ModelCache", "Served", "ServedStage"]
 
@@ -102,7 +103,7 @@ class Served:
     name: str
     version: int
     model: Any
-    signature: dict[str, Any]
+    signature: Signature
     sha256: str
     codec: Codec | OnlineCodec
     task: str
@@ -142,7 +143,7 @@ class Served:
     def same_encoding(self, other: Served) -> bool:
         """Whether a request decoded for ``other`` is this version's matrix too (same features and levels)."""
         return (self.codec.names == other.codec.names and self.codec.levels == other.codec.levels
-                and self.signature.get("feature_views") == other.signature.get("feature_views"))  # online values too
+                and self.signature.feature_views == other.signature.feature_views)  # online values too
 
 
 class ModelCache:
@@ -195,7 +196,7 @@ class ModelCache:
                 self._pinned.move_to_end(key)
                 return hit
         loaded = registry.load(name, version=version, lake=self.lake)
-        sig = dict(loaded.signature)
+        sig = loaded.signature
         served = Served(
             name=name,
             version=loaded.version,
@@ -204,8 +205,8 @@ class ModelCache:
             sha256=loaded.sha256,
             codec=codec_for(sig, stores=self.online, unknown_category=self.config.unknown_category,
                             max_rows=self.config.max_rows),
-            task=str(sig.get("task", "binary")),
-            threshold=float(sig.get("threshold", 0.5)),
+            task=sig.task,
+            threshold=sig.threshold,
         )
         with self._lock:
             self._pinned[key] = served
