@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from core import datasets, demo, features
+from core import datasets, demo, features, training
 from core.errors import FeatureViewError, FeatureViewNotFoundError
-from core.flows.train import reproduce, train_model
+from core.flows.train import reproduce, run_model, train_model
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -90,12 +90,13 @@ def test_training_set_lineage_and_a_model_that_names_its_views(lake):
 
     out = train_model("churn_training", target="churned", params={"num_iterations": 30}, lake=lake)
     sig = out.model.signature
-    [fv] = sig["feature_views"]
-    assert (fv["view"], fv["version"], fv["entity"], fv["missing"]) == ("churn_usage", 1, "customer_id", "default")
-    assert fv["features"] == ["calls_30d", "active_30d", "long_calls_30d", "data_gb_7d"]
-    assert fv["defaults"] == {"calls_30d": 0, "active_30d": 0, "long_calls_30d": 0, "data_gb_7d": 0}
-    assert {"name": "customer_id", "type": "string", "role": "id"} in sig["passthrough"]
-    assert set(fv["features"]) <= {f["name"] for f in sig["features"]} and "customer_id" not in {f["name"] for f in sig["features"]}
+    [fv] = sig.feature_views
+    assert (fv.view, fv.version, fv.entity, fv.missing) == ("churn_usage", 1, "customer_id", "default")
+    assert fv.features == ("calls_30d", "active_30d", "long_calls_30d", "data_gb_7d")
+    assert fv.defaults == {"calls_30d": 0, "active_30d": 0, "long_calls_30d": 0, "data_gb_7d": 0}
+    assert training.PassThrough("customer_id", "string", "id") in sig.passthrough
+    assert set(fv.features) <= set(sig.names) and "customer_id" not in sig.names
+    assert run_model(out.run_id, lake=lake).signature == sig  # the run's stored signature.json reads back the same
     assert reproduce(out.run_id, lake=lake).matches
 
 

@@ -219,8 +219,8 @@ def _champion_views(lake: Lake) -> set[tuple[str, int]]:
             sig = registry.get_version(row["model"], int(row["champion"]), lake=lake).signature
         except Exception:  # noqa: BLE001, S112 - a model that cannot be read does not stop the job
             continue
-        for v in sig.get("feature_views") or ():
-            found.add((v["view"], int(v["version"])))
+        for v in sig.feature_views:
+            found.add((v.view, v.version))
     return found
 
 

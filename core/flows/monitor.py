@@ -353,7 +353,7 @@ def record_served(model: str, *, lake: Lake | None = None, settings: Settings | 
     rows = trainsets.served_rows(log, truth, mv.signature)
     if rows.height == 0:
         return latest, 0
-    target = mv.signature["target"]
+    target = mv.signature.target
     spec = {"infer": False, "required": [target, "__prediction_id", "__served_at", "__labelled_at"],
             "unique": ["__prediction_id"]}
     dv = datasets.ingest(name, rows, lake=lake, settings=settings, actor=actor or settings.actor, spec=spec,
@@ -391,7 +391,7 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
     mv = monitoring.champion(model, lake=lake)
     run = tracking.get_run(mv.run_id, lake=lake)
     sig = mv.signature
-    target = run.params.get("target") or sig["target"]
+    target = run.params.get("target") or sig.target
     time_column = run.params.get("time_column") or None
     served_version, added = record_served(model, lake=lake, settings=settings, actor=actor)
     if served_version == 0:
@@ -406,9 +406,9 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
         name=f"retrain {model} on {source}@v{version} + {served_name}@v{served_version}",
         task=run.params.get("task"), time_column=time_column, exclude=exclude,
         tags={"trigger": "retrain", "reason": reason[:500], "model": model}, lake=lake,
-        passthrough=[p["name"] for p in sig.get("passthrough") or ()], feedback_key=sig.get("feedback_key"),
+        passthrough=sig.passthrough_names, feedback_key=sig.feedback_key,
         served=(served_name, served_version),
-        dedupe=(trainsets.dedupe_key(sig), [f["name"] for f in sig["features"]] + [target]),
+        dedupe=(trainsets.dedupe_key(sig), [*sig.names, target]),
     )
     new = registry.register(model, outcome.run_id, description=f"retrain: {reason}"[:1000],
                             tags={"trigger": "retrain"}, actor=actor, lake=lake)
