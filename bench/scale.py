@@ -115,7 +115,7 @@ def make(lake_dir: str, rows: int, train_rows: int) -> dict:
         run = train_model("scale_small", target="target", params={"num_iterations": 30}, lake=lake)
         mv = registry.register("m", run.run_id, lake=lake, actor="bench")
         promote.promote("m", mv.version, reason="bench", force=True, lake=lake, actor="bench")
-        feats = registry.load("m", lake=lake).signature["features"]
+        feats = registry.load("m", lake=lake).signature.features
         schema = prediction_schema(feats)
         t = time.time()
         for d in range(max(1, rows // DAY)):
