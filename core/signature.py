@@ -1,5 +1,5 @@
 """The model signature as one typed, immutable struct: ``Signature`` (with ``Feature``, ``PassThrough`` and
-``FeatureView``), and its JSON form.
+``FeatureViewRef``), and its JSON form.
 
 The JSON form is the one stored with every run (``model/signature.json``) and registered version
 (``signature_json``) since lakeops' first models; ``Signature.to_dict`` writes it key for key as
@@ -33,7 +33,7 @@ import msgspec
 
 from core.errors import SignatureError
 
-__all__ = ["Feature", "FeatureView", "PassThrough", "Signature", "as_signature", "feature_views_of"]
+__all__ = ["Feature", "FeatureViewRef", "PassThrough", "Signature", "as_signature", "feature_views_of"]
 
 Kind = Literal["numeric", "categorical"]
 PassThroughType = Literal["string", "integer", "number", "datetime", "date"]
@@ -102,8 +102,9 @@ class PassThrough(_KeyReads, msgspec.Struct, frozen=True, forbid_unknown_fields=
         return {"name": self.name, "type": self.type, "role": self.role}
 
 
-class FeatureView(_KeyReads, msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A feature view version the model's training set was built from: serving fills its
+class FeatureViewRef(_KeyReads, msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A feature view version the model's training set was built from (a reference to a
+    ``core.features.FeatureView``, not the definition itself): serving fills its
     ``features`` from the view's online values by the request's ``entity`` field."""
 
     view: str
@@ -129,7 +130,7 @@ class Signature(_KeyReads, msgspec.Struct, frozen=True, kw_only=True, forbid_unk
     features: tuple[Feature, ...]
     passthrough: tuple[PassThrough, ...] = ()
     feedback_key: str | None = None
-    feature_views: tuple[FeatureView, ...] = ()
+    feature_views: tuple[FeatureViewRef, ...] = ()
 
     # --- derived views (computed on demand: the struct stays plain data) ---
 
@@ -145,6 +146,13 @@ class Signature(_KeyReads, msgspec.Struct, frozen=True, kw_only=True, forbid_unk
     @property
     def passthrough_names(self) -> list[str]:
         return [p.name for p in self.passthrough]
+
+    @property
+    def entity_key(self) -> str | None:
+        """The field that names one entity: the feedback key, else the first ``id`` pass-through field."""
+        if self.feedback_key:
+            return self.feedback_key
+        return next((p.name for p in self.passthrough if p.role == "id"), None)
 
     @property
     def view_features(self) -> set[str]:
@@ -218,11 +226,11 @@ def as_signature(value: Signature | Mapping[str, Any] | bytes | str) -> Signatur
     return Signature.from_dict(value)
 
 
-def feature_views_of(views: Iterable[Mapping[str, Any]], names: Iterable[str]) -> tuple[FeatureView, ...]:
-    """``FeatureView``s from the feature store's training views, keeping only the model's features."""
+def feature_views_of(views: Iterable[Mapping[str, Any]], names: Iterable[str]) -> tuple[FeatureViewRef, ...]:
+    """``FeatureViewRef``s from the feature store's training views, keeping only the model's features."""
     keep = set(names)
     return tuple(
-        FeatureView(view=v["view"], version=int(v["version"]), hash=v["hash"], entity=v["entity"],
+        FeatureViewRef(view=v["view"], version=int(v["version"]), hash=v["hash"], entity=v["entity"],
                     features=tuple(f for f in v["features"] if f in keep), missing=v["missing"],
                     defaults={f: d for f, d in v["defaults"].items() if f in keep})
         for v in views

@@ -39,7 +39,7 @@ import numpy as np
 import polars as pl
 
 from core.errors import ConfigError
-from core.signature import FeatureView, Signature
+from core.signature import FeatureViewRef, Signature
 
 __all__ = ["SimulationStats", "simulate"]
 
@@ -138,7 +138,7 @@ def simulate(
     offsets = (data[demo.TIME_COLUMN].dt.epoch("us").to_numpy() - t0_us) / 60e6 / scale
     features = data.select(demo.FEATURES)
     truth = data[demo.TARGET].to_numpy()
-    views: list[FeatureView] = []
+    views: list[FeatureViewRef] = []
     is_campaign = offsets >= (campaign_after if campaign_after is not None else np.inf)
     rng = np.random.default_rng(seed + 1)
     gets_label = rng.random(n) < label_share
@@ -253,7 +253,7 @@ def _feedback(client: Any, model: str, ids: list[str], labels: list[float], stat
     stats.labels += len(ids)
 
 
-def _usage_for_views(client: Any, data: pl.DataFrame, views: list[FeatureView], at: datetime, seed: int,
+def _usage_for_views(client: Any, data: pl.DataFrame, views: list[FeatureViewRef], at: datetime, seed: int,
                      settings: Any) -> pl.DataFrame:
     """Give the simulated customers ids of their own and usage events; materialise; wait for the API.
 

@@ -66,10 +66,7 @@ class Frames:
 
 def dedupe_key(signature: Signature) -> str | None:
     """The column that names one entity: the feedback key, else the first ``id`` pass-through field."""
-    if signature.feedback_key:
-        return signature.feedback_key
-    ids = [p.name for p in signature.passthrough if p.role == "id"]
-    return ids[0] if ids else None
+    return signature.entity_key
 
 
 def _row_keys(frame: pl.DataFrame, key: str | None, content: list[str]) -> pl.Series:

@@ -14,7 +14,7 @@ from core import registry, training
 from core.errors import SignatureError
 from core.lake import Lake
 from core.serving.schemas import Codec, json_schema
-from core.signature import Feature, FeatureView, PassThrough, Signature, as_signature
+from core.signature import Feature, FeatureViewRef, PassThrough, Signature, as_signature
 
 FAST = {"num_iterations": 30, "num_leaves": 7, "min_data_in_leaf": 10}
 
@@ -54,7 +54,7 @@ def test_stored_signature_of_today_reads_and_writes_back_the_same_json():
     assert sig.passthrough[1] == PassThrough("customer_id", "string", "id")
     assert sig.passthrough_names == ["signup_at", "customer_id"]
     view = sig.feature_views[0]
-    assert isinstance(view, FeatureView) and view.version == 1 and view.missing == "default"
+    assert isinstance(view, FeatureViewRef) and view.version == 1 and view.missing == "default"
     assert view.features == ("calls_30d", "active_30d") and view.defaults == {"active_30d": 0, "calls_30d": 0}
     assert sig.view_features == {"calls_30d", "active_30d"}
     assert sig.to_dict() == json.loads(STORED_TODAY)  # the stored form is unchanged

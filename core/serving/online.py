@@ -43,6 +43,7 @@ from core.errors import DataValidationError, FeatureViewError, LakeopsError
 from core.lake import Lake
 from core.serving.problems import ProblemError
 from core.serving.schemas import Codec, Decoded
+from core.signature import Signature
 
 __all__ = [
     "OnlineCodec",
@@ -58,10 +59,10 @@ _log = logging.getLogger("lakeops.serving")
 _NAN = float("nan")
 
 
-def request_signature(signature: Mapping[str, Any]) -> dict[str, Any]:
+def request_signature(signature: Signature) -> Signature:
     """The signature of what a request carries: the model's features minus those its views fill in."""
-    filled = {f for v in signature.get("feature_views") or () for f in v["features"]}
-    return {**signature, "features": [f for f in signature["features"] if f["name"] not in filled]}
+    filled = signature.view_features
+    return signature.replace(features=tuple(f for f in signature.features if f.name not in filled))
 
 
 @dataclass(frozen=True)
@@ -337,10 +338,10 @@ class OnlineCodec:
 
 
 def codec_for(
-    signature: Mapping[str, Any], *, stores: OnlineStores, unknown_category: Literal["error", "missing"], max_rows: int
+    signature: Signature, *, stores: OnlineStores, unknown_category: Literal["error", "missing"], max_rows: int
 ) -> Codec | OnlineCodec:
     """The codec of a model version: ``OnlineCodec`` when its signature names feature views, else ``Codec``."""
-    if signature.get("feature_views"):
+    if signature.feature_views:
         return OnlineCodec(signature, stores=stores, unknown_category=unknown_category, max_rows=max_rows)
     return Codec(signature, unknown_category=unknown_category, max_rows=max_rows)
 

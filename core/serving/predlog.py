@@ -49,6 +49,7 @@ from core.ids import utcnow
 from core.lake import Lake
 from core.serving.schemas import passthrough_type, prediction_schema
 from core.serving.wal import Slot, WriteAheadLog, scan_segment, segments
+from core.signature import Signature
 
 __all__ = [
     "DEAD_LETTER",
@@ -138,7 +139,7 @@ class PredictionLog:
         *,
         interval_s: float,
         actor: str,
-        features_for: Callable[[str], dict[str, Any] | None] = lambda _m: None,
+        features_for: Callable[[str], Signature | None] = lambda _m: None,
         dead_letter_after: int = 3,
         alert: Callable[[str | None, dict[str, Any]], None] | None = None,
     ) -> None:
@@ -401,17 +402,16 @@ class PredictionLog:
         sig = self.features_for(model)
         if sig is None:
             return None
-        return prediction_schema(sig["features"], sig.get("passthrough") or ())
+        return prediction_schema(sig.features, sig.passthrough)
 
     def _header_of(self, model: str, version: int) -> dict[str, Any]:
         """A model version's WAL header rebuilt from the registry (for a segment that lacks it)."""
         sig = registry.get_version(model, version, lake=self.lake).signature
-        feats = sig["features"]
         return {
-            "fn": [f["name"] for f in feats],
-            "lv": {f["name"]: list(f.get("levels") or []) for f in feats if f["kind"] == "categorical"},
-            "thr": float(sig.get("threshold", 0.5)) if sig.get("task", "binary") == "binary" else None,
-            "pt": [{"name": p["name"], "type": p["type"]} for p in sig.get("passthrough") or ()],
+            "fn": sig.names,
+            "lv": {f.name: list(f.levels) for f in sig.features if f.categorical},
+            "thr": sig.threshold if sig.binary else None,
+            "pt": [{"name": p.name, "type": p.type} for p in sig.passthrough],
         }
 
     def replay_orphans(self, slots: list[Slot]) -> int:

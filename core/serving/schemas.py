@@ -26,6 +26,7 @@ import pyarrow as pa
 from core.catalog import FEATURES_COLUMN, PASSTHROUGH_COLUMN, TS, prediction_common_fields
 from core.errors import DataValidationError
 from core.serving.problems import ProblemError
+from core.signature import Feature, PassThrough, Signature, as_signature
 
 __all__ = ["Codec", "Decoded", "json_schema", "passthrough_type", "prediction_schema"]
 
@@ -66,8 +67,8 @@ def _days(v: date | None) -> int | None:
     return None if v is None else (v - date(1970, 1, 1)).days
 
 
-def _numeric_type(feature: Mapping[str, Any]) -> Any:
-    return (bool | None) if feature.get("dtype") == "Boolean" else (float | None)
+def _numeric_type(feature: Feature) -> Any:
+    return (bool | None) if feature.dtype == "Boolean" else (float | None)
 
 
 class Codec:
@@ -80,28 +81,29 @@ class Codec:
     """
 
     def __init__(
-        self, signature: Mapping[str, Any], *, unknown_category: Literal["error", "missing"], max_rows: int
+        self, signature: Signature | Mapping[str, Any], *, unknown_category: Literal["error", "missing"], max_rows: int
     ) -> None:
-        self.signature = dict(signature)
-        self.features: list[dict[str, Any]] = list(signature["features"])
-        self.names = [f["name"] for f in self.features]
-        self.categorical = [f["name"] for f in self.features if f["kind"] == "categorical"]
+        signature = as_signature(signature)
+        self.signature = signature
+        self.features: list[Feature] = list(signature.features)
+        self.names = signature.names
+        self.categorical = [f.name for f in self.features if f.categorical]
         self.unknown_category = unknown_category
         self.max_rows = max_rows
         self._lookup = {
-            f["name"]: {level: float(i) for i, level in enumerate(f.get("levels") or [])}
+            f.name: {level: float(i) for i, level in enumerate(f.levels)}
             for f in self.features
-            if f["kind"] == "categorical"
+            if f.categorical
         }
-        kinds = [f["kind"] == "categorical" for f in self.features]
+        kinds = [f.categorical for f in self.features]
         # the fast path's level -> code lookups: null -> NaN too, so None only means "unknown"
         self._cat_get = [
-            (j, {**self._lookup[f["name"]], None: _NAN}.get) for j, f in enumerate(self.features) if kinds[j]
+            (j, {**self._lookup[f.name], None: _NAN}.get) for j, f in enumerate(self.features) if kinds[j]
         ]
         self._width = len(self.features)
         self._dictionaries: dict[str, tuple[Any, list[Any], np.ndarray, np.ndarray | None]] = {}  # Arrow dictionaries seen
         self._arrow_last: tuple[pa.Schema, Any] | None = None  # the last Arrow schema's plan (_arrow_plan)
-        self.levels = {f["name"]: list(f.get("levels") or []) for f in self.features if f["kind"] == "categorical"}
+        self.levels = {f.name: list(f.levels) for f in self.features if f.categorical}
         # pre-encoded for the prediction log's records (msgpack copies Raw bytes as they are)
         self.names_raw = msgspec.Raw(msgspec.msgpack.encode(self.names))
         self.levels_raw = msgspec.Raw(msgspec.msgpack.encode(self.levels))
@@ -239,9 +241,9 @@ class Codec:
         at = {c: i for i, c in enumerate(names)}
         features = []
         for j, f in enumerate(self.features):
-            name = f["name"]
+            name = f.name
             t = schema.field(at[name]).type
-            if f["kind"] == "categorical":
+            if f.categorical:
                 if not (pa.types.is_dictionary(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
                     raise DataValidationError(f"{name}: a categorical feature takes strings, got Arrow type {t}",
                                               report=[{"row": None, "field": name, "message": f"expected strings, got {t}"}])
@@ -388,9 +390,9 @@ class Codec:
         cols: list[list[Any]] = []
         errors: list[dict[str, Any]] = []
         for f in self.features:
-            name = f["name"]
+            name = f.name
             values = columns[name]
-            if f["kind"] == "categorical":
+            if f.categorical:
                 lookup = self._lookup[name]
                 mapped = list(map(lookup.get, values))
                 if None in mapped and mapped.count(None) != values.count(None):  # unknown levels
@@ -426,11 +428,11 @@ class Codec:
         row: list[Any] = []
         errors: list[dict[str, Any]] = []
         for f in self.features:
-            name = f["name"]
+            name = f.name
             v = columns[name][0]
             if v is None:
                 row.append(nan)
-            elif f["kind"] == "categorical":
+            elif f.categorical:
                 code = self._lookup[name].get(v)
                 if code is None:
                     unknown_out[name] = [(0, v)]
@@ -526,30 +528,29 @@ _PT_JSON: dict[str, dict[str, Any]] = {
 }
 
 
-def json_schema(signature: Mapping[str, Any], max_rows: int) -> dict[str, Any]:
+def json_schema(signature: Signature | Mapping[str, Any], max_rows: int) -> dict[str, Any]:
     """Return the JSON schema of a predict body for ``signature`` (rows or columns form).
 
     A model with feature views takes the features they provide from the service's online values:
     its body carries the remaining features plus each view's entity key, required when the view's
     ``missing`` policy is ``"error"`` (``core.serving.online``).
     """
-    views = signature.get("feature_views") or ()
-    keys = list(dict.fromkeys(v["entity"] for v in views if v.get("missing") == "error"))  # "default": optional
-    if views:
-        from core.serving.online import request_signature
-
-        signature = request_signature(signature)
+    signature = as_signature(signature)
+    keys = list(dict.fromkeys(v.entity for v in signature.feature_views if v.missing == "error"))  # "default": optional
+    filled = signature.view_features  # the views provide these: the body leaves them out
     props: dict[str, Any] = {}
-    for f in signature["features"]:
-        if f["kind"] == "categorical":
-            props[f["name"]] = {"type": ["string", "null"], "enum": [*f.get("levels", []), None]}
-        elif f.get("dtype") == "Boolean":
-            props[f["name"]] = {"type": ["boolean", "null"]}
+    for f in signature.features:
+        if f.name in filled:
+            continue
+        if f.categorical:
+            props[f.name] = {"type": ["string", "null"], "enum": [*f.levels, None]}
+        elif f.dtype == "Boolean":
+            props[f.name] = {"type": ["boolean", "null"]}
         else:
-            props[f["name"]] = {"type": ["number", "null"]}
+            props[f.name] = {"type": ["number", "null"]}
     names = [*props, *keys]
-    for pt in signature.get("passthrough") or ():  # optional: logged, never scored
-        props[pt["name"]] = {**_PT_JSON[pt["type"]], "description": f"pass-through ({pt.get('role', 'segment')}): logged, not scored"}
+    for pt in signature.passthrough:  # optional: logged, never scored
+        props[pt.name] = {**_PT_JSON[pt.type], "description": f"pass-through ({pt.role}): logged, not scored"}
     row = {"type": "object", "properties": props, "required": names, "additionalProperties": False}
     columns = {
         "type": "object",
@@ -578,17 +579,17 @@ def passthrough_type(kind: str) -> pa.DataType:
 
 
 def prediction_schema(
-    features: Sequence[Mapping[str, Any]], passthrough: Sequence[Mapping[str, Any]] = ()
+    features: Sequence[Feature], passthrough: Sequence[PassThrough] = ()
 ) -> pa.Schema:
     """The ``predictions/<model>`` schema: the common columns, the ``features`` struct (one field
     per feature: float64, or string for a categorical one) and, when the model declares any,
     the ``passthrough`` struct."""
     feats = pa.struct(
-        [pa.field(f["name"], pa.string() if f["kind"] == "categorical" else pa.float64()) for f in features]
+        [pa.field(f.name, pa.string() if f.categorical else pa.float64()) for f in features]
     )
     fields = [*prediction_common_fields(), pa.field(FEATURES_COLUMN, feats)]
     if passthrough:
         fields.append(
-            pa.field(PASSTHROUGH_COLUMN, pa.struct([pa.field(p["name"], passthrough_type(p["type"])) for p in passthrough]))
+            pa.field(PASSTHROUGH_COLUMN, pa.struct([pa.field(p.name, passthrough_type(p.type)) for p in passthrough]))
         )
     return pa.schema(fields)

@@ -27,6 +27,7 @@ from core.serving.predlog import PredictionLog, dead_letters
 from core.serving.problems import ProblemError
 from core.serving.schemas import Decoded
 from core.serving.wal import Slot, WriteAheadLog, claim_slot, orphan_slots
+from core.signature import Signature
 
 __all__ = ["Service", "batch_ids", "batch_ids_json"]
 
@@ -147,9 +148,7 @@ def _arrow_answer(idb: bytes, n: int, scores: np.ndarray, labels: list[int] | No
 def _row_keys(served: Served, decoded: Decoded, idb: bytes, n: int) -> list[bytes]:
     """Each row's canary key: the model's entity id (feedback key, else first id pass-through
     field) when the request sent it, else the row's prediction id."""
-    sig = served.signature
-    field = sig.get("feedback_key") or next(
-        (p["name"] for p in sig.get("passthrough") or () if p.get("role") == "id"), None)
+    field = served.signature.entity_key
     values = (decoded.passthrough or {}).get(field) if field else None
     ids = [idb[i * 36 : (i + 1) * 36] for i in range(n)]
     if values is None:
@@ -261,7 +260,7 @@ class Service:
         if self._slot is not None:
             self._slot.close()
 
-    def _signature_for(self, model: str) -> dict[str, Any] | None:
+    def _signature_for(self, model: str) -> Signature | None:
         served = self.cache.champions.get(model)
         return served.signature if served is not None else None
 
@@ -547,7 +546,7 @@ class Service:
             ModelNotFoundError, ModelVersionNotFoundError: unknown model, or no champion to check against.
         """
         served = self.cache.fast(name, None, None) or await self.cache.get(name, None, None)
-        key = served.signature.get("feedback_key")
+        key = served.signature.feedback_key
         try:
             raw = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:

@@ -5,7 +5,7 @@ Pure: frames in, a ``Model`` (text + signature + sha256) and metrics out; no lak
 The ``Signature`` (defined in the pure ``core.signature``, re-exported here) is a typed, immutable ``msgspec`` struct that travels with the
 model text: the task, the target, the threshold, the time column, the features in matrix order
 (``Feature``: name, kind, dtype, categorical levels), the pass-through fields (``PassThrough``),
-the feedback key and the feature views (``FeatureView``). Its stored JSON form (run artifact
+the feedback key and the feature views (``FeatureViewRef``). Its stored JSON form (run artifact
 ``model/signature.json``, the registry's ``signature_json``) is unchanged::
 
     {"task": "binary" | "regression", "target": str, "threshold": float,
@@ -48,7 +48,7 @@ from core.errors import DataValidationError as DataValidationError
 from core.errors import TrainingError as TrainingError
 from core.signature import (
     Feature,
-    FeatureView,
+    FeatureViewRef,
     PassThrough,
     Signature,
     as_signature,
@@ -77,7 +77,7 @@ __all__ = [
     "DOMAIN_PARAMS",
     "DomainClassifierResult",
     "Feature",
-    "FeatureView",
+    "FeatureViewRef",
     "PassThrough",
     "Signature",
     "as_signature",
