@@ -1,6 +1,7 @@
 """mypy, as configured in pyproject.toml ([tool.mypy]: core/, strict), finds no error (and can find one).
 
-A cold run (no .mypy_cache, the case in CI) takes about 12 s on one core; a warm one about 1 s.
+A cold run (no .mypy_cache, the case in CI) costs about 12 s of CPU, a warm one 0.3 s; the cache is
+the gitignored .mypy_cache of the checkout.
 """
 
 from __future__ import annotations
