@@ -172,10 +172,45 @@ class DriftPolicy:
         Raises:
             ConfigError: naming the bad key.
         """
-        merged = _merge_sections(sections)
+        merged: dict[str, Any] = {}
+        thresholds: dict[str, float] = {}
+        features: dict[str, FeatureRule] = {}
+        quality: dict[str, float] = {}
+        scalars = {"share", "small_sample", "min_values", "bins", "statistics", "numeric_test", "categorical_test",
+                   "multivariate", "multivariate_threshold", "multivariate_sample", "attribution_sample"}
+        known = scalars | {"thresholds", "features", "quality"}
+        passthrough = {"window_rows", "window_hours", "min_rows"}  # read by core.monitoring
+        quality_keys = {f.name for f in fields(QualityTolerances)}
+        for sec in sections:
+            for key, value in sec.items():
+                if key in passthrough:
+                    continue
+                if key not in known:
+                    raise ConfigError(f"[drift] unknown key {key!r}; known: {', '.join(sorted(known | passthrough))}")
+                if key == "thresholds":
+                    for tname, tval in dict(value).items():
+                        thresholds[tname] = _float(f"drift.thresholds.{tname}", tval)
+                elif key == "quality":
+                    for qname, qval in dict(value).items():
+                        if qname not in quality_keys:
+                            raise ConfigError(f"[drift.quality] unknown key {qname!r}; known: {', '.join(sorted(quality_keys))}")
+                        quality[qname] = _float(f"drift.quality.{qname}", qval)
+                elif key == "features":
+                    for feat, rule in dict(value).items():
+                        features[feat] = _rule(feat, dict(rule), features.get(feat))
+                else:
+                    merged[key] = value
         try:
-            return cls(**_scalars(merged.scalars), thresholds=merged.thresholds, features=merged.features,
-                       quality=QualityTolerances(**merged.quality))
+            kwargs = {k: merged[k] for k in scalars if k in merged}
+            for k in ("share", "multivariate_threshold"):
+                if k in kwargs:
+                    kwargs[k] = _float(f"drift.{k}", kwargs[k])
+            for k in ("small_sample", "min_values", "bins", "multivariate_sample", "attribution_sample"):
+                if k in kwargs:
+                    kwargs[k] = int(kwargs[k])
+            if "multivariate" in kwargs and not isinstance(kwargs["multivariate"], bool):
+                raise ConfigError(f"[drift] multivariate must be true or false, got {kwargs['multivariate']!r}")
+            return cls(**kwargs, thresholds=thresholds, features=features, quality=QualityTolerances(**quality))
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):
                 raise
@@ -194,67 +229,6 @@ class DriftPolicy:
             raise ConfigError(f"drift test {test!r} does not apply to {kind} feature {feature!r}")
         threshold = rule.threshold if rule.threshold is not None else self.thresholds.get(test, TESTS[test].threshold)
         return test, float(threshold)
-
-
-_SCALARS = frozenset({"share", "small_sample", "min_values", "bins", "statistics", "numeric_test", "categorical_test",
-                      "multivariate", "multivariate_threshold", "multivariate_sample", "attribution_sample"})
-_TABLES = frozenset({"thresholds", "features", "quality"})
-_PASSTHROUGH = frozenset({"window_rows", "window_hours", "min_rows"})  # read by core.monitoring
-
-
-@dataclass
-class _Sections:
-    """``[drift]`` sections merged, later keys over earlier ones; the scalars still as written."""
-
-    scalars: dict[str, Any] = field(default_factory=dict)
-    thresholds: dict[str, float] = field(default_factory=dict)
-    features: dict[str, FeatureRule] = field(default_factory=dict)
-    quality: dict[str, float] = field(default_factory=dict)
-
-
-def _merge_sections(sections: tuple[Mapping[str, Any], ...]) -> _Sections:
-    out = _Sections()
-    for sec in sections:
-        for key, value in sec.items():
-            if key in _PASSTHROUGH:
-                continue
-            if key not in _SCALARS | _TABLES:
-                known = ", ".join(sorted(_SCALARS | _TABLES | _PASSTHROUGH))
-                raise ConfigError(f"[drift] unknown key {key!r}; known: {known}")
-            if key == "thresholds":
-                out.thresholds.update({t: _float(f"drift.thresholds.{t}", v) for t, v in dict(value).items()})
-            elif key == "quality":
-                out.quality.update(_quality(dict(value)))
-            elif key == "features":
-                for feat, rule in dict(value).items():
-                    out.features[feat] = _rule(feat, dict(rule), out.features.get(feat))
-            else:
-                out.scalars[key] = value
-    return out
-
-
-def _quality(table: dict[str, Any]) -> dict[str, float]:
-    keys = {f.name for f in fields(QualityTolerances)}
-    out: dict[str, float] = {}
-    for name, value in table.items():
-        if name not in keys:
-            raise ConfigError(f"[drift.quality] unknown key {name!r}; known: {', '.join(sorted(keys))}")
-        out[name] = _float(f"drift.quality.{name}", value)
-    return out
-
-
-def _scalars(merged: dict[str, Any]) -> dict[str, Any]:
-    """The scalar keyword arguments, numbers converted (TypeError/ValueError when one is not)."""
-    kwargs = dict(merged)
-    for k in ("share", "multivariate_threshold"):
-        if k in kwargs:
-            kwargs[k] = _float(f"drift.{k}", kwargs[k])
-    for k in ("small_sample", "min_values", "bins", "multivariate_sample", "attribution_sample"):
-        if k in kwargs:
-            kwargs[k] = int(kwargs[k])
-    if "multivariate" in kwargs and not isinstance(kwargs["multivariate"], bool):
-        raise ConfigError(f"[drift] multivariate must be true or false, got {kwargs['multivariate']!r}")
-    return kwargs
 
 
 def _rule(feat: str, rule: dict[str, Any], earlier: FeatureRule | None) -> FeatureRule:
