@@ -67,7 +67,7 @@ point estimate at 5x ``min_labelled``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -82,11 +82,23 @@ __all__ = [
     "PERMISSION_ACTIONS",
     "Permissions",
     "Policy",
+    "PromotionState",
     "StagingPolicy",
+    "alias_refusal",
+    "approval_refusal",
+    "auto_promotion_refusal",
+    "champion_refusal",
     "default_metric",
+    "gate_refusal",
     "higher_is_better",
+    "live_promotion_refusal",
     "policy_from_dict",
+    "promotion_refusal",
+    "reject_refusal",
+    "rollback_refusal",
     "run_gate",
+    "stage_refusal",
+    "staging_refusal",
 ]
 
 HIGHER_IS_BETTER: dict[str, bool] = {
@@ -615,3 +627,147 @@ def _leakage_check(policy: Policy, inp: GateInputs) -> list[Check]:
     detail = (f"feature {first['feature']!r} alone: {first['why']}; a feature this strong is usually the target "
               "in disguise (exclude it and retrain), or set refuse_leakage = false if it is legitimate")
     return [Check("no_leakage", first["feature"], None, False, detail, advisory=not policy.refuse_leakage)]
+
+
+# ---------------------------------------------------------------------------- refusal rules
+# When a candidate may not move: plain functions over what the flows read from the registry.
+# Each returns the refusal (one sentence naming the model, the version and the fix) or None.
+@dataclass(frozen=True)
+class PromotionState:
+    """What the registry says about a candidate when someone asks to promote it.
+
+    Attributes:
+        model, version: the candidate.
+        champion: the current champion version (None: no champion yet).
+        report: the candidate's latest gate report (None: never evaluated).
+        decision: the latest approve/reject decision: ``approved``, ``rejected`` or None.
+        live_passed: whether its latest live gate against ``champion`` passed (read only when
+            the policy has ``staging``).
+    """
+
+    model: str
+    version: int
+    champion: int | None
+    report: GateReport | None = None
+    decision: str | None = None
+    live_passed: bool = False
+
+
+def _v(version: int | None) -> str:
+    return "none" if version is None else f"v{version}"
+
+
+def champion_refusal(model: str, version: int, champion: int | None) -> str | None:
+    """Refused even with ``force``: the version already is the champion."""
+    if champion == version:
+        return f"model {model!r} v{version} is already the champion"
+    return None
+
+
+def gate_refusal(state: PromotionState) -> str | None:
+    """Refused: no gate report, a failed gate, or a gate measured against another champion."""
+    model, version, report = state.model, state.version, state.report
+    fix = f"run 'lakeops models evaluate {model} {version}'"
+    if report is None:
+        return f"model {model!r} v{version} has no gate report; {fix} first"
+    if not report.passed:
+        failed = ", ".join(f"{c.name} (value {c.value}, threshold {c.threshold})" for c in report.failed)
+        return f"model {model!r} v{version} failed its gate: {failed}; retrain, or use --force with a reason"
+    if report.champion_version != state.champion:
+        return (
+            f"model {model!r} v{version} was gated against champion {_v(report.champion_version)}, but the champion "
+            f"is now {_v(state.champion)}; {fix} again"
+        )
+    return None
+
+
+def staging_refusal(policy: Policy, state: PromotionState) -> str | None:
+    """Refused: the policy asks for a live period and the candidate's live gate has not passed."""
+    if policy.staging is None or state.live_passed:
+        return None
+    return (
+        f"the policy of {state.model!r} requires a live period first: 'lakeops models stage {state.model} "
+        f"{state.version} --mode {policy.staging.mode} --reason ...', then its live gate must pass "
+        f"(lakeops models rollout {state.model})"
+    )
+
+
+def approval_refusal(policy: Policy, state: PromotionState) -> str | None:
+    """Refused: the candidate was rejected, or the policy requires an approval it lacks."""
+    if state.decision == "rejected":
+        return f"model {state.model!r} v{state.version} was rejected; approve it again or use --force with a reason"
+    if policy.require_approval and state.decision != "approved":
+        return (f"the policy of {state.model!r} requires approval: run 'lakeops models approve {state.model} "
+                f"{state.version} --reason ...' first")
+    return None
+
+
+def promotion_refusal(policy: Policy, state: PromotionState) -> str | None:
+    """Why an unforced promotion of ``state.version`` is refused, or None when it is allowed.
+
+    In order: the gate (present, passed, against the current champion), the live period the
+    policy's ``staging`` asks for, then rejection and required approval.
+
+    Example:
+        >>> promotion_refusal(Policy(), PromotionState("m", 2, None))
+        "model 'm' v2 has no gate report; run 'lakeops models evaluate m 2' first"
+    """
+    return gate_refusal(state) or staging_refusal(policy, state) or approval_refusal(policy, state)
+
+
+def auto_promotion_refusal(policy: Policy, report: GateReport) -> str | None:
+    """Why the retrain job leaves a freshly gated version for a person, or None when it may go on.
+
+    Going on means staging it (when the policy has ``staging``) or promoting it.
+    """
+    if not report.passed:
+        return report.summary()
+    if not policy.auto_promote:
+        return "gate passed; auto_promote is off, awaiting a manual promotion"
+    if policy.significance is not None and report.significant is False:
+        detail = next(c.detail for c in report.checks if c.name.startswith("significant:"))
+        return (f"gate passed, but the improvement is not significant at {policy.significance:g} ({detail}); not "
+                "promoted automatically (promote by hand with a reason if you mean it, or set significance = false)")
+    if policy.require_approval:
+        return "gate passed; the policy requires approval before promotion"
+    return None
+
+
+def live_promotion_refusal(policy: Policy) -> str | None:
+    """Why a challenger that passed its live gate waits for a person instead of being promoted, or None."""
+    if not policy.auto_promote or policy.require_approval:
+        return "live gate passed; awaiting a manual promotion"
+    return None
+
+
+def stage_refusal(model: str, version: int, champion: int | None, report: GateReport | None) -> str | None:
+    """Why ``version`` may not be staged beside the champion (it is the champion, or lacks a passing gate)."""
+    if champion == version:
+        return f"model {model!r} v{version} is the champion; stage another version"
+    if report is None or not report.passed or report.champion_version != champion:
+        return (f"model {model!r} v{version} needs a passing gate against the current champion before it meets "
+                f"traffic: run 'lakeops models evaluate {model} {version}'")
+    return None
+
+
+def reject_refusal(model: str, version: int, champion: int | None) -> str | None:
+    """The current champion cannot be rejected: it keeps serving until the alias moves."""
+    if champion == version:
+        return (f"model {model!r} v{version} is the champion and keeps serving until the alias moves; "
+                "roll back or promote another version first, then reject it")
+    return None
+
+
+def rollback_refusal(model: str, champion_stack: Sequence[int]) -> str | None:
+    """A rollback needs a previous champion (``champion_stack``: the champions, oldest first)."""
+    if len(champion_stack) < 2:
+        held = ", ".join(f"v{v}" for v in champion_stack) or "none"
+        return f"model {model!r} has no previous champion to roll back to (champion history: {held})"
+    return None
+
+
+def alias_refusal(name: str) -> str | None:
+    """The champion alias moves only through the gated ``promote`` or ``rollback``."""
+    if name == "champion":
+        return "the champion alias moves only through 'promote' (gated) or 'rollback'"
+    return None

@@ -126,7 +126,8 @@ def stage(
             champion, or the smoke test failed (its reason is given).
         RegistryError: no reason.
     """
-    from core.flows.promote import _actor, _reason, authorize, latest_gate
+    from core.flows.promote.evaluation import latest_gate
+    from core.flows.promote.policy import _actor, _reason, authorize
 
     lake = resolve(lake)
     why = _reason(reason, f"staging {model!r} v{version}")
@@ -136,14 +137,9 @@ def stage(
     if mode == "canary" and not 0 < fraction < 1:
         raise ConfigError(f"a canary needs a traffic fraction between 0 and 1 (e.g. 0.1), got {fraction}")
     champion = registry.champion_version(model, lake)
-    if champion == version:
-        raise PromotionRefusedError(f"model {model!r} v{version} is the champion; stage another version")
-    report = latest_gate(model, version, lake=lake)
-    if report is None or not report.passed or report.champion_version != champion:
-        raise PromotionRefusedError(
-            f"model {model!r} v{version} needs a passing gate against the current champion before it meets "
-            f"traffic: run 'lakeops models evaluate {model} {version}'"
-        )
+    refusal = gating.stage_refusal(model, version, champion, latest_gate(model, version, lake=lake))
+    if refusal:
+        raise PromotionRefusedError(refusal)
     smoke = smoke_test(model, version, lake=lake)
     if not smoke.ok:
         raise PromotionRefusedError(f"model {model!r} v{version} failed its smoke test through the serving path: {smoke.reason}")
@@ -158,7 +154,7 @@ def stage(
 def unstage(model: str, *, reason: str, actor: str | None = None, lake: Lake | None = None,
             settings: Settings | None = None) -> registry.AliasChange:
     """End the staged rollout: the challenger leaves the traffic (the champion answers everything)."""
-    from core.flows.promote import _actor, _reason, authorize
+    from core.flows.promote.policy import _actor, _reason, authorize
 
     lake = resolve(lake)
     why = _reason(reason, f"ending the staged rollout of {model!r}")
@@ -427,8 +423,9 @@ def check_rollout(model: str, *, lake: Lake | None = None, settings: Settings | 
         return RolloutOutcome(model, "withdrawn", st.version, report, report.why)
     if report.passed is None:
         return RolloutOutcome(model, "waiting", st.version, report, report.why)
-    if not policy.auto_promote or policy.require_approval:
-        return RolloutOutcome(model, "passed", st.version, report, "live gate passed; awaiting a manual promotion")
+    waiting = gating.live_promotion_refusal(policy)
+    if waiting:
+        return RolloutOutcome(model, "passed", st.version, report, waiting)
     try:
         promote(model, st.version, reason=f"live gate passed ({st.mode}): {report.why}", actor=actor, lake=lake,
                 settings=settings, policy=policy)
