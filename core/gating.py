@@ -67,11 +67,12 @@ point estimate at 5x ``min_labelled``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.errors import ConfigError
+from core.sections import parse_section, section_keys
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -93,6 +94,7 @@ __all__ = [
     "higher_is_better",
     "live_promotion_refusal",
     "policy_from_dict",
+    "policy_table",
     "promotion_refusal",
     "reject_refusal",
     "rollback_refusal",
@@ -114,23 +116,8 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "mae": False,
 }
 _VALID_DATA = ("passed", "warned")
-_KEYS = {
-    "min",
-    "max",
-    "beat_champion",
-    "require_validated_data",
-    "max_size_bytes",
-    "max_p95_latency_ms",
-    "require_approval",
-    "auto_promote",
-    "significance",
-    "refuse_leakage",
-    "staging",
-    "permissions",
-}
 PERMISSION_ACTIONS = ("evaluate", "stage", "approve", "promote", "rollback", "alias", "policy")
 _DEFAULT_ALLOWED = ("role:admin",)
-_STAGING_KEYS = {"mode", "fraction", "min_requests", "min_labelled", "max_disagreement", "max_error_rate", "tolerance"}
 
 
 def higher_is_better(metric: str) -> bool:
@@ -274,94 +261,54 @@ def _metric_map(value: Any, where: str) -> dict[str, float]:
     return {str(k): _number(v, f"{where}.{k}") for k, v in value.items()}
 
 
-def policy_from_dict(data: Mapping[str, Any], *, where: str = "policy") -> Policy:
-    """Parse and validate a policy from a TOML section.
-
-    Args:
-        data: the section's keys (missing keys take their defaults); a top-level ``policy``
-            table is unwrapped, so a ``--policy`` file may use ``[policy]`` or bare keys.
-        where: how the section is named in error messages, e.g. ``"[models.churn.policy]"``.
-
-    Returns:
-        The validated policy.
-
-    Raises:
-        ConfigError: an unknown key or a value of the wrong type, naming the key.
-    """
-    if set(data) == {"policy"} and isinstance(data["policy"], Mapping):
-        data = data["policy"]
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}")
+def _beat_champion(value: Any, where: str) -> BeatChampion | None:
+    if value is False:
+        return None
+    if value is True:
+        return BeatChampion()
+    if not isinstance(value, Mapping):
+        raise ConfigError(f'{where} must be false or {{metric = "auc", margin = 0.005}}')
+    extra = set(value) - {"metric", "margin"}
+    if extra:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; use metric, margin")
     kw: dict[str, Any] = {}
-    if "min" in data:
-        kw["min"] = _metric_map(data["min"], _where(where, "min"))
-    if "max" in data:
-        kw["max"] = _metric_map(data["max"], _where(where, "max"))
-    if "beat_champion" in data:
-        bc = data["beat_champion"]
-        if bc is False:
-            kw["beat_champion"] = None
-        elif bc is True:
-            kw["beat_champion"] = BeatChampion()
-        elif isinstance(bc, Mapping):
-            extra = set(bc) - {"metric", "margin"}
-            if extra:
-                raise ConfigError(
-                    f"{_where(where, 'beat_champion')}: unknown key(s) {', '.join(sorted(extra))}; use metric, margin"
-                )
-            metric = bc.get("metric")
-            if metric is not None and not isinstance(metric, str):
-                raise ConfigError(
-                    f"{_where(where, 'beat_champion.metric')} must be a metric name, got {metric!r}"
-                )
-            margin = _number(bc.get("margin", 0.0), _where(where, "beat_champion.margin"))
-            if margin < 0:
-                raise ConfigError(f"{_where(where, 'beat_champion.margin')} must be >= 0, got {margin}")
-            kw["beat_champion"] = BeatChampion(metric, margin)
-        else:
-            raise ConfigError(
-                f'{_where(where, "beat_champion")} must be false or {{metric = "auc", margin = 0.005}}'
-            )
-    for key in ("require_validated_data", "require_approval", "auto_promote", "refuse_leakage"):
-        if key in data:
-            kw[key] = _bool(data[key], _where(where, key))
-    if "staging" in data:
-        kw["staging"] = _staging(data["staging"], _where(where, "staging"))
-    if "permissions" in data:
-        kw["permissions"] = _permissions(data["permissions"], _where(where, "permissions"))
-    if "significance" in data:
-        sig = data["significance"]
-        if sig is False:
-            kw["significance"] = None
-        else:
-            level = _number(sig, _where(where, "significance"))
-            if not 0 < level <= 0.5:
-                raise ConfigError(f"{_where(where, 'significance')} must be a level in (0, 0.5] (e.g. 0.05) or false, got {sig!r}")
-            kw["significance"] = level
-    if "max_size_bytes" in data:
-        size = data["max_size_bytes"]
-        if size is False:
-            kw["max_size_bytes"] = None
-        elif isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise ConfigError(f"{_where(where, 'max_size_bytes')} must be a positive integer, got {size!r}")
-        else:
-            kw["max_size_bytes"] = size
-    if "max_p95_latency_ms" in data:
-        lat = data["max_p95_latency_ms"]
-        if lat is False:
-            kw["max_p95_latency_ms"] = {}
-        else:
-            raw = _metric_map(lat, _where(where, "max_p95_latency_ms"))
-            out: dict[int, float] = {}
-            for k, v in raw.items():
-                if not k.isdigit() or int(k) < 1:
-                    raise ConfigError(
-                        f"{_where(where, 'max_p95_latency_ms')}: key {k!r} must be a batch size in rows, e.g. 1 or 100"
-                    )
-                out[int(k)] = v
-            kw["max_p95_latency_ms"] = out
-    return Policy(**kw)
+    if "metric" in value:
+        if value["metric"] is not None and not isinstance(value["metric"], str):
+            raise ConfigError(f"{where}.metric must be a metric name, got {value['metric']!r}")
+        kw["metric"] = value["metric"]
+    if "margin" in value:
+        kw["margin"] = _number(value["margin"], f"{where}.margin")
+        if kw["margin"] < 0:
+            raise ConfigError(f"{where}.margin must be >= 0, got {kw['margin']}")
+    return BeatChampion(**kw)
+
+
+def _significance(value: Any, where: str) -> float | None:
+    if value is False:
+        return None
+    level = _number(value, where)
+    if not 0 < level <= 0.5:
+        raise ConfigError(f"{where} must be a level in (0, 0.5] (e.g. 0.05) or false, got {value!r}")
+    return level
+
+
+def _size(value: Any, where: str) -> int | None:
+    if value is False:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where} must be a positive integer, got {value!r}")
+    return value
+
+
+def _latency(value: Any, where: str) -> dict[int, float]:
+    if value is False:
+        return {}
+    out: dict[int, float] = {}
+    for k, v in _metric_map(value, where).items():
+        if not k.isdigit() or int(k) < 1:
+            raise ConfigError(f"{where}: key {k!r} must be a batch size in rows, e.g. 1 or 100")
+        out[int(k)] = v
+    return out
 
 
 def _staging(value: Any, where: str) -> StagingPolicy | None:
@@ -371,32 +318,77 @@ def _staging(value: Any, where: str) -> StagingPolicy | None:
         return StagingPolicy()
     if not isinstance(value, Mapping):
         raise ConfigError(f'{where} must be false or a table like {{mode = "shadow", min_requests = 500}}')
-    unknown = sorted(set(value) - _STAGING_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_STAGING_KEYS))}")
-    kw: dict[str, Any] = {}
-    if "mode" in value:
-        if value["mode"] not in ("shadow", "canary"):
-            raise ConfigError(f"{where}.mode must be 'shadow' or 'canary', got {value['mode']!r}")
-        kw["mode"] = value["mode"]
+    table = {k: v for k, v in value.items() if not (k == "max_disagreement" and v is False)}
+    out = parse_section(StagingPolicy, table, where=where, names={k: f"{where}.{k}" for k in section_keys(StagingPolicy)})
+    if out.mode not in ("shadow", "canary"):
+        raise ConfigError(f"{where}.mode must be 'shadow' or 'canary', got {out.mode!r}")
     for key in ("fraction", "max_disagreement", "max_error_rate", "tolerance"):
-        if key == "max_disagreement" and value.get(key) is False:
-            kw[key] = None
-            continue
-        if key in value:
-            kw[key] = _number(value[key], f"{where}.{key}")
-            if not 0 <= kw[key] <= 1:
-                raise ConfigError(f"{where}.{key} must be between 0 and 1, got {value[key]!r}")
+        share = getattr(out, key)
+        if share is not None and not 0 <= share <= 1:
+            raise ConfigError(f"{where}.{key} must be between 0 and 1, got {share!r}")
     for key in ("min_requests", "min_labelled"):
-        if key in value:
-            n = value[key]
-            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                raise ConfigError(f"{where}.{key} must be a whole number >= 0, got {n!r}")
-            kw[key] = n
-    out = StagingPolicy(**kw)
+        if getattr(out, key) < 0:
+            raise ConfigError(f"{where}.{key} must be a whole number >= 0, got {getattr(out, key)!r}")
     if out.mode == "canary" and not 0 < out.fraction < 1:
         raise ConfigError(f"{where}.fraction must be between 0 and 1 for a canary, got {out.fraction}")
     return out
+
+
+# one parser per policy key: the key's TOML value -> the Policy field (absent keys keep the field default)
+_PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "min": _metric_map,
+    "max": _metric_map,
+    "beat_champion": _beat_champion,
+    "require_validated_data": _bool,
+    "max_size_bytes": _size,
+    "max_p95_latency_ms": _latency,
+    "require_approval": _bool,
+    "auto_promote": _bool,
+    "significance": _significance,
+    "refuse_leakage": _bool,
+    "staging": _staging,
+    "permissions": _permissions,
+}
+_KEYS = set(_PARSERS)
+
+
+def policy_table(data: Mapping[str, Any], model: str | None = None) -> Mapping[str, Any]:
+    """The policy keys of a document: ``[models.<model>.policy]`` when ``model`` is given and the
+    document has it, else a lone ``[policy]`` table, else the document's top level (bare keys).
+
+    The one nesting rule of every policy source: lakeops.toml sections, ``--policy`` files and
+    ``lakeops models policy --set`` files, policies recorded in the lake.
+    """
+    models = data.get("models")
+    if model is not None and isinstance(models, Mapping):
+        entry = models.get(model)
+        if isinstance(entry, Mapping) and isinstance(entry.get("policy"), Mapping):
+            return entry["policy"]
+    if set(data) == {"policy"} and isinstance(data["policy"], Mapping):
+        return data["policy"]
+    return data
+
+
+def policy_from_dict(data: Mapping[str, Any], *, where: str = "policy", model: str | None = None) -> Policy:
+    """Parse and validate a policy.
+
+    Args:
+        data: the policy's keys (missing keys take their defaults), or a document holding them
+            (``policy_table``: ``[models.<model>.policy]``, ``[policy]`` or bare keys).
+        where: how the section is named in error messages, e.g. ``"[models.churn.policy]"``.
+        model: the model whose ``[models.<model>.policy]`` table a document may hold.
+
+    Returns:
+        The validated policy.
+
+    Raises:
+        ConfigError: an unknown key or a value of the wrong type, naming the key.
+    """
+    data = policy_table(data, model)
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}")
+    return Policy(**{key: _PARSERS[key](value, _where(where, key)) for key, value in data.items()})
 
 
 @dataclass(frozen=True)

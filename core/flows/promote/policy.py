@@ -7,7 +7,6 @@ names its actor through ``_actor``; the rules themselves live in ``core.gating``
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,8 @@ from typing import Any
 import polars as pl
 
 from core import auth, gating, registry
-from core.config import Settings, load_settings
-from core.errors import AuthenticationError, ConfigError, PermissionDeniedError
+from core.config import Settings, load_settings, read_toml
+from core.errors import AuthenticationError, PermissionDeniedError
 from core.gating import Policy
 from core.lake import Lake, resolve
 
@@ -51,20 +50,8 @@ def policy_with_source(
 ) -> tuple[Policy, str]:
     """Like ``load_policy``, also saying where the policy came from (for ``lakeops models policy``)."""
     if path is not None:
-        p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"policy file {p}: cannot read it ({exc.strerror})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"policy file {p}: invalid TOML: {exc}") from None
-        nested = (
-            data.get("models", {}).get(model, {}).get("policy")
-            if isinstance(data.get("models"), dict)
-            else None
-        )
-        where = f"policy file {p}"
-        return gating.policy_from_dict(nested if nested is not None else data, where=where), where
+        where = f"policy file {path}"
+        return gating.policy_from_dict(read_toml(path, what="policy file"), where=where, model=model), where
     settings = settings or load_settings()
     section = settings.section(f"models.{model}.policy")
     if section:
@@ -99,7 +86,7 @@ def set_policy(
     """
     lake = resolve(lake)
     why = _reason(reason, f"setting the policy of {model!r}")
-    parsed = gating.policy_from_dict(policy, where=f"policy of {model!r}")
+    parsed = gating.policy_from_dict(policy, where=f"policy of {model!r}", model=model)
     authorize(model, "policy", settings=settings, lake=lake)
     registry.record_event(
         model, "policy", actor=_actor(actor, settings), reason=why, report=parsed.to_dict(), lake=lake
