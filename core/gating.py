@@ -116,6 +116,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "mae": False,
 }
 _VALID_DATA = ("passed", "warned")
+_LEVEL = 0.05  # the default significance level
 PERMISSION_ACTIONS = ("evaluate", "stage", "approve", "promote", "rollback", "alias", "policy")
 _DEFAULT_ALLOWED = ("role:admin",)
 
@@ -222,10 +223,16 @@ class Policy:
     max_p95_latency_ms: Mapping[int, float] = field(default_factory=lambda: {1: 50.0, 100: 200.0})
     require_approval: bool = False
     auto_promote: bool = False
-    significance: float | None = 0.05
+    significance: float | None = _LEVEL
     refuse_leakage: bool = True
     staging: StagingPolicy | None = None
     permissions: Permissions = field(default_factory=Permissions)
+
+    @property
+    def alpha(self) -> float:
+        """The level of the paired test against the champion: ``significance``, or the default level
+        when significance is off (the comparison is still measured and reported)."""
+        return _LEVEL if self.significance is None else self.significance
 
     def to_dict(self) -> dict[str, Any]:
         """Return the policy as a JSON-able dict (the form ``policy_from_dict`` reads)."""

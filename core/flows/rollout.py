@@ -266,7 +266,7 @@ def compare_live(model: str, *, lake: Lake | None = None, settings: Settings | N
             challenger_value = compute_metrics(task, y, lab["c_score"].to_numpy(), thr).get(metric)
             try:
                 comparison = significance.compare(metric, y, lab["c_score"].to_numpy(), lab["score"].to_numpy(),
-                                                  margin=-rules.tolerance, alpha=policy.significance or 0.05,
+                                                  margin=-rules.tolerance, alpha=policy.alpha,
                                                   threshold=thr).to_dict()
             except ValueError:
                 comparison = None
@@ -287,7 +287,7 @@ def compare_live(model: str, *, lake: Lake | None = None, settings: Settings | N
             challenger_value = compute_metrics(task, lab_c["truth"].to_numpy(), lab_c["score"].to_numpy(), thr).get(metric)
             comparison = significance.compare_unpaired(
                 metric, lab_c["truth"].to_numpy(), lab_c["score"].to_numpy(), lab_h["truth"].to_numpy(),
-                lab_h["score"].to_numpy(), margin=-rules.tolerance, alpha=policy.significance or 0.05, threshold=thr,
+                lab_h["score"].to_numpy(), margin=-rules.tolerance, alpha=policy.alpha, threshold=thr,
             ).to_dict()
         latency = {"champion": _median(h["latency_ms"]), "challenger": _median(c["latency_ms"])}
     challenger_rows = c.height

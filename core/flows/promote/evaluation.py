@@ -73,7 +73,7 @@ def _compare(policy: Policy, mv: registry.ModelVersion, holdout: pl.DataFrame, c
     metric = bc.metric or gating.default_metric(sig.get("task", "binary"))
     y = holdout[sig["target"]].cast(pl.Float64).to_numpy()
     try:
-        result = significance.compare(metric, y, cand, champ, margin=bc.margin, alpha=policy.significance or 0.05,
+        result = significance.compare(metric, y, cand, champ, margin=bc.margin, alpha=policy.alpha,
                                       threshold=float(sig.get("threshold", 0.5)))
     except ValueError:  # e.g. one class only in the holdout: nothing to test
         return None
@@ -164,7 +164,7 @@ def evaluate(
         champion_error=champ_error,
         validation_status=_validation_status(mv.dataset_name, mv.dataset_version, lake),
         size_bytes=mv.size_bytes,
-        latency_p95_ms=_latency_p95(candidate, holdout, sorted(policy.max_p95_latency_ms) or [1, 100]),
+        latency_p95_ms=_latency_p95(candidate, holdout, sorted(policy.max_p95_latency_ms or Policy().max_p95_latency_ms)),
         eval_dataset=mv.dataset_name,
         eval_dataset_version=mv.dataset_version,
         eval_rows=holdout.height,
