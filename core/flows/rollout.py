@@ -204,7 +204,7 @@ def _median(values: pl.Series) -> float | None:
     return float(v.median()) if v.len() else None  # type: ignore[arg-type]
 
 
-_LOG_SCHEMA = {"prediction_id": pl.String, "at": pl.Datetime("us", "UTC"), "model_version": pl.Int64, "score": pl.Float64,
+_LOG_SCHEMA: dict[str, Any] = {"prediction_id": pl.String, "at": pl.Datetime("us", "UTC"), "model_version": pl.Int64, "score": pl.Float64,
                "predicted_label": pl.Int64, "latency_ms": pl.Float64, "role": pl.String}
 
 
