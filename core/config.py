@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from core.errors import ConfigError, LakeopsError
 from core.sections import parse_section
 
-__all__ = ["AUTH_MODES", "Settings", "load_settings", "read_toml", "settings_from"]
+__all__ = ["AUTH_MODES", "Settings", "build_settings", "load_settings", "read_toml"]
 
 _DEFAULT_LAKE = "data/lake"
 AUTH_MODES = ("off", "tokens")
@@ -292,7 +292,7 @@ def _env_values(env: Mapping[str, str], storage: Mapping[str, str]) -> dict[str,
     return values
 
 
-def settings_from(cls: type[S], doc: Mapping[str, Any], env: Mapping[str, str], *,
+def build_settings(cls: type[S], doc: Mapping[str, Any], env: Mapping[str, str], *,
                   config_path: str | None = None, **overrides: Any) -> S:
     """Build settings of type ``cls`` from a parsed TOML document, an environment and overrides.
 
@@ -338,4 +338,4 @@ def load_settings(
     elif Path("lakeops.toml").is_file():
         path = Path("lakeops.toml")
     doc = read_toml(path) if path is not None else {}
-    return settings_from(Settings, doc, env, config_path=str(path) if path is not None else None, **overrides)
+    return build_settings(Settings, doc, env, config_path=str(path) if path is not None else None, **overrides)

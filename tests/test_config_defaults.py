@@ -10,13 +10,13 @@ import inspect
 import pytest
 
 from core import drift, gating, sql
-from core.config import Settings, load_settings, read_toml, settings_from
+from core.config import Settings, build_settings, load_settings, read_toml
 from core.errors import ConfigError, TrainingError
 from core.monitoring.config import MonitorConfig, monitor_config
 
 
 def test_empty_sections_give_exactly_the_dataclass_defaults(tmp_path):
-    assert settings_from(Settings, {}, {}) == Settings()
+    assert build_settings(Settings, {}, {}) == Settings()
     empty = tmp_path / "lakeops.toml"
     empty.write_text("")
     assert load_settings({}, config_path=empty) == Settings(config_path=str(empty))
@@ -46,9 +46,9 @@ def test_a_changed_field_default_is_what_the_parser_returns():
         sql_threads: int = 7
         api_port: int = 9100
 
-    got = settings_from(MySettings, {"api": {"host": "127.0.0.2"}}, {})
+    got = build_settings(MySettings, {"api": {"host": "127.0.0.2"}}, {})
     assert (got.sql_threads, got.api_port, got.api_host) == (7, 9100, "127.0.0.2")
-    assert settings_from(MySettings, {"sql": {"threads": 3}}, {}).sql_threads == 3
+    assert build_settings(MySettings, {"sql": {"threads": 3}}, {}).sql_threads == 3
 
     @dataclasses.dataclass(frozen=True)
     class MyMonitor(MonitorConfig):
@@ -82,13 +82,13 @@ def test_every_monitoring_key_sets_only_its_own_field():
 
 
 @pytest.mark.parametrize(("build", "named"), [
-    (lambda: settings_from(Settings, {"sql": {"threads": "two"}}, {}), "[sql] threads must be an integer, got 'two'"),
-    (lambda: settings_from(Settings, {"sql": {"max_rows": True}}, {}), "[sql] max_rows must be an integer"),
-    (lambda: settings_from(Settings, {"api": {"port": "80"}}, {}), "[api] port must be an integer"),
-    (lambda: settings_from(Settings, {"api": {"allowed_hosts": "a.example"}}, {}), "[api] allowed_hosts must be a list"),
-    (lambda: settings_from(Settings, {"sql": {"thread": 2}}, {}), "[sql]: unknown key(s) thread"),
-    (lambda: settings_from(Settings, {"ui": {"host": "x"}}, {}), "[ui]: unknown key(s) host"),
-    (lambda: settings_from(Settings, {}, {"LAKEOPS_API_PORT": "eighty"}), "LAKEOPS_API_PORT must be an integer"),
+    (lambda: build_settings(Settings, {"sql": {"threads": "two"}}, {}), "[sql] threads must be an integer, got 'two'"),
+    (lambda: build_settings(Settings, {"sql": {"max_rows": True}}, {}), "[sql] max_rows must be an integer"),
+    (lambda: build_settings(Settings, {"api": {"port": "80"}}, {}), "[api] port must be an integer"),
+    (lambda: build_settings(Settings, {"api": {"allowed_hosts": "a.example"}}, {}), "[api] allowed_hosts must be a list"),
+    (lambda: build_settings(Settings, {"sql": {"thread": 2}}, {}), "[sql]: unknown key(s) thread"),
+    (lambda: build_settings(Settings, {"ui": {"host": "x"}}, {}), "[ui]: unknown key(s) host"),
+    (lambda: build_settings(Settings, {}, {"LAKEOPS_API_PORT": "eighty"}), "LAKEOPS_API_PORT must be an integer"),
     (lambda: MonitorConfig.from_sections({"min_rows": "many"}, where="[models.m.monitoring]"),
      "[models.m.monitoring] min_rows must be an integer, got 'many'"),
     (lambda: MonitorConfig.from_sections({"window": 5}, where="[models.m.monitoring]"),
