@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from core import gating, registry
+from core.catalog import prediction_table
 from core.config import Settings, load_settings
 from core.errors import ConfigError, PromotionRefusedError
 from core.gating import Check, Policy, StagingPolicy
@@ -298,7 +299,7 @@ def _live_log(model: str, since: datetime, lake: Lake) -> pl.DataFrame:
     """Every answer logged since the stage began (champion, challenger and shadow rows)."""
     from core import monitoring
 
-    if not lake.exists(f"predictions/{model}"):
+    if not lake.exists(prediction_table(model)):
         return pl.DataFrame(schema=_LOG_SCHEMA)
     return monitoring.log_scan(model, lake, shadow=True).filter(pl.col("at") >= since).select(*_LOG_SCHEMA).collect()
 
@@ -413,7 +414,7 @@ def live_scores(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
 
     lake = resolve(lake)
     st = registry.state(model, lake=lake).stage
-    if st is None or not lake.exists(f"predictions/{model}"):
+    if st is None or not lake.exists(prediction_table(model)):
         return pl.DataFrame(schema={"role": pl.String, "model_version": pl.Int64, "score": pl.Float64})
     return (monitoring.log_scan(model, lake, shadow=True).filter(pl.col("at") >= st.since)
             .select("role", "model_version", "score").filter(pl.col("score").is_not_nan()).collect())
