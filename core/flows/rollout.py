@@ -82,9 +82,9 @@ def smoke_test(model: str, version: int, *, rows: int = 200, lake: Lake | None =
         frames = trainsets.run_frames(dataset=mv.dataset_name, version=int(mv.dataset_version), params=run.params,
                                       signature=mv.signature, seed=int(run.seed or 0), lake=lake)
         sample = frames.holdout.head(rows)
-        names = [f["name"] for f in mv.signature["features"]]
-        body = sample.select(names).with_columns(
-            [pl.col(n).cast(pl.Float64) for n, f in zip(names, mv.signature["features"], strict=True) if f["kind"] == "numeric"]
+        feats = mv.signature.features
+        body = sample.select([f.name for f in feats]).with_columns(
+            [pl.col(f.name).cast(pl.Float64) for f in feats if f.kind == "numeric"]
         ).to_dicts()
         codec = Codec(mv.signature, unknown_category="missing", max_rows=max(1, len(body)))
         served = loaded.model.predict_matrix(codec.decode(msgspec.json.encode(body)).X)
@@ -321,9 +321,9 @@ def compare_live(model: str, *, lake: Lake | None = None, settings: Settings | N
     policy = _policy(model, settings, lake)
     rules = policy.staging or StagingPolicy()
     sig = registry.get_version(model, champ, lake=lake).signature
-    task = sig.get("task", "binary")
+    task = sig.task
     metric = _Metric(task, (policy.beat_champion.metric if policy.beat_champion else None) or gating.default_metric(task),
-                     float(sig.get("threshold", 0.5)), -rules.tolerance, policy.alpha)
+                     sig.threshold, -rules.tolerance, policy.alpha)
     log = _live_log(model, st.since, lake)
     h = log.filter((pl.col("role") == "champion") & (pl.col("model_version") == champ))
     role = "shadow" if st.mode == "shadow" else "challenger"

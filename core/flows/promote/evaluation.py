@@ -56,9 +56,9 @@ def _score(loaded: registry.LoadedModel, frame: pl.DataFrame, lake: Lake) -> tup
     from core.training import compute_metrics
 
     sig = loaded.signature
-    y = frame[sig["target"]].cast(pl.Float64).to_numpy()
+    y = frame[sig.target].cast(pl.Float64).to_numpy()
     scores = loaded.model.predict(with_view_features(frame, sig, lake=lake))
-    return compute_metrics(sig["task"], y, scores, float(sig.get("threshold", 0.5))), scores
+    return compute_metrics(sig.task, y, scores, sig.threshold), scores
 
 
 def _compare(policy: Policy, mv: registry.ModelVersion, holdout: pl.DataFrame, cand: np.ndarray,
@@ -70,11 +70,11 @@ def _compare(policy: Policy, mv: registry.ModelVersion, holdout: pl.DataFrame, c
     if bc is None:
         return None
     sig = mv.signature
-    metric = bc.metric or gating.default_metric(sig.get("task", "binary"))
-    y = holdout[sig["target"]].cast(pl.Float64).to_numpy()
+    metric = bc.metric or gating.default_metric(sig.task)
+    y = holdout[sig.target].cast(pl.Float64).to_numpy()
     try:
         result = significance.compare(metric, y, cand, champ, margin=bc.margin, alpha=policy.alpha,
-                                      threshold=float(sig.get("threshold", 0.5)))
+                                      threshold=sig.threshold)
     except ValueError:  # e.g. one class only in the holdout: nothing to test
         return None
     return result.to_dict()
@@ -157,7 +157,7 @@ def evaluate(
     inputs = gating.GateInputs(
         model=model,
         version=version,
-        task=mv.signature.get("task", "binary"),
+        task=mv.signature.task,
         candidate_metrics=metrics,
         champion_version=champ_v,
         champion_metrics=champ_metrics,
