@@ -95,7 +95,7 @@ def test_switch_off_from_the_environment_in_a_fresh_process(trained, tmp_path):
     model = trained["binary"]
     X = _rows(model)[:50]
     (tmp_path / "model.txt").write_text(model.text)
-    (tmp_path / "signature.json").write_text(json.dumps(model.signature))
+    (tmp_path / "signature.json").write_text(model.signature.to_json().decode())
     np.save(tmp_path / "X.npy", X)
     script = (
         "import json, sys, numpy as np\n"
