@@ -199,6 +199,7 @@ class Service:
         self.predlog: PredictionLog | None = None
         self._slot: Slot | None = None
         self.inflight = 0
+        self.bodies_decoded = 0  # predict bodies decoded (a refused request is decoded once too)
         self.started = False
         self._shadow_q: collections.deque[tuple[Any, ...]] = collections.deque()
         self._shadow_wake = threading.Event()
@@ -311,6 +312,7 @@ class Service:
         """
         t0 = time.perf_counter()
         served = self.cache.fast(name, version, alias) or await self.cache.get(name, version, alias)
+        self.bodies_decoded += 1
         decoded = served.codec.decode_arrow(body) if arrow else served.codec.decode(body)
         pinned = version is not None or (alias is not None and alias != "champion")
         stage = None if pinned else self.cache.stages.get(name)
