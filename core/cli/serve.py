@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from core.cli._common import settings_from
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 __all__ = ["check_bind", "register"]
 
@@ -73,8 +77,6 @@ def _serve(args: argparse.Namespace) -> int:
     settings = settings_from(args).with_(**overrides)
     config = serving_config(settings)  # fail fast, in one line, on a bad [serving] section
     if args.action != "run":
-        from pathlib import Path
-
         root = Path(args.wal_dir).expanduser() if args.wal_dir else config.wal_path(settings)
         return _wal_action(args, settings, root, config.legacy_wal_path(settings))
     if args.workers < 1:
@@ -124,7 +126,7 @@ def _run(uvicorn: Any, settings: Any, args: argparse.Namespace) -> None:
     )
 
 
-def _wal_action(args: argparse.Namespace, settings: Any, root: Any, legacy: Any) -> int:
+def _wal_action(args: argparse.Namespace, settings: Settings, root: Path, legacy: Path | None) -> int:
     """``serve status|replay|discard``: the write-ahead log of this lake and host/port."""
     if args.action == "status":
         return _wal_status(args, root, legacy)
@@ -133,11 +135,8 @@ def _wal_action(args: argparse.Namespace, settings: Any, root: Any, legacy: Any)
     return _wal_replay(args, settings, root)
 
 
-def _wal_status(args: argparse.Namespace, root: Any, legacy: Any) -> int:
-    """``serve status``: pending segments per slot, dead letters, an earlier release's WAL."""
-    import json
-
-    from core.serving.predlog import dead_letters
+def _wal_slots(root: Path) -> list[dict[str, Any]]:
+    """Each slot folder of the WAL: whether its server runs, what it holds that the lake does not."""
     from core.serving.wal import orphan_slots, scan_segment, segments
 
     slots = []
@@ -153,10 +152,19 @@ def _wal_status(args: argparse.Namespace, root: Any, legacy: Any) -> int:
             "pending_bytes": sum(p.stat().st_size for p in pending),
             "unreadable": [f"{p.name}: {sc.detail}" for p in pending if (sc := scan_segment(p)).problem == "corrupt"],
         })
+    return slots
+
+
+def _wal_status(args: argparse.Namespace, root: Path, legacy: Path | None) -> int:
+    import json
+
+    from core.serving.predlog import dead_letters
+
+    slots = _wal_slots(root)
     letters = [d.to_dict() for d in dead_letters(root)]
-    out = {"wal_dir": str(root), "slots": slots, "dead_letters": letters,
-           "earlier_release_wal": str(legacy) if legacy is not None and any(legacy.glob("w*/seg-*.wal")) else None}
+    earlier = str(legacy) if legacy is not None and any(legacy.glob("w*/seg-*.wal")) else None
     if args.format == "json":
+        out = {"wal_dir": str(root), "slots": slots, "dead_letters": letters, "earlier_release_wal": earlier}
         sys.stdout.write(json.dumps(out, indent=1) + "\n")
         return 0
     lines = [f"WAL {root}"]
@@ -169,18 +177,16 @@ def _wal_status(args: argparse.Namespace, root: Any, legacy: Any) -> int:
     lines.append(f"dead letters: {len(letters)}" + (" (lakeops serve replay after a fix; lakeops serve discard --segment NAME --reason ...)" if letters else ""))
     for d in letters:
         lines.append(f"  {d['segment']} [{d['kind']}, {d['attempts']} attempts, {d['at']}]: {d['error']}")
-    if out["earlier_release_wal"]:
-        lines.append(f"segments of an earlier release (no lake identity): {out['earlier_release_wal']}; "
-                     f"if they belong to this lake: lakeops serve replay --wal-dir {out['earlier_release_wal']}")
+    if earlier:
+        lines.append(f"segments of an earlier release (no lake identity): {earlier}; "
+                     f"if they belong to this lake: lakeops serve replay --wal-dir {earlier}")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 
-def _wal_discard(args: argparse.Namespace, settings: Any, root: Any) -> int:
-    """``serve discard``: give dead letters up, each recorded as an alert."""
+def _wal_discard(args: argparse.Namespace, settings: Settings, root: Path) -> int:
     from core.errors import ConfigError
     from core.lake import Lake
-    from core.monitoring import raise_alert
     from core.serving.predlog import dead_letters, discard_dead_letter
 
     if not args.segment or not (args.reason or "").strip():
@@ -188,6 +194,8 @@ def _wal_discard(args: argparse.Namespace, settings: Any, root: Any) -> int:
     match = [d for d in dead_letters(root) if args.segment in (d.path.name, d.segment)]
     if not match:
         raise ConfigError(f"no dead letter {args.segment!r} in {root / 'dead-letter'}; see lakeops serve status")
+    from core.monitoring import raise_alert
+
     lake = Lake.from_settings(settings, create=False)
     for d in match:
         discard_dead_letter(d)
@@ -199,8 +207,7 @@ def _wal_discard(args: argparse.Namespace, settings: Any, root: Any) -> int:
     return 0
 
 
-def _wal_replay(args: argparse.Namespace, settings: Any, root: Any) -> int:
-    """``serve replay``: commit orphaned slots' segments and dead letters (exactly once, by marker)."""
+def _wal_replay(args: argparse.Namespace, settings: Settings, root: Path) -> int:
     from core.lake import Lake
     from core.serving.predlog import PredictionLog
     from core.serving.wal import orphan_slots
