@@ -26,7 +26,7 @@ from litestar.params import FromPath
 from litestar.types import ASGIApp
 
 from core import registry
-from core.auth import auth_config
+from core.auth import Principal, auth_config
 from core.config import Settings, load_settings
 from core.errors import LakeopsError
 from core.lake import Lake
@@ -76,7 +76,7 @@ def _operation(body: dict[str, Any], *, query: bool = False) -> type[Operation]:
                 content={_JSON: OpenAPIMediaType(schema=_RawSchema(body))},  # type: ignore[arg-type]
                 required=True,
             )
-            self.parameters = list(params)  # type: ignore[arg-type]
+            self.parameters = list(params)
 
     return _WithBody
 
@@ -250,7 +250,7 @@ def _http_problem(exc: HTTPException) -> Problem:
 def _problem_handler(metrics: Metrics) -> Any:
     """Litestar's exception handler: every refusal a problem (``core.serving.problems``), counted."""
 
-    def problem(request: Request, exc: Exception) -> Response:
+    def problem(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
         path = request.url.path
         if isinstance(exc, HTTPException) and not isinstance(exc, LakeopsError):
             p = _http_problem(exc)
@@ -260,7 +260,8 @@ def _problem_handler(metrics: Metrics) -> Any:
         # the route template, never the raw path: model names must not explode label cardinality
         route = str(next(iter(paths))).replace(":str", "") if paths else "unmatched"
         metrics.error(route, p.slug)
-        metrics.observe(route, p.status, time.perf_counter() - request.scope.get("lakeops_t0", time.perf_counter()))
+        t0: float = request.scope.get("lakeops_t0", time.perf_counter())  # type: ignore[assignment]
+        metrics.observe(route, p.status, time.perf_counter() - t0)
         return Response(content=p.body(path), status_code=p.status, media_type=PROBLEM_MEDIA_TYPE, headers=p.headers)
 
     return problem
@@ -362,7 +363,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 503),
         opt={"scope": "predict"},
     )
-    async def predict(request: Request) -> ASGIApp:
+    async def predict(request: Request[Any, Any, Any]) -> ASGIApp:
         # The hot path: path and query parsed by hand and the answer is a bare ASGI callable,
         # which skips Litestar's parameter models and Response machinery (about a third of the
         # CPU of a 1-row request).
@@ -383,7 +384,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 503),
         opt={"scope": "feedback"},
     )
-    async def feedback(request: Request, name: FromPath[str]) -> Response:
+    async def feedback(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
         t0 = time.perf_counter()
         request.scope["lakeops_t0"] = t0  # type: ignore[typeddict-unknown-key]
         out = await service.feedback(name, await _body(_head(request.scope, limit), request.receive, limit))
@@ -427,11 +428,12 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
             opt={"scope": "read"},
             name=f"registry-{action}",
         )
-        async def handler(request: Request, name: FromPath[str]) -> Response:
+        async def handler(request: Request[Any, Any, Any], name: FromPath[str]) -> Response[bytes]:
             t0 = time.perf_counter()
             request.scope["lakeops_t0"] = t0  # type: ignore[typeddict-unknown-key]
             body = await _body(_head(request.scope, limit), request.receive, limit)
-            out = await run_action(action, name, body, principal=request.scope.get("lakeops_principal"),
+            principal: Principal | None = request.scope.get("lakeops_principal")  # type: ignore[assignment]
+            out = await run_action(action, name, body, principal=principal,
                                    settings=settings, lake=lake, metrics=metrics)
             metrics.observe(f"/v1/models/{{name}}/{action}", 200, time.perf_counter() - t0)
             return Response(content=msgspec.json.encode(out), media_type=_JSON, status_code=200)
@@ -447,13 +449,13 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
 
     @get("/ready", summary="Readiness: a champion is loaded and the prediction log is not too far behind",
          opt={"scope": routes.route_scope("ready")})
-    async def ready() -> Response:
+    async def ready() -> Response[bytes]:
         ok, details = service.readiness()
         return Response(content=msgspec.json.encode(details), media_type=_JSON, status_code=200 if ok else 503)
 
     @get("/metrics", summary="Prometheus metrics (every worker of this server, labelled with the replica)",
          media_type=MediaType.TEXT, opt={"scope": routes.route_scope("metrics")})
-    async def prometheus(request: Request) -> Response:
+    async def prometheus(request: Request[Any, Any, Any]) -> Response[bytes]:
         accept = next((v.decode("latin-1") for k, v in request.scope["headers"] if k == b"accept"), "")
         body, content_type = service.metrics_text(accept)
         return Response(content=body, media_type=content_type)

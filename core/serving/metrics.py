@@ -256,16 +256,17 @@ def _aggregate(snapshots: Iterator[tuple[dict[str, Any], bool]], replica: str) -
         for labels, value in sorted(series.items()):
             fam.add_metric([*(v for _, v in labels), replica], value)
         out.append(fam)
-    fam = HistogramMetricFamily("lakeops_request_duration_seconds", "Time to answer a request, by route.",
-                                labels=["route", "replica"])
+    go_string: Callable[[float], str] = floatToGoString  # how Prometheus spells a bucket bound
+    hfam = HistogramMetricFamily("lakeops_request_duration_seconds", "Time to answer a request, by route.",
+                                 labels=["route", "replica"])
     for route, (counts, total) in sorted(hist.items()):
         cum, buckets = 0, []
         for bound, c in zip(BUCKETS, counts, strict=False):
             cum += c
-            buckets.append((floatToGoString(bound), cum))
+            buckets.append((go_string(bound), cum))
         buckets.append(("+Inf", cum + counts[-1]))
-        fam.add_metric([route, replica], buckets, total)
-    out.append(fam)
+        hfam.add_metric([route, replica], buckets, total)
+    out.append(hfam)
     for name, (help_, _agg, series) in gauges.items():
         g = GaugeMetricFamily(name, help_, labels=[*_label_names(series), "replica"])
         for labels, value in sorted(series.items()):

@@ -603,14 +603,14 @@ def _tables(
     return out
 
 
-def _grouped(records: list[Any]) -> tuple[dict[str, list[PredictionRecord]], dict[str, list[dict]],
-                                          dict[tuple[str, int], dict[str, Any]], list[dict]]:
+def _grouped(records: list[Any]) -> tuple[dict[str, list[PredictionRecord]], dict[str, list[dict[str, Any]]],
+                                          dict[tuple[str, int], dict[str, Any]], list[dict[str, Any]]]:
     """A segment's records by kind: (prediction records by model, ``p`` records of an earlier
     release by model, version headers by (model, version), feedback records)."""
     preds: dict[str, list[PredictionRecord]] = {}
-    legacy: dict[str, list[dict]] = {}
+    legacy: dict[str, list[dict[str, Any]]] = {}
     headers: dict[tuple[str, int], dict[str, Any]] = {}
-    feedback: list[dict] = []
+    feedback: list[dict[str, Any]] = []
     for r in records:
         if type(r) is PredictionRecord:
             preds.setdefault(r.model, []).append(r)
@@ -782,7 +782,7 @@ def _passthrough(recs: list[PredictionRecord], counts: np.ndarray, fields: list[
     return _struct(arrays, total)
 
 
-def _repeat(recs: list[dict], key: str) -> list[Any]:
+def _repeat(recs: list[dict[str, Any]], key: str) -> list[Any]:
     """Each (feedback) record's ``key`` value once per row of the record."""
     out: list[Any] = []
     for r in recs:
@@ -790,7 +790,7 @@ def _repeat(recs: list[dict], key: str) -> list[Any]:
     return out
 
 
-def _concat(recs: list[dict], key: str) -> list[Any]:
+def _concat(recs: list[dict[str, Any]], key: str) -> list[Any]:
     out: list[Any] = []
     for r in recs:
         out += r[key]
@@ -800,7 +800,7 @@ def _concat(recs: list[dict], key: str) -> list[Any]:
 _ID_LEN = 36
 
 
-def _ids_array(recs: list[dict], total: int) -> pa.Array:
+def _ids_array(recs: list[dict[str, Any]], total: int) -> pa.Array:
     """The prediction ids as one Arrow string array, from fixed-width id blobs when possible."""
     if all("idb" in r for r in recs):
         data = "".join(r["idb"] for r in recs).encode("ascii")
@@ -817,7 +817,7 @@ def _ids_array(recs: list[dict], total: int) -> pa.Array:
     return pa.array(ids, pa.string())
 
 
-def _legacy_categorical(recs: list[dict], counts: np.ndarray, name: str, codes: np.ndarray) -> pa.Array:
+def _legacy_categorical(recs: list[dict[str, Any]], counts: np.ndarray, name: str, codes: np.ndarray) -> pa.Array:
     """One categorical column of earlier-format ``p`` records (levels + codes, or strings)."""
     dictionary: list[Any] = []
     memo: dict[tuple[str, ...], int] = {}
@@ -846,7 +846,7 @@ def _legacy_categorical(recs: list[dict], counts: np.ndarray, name: str, codes: 
     return _strings(dictionary, index)
 
 
-def _prediction_table(recs: list[dict]) -> pa.Table:
+def _prediction_table(recs: list[dict[str, Any]]) -> pa.Table:
     """Build one table from earlier-format ``p`` records (still replayed, no longer written)."""
     counts = np.array([r["n"] if "n" in r else len(r["ids"]) for r in recs], dtype=np.int64)
     total = int(counts.sum())
@@ -885,7 +885,7 @@ def _prediction_table(recs: list[dict]) -> pa.Table:
     return pa.table(cols)
 
 
-def _feedback_table(recs: list[dict]) -> pa.Table:
+def _feedback_table(recs: list[dict[str, Any]]) -> pa.Table:
     cols = {
         "prediction_id": pa.array(_concat(recs, "ids"), pa.string()),
         "model": pa.array(_repeat(recs, "m"), pa.string()),

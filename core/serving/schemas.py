@@ -124,8 +124,8 @@ class Codec:
         ]
         col_fields: list[Any] = [(a, list[tp]) for a, tp in row_fields]  # type: ignore[valid-type]
         for name, kind in self._pt:
-            row_fields.append((self._attr[name], _PT_PY[kind] | None, None))  # type: ignore[operator]
-            col_fields.append((self._attr[name], list[_PT_PY[kind] | None] | None, None))  # type: ignore[operator,valid-type]
+            row_fields.append((self._attr[name], _PT_PY[kind] | None, None))
+            col_fields.append((self._attr[name], list[_PT_PY[kind] | None] | None, None))  # type: ignore[valid-type]
         self._Row = msgspec.defstruct("Row", row_fields, forbid_unknown_fields=True, gc=False, rename=rename)
         self._Cols = msgspec.defstruct("Columns", col_fields, forbid_unknown_fields=True, rename=rename)
         self._Body = msgspec.defstruct("ColumnarBody", [("columns", self._Cols)], forbid_unknown_fields=True)
@@ -240,8 +240,8 @@ class Codec:
             report = [{"row": int(i), "field": self.names[k], "message": "value is not finite"}
                       for i, k in np.argwhere(np.isinf(X))[:20]]
             raise DataValidationError(f"row {report[0]['row']}, {report[0]['field']}: value is not finite", report=report)
-        pt = {name: _arrow_logged(name, _one_array(columns[i]), kind) for name, i, kind in pts}
-        pt = {k: v for k, v in pt.items() if v.count(None) != n} or None
+        logged = {name: _arrow_logged(name, _one_array(columns[i]), kind) for name, i, kind in pts}
+        pt = {k: v for k, v in logged.items() if v.count(None) != n} or None
         return Decoded(X, n, unknown or None, pt)
 
     def _arrow_plan(self, schema: pa.Schema) -> tuple[list[tuple[int, int, int]], list[tuple[str, int, str]]]:

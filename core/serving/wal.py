@@ -378,7 +378,7 @@ class WriteAheadLog:
             if self._broken:
                 self._roll()
             if header is None or header[0] in self._headers:
-                data, added = frame(record), []
+                data, added = frame(record), list[Hashable]()
             else:
                 data, added = self._with_headers([(header, record)])
             try:
@@ -554,7 +554,8 @@ def _write_all(fd: int, data: bytes) -> None:
             mv = mv[os.write(fd, mv) :]
 
 
-def _resolve(waiters: list, err: OSError | None) -> None:
+def _resolve(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | threading.Event],
+             err: OSError | None) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for w in waiters:
         if isinstance(w, threading.Event):
