@@ -36,7 +36,6 @@ import json
 import math
 import operator
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -45,6 +44,7 @@ from typing import Any, Literal
 
 import polars as pl
 
+from core.config import read_toml
 from core.errors import FeatureViewError
 
 __all__ = [
@@ -516,12 +516,7 @@ def load_view(path: str | Path) -> FeatureView:
         FeatureViewError: unreadable file, bad TOML, or a bad definition (each named).
     """
     p = Path(path)
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise FeatureViewError(f"cannot read feature view file {p}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise FeatureViewError(f"feature view file {p} is not valid TOML: {exc}") from None
+    doc = read_toml(p, what="feature view file", error=FeatureViewError)
     return parse_view(doc, where=f"feature view file {p.name}")
 
 
