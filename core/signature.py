@@ -33,7 +33,10 @@ import msgspec
 
 from core.errors import SignatureError
 
-__all__ = ["Feature", "FeatureViewRef", "PassThrough", "Signature", "as_signature", "feature_views_of"]
+__all__ = [
+    "Feature", "FeatureViewRef", "Kind", "PassThrough", "PassThroughType", "Role", "Signature", "as_signature",
+    "feature_views_of",
+]
 
 Kind = Literal["numeric", "categorical"]
 PassThroughType = Literal["string", "integer", "number", "datetime", "date"]

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import polars as pl
 
 from core.errors import TrainingError
-from core.signature import Feature, PassThrough, Signature
+from core.signature import Feature, PassThrough, PassThroughType, Role, Signature
 from core.training._params import Task
 
 __all__ = ["detect_time_column", "id_like_columns", "infer_signature", "infer_task"]
@@ -137,7 +137,7 @@ def infer_signature(
     return signature, excluded
 
 
-def _passthrough_type(name: str, dtype: pl.DataType) -> str:
+def _passthrough_type(name: str, dtype: pl.DataType) -> PassThroughType:
     if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
         return "string"
     if isinstance(dtype, pl.Datetime):
@@ -172,7 +172,7 @@ def _passthrough_fields(
             )
         if name.startswith("__"):
             raise TrainingError(f"pass-through column {name!r}: names starting with '__' are lakeops' own; rename it")
-        role = "event_time" if name == time_column else ("id" if str(excluded.get(name, "")).startswith("id-like") else "segment")
+        role: Role = "event_time" if name == time_column else ("id" if str(excluded.get(name, "")).startswith("id-like") else "segment")
         out.append(PassThrough(name=name, type=_passthrough_type(name, frame.schema[name]), role=role))
     if feedback_key is not None and feedback_key not in {p.name for p in out}:
         raise TrainingError(f"feedback key {feedback_key!r} must be a pass-through field; pass-through: "
