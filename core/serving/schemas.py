@@ -117,8 +117,8 @@ class Codec:
         self._cat_idx = np.array([j for j, c in enumerate(kinds) if c], dtype=np.intp)
         self._num_idx = np.array([j for j, c in enumerate(kinds) if not c], dtype=np.intp)
         # Pass-through fields: optional, after the features (so a row's first values are the matrix's)
-        self.passthrough: list[dict[str, Any]] = list(signature.get("passthrough") or [])
-        self._pt = [(p["name"], p["type"]) for p in self.passthrough]
+        self.passthrough: list[PassThrough] = list(signature.passthrough)
+        self._pt: list[tuple[str, str]] = [(p.name, p.type) for p in self.passthrough]
         # Struct attributes f0, f1 ... named after the features and pass-through fields in JSON: a
         # column name need not be a Python identifier ("monthly-charges", "class").
         every = self.names + [name for name, _ in self._pt]
@@ -129,7 +129,7 @@ class Codec:
         # such a signature's bodies are decoded generically and their keys renamed (``_convert``)
         self._back = None if plain else {a: name for name, a in self._attr.items()}
         row_fields: list[Any] = [
-            (self._attr[f["name"]], (str | None) if f["kind"] == "categorical" else _numeric_type(f)) for f in self.features
+            (self._attr[f.name], (str | None) if f.categorical else _numeric_type(f)) for f in self.features
         ]
         col_fields: list[Any] = [(a, list[tp]) for a, tp in row_fields]  # type: ignore[valid-type]
         for name, kind in self._pt:
