@@ -22,6 +22,7 @@ from core.features.online import (
 from core.features.pit import check_windows, point_in_time, prepare, values_at
 from core.features.store import (
     TrainingSet,
+    apply_view_features,
     build_training_set,
     get_view,
     lineage,
@@ -33,6 +34,7 @@ from core.features.store import (
     training_sets,
     training_views,
     versions,
+    view_features_needed,
     with_view_features,
 )
 
@@ -42,6 +44,7 @@ __all__ = [
     "FeatureView",
     "Materialization",
     "TrainingSet",
+    "apply_view_features",
     "build_training_set",
     "check_windows",
     "compile_expr",
@@ -55,9 +58,9 @@ __all__ = [
     "list_views",
     "load_source",
     "load_view",
+    "materializations",
     "materialize",
     "materialize_all",
-    "materializations",
     "online_table",
     "parse_ref",
     "parse_view",
@@ -68,5 +71,6 @@ __all__ = [
     "training_views",
     "values_at",
     "versions",
+    "view_features_needed",
     "with_view_features",
 ]

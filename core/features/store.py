@@ -49,6 +49,8 @@ __all__ = [
     "training_views",
     "versions",
     "view_schema",
+    "apply_view_features",
+    "view_features_needed",
     "with_view_features",
 ]
 
@@ -411,31 +413,75 @@ def lineage(model: str, prediction_id: str, *, lake: Lake | None = None) -> pl.D
     return sql.query(resolve(lake), lineage_sql(model), [prediction_id])
 
 
-def with_view_features(frame: pl.DataFrame, signature: Mapping[str, Any], *, lake: Lake | None = None) -> pl.DataFrame:
-    """``frame`` with the view features a model needs and ``frame`` lacks, as known at each row's time.
+def view_features_needed(columns: Sequence[str], signature: Mapping[str, Any], *, strict: bool = False,
+                         lake: Lake | None = None) -> list[tuple[list[str], PreparedEvents]]:
+    """The views whose features a model needs and rows with ``columns`` lack, each prepared for lookups.
 
-    For scoring a model trained on feature views on rows that do not carry those features (the
-    gate scoring the champion on another model's holdout): each missing feature is computed
-    exactly as a training set would (``values_at`` on the view version's source, latest
-    version, at the row's ``signature["time_column"]``) by the row's entity key. Rows without a
-    key get the features' defaults. A frame that has every feature is returned as it is.
+    The first half of ``with_view_features`` (the source read and prepared once, on the client),
+    so batch scoring on a cluster can ship it to the workers and run the second half,
+    ``apply_view_features``, next to each partition: the same code as a training set.
+
+    Args:
+        columns: the columns the rows have.
+        signature: the model's signature (its ``feature_views`` and ``time_column``).
+        strict: also refuse rows without a view's entity column (batch scoring: every row would
+            get the defaults, which is never what was meant).
+        lake: the lake.
+
+    Returns:
+        ``(features to add, prepared source)`` per view that has something to add.
 
     Raises:
-        FeatureViewError: the frame lacks the model's time column (nothing to be "as of").
+        FeatureViewError: the rows lack the model's time column (or, ``strict``, an entity column).
     """
-    views = [v for v in signature.get("feature_views") or () if any(f not in frame.columns for f in v["features"])]
+    views = [v for v in signature.get("feature_views") or () if any(f not in columns for f in v["features"])]
     if not views:
-        return frame
+        return []
     lake = resolve(lake)
     tcol = signature.get("time_column")
-    if not tcol or tcol not in frame.columns:
+    if not tcol or tcol not in columns:
         raise FeatureViewError(
-            f"the rows lack the time column {tcol!r} the model's feature views are computed as of"
+            f"the rows lack the time column {tcol!r} the model's feature views are computed as of "
+            f"({', '.join(v['view'] + '@v' + str(v['version']) for v in views)}); columns: {', '.join(columns)}"
         )
+    out = []
     for v in views:
+        if strict and v["entity"] not in columns:
+            raise FeatureViewError(
+                f"the rows lack the entity column {v['entity']!r} feature view {v['view']!r} v{v['version']} is "
+                f"looked up by; columns: {', '.join(columns)}"
+            )
         fv = get_view(v["view"], int(v["version"]), lake=lake)
         events, _ = load_source(fv, lake=lake)
-        keys = frame[fv.entity] if fv.entity in frame.columns else pl.Series(fv.entity, [None] * frame.height)
-        values = values_at(prepare(fv, events), keys, frame[tcol])
-        frame = frame.with_columns(values[f] for f in v["features"] if f not in frame.columns)
+        out.append(([f for f in v["features"] if f not in columns], prepare(fv, events)))
+    return out
+
+
+def apply_view_features(frame: pl.DataFrame, needed: Sequence[tuple[list[str], PreparedEvents]],
+                        time_column: str) -> pl.DataFrame:
+    """``frame`` with each view's features as known at each row's ``time_column`` (``values_at``, as a
+    training set); rows without a key (or a frame without the entity column) get the defaults."""
+    for names, prepared in needed:
+        entity = prepared.view.entity
+        keys = frame[entity] if entity in frame.columns else pl.Series(entity, [None] * frame.height)
+        values = values_at(prepared, keys, frame[time_column])
+        frame = frame.with_columns(values[f] for f in names)
     return frame
+
+
+def with_view_features(frame: pl.DataFrame, signature: Mapping[str, Any], *, strict: bool = False,
+                       lake: Lake | None = None) -> pl.DataFrame:
+    """``frame`` with the view features a model needs and ``frame`` lacks, as known at each row's time.
+
+    For scoring a model trained on feature views on rows that do not carry those features (batch
+    scoring, or the gate scoring the champion on another model's holdout): each missing feature
+    is computed exactly as a training set would (``values_at`` on the view version's source,
+    latest version, at the row's ``signature["time_column"]``) by the row's entity key. Rows
+    without a key get the features' defaults. A frame that has every feature is returned as it is.
+
+    Raises:
+        FeatureViewError: the frame lacks the model's time column (nothing to be "as of"), or,
+            with ``strict``, a view's entity column.
+    """
+    needed = view_features_needed(frame.columns, signature, strict=strict, lake=lake)
+    return apply_view_features(frame, needed, signature["time_column"]) if needed else frame
