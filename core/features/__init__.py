@@ -7,7 +7,15 @@
 - ``online``: materialisation into ``online/<view>_v<N>`` (incremental), current values, freshness.
 """
 
-from core.features.definitions import AGGREGATIONS, Feature, FeatureView, compile_expr, load_view, parse_view
+from core.features.definitions import (
+    AGGREGATIONS,
+    Feature,
+    FeatureView,
+    compile_expr,
+    load_view,
+    load_views,
+    parse_view,
+)
 from core.features.online import (
     Materialization,
     current_values,
@@ -24,6 +32,7 @@ from core.features.store import (
     TrainingSet,
     apply_view_features,
     build_training_set,
+    check_view,
     get_view,
     lineage,
     lineage_sql,
@@ -46,6 +55,7 @@ __all__ = [
     "TrainingSet",
     "apply_view_features",
     "build_training_set",
+    "check_view",
     "check_windows",
     "compile_expr",
     "current_values",
@@ -58,6 +68,7 @@ __all__ = [
     "list_views",
     "load_source",
     "load_view",
+    "load_views",
     "materializations",
     "materialize",
     "materialize_all",

@@ -55,6 +55,7 @@ __all__ = [
     "compile_expr",
     "format_window",
     "load_view",
+    "load_views",
     "parse_view",
     "parse_window",
     "window_text",
@@ -514,6 +515,57 @@ def load_view(path: str | Path) -> FeatureView:
     except tomllib.TOMLDecodeError as exc:
         raise FeatureViewError(f"feature view file {p} is not valid TOML: {exc}") from None
     return parse_view(doc, where=f"feature view file {p.name}")
+
+
+def load_views(path: str | Path) -> list[FeatureView]:
+    """Read feature view definitions from a TOML file (one view) or a Python file (every view it defines).
+
+    A Python file is run (``runpy``, as ``python FILE`` would run it: it is the user's own
+    code, like a ``conftest.py``) and every ``FeatureView`` among its top-level names, or inside a
+    top-level list or tuple, is taken, in the order defined::
+
+        from core.features import Feature, FeatureView
+
+        usage = FeatureView(
+            name="churn_usage", source="churn_usage", entity="customer_id", event_time="event_at",
+            features=(Feature("calls_30d", "pl.col('calls')", agg="sum", window="30d"),),
+        )
+
+    Expressions stay text, as in TOML: they are parsed from the allow-list, hashed and stored,
+    so every process rebuilds the same expression.
+
+    Raises:
+        FeatureViewError: unreadable file, bad TOML, a Python file that fails or defines no view,
+            two views of one name, or a bad definition (each named, one line).
+    """
+    p = Path(path)
+    if p.suffix != ".py":
+        return [load_view(p)]
+    import runpy
+
+    if not p.is_file():
+        raise FeatureViewError(f"cannot read feature view file {p}: no such file")
+    try:
+        names = runpy.run_path(str(p), run_name="lakeops_feature_views")
+    except FeatureViewError as exc:
+        raise FeatureViewError(f"feature view file {p.name}: {exc}") from None
+    except SyntaxError as exc:
+        raise FeatureViewError(f"feature view file {p.name} is not valid Python: {exc.msg} (line {exc.lineno})") from None
+    except Exception as exc:  # noqa: BLE001 - the user's file: any failure is named, in one line
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise FeatureViewError(f"feature view file {p.name} failed: {type(exc).__name__}: {first}") from None
+    found: list[FeatureView] = []
+    for value in names.values():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        found += [v for v in items if isinstance(v, FeatureView) and all(v is not f for f in found)]
+    if not found:
+        raise FeatureViewError(f"feature view file {p.name} defines no FeatureView (from core.features import FeatureView)")
+    seen: set[str] = set()
+    for v in found:
+        if v.name in seen:
+            raise FeatureViewError(f"feature view file {p.name} defines view {v.name!r} twice")
+        seen.add(v.name)
+    return found
 
 
 def window_text(us: int) -> str:

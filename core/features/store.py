@@ -38,6 +38,7 @@ from core.lake import Lake, resolve
 __all__ = [
     "TrainingSet",
     "build_training_set",
+    "check_view",
     "get_view",
     "lineage",
     "lineage_sql",
@@ -151,6 +152,21 @@ def load_source(view: FeatureView, version: int | None = None, *, lake: Lake | N
         raise FeatureViewError(f"feature view {view.name!r}: source {exc}") from None
 
 
+def check_view(view: FeatureView, *, lake: Lake | None = None) -> dict[str, pl.DataType]:
+    """Check a definition against its source's latest version (what ``register`` checks); nothing written.
+
+    Returns:
+        Each feature's output dtype.
+
+    Raises:
+        FeatureViewError: the definition does not fit the source (named).
+    """
+    events, _ = load_source(view, lake=resolve(lake))
+    schema = view.output_schema(events.schema)
+    check_windows(prepare(view, events, schema=schema))
+    return schema
+
+
 def register(view: FeatureView, *, lake: Lake | None = None, actor: str | None = None) -> tuple[FeatureView, bool]:
     """Register a definition: check it against its source, and record it as a new version if it changed.
 
@@ -167,9 +183,7 @@ def register(view: FeatureView, *, lake: Lake | None = None, actor: str | None =
         FeatureViewError: the definition does not fit the source (nothing is written).
     """
     lake = resolve(lake)
-    events, _ = load_source(view, lake=lake)
-    schema = view.output_schema(events.schema)
-    check_windows(prepare(view, events, schema=schema))
+    schema = check_view(view, lake=lake)
     digest = view.content_hash()
     have = versions(view.name, lake=lake)
     if have.height and have["content_hash"][0] == digest:
