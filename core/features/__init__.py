@@ -44,6 +44,8 @@ from core.features.store import (
     training_views,
     versions,
     view_features_needed,
+    view_schema,
+    view_values,
     with_view_features,
 )
 
@@ -83,5 +85,7 @@ __all__ = [
     "values_at",
     "versions",
     "view_features_needed",
+    "view_schema",
+    "view_values",
     "with_view_features",
 ]

@@ -15,6 +15,18 @@ Pure: no lake I/O. A definition is data (TOML or Python), so it can be hashed, s
     agg = "sum"                     # sum | mean | count | min | max; omitted: the latest value
     window = "30d"                  # with agg: the window (t - window, t]; s, m, h, d or w
 
+A view may also declare **request-time fields** (values a request sends and each label row
+carries, with their types) and **request features**: row-level expressions over those fields and
+the view's own features, computed per row after the point-in-time lookup, by one function
+(``request_values``) for training sets, batch scoring and the serving process alike::
+
+    [request]                       # request-time fields and their types (Float64, Int64, Boolean, String)
+    amount = "Float64"
+
+    [[request_features]]
+    name = "amount_per_call_30d"
+    expr = "pl.col('amount') / (pl.col('calls_30d') + 1)"
+
 A feature is either the **latest value** of its expression (the row with the greatest event
 time at or before t) or a **windowed aggregate** over the entity's rows with event time in
 ``(t - window, t]``. Rows whose expression is null are skipped by aggregates; NaN propagates.
@@ -50,6 +62,7 @@ from core.errors import FeatureViewError
 __all__ = [
     "AGGREGATIONS",
     "ALLOWED_METHODS",
+    "REQUEST_TYPES",
     "Feature",
     "FeatureView",
     "compile_expr",
@@ -65,6 +78,10 @@ AGGREGATIONS = ("sum", "mean", "count", "min", "max")
 """Windowed aggregations: ``sum`` and ``count`` of an empty window are 0 (unless a default is
 declared), ``mean``/``min``/``max`` null."""
 
+REQUEST_TYPES = ("Float64", "Int64", "Boolean", "String")
+"""The types a request field may declare."""
+_REQUEST_DTYPES: dict[str, pl.DataType] = {"Float64": pl.Float64(), "Int64": pl.Int64(), "Boolean": pl.Boolean(),
+                                           "String": pl.String()}
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _WINDOW = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNIT_US = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000, "w": 604_800_000_000}
@@ -305,6 +322,11 @@ class FeatureView:
             field) or ``"default"`` (each feature's ``fill``).
         description: one line for people.
         version: set when read from the lake (None for a definition not registered yet).
+        request_fields: ``(name, type)`` of the values a request sends (and each label row
+            carries): ``Float64``, ``Int64``, ``Boolean`` or ``String``.
+        request_features: row-level expressions over the request fields and this view's
+            ``features``, computed per row after the lookup (``request_values``); never
+            materialised (they depend on the request).
     """
 
     name: str
@@ -315,8 +337,15 @@ class FeatureView:
     missing: Literal["error", "default"] = "error"
     description: str = ""
     version: int | None = field(default=None, compare=False)
+    request_fields: tuple[tuple[str, str], ...] = ()
+    request_features: tuple[Feature, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.request_fields, Mapping):  # the Python API's {"amount": "Float64"}
+            object.__setattr__(self, "request_fields", tuple(self.request_fields.items()))
+        for key in ("features", "request_fields", "request_features"):
+            if isinstance(getattr(self, key), list):
+                object.__setattr__(self, key, tuple(tuple(x) if key == "request_fields" else x for x in getattr(self, key)))
         self.check()
 
     def check(self) -> None:
@@ -364,6 +393,51 @@ class FeatureView:
                 raise FeatureViewError(f"{where}: default must be a number or a string, got {f.default!r}")
             if isinstance(f.default, float) and not math.isfinite(f.default):
                 raise FeatureViewError(f"{where}: default must be finite")
+        self._check_request(seen)
+
+    def _check_request(self, seen: set[str]) -> None:
+        """The request fields and request features (names, types, expressions over known inputs)."""
+        fields: dict[str, str] = {}
+        for name, dtype in self.request_fields:
+            where = f"feature view {self.name!r}: request field {name!r}"
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise FeatureViewError(f"{where}: use letters, digits and '_' (starting with a letter)")
+            if dtype not in REQUEST_TYPES:
+                raise FeatureViewError(f"{where}: type {dtype!r} is not one of {', '.join(REQUEST_TYPES)}")
+            if name in fields or name in seen or name in (self.entity, self.event_time):
+                raise FeatureViewError(f"{where}: named like another field, a feature or the entity/event-time column")
+            fields[name] = dtype
+        if self.request_features and not fields:
+            raise FeatureViewError(f"feature view {self.name!r}: request features need request fields ([request] name = \"Float64\")")
+        for f in self.request_features:
+            where = f"feature view {self.name!r}, request feature {f.name!r}"
+            if not isinstance(f.name, str) or not _NAME.match(f.name) or f.name.startswith("__"):
+                raise FeatureViewError(f"feature view {self.name!r}: request feature name {f.name!r}: use letters, digits and '_'")
+            if f.name in seen or f.name in fields or f.name in (self.entity, self.event_time):
+                raise FeatureViewError(f"{where}: named like another feature, a request field or the entity/event-time column")
+            seen.add(f.name)
+            if f.agg is not None or f.window or f.default is not None:
+                raise FeatureViewError(f"{where}: a request feature is one row's expression: no agg, window or default")
+            if not f.expr:
+                raise FeatureViewError(f"{where}: expr is required")
+            expr = compile_expr(f.expr, where=f"{where}: expression")
+            unknown = [c for c in expr.meta.root_names() if c not in fields and c not in self.feature_names]
+            if unknown:
+                raise FeatureViewError(
+                    f"{where}: {unknown[0]!r} is neither a request field ({', '.join(fields)}) nor a feature of the view "
+                    f"({', '.join(self.feature_names)})"
+                )
+
+    @property
+    def all_feature_names(self) -> list[str]:
+        """The features a training set or a request gets from this view: ``features`` then ``request_features``."""
+        return [*self.feature_names, *(f.name for f in self.request_features)]
+
+    @property
+    def request_inputs(self) -> list[str]:
+        """The request fields and the view features the request features read (request fields first)."""
+        used = {c for f in self.request_features for c in f.compiled().meta.root_names()}
+        return [n for n, _ in self.request_fields if n in used] + [n for n in self.feature_names if n in used]
 
     @property
     def feature_names(self) -> list[str]:
@@ -382,20 +456,27 @@ class FeatureView:
 
     def to_dict(self) -> dict[str, Any]:
         """The definition as plain data (what ``parse_view`` reads)."""
-        return {
+        def plain(fs: Sequence[Feature]) -> list[dict[str, Any]]:
+            return [{k: v for k, v in {"name": f.name, "expr": f.expr, "agg": f.agg, "window": f.window,
+                                       "default": f.default, "description": f.description}.items() if v not in (None, "")}
+                    for f in fs]
+
+        out = {
             "name": self.name, "source": self.source, "entity": self.entity, "event_time": self.event_time,
-            "missing": self.missing, "description": self.description,
-            "features": [
-                {k: v for k, v in {"name": f.name, "expr": f.expr, "agg": f.agg, "window": f.window,
-                                   "default": f.default, "description": f.description}.items() if v not in (None, "")}
-                for f in self.features
-            ],
+            "missing": self.missing, "description": self.description, "features": plain(self.features),
         }
+        if self.request_fields or self.request_features:
+            out["request"] = dict(self.request_fields)
+            out["request_features"] = plain(self.request_features)
+        return out
 
     def content_hash(self) -> str:
         """sha256 of the canonical definition (descriptions left out): the same definition, the same hash."""
-        doc = {"name": self.name, "source": self.source, "entity": self.entity, "event_time": self.event_time,
-               "missing": self.missing, "features": [f.canonical() for f in self.features]}
+        doc: dict[str, Any] = {"name": self.name, "source": self.source, "entity": self.entity, "event_time": self.event_time,
+                               "missing": self.missing, "features": [f.canonical() for f in self.features]}
+        if self.request_fields or self.request_features:  # absent for views without: their hashes are unchanged
+            doc["request"] = sorted(self.request_fields)
+            doc["request_features"] = [f.canonical() for f in self.request_features]
         return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
     def with_version(self, version: int) -> FeatureView:
@@ -436,7 +517,62 @@ class FeatureView:
             except pl.exceptions.PolarsError as exc:
                 raise FeatureViewError(f"{where}: {str(exc).splitlines()[0]}") from None
             out[f.name] = _output_dtype(f, dtype, where)
+        if self.request_features:
+            out.update(self.request_schema(out))
         return out
+
+    def request_schema(self, feature_schema: Mapping[str, pl.DataType]) -> dict[str, pl.DataType]:
+        """Each request feature's dtype, given the view features' dtypes (a dry run on an empty frame).
+
+        Raises:
+            FeatureViewError: a type error or a value type a model cannot take (named).
+        """
+        empty = pl.DataFrame(schema={**{n: _REQUEST_DTYPES[t] for n, t in self.request_fields},
+                                     **{n: feature_schema[n] for n in self.feature_names}})
+        out: dict[str, pl.DataType] = {}
+        for f in self.request_features:
+            where = f"feature view {self.name!r}, request feature {f.name!r}"
+            try:
+                dtype = empty.select(f.compiled().alias(f.name)).schema[f.name]
+            except pl.exceptions.PolarsError as exc:
+                raise FeatureViewError(f"{where}: {str(exc).splitlines()[0]}") from None
+            out[f.name] = _output_dtype(f, dtype, where)
+        return out
+
+    def request_values(self, inputs: Mapping[str, pl.Series], schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+        """The request features for rows whose request fields and view features are ``inputs``.
+
+        The one code path of training sets, batch scoring and the serving process: every input
+        is brought to one form first (numbers through float64, NaN as null, then the declared
+        type of a request field or the view feature's type; strings as strings), so rows read
+        from a label dataset and rows decoded from a request (a float64 matrix) give the same
+        values bit for bit.
+
+        Args:
+            inputs: at least ``request_inputs``, one series each (equal lengths).
+            schema: the view's output dtypes (``output_schema``: features and request features).
+
+        Raises:
+            FeatureViewError: an input is missing (named), or the expressions fail on the values.
+        """
+        types = {**{n: _REQUEST_DTYPES[t] for n, t in self.request_fields}, **{n: schema[n] for n in self.feature_names}}
+        cols = []
+        for name in self.request_inputs:
+            if name not in inputs:
+                raise FeatureViewError(f"feature view {self.name!r}: request field {name!r} is missing; its request "
+                                       f"features ({', '.join(f.name for f in self.request_features)}) are computed from it")
+            s = inputs[name].alias(name)
+            want = types[name]
+            if want == pl.String:
+                cols.append(s.cast(pl.String))
+            else:
+                cols.append(s.cast(pl.Float64, strict=False).fill_nan(None).cast(want, strict=False))
+        frame = pl.DataFrame(cols)
+        try:
+            return frame.select(f.compiled().cast(schema[f.name]).alias(f.name) for f in self.request_features)
+        except pl.exceptions.PolarsError as exc:
+            raise FeatureViewError(f"feature view {self.name!r}: cannot compute its request features: "
+                                   f"{str(exc).splitlines()[0]}") from None
 
 
 def _output_dtype(f: Feature, dtype: pl.DataType, where: str) -> pl.DataType:
@@ -466,39 +602,50 @@ def parse_view(doc: Mapping[str, Any], *, where: str = "feature view") -> Featur
     Raises:
         FeatureViewError: an unknown or missing key, or a bad value (named).
     """
-    known = {"name", "source", "entity", "event_time", "missing", "description", "features"}
+    known = {"name", "source", "entity", "event_time", "missing", "description", "features", "request", "request_features"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise FeatureViewError(f"{where}: unknown key {unknown[0]!r}; keys: {', '.join(sorted(known))}")
-    raw = doc.get("features")
-    if isinstance(raw, Mapping):
-        raw = [{"name": k, **(v if isinstance(v, Mapping) else {"expr": v})} for k, v in raw.items()]
-    if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
-        raise FeatureViewError(f"{where}: features must be a non-empty list of tables ([[features]] name = ..., expr = ...)")
-    fkeys = {"name", "expr", "agg", "window", "default", "description"}
-    feats = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, Mapping):
-            raise FeatureViewError(f"{where}: features[{i}] must be a table with name and expr")
-        bad = sorted(set(item) - fkeys)
-        if bad:
-            raise FeatureViewError(f"{where}: features[{i}] ({item.get('name')!r}): unknown key {bad[0]!r}; keys: {', '.join(sorted(fkeys))}")
-        if "name" not in item:
-            raise FeatureViewError(f"{where}: features[{i}] has no name")
-        for key in ("expr", "agg", "window", "description"):
-            if item.get(key) is not None and not isinstance(item[key], str):
-                raise FeatureViewError(f"{where}: feature {item['name']!r}: {key} must be a string")
-        feats.append(Feature(
-            name=item["name"], expr=str(item.get("expr") or ""), agg=item.get("agg"), window=item.get("window"),
-            default=item.get("default"), description=str(item.get("description") or ""),
-        ))
+    feats = _parse_features(doc.get("features"), "features", where, required=True)
+    request_feats = _parse_features(doc.get("request_features"), "request_features", where, required=False)
+    request = doc.get("request") or {}
+    if not isinstance(request, Mapping) or not all(isinstance(t, str) for t in request.values()):
+        raise FeatureViewError(f"{where}: request must be a table of field = type ([request] amount = \"Float64\")")
     for key in ("name", "source", "entity", "event_time"):
         if key not in doc:
             raise FeatureViewError(f"{where}: {key} is required")
     return FeatureView(
         name=doc["name"], source=doc["source"], entity=doc["entity"], event_time=doc["event_time"],
         features=tuple(feats), missing=doc.get("missing", "error"), description=str(doc.get("description") or ""),
+        request_fields=tuple((str(k), v) for k, v in request.items()), request_features=tuple(request_feats),
     )
+
+
+def _parse_features(raw: Any, key: str, where: str, *, required: bool) -> list[Feature]:
+    if raw is None and not required:
+        return []
+    if isinstance(raw, Mapping):
+        raw = [{"name": k, **(v if isinstance(v, Mapping) else {"expr": v})} for k, v in raw.items()]
+    if not isinstance(raw, Sequence) or isinstance(raw, str) or (required and not raw):
+        raise FeatureViewError(f"{where}: {key} must be a non-empty list of tables ([[{key}]] name = ..., expr = ...)")
+    fkeys = {"name", "expr", "agg", "window", "default", "description"}
+    feats = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, Mapping):
+            raise FeatureViewError(f"{where}: {key}[{i}] must be a table with name and expr")
+        bad = sorted(set(item) - fkeys)
+        if bad:
+            raise FeatureViewError(f"{where}: {key}[{i}] ({item.get('name')!r}): unknown key {bad[0]!r}; keys: {', '.join(sorted(fkeys))}")
+        if "name" not in item:
+            raise FeatureViewError(f"{where}: {key}[{i}] has no name")
+        for k in ("expr", "agg", "window", "description"):
+            if item.get(k) is not None and not isinstance(item[k], str):
+                raise FeatureViewError(f"{where}: feature {item['name']!r}: {k} must be a string")
+        feats.append(Feature(
+            name=item["name"], expr=str(item.get("expr") or ""), agg=item.get("agg"), window=item.get("window"),
+            default=item.get("default"), description=str(item.get("description") or ""),
+        ))
+    return feats
 
 
 def load_view(path: str | Path) -> FeatureView:

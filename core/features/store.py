@@ -49,9 +49,10 @@ __all__ = [
     "training_sets",
     "training_views",
     "versions",
-    "view_schema",
     "apply_view_features",
     "view_features_needed",
+    "view_schema",
+    "view_values",
     "with_view_features",
 ]
 
@@ -308,7 +309,7 @@ def build_training_set(
     for ref in views:
         vname, vver = parse_ref(ref) if isinstance(ref, str) else ref
         view = get_view(vname, vver, lake=lake)
-        for f in view.feature_names:
+        for f in view.all_feature_names:
             if f in frame.columns:
                 raise FeatureViewError(f"feature {f!r} of view {view.name!r} is also a column of label dataset {labels!r}; rename one")
             if f in seen:
@@ -319,13 +320,19 @@ def build_training_set(
                 f"label dataset {labels!r} has no entity column {view.entity!r} (feature view {view.name!r}); "
                 f"columns: {', '.join(frame.columns)}"
             )
+        absent = [n for n, _ in view.request_fields if n not in frame.columns]
+        if absent:
+            raise FeatureViewError(
+                f"label dataset {labels!r} has no request field {absent[0]!r} (feature view {view.name!r} computes its "
+                f"request features from it); columns: {', '.join(frame.columns)}"
+            )
         events, sv = load_source(view, lake=lake)
         prepared = prepare(view, events, schema=view.output_schema(events.schema))
         check_windows(prepared)
         resolved.append((view, events, sv, prepared))
     parts = [frame]
     for view, _events, _sv, prepared in resolved:
-        parts.append(values_at(prepared, frame[view.entity], frame[tcol]))
+        parts.append(view_values(prepared, frame, frame[view.entity], frame[tcol]))
     out = pl.concat(parts, how="horizontal")
     source = f"features: {labels}@v{lv} + " + ", ".join(f"{v.name}@v{v.version}" for v, *_ in resolved)
     mode = "replace" if lake.exists(datasets.table_name(name)) else "append"
@@ -345,7 +352,7 @@ def build_training_set(
     lake.append(_LINEAGE, lineage, metadata={"actor": actor or "", "dataset": name, "action": "build_training_set"})
     return TrainingSet(
         name, dv.version, out.height, labels, lv, tcol,
-        [{"view": v.name, "version": v.version, "source": v.source, "source_version": sv, "features": v.feature_names}
+        [{"view": v.name, "version": v.version, "source": v.source, "source_version": sv, "features": v.all_feature_names}
          for v, _e, sv, _p in resolved],
     )
 
@@ -375,8 +382,8 @@ def training_views(dataset: str, version: int, *, lake: Lake | None = None) -> l
         view = get_view(r["view"], int(r["view_version"]), lake=lake)
         out.append({
             "view": view.name, "version": view.version, "hash": r["view_hash"], "entity": view.entity,
-            "features": view.feature_names, "missing": view.missing,
-            "defaults": {f.name: f.fill for f in view.features},
+            "features": view.all_feature_names, "missing": view.missing,
+            "defaults": {f.name: f.fill for f in view.features},  # request features are computed, even then
             "source": r["source_dataset"], "source_version": int(r["source_version"]),
             "time_column": r["label_time_column"],
         })
@@ -466,6 +473,12 @@ def view_features_needed(columns: Sequence[str], signature: Mapping[str, Any], *
                 f"looked up by; columns: {', '.join(columns)}"
             )
         fv = get_view(v["view"], int(v["version"]), lake=lake)
+        absent = [n for n, _ in fv.request_fields if n not in columns]
+        if absent:
+            raise FeatureViewError(
+                f"the rows lack the request field {absent[0]!r} feature view {fv.name!r} v{fv.version} computes its "
+                f"request features from; columns: {', '.join(columns)}"
+            )
         events, _ = load_source(fv, lake=lake)
         out.append(([f for f in v["features"] if f not in columns], prepare(fv, events)))
     return out
@@ -478,9 +491,20 @@ def apply_view_features(frame: pl.DataFrame, needed: Sequence[tuple[list[str], P
     for names, prepared in needed:
         entity = prepared.view.entity
         keys = frame[entity] if entity in frame.columns else pl.Series(entity, [None] * frame.height)
-        values = values_at(prepared, keys, frame[time_column])
+        values = view_values(prepared, frame, keys, frame[time_column])
         frame = frame.with_columns(values[f] for f in names)
     return frame
+
+
+def view_values(prepared: PreparedEvents, rows: pl.DataFrame, entities: pl.Series, times: pl.Series) -> pl.DataFrame:
+    """Every feature of a view for ``rows``: ``values_at`` (as known at ``times``), then the request
+    features computed from the rows' request fields and those values (``FeatureView.request_values``)."""
+    values = values_at(prepared, entities, times)
+    view = prepared.view
+    if not view.request_features:
+        return values
+    inputs = {**{n: rows[n] for n, _ in view.request_fields if n in rows.columns}, **values.to_dict()}
+    return pl.concat([values, view.request_values(inputs, prepared.schema)], how="horizontal")
 
 
 def with_view_features(frame: pl.DataFrame, signature: Mapping[str, Any], *, strict: bool = False,

@@ -195,6 +195,19 @@ class _ViewFill:
     # so the snapshot's matrix row is copied as it is into X[:, slice]
     slice: slice | None = None
     snapshot_names: list[str] | None = None
+    request: _RequestFill | None = None  # the view's request features, computed after the lookup
+
+
+@dataclass
+class _RequestFill:
+    """A view's request features: computed per request by ``FeatureView.request_values`` (the training set's code)."""
+
+    view: features.FeatureView
+    schema: dict[str, pl.DataType]
+    # (input name, matrix column or -1 for a pass-through field, levels of a categorical column or None)
+    inputs: list[tuple[str, int, list[str] | None]]
+    # (request feature, matrix column, level -> code for a categorical feature or None)
+    outputs: list[tuple[str, int, dict[str, float] | None]]
 
 
 class OnlineCodec:
@@ -231,9 +244,12 @@ class OnlineCodec:
                 raise FeatureViewError(f"feature view {v['view']!r}: its entity {v['entity']!r} is not a pass-through field of the model")
             h = stores.holder(v["view"], int(v["version"]))
             fill = _ViewFill(v["entity"], h, f"{v['view']} v{v['version']}", v.get("missing", "error"))
-            defaults = np.full(len(v["features"]), _NAN)
-            fill.all_positions = np.array([pos[name] for name in v["features"]], dtype=np.intp)
-            for k, name in enumerate(v["features"]):
+            fill.request = self._request_fill(v, stores.lake, pos, feats, pt_names)
+            computed = {o[0] for o in fill.request.outputs} if fill.request else set()
+            looked_up = [name for name in v["features"] if name not in computed]
+            defaults = np.full(len(looked_up), _NAN)
+            fill.all_positions = np.array([pos[name] for name in looked_up], dtype=np.intp)
+            for k, name in enumerate(looked_up):
                 f = feats[pos[name]]
                 d = (v.get("defaults") or {}).get(name)
                 if f["kind"] == "categorical":
@@ -245,12 +261,67 @@ class OnlineCodec:
                     defaults[k] = float(d) if d is not None else _NAN
             fill.defaults = defaults
             first = int(fill.all_positions[0]) if fill.all_positions.size else 0
-            if not fill.strings and list(fill.all_positions) == list(range(first, first + len(v["features"]))):
-                fill.slice = slice(first, first + len(v["features"]))
-                fill.snapshot_names = list(v["features"])  # a snapshot with exactly these numeric columns
+            if not fill.strings and list(fill.all_positions) == list(range(first, first + len(looked_up))):
+                fill.slice = slice(first, first + len(looked_up))
+                fill.snapshot_names = looked_up  # a snapshot with exactly these numeric columns
             self._views.append(fill)
         k = self._req_pos.size
         self._req_slice = slice(0, k) if list(self._req_pos) == list(range(k)) else None
+
+    @staticmethod
+    def _request_fill(v: Mapping[str, Any], lake: Lake, pos: Mapping[str, int], feats: Sequence[Mapping[str, Any]],
+                      pt_names: set[str]) -> _RequestFill | None:
+        """How to compute a view's request features: each input from the matrix (a model feature) or
+        the pass-through fields; None for a view without request features.
+
+        Raises:
+            FeatureViewError: an input the request cannot carry (neither a model feature nor a
+                pass-through field).
+        """
+        fv = features.get_view(v["view"], int(v["version"]), lake=lake)
+        wanted = [f.name for f in fv.request_features if f.name in v["features"]]
+        if not wanted:
+            return None
+        inputs: list[tuple[str, int, list[str] | None]] = []
+        for name in fv.request_inputs:
+            if name in pos:
+                f = feats[pos[name]]
+                inputs.append((name, pos[name], list(f.get("levels") or []) if f["kind"] == "categorical" else None))
+            elif name in pt_names:
+                inputs.append((name, -1, None))
+            else:
+                raise FeatureViewError(
+                    f"feature view {fv.name!r} v{fv.version}: request features need {name!r}, which is neither a feature "
+                    "nor a pass-through field of the model (train with --passthrough to let requests carry it)"
+                )
+        outputs = []
+        for name in wanted:
+            f = feats[pos[name]]
+            lookup = ({level: float(i) for i, level in enumerate(f.get("levels") or [])}
+                      if f["kind"] == "categorical" else None)
+            outputs.append((name, pos[name], lookup))
+        schema = features.view_schema(fv.name, int(fv.version or 0), lake=lake)
+        return _RequestFill(fv, schema, inputs, outputs)
+
+    @staticmethod
+    def _compute_request(r: _RequestFill, X: np.ndarray, pt: Mapping[str, Any], n: int) -> None:
+        """Write a view's request features into ``X`` from the request fields and the looked-up features."""
+        cols: dict[str, pl.Series] = {}
+        for name, col, levels in r.inputs:
+            if col < 0:
+                cols[name] = pl.Series(name, pt.get(name) or [None] * n, strict=False)
+            elif levels is None:
+                cols[name] = pl.Series(name, X[:, col])
+            else:
+                codes = X[:, col]
+                cols[name] = pl.Series(name, [levels[int(c)] if c == c else None for c in codes], dtype=pl.String)
+        out = r.view.request_values(cols, r.schema)
+        for name, col, lookup in r.outputs:
+            s = out[name]
+            if lookup is None:
+                X[:, col] = s.cast(pl.Float64).fill_null(_NAN).to_numpy()
+            else:
+                X[:, col] = [lookup.get(x, _NAN) if x is not None else _NAN for x in s.cast(pl.String).to_list()]
 
     def decode(self, body: bytes) -> Decoded:
         """Decode a request and fill in the view features (see the module docstring).
@@ -301,6 +372,8 @@ class OnlineCodec:
                 unknown = [0] if r < 0 else []
                 if r >= 0 and v.slice is not None and snap.numeric_names == v.snapshot_names:
                     X[0, v.slice] = snap.numeric[r]
+                    if v.request is not None:
+                        self._compute_request(v.request, X, pt, n)
                     continue
                 idx = [r]
             else:
@@ -326,6 +399,8 @@ class OnlineCodec:
                         X[:, col] = [lookup.get(x, _NAN) if x is not None else _NAN for x in snap.strings[name][rows]]
             if unknown:
                 X[np.array(unknown)[:, None], v.all_positions[None, :]] = v.defaults
+            if v.request is not None:
+                self._compute_request(v.request, X, pt, n)
         return Decoded(X, n, d.unknown, d.passthrough)
 
     def _numeric_cols(self, v: _ViewFill, snap: OnlineSnapshot) -> np.ndarray:
@@ -454,10 +529,11 @@ def check_skew(
     req_names = list(codec.inner.names)
     offline = pick.drop([f for s in views for f in s["features"] if f in pick.columns])
     for spec, snap in zip(views, snaps, strict=True):
-        offline = offline.with_columns(_offline_values(spec, snap, offline[spec["entity"]], lake=lake))
+        offline = offline.with_columns(_offline_values(spec, snap, offline, lake=lake))
     X_off = loaded.model.encode(offline)
     s_off = loaded.model.predict_matrix(X_off)
-    body = msgspec.json.encode([_request_row(r, req_names, views) for r in pick.iter_rows(named=True)])
+    extra = [name for fill in codec._views if fill.request for name, col, _ in fill.request.inputs if col < 0]
+    body = msgspec.json.encode([_request_row(r, req_names, views, extra) for r in pick.iter_rows(named=True)])
     X_on = codec.decode(body).X
     s_on = loaded.model.predict_matrix(X_on)
     fdiff = _diff(X_off, X_on)
@@ -485,10 +561,13 @@ def _stranger(keys: pl.Series) -> pl.Expr:
     return pl.lit("__lakeops_skew_check_unknown__")
 
 
-def _offline_values(spec: Mapping[str, Any], snap: OnlineSnapshot, keys: pl.Series, *, lake: Lake) -> list[pl.Series]:
-    """The training path's values of a view's features for ``keys``, each at the time and source
-    version its online row was computed from (entities without an online row: at that snapshot's newest time)."""
+def _offline_values(spec: Mapping[str, Any], snap: OnlineSnapshot, rows: pl.DataFrame, *, lake: Lake) -> list[pl.Series]:
+    """The training path's values of a view's features for ``rows`` (``features.view_values``: the
+    lookup, then the request features from the rows' request fields), each entity at the time and
+    source version its online row was computed from (entities without an online row: at that
+    snapshot's newest time)."""
     fv = features.get_view(spec["view"], int(spec["version"]), lake=lake)
+    keys = rows[fv.entity]
     online, _ = features.current_values(fv.name, int(spec["version"]), lake=lake)
     meta = keys.to_frame(fv.entity).with_row_index("__k").join(
         online.select(fv.entity, "__as_of", "__source_version"), on=fv.entity, how="left")
@@ -500,7 +579,8 @@ def _offline_values(spec: Mapping[str, Any], snap: OnlineSnapshot, keys: pl.Seri
     for sv in meta["__source_version"].unique().sort().to_list():
         part = meta.filter(pl.col("__source_version") == sv)
         events, _ = features.load_source(fv, int(sv), lake=lake)
-        out.append(features.values_at(features.prepare(fv, events), part[fv.entity], part["__as_of"]))
+        prepared = features.prepare(fv, events, schema=features.view_schema(fv.name, int(spec["version"]), lake=lake))
+        out.append(features.view_values(prepared, rows[part["__k"]], part[fv.entity], part["__as_of"]))
         order.append(part["__k"].to_numpy())
     frame = pl.concat(out)
     inverse = np.empty(keys.len(), dtype=np.int64)
@@ -509,10 +589,13 @@ def _offline_values(spec: Mapping[str, Any], snap: OnlineSnapshot, keys: pl.Seri
     return [frame[name] for name in spec["features"]]
 
 
-def _request_row(row: Mapping[str, Any], req_names: Sequence[str], views: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _request_row(row: Mapping[str, Any], req_names: Sequence[str], views: Sequence[Mapping[str, Any]],
+                 extra: Sequence[str] = ()) -> dict[str, Any]:
     out = {n: _jsonable(row[n]) for n in req_names}
     for spec in views:
         out[spec["entity"]] = row[spec["entity"]]
+    for n in extra:  # request fields the model takes as pass-through fields only
+        out[n] = _jsonable(row[n])
     return out
 
 
