@@ -175,3 +175,23 @@ def test_a_bad_python_view_file_exits_2_with_one_line_and_writes_nothing(cli_lak
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not cli_lake.exists("feature_views")  # not even the good view of the file
+
+
+def test_a_toml_view_with_request_fields_registers_and_shows_them(cli_lake, tmp_path, capsys):
+    path = tmp_path / "view.toml"
+    path.write_text(VIEW + '''
+[request]
+monthly_charges = "Float64"
+
+[[request_features]]
+name = "charges_per_call_30d"
+expr = "pl.col('monthly_charges') / (pl.col('calls_30d') + 1)"
+''')
+    assert _cli(cli_lake, "register", str(path)) == 0
+    assert "churn_usage v1: registered" in capsys.readouterr().out
+    assert _cli(cli_lake, "show", "churn_usage") == 0
+    shown = capsys.readouterr().out
+    assert "charges_per_call_30d" in shown and "request fields: monthly_charges (Float64)" in shown
+    path.write_text(path.read_text().replace('"Float64"', '"Money"'))
+    assert _cli(cli_lake, "register", str(path)) == 2
+    assert "request field 'monthly_charges': type 'Money' is not one of Float64, Int64, Boolean, String" in capsys.readouterr().err

@@ -98,7 +98,12 @@ def _show(args: argparse.Namespace) -> None:
         out.write(f"{view.description}\n")
     rows = [{"feature": f.name, "expr": f.expr or "(rows)", "agg": f.agg or "latest", "window": f.window,
              "default": None if f.fill is None else str(f.fill)} for f in view.features]
-    out.write(render_table(pl.DataFrame(rows)) + "\n\nversions\n")
+    rows += [{"feature": f.name, "expr": f.expr, "agg": "request", "window": None, "default": None}
+             for f in view.request_features]
+    out.write(render_table(pl.DataFrame(rows)) + "\n")
+    if view.request_fields:
+        out.write("request fields: " + ", ".join(f"{n} ({t})" for n, t in view.request_fields) + "\n")
+    out.write("\nversions\n")
     vs = features.versions(view.name, lake=lake).select("version", pl.col("content_hash").str.slice(0, 12).alias("hash"),
                                                         "created_at", "created_by")
     out.write(render_table(vs) + "\n")
