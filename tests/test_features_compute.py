@@ -55,6 +55,13 @@ def world(tmp_path_factory):
     datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=lake)
     datasets.ingest("no_times", churn.drop("signup_at"), lake=lake)
     datasets.ingest("no_keys", churn.drop("customer_id"), lake=lake)
+    # an integer entity key (training never takes it for an id): excluded from the features, a pass-through field
+    num = pl.col("customer_id").str.slice(1).cast(pl.Int64).alias("customer")
+    datasets.ingest("labels_int", churn.with_columns(num).drop("customer_id"), lake=lake)
+    datasets.ingest("usage_int", demo.usage_events(churn, until=NOW).with_columns(num).drop("customer_id"), lake=lake)
+    features.register(FeatureView(name="usage_int", source="usage_int", entity="customer", event_time="event_at",
+                                  features=VIEW.features), lake=lake)
+    features.build_training_set("int_training", labels="labels_int", views=["usage_int"], lake=lake)
     features.register(VIEW, lake=lake)
     features.build_training_set("churn_training", labels="churn", views=["usage"], lake=lake)
     out = train_model("churn_training", target="churned", params=PARAMS, lake=lake, engine="local",
@@ -90,6 +97,19 @@ def test_a_training_set_trains_on_the_cluster_with_the_same_signature_as_locally
     from core.flows.train import run_model
 
     assert run_model(out.run_id, lake=lake).signature["feature_views"] == local["feature_views"]
+
+
+def test_an_integer_entity_key_is_left_out_of_the_features_on_both_engines(client, world):
+    from core.flows.train import train_model
+
+    lake = world
+    sigs = [train_model("int_training", target="churned", params=PARAMS, lake=lake, engine=engine,
+                        settings=_settings(lake)).model.signature for engine in ("local", "dask")]
+    for sig in sigs:
+        assert "customer" not in [f["name"] for f in sig["features"]]
+        assert "customer" in [p["name"] for p in sig["passthrough"]]
+        assert sig["feature_views"][0]["entity"] == "customer"
+    assert sigs[0]["features"] == sigs[1]["features"] and sigs[0]["passthrough"] == sigs[1]["passthrough"]
 
 
 def test_scoring_computes_view_features_as_of_each_row_on_both_engines(client, world):

@@ -154,3 +154,17 @@ def test_labels_or_rows_without_a_request_field_are_one_line_exit_2_nothing_writ
     assert code == 2 and err.count("\n") == 1
     assert "the rows lack the request field 'plan' feature view 'usage_req' v1 computes its request features from" in err
     assert not lake.exists("data/t_no_plan") and not lake.exists("data/s_no_plan")
+
+
+def test_a_request_field_the_model_takes_as_a_pass_through_field_only(world):
+    lake, _ = world
+    pt = ["signup_at", "customer_id", "monthly_charges"]
+    out = train_model("req_training", target="churned", params={"num_iterations": 20}, lake=lake,
+                      exclude=["monthly_charges"], passthrough=pt)
+    sig = out.model.signature
+    assert "monthly_charges" not in [f["name"] for f in sig["features"]]
+    assert "charges_per_call_30d" in [f["name"] for f in sig["features"]]
+    mv = registry.register("req_pt", out.run_id, lake=lake, actor="tester")
+    promote.promote("req_pt", mv.version, reason="test", actor="tester", force=True, lake=lake)
+    report = check_skew("req_pt", entities=40, lake=lake)
+    assert report.identical and report.max_feature_diff <= 1e-12, report.rows
