@@ -95,7 +95,7 @@ def score_dataset(
     # set computes them (the sources read and prepared once, here); missing time/entity columns refused
     # before anything is written
     needed = features.view_features_needed(columns, loaded.signature, strict=True, lake=lake)
-    apply = partial(features.apply_view_features, time_column=loaded.signature.get("time_column"))
+    apply = partial(features.apply_view_features, time_column=str(loaded.signature.get("time_column") or ""))
     with tracking.start_run("score", f"{model} v{loaded.version} on {dataset}@v{version}", dataset=(dataset, version),
                             tags=tags, sync=True, lake=lake) as run:
         if cfg.engine == "dask":
@@ -103,8 +103,7 @@ def score_dataset(
             from core.compute.score import score_parts
 
             with session(cfg) as client:  # the view features beside each partition, on the workers
-                scores = score_parts(client, parts, loaded.model, keep,
-                                     **({"transform": apply, "data": needed} if needed else {}))
+                scores = score_parts(client, parts, loaded.model, keep, transform=apply if needed else None, data=needed)
                 run.set_tags({"workers": engine_info(client)["workers"], "partitions": len(parts)})
         else:
             from core.compute.score import score_frame
