@@ -1,7 +1,7 @@
 """Feature-view models on both engines: a training set trains on a Dask LocalCluster (127.0.0.1, two
 small workers) as it does locally, and batch scoring computes a feature-view model's features as of
 each row's time (the training set's code path) on the local engine and beside each partition on the
-cluster; rows without the time or entity column are one line, exit 2, nothing written."""
+cluster; rows without the time or entity column (or a request field) are one line, exit 2, nothing written."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ VIEW = FeatureView(
         Feature("minutes_per_call_30d", "pl.col('minutes') / pl.col('calls')", agg="mean", window="30d"),
         Feature("last_data_gb", "pl.col('data_gb')"),
     ),
+    request_fields={"monthly_charges": "Float64"},
+    request_features=(Feature("charges_per_call_30d", "pl.col('monthly_charges') / (pl.col('calls_30d') + 1)"),),
 )
 
 
@@ -55,6 +57,7 @@ def world(tmp_path_factory):
     datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=lake)
     datasets.ingest("no_times", churn.drop("signup_at"), lake=lake)
     datasets.ingest("no_keys", churn.drop("customer_id"), lake=lake)
+    datasets.ingest("no_charges", churn.drop("monthly_charges"), lake=lake)
     # an integer entity key (training never takes it for an id): excluded from the features, a pass-through field
     num = pl.col("customer_id").str.slice(1).cast(pl.Int64).alias("customer")
     datasets.ingest("labels_int", churn.with_columns(num).drop("customer_id"), lake=lake)
@@ -89,10 +92,11 @@ def test_a_training_set_trains_on_the_cluster_with_the_same_signature_as_locally
     names = [f["name"] for f in sig["features"]]
     assert "customer_id" not in names and "signup_at" not in names
     assert names == [f["name"] for f in local["features"]]
-    assert {"calls_30d", "minutes_per_call_30d", "last_data_gb"} <= set(names)
+    assert {"calls_30d", "minutes_per_call_30d", "last_data_gb", "charges_per_call_30d"} <= set(names)
     assert "customer_id" in [p["name"] for p in sig["passthrough"]]
     assert sig["feature_views"] == local["feature_views"]
-    assert sig["feature_views"][0]["features"] == ["calls_30d", "minutes_per_call_30d", "last_data_gb"]
+    assert sig["feature_views"][0]["features"] == ["calls_30d", "minutes_per_call_30d", "last_data_gb",
+                                                   "charges_per_call_30d"]
     # what the run logged is that signature (serving fills the view features from it)
     from core.flows.train import run_model
 
@@ -142,7 +146,8 @@ def test_scoring_rows_without_time_or_entity_is_one_line_exit_2_nothing_written(
     lake = world
     runs_before = tracking.search_runs(lake=lake).height
     cases = [("no_times", "the rows lack the time column 'signup_at' the model's feature views are computed as of"),
-             ("no_keys", "the rows lack the entity column 'customer_id' feature view 'usage' v1 is looked up by")]
+             ("no_keys", "the rows lack the entity column 'customer_id' feature view 'usage' v1 is looked up by"),
+             ("no_charges", "the rows lack the request field 'monthly_charges' feature view 'usage' v1 computes")]
     for dataset, message in cases:
         code = run(["--lake", lake.uri, "score", "--dataset", dataset, "--model", "fv@champion", "--engine", engine,
                     "--output", "bad_scores"])
