@@ -12,6 +12,7 @@ import numpy as np
 from core.errors import TrainingError
 from core.training._encoding import _feature_names
 from core.training._fit import _METRICS
+from core.training._lgbprivate import LightGBMError
 
 __all__ = ["best_round", "iteration_losses", "train_distributed", "truncate_model"]
 
@@ -67,7 +68,7 @@ def train_distributed(
     estimator = cls(client=client, n_estimators=iterations, n_jobs=None, **fit_params)
     try:
         estimator.fit(X_train, y_train, feature_name=_feature_names(signature), categorical_feature=cats or "auto")
-    except lgb.basic.LightGBMError as exc:
+    except LightGBMError as exc:
         raise TrainingError(f"LightGBM could not train: {str(exc).splitlines()[0]}") from None
     effective["num_iterations"] = iterations
     return estimator.booster_.model_to_string(), effective

@@ -13,6 +13,7 @@ import polars as pl
 
 from core.errors import TrainingError
 from core.training._encoding import _SAFE_NAME
+from core.training._lgbprivate import LightGBMError
 from core.training._metrics import compute_metrics
 
 __all__ = ["DOMAIN_PARAMS", "DomainClassifierResult", "domain_classifier"]
@@ -139,7 +140,7 @@ def domain_classifier(
             oof[test] = booster.predict(X[test], num_threads=1)
             gain += booster.feature_importance(importance_type="gain")
             fold_aucs.append(compute_metrics("binary", y[test], oof[test])["auc"])
-    except lgb.basic.LightGBMError as exc:
+    except LightGBMError as exc:
         raise TrainingError(f"the domain classifier could not train: {str(exc).splitlines()[0]}") from None
     total = float(gain.sum())
     shares = gain / total if total > 0 else gain

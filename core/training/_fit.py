@@ -12,6 +12,7 @@ import polars as pl
 from core.errors import TrainingError
 from core.training._encoding import _encode, _encode_expr, _feature_names
 from core.training._leakage import leakage
+from core.training._lgbprivate import LightGBMError
 from core.training._metrics import compute_metrics
 from core.training._model import Model
 from core.training._params import DEFAULT_PARAMS, Task, validate_params
@@ -152,7 +153,7 @@ def train(
         )
         best = int(booster.best_iteration or booster.current_iteration())
         text = booster.model_to_string(num_iteration=best)
-    except lgb.basic.LightGBMError as exc:
+    except LightGBMError as exc:
         raise TrainingError(f"LightGBM could not train: {str(exc).splitlines()[0]}") from None
     effective["early_stopping_round"] = rounds
     model = Model(text, signature)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,12 +13,13 @@ import polars as pl
 
 from core.errors import TrainingError
 from core.training._encoding import _encode, _encode_expr
-from core.training._fastpredict import _SMALL_BATCH, FastPredict
+from core.training._fastpredict import _SMALL_BATCH, FastPredictor
+from core.training._lgbprivate import LightGBMError
 
 __all__ = ["Model"]
 
 
-class Model(FastPredict):
+class Model:
     """A trained LightGBM model: its text, its signature and the sha256 of the text.
 
     Example:
@@ -34,7 +33,7 @@ class Model(FastPredict):
         self.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
         try:
             self._booster = booster or lgb.Booster(model_str=text)
-        except lgb.basic.LightGBMError as exc:
+        except LightGBMError as exc:
             raise TrainingError(
                 f"the model text is not a LightGBM model: {str(exc).splitlines()[0]}"
             ) from None
@@ -45,11 +44,10 @@ class Model(FastPredict):
             )
         self._exprs = [_encode_expr(f) for f in features]
         self._ncol = len(features)
-        self._fast: ctypes.c_void_p | None = None  # LightGBM's single-row "fast config", made lazily
-        self._fast_lock = threading.Lock()
         self._single_output = self._booster.num_model_per_iteration() == 1
         best = int(self._booster.best_iteration or 0)
         self._num_iteration = best if best > 0 else -1
+        self._fast = FastPredictor(self._booster, self._ncol, self._num_iteration)
 
     @classmethod
     def from_text(cls, text: str, signature: Mapping[str, Any]) -> Model:
@@ -66,6 +64,11 @@ class Model(FastPredict):
         """Number of boosting iterations kept in the model."""
         return int(self._booster.current_iteration())
 
+    @property
+    def fast_path(self) -> bool:
+        """Whether one row and small batches score through LightGBM's C API (else ``Booster.predict``)."""
+        return self._fast.private
+
     def encode(self, frame: pl.DataFrame) -> np.ndarray:
         """Return the float64 matrix (rows x features, signature order) LightGBM is fed.
 
@@ -81,9 +84,9 @@ class Model(FastPredict):
             X = X.reshape(1, -1)
         if X.shape[1] == self._ncol and self._single_output:
             if X.shape[0] == 1:
-                return self._predict_one(X)
+                return self._fast.one(X)
             if 1 < X.shape[0] < _SMALL_BATCH:
-                return self._predict_small(X)
+                return self._fast.small(X)
         threads = 1 if X.shape[0] < _SMALL_BATCH else max(1, min(4, os.cpu_count() or 1))
         return np.asarray(self._booster.predict(X, num_threads=threads), dtype=np.float64)
 
