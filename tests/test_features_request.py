@@ -168,3 +168,13 @@ def test_a_request_field_the_model_takes_as_a_pass_through_field_only(world):
     promote.promote("req_pt", mv.version, reason="test", actor="tester", force=True, lake=lake)
     report = check_skew("req_pt", entities=40, lake=lake)
     assert report.identical and report.max_feature_diff <= 1e-12, report.rows
+
+
+def test_without_strict_rows_lacking_a_request_field_get_null_inputs(world):
+    lake, _ = world
+    sig = registry.load("req", lake=lake).signature
+    rows = datasets.load("no_plan", lake=lake).head(20)
+    out = features.with_view_features(rows, sig, lake=lake)  # the gate scoring another model's holdout
+    assert out["premium_data_7d"].null_count() == 0 and (out["premium_data_7d"] == 0).all()  # plan null: otherwise
+    with pytest.raises(FeatureViewError, match="request field 'plan'"):
+        features.with_view_features(rows, sig, strict=True, lake=lake)

@@ -445,15 +445,16 @@ def view_features_needed(columns: Sequence[str], signature: Mapping[str, Any], *
     Args:
         columns: the columns the rows have.
         signature: the model's signature (its ``feature_views`` and ``time_column``).
-        strict: also refuse rows without a view's entity column (batch scoring: every row would
-            get the defaults, which is never what was meant).
+        strict: also refuse rows without a view's entity column or a request field (batch
+            scoring: every row would get the defaults or null request features, which is never
+            what was meant); otherwise those rows get them.
         lake: the lake.
 
     Returns:
         ``(features to add, prepared source)`` per view that has something to add.
 
     Raises:
-        FeatureViewError: the rows lack the model's time column (or, ``strict``, an entity column).
+        FeatureViewError: the rows lack the model's time column (or, ``strict``, an entity column or a request field).
     """
     views = [v for v in signature.get("feature_views") or () if any(f not in columns for f in v["features"])]
     if not views:
@@ -474,7 +475,7 @@ def view_features_needed(columns: Sequence[str], signature: Mapping[str, Any], *
             )
         fv = get_view(v["view"], int(v["version"]), lake=lake)
         absent = [n for n, _ in fv.request_fields if n not in columns]
-        if absent:
+        if strict and absent:  # else (the gate's holdout of another model) null inputs, like absent keys
             raise FeatureViewError(
                 f"the rows lack the request field {absent[0]!r} feature view {fv.name!r} v{fv.version} computes its "
                 f"request features from; columns: {', '.join(columns)}"
@@ -503,7 +504,9 @@ def view_values(prepared: PreparedEvents, rows: pl.DataFrame, entities: pl.Serie
     view = prepared.view
     if not view.request_features:
         return values
-    inputs = {**{n: rows[n] for n, _ in view.request_fields if n in rows.columns}, **values.to_dict()}
+    inputs = {**{n: rows[n] if n in rows.columns else pl.Series(n, [None] * rows.height, dtype=pl.String if t == "String"
+                                                                else pl.Float64)
+                 for n, t in view.request_fields}, **values.to_dict()}
     return pl.concat([values, view.request_values(inputs, prepared.schema)], how="horizontal")
 
 
@@ -519,7 +522,7 @@ def with_view_features(frame: pl.DataFrame, signature: Mapping[str, Any], *, str
 
     Raises:
         FeatureViewError: the frame lacks the model's time column (nothing to be "as of"), or,
-            with ``strict``, a view's entity column.
+            with ``strict``, a view's entity column or request field.
     """
     needed = view_features_needed(frame.columns, signature, strict=strict, lake=lake)
     return apply_view_features(frame, needed, signature["time_column"]) if needed else frame
