@@ -178,3 +178,9 @@ def test_without_strict_rows_lacking_a_request_field_get_null_inputs(world):
     assert out["premium_data_7d"].null_count() == 0 and (out["premium_data_7d"] == 0).all()  # plan null: otherwise
     with pytest.raises(FeatureViewError, match="request field 'plan'"):
         features.with_view_features(rows, sig, strict=True, lake=lake)
+
+
+def test_list_counts_request_features(world):
+    lake, _ = world
+    row = features.list_views(lake=lake).filter(pl.col("name") == "usage_req").row(0, named=True)
+    assert row["features"] == 6

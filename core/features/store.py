@@ -101,13 +101,18 @@ def list_views(*, lake: Lake | None = None) -> pl.DataFrame:
         pl.col("source").first(),
         pl.col("entity").first(),
         pl.col("event_time").first(),
-        pl.col("definition_json").first().map_elements(lambda d: len(json.loads(d)["features"]), return_dtype=pl.Int64)
+        pl.col("definition_json").first().map_elements(lambda d: _count_features(json.loads(d)), return_dtype=pl.Int64)
         .alias("features"),
         pl.col("content_hash").first().str.slice(0, 12).alias("hash"),
         pl.col("created_at").first().alias("updated_at"),
         pl.col("description").first(),
     )
     return out.sort("name")
+
+
+def _count_features(doc: Mapping[str, Any]) -> int:
+    """Features of a stored definition: looked up and request features."""
+    return len(doc["features"]) + len(doc.get("request_features") or ())
 
 
 def get_view(name: str, version: int | None = None, *, lake: Lake | None = None) -> FeatureView:
