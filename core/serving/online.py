@@ -202,12 +202,11 @@ class _ViewFill:
 class _RequestFill:
     """A view's request features: computed per request by ``FeatureView.request_values`` (the training set's code)."""
 
-    view: features.FeatureView
-    schema: dict[str, pl.DataType]
+    plan: features.RequestPlan
     # (input name, matrix column or -1 for a pass-through field, levels of a categorical column or None)
     inputs: list[tuple[str, int, list[str] | None]]
-    # (request feature, matrix column, level -> code for a categorical feature or None)
-    outputs: list[tuple[str, int, dict[str, float] | None]]
+    # (request feature, matrix column, levels of a categorical feature or None)
+    outputs: list[tuple[str, int, list[str] | None]]
 
 
 class OnlineCodec:
@@ -294,18 +293,17 @@ class OnlineCodec:
                     f"feature view {fv.name!r} v{fv.version}: request features need {name!r}, which is neither a feature "
                     "nor a pass-through field of the model (train with --passthrough to let requests carry it)"
                 )
-        outputs = []
+        outputs: list[tuple[str, int, list[str] | None]] = []
         for name in wanted:
             f = feats[pos[name]]
-            lookup = ({level: float(i) for i, level in enumerate(f.get("levels") or [])}
-                      if f["kind"] == "categorical" else None)
-            outputs.append((name, pos[name], lookup))
+            outputs.append((name, pos[name], list(f.get("levels") or []) if f["kind"] == "categorical" else None))
         schema = features.view_schema(fv.name, int(fv.version or 0), lake=lake)
-        return _RequestFill(fv, schema, inputs, outputs)
+        return _RequestFill(fv.request_plan(schema), inputs, outputs)
 
     @staticmethod
     def _compute_request(r: _RequestFill, X: np.ndarray, pt: Mapping[str, Any], n: int) -> None:
-        """Write a view's request features into ``X`` from the request fields and the looked-up features."""
+        """Write a view's request features into ``X`` from the request fields and the looked-up features
+        (categorical values decoded from, and encoded to, level indexes as ``Model.encode`` does)."""
         cols: dict[str, pl.Series] = {}
         for name, col, levels in r.inputs:
             if col < 0:
@@ -314,14 +312,17 @@ class OnlineCodec:
                 cols[name] = pl.Series(name, X[:, col])
             else:
                 codes = X[:, col]
-                cols[name] = pl.Series(name, [levels[int(c)] if c == c else None for c in codes], dtype=pl.String)
-        out = r.view.request_values(cols, r.schema)
-        for name, col, lookup in r.outputs:
+                known = ~np.isnan(codes)
+                idx = pl.Series(np.where(known, codes, 0).astype(np.int64))
+                cols[name] = pl.Series(name, levels, dtype=pl.String).gather(idx).scatter(np.flatnonzero(~known), None)
+        out = r.plan.values(cols)
+        for name, col, levels_out in r.outputs:
             s = out[name]
-            if lookup is None:
+            if levels_out is None:
                 X[:, col] = s.cast(pl.Float64).fill_null(_NAN).to_numpy()
             else:
-                X[:, col] = [lookup.get(x, _NAN) if x is not None else _NAN for x in s.cast(pl.String).to_list()]
+                X[:, col] = (s.cast(pl.String).replace_strict(levels_out, list(range(len(levels_out))), default=None,
+                                                              return_dtype=pl.Float64).fill_null(_NAN).to_numpy())
 
     def decode(self, body: bytes) -> Decoded:
         """Decode a request and fill in the view features (see the module docstring).
