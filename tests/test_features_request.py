@@ -51,6 +51,7 @@ def world(tmp_path_factory):
     datasets.ingest("churn", churn, lake=lake)
     datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=lake)
     datasets.ingest("no_plan", churn.drop("plan"), lake=lake)
+    datasets.ingest("plan_codes", churn.with_columns(pl.col("plan").rank("dense").cast(pl.Int64)), lake=lake)
     view, created = features.register(VIEW, lake=lake)
     assert created and view.version == 1
     features.build_training_set("req_training", labels="churn", views=["usage_req"], lake=lake)
@@ -77,6 +78,8 @@ def test_a_request_feature_definition_round_trips_and_is_checked():
         ({"request_fields": {"amount": "Float64"},
           "request_features": (Feature("x", "pl.col('amount')", agg="sum", window="1d"),)}, "no agg, window or default"),
         ({"request_fields": {"calls_30d": "Float64"}}, "request field 'calls_30d': named like another field, a feature"),
+        ({"request_fields": {"amount": "Float64"}, "request_features": (Feature("x", "pl.lit(2.0)"),)},
+         "request feature 'x': the expression reads no request field or feature"),
     ]
     base = {k: getattr(VIEW, k) for k in ("name", "source", "entity", "event_time", "features")}
     for extra, message in bad:
@@ -184,3 +187,13 @@ def test_list_counts_request_features(world):
     lake, _ = world
     row = features.list_views(lake=lake).filter(pl.col("name") == "usage_req").row(0, named=True)
     assert row["features"] == 6
+
+
+def test_a_request_field_of_another_type_in_the_labels_is_refused(world, capsys):
+    lake, _ = world
+    code = run(["--lake", lake.uri, "features", "build-training", "--labels", "plan_codes", "--view", "usage_req",
+                "--name", "t_codes"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "label dataset 'plan_codes': request field 'plan' has type Int64; feature view 'usage_req' declares it String" in err
+    assert not lake.exists("data/t_codes")

@@ -55,6 +55,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 
 from core.errors import FeatureViewError
@@ -154,11 +155,12 @@ def format_window(us: int) -> str:
     return f"{us // 1_000_000}s"
 
 
-def compile_expr(text: str, *, where: str = "expression") -> pl.Expr:
+def compile_expr(text: str, *, where: str = "expression", columns: Mapping[str, pl.Expr] | None = None) -> pl.Expr:
     """Parse a polars expression written as text (``"pl.col('minutes') / pl.col('calls')"``) safely.
 
     The text is parsed with ``ast`` and rebuilt from an allow-list (see the module docstring);
-    nothing is evaluated by Python.
+    nothing is evaluated by Python. ``columns`` reads some columns through an expression (a
+    request feature reads its inputs in their declared types).
 
     Raises:
         FeatureViewError: the text does not parse, uses something not allowed, or is not an
@@ -169,7 +171,7 @@ def compile_expr(text: str, *, where: str = "expression") -> pl.Expr:
     except SyntaxError as exc:
         raise FeatureViewError(f"{where} {text!r} does not parse: {exc.msg}") from None
     try:
-        out = _build(tree.body, where)
+        out = _build(tree.body, where, columns)
     except FeatureViewError:
         raise
     except (TypeError, ValueError, AttributeError, pl.exceptions.PolarsError) as exc:
@@ -181,7 +183,7 @@ def compile_expr(text: str, *, where: str = "expression") -> pl.Expr:
     return out
 
 
-def _build(node: ast.AST, where: str) -> Any:  # noqa: C901 - one branch per allowed node kind
+def _build(node: ast.AST, where: str, cols: Mapping[str, pl.Expr] | None = None) -> Any:  # noqa: C901 - one branch per allowed node kind
     if isinstance(node, ast.Constant):
         if node.value is None or isinstance(node.value, (bool, int, float, str)):
             return node.value
@@ -191,11 +193,11 @@ def _build(node: ast.AST, where: str) -> Any:  # noqa: C901 - one branch per all
             return _Pl()
         raise FeatureViewError(f"{where}: name {node.id!r} is not allowed; refer to columns as pl.col('{node.id}')")
     if isinstance(node, (ast.List, ast.Tuple)):
-        return [_build(e, where) for e in node.elts]
+        return [_build(e, where, cols) for e in node.elts]
     if isinstance(node, ast.Dict):
-        return {_build(k, where): _build(v, where) for k, v in zip(node.keys, node.values, strict=True) if k is not None}
+        return {_build(k, where, cols): _build(v, where, cols) for k, v in zip(node.keys, node.values, strict=True) if k is not None}
     if isinstance(node, ast.Attribute):
-        base = _build(node.value, where)
+        base = _build(node.value, where, cols)
         name = node.attr
         if isinstance(base, _Pl):
             if name in _PL_FUNCS or name in _PL_DTYPES:
@@ -218,13 +220,15 @@ def _build(node: ast.AST, where: str) -> Any:  # noqa: C901 - one branch per all
             raise FeatureViewError(f"{where}: .{base.ns}.{name}() is not allowed")
         raise FeatureViewError(f"{where}: attribute .{name} is not allowed here")
     if isinstance(node, ast.Call):
-        func = _build(node.func, where)
+        func = _build(node.func, where, cols)
         if not callable(func) or isinstance(func, (_Pl, _Namespace)):
             raise FeatureViewError(f"{where}: only allowed functions and methods can be called")
-        args = [_build(a, where) for a in node.args]
+        args = [_build(a, where, cols) for a in node.args]
         if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
             raise FeatureViewError(f"{where}: *args and **kwargs are not allowed")
-        kwargs = {k.arg: _build(k.value, where) for k in node.keywords if k.arg is not None}
+        kwargs = {k.arg: _build(k.value, where, cols) for k in node.keywords if k.arg is not None}
+        if cols is not None and func is pl.col and len(args) == 1 and not kwargs and isinstance(args[0], str) and args[0] in cols:
+            return cols[args[0]]  # ``compile_expr(columns=...)``: this column read through an expression
         for value in [*args, *kwargs.values()]:
             if callable(value) and not isinstance(value, (pl.Expr, type)) and not _is_dtype(value):
                 raise FeatureViewError(f"{where}: a function cannot be passed as an argument")
@@ -233,13 +237,13 @@ def _build(node: ast.AST, where: str) -> Any:  # noqa: C901 - one branch per all
         op = _BINOPS.get(type(node.op))
         if op is None:
             raise FeatureViewError(f"{where}: operator {type(node.op).__name__} is not allowed")
-        left, right = _build(node.left, where), _build(node.right, where)
+        left, right = _build(node.left, where, cols), _build(node.right, where, cols)
         if not isinstance(left, pl.Expr) and not isinstance(right, pl.Expr):
             # Python would compute it here, eagerly (9 ** 9 ** 9 never ends): write the number
             raise FeatureViewError(f"{where}: arithmetic between constants is not allowed; write the value")
         return op(left, right)
     if isinstance(node, ast.UnaryOp):
-        operand = _build(node.operand, where)
+        operand = _build(node.operand, where, cols)
         if isinstance(node.op, ast.USub):
             return -operand
         if isinstance(node.op, ast.UAdd):
@@ -253,7 +257,7 @@ def _build(node: ast.AST, where: str) -> Any:  # noqa: C901 - one branch per all
         op = _CMPOPS.get(type(node.ops[0]))
         if op is None:
             raise FeatureViewError(f"{where}: comparison {type(node.ops[0]).__name__} is not allowed")
-        return op(_build(node.left, where), _build(node.comparators[0], where))
+        return op(_build(node.left, where, cols), _build(node.comparators[0], where, cols))
     raise FeatureViewError(f"{where}: {type(node).__name__} is not allowed in a feature expression")
 
 
@@ -422,6 +426,8 @@ class FeatureView:
             if not f.expr:
                 raise FeatureViewError(f"{where}: expr is required")
             expr = compile_expr(f.expr, where=f"{where}: expression")
+            if not expr.meta.root_names():
+                raise FeatureViewError(f"{where}: the expression reads no request field or feature (a constant is not a feature)")
             unknown = [c for c in expr.meta.root_names() if c not in fields and c not in self.feature_names]
             if unknown:
                 raise FeatureViewError(
@@ -556,25 +562,32 @@ class FeatureView:
             schema: the view's output dtypes (``output_schema``: features and request features).
         """
         types = {**{n: _REQUEST_DTYPES[t] for n, t in self.request_fields}, **{n: schema[n] for n in self.feature_names}}
-        inputs = tuple((n, types[n]) for n in self.request_inputs)
-        outputs = tuple(f.compiled().cast(schema[f.name]).alias(f.name) for f in self.request_features)
-        return RequestPlan(self.name, tuple(f.name for f in self.request_features), inputs, outputs)
+        numeric = tuple(n for n in self.request_inputs if types[n] != pl.String)
+        strings = tuple(n for n in self.request_inputs if types[n] == pl.String)
+        read = {n: pl.col(n).cast(types[n], strict=False) for n in numeric if types[n] != pl.Float64}
+        outputs = tuple(
+            compile_expr(f.expr, where=f"request feature {f.name!r}", columns=read).cast(schema[f.name]).alias(f.name)
+            for f in self.request_features
+        )
+        return RequestPlan(self.name, tuple(f.name for f in self.request_features), numeric, strings, outputs)
 
 
 @dataclass(frozen=True)
 class RequestPlan:
-    """A view's request features, compiled: how to bring the inputs to one form, and the expressions.
+    """A view's request features, compiled: the inputs' one form, and the expressions.
 
     The one code path of training sets, batch scoring, ``check-skew`` and the serving process:
-    every input is brought to one form first (numbers through float64 with NaN as null, then the
-    declared type of a request field or the view feature's type; strings as strings), so rows
-    read from a label dataset and rows decoded from a request (a float64 matrix) give the same
-    values bit for bit.
+    numeric (and boolean) inputs are one float64 block (NaN as null), read by the expressions in
+    the declared type of the request field or the view feature's type; strings stay strings. Rows
+    read from a label dataset and rows decoded from a request (a float64 matrix) thus give the
+    same values bit for bit; the serving codec hands its matrix columns over without a copy per
+    column (``values_block``).
     """
 
     view: str
     names: tuple[str, ...]
-    inputs: tuple[tuple[str, pl.DataType], ...]
+    numeric: tuple[str, ...]
+    strings: tuple[str, ...]
     outputs: tuple[pl.Expr, ...]
 
     def values(self, inputs: Mapping[str, pl.Series]) -> pl.DataFrame:
@@ -583,26 +596,29 @@ class RequestPlan:
         Raises:
             FeatureViewError: an input is missing (named), or the expressions fail on the values.
         """
-        cols = []
-        for name, dtype in self.inputs:
+        for name in (*self.numeric, *self.strings):
             if name not in inputs:
                 raise FeatureViewError(f"feature view {self.view!r}: request field {name!r} is missing; its request "
                                        f"features ({', '.join(self.names)}) are computed from it")
-            cols.append(_standard(inputs[name], name, dtype))
+        n = len(next(iter(inputs.values()))) if inputs else 0
+        block = np.empty((n, len(self.numeric)), dtype=np.float64)
+        for j, name in enumerate(self.numeric):
+            block[:, j] = inputs[name].cast(pl.Float64, strict=False).to_numpy()
+        return self.values_block(block, {name: inputs[name] for name in self.strings})
+
+    def values_block(self, block: np.ndarray, strings: Mapping[str, pl.Series]) -> pl.DataFrame:
+        """``values`` from the numeric inputs as a float64 block (columns in ``numeric`` order; NaN
+        or null: missing) and the string inputs as series."""
         try:
-            return pl.DataFrame(cols).select(self.outputs)
+            cols = [strings[n].cast(pl.String).alias(n) for n in self.strings]
+            if self.numeric:
+                frame = pl.DataFrame(block, schema=list(self.numeric), orient="row", nan_to_null=True).hstack(cols)
+            else:
+                frame = pl.DataFrame(cols)
+            return frame.select_seq(self.outputs)  # one thread: a 1-row request pays a third of select()
         except pl.exceptions.PolarsError as exc:
             raise FeatureViewError(f"feature view {self.view!r}: cannot compute its request features: "
                                    f"{str(exc).splitlines()[0]}") from None
-
-
-def _standard(s: pl.Series, name: str, dtype: pl.DataType) -> pl.Series:
-    """An input in its one form: strings as strings; numbers (and booleans) through float64 with NaN as
-    null, then ``dtype`` (numpy for the NaN step: a third of the cost of ``fill_nan`` on a request's row)."""
-    if dtype == pl.String:
-        return s.cast(pl.String).alias(name)
-    values = s.cast(pl.Float64, strict=False).to_numpy()
-    return pl.Series(name, values, dtype=pl.Float64, nan_to_null=True).cast(dtype, strict=False)
 
 
 def _output_dtype(f: Feature, dtype: pl.DataType, where: str) -> pl.DataType:

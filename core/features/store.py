@@ -331,6 +331,14 @@ def build_training_set(
                 f"label dataset {labels!r} has no request field {absent[0]!r} (feature view {view.name!r} computes its "
                 f"request features from it); columns: {', '.join(frame.columns)}"
             )
+        for n, declared in view.request_fields:
+            dtype = frame.schema[n]
+            is_string = dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
+            if (declared == "String") != is_string or not (is_string or dtype.is_numeric() or dtype == pl.Boolean):
+                raise FeatureViewError(
+                    f"label dataset {labels!r}: request field {n!r} has type {dtype}; feature view {view.name!r} "
+                    f"declares it {declared}"
+                )
         events, sv = load_source(view, lake=lake)
         prepared = prepare(view, events, schema=view.output_schema(events.schema))
         check_windows(prepared)

@@ -207,6 +207,8 @@ class _RequestFill:
     inputs: list[tuple[str, int, list[str] | None]]
     # (request feature, matrix column, levels of a categorical feature or None)
     outputs: list[tuple[str, int, list[str] | None]]
+    # the matrix columns of the plan's numeric inputs, when every one is a numeric model feature (one gather)
+    block_cols: np.ndarray | None = None
 
 
 class OnlineCodec:
@@ -298,28 +300,46 @@ class OnlineCodec:
             f = feats[pos[name]]
             outputs.append((name, pos[name], list(f.get("levels") or []) if f["kind"] == "categorical" else None))
         schema = features.view_schema(fv.name, int(fv.version or 0), lake=lake)
-        return _RequestFill(fv.request_plan(schema), inputs, outputs)
+        plan = fv.request_plan(schema)
+        where = {name: col for name, col, levels in inputs if levels is None}
+        for name, col, levels in inputs:
+            if (name in plan.numeric) != (levels is None and col >= 0) and col >= 0:
+                raise FeatureViewError(
+                    f"feature view {fv.name!r} v{fv.version}: request field {name!r} is declared "
+                    f"{'a number' if name in plan.numeric else 'a string'} but the model takes it as "
+                    f"{'categorical' if levels is not None else 'numeric'}"
+                )
+        cols = [where.get(name, -1) for name in plan.numeric]
+        block_cols = np.array(cols, dtype=np.intp) if all(c >= 0 for c in cols) else None
+        return _RequestFill(plan, inputs, outputs, block_cols)
 
     @staticmethod
     def _compute_request(r: _RequestFill, X: np.ndarray, pt: Mapping[str, Any], n: int) -> None:
         """Write a view's request features into ``X`` from the request fields and the looked-up features
-        (categorical values decoded from, and encoded to, level indexes as ``Model.encode`` does)."""
-        cols: dict[str, pl.Series] = {}
+        (``RequestPlan.values_block``; categorical values decoded from, and encoded to, level indexes
+        as ``Model.encode`` does)."""
+        block = X[:, r.block_cols] if r.block_cols is not None else np.empty((n, len(r.plan.numeric)))
+        strings: dict[str, pl.Series] = {}
         for name, col, levels in r.inputs:
-            if col < 0:
-                cols[name] = pl.Series(name, pt.get(name) or [None] * n, strict=False)
+            if col < 0:  # a pass-through field
+                values = pl.Series(name, pt.get(name) or [None] * n, strict=False)
+                if name in r.plan.strings:
+                    strings[name] = values
+                else:
+                    block[:, r.plan.numeric.index(name)] = values.cast(pl.Float64, strict=False).to_numpy()
             elif levels is None:
-                cols[name] = pl.Series(name, X[:, col])
+                if r.block_cols is None:
+                    block[:, r.plan.numeric.index(name)] = X[:, col]
             else:
-                codes = X[:, col]
-                known = ~np.isnan(codes)
-                idx = pl.Series(np.where(known, codes, 0).astype(np.int64))
-                cols[name] = pl.Series(name, levels, dtype=pl.String).gather(idx).scatter(np.flatnonzero(~known), None)
-        out = r.plan.values(cols)
+                codes = X[:, col]  # a level's index, NaN for null/unknown: the last slot of ``table`` (None)
+                table = np.asarray([*levels, None], dtype=object)
+                idx = np.where(np.isnan(codes), len(levels), codes).astype(np.intp)
+                strings[name] = pl.Series(name, table[idx].tolist(), dtype=pl.String)
+        out = r.plan.values_block(block, strings)
         for name, col, levels_out in r.outputs:
             s = out[name]
             if levels_out is None:
-                X[:, col] = s.cast(pl.Float64).fill_null(_NAN).to_numpy()
+                X[:, col] = s.cast(pl.Float64).to_numpy()  # null -> NaN (``Model.encode``'s rule)
             else:
                 X[:, col] = (s.cast(pl.String).replace_strict(levels_out, list(range(len(levels_out))), default=None,
                                                               return_dtype=pl.Float64).fill_null(_NAN).to_numpy())
