@@ -197,3 +197,29 @@ def test_a_request_field_of_another_type_in_the_labels_is_refused(world, capsys)
     assert code == 2 and err.count("\n") == 1
     assert "label dataset 'plan_codes': request field 'plan' has type Int64; feature view 'usage_req' declares it String" in err
     assert not lake.exists("data/t_codes")
+
+
+def test_null_request_fields_are_null_inputs_online_and_offline(world):
+    lake, srv = world
+    loaded = registry.load("req", lake=lake)
+    rows = (datasets.load("churn", lake=lake).head(12).with_columns(pl.lit(NOW).alias("signup_at"))
+            .with_columns(pl.when(pl.int_range(pl.len()) % 2 == 0).then(None).otherwise(pl.col("plan")).alias("plan"),
+                          pl.when(pl.int_range(pl.len()) % 3 == 0).then(None).otherwise(pl.col("monthly_charges"))
+                          .alias("monthly_charges")))
+    req_names = [f["name"] for f in loaded.signature["features"]
+                 if f["name"] not in loaded.signature["feature_views"][0]["features"]]
+    body = [{**{n: r[n] for n in req_names}, "customer_id": r["customer_id"]} for r in rows.iter_rows(named=True)]
+    resp = httpx.post(f"{srv.url}/v1/models/req/predict", json=body, timeout=30)
+    assert resp.status_code == 200, resp.text
+    offline = features.with_view_features(rows, loaded.signature, lake=lake)
+    assert offline["charges_per_call_30d"].null_count() == 4
+    assert np.abs(np.asarray(resp.json()["scores"]) - loaded.model.predict(offline)).max() <= 1e-12
+    # the values the model saw, as logged, are the offline ones (null as NaN)
+    from tests.test_features_serving import _logged
+
+    log = _logged(lake, resp.json()["prediction_ids"], model="req")
+    logged = log.sort("prediction_id").select(pl.col("features").struct.field("charges_per_call_30d"))
+    order = np.argsort(np.asarray(resp.json()["prediction_ids"]))
+    want = offline["charges_per_call_30d"].to_numpy()[order]
+    got = logged.to_series().to_numpy()
+    assert np.array_equal(np.isnan(want), np.isnan(got)) and np.allclose(want[~np.isnan(want)], got[~np.isnan(got)], rtol=0, atol=0)
