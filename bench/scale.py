@@ -165,14 +165,14 @@ def step(mode: str, lake_dir: str, workers: int, memory: str, rows: int, days: i
         base = client.run(_worker_stats)
     out: dict = {}
     if mode.startswith("drift"):
-        from core.monitoring import check_drift
+        from core.monitoring import measure_drift
         from core.monitoring.references import reference
 
         reference("m", lake=lake, settings=settings)  # built once per champion (not measured)
         now = START + timedelta(days=max(1, rows // DAY))  # the end of the last day
         hours = 24 * (days or 400)
         c0, w0 = _cpu(), time.time()
-        rep = check_drift("m", lake=lake, settings=settings, now=now, window_hours=hours, window_rows=None)
+        rep = measure_drift("m", lake=lake, settings=settings, now=now, window_hours=hours, window_rows=None)
         out.update(wall_s=round(time.time() - w0, 1), cpu_s=round(_cpu() - c0, 1), rows=rep.window_rows,
                    drifted=rep.drifted_features, verdict=rep.drifted)
         sk = [f.stats.get("wasserstein_norm_bound") for f in rep.result.features if f.kind == "numeric"]

@@ -505,9 +505,12 @@ def list_tokens(*, lake: Lake | None = None) -> pl.DataFrame:
     """Every token's public record and status (``active``, ``revoked``, ``expired``); no hash or salt."""
     lake = resolve(lake)
     frame = lake.read_or_empty(TABLE)
-    schema = {"token_id": pl.String, "principal": pl.String, "scopes": pl.String, "roles": pl.String,
-              "status": pl.String, "created_at": pl.Datetime("us", "UTC"), "created_by": pl.String,
-              "expires_at": pl.Datetime("us", "UTC"), "revoked_at": pl.Datetime("us", "UTC"), "revoked_by": pl.String}
+    ts = pl.Datetime("us", "UTC")
+    schema: dict[str, pl.DataType] = {
+        "token_id": pl.String(), "principal": pl.String(), "scopes": pl.String(), "roles": pl.String(),
+        "status": pl.String(), "created_at": ts, "created_by": pl.String(), "expires_at": ts, "revoked_at": ts,
+        "revoked_by": pl.String(),
+    }
     if frame.height == 0:
         return pl.DataFrame(schema=schema)
     now = utcnow()

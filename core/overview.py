@@ -24,8 +24,10 @@ from core.lake import Lake, resolve
 
 __all__ = ["ModelStory", "ModelSummary", "Overview", "TIMELINE_SCHEMA", "model_story", "overview"]
 
-TIMELINE_SCHEMA = {"at": pl.Datetime("us", "UTC"), "source": pl.String, "event": pl.String,
-                   "version": pl.Int64, "actor": pl.String, "detail": pl.String}
+TIMELINE_SCHEMA = pl.Schema({
+    "at": pl.Datetime("us", "UTC"), "source": pl.String(), "event": pl.String(), "version": pl.Int64(),
+    "actor": pl.String(), "detail": pl.String(),
+})
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,8 @@ def _event_time_field(client: Any, model: str) -> str | None:
 
 
 def _predict(client: Any, model: str, rows: pl.DataFrame, offset: int, truth: np.ndarray, gets_label: np.ndarray,
-             is_campaign: np.ndarray, due: float, pending: collections.deque, stats: SimulationStats) -> None:
+             is_campaign: np.ndarray, due: float, pending: collections.deque[tuple[float, list[str], list[float]]],
+             stats: SimulationStats) -> None:
     import httpx
 
     if rows.height == 0:

@@ -124,9 +124,9 @@ def test_drift_check_on_the_cluster_equals_the_local_engine(client, world):
 
 
 def compute_check(lake, section, **kw):
-    from core.monitoring import check_drift
+    from core.monitoring import measure_drift
 
-    return check_drift(MODEL, lake=lake, settings=settings_for(lake, compute=section), now=NOW, window_rows=1500, **kw)
+    return measure_drift(MODEL, lake=lake, settings=settings_for(lake, compute=section), now=NOW, window_rows=1500, **kw)
 
 
 def test_training_on_the_cluster_is_tracked_like_a_local_run_and_splits_the_same_rows(client, tmp_path):

@@ -71,7 +71,7 @@ def test_reference_is_built_once_stored_and_reloaded(lake):
 def test_drift_check_without_shift_writes_one_commit(lake):
     s = settings_for(lake)
     log_predictions(lake, traffic(1500, seed=11, campaign=False))
-    rep = monitoring.check_drift(MODEL, window_rows=1000, lake=lake, settings=s)
+    rep = monitoring.measure_drift(MODEL, window_rows=1000, lake=lake, settings=s)
     assert rep.status == "ok" and rep.window_rows == 1000 and rep.drifted is False
     assert rep.result is not None and rep.result.share < 0.5
     rows = lake.read("drift_reports")
@@ -91,7 +91,7 @@ def test_drift_check_without_shift_writes_one_commit(lake):
 def test_drift_check_flags_campaign_features_and_score(lake):
     s = settings_for(lake, drift={"small_sample": 100})
     log_predictions(lake, traffic(2000, seed=12, campaign=True))
-    rep = monitoring.check_drift(MODEL, lake=lake, settings=s)
+    rep = monitoring.measure_drift(MODEL, lake=lake, settings=s)
     assert rep.drifted is True
     assert {"age", "tenure_months", "plan", "signup_channel"} <= set(rep.drifted_features)
     assert "region" not in rep.drifted_features  # region is the same in both populations
@@ -107,7 +107,7 @@ def test_drift_check_flags_campaign_features_and_score(lake):
 
 def test_small_window_gives_no_verdict_and_records_it(lake):
     log_predictions(lake, traffic(50, seed=13, campaign=True))
-    rep = monitoring.check_drift(MODEL, lake=lake, settings=settings_for(lake))
+    rep = monitoring.measure_drift(MODEL, lake=lake, settings=settings_for(lake))
     assert rep.status == "insufficient_data" and rep.drifted is None and rep.window_rows == 50
     rows = monitoring.drift_history(MODEL, lake=lake)
     assert rows["feature"].to_list() == [monitoring.DATASET_ROW] and rows["status"].to_list() == ["insufficient"]
@@ -176,7 +176,7 @@ def test_views_for_the_page(lake):
     s = settings_for(lake)
     logged = log_predictions(lake, traffic(600, seed=18, campaign=True))
     send_feedback(lake, logged, share=0.5)
-    monitoring.check_drift(MODEL, lake=lake, settings=s)
+    monitoring.measure_drift(MODEL, lake=lake, settings=s)
     hist = monitoring.drift_history(MODEL, lake=lake)
     assert hist["report_id"].n_unique() == 1 and monitoring.DATASET_ROW in hist["feature"].to_list()
     dist = monitoring.feature_distribution(MODEL, "age", lake=lake, settings=s)
@@ -204,4 +204,4 @@ def test_config_errors_and_no_champion(lake, tmp_path):
     assert cfg.policy.share == 0.25 and isinstance(cfg.policy, drift.DriftPolicy)
     registry.register("other", registry.get_version(MODEL, 1, lake=lake).run_id, lake=lake)
     with pytest.raises(ModelVersionNotFoundError, match="no champion"):
-        monitoring.check_drift("other", lake=lake, settings=settings_for(lake))
+        monitoring.measure_drift("other", lake=lake, settings=settings_for(lake))

@@ -37,9 +37,9 @@ def ui_lake(tmp_path, monkeypatch):
     st.cache_resource.clear()
     s = settings_for(lake)
     send_feedback(lake, log_predictions(lake, traffic(600, seed=31, campaign=False)), share=0.5)
-    monitor.check_drift(MODEL, lake=lake, settings=s)
+    monitor.check_drift_and_alert(MODEL, lake=lake, settings=s)
     send_feedback(lake, log_predictions(lake, traffic(600, seed=32, campaign=True)), share=0.5)
-    monitor.check_drift(MODEL, window_rows=600, lake=lake, settings=s)
+    monitor.check_drift_and_alert(MODEL, window_rows=600, lake=lake, settings=s)
     return lake
 
 
@@ -133,10 +133,10 @@ def quality_lake(tmp_path, monkeypatch):
     st.cache_resource.clear()
     s = settings_for(lake)
     send_feedback(lake, log_predictions(lake, traffic(600, seed=33, campaign=True)), share=0.5)
-    monitor.check_drift(MODEL, lake=lake, settings=s)
+    monitor.check_drift_and_alert(MODEL, lake=lake, settings=s)
     broken = traffic(600, seed=34, campaign=True).with_columns(pl.lit(None, dtype=pl.Float64).alias("age"))
     send_feedback(lake, log_predictions(lake, broken), share=0.5)
-    monitor.check_drift(MODEL, window_rows=600, lake=lake, settings=s)
+    monitor.check_drift_and_alert(MODEL, window_rows=600, lake=lake, settings=s)
     return lake
 
 

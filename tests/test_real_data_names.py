@@ -53,7 +53,7 @@ def test_features_named_like_the_logs_own_columns_are_served_logged_and_monitore
         assert feats["score"][i] == sent["score"] and feats["at"][i] == sent["at"]
         assert feats["features"][i] == sent["features"] and pts["prediction_id"][i] == sent["prediction_id"]
         assert 0.0 <= row["score"] <= 1.0 and row["score"] != sent["score"]  # the model's score, its own column
-    rep = monitor.check_drift("named", lake=lake, settings=settings)
+    rep = monitor.check_drift_and_alert("named", lake=lake, settings=settings)
     rows = {f.feature for f in rep.result.features}
     assert {"score", "at", "model_version"} <= rows and rep.score is not None and rep.score.feature == "__score__"
     q = sql.query(lake, "select features.score as distance, score from predictions_named order by prediction_id limit 1")

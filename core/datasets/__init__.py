@@ -18,7 +18,6 @@ so the same rows in any order give the same hash, on any polars/pyarrow version.
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, Literal
 import polars as pl
 
 from core import profiling, validation
-from core.config import Settings, load_settings
+from core.config import Settings, load_settings, read_toml
 from core.datasets.files import _MAX_FILE_BYTES, _as_frame, _normalise, read_file
 from core.datasets.hashing import content_hash, row_hashes
 from core.errors import (
@@ -97,10 +96,7 @@ def _spec(name: str, spec: Mapping[str, Any] | str | Path | None, settings: Sett
     """Declared rules: an explicit mapping or TOML file, else ``[datasets.<name>]`` in lakeops.toml."""
     if isinstance(spec, (str, Path)):
         path = Path(spec)
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"spec file {path}: {exc}") from None
+        doc = read_toml(path, what="spec file")
         table = doc.get("datasets", {}).get(name, doc) if "datasets" in doc else doc
         return validation.parse_spec(table, where=f"spec file {path.name}")
     if spec is not None:

@@ -48,7 +48,6 @@ import json
 import math
 import operator
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -58,6 +57,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from core.config import read_toml
 from core.errors import FeatureViewError
 
 __all__ = [
@@ -309,8 +309,9 @@ class Feature:
     def canonical(self) -> dict[str, Any]:
         """The hashed form: name, expression (as parsed, re-printed), agg, window, default."""
         expr = ast.unparse(ast.parse(self.expr.strip(), mode="eval")) if self.expr else ""
+        window_us = self.window_us
         return {"name": self.name, "expr": expr, "agg": self.agg,
-                "window": format_window(self.window_us) if self.window else None, "default": self.default}
+                "window": format_window(window_us) if window_us is not None else None, "default": self.default}
 
 
 @dataclass(frozen=True)
@@ -372,32 +373,9 @@ class FeatureView:
             raise FeatureViewError(f"feature view {self.name!r} has no features")
         seen: set[str] = set()
         for f in self.features:
-            where = f"feature view {self.name!r}, feature {f.name!r}"
-            if isinstance(f.name, str) and f.name.startswith("__"):
-                raise FeatureViewError(f"{where}: names starting with '__' are lakeops' own")
-            if not isinstance(f.name, str) or not _NAME.match(f.name):
-                raise FeatureViewError(f"feature view {self.name!r}: feature name {f.name!r}: use letters, digits and '_'")
-            if f.name in seen:
-                raise FeatureViewError(f"feature view {self.name!r}: feature {f.name!r} is defined twice")
-            if f.name in (self.entity, self.event_time):
-                raise FeatureViewError(f"{where}: a feature cannot be named like the entity or event-time column")
+            self._check_name(f, seen)
             seen.add(f.name)
-            if f.agg is not None and f.agg not in AGGREGATIONS:
-                raise FeatureViewError(f"{where}: agg {f.agg!r} is not one of {', '.join(AGGREGATIONS)}")
-            if f.agg is None and f.window:
-                raise FeatureViewError(f"{where}: a window needs an agg ({', '.join(AGGREGATIONS)})")
-            if f.agg is not None and not f.window:
-                raise FeatureViewError(f"{where}: agg {f.agg!r} needs a window, e.g. window = \"30d\"")
-            if f.window:
-                parse_window(f.window, where=f"{where}: window")
-            if not f.expr and f.agg != "count":
-                raise FeatureViewError(f"{where}: expr is required (only a count may omit it)")
-            if f.expr:
-                compile_expr(f.expr, where=f"{where}: expression")
-            if f.default is not None and not isinstance(f.default, (bool, int, float, str)):
-                raise FeatureViewError(f"{where}: default must be a number or a string, got {f.default!r}")
-            if isinstance(f.default, float) and not math.isfinite(f.default):
-                raise FeatureViewError(f"{where}: default must be finite")
+            _check_feature(f, f"feature view {self.name!r}, feature {f.name!r}")
         self._check_request(seen)
 
     def _check_request(self, seen: set[str]) -> None:
@@ -445,6 +423,18 @@ class FeatureView:
         """The request fields and the view features the request features read (request fields first)."""
         used = {c for f in self.request_features for c in f.compiled().meta.root_names()}
         return [n for n, _ in self.request_fields if n in used] + [n for n in self.feature_names if n in used]
+
+
+    def _check_name(self, f: Feature, seen: set[str]) -> None:
+        where = f"feature view {self.name!r}, feature {f.name!r}"
+        if isinstance(f.name, str) and f.name.startswith("__"):
+            raise FeatureViewError(f"{where}: names starting with '__' are lakeops' own")
+        if not isinstance(f.name, str) or not _NAME.match(f.name):
+            raise FeatureViewError(f"feature view {self.name!r}: feature name {f.name!r}: use letters, digits and '_'")
+        if f.name in seen:
+            raise FeatureViewError(f"feature view {self.name!r}: feature {f.name!r} is defined twice")
+        if f.name in (self.entity, self.event_time):
+            raise FeatureViewError(f"{where}: a feature cannot be named like the entity or event-time column")
 
     @property
     def feature_names(self) -> list[str]:
@@ -621,22 +611,42 @@ class RequestPlan:
                                    f"{str(exc).splitlines()[0]}") from None
 
 
+def _check_feature(f: Feature, where: str) -> None:
+    """One feature's agg, window, expression and default, on their own."""
+    if f.agg is not None and f.agg not in AGGREGATIONS:
+        raise FeatureViewError(f"{where}: agg {f.agg!r} is not one of {', '.join(AGGREGATIONS)}")
+    if f.agg is None and f.window:
+        raise FeatureViewError(f"{where}: a window needs an agg ({', '.join(AGGREGATIONS)})")
+    if f.agg is not None and not f.window:
+        raise FeatureViewError(f"{where}: agg {f.agg!r} needs a window, e.g. window = \"30d\"")
+    if f.window:
+        parse_window(f.window, where=f"{where}: window")
+    if not f.expr and f.agg != "count":
+        raise FeatureViewError(f"{where}: expr is required (only a count may omit it)")
+    if f.expr:
+        compile_expr(f.expr, where=f"{where}: expression")
+    if f.default is not None and not isinstance(f.default, (bool, int, float, str)):
+        raise FeatureViewError(f"{where}: default must be a number or a string, got {f.default!r}")
+    if isinstance(f.default, float) and not math.isfinite(f.default):
+        raise FeatureViewError(f"{where}: default must be finite")
+
+
 def _output_dtype(f: Feature, dtype: pl.DataType, where: str) -> pl.DataType:
     """The dtype a feature's values have (what the training set and the online table store)."""
     if f.agg == "count":
-        return pl.Int64
+        return pl.Int64()
     numeric = dtype.is_numeric() or dtype == pl.Boolean
     if f.agg is None:
         if numeric:
-            return pl.Float64 if dtype.is_float() else (pl.Boolean if dtype == pl.Boolean else pl.Int64)
+            return pl.Float64() if dtype.is_float() else (pl.Boolean() if dtype == pl.Boolean else pl.Int64())
         if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
-            return pl.String
+            return pl.String()
         raise FeatureViewError(f"{where}: values of type {dtype} cannot be a feature; use a number, boolean or string")
     if not numeric:
         raise FeatureViewError(f"{where}: agg {f.agg!r} needs numeric values, the expression gives {dtype}")
     if f.agg == "mean" or dtype.is_float():
-        return pl.Float64
-    return pl.Int64
+        return pl.Float64()
+    return pl.Int64()
 
 
 def parse_view(doc: Mapping[str, Any], *, where: str = "feature view") -> FeatureView:
@@ -701,12 +711,7 @@ def load_view(path: str | Path) -> FeatureView:
         FeatureViewError: unreadable file, bad TOML, or a bad definition (each named).
     """
     p = Path(path)
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise FeatureViewError(f"cannot read feature view file {p}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise FeatureViewError(f"feature view file {p} is not valid TOML: {exc}") from None
+    doc = read_toml(p, what="feature view file", error=FeatureViewError)
     return parse_view(doc, where=f"feature view file {p.name}")
 
 

@@ -102,7 +102,7 @@ def _full_reason(view: FeatureView, prev: dict[str, Any] | None, source_version:
         (pl.col("version") > int(prev["source_version"])) & (pl.col("version") <= source_version) & (pl.col("mode") == "replace")
     )
     if replaced.height:
-        return f"dataset {view.source!r} was replaced (v{int(replaced['version'].min())})"
+        return f"dataset {view.source!r} was replaced (v{min(replaced['version'].to_list())})"
     horizon = int(prev["as_of"].timestamp() * 1_000_000) - view.max_window_us
     table = datasets.table_name(view.source)
 
@@ -283,9 +283,11 @@ def freshness(*, lake: Lake | None = None) -> pl.DataFrame:
     """
     lake = resolve(lake)
     runs = lake.read_or_empty(_RUNS)
-    schema = {"view": pl.String, "version": pl.Int64, "as_of": pl.Datetime("us", "UTC"), "age_s": pl.Float64,
-              "mode": pl.String, "entities": pl.Int64, "source": pl.String, "source_version": pl.Int64,
-              "latest_source_version": pl.Int64, "runs": pl.Int64}
+    schema: dict[str, pl.DataType] = {
+        "view": pl.String(), "version": pl.Int64(), "as_of": pl.Datetime("us", "UTC"), "age_s": pl.Float64(),
+        "mode": pl.String(), "entities": pl.Int64(), "source": pl.String(), "source_version": pl.Int64(),
+        "latest_source_version": pl.Int64(), "runs": pl.Int64(),
+    }
     if runs.height == 0:
         return pl.DataFrame(schema=schema)
     now = utcnow()

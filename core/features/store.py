@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
@@ -203,7 +203,8 @@ def register(view: FeatureView, *, lake: Lake | None = None, actor: str | None =
     }
     for _ in range(_MAX_CLAIMS):
         taken = versions(view.name, lake=lake)
-        number = int(taken["version"].max() or 0) + 1 if taken.height else 1
+        top = taken["version"].max()
+        number = top + 1 if isinstance(top, int) else 1
         claim = {**row, "version": number, "registration_id": new_id(), "created_at": utcnow()}
         commit = lake.append(_TABLE, [claim], metadata={"actor": actor or "", "feature_view": view.name, "action": "register"})
         before = lake.read(_TABLE, version=commit - 1, columns=["name", "version", "status"]) if commit > 0 else None
@@ -348,7 +349,7 @@ def build_training_set(
         parts.append(view_values(prepared, frame, frame[view.entity], frame[tcol]))
     out = pl.concat(parts, how="horizontal")
     source = f"features: {labels}@v{lv} + " + ", ".join(f"{v.name}@v{v.version}" for v, *_ in resolved)
-    mode = "replace" if lake.exists(datasets.table_name(name)) else "append"
+    mode: Literal["append", "replace"] = "replace" if lake.exists(datasets.table_name(name)) else "append"
     try:
         dv = datasets.ingest(name, out, mode=mode, lake=lake, source=source, actor=actor, settings=settings)
     except SchemaMismatchError as exc:

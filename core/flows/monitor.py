@@ -32,7 +32,7 @@ from core.monitoring import DriftReport, EstimateReport, PerformanceReport
 __all__ = [
     "RetrainOutcome",
     "alerts_open",
-    "check_drift",
+    "check_drift_and_alert",
     "check_estimated_performance",
     "check_performance",
     "record_served",
@@ -140,7 +140,7 @@ def _sync_feature_alert(kind: str, model: str, features: list[str], message: str
     return result
 
 
-def check_drift(
+def check_drift_and_alert(
     model: str,
     *,
     window_rows: int | None = None,
@@ -149,7 +149,7 @@ def check_drift(
     settings: Settings | None = None,
     now: datetime | None = None,
 ) -> DriftReport:
-    """Run a drift check (``core.monitoring.check_drift``) and open or resolve its alerts.
+    """Measure drift (``core.monitoring.measure_drift``), then open or resolve its alerts.
 
     Three conditions, three alerts: ``drift`` (the verdict), ``no_data`` (a counted feature populated
     in the reference has no usable value in the window; critical) and ``data_quality`` (a counted
@@ -165,7 +165,7 @@ def check_drift(
     """
     lake = resolve(lake)
     settings = settings or load_settings()
-    rep = monitoring.check_drift(model, window_rows=window_rows, window_hours=window_hours, lake=lake, settings=settings, now=now)
+    rep = monitoring.measure_drift(model, window_rows=window_rows, window_hours=window_hours, lake=lake, settings=settings, now=now)
     if rep.status != "ok" or rep.result is None:
         return rep
     quality = _quality_evidence(rep)

@@ -13,7 +13,7 @@ import polars as pl
 
 from core import datasets, features, tracking, training, trainsets
 from core.compute import compute_config
-from core.config import Settings
+from core.config import Settings, read_toml
 from core.errors import ArtifactIntegrityError, DatasetNotFoundError, TrainingError
 from core.lake import Lake, resolve
 
@@ -71,14 +71,7 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
     Raises:
         TrainingError: the file is unreadable, not TOML, or has unknown parameter names.
     """
-    import tomllib
-
-    try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TrainingError(f"cannot read params file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise TrainingError(f"params file {path} is not valid TOML: {exc}") from None
+    doc = read_toml(path, what="params file", error=TrainingError)
     params = doc.get("params", doc)
     if not isinstance(params, dict):
         raise TrainingError(f"params file {path}: [params] must be a table")

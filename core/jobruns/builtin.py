@@ -31,10 +31,10 @@ def _champions(lake: Lake) -> list[str]:
 def drift_check(*, lake: Lake, settings: Settings, trigger: str = "manual", **args: Any) -> dict[str, Any]:
     """Check drift of every model with a champion (``args``: window_rows, window_hours)."""
     from core.compute import configured
-    from core.flows.monitor import check_drift
+    from core.flows.monitor import check_drift_and_alert
 
     with configured(settings):  # the [compute] engine of the job's settings
-        return {"models": {m: jsonable(check_drift(m, lake=lake, settings=settings, **args)) for m in _champions(lake)}}
+        return {"models": {m: jsonable(check_drift_and_alert(m, lake=lake, settings=settings, **args)) for m in _champions(lake)}}
 
 
 def performance_check(*, lake: Lake, settings: Settings, trigger: str = "manual", **args: Any) -> dict[str, Any]:

@@ -182,9 +182,12 @@ def _spec(where: str, name: str, conf: dict[str, Any]) -> JobSpec:
 def _resolve_func(spec: JobSpec) -> Callable[..., Any]:
     module, _, attr = spec.func.partition(":")
     try:
-        return getattr(import_module(module), attr)  # type: ignore[no-any-return]
+        func = getattr(import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"job {spec.name!r}: cannot load {spec.func!r} ({exc}); fix func in [jobs]") from exc
+    if not callable(func):
+        raise ConfigError(f"job {spec.name!r}: {spec.func!r} is not a function; fix func in [jobs]")
+    return func
 
 
 def run_job(

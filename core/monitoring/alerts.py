@@ -107,10 +107,9 @@ def _write_alert(lake: Lake, alert: Alert, settings: Settings | None) -> None:
         "fingerprint": alert.fingerprint, "status": alert.status, "at": alert.at, "model_version": alert.model_version,
     }], metadata={"model": alert.model or "", "alert": alert.fingerprint, "status": alert.status},
         merge_schema=True)  # older alerts tables gain model_version
-    cfg = monitor_config(alert.model or "_", settings) if alert.model else None
-    url = cfg.webhook_url if cfg else (settings or load_settings()).section("alerts").get("webhook_url")
-    if url:
-        _post(url, alert, cfg.webhook_timeout_s if cfg else 5.0)
+    cfg = monitor_config(alert.model or "_", settings)  # no model: [alerts] with the defaults of the rest
+    if cfg.webhook_url:
+        _post(cfg.webhook_url, alert, cfg.webhook_timeout_s)
 
 
 def _post(url: str, alert: Alert, timeout: float) -> bool:

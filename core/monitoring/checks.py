@@ -27,7 +27,7 @@ from core.monitoring.config import champion, monitor_config
 from core.monitoring.references import SCORE_ROW, ModelReference, reference
 
 __all__ = [
-    "DATASET_ROW", "MULTIVARIATE_ROW", "DriftReport", "attribution_of", "check_drift", "drift_history",
+    "DATASET_ROW", "MULTIVARIATE_ROW", "DriftReport", "attribution_of", "measure_drift", "drift_history",
     "feature_distribution", "feature_status", "features_of", "json_default", "log_scan", "multivariate_over_time",
     "passthrough_of", "score_over_time", "window", "window_features",
 ]
@@ -201,7 +201,7 @@ def json_default(value: Any) -> Any:
     return str(value)
 
 
-def check_drift(
+def measure_drift(
     model: str,
     *,
     window_rows: int | None = None,
@@ -212,7 +212,9 @@ def check_drift(
     actor: str | None = None,
     engine: str | None = None,
 ) -> DriftReport:
-    """Compare the champion's latest prediction window with its stored reference; write ``drift_reports``.
+    """Measure drift: compare the champion's latest prediction window with its stored reference; write ``drift_reports``.
+
+    It opens no alert: ``core.flows.monitor.check_drift_and_alert`` calls it and opens or resolves them.
 
     Args:
         model: model name.

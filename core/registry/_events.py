@@ -134,68 +134,72 @@ def events(model: str | None = None, *, lake: Lake | None = None) -> pl.DataFram
     return frame.sort(["at", "event_id"])
 
 
+_STATUS_OF_ACTION = {"register": "candidate", "approve": "approved", "reject": "rejected", "archive": "archived"}
+
+
+@dataclass
+class _Replay:
+    """A model's state while its events are replayed, oldest first."""
+
+    aliases: dict[str, int] = field(default_factory=dict)
+    statuses: dict[int, str] = field(default_factory=dict)
+    stack: list[int] = field(default_factory=list)  # the champion's versions, newest last
+    stage: Stage | None = None
+
+    def apply(self, ev: Mapping[str, Any], report: Mapping[str, Any], current: int | None, new: int | None) -> None:
+        """Apply one alias event that took effect (``current`` -> ``new`` on ``ev["alias"]``)."""
+        action, alias, v = ev["action"], ev["alias"], ev["version"]
+        if action == "stage":
+            since = ev["at"] if current != v or self.stage is None else self.stage.since
+            self.stage = Stage(v, str(report.get("mode", "shadow")), float(report.get("fraction", 0.0)), since,
+                               ev["actor"], ev["reason"])
+        elif alias == "challenger" and action in ("unstage", "unalias", "alias"):
+            self.stage = None
+        if alias == "champion":
+            self._move_champion(action, current, new)
+        if new is None:
+            self.aliases.pop(alias, None)
+        else:
+            self.aliases[alias] = new
+
+    def _move_champion(self, action: str, current: int | None, new: int | None) -> None:
+        if action == "rollback" and self.stack:
+            self.stack.pop()
+        if new is None:
+            self.stack.clear()
+        elif not self.stack or self.stack[-1] != new:
+            self.stack.append(new)
+        if current is not None and current != new:
+            self.statuses[current] = "archived"
+        if new is not None and self.aliases.get("challenger") == new:  # the challenger won: its stage ends
+            self.aliases.pop("challenger", None)
+            self.stage = None
+
+
 def _replay(model: str, rows: list[dict[str, Any]], table_version: int) -> RegistryState:
     """Derive the alias map, statuses and alias history from ordered events."""
-    alias_map: dict[str, int] = {}
-    status: dict[int, str] = {}
-    stack: list[int] = []
+    st = _Replay()
     changes: list[AliasChange] = []
-    stage: Stage | None = None
     for ev in rows:
         action, v = ev["action"], ev["version"]
-        if action == "register":
-            status[v] = "candidate"
-        elif action in ("approve", "reject", "archive"):
-            status[v] = {"approve": "approved", "reject": "rejected", "archive": "archived"}[action]
+        if action in _STATUS_OF_ACTION:
+            st.statuses[v] = _STATUS_OF_ACTION[action]
         if action not in ALIAS_ACTIONS or not ev["alias"]:
             continue
-        alias = ev["alias"]
         report = json.loads(ev["report_json"]) if ev["report_json"] else {}
-        current = alias_map.get(alias)
+        current = st.aliases.get(ev["alias"])
         new = None if action in ("unalias", "unstage") else v
+        # an event written against an alias that moved meanwhile (its expected version) changes nothing
         applied = "expected" not in report or report["expected"] == current
         if applied:
-            if action == "stage":
-                stage = Stage(v, str(report.get("mode", "shadow")), float(report.get("fraction", 0.0)),
-                              ev["at"] if current != v or stage is None else stage.since, ev["actor"], ev["reason"])
-            elif alias == "challenger" and action in ("unstage", "unalias", "alias"):
-                stage = None
-            if alias == "champion":
-                if action == "rollback" and stack:
-                    stack.pop()
-                if new is None:
-                    stack.clear()
-                elif not stack or stack[-1] != new:
-                    stack.append(new)
-                if current is not None and current != new:
-                    status[current] = "archived"
-                if new is not None and alias_map.get("challenger") == new:  # the challenger won: its stage ends
-                    alias_map.pop("challenger", None)
-                    stage = None
-            if new is None:
-                alias_map.pop(alias, None)
-            else:
-                alias_map[alias] = new
-        changes.append(
-            AliasChange(
-                model,
-                alias,
-                new,
-                current,
-                action,
-                ev["actor"],
-                ev["reason"],
-                ev["at"],
-                ev["event_id"],
-                applied,
-                report,
-            )
-        )
-    if "champion" in alias_map:
-        status[alias_map["champion"]] = "champion"
-    if stage is not None:
-        status[stage.version] = f"challenger ({stage.mode})"
-    return RegistryState(model, alias_map, status, tuple(stack), tuple(changes), table_version, stage)
+            st.apply(ev, report, current, new)
+        changes.append(AliasChange(model, ev["alias"], new, current, action, ev["actor"], ev["reason"], ev["at"],
+                                   ev["event_id"], applied, report))
+    if "champion" in st.aliases:
+        st.statuses[st.aliases["champion"]] = "champion"
+    if st.stage is not None:
+        st.statuses[st.stage.version] = f"challenger ({st.stage.mode})"
+    return RegistryState(model, st.aliases, st.statuses, tuple(st.stack), tuple(changes), table_version, st.stage)
 
 
 _cache: dict[tuple[str, str], RegistryState] = {}
@@ -271,17 +275,17 @@ def history(model: str, alias: str | None = None, *, lake: Lake | None = None) -
         for c in state(model, lake=lake).changes
         if alias is None or c.alias == alias
     ]
-    schema = {
+    schema: dict[str, pl.DataType] = {
         "at": pl.Datetime("us", "UTC"),
-        "alias": pl.String,
-        "action": pl.String,
-        "version": pl.Int64,
-        "previous_version": pl.Int64,
-        "applied": pl.Boolean,
-        "forced": pl.Boolean,
-        "actor": pl.String,
-        "reason": pl.String,
-        "event_id": pl.String,
+        "alias": pl.String(),
+        "action": pl.String(),
+        "version": pl.Int64(),
+        "previous_version": pl.Int64(),
+        "applied": pl.Boolean(),
+        "forced": pl.Boolean(),
+        "actor": pl.String(),
+        "reason": pl.String(),
+        "event_id": pl.String(),
     }
     return pl.DataFrame(rows, schema=schema)
 

@@ -135,7 +135,7 @@ def list_models(*, lake: Lake | None = None) -> pl.DataFrame:
             {
                 "model": name,
                 "versions": vs.len(),
-                "latest_version": int(vs.max()),  # type: ignore[arg-type]
+                "latest_version": vs.max(),
                 "champion": amap.get("champion"),
                 "aliases": ", ".join(f"{a}=v{v}" for a, v in sorted(amap.items())),
             }

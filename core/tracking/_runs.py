@@ -101,13 +101,18 @@ def _dataset(dataset: tuple[str, int | None] | str | None, lake: Lake) -> tuple[
 
 
 # ---------------------------------------------------------------------------- runs
-_active = threading.local()
+class _Active(threading.local):
+    """Each thread's stack of active runs (``__init__`` runs once per thread, on its first use)."""
+
+    def __init__(self) -> None:
+        self.runs: list[Run] = []
+
+
+_active = _Active()
 
 
 def _stack() -> list[Run]:
-    if not hasattr(_active, "runs"):
-        _active.runs = []
-    return _active.runs  # type: ignore[no-any-return]
+    return _active.runs
 
 
 def active_run() -> Run | None:

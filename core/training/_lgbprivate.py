@@ -202,9 +202,11 @@ class SingleRow:
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Score one C-contiguous float64 row (shape ``(1, ncol)``)."""
         try:
-            _check(self._call(self._config, ctypes.c_void_p(X.ctypes.data), self._len_ref, self._out_ref))
+            code = self._call(self._config, ctypes.c_void_p(X.ctypes.data), self._len_ref, self._out_ref)
         except _PRIVATE_FAILURES as exc:
             raise PrivateApiError(f"single-row predict: {type(exc).__name__}: {exc}") from None
+        if code:  # inline, not _check: this is the hottest call of serving
+            _check(code)
         return np.array(self._out, dtype=np.float64)
 
     def __del__(self) -> None:
