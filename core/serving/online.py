@@ -374,55 +374,57 @@ class OnlineCodec:
             X[:, self._req_pos] = d.X
         pt = d.passthrough or {}
         for v in self._views:
-            keys = pt.get(v.entity)
-            if keys is None and v.missing == "default":
-                keys = [None] * n  # no key at all: every row is an entity without values
-            if v.missing == "error" and (keys is None or None in keys):
-                rows = list(range(n)) if keys is None else [i for i, k in enumerate(keys) if k is None]
-                raise DataValidationError(
-                    f"row {rows[0]}, {v.entity}: the entity key is required: the model's features {v.name} are looked up by it",
-                    report=[{"row": i, "field": v.entity, "message": "missing entity key"} for i in rows[:20]],
-                )
-            snap = v.holder.snapshot
-            if snap is None:
-                raise ProblemError(503, "features-unavailable",
-                                   f"online features {v.name} are not loaded: {v.holder.error or 'not materialised yet'}")
-            get = snap.index.get
-            if n == 1:
-                r = get(keys[0], -1)  # type: ignore[index]
-                unknown = [0] if r < 0 else []
-                if r >= 0 and v.slice is not None and snap.numeric_names == v.snapshot_names:
-                    X[0, v.slice] = snap.numeric[r]
-                    if v.request is not None:
-                        self._compute_request(v.request, X, pt, n)
-                    continue
-                idx = [r]
-            else:
-                idx = [get(k, -1) for k in keys]  # type: ignore[union-attr]
-                unknown = [i for i, r in enumerate(idx) if r < 0] if -1 in idx else []  # a None key is unknown too
-            if unknown and v.missing == "error":
-                first = unknown[0]
-                raise ProblemError(
-                    422, "unknown-entity",
-                    f"{len(unknown)} {v.entity} value(s) have no online features in {v.name}; first: row {first}, "
-                    f"{v.entity}={keys[first]!r}",  # type: ignore[index]
-                    [{"row": i, "field": v.entity, "message": f"unknown entity {keys[i]!r}: no online features"}  # type: ignore[index]
-                     for i in unknown[:20]],
-                )
-            if snap.rows:
-                rows = np.array(idx, dtype=np.intp)  # -1 (unknown) reads the last row; overwritten below
-                if v.slice is not None and snap.numeric_names == v.snapshot_names:
-                    X[:, v.slice] = snap.numeric[rows]
-                else:
-                    if v.positions:
-                        X[:, v.positions] = snap.numeric[rows][:, self._numeric_cols(v, snap)]
-                    for col, name, lookup in v.strings:
-                        X[:, col] = [lookup.get(x, _NAN) if x is not None else _NAN for x in snap.strings[name][rows]]
-            if unknown:
-                X[np.array(unknown)[:, None], v.all_positions[None, :]] = v.defaults
-            if v.request is not None:
+            self._lookup(v, X, pt, n)
+            if v.request is not None:  # after the lookup: request features read the view's values
                 self._compute_request(v.request, X, pt, n)
         return Decoded(X, n, d.unknown, d.passthrough)
+
+    def _lookup(self, v: _ViewFill, X: np.ndarray, pt: Mapping[str, Any], n: int) -> None:
+        """Copy one view's online values into ``X`` by entity key (defaults or a problem per its policy)."""
+        keys = pt.get(v.entity)
+        if keys is None and v.missing == "default":
+            keys = [None] * n  # no key at all: every row is an entity without values
+        if v.missing == "error" and (keys is None or None in keys):
+            rows = list(range(n)) if keys is None else [i for i, k in enumerate(keys) if k is None]
+            raise DataValidationError(
+                f"row {rows[0]}, {v.entity}: the entity key is required: the model's features {v.name} are looked up by it",
+                report=[{"row": i, "field": v.entity, "message": "missing entity key"} for i in rows[:20]],
+            )
+        snap = v.holder.snapshot
+        if snap is None:
+            raise ProblemError(503, "features-unavailable",
+                               f"online features {v.name} are not loaded: {v.holder.error or 'not materialised yet'}")
+        get = snap.index.get
+        if n == 1:
+            r = get(keys[0], -1)  # type: ignore[index]
+            unknown = [0] if r < 0 else []
+            if r >= 0 and v.slice is not None and snap.numeric_names == v.snapshot_names:
+                X[0, v.slice] = snap.numeric[r]
+                return
+            idx = [r]
+        else:
+            idx = [get(k, -1) for k in keys]  # type: ignore[union-attr]
+            unknown = [i for i, r in enumerate(idx) if r < 0] if -1 in idx else []  # a None key is unknown too
+        if unknown and v.missing == "error":
+            first = unknown[0]
+            raise ProblemError(
+                422, "unknown-entity",
+                f"{len(unknown)} {v.entity} value(s) have no online features in {v.name}; first: row {first}, "
+                f"{v.entity}={keys[first]!r}",  # type: ignore[index]
+                [{"row": i, "field": v.entity, "message": f"unknown entity {keys[i]!r}: no online features"}  # type: ignore[index]
+                 for i in unknown[:20]],
+            )
+        if snap.rows:
+            rows = np.array(idx, dtype=np.intp)  # -1 (unknown) reads the last row; overwritten below
+            if v.slice is not None and snap.numeric_names == v.snapshot_names:
+                X[:, v.slice] = snap.numeric[rows]
+            else:
+                if v.positions:
+                    X[:, v.positions] = snap.numeric[rows][:, self._numeric_cols(v, snap)]
+                for col, name, lookup in v.strings:
+                    X[:, col] = [lookup.get(x, _NAN) if x is not None else _NAN for x in snap.strings[name][rows]]
+        if unknown:
+            X[np.array(unknown)[:, None], v.all_positions[None, :]] = v.defaults
 
     def _numeric_cols(self, v: _ViewFill, snap: OnlineSnapshot) -> np.ndarray:
         """The snapshot matrix's columns of the view's numeric model features (same for every
