@@ -458,7 +458,7 @@ class FeatureView:
                                        "default": f.default, "description": f.description}.items() if v not in (None, "")}
                     for f in fs]
 
-        out = {
+        out: dict[str, Any] = {
             "name": self.name, "source": self.source, "entity": self.entity, "event_time": self.event_time,
             "missing": self.missing, "description": self.description, "features": plain(self.features),
         }
