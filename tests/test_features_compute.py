@@ -89,18 +89,18 @@ def test_a_training_set_trains_on_the_cluster_with_the_same_signature_as_locally
     info = tracking.get_run(out.run_id, lake=lake)
     assert info.params["engine"] == "dask"
     # the entity key and the event time are not features; the key is what a request sends
-    names = [f["name"] for f in sig["features"]]
+    names = sig.names
     assert "customer_id" not in names and "signup_at" not in names
-    assert names == [f["name"] for f in local["features"]]
+    assert names == local.names
     assert {"calls_30d", "minutes_per_call_30d", "last_data_gb", "charges_per_call_30d"} <= set(names)
-    assert "customer_id" in [p["name"] for p in sig["passthrough"]]
-    assert sig["feature_views"] == local["feature_views"]
-    assert sig["feature_views"][0]["features"] == ["calls_30d", "minutes_per_call_30d", "last_data_gb",
-                                                   "charges_per_call_30d"]
+    assert "customer_id" in sig.passthrough_names
+    assert sig.feature_views == local.feature_views
+    assert sig.feature_views[0].features == ("calls_30d", "minutes_per_call_30d", "last_data_gb",
+                                             "charges_per_call_30d")
     # what the run logged is that signature (serving fills the view features from it)
     from core.flows.train import run_model
 
-    assert run_model(out.run_id, lake=lake).signature["feature_views"] == local["feature_views"]
+    assert run_model(out.run_id, lake=lake).signature.feature_views == local.feature_views
 
 
 def test_an_integer_entity_key_is_left_out_of_the_features_on_both_engines(client, world):

@@ -74,7 +74,7 @@ def test_plane_delays_point_in_time_training_serving_and_skew(lake, flights):
         assert (r["dep_delay_mean_7d"] is None and mean is None) or abs(r["dep_delay_mean_7d"] - mean) < 1e-9
 
     with_view = train_model("flights_training", target="late", params={"num_iterations": 40}, lake=lake)
-    assert {"name": "tailnum", "type": "string", "role": "segment"} in with_view.model.signature["passthrough"]
+    assert {"name": "tailnum", "type": "string", "role": "segment"} in [p.to_dict() for p in with_view.model.signature.passthrough]
     assert not with_view.leakage["flagged"]
     gain = dict(with_view.model.importance().select("feature", "gain").iter_rows())
     assert gain["last_arr_delay"] > 0 and gain["dep_delay_mean_7d"] > 0  # the plane's history is used

@@ -99,8 +99,8 @@ def test_training_set_has_the_request_features_computed_from_each_label_row(worl
     assert np.array_equal(ts["premium_data_7d"].to_numpy()[~premium], np.zeros((~premium).sum()))
     assert np.array_equal(ts["premium_data_7d"].to_numpy()[premium], ts["data_gb_7d"].to_numpy()[premium])
     sig = registry.load("req", lake=lake).signature
-    [spec] = sig["feature_views"]
-    assert spec["features"] == ["calls_30d", "active_30d", "data_gb_7d", *REQUEST_FEATURES]
+    [spec] = sig.feature_views
+    assert spec.features == ("calls_30d", "active_30d", "data_gb_7d", *REQUEST_FEATURES)
     # the online table holds the looked-up features only (request features depend on the request)
     online, _ = features.current_values("usage_req", 1, lake=lake)
     assert "calls_30d" in online.columns and not set(REQUEST_FEATURES) & set(online.columns)
@@ -119,8 +119,7 @@ def test_a_request_sends_the_key_and_request_fields_and_is_scored_like_offline(w
     lake, srv = world
     loaded = registry.load("req", lake=lake)
     rows = datasets.load("churn", lake=lake).head(30).with_columns(pl.lit(NOW).alias("signup_at"))
-    req_names = [f["name"] for f in loaded.signature["features"]
-                 if f["name"] not in loaded.signature["feature_views"][0]["features"]]
+    req_names = [n for n in loaded.signature.names if n not in loaded.signature.view_features]
     body = [{**{n: r[n] for n in req_names}, "customer_id": r["customer_id"]} for r in rows.iter_rows(named=True)]
     resp = httpx.post(f"{srv.url}/v1/models/req/predict", json=body, timeout=30)
     assert resp.status_code == 200, resp.text
@@ -165,8 +164,8 @@ def test_a_request_field_the_model_takes_as_a_pass_through_field_only(world):
     out = train_model("req_training", target="churned", params={"num_iterations": 20}, lake=lake,
                       exclude=["monthly_charges"], passthrough=pt)
     sig = out.model.signature
-    assert "monthly_charges" not in [f["name"] for f in sig["features"]]
-    assert "charges_per_call_30d" in [f["name"] for f in sig["features"]]
+    assert "monthly_charges" not in sig.names
+    assert "charges_per_call_30d" in sig.names
     mv = registry.register("req_pt", out.run_id, lake=lake, actor="tester")
     promote.promote("req_pt", mv.version, reason="test", actor="tester", force=True, lake=lake)
     report = check_skew("req_pt", entities=40, lake=lake)
@@ -206,8 +205,7 @@ def test_null_request_fields_are_null_inputs_online_and_offline(world):
             .with_columns(pl.when(pl.int_range(pl.len()) % 2 == 0).then(None).otherwise(pl.col("plan")).alias("plan"),
                           pl.when(pl.int_range(pl.len()) % 3 == 0).then(None).otherwise(pl.col("monthly_charges"))
                           .alias("monthly_charges")))
-    req_names = [f["name"] for f in loaded.signature["features"]
-                 if f["name"] not in loaded.signature["feature_views"][0]["features"]]
+    req_names = [n for n in loaded.signature.names if n not in loaded.signature.view_features]
     body = [{**{n: r[n] for n in req_names}, "customer_id": r["customer_id"]} for r in rows.iter_rows(named=True)]
     resp = httpx.post(f"{srv.url}/v1/models/req/predict", json=body, timeout=30)
     assert resp.status_code == 200, resp.text

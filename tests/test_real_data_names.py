@@ -28,10 +28,10 @@ def test_features_named_like_the_logs_own_columns_are_served_logged_and_monitore
     datasets.ingest("named", data.filter(pl.col("month") <= 6), lake=lake, actor="tester")
     out = train_model("named", target="late", time_column="time_hour", params={"num_iterations": 30}, lake=lake)
     sig = out.model.signature
-    names = {f["name"] for f in sig["features"]}
+    names = set(sig.names)
     assert {"score", "at", "label", "model_version", "latency_ms", "predicted_label", "features", "passthrough",
             "day"} <= names
-    assert "prediction_id" in {p["name"] for p in sig["passthrough"]}  # named like an id: a pass-through field
+    assert "prediction_id" in sig.passthrough_names  # named like an id: a pass-through field
     registry.register("named", out.run_id, actor="tester", lake=lake)
     promote.promote("named", 1, reason="test", actor="tester", force=True, lake=lake)
     settings = load_settings(env={}, config_path=None, lake_uri=lake.uri, actor="tester", sections={

@@ -7,7 +7,7 @@ scores of its partitions, so the client never holds the input rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,13 +29,12 @@ def score_frame(frame: pl.DataFrame, model: training.Model, keep: Sequence[str])
     """The kept columns of ``frame``, then ``score`` and, for a binary model, ``predicted_label``."""
     scores = model.predict(frame) if frame.height else np.empty(0)
     out = frame.select([c for c in keep if c in frame.columns]).with_columns(pl.Series("score", scores, dtype=pl.Float64))
-    if model.signature.get("task", "binary") == "binary":
-        threshold = float(model.signature.get("threshold", 0.5))
-        out = out.with_columns((pl.col("score") >= threshold).cast(pl.Int64).alias("predicted_label"))
+    if model.signature.binary:
+        out = out.with_columns((pl.col("score") >= model.signature.threshold).cast(pl.Int64).alias("predicted_label"))
     return out
 
 
-def _score_part(fragment: Any, schema: Any, text: str, signature: Mapping[str, Any], keep: Sequence[str],
+def _score_part(fragment: Any, schema: Any, text: str, signature: training.Signature, keep: Sequence[str],
                 transform: Callable[[pl.DataFrame, Any], pl.DataFrame] | None = None, data: Any = None) -> pl.DataFrame:
     model = training.Model.from_text(text, signature)
     frame = read_part(fragment, schema)

@@ -34,6 +34,7 @@ from core.features.definitions import FeatureView, parse_view
 from core.features.pit import PreparedEvents, check_label_times, check_windows, prepare, values_at
 from core.ids import new_id, utcnow
 from core.lake import Lake, resolve
+from core.signature import Signature
 
 __all__ = [
     "TrainingSet",
@@ -448,7 +449,7 @@ def lineage(model: str, prediction_id: str, *, lake: Lake | None = None) -> pl.D
     return sql.query(resolve(lake), lineage_sql(model), [prediction_id])
 
 
-def view_features_needed(columns: Sequence[str], signature: Mapping[str, Any], *, strict: bool = False,
+def view_features_needed(columns: Sequence[str], signature: Signature, *, strict: bool = False,
                          lake: Lake | None = None) -> list[tuple[list[str], PreparedEvents]]:
     """The views whose features a model needs and rows with ``columns`` lack, each prepared for lookups.
 
@@ -470,24 +471,24 @@ def view_features_needed(columns: Sequence[str], signature: Mapping[str, Any], *
     Raises:
         FeatureViewError: the rows lack the model's time column (or, ``strict``, an entity column or a request field).
     """
-    views = [v for v in signature.get("feature_views") or () if any(f not in columns for f in v["features"])]
+    views = [v for v in signature.feature_views if any(f not in columns for f in v.features)]
     if not views:
         return []
     lake = resolve(lake)
-    tcol = signature.get("time_column")
+    tcol = signature.time_column
     if not tcol or tcol not in columns:
         raise FeatureViewError(
             f"the rows lack the time column {tcol!r} the model's feature views are computed as of "
-            f"({', '.join(v['view'] + '@v' + str(v['version']) for v in views)}); columns: {', '.join(columns)}"
+            f"({', '.join(f'{v.view}@v{v.version}' for v in views)}); columns: {', '.join(columns)}"
         )
     out = []
     for v in views:
-        if strict and v["entity"] not in columns:
+        if strict and v.entity not in columns:
             raise FeatureViewError(
-                f"the rows lack the entity column {v['entity']!r} feature view {v['view']!r} v{v['version']} is "
+                f"the rows lack the entity column {v.entity!r} feature view {v.view!r} v{v.version} is "
                 f"looked up by; columns: {', '.join(columns)}"
             )
-        fv = get_view(v["view"], int(v["version"]), lake=lake)
+        fv = get_view(v.view, v.version, lake=lake)
         absent = [n for n, _ in fv.request_fields if n not in columns]
         if strict and absent:  # else (the gate's holdout of another model) null inputs, like absent keys
             raise FeatureViewError(
@@ -495,7 +496,7 @@ def view_features_needed(columns: Sequence[str], signature: Mapping[str, Any], *
                 f"request features from; columns: {', '.join(columns)}"
             )
         events, _ = load_source(fv, lake=lake)
-        out.append(([f for f in v["features"] if f not in columns], prepare(fv, events)))
+        out.append(([f for f in v.features if f not in columns], prepare(fv, events)))
     return out
 
 
@@ -524,14 +525,14 @@ def view_values(prepared: PreparedEvents, rows: pl.DataFrame, entities: pl.Serie
     return pl.concat([values, view.request_values(inputs, prepared.schema)], how="horizontal")
 
 
-def with_view_features(frame: pl.DataFrame, signature: Mapping[str, Any], *, strict: bool = False,
+def with_view_features(frame: pl.DataFrame, signature: Signature, *, strict: bool = False,
                        lake: Lake | None = None) -> pl.DataFrame:
     """``frame`` with the view features a model needs and ``frame`` lacks, as known at each row's time.
 
     For scoring a model trained on feature views on rows that do not carry those features (batch
     scoring, or the gate scoring the champion on another model's holdout): each missing feature
     is computed exactly as a training set would (``values_at`` on the view version's source,
-    latest version, at the row's ``signature["time_column"]``) by the row's entity key. Rows
+    latest version, at the row's ``signature.time_column``) by the row's entity key. Rows
     without a key get the features' defaults. A frame that has every feature is returned as it is.
 
     Raises:
@@ -539,4 +540,4 @@ def with_view_features(frame: pl.DataFrame, signature: Mapping[str, Any], *, str
             with ``strict``, a view's entity column or request field.
     """
     needed = view_features_needed(frame.columns, signature, strict=strict, lake=lake)
-    return apply_view_features(frame, needed, signature["time_column"]) if needed else frame
+    return apply_view_features(frame, needed, signature.time_column or "") if needed else frame

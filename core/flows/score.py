@@ -80,7 +80,7 @@ def score_dataset(
     out_name = output or f"{dataset}_{model}_scores"
     lake.table_uri(f"data/{out_name}")  # a bad output name fails before any work
     if keep is None:
-        keep = [p["name"] for p in loaded.signature.get("passthrough") or ()]
+        keep = loaded.signature.passthrough_names
     tags = {"model": model, "model_version": loaded.version, "model_sha256": loaded.sha256, "output_dataset": out_name,
             "engine": cfg.engine, "source": "lakeops.score"}
     if cfg.engine == "dask":
@@ -95,7 +95,7 @@ def score_dataset(
     # set computes them (the sources read and prepared once, here); missing time/entity columns refused
     # before anything is written
     needed = features.view_features_needed(columns, loaded.signature, strict=True, lake=lake)
-    apply = partial(features.apply_view_features, time_column=str(loaded.signature.get("time_column") or ""))
+    apply = partial(features.apply_view_features, time_column=loaded.signature.time_column or "")
     with tracking.start_run("score", f"{model} v{loaded.version} on {dataset}@v{version}", dataset=(dataset, version),
                             tags=tags, sync=True, lake=lake) as run:
         if cfg.engine == "dask":

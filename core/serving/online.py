@@ -43,7 +43,7 @@ from core.errors import DataValidationError, FeatureViewError, LakeopsError
 from core.lake import Lake
 from core.serving.problems import ProblemError
 from core.serving.schemas import Codec, Decoded
-from core.signature import Signature
+from core.signature import Feature, FeatureViewRef, Signature
 
 __all__ = [
     "OnlineCodec",
@@ -239,23 +239,23 @@ class OnlineCodec:
         self._width = len(feats)
         pos = {n: i for i, n in enumerate(self.names)}
         self._req_pos = np.array([pos[n] for n in self.inner.names], dtype=np.intp)
-        pt_names = {p["name"] for p in self.inner.passthrough}
+        pt_names = {p.name for p in self.inner.passthrough}
         self._views: list[_ViewFill] = []
-        for v in signature["feature_views"]:
-            if v["entity"] not in pt_names:
-                raise FeatureViewError(f"feature view {v['view']!r}: its entity {v['entity']!r} is not a pass-through field of the model")
-            h = stores.holder(v["view"], int(v["version"]))
-            fill = _ViewFill(v["entity"], h, f"{v['view']} v{v['version']}", v.get("missing", "error"))
+        for v in signature.feature_views:
+            if v.entity not in pt_names:
+                raise FeatureViewError(f"feature view {v.view!r}: its entity {v.entity!r} is not a pass-through field of the model")
+            h = stores.holder(v.view, v.version)
+            fill = _ViewFill(v.entity, h, f"{v.view} v{v.version}", v.missing)
             fill.request = self._request_fill(v, stores.lake, pos, feats, pt_names)
             computed = {o[0] for o in fill.request.outputs} if fill.request else set()
-            looked_up = [name for name in v["features"] if name not in computed]
+            looked_up = [name for name in v.features if name not in computed]
             defaults = np.full(len(looked_up), _NAN)
             fill.all_positions = np.array([pos[name] for name in looked_up], dtype=np.intp)
             for k, name in enumerate(looked_up):
                 f = feats[pos[name]]
-                d = (v.get("defaults") or {}).get(name)
-                if f["kind"] == "categorical":
-                    lookup = {level: float(i) for i, level in enumerate(f.get("levels") or [])}
+                d = v.defaults.get(name)
+                if f.categorical:
+                    lookup = {level: float(i) for i, level in enumerate(f.levels)}
                     fill.strings.append((pos[name], name, lookup))
                     defaults[k] = lookup.get(d, _NAN) if d is not None else _NAN
                 else:
@@ -271,7 +271,7 @@ class OnlineCodec:
         self._req_slice = slice(0, k) if list(self._req_pos) == list(range(k)) else None
 
     @staticmethod
-    def _request_fill(v: Mapping[str, Any], lake: Lake, pos: Mapping[str, int], feats: Sequence[Mapping[str, Any]],
+    def _request_fill(v: FeatureViewRef, lake: Lake, pos: Mapping[str, int], feats: Sequence[Feature],
                       pt_names: set[str]) -> _RequestFill | None:
         """How to compute a view's request features: each input from the matrix (a model feature) or
         the pass-through fields; None for a view without request features.
@@ -280,15 +280,15 @@ class OnlineCodec:
             FeatureViewError: an input the request cannot carry (neither a model feature nor a
                 pass-through field).
         """
-        fv = features.get_view(v["view"], int(v["version"]), lake=lake)
-        wanted = [f.name for f in fv.request_features if f.name in v["features"]]
+        fv = features.get_view(v.view, v.version, lake=lake)
+        wanted = [f.name for f in fv.request_features if f.name in v.features]
         if not wanted:
             return None
         inputs: list[tuple[str, int, list[str] | None]] = []
         for name in fv.request_inputs:
             if name in pos:
                 f = feats[pos[name]]
-                inputs.append((name, pos[name], list(f.get("levels") or []) if f["kind"] == "categorical" else None))
+                inputs.append((name, pos[name], list(f.levels) if f.categorical else None))
             elif name in pt_names:
                 inputs.append((name, -1, None))
             else:
@@ -299,7 +299,7 @@ class OnlineCodec:
         outputs: list[tuple[str, int, list[str] | None]] = []
         for name in wanted:
             f = feats[pos[name]]
-            outputs.append((name, pos[name], list(f.get("levels") or []) if f["kind"] == "categorical" else None))
+            outputs.append((name, pos[name], list(f.levels) if f.categorical else None))
         schema = features.view_schema(fv.name, int(fv.version or 0), lake=lake)
         plan = fv.request_plan(schema)
         where = {name: col for name, col, levels in inputs if levels is None}
@@ -522,7 +522,7 @@ def check_skew(
     v = version if version is not None else registry.resolve_version(model, lake=lake)
     loaded = registry.load(model, version=v, lake=lake)
     sig = loaded.signature
-    views = list(sig.get("feature_views") or ())
+    views = list(sig.feature_views)
     if not views:
         raise FeatureViewError(f"model {model!r} v{v} was not trained on feature views; nothing to compare")
     mv = registry.get_version(model, v, lake=lake)
@@ -534,10 +534,10 @@ def check_skew(
     snaps = []
     for fill, spec in zip(codec._views, views, strict=True):
         if fill.holder.snapshot is None:
-            raise FeatureViewError(f"{spec['view']} v{spec['version']} has no online values: {fill.holder.error}")
+            raise FeatureViewError(f"{spec.view} v{spec.version} has no online values: {fill.holder.error}")
         snaps.append(fill.holder.snapshot)
-    entity = views[0]["entity"]
-    time_col = sig.get("time_column")
+    entity = views[0].entity
+    time_col = sig.time_column
     pool = train.filter(pl.col(entity).is_not_null())
     if time_col and time_col in pool.columns:
         pool = pool.sort(time_col)
@@ -549,11 +549,11 @@ def check_skew(
     rng = np.random.default_rng(seed)
     pick = pool[np.sort(rng.choice(pool.height, min(entities, pool.height), replace=False))]
     unknown = 0
-    if any(s.get("missing") == "default" for s in views) and len(views) == 1:
+    if any(s.missing == "default" for s in views) and len(views) == 1:
         stranger = pick.head(1).with_columns(_stranger(pick[entity]).alias(entity))
         pick, unknown = pl.concat([pick, stranger]), 1
     req_names = list(codec.inner.names)
-    offline = pick.drop([f for s in views for f in s["features"] if f in pick.columns])
+    offline = pick.drop([f for s in views for f in s.features if f in pick.columns])
     for spec, snap in zip(views, snaps, strict=True):
         offline = offline.with_columns(_offline_values(spec, snap, offline, lake=lake))
     X_off = loaded.model.encode(offline)
@@ -577,7 +577,7 @@ def check_skew(
     rows = pl.DataFrame({entity: pick[entity].cast(pl.String), "score_offline": s_off, "score_online": s_on,
                          "max_feature_diff": fdiff})
     return SkewReport(model, v, pick.height, unknown, float(fdiff.max(initial=0.0)), float(sdiff.max(initial=0.0)),
-                      tolerance, rows, [f"{s['view']}@v{s['version']}" for s in views], api_diff)
+                      tolerance, rows, [f"{s.view}@v{s.version}" for s in views], api_diff)
 
 
 def _stranger(keys: pl.Series) -> pl.Expr:
@@ -588,14 +588,14 @@ def _stranger(keys: pl.Series) -> pl.Expr:
     return pl.lit("__lakeops_skew_check_unknown__")
 
 
-def _offline_values(spec: Mapping[str, Any], snap: OnlineSnapshot, rows: pl.DataFrame, *, lake: Lake) -> list[pl.Series]:
+def _offline_values(spec: FeatureViewRef, snap: OnlineSnapshot, rows: pl.DataFrame, *, lake: Lake) -> list[pl.Series]:
     """The training path's values of a view's features for ``rows`` (``features.view_values``: the
     lookup, then the request features from the rows' request fields), each entity at the time and
     source version its online row was computed from (entities without an online row: at that
     snapshot's newest time)."""
-    fv = features.get_view(spec["view"], int(spec["version"]), lake=lake)
+    fv = features.get_view(spec.view, spec.version, lake=lake)
     keys = rows[fv.entity]
-    online, _ = features.current_values(fv.name, int(spec["version"]), lake=lake)
+    online, _ = features.current_values(fv.name, spec.version, lake=lake)
     meta = keys.to_frame(fv.entity).with_row_index("__k").join(
         online.select(fv.entity, "__as_of", "__source_version"), on=fv.entity, how="left")
     meta = meta.with_columns(
@@ -606,21 +606,21 @@ def _offline_values(spec: Mapping[str, Any], snap: OnlineSnapshot, rows: pl.Data
     for sv in meta["__source_version"].unique().sort().to_list():
         part = meta.filter(pl.col("__source_version") == sv)
         events, _ = features.load_source(fv, int(sv), lake=lake)
-        prepared = features.prepare(fv, events, schema=features.view_schema(fv.name, int(spec["version"]), lake=lake))
+        prepared = features.prepare(fv, events, schema=features.view_schema(fv.name, spec.version, lake=lake))
         out.append(features.view_values(prepared, rows[part["__k"]], part[fv.entity], part["__as_of"]))
         order.append(part["__k"].to_numpy())
     frame = pl.concat(out)
     inverse = np.empty(keys.len(), dtype=np.int64)
     inverse[np.concatenate(order)] = np.arange(keys.len())
     frame = frame[inverse]
-    return [frame[name] for name in spec["features"]]
+    return [frame[name] for name in spec.features]
 
 
-def _request_row(row: Mapping[str, Any], req_names: Sequence[str], views: Sequence[Mapping[str, Any]],
+def _request_row(row: Mapping[str, Any], req_names: Sequence[str], views: Sequence[FeatureViewRef],
                  extra: Sequence[str] = ()) -> dict[str, Any]:
     out = {n: _jsonable(row[n]) for n in req_names}
     for spec in views:
-        out[spec["entity"]] = row[spec["entity"]]
+        out[spec.entity] = row[spec.entity]
     for n in extra:  # request fields the model takes as pass-through fields only
         out[n] = _jsonable(row[n])
     return out

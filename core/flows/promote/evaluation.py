@@ -57,7 +57,7 @@ def _score(loaded: registry.LoadedModel, frame: pl.DataFrame, lake: Lake) -> tup
 
     sig = loaded.signature
     y = frame[sig.target].cast(pl.Float64).to_numpy()
-    scores = loaded.model.predict(with_view_features(frame, sig, lake=lake))  # type: ignore[arg-type]  # until features/store.py takes the Signature
+    scores = loaded.model.predict(with_view_features(frame, sig, lake=lake))
     return compute_metrics(sig.task, y, scores, sig.threshold), scores
 
 
