@@ -110,10 +110,10 @@ def test_an_integer_entity_key_is_left_out_of_the_features_on_both_engines(clien
     sigs = [train_model("int_training", target="churned", params=PARAMS, lake=lake, engine=engine,
                         settings=_settings(lake)).model.signature for engine in ("local", "dask")]
     for sig in sigs:
-        assert "customer" not in [f["name"] for f in sig["features"]]
-        assert "customer" in [p["name"] for p in sig["passthrough"]]
-        assert sig["feature_views"][0]["entity"] == "customer"
-    assert sigs[0]["features"] == sigs[1]["features"] and sigs[0]["passthrough"] == sigs[1]["passthrough"]
+        assert "customer" not in sig.names
+        assert "customer" in sig.passthrough_names
+        assert sig.feature_views[0].entity == "customer"
+    assert sigs[0].features == sigs[1].features and sigs[0].passthrough == sigs[1].passthrough
 
 
 def test_scoring_computes_view_features_as_of_each_row_on_both_engines(client, world):

@@ -38,10 +38,10 @@ def _rows(n: int, seed: int = 4) -> list[dict]:
 
 def test_signature_declares_passthrough_and_the_key(keyed_lake):
     sig = registry.get_version("churn", 1, lake=keyed_lake).signature
-    assert {p["name"]: (p["type"], p["role"]) for p in sig["passthrough"]} == {
+    assert {p.name: (p.type, p.role) for p in sig.passthrough} == {
         "customer_id": ("string", "id"), "signup_at": ("datetime", "event_time")}
-    assert sig["feedback_key"] == "customer_id"
-    assert "customer_id" not in {f["name"] for f in sig["features"]}
+    assert sig.feedback_key == "customer_id" and sig.entity_key == "customer_id"
+    assert "customer_id" not in sig.names
 
 
 def test_passthrough_is_validated_and_logged_beside_the_features(tmp_path, keyed_lake):

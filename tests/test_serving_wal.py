@@ -201,7 +201,7 @@ def test_segments_of_the_earlier_list_records_replay_as_the_named_record_does(tm
     scores = loaded.model.predict_matrix(decoded.X)
     v = loaded.version
     header = (("churn", v), _pack({"k": "h", "m": "churn", "v": v, "fn": codec.names, "lv": codec.levels,
-                                   "thr": loaded.signature["threshold"], "pt": []}))
+                                   "thr": loaded.signature.threshold, "pt": []}))
     ids = "".join(_id(k) for k in range(1, 6)).encode()
     at = time.time_ns() // 1000
     old, new = [], []
