@@ -16,6 +16,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import datasets, demo, registry  # noqa: E402
+from core.config import Settings  # noqa: E402
 from core.flows import promote  # noqa: E402
 from core.flows.train import train_model  # noqa: E402
 from core.lake import Lake  # noqa: E402
@@ -36,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     n_events = 50 if args.quick else 300
     lake = Lake(Path(tempfile.mkdtemp()) / "lake")
-    datasets.ingest("churn", demo.generate(n=3000), lake=lake)
+    datasets.ingest("churn", demo.generate(n=3000), lake=lake, settings=Settings())
     run_id = train_model("churn", target="churned", params={"num_iterations": 50}, lake=lake).run_id
 
     t0 = time.perf_counter()

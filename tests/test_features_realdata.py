@@ -51,13 +51,13 @@ def flights():
     return events, labels
 
 
-def test_plane_delays_point_in_time_training_serving_and_skew(lake, flights):
+def test_plane_delays_point_in_time_training_serving_and_skew(lake, flights, settings):
     events, labels = flights
-    datasets.ingest("plane_events", events, lake=lake)
-    datasets.ingest("flight_labels", labels, lake=lake)
+    datasets.ingest("plane_events", events, lake=lake, settings=settings)
+    datasets.ingest("flight_labels", labels, lake=lake, settings=settings)
     view, _ = features.register(features.parse_view(VIEW), lake=lake)
     ts = features.build_training_set("flights_training", labels="flight_labels", views=["plane_delays"], time_column="sched_dep",
-                                     lake=lake)
+                                     lake=lake, settings=settings)
     frame = datasets.load("flights_training", lake=lake)
     assert ts.rows == labels.height and frame.columns[-5:] == view.feature_names
 
@@ -86,14 +86,14 @@ def test_plane_delays_point_in_time_training_serving_and_skew(lake, flights):
     assert report.identical and report.max_feature_diff == 0.0 and report.max_score_diff == 0.0
 
 
-def test_the_scheduled_time_as_event_time_would_leak_the_label(lake, flights):
+def test_the_scheduled_time_as_event_time_would_leak_the_label(lake, flights, settings):
     events, labels = flights
     naive = events.with_columns(pl.col("scheduled_at").alias("known_at")).unique(["tailnum", "known_at"])
-    datasets.ingest("plane_events", naive, lake=lake)
-    datasets.ingest("flight_labels", labels, lake=lake)
+    datasets.ingest("plane_events", naive, lake=lake, settings=settings)
+    datasets.ingest("flight_labels", labels, lake=lake, settings=settings)
     features.register(features.parse_view(VIEW), lake=lake)
     features.build_training_set("naive_training", labels="flight_labels", views=["plane_delays"], time_column="sched_dep",
-                                lake=lake)
+                                lake=lake, settings=settings)
     frame = datasets.load("naive_training", lake=lake)
     own = frame.join(events.select("tailnum", pl.col("scheduled_at").alias("sched_dep"), "arr_delay"),
                      on=["tailnum", "sched_dep"], how="inner")

@@ -14,6 +14,7 @@ import pytest
 
 from core import auth, datasets, demo, features, registry
 from core.cli import run
+from core.config import Settings
 from core.flows import promote
 from core.flows.seed import seed_demo
 from core.flows.train import train_model
@@ -34,7 +35,7 @@ def world(tmp_path_factory):
     lake = Lake(str(root / "lake"))
     seed_demo(lake=lake, rows=1500)
     strict, _ = features.register(features.parse_view({**demo.USAGE_VIEW, "missing": "error"}), lake=lake)
-    features.build_training_set("churn_strict_training", labels="churn", views=[("churn_usage", strict.version)], lake=lake)
+    features.build_training_set("churn_strict_training", labels="churn", views=[("churn_usage", strict.version)], lake=lake, settings=Settings(lake_uri=lake.uri, actor="tester"))
     out = train_model("churn_strict_training", target="churned", params={"num_iterations": 30}, lake=lake)
     mv = registry.register("churn_strict", out.run_id, lake=lake, actor="tester")
     promote.promote("churn_strict", mv.version, reason="test", actor="tester", force=True, lake=lake)
@@ -131,7 +132,7 @@ def test_not_materialised_is_503_then_served_after_materialising_and_refreshing(
     assert no_key.status_code == 422 and no_key.json()["errors"][0] == {"row": 0, "field": "customer_id", "message": "missing entity key"}
 
 
-def test_new_events_reach_the_served_values_without_a_restart(world):
+def test_new_events_reach_the_served_values_without_a_restart(world, settings):
     lake, srv, _ = world
     row = _rows(lake, 1)[0]
     cid = row["customer_id"]
@@ -139,7 +140,7 @@ def test_new_events_reach_the_served_values_without_a_restart(world):
     extra = pl.DataFrame({"customer_id": [cid] * 3, "event_at": [now - timedelta(hours=h) for h in (1, 2, 3)],
                           "calls": [50, 50, 50], "minutes": [100.0] * 3, "data_gb": [1.0] * 3})
     before = features.entity_vector("churn_usage", cid, version=1, lake=lake)["calls_30d"]
-    datasets.ingest("churn_usage", extra, lake=lake, validate=False)
+    datasets.ingest("churn_usage", extra, lake=lake, validate=False, settings=settings)
     m = features.materialize("churn_usage", version=1, lake=lake)
     assert features.entity_vector("churn_usage", cid, version=1, lake=lake)["calls_30d"] == before + 150
     deadline = time.time() + 30

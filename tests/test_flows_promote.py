@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from core import datasets, demo, registry, training
-from core.config import load_settings
+from core.config import Settings, load_settings
 from core.errors import ConfigError, PromotionRefusedError, RegistryError
 from core.flows import promote
 from core.flows.train import train_model
@@ -18,10 +18,11 @@ from core.lake import Lake
 def world(tmp_path_factory):
     """One lake with two dataset versions and three small trained runs, shared by the tests."""
     lake = Lake(tmp_path_factory.mktemp("promote") / "lake")
+    settings = Settings(lake_uri=lake.uri, actor="tester")
     data = demo.generate(n=3000, seed=3)
-    datasets.ingest("churn", data.head(2000), lake=lake)
-    datasets.ingest("churn", data.tail(1000), lake=lake)
-    datasets.ingest("raw", data, lake=lake, validate=False)
+    datasets.ingest("churn", data.head(2000), lake=lake, settings=settings)
+    datasets.ingest("churn", data.tail(1000), lake=lake, settings=settings)
+    datasets.ingest("raw", data, lake=lake, validate=False, settings=settings)
     runs = {
         "a": train_model(
             "churn", target="churned", version=1, params={"num_iterations": 20}, lake=lake

@@ -32,8 +32,8 @@ def churn_frame(n: int = 1500, seed: int = 0) -> pl.DataFrame:
 
 
 @pytest.fixture
-def churn_lake(lake):
-    datasets.ingest("churn", churn_frame(), lake=lake)
+def churn_lake(lake, settings):
+    datasets.ingest("churn", churn_frame(), lake=lake, settings=settings)
     return lake
 
 
@@ -81,9 +81,9 @@ def test_train_model_records_everything_and_reproduces(churn_lake):
     assert tracking.get_run(rep.new_run_id, lake=lake).tags["reproduces"] == out.run_id
 
 
-def test_version_pinning(churn_lake):
+def test_version_pinning(churn_lake, settings):
     lake = churn_lake
-    datasets.ingest("churn", churn_frame(300, seed=5), lake=lake)
+    datasets.ingest("churn", churn_frame(300, seed=5), lake=lake, settings=settings)
     old = flow.train_model("churn", target="churned", version=1, params=FAST, lake=lake)
     new = flow.train_model("churn", target="churned", params=FAST, lake=lake)
     assert (old.dataset_version, new.dataset_version) == (1, 2)
@@ -113,16 +113,16 @@ def test_bad_input(churn_lake, kwargs, error, match):
     assert _no_running(churn_lake)
 
 
-def test_one_class_target_and_failure_inside_the_run(lake):
+def test_one_class_target_and_failure_inside_the_run(lake, settings):
     frame = churn_frame(400)
-    datasets.ingest("one", frame.with_columns(churned=pl.lit(0, dtype=pl.Int64)), lake=lake)
+    datasets.ingest("one", frame.with_columns(churned=pl.lit(0, dtype=pl.Int64)), lake=lake, settings=settings)
     with pytest.raises(TrainingError, match="single value"):
         flow.train_model("one", target="churned", lake=lake)
     # the latest 20% (validation by time) hold a single class: found only once training started
     late = pl.int_range(pl.len()) >= 320
     datasets.ingest(
         "late", frame.with_columns(churned=pl.when(late).then(0).otherwise(pl.col("churned"))), lake=lake
-    )
+    , settings=settings)
     with pytest.raises(TrainingError, match="validation set has a single class"):
         flow.train_model("late", target="churned", params=FAST, lake=lake)
     runs = tracking.search_runs(lake=lake)

@@ -14,12 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def ui_lake(lake, monkeypatch):
+def ui_lake(lake, monkeypatch, settings):
     monkeypatch.setenv("LAKEOPS_LAKE", lake.uri)
     monkeypatch.setenv("LAKEOPS_ACTOR", "uiuser")
     monkeypatch.delenv("LAKEOPS_CONFIG", raising=False)
     st.cache_resource.clear()  # pages/_common caches the lake handle per process: drop other tests' lakes
-    datasets.ingest("churn", demo.generate(n=1500, seed=7), lake=lake)
+    datasets.ingest("churn", demo.generate(n=1500, seed=7), lake=lake, settings=settings)
     for seed, iters in ((0, 20), (1, 5)):
         run = train_model("churn", target="churned", params={"num_iterations": iters}, seed=seed, lake=lake)
         registry.register("churn", run.run_id, lake=lake, actor="tester")

@@ -252,7 +252,7 @@ def build_training_set(
     time_column: str | None = None,
     lake: Lake | None = None,
     actor: str | None = None,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> TrainingSet:
     """Join a label dataset version with feature views as of each label's time; write the result as a dataset version.
 
@@ -271,7 +271,7 @@ def build_training_set(
         time_column: the label rows' event time (default: their only datetime column).
         lake: the lake.
         actor: who builds (recorded).
-        settings: settings for the validation spec (default: loaded).
+        settings: settings for the validation spec.
 
     Raises:
         DataValidationError: the frame broke a validation rule (it is quarantined, nothing written).

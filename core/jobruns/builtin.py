@@ -11,7 +11,6 @@ from typing import Any
 
 import polars as pl
 
-import core.lake
 from core.config import Settings
 from core.ids import utcnow
 from core.jobruns.catalog import jobs_config, jsonable
@@ -44,7 +43,7 @@ def performance_check(*, lake: Lake, settings: Settings, trigger: str = "manual"
     return {"models": {m: jsonable(check_performance(m, lake=lake, settings=settings, **args)) for m in _champions(lake)}}
 
 
-def pending_alerts(job: str = "retrain", *, lake: Lake | None = None, settings: Settings | None = None) -> pl.DataFrame:
+def pending_alerts(job: str = "retrain", *, lake: Lake, settings: Settings) -> pl.DataFrame:
     """Return the open drift/performance alerts (one per model, newest) that ``job`` should answer.
 
     An open alert is due when its episode opened after the last start of ``job`` (a new alert),
@@ -52,7 +51,6 @@ def pending_alerts(job: str = "retrain", *, lake: Lake | None = None, settings: 
     open: ``retrain_if_needed`` may have been waiting for labels). Kinds are the alert kinds
     containing one of ``[jobs] alert_kinds``.
     """
-    lake = core.lake.resolve(lake)
     due = _alerted(lake, settings)
     last = history(job, lake=lake, limit=1)
     last_start = last["started_at"][0] if last.height else None
@@ -61,7 +59,7 @@ def pending_alerts(job: str = "retrain", *, lake: Lake | None = None, settings: 
     return due
 
 
-def _alerted(lake: Lake, settings: Settings | None) -> pl.DataFrame:
+def _alerted(lake: Lake, settings: Settings) -> pl.DataFrame:
     """The newest open alert per model whose kind contains one of ``[jobs] alert_kinds``."""
     from core.monitoring import alerts
 
@@ -109,13 +107,12 @@ def rollout(*, lake: Lake, settings: Settings, trigger: str = "manual", **args: 
     return {"models": out}
 
 
-def maintain_lake(*, lake: Lake | None = None, retention_hours: int = 168) -> dict[str, Any]:
+def maintain_lake(*, lake: Lake, retention_hours: int = 168) -> dict[str, Any]:
     """Maintain every table, keeping the dataset versions registered models were trained on.
 
     Returns:
         Outputs: tables maintained, files before/after, files vacuumed, versions kept.
     """
-    lake = core.lake.resolve(lake)
     used = lake.read_or_empty("model_versions", columns=["dataset_name", "dataset_version"]).drop_nulls().unique()
     keep: dict[str, list[int]] = {}
     for r in used.iter_rows(named=True):
@@ -130,7 +127,7 @@ def maintain_lake(*, lake: Lake | None = None, retention_hours: int = 168) -> di
     }
 
 
-def compact_hot(*, lake: Lake | None = None, min_small_files: int = 50) -> dict[str, Any]:
+def compact_hot(*, lake: Lake, min_small_files: int = 50) -> dict[str, Any]:
     """Compact every table holding at least ``min_small_files`` small files (no vacuum).
 
     Tables written in many small commits (prediction logs, job and tracking records) slow down
@@ -140,7 +137,6 @@ def compact_hot(*, lake: Lake | None = None, min_small_files: int = 50) -> dict[
     Returns:
         Outputs: tables checked, and per compacted table the files removed and added.
     """
-    lake = core.lake.resolve(lake)
     tables = lake.tables()
     done: dict[str, dict[str, Any]] = {}
     for name in tables:

@@ -18,7 +18,7 @@ from core.errors import (
     ModelVersionNotFoundError,
     RegistryError,
 )
-from core.lake import Lake, resolve
+from core.lake import Lake
 
 __all__ = [
     "ModelVersion",
@@ -151,14 +151,13 @@ def _to_version(row: Mapping[str, Any], uri: str) -> ModelVersion:
     )
 
 
-def get_version(model: str, version: int, *, lake: Lake | None = None) -> ModelVersion:
+def get_version(model: str, version: int, *, lake: Lake) -> ModelVersion:
     """Return one registered version.
 
     Raises:
         ModelNotFoundError: no such model.
         ModelVersionNotFoundError: the model exists but not that version.
     """
-    lake = resolve(lake)
     rows = require_model(model, lake=lake)
     hit = rows.filter(pl.col("version") == int(version))
     if hit.height == 0:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from core.errors import LakeopsError
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.tracking._writer import writer
 
 __all__ = ["Run", "Status", "active_run", "start_run"]
@@ -329,7 +329,7 @@ def start_run(
     parent_run_id: str | None = None,
     tags: Mapping[str, Any] | None = None,
     sync: bool = False,
-    lake: Lake | None = None,
+    lake: Lake,
 ) -> Run:
     """Start a run; use it as a context manager so its status is set on exit.
 
@@ -341,7 +341,7 @@ def start_run(
         parent_run_id: the parent of a nested run; default: the run active in this thread.
         tags: tags to set right away.
         sync: commit the run's data when it ends (see the module docstring on durability).
-        lake: the lake (default: the settings' lake).
+        lake: the lake.
 
     Returns:
         The started ``Run``. ``with start_run(...) as run:`` ends it ``finished``, ``failed``
@@ -350,7 +350,6 @@ def start_run(
     Raises:
         DatasetNotFoundError: the dataset (version) to resolve does not exist.
     """
-    lake = resolve(lake)
     if not experiment or not _KEY.match(experiment):
         raise LakeopsError(f"experiment name {experiment!r} is invalid: use letters, digits, _ - . /")
     parent = parent_run_id or (r.run_id if (r := active_run()) is not None else None)
