@@ -67,8 +67,8 @@ def test_first_version_passes_with_no_champion_and_is_promoted(world):
 
 def test_champion_is_rescored_on_the_candidates_holdout(world):
     lake, runs = world
-    registry.register("m2", runs["a"], lake=lake)  # trained on churn v1
-    registry.register("m2", runs["b"], lake=lake)  # trained on churn v2
+    registry.register("m2", runs["a"], lake=lake, actor="tester")  # trained on churn v1
+    registry.register("m2", runs["b"], lake=lake, actor="tester")  # trained on churn v2
     registry.set_alias("m2", "champion", 1, actor="t", reason="seed", lake=lake)
     report = promote.evaluate(
         "m2", 2, lake=lake, settings=_settings(lake, "m2", beat_champion={"metric": "auc", "margin": 0.0})
@@ -91,7 +91,7 @@ def test_champion_is_rescored_on_the_candidates_holdout(world):
 
 def test_failed_gate_refuses_promotion_unless_forced(world):
     lake, runs = world
-    registry.register("m3", runs["c"], lake=lake)
+    registry.register("m3", runs["c"], lake=lake, actor="tester")
     settings = _settings(lake, "m3", min={"auc": 0.99}, max={"brier": 0.01})
     report = promote.evaluate("m3", 1, lake=lake, settings=settings)
     assert not report.passed
@@ -109,7 +109,7 @@ def test_failed_gate_refuses_promotion_unless_forced(world):
 
 def test_approval_required_and_reject(world):
     lake, runs = world
-    registry.register("m4", runs["a"], lake=lake)
+    registry.register("m4", runs["a"], lake=lake, actor="tester")
     settings = _settings(lake, "m4", require_approval=True)
     promote.evaluate("m4", 1, lake=lake, settings=settings)
     with pytest.raises(PromotionRefusedError, match="requires approval"):
@@ -127,7 +127,7 @@ def test_approval_required_and_reject(world):
 def test_stale_gate_and_rollback(world):
     lake, runs = world
     for r in ("a", "b", "c"):
-        registry.register("m5", runs[r], lake=lake)
+        registry.register("m5", runs[r], lake=lake, actor="tester")
     s = _settings(lake, "m5", beat_champion=False)
     promote.evaluate("m5", 1, lake=lake, settings=s)
     promote.promote("m5", 1, reason="v1", lake=lake, settings=s)
@@ -153,7 +153,7 @@ def test_stale_gate_and_rollback(world):
 
 def test_unvalidated_training_data_fails_the_gate(world):
     lake, runs = world
-    registry.register("m6", runs["raw"], lake=lake)
+    registry.register("m6", runs["raw"], lake=lake, actor="tester")
     report = promote.evaluate("m6", 1, lake=lake, settings=_settings(lake, "m6"))
     check = next(c for c in report.checks if c.name == "validated_data")
     assert not check.passed and check.value == "skipped" and not report.passed
@@ -161,8 +161,8 @@ def test_unvalidated_training_data_fails_the_gate(world):
 
 def test_auto_promote_and_aliases(world):
     lake, runs = world
-    registry.register("m7", runs["a"], lake=lake)
-    registry.register("m7", runs["b"], lake=lake)
+    registry.register("m7", runs["a"], lake=lake, actor="tester")
+    registry.register("m7", runs["b"], lake=lake, actor="tester")
     off = promote.evaluate_and_maybe_promote(
         "m7", 1, reason="retrain", lake=lake, settings=_settings(lake, "m7")
     )
@@ -195,7 +195,7 @@ def test_policy_from_file_and_bad_keys(tmp_path):
 def test_rejecting_the_champion_is_refused_until_it_is_replaced(world):
     lake, runs = world
     for r in ("a", "b"):
-        registry.register("m8", runs[r], lake=lake)
+        registry.register("m8", runs[r], lake=lake, actor="tester")
     s = _settings(lake, "m8", beat_champion=False)
     promote.evaluate("m8", 1, lake=lake, settings=s)
     promote.promote("m8", 1, reason="v1", lake=lake, settings=s)

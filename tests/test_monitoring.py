@@ -61,7 +61,7 @@ def test_reference_is_built_once_stored_and_reloaded(lake):
     assert back.sample.equals(ref.sample)
     assert lake.read("drift_references").height == 4
     # another model version trained on the same dataset version and split reuses the features
-    registry.register(MODEL, mv.run_id, lake=lake)
+    registry.register(MODEL, mv.run_id, lake=lake, actor="tester")
     v2 = monitoring.reference(MODEL, version=2, lake=lake, settings=s)
     assert v2.path == ref.path and v2.scores_path != ref.scores_path
     assert lake.read("drift_references")["kind"].to_list().count("scores") == 2
@@ -202,6 +202,6 @@ def test_config_errors_and_no_champion(lake, tmp_path):
         monitoring.monitor_config(MODEL, settings_for(lake, models={MODEL: {"drift": {"numeric_test": "x"}}}))
     cfg = monitoring.monitor_config(MODEL, settings_for(lake, models={MODEL: {"drift": {"share": 0.25}}}))
     assert cfg.policy.share == 0.25 and isinstance(cfg.policy, drift.DriftPolicy)
-    registry.register("other", registry.get_version(MODEL, 1, lake=lake).run_id, lake=lake)
+    registry.register("other", registry.get_version(MODEL, 1, lake=lake).run_id, lake=lake, actor="tester")
     with pytest.raises(ModelVersionNotFoundError, match="no champion"):
         monitoring.measure_drift("other", lake=lake, settings=settings_for(lake))

@@ -78,12 +78,11 @@ def artifact_path(model: str, version: int, name: str = "model.txt") -> str:
     return f"artifacts/models/{model}/{version}/{name}"
 
 
-def _actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    from core.config import load_settings
-
-    return load_settings().actor
+def _actor(actor: str) -> str:
+    """The actor of an event: required, never guessed from the environment (the edges pass ``Settings.actor``)."""
+    if not (actor or "").strip():
+        raise RegistryError("a registry change needs an actor (who does it): pass actor=, e.g. settings.actor")
+    return actor
 
 
 _claims_cache: dict[str, tuple[int, int, pl.DataFrame]] = {}

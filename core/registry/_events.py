@@ -95,7 +95,7 @@ def record_event(
     *,
     version: int | None = None,
     alias: str | None = None,
-    actor: str | None = None,
+    actor: str,
     reason: str | None = None,
     report: Mapping[str, Any] | None = None,
     event_id: str | None = None,
@@ -310,7 +310,7 @@ def set_alias(
     alias: str,
     version: int | None,
     *,
-    actor: str | None,
+    actor: str,
     reason: str,
     action: str = "promote",
     report: Mapping[str, Any] | None = None,
@@ -323,7 +323,7 @@ def set_alias(
         model: registered model name.
         alias: alias name (``champion``, ``challenger``, any name).
         version: the version the alias should point to.
-        actor: who does it (default: settings' actor).
+        actor: who does it (the audit trail's name; required).
         reason: why (required; it is the audit trail).
         action: ``promote``, ``rollback``, ``alias``, ``unalias``, or ``stage``/``unstage`` (the
             ``challenger`` alias in a staged rollout; ``report`` holds ``mode`` and ``fraction``).

@@ -193,7 +193,7 @@ def register(
     *,
     description: str | None = None,
     tags: Mapping[str, str] | None = None,
-    actor: str | None = None,
+    actor: str,
     lake: Lake,
 ) -> ModelVersion:
     """Register the model of run ``run_id`` as the next version of ``model``.
@@ -248,7 +248,7 @@ def _register_files(
     dataset_version: int | None,
     description: str | None = None,
     tags: Mapping[str, str] | None = None,
-    actor: str | None = None,
+    actor: str,
 ) -> ModelVersion:
     """Claim a version, copy the artifact files, then write the ``register`` event."""
     _check_model_name(model)
