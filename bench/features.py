@@ -167,11 +167,12 @@ def build_serving_lake(root: Path, rows: int) -> Path:
     from core.lake import Lake
 
     lake = Lake(str(root / "lake"))
-    seed_demo(lake=lake, rows=rows)
+    settings = Settings(lake_uri=lake.uri, actor="bench")
+    seed_demo(lake=lake, rows=rows, settings=settings)
     datasets.ingest("churn_training_plain", datasets.load("churn_training", lake=lake), lake=lake, settings=Settings())
-    out = train_model("churn_training_plain", target="churned", lake=lake)
+    out = train_model("churn_training_plain", target="churned", lake=lake, settings=settings)
     mv = registry.register("plain", out.run_id, lake=lake, actor="bench")
-    promote("plain", mv.version, reason="bench", actor="bench", force=True, lake=lake)
+    promote("plain", mv.version, reason="bench", actor="bench", force=True, lake=lake, settings=settings)
     return root / "lake"
 
 

@@ -93,6 +93,7 @@ def make(lake_dir: str, rows: int, train_rows: int) -> dict:
     from core.serving.schemas import prediction_schema
 
     lake = Lake(lake_dir)
+    settings = Settings(lake_uri=lake.uri, actor="bench")
     out: dict = {}
     if not lake.exists("data/scale"):
         t = time.time()
@@ -113,9 +114,9 @@ def make(lake_dir: str, rows: int, train_rows: int) -> dict:
         # a champion for the drift check: trained locally on a 200k sample (not measured)
         small = datasets.load("scale", lake=lake).sample(200_000, seed=0)
         datasets.ingest("scale_small", small, lake=lake, validate=False, settings=Settings())
-        run = train_model("scale_small", target="target", params={"num_iterations": 30}, lake=lake)
+        run = train_model("scale_small", target="target", params={"num_iterations": 30}, lake=lake, settings=settings)
         mv = registry.register("m", run.run_id, lake=lake, actor="bench")
-        promote.promote("m", mv.version, reason="bench", force=True, lake=lake, actor="bench")
+        promote.promote("m", mv.version, reason="bench", force=True, lake=lake, actor="bench", settings=settings)
         feats = registry.load("m", lake=lake).signature["features"]
         schema = prediction_schema(feats)
         t = time.time()

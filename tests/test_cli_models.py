@@ -18,10 +18,10 @@ def trained(tmp_path_factory):
     lake = Lake(tmp_path_factory.mktemp("cli") / "lake")
     settings = Settings(lake_uri=lake.uri, actor="tester")
     datasets.ingest("churn", demo.generate(n=2000, seed=5), lake=lake, settings=settings)
-    run_a = train_model("churn", target="churned", params={"num_iterations": 20}, lake=lake).run_id
+    run_a = train_model("churn", target="churned", params={"num_iterations": 20}, lake=lake, settings=settings).run_id
     run_b = train_model(
         "churn", target="churned", params={"num_iterations": 5, "num_leaves": 2}, seed=2, lake=lake
-    ).run_id
+    , settings=settings).run_id
     return lake, run_a, run_b
 
 

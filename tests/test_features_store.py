@@ -89,7 +89,7 @@ def test_training_set_lineage_and_a_model_that_names_its_views(lake, settings):
     assert (lineage["source_dataset"], lineage["source_version"], lineage["label_dataset"], lineage["label_version"]) == ("churn_usage", 1, "churn", 1)
     assert datasets.describe("churn_training", lake=lake)["validation_status"] == "passed"
 
-    out = train_model("churn_training", target="churned", params={"num_iterations": 30}, lake=lake)
+    out = train_model("churn_training", target="churned", params={"num_iterations": 30}, lake=lake, settings=settings)
     sig = out.model.signature
     [fv] = sig["feature_views"]
     assert (fv["view"], fv["version"], fv["entity"], fv["missing"]) == ("churn_usage", 1, "customer_id", "default")
@@ -97,7 +97,7 @@ def test_training_set_lineage_and_a_model_that_names_its_views(lake, settings):
     assert fv["defaults"] == {"calls_30d": 0, "active_30d": 0, "long_calls_30d": 0, "data_gb_7d": 0}
     assert {"name": "customer_id", "type": "string", "role": "id"} in sig["passthrough"]
     assert set(fv["features"]) <= {f["name"] for f in sig["features"]} and "customer_id" not in {f["name"] for f in sig["features"]}
-    assert reproduce(out.run_id, lake=lake).matches
+    assert reproduce(out.run_id, lake=lake, settings=settings).matches
 
 
 def test_training_set_bad_input_writes_nothing(lake, settings):
@@ -192,15 +192,15 @@ def test_the_gate_scores_a_feature_view_champion_on_rows_without_its_features(la
     _seed(lake)
     features.register(_view(), lake=lake)
     features.build_training_set("churn_training", labels="churn", views=["churn_usage"], lake=lake, settings=settings)
-    champ = train_model("churn_training", target="churned", params={"num_iterations": 30}, lake=lake)
+    champ = train_model("churn_training", target="churned", params={"num_iterations": 30}, lake=lake, settings=settings)
     registry.register("churn", champ.run_id, lake=lake, actor="t")
-    promote.promote("churn", 1, reason="t", actor="t", force=True, lake=lake)
+    promote.promote("churn", 1, reason="t", actor="t", force=True, lake=lake, settings=settings)
     rows = datasets.load("churn", lake=lake)
     filled = features.with_view_features(rows, champ.model.signature, lake=lake)
     assert filled.equals(datasets.load("churn_training", lake=lake))  # as a training set would have them
-    plain = train_model("churn", target="churned", params={"num_iterations": 30}, lake=lake)
+    plain = train_model("churn", target="churned", params={"num_iterations": 30}, lake=lake, settings=settings)
     registry.register("churn", plain.run_id, lake=lake, actor="t")
-    report = promote.evaluate("churn", 2, lake=lake)
+    report = promote.evaluate("churn", 2, lake=lake, settings=settings)
     check = next(c for c in report.checks if c.name == "beat_champion:auc")
     assert "champion v1" in check.detail and 0.5 < float(check.threshold) < 1
     with pytest.raises(FeatureViewError, match="lack the time column 'signup_at'"):

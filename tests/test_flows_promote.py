@@ -26,14 +26,14 @@ def world(tmp_path_factory):
     runs = {
         "a": train_model(
             "churn", target="churned", version=1, params={"num_iterations": 20}, lake=lake
-        ).run_id,
+        , settings=settings).run_id,
         "b": train_model(
             "churn", target="churned", version=2, params={"num_iterations": 40}, seed=1, lake=lake
-        ).run_id,
+        , settings=settings).run_id,
         "c": train_model(
             "churn", target="churned", version=2, params={"num_iterations": 5, "num_leaves": 2}, lake=lake
-        ).run_id,
-        "raw": train_model("raw", target="churned", params={"num_iterations": 10}, lake=lake).run_id,
+        , settings=settings).run_id,
+        "raw": train_model("raw", target="churned", params={"num_iterations": 10}, lake=lake, settings=settings).run_id,
     }
     return lake, runs
 
@@ -44,7 +44,7 @@ def _settings(lake: Lake, model: str, **policy):
     )
 
 
-def test_first_version_passes_with_no_champion_and_is_promoted(world):
+def test_first_version_passes_with_no_champion_and_is_promoted(world, settings):
     lake, runs = world
     registry.register("m1", runs["a"], lake=lake, actor="alice")
     report = promote.evaluate("m1", 1, lake=lake, settings=_settings(lake, "m1"))
@@ -59,10 +59,10 @@ def test_first_version_passes_with_no_champion_and_is_promoted(world):
     }
     assert report.eval_dataset == "churn" and report.eval_dataset_version == 1 and report.eval_rows == 400
     assert promote.latest_gate("m1", 1, lake=lake) == report
-    change = promote.promote("m1", 1, reason="launch", lake=lake, actor="alice")
+    change = promote.promote("m1", 1, reason="launch", lake=lake, actor="alice", settings=settings)
     assert change.applied and registry.champion_version("m1", lake) == 1
     with pytest.raises(PromotionRefusedError, match="already the champion"):
-        promote.promote("m1", 1, reason="again", lake=lake)
+        promote.promote("m1", 1, reason="again", lake=lake, settings=settings)
 
 
 def test_champion_is_rescored_on_the_candidates_holdout(world):
@@ -124,7 +124,7 @@ def test_approval_required_and_reject(world):
     assert registry.statuses("m4", lake=lake)[1] == "champion"
 
 
-def test_stale_gate_and_rollback(world):
+def test_stale_gate_and_rollback(world, settings):
     lake, runs = world
     for r in ("a", "b", "c"):
         registry.register("m5", runs[r], lake=lake, actor="tester")
@@ -138,13 +138,13 @@ def test_stale_gate_and_rollback(world):
         promote.promote("m5", 3, reason="v3", lake=lake, settings=s)
     promote.evaluate("m5", 3, lake=lake, settings=s)
     promote.promote("m5", 3, reason="v3", lake=lake, settings=s)
-    back = promote.rollback("m5", reason="latency incident", lake=lake, actor="oncall")
+    back = promote.rollback("m5", reason="latency incident", lake=lake, actor="oncall", settings=settings)
     assert (back.version, back.previous_version, back.action) == (2, 3, "rollback")
     assert registry.champion_version("m5", lake) == 2
-    promote.rollback("m5", reason="still bad", lake=lake)
+    promote.rollback("m5", reason="still bad", lake=lake, settings=settings)
     assert registry.champion_version("m5", lake) == 1
     with pytest.raises(PromotionRefusedError, match="no previous champion"):
-        promote.rollback("m5", reason="again", lake=lake)
+        promote.rollback("m5", reason="again", lake=lake, settings=settings)
     assert registry.statuses("m5", lake=lake) == {1: "champion", 2: "archived", 3: "archived"}
     when = registry.history("m5", "champion", lake=lake)["at"][2] + timedelta(microseconds=1)
     held = registry.alias_at("m5", "champion", when, lake=lake)
@@ -159,7 +159,7 @@ def test_unvalidated_training_data_fails_the_gate(world):
     assert not check.passed and check.value == "skipped" and not report.passed
 
 
-def test_auto_promote_and_aliases(world):
+def test_auto_promote_and_aliases(world, settings):
     lake, runs = world
     registry.register("m7", runs["a"], lake=lake, actor="tester")
     registry.register("m7", runs["b"], lake=lake, actor="tester")
@@ -171,25 +171,25 @@ def test_auto_promote_and_aliases(world):
         "m7", 1, reason="retrain", lake=lake, settings=_settings(lake, "m7", auto_promote=True)
     )
     assert on.promoted and registry.champion_version("m7", lake) == 1
-    promote.alias("m7", "challenger", 2, reason="shadow traffic", lake=lake)
+    promote.alias("m7", "challenger", 2, reason="shadow traffic", lake=lake, settings=settings)
     assert registry.aliases("m7", lake=lake) == {"champion": 1, "challenger": 2}
     with pytest.raises(PromotionRefusedError, match="only through 'promote'"):
-        promote.alias("m7", "champion", 2, reason="sneak", lake=lake)
-    promote.alias("m7", "challenger", None, delete=True, reason="done", lake=lake)
+        promote.alias("m7", "champion", 2, reason="sneak", lake=lake, settings=settings)
+    promote.alias("m7", "challenger", None, delete=True, reason="done", lake=lake, settings=settings)
     assert registry.aliases("m7", lake=lake) == {"champion": 1}
 
 
-def test_policy_from_file_and_bad_keys(tmp_path):
+def test_policy_from_file_and_bad_keys(tmp_path, lake, settings):
     f = tmp_path / "p.toml"
     f.write_text("[policy]\nmin = {auc = 0.7}\nrequire_approval = true\nmax_p95_latency_ms = {1 = 5}\n")
-    pol = promote.load_policy("churn", path=f)
+    pol = promote.load_policy("churn", path=f, settings=settings, lake=lake)
     assert pol == Policy(min={"auc": 0.7}, require_approval=True, max_p95_latency_ms={1: 5.0})
     f.write_text("min = {auc = 'high'}\n")
     with pytest.raises(ConfigError, match="min.auc must be a number"):
-        promote.load_policy("churn", path=f)
-    settings = load_settings(env={}, sections={"models": {"churn": {"policy": {"beat": 1}}}})
+        promote.load_policy("churn", path=f, settings=settings, lake=lake)
+    bad = load_settings(env={}, sections={"models": {"churn": {"policy": {"beat": 1}}}})
     with pytest.raises(ConfigError, match=r"\[models.churn.policy\]: unknown key\(s\) beat"):
-        promote.load_policy("churn", settings=settings)
+        promote.load_policy("churn", settings=bad, lake=lake)
 
 
 def test_rejecting_the_champion_is_refused_until_it_is_replaced(world):

@@ -172,7 +172,7 @@ def test_alerts_are_deduplicated_resolved_and_posted(lake):
     assert monitoring.raise_alert("performance", MODEL, message="x", evidence={}, lake=lake, settings=bad) is not None
 
 
-def test_views_for_the_page(lake):
+def test_views_for_the_page(lake, settings):
     s = settings_for(lake)
     logged = log_predictions(lake, traffic(600, seed=18, campaign=True))
     send_feedback(lake, logged, share=0.5)
@@ -188,7 +188,7 @@ def test_views_for_the_page(lake):
     assert cat.filter((pl.col("source") == "reference") & (pl.col("bin") == "promo"))["share"][0] == 0.0
     scores = monitoring.score_over_time(MODEL, lake=lake)
     assert scores["n"].sum() == 600 and {"p10", "p50", "p90"} <= set(scores.columns)
-    perf = monitoring.performance_over_time(MODEL, lake=lake)
+    perf = monitoring.performance_over_time(MODEL, lake=lake, settings=settings)
     assert perf["labelled"][0] > 0 and 0 < perf["coverage"][0] < 1
     assert "auc" in perf["metric"].to_list()
 

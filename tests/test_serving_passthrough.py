@@ -25,9 +25,9 @@ def keyed_lake(tmp_path_factory) -> Lake:
     lake = Lake(str(tmp_path_factory.mktemp("keyed") / "lake"))
     settings = Settings(lake_uri=lake.uri, actor="tester")
     datasets.ingest("churn", demo.generate(n=2000, seed=3), lake=lake, actor="tester", settings=settings)
-    out = train_model("churn", target="churned", params={"num_iterations": 20}, feedback_key="customer_id", lake=lake)
+    out = train_model("churn", target="churned", params={"num_iterations": 20}, feedback_key="customer_id", lake=lake, settings=settings)
     registry.register("churn", out.run_id, actor="tester", lake=lake)
-    promote("churn", 1, reason="test", actor="tester", force=True, lake=lake)
+    promote("churn", 1, reason="test", actor="tester", force=True, lake=lake, settings=settings)
     return lake
 
 
