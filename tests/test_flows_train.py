@@ -106,10 +106,10 @@ def test_version_pinning(churn_lake, settings):
         ({"dataset": "churn", "target": "tenure_months", "task": "binary"}, TrainingError, "not 0/1"),
     ],
 )
-def test_bad_input(churn_lake, kwargs, error, match):
+def test_bad_input(churn_lake, settings, kwargs, error, match):
     name = kwargs.pop("dataset")
     with pytest.raises(error, match=match):
-        flow.train_model(name, lake=churn_lake, **kwargs)
+        flow.train_model(name, lake=churn_lake, settings=settings, **kwargs)
     assert _no_running(churn_lake)
 
 

@@ -29,11 +29,10 @@ def _champions(lake: Lake) -> list[str]:
 
 def drift_check(*, lake: Lake, settings: Settings, trigger: str = "manual", **args: Any) -> dict[str, Any]:
     """Check drift of every model with a champion (``args``: window_rows, window_hours)."""
-    from core.compute import configured
     from core.flows.monitor import check_drift_and_alert
 
-    with configured(settings):  # the [compute] engine of the job's settings
-        return {"models": {m: jsonable(check_drift_and_alert(m, lake=lake, settings=settings, **args)) for m in _champions(lake)}}
+    # the flows read the [compute] engine from the job's settings, passed to each of them
+    return {"models": {m: jsonable(check_drift_and_alert(m, lake=lake, settings=settings, **args)) for m in _champions(lake)}}
 
 
 def performance_check(*, lake: Lake, settings: Settings, trigger: str = "manual", **args: Any) -> dict[str, Any]:
@@ -77,19 +76,18 @@ def _alerted(lake: Lake, settings: Settings) -> pl.DataFrame:
 
 def retrain(*, lake: Lake, settings: Settings, trigger: str, **args: Any) -> dict[str, Any]:
     """Retrain: on an alert, each alerted model if ``retrain_if_needed`` agrees; else every champion."""
-    from core.compute import configured
     from core.flows.monitor import retrain as retrain_flow
     from core.flows.monitor import retrain_if_needed
 
     out: dict[str, Any] = {}
-    with configured(settings):  # the retrain trains on the [compute] engine of the job's settings
-        if trigger == "alert":
-            for model in _alerted(lake, settings)["model"].to_list():
-                outcome = retrain_if_needed(model, lake=lake, settings=settings)
-                out[model] = jsonable(outcome) if outcome is not None else {"retrained": False, "why": "not needed yet"}
-        else:
-            for model in _champions(lake):
-                out[model] = jsonable(retrain_flow(model, reason=f"{trigger} retrain", lake=lake, settings=settings, **args))
+    # the retrain trains on the [compute] engine of the job's settings (passed to the flows)
+    if trigger == "alert":
+        for model in _alerted(lake, settings)["model"].to_list():
+            outcome = retrain_if_needed(model, lake=lake, settings=settings)
+            out[model] = jsonable(outcome) if outcome is not None else {"retrained": False, "why": "not needed yet"}
+    else:
+        for model in _champions(lake):
+            out[model] = jsonable(retrain_flow(model, reason=f"{trigger} retrain", lake=lake, settings=settings, **args))
     return {"models": out}
 
 
