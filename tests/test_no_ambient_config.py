@@ -147,3 +147,19 @@ def test_the_check_can_fail(tmp_path):
         "core/flows/bad.py:16 old_default: L.resolve()",
     ]
     assert optional_context(tmp_path) == ["core/flows/bad.py:15 old_default(lake: Lake | None)"]
+
+
+def test_connect_is_the_notebook_edge(tmp_path, monkeypatch):
+    """``core.connect`` reads the environment once per call and opens each lake once per process."""
+    import core
+
+    monkeypatch.chdir(tmp_path)  # no ./lakeops.toml
+    monkeypatch.delenv("LAKEOPS_CONFIG", raising=False)
+    monkeypatch.setenv("LAKEOPS_LAKE", str(tmp_path / "env-lake"))
+    lake, settings = core.connect(actor="ana")
+    assert (lake.uri, settings.lake_uri, settings.actor) == (str(tmp_path / "env-lake"), str(tmp_path / "env-lake"), "ana")
+    assert core.connect()[0] is lake  # the same handle: an s3:// root's write probe is not repeated
+    other, other_settings = core.connect(str(tmp_path / "other"))
+    assert other is not lake and other.uri == other_settings.lake_uri == str(tmp_path / "other")
+    (tmp_path / "team.toml").write_text('[lake]\nuri = "ignored-by-env"\n[datasets]\nmax_file_mb = 7\n')
+    assert core.connect(config=tmp_path / "team.toml")[1].section("datasets") == {"max_file_mb": 7}
