@@ -166,6 +166,7 @@ def check_drift_and_alert(
     rep = monitoring.measure_drift(model, window_rows=window_rows, window_hours=window_hours, lake=lake, settings=settings, now=now)
     if rep.status != "ok" or rep.result is None:
         return rep
+    result = rep.result  # kept narrowed across the replace()s below
     quality = _quality_evidence(rep)
     empty = [q for q in quality if "no_data" in q["flags"]]
     flagged = [q for q in quality if "no_data" not in q["flags"]]  # an empty column is the no_data alert's
@@ -191,16 +192,16 @@ def check_drift_and_alert(
             "model_version": rep.model_version,
             "window": {"rows": rep.window_rows, "start": str(rep.window_start), "end": str(rep.window_end)},
             "reference": {"dataset": rep.reference_dataset, "version": rep.reference_version},
-            "share": rep.result.share,
-            "share_threshold": rep.result.share_threshold,
+            "share": result.share,
+            "share_threshold": result.share_threshold,
             "features": [
                 {"feature": f.feature, "test": f.test, "statistic": f.statistic, "p_value": f.p_value,
                  "threshold": f.threshold, "reasons": list(f.reasons)}
-                for f in rep.result.features if f.status == "drift" and f.counted
+                for f in result.features if f.status == "drift" and f.counted
             ],
             "expected_drift": [
                 {"feature": f.feature, "status": f.status, "statistic": f.statistic}
-                for f in rep.result.features if not f.counted
+                for f in result.features if not f.counted
             ],
             "score": None if rep.score is None else {"test": rep.score.test, "statistic": rep.score.statistic, "drifted": rep.score.drifted},
             "attribution": None if rep.attribution is None else {
@@ -214,8 +215,8 @@ def check_drift_and_alert(
                                         severity="warning", lake=lake, settings=settings, model_version=rep.model_version)
         return replace(rep, alert="opened" if opened else "ongoing")
     resolved = monitoring.resolve_alert(
-        "drift", model, message=f"drift on model {model!r} cleared (report {rep.report_id}, share {rep.result.share:.2f})",
-        evidence={"report_id": rep.report_id, "model_version": rep.model_version, "share": rep.result.share},
+        "drift", model, message=f"drift on model {model!r} cleared (report {rep.report_id}, share {result.share:.2f})",
+        evidence={"report_id": rep.report_id, "model_version": rep.model_version, "share": result.share},
         lake=lake, settings=settings,
     )
     return replace(rep, alert="resolved" if resolved else None)
@@ -310,7 +311,7 @@ def _served_watermark(name: str, lake: Lake) -> datetime | None:
     if not lake.exists(datasets.table_name(name)):
         return None
     value = lake.scan(datasets.table_name(name)).select(pl.col("__labelled_at").max()).collect().item()
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def record_served(model: str, *, lake: Lake, settings: Settings,
@@ -348,7 +349,7 @@ def record_served(model: str, *, lake: Lake, settings: Settings,
     spec = {"infer": False, "required": [target, "__prediction_id", "__served_at", "__labelled_at"],
             "unique": ["__prediction_id"]}
     dv = datasets.ingest(name, rows, lake=lake, settings=settings, actor=actor or settings.actor, spec=spec,
-                         source=f"labelled traffic of {model} up to {rows['__labelled_at'].max()}")
+                         source=f"labelled traffic of {model} up to {rows['__labelled_at'].dt.max()}")
     return dv.version, rows.height
 
 

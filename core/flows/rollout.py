@@ -76,8 +76,10 @@ def smoke_test(model: str, version: int, *, rows: int = 200, lake: Lake) -> Smok
     mv = registry.get_version(model, version, lake=lake)
     try:
         loaded = registry.load(model, version=version, alias=None, lake=lake)
+        if mv.run_id is None or mv.dataset_name is None or mv.dataset_version is None:
+            raise ValueError(f"{model} v{version} records no training run or dataset")
         run = tracking.get_run(mv.run_id, lake=lake)
-        frames = trainsets.run_frames(dataset=mv.dataset_name, version=int(mv.dataset_version), params=run.params,
+        frames = trainsets.run_frames(dataset=mv.dataset_name, version=mv.dataset_version, params=run.params,
                                       signature=mv.signature, seed=int(run.seed or 0), lake=lake)
         sample = frames.holdout.head(rows)
         names = [f["name"] for f in mv.signature["features"]]
@@ -195,8 +197,8 @@ class LiveReport:
 
 
 def _median(values: pl.Series) -> float | None:
-    v = values.drop_nulls()
-    return float(v.median()) if v.len() else None  # type: ignore[arg-type]
+    median = values.drop_nulls().median()  # None when nothing is left
+    return float(median) if isinstance(median, int | float) else None
 
 
 _LOG_SCHEMA: dict[str, Any] = {"prediction_id": pl.String, "at": pl.Datetime("us", "UTC"), "model_version": pl.Int64, "score": pl.Float64,
@@ -247,7 +249,8 @@ def _shadow_live(h: pl.DataFrame, c: pl.DataFrame, truth: pl.DataFrame, m: _Metr
                 latency={"champion": _median(pairs["latency_ms"]) if pairs.height else None,
                          "challenger": _median(pairs["c_latency"]) if pairs.height else None})
     if pairs.height and m.task == "binary":
-        out.agreement = float((pairs["predicted_label"] == pairs["c_label"]).mean())  # type: ignore[arg-type]
+        agree = (pairs["predicted_label"] == pairs["c_label"]).mean()
+        out.agreement = float(agree) if isinstance(agree, int | float) else None
     if pairs.height >= 2:
         out.score_drift = _score_drift(pairs["score"].to_numpy(), pairs["c_score"])
     lab = pairs.join(truth, on="prediction_id", how="inner")

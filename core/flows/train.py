@@ -90,6 +90,17 @@ def _resolve_version(dataset: str, version: int | None, lake: Lake) -> int:
     return version
 
 
+def _checked_task(task: str | None) -> training.Task | None:
+    """``task`` as a training task (None: inferred from the target), or a TrainingError naming it."""
+    if task is None:
+        return None
+    if task == "binary":
+        return "binary"
+    if task == "regression":
+        return "regression"
+    raise TrainingError(f"task must be 'binary' or 'regression', got {task!r}")
+
+
 def train_model(
     dataset: str,
     *,
@@ -154,8 +165,7 @@ def train_model(
     """
     user_params = training.validate_params(params)
     version = _resolve_version(dataset, version, lake)
-    if task not in (None, "binary", "regression"):
-        raise TrainingError(f"task must be 'binary' or 'regression', got {task!r}")
+    task = _checked_task(task)
     cfg = compute_config(settings, engine=engine)
     if cfg.engine == "dask":
         return _train_on_cluster(
@@ -194,7 +204,7 @@ def train_model(
         result = training.train(
             frame, target, task=task_, params=user_params, seed=seed, time_column=time_column, exclude=exclude,
             passthrough=passthrough, feedback_key=feedback_key, valid=valid_frame,
-        )  # type: ignore[arg-type]
+        )
         if views:
             _attach_feature_views(result.model.signature, views)
         _record(run, result, user_params=user_params, split_info=split_info, target=target, task=task_,
@@ -336,7 +346,7 @@ def _train_on_cluster(
         actor=actor,
     ) as run:
         out = train_on_cluster(
-            client, cfg, parts=None if frames else parts, frames=frames, target=target, task=task,  # type: ignore[arg-type]
+            client, cfg, parts=None if frames else parts, frames=frames, target=target, task=task,
             params=user_params, seed=seed, time_column=time_column, exclude=exclude, passthrough=passthrough,
             feedback_key=feedback_key,
         )
@@ -354,7 +364,7 @@ def _train_on_cluster(
 def run_leakage(run_id: str, *, lake: Lake) -> dict[str, Any] | None:
     """The leakage report a training run logged (None for runs of earlier releases)."""
     try:
-        return json.loads(tracking.read_artifact(run_id, LEAKAGE_PATH, lake=lake))  # type: ignore[no-any-return]
+        return json.loads(tracking.read_artifact(run_id, LEAKAGE_PATH, lake=lake))
     except ArtifactIntegrityError:
         return None
 

@@ -115,6 +115,12 @@ def window(
     return scan.sort("at").collect()
 
 
+def _span(at: pl.Series) -> tuple[datetime | None, datetime | None]:
+    """The first and last time of a datetime column (None for a column of nulls)."""
+    first, last = at.min(), at.max()
+    return (first if isinstance(first, datetime) else None, last if isinstance(last, datetime) else None)
+
+
 def window_features(frame: pl.DataFrame, names: Sequence[str]) -> pl.DataFrame:
     """The feature values of a window as a frame with one column per feature (``names`` order).
 
@@ -328,7 +334,7 @@ def _multivariate(ref: ModelReference, feats: pl.DataFrame, policy: drift.DriftP
     status = "drift" if drifted else ("ok" if drifted is False else "insufficient")
     top = [{"feature": n, "importance": v} for n, v in res.importance[:10]]
     reasons = (f"domain classifier AUC {res.auc:.3f} >= {effective:.3f}; separated most by "
-               + ", ".join(t["feature"] for t in top[:3]),) if drifted else ()
+               + ", ".join(n for n, _ in res.importance[:3]),) if drifted else ()
     return drift.FeatureDrift(
         MULTIVARIATE_ROW, "multivariate", "domain_classifier", res.auc, None, effective, drifted, res.n_ref,
         res.n_cur, {"auc": res.auc, "fold_aucs": res.fold_aucs, "folds": res.folds, "se0": se0,
@@ -415,8 +421,8 @@ def attribution_of(model: str, *, report_id: str | None = None, lake: Lake) -> p
     share (of the score shift; adds up to 1), reference_mean, current_mean, score_shift.
     """
     frame = _latest_report(model, report_id, lake).filter(pl.col("feature") == SCORE_ROW)
-    schema = {"report_id": pl.String, "at": pl.Datetime("us", "UTC"), "feature": pl.String, "shift": pl.Float64,
-              "share": pl.Float64, "reference_mean": pl.Float64, "current_mean": pl.Float64, "score_shift": pl.Float64}
+    schema = {"report_id": pl.String(), "at": pl.Datetime("us", "UTC"), "feature": pl.String(), "shift": pl.Float64(),
+              "share": pl.Float64(), "reference_mean": pl.Float64(), "current_mean": pl.Float64(), "score_shift": pl.Float64()}
     rows = []
     for r in frame.iter_rows(named=True):
         att = json.loads(r["stats_json"] or "{}").get("attribution")
@@ -466,11 +472,11 @@ def feature_distribution(
     edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
     rows = []
     for source, vals in (("reference", ref_vals), ("current", cur_vals)):
-        counts = np.diff(np.searchsorted(vals, edges, side="left"))
-        counts[-1] += int(np.count_nonzero(vals == edges[-1]))
+        hist = np.diff(np.searchsorted(vals, edges, side="left"))
+        hist[-1] += int(np.count_nonzero(vals == edges[-1]))
         total = max(vals.size, 1)
         rows += [{"source": source, "bin": f"{edges[i]:.4g}", "lower": float(edges[i]), "upper": float(edges[i + 1]),
-                  "share": float(counts[i]) / total} for i in range(bins)]
+                  "share": float(hist[i]) / total} for i in range(bins)]
     return pl.DataFrame(rows, schema={"source": pl.String, "bin": pl.String, "lower": pl.Float64, "upper": pl.Float64, "share": pl.Float64})
 
 

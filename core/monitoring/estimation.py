@@ -25,7 +25,7 @@ from core import drift
 from core.config import Settings
 from core.ids import new_id, utcnow
 from core.lake import Lake
-from core.monitoring.checks import _table, log_scan, window
+from core.monitoring.checks import _span, _table, log_scan, window
 from core.monitoring.config import champion, monitor_config
 from core.monitoring.performance import _baseline, labelled_window
 from core.monitoring.references import reference
@@ -86,8 +86,7 @@ def estimate_performance(
     tolerance = cfg.estimate_tolerance if cfg.estimate_tolerance is not None else cfg.tolerance
     rep_id = new_id()
     frame = window(model, rows=window_rows, hours=window_hours, version=mv.version, now=now, lake=lake)
-    start = frame["at"].min() if frame.height else None
-    end = frame["at"].max() if frame.height else None
+    start, end = _span(frame["at"]) if frame.height else (None, None)  # an empty window may have no columns
     baseline, source = _baseline(model, mv, metric, lake)
 
     def empty(status: str) -> EstimateReport:
@@ -147,9 +146,10 @@ def estimated_performance_over_time(
     """
     from core.gating import default_metric
     from core.training import compute_metrics
-    schema = {"bucket": pl.Datetime("us", "UTC"), "model_version": pl.Int64, "predictions": pl.Int64,
-              "labelled": pl.Int64, "coverage": pl.Float64, "metric": pl.String, "estimate": pl.Float64,
-              "lower": pl.Float64, "upper": pl.Float64, "sampling_error": pl.Float64, "realised": pl.Float64}
+
+    schema = {"bucket": pl.Datetime("us", "UTC"), "model_version": pl.Int64(), "predictions": pl.Int64(),
+              "labelled": pl.Int64(), "coverage": pl.Float64(), "metric": pl.String(), "estimate": pl.Float64(),
+              "lower": pl.Float64(), "upper": pl.Float64(), "sampling_error": pl.Float64(), "realised": pl.Float64()}
     if not lake.exists(_table(model)):
         return pl.DataFrame(schema=schema)
     mv = champion(model, lake=lake)

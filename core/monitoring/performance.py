@@ -12,7 +12,7 @@ import polars as pl
 
 from core.config import Settings
 from core.lake import Lake
-from core.monitoring.checks import _table, event_time, log_scan, window
+from core.monitoring.checks import _span, _table, event_time, log_scan, window
 from core.monitoring.config import champion, monitor_config
 
 __all__ = [
@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 
-_TRUTH_SCHEMA = {"prediction_id": pl.String, "truth": pl.Float64, "labelled_at": pl.Datetime("us", "UTC")}
+_TRUTH_SCHEMA = {"prediction_id": pl.String(), "truth": pl.Float64(), "labelled_at": pl.Datetime("us", "UTC")}
 
 
 def ground_truth(model: str, *, lake: Lake) -> pl.DataFrame:
@@ -149,8 +149,7 @@ def check_performance(
     baseline, source = _baseline(model, mv, metric, lake)
     n = joined.height
     coverage = n / total if total else 0.0
-    start = joined["at"].min() if n else None
-    end = joined["at"].max() if n else None
+    start, end = _span(joined["at"]) if n else (None, None)  # an empty window may have no columns
     if n < cfg.min_labels:
         return PerformanceReport(model, mv.version, "insufficient_labels", start, end, total, n, coverage, {},
                                  metric, None, baseline, source, cfg.tolerance, None)
@@ -171,8 +170,9 @@ def performance_over_time(model: str, *, every: str = "1h", lake: Lake, settings
     Buckets are of the event time when requests send it (``core.monitoring.checks.event_time``).
     """
     from core.training import compute_metrics
-    schema = {"bucket": pl.Datetime("us", "UTC"), "model_version": pl.Int64, "predictions": pl.Int64,
-              "labelled": pl.Int64, "coverage": pl.Float64, "metric": pl.String, "value": pl.Float64}
+
+    schema = {"bucket": pl.Datetime("us", "UTC"), "model_version": pl.Int64(), "predictions": pl.Int64(),
+              "labelled": pl.Int64(), "coverage": pl.Float64(), "metric": pl.String(), "value": pl.Float64()}
     if not lake.exists(_table(model)):
         return pl.DataFrame(schema=schema)
     from core import registry

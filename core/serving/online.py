@@ -316,14 +316,14 @@ class OnlineCodec:
                      for i in unknown[:20]],
                 )
             if snap.rows:
-                rows = np.array(idx, dtype=np.intp)  # -1 (unknown) reads the last row; overwritten below
+                at = np.array(idx, dtype=np.intp)  # -1 (unknown) reads the last row; overwritten below
                 if v.slice is not None and snap.numeric_names == v.snapshot_names:
-                    X[:, v.slice] = snap.numeric[rows]
+                    X[:, v.slice] = snap.numeric[at]
                 else:
                     if v.positions:
-                        X[:, v.positions] = snap.numeric[rows][:, self._numeric_cols(v, snap)]
+                        X[:, v.positions] = snap.numeric[at][:, self._numeric_cols(v, snap)]
                     for col, name, lookup in v.strings:
-                        X[:, col] = [lookup.get(x, _NAN) if x is not None else _NAN for x in snap.strings[name][rows]]
+                        X[:, col] = [lookup.get(x, _NAN) if x is not None else _NAN for x in snap.strings[name][at]]
             if unknown:
                 X[np.array(unknown)[:, None], v.all_positions[None, :]] = v.defaults
         return Decoded(X, n, d.unknown, d.passthrough)
@@ -427,6 +427,8 @@ def check_skew(
     if not views:
         raise FeatureViewError(f"model {model!r} v{v} was not trained on feature views; nothing to compare")
     mv = registry.get_version(model, v, lake=lake)
+    if mv.dataset_name is None:
+        raise FeatureViewError(f"model {model!r} v{v} records no training dataset; nothing to compare")
     train = datasets.load(mv.dataset_name, mv.dataset_version, lake=lake)
     stores = OnlineStores(lake)
     codec = OnlineCodec(sig, stores=stores, unknown_category="missing", max_rows=max(entities + len(views), 1))
@@ -481,7 +483,8 @@ def check_skew(
 def _stranger(keys: pl.Series) -> pl.Expr:
     """An entity value no training row or online row has (of the key's type)."""
     if keys.dtype.is_integer():
-        return pl.lit(int(keys.max() or 0) + 10_000_000, dtype=keys.dtype)
+        top = keys.max()
+        return pl.lit((top if isinstance(top, int) else 0) + 10_000_000, dtype=keys.dtype)
     return pl.lit("__lakeops_skew_check_unknown__")
 
 

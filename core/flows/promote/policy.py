@@ -142,7 +142,7 @@ def authorize(model: str, action: str, *, alias: str | None = None, settings: Se
     if not perms.allows(action, who.name, who.memberships, alias):
         raise PermissionDeniedError(
             f"{who.name} may not {_VERBS[action]} {model!r}: its policy allows {', '.join(perms.allowed(action, alias))} "
-            f"(permissions.{'aliases.' + alias if action == 'alias' and alias in perms.aliases else action})")
+            f"(permissions.{f'aliases.{alias}' if action == 'alias' and alias in perms.aliases else action})")
 
 
 def allowed_actions(model: str, *, settings: Settings, lake: Lake) -> frozenset[str]:
