@@ -174,7 +174,7 @@ def ingest(
         SchemaMismatchError: rows that cannot be stored in the dataset's table.
 
     Example:
-        >>> ingest("churn", core.demo.generate(1000)).version          # doctest: +SKIP
+        >>> ingest("churn", core.demo.generate(1000), lake=lake, settings=settings).version  # doctest: +SKIP
         1
     """
     if mode not in ("append", "replace"):
