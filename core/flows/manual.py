@@ -49,7 +49,7 @@ def run_by_hand(
         actor: who runs it (default: the settings' actor); recorded by every change the job makes.
         reason: why; required when the job can move an alias (``moves_aliases``).
         lake: the lake.
-        settings: settings.
+        settings: the settings (config sections and the actor).
 
     Returns:
         The final state of the execution (a failing job is recorded, not raised).

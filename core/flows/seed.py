@@ -58,7 +58,7 @@ def seed_demo(
 
     Args:
         lake: the lake.
-        settings: settings.
+        settings: the settings (config sections and the actor).
         rows: demo rows to generate (pre-campaign customers).
         seed: seed of the data and of training.
         log: progress callback, one line per step.

@@ -197,7 +197,7 @@ def run_job(
         name: a job from :func:`job_specs`.
         trigger: ``manual``, ``schedule`` or ``alert``.
         lake: the lake.
-        settings: settings.
+        settings: the settings (config sections and the actor).
 
     Returns:
         The final state of the execution (``finished`` with outputs, or ``failed`` with the error).
