@@ -44,3 +44,18 @@ def test_views_definition_freshness_entity_and_training_sets(ui_lake, settings):
     assert any("has no online values in churn_usage v1" in e.value for e in at.error)
     sets = [d.value for d in at.dataframe if "label_dataset" in d.value.columns]
     assert sets and sets[0]["dataset"].tolist() == ["churn_training"]
+
+
+def test_a_view_with_request_features_shows_them_and_their_fields(ui_lake, settings):
+    churn = demo.generate(300, seed=3, start=NOW - timedelta(days=120), days=120, campaign_start=NOW + timedelta(days=999))
+    datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=ui_lake, settings=settings)
+    doc = {**demo.USAGE_VIEW, "request": {"monthly_charges": "Float64"},
+           "request_features": [{"name": "charges_per_call_30d", "expr": "pl.col('monthly_charges') / (pl.col('calls_30d') + 1)"}]}
+    features.register(features.parse_view(doc), lake=ui_lake)
+    at = run_page("pages/features.py")
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Features"] == "5"
+    definition = at.dataframe[1].value
+    assert definition["feature"].tolist()[-1] == "charges_per_call_30d"
+    assert definition["aggregate"].tolist()[-1] == "per request"
+    assert any("`monthly_charges` (Float64)" in c.value for c in at.caption)

@@ -38,6 +38,7 @@ from core.lake import Lake
 __all__ = [
     "TrainingSet",
     "build_training_set",
+    "check_view",
     "get_view",
     "lineage",
     "lineage_sql",
@@ -48,7 +49,10 @@ __all__ = [
     "training_sets",
     "training_views",
     "versions",
+    "apply_view_features",
+    "view_features_needed",
     "view_schema",
+    "view_values",
     "with_view_features",
 ]
 
@@ -96,13 +100,18 @@ def list_views(*, lake: Lake) -> pl.DataFrame:
         pl.col("source").first(),
         pl.col("entity").first(),
         pl.col("event_time").first(),
-        pl.col("definition_json").first().map_elements(lambda d: len(json.loads(d)["features"]), return_dtype=pl.Int64)
+        pl.col("definition_json").first().map_elements(lambda d: _count_features(json.loads(d)), return_dtype=pl.Int64)
         .alias("features"),
         pl.col("content_hash").first().str.slice(0, 12).alias("hash"),
         pl.col("created_at").first().alias("updated_at"),
         pl.col("description").first(),
     )
     return out.sort("name")
+
+
+def _count_features(doc: Mapping[str, Any]) -> int:
+    """Features of a stored definition: looked up and request features."""
+    return len(doc["features"]) + len(doc.get("request_features") or ())
 
 
 def get_view(name: str, version: int | None = None, *, lake: Lake) -> FeatureView:
@@ -147,6 +156,21 @@ def load_source(view: FeatureView, version: int | None = None, *, lake: Lake) ->
         raise FeatureViewError(f"feature view {view.name!r}: source {exc}") from None
 
 
+def check_view(view: FeatureView, *, lake: Lake) -> dict[str, pl.DataType]:
+    """Check a definition against its source's latest version (what ``register`` checks); nothing written.
+
+    Returns:
+        Each feature's output dtype.
+
+    Raises:
+        FeatureViewError: the definition does not fit the source (named).
+    """
+    events, _ = load_source(view, lake=lake)
+    schema = view.output_schema(events.schema)
+    check_windows(prepare(view, events, schema=schema))
+    return schema
+
+
 def register(view: FeatureView, *, lake: Lake, actor: str | None = None) -> tuple[FeatureView, bool]:
     """Register a definition: check it against its source, and record it as a new version if it changed.
 
@@ -162,9 +186,7 @@ def register(view: FeatureView, *, lake: Lake, actor: str | None = None) -> tupl
     Raises:
         FeatureViewError: the definition does not fit the source (nothing is written).
     """
-    events, _ = load_source(view, lake=lake)
-    schema = view.output_schema(events.schema)
-    check_windows(prepare(view, events, schema=schema))
+    schema = check_view(view, lake=lake)
     digest = view.content_hash()
     have = versions(view.name, lake=lake)
     if have.height and have["content_hash"][0] == digest:
@@ -289,7 +311,7 @@ def build_training_set(
     for ref in views:
         vname, vver = parse_ref(ref) if isinstance(ref, str) else ref
         view = get_view(vname, vver, lake=lake)
-        for f in view.feature_names:
+        for f in view.all_feature_names:
             if f in frame.columns:
                 raise FeatureViewError(f"feature {f!r} of view {view.name!r} is also a column of label dataset {labels!r}; rename one")
             if f in seen:
@@ -300,13 +322,27 @@ def build_training_set(
                 f"label dataset {labels!r} has no entity column {view.entity!r} (feature view {view.name!r}); "
                 f"columns: {', '.join(frame.columns)}"
             )
+        absent = [n for n, _ in view.request_fields if n not in frame.columns]
+        if absent:
+            raise FeatureViewError(
+                f"label dataset {labels!r} has no request field {absent[0]!r} (feature view {view.name!r} computes its "
+                f"request features from it); columns: {', '.join(frame.columns)}"
+            )
+        for n, declared in view.request_fields:
+            dtype = frame.schema[n]
+            is_string = dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
+            if (declared == "String") != is_string or not (is_string or dtype.is_numeric() or dtype == pl.Boolean):
+                raise FeatureViewError(
+                    f"label dataset {labels!r}: request field {n!r} has type {dtype}; feature view {view.name!r} "
+                    f"declares it {declared}"
+                )
         events, sv = load_source(view, lake=lake)
         prepared = prepare(view, events, schema=view.output_schema(events.schema))
         check_windows(prepared)
         resolved.append((view, events, sv, prepared))
     parts = [frame]
     for view, _events, _sv, prepared in resolved:
-        parts.append(values_at(prepared, frame[view.entity], frame[tcol]))
+        parts.append(view_values(prepared, frame, frame[view.entity], frame[tcol]))
     out = pl.concat(parts, how="horizontal")
     source = f"features: {labels}@v{lv} + " + ", ".join(f"{v.name}@v{v.version}" for v, *_ in resolved)
     mode: Literal["append", "replace"] = "replace" if lake.exists(datasets.table_name(name)) else "append"
@@ -326,7 +362,7 @@ def build_training_set(
     lake.append(_LINEAGE, lineage, metadata={"actor": actor or "", "dataset": name, "action": "build_training_set"})
     return TrainingSet(
         name, dv.version, out.height, labels, lv, tcol,
-        [{"view": v.name, "version": v.version, "source": v.source, "source_version": sv, "features": v.feature_names}
+        [{"view": v.name, "version": v.version, "source": v.source, "source_version": sv, "features": v.all_feature_names}
          for v, _e, sv, _p in resolved],
     )
 
@@ -355,8 +391,8 @@ def training_views(dataset: str, version: int, *, lake: Lake) -> list[dict[str, 
         view = get_view(r["view"], int(r["view_version"]), lake=lake)
         out.append({
             "view": view.name, "version": view.version, "hash": r["view_hash"], "entity": view.entity,
-            "features": view.feature_names, "missing": view.missing,
-            "defaults": {f.name: f.fill for f in view.features},
+            "features": view.all_feature_names, "missing": view.missing,
+            "defaults": {f.name: f.fill for f in view.features},  # request features are computed, even then
             "source": r["source_dataset"], "source_version": int(r["source_version"]),
             "time_column": r["label_time_column"],
         })
@@ -407,30 +443,94 @@ def lineage(model: str, prediction_id: str, *, lake: Lake) -> pl.DataFrame:
     return sql.query(lake, lineage_sql(model), [prediction_id])
 
 
-def with_view_features(frame: pl.DataFrame, signature: Mapping[str, Any], *, lake: Lake) -> pl.DataFrame:
-    """``frame`` with the view features a model needs and ``frame`` lacks, as known at each row's time.
+def view_features_needed(columns: Sequence[str], signature: Mapping[str, Any], *, strict: bool = False,
+                         lake: Lake) -> list[tuple[list[str], PreparedEvents]]:
+    """The views whose features a model needs and rows with ``columns`` lack, each prepared for lookups.
 
-    For scoring a model trained on feature views on rows that do not carry those features (the
-    gate scoring the champion on another model's holdout): each missing feature is computed
-    exactly as a training set would (``values_at`` on the view version's source, latest
-    version, at the row's ``signature["time_column"]``) by the row's entity key. Rows without a
-    key get the features' defaults. A frame that has every feature is returned as it is.
+    The first half of ``with_view_features`` (the source read and prepared once, on the client),
+    so batch scoring on a cluster can ship it to the workers and run the second half,
+    ``apply_view_features``, next to each partition: the same code as a training set.
+
+    Args:
+        columns: the columns the rows have.
+        signature: the model's signature (its ``feature_views`` and ``time_column``).
+        strict: also refuse rows without a view's entity column or a request field (batch
+            scoring: every row would get the defaults or null request features, which is never
+            what was meant); otherwise those rows get them.
+        lake: the lake.
+
+    Returns:
+        ``(features to add, prepared source)`` per view that has something to add.
 
     Raises:
-        FeatureViewError: the frame lacks the model's time column (nothing to be "as of").
+        FeatureViewError: the rows lack the model's time column (or, ``strict``, an entity column or a request field).
     """
-    views = [v for v in signature.get("feature_views") or () if any(f not in frame.columns for f in v["features"])]
+    views = [v for v in signature.get("feature_views") or () if any(f not in columns for f in v["features"])]
     if not views:
-        return frame
+        return []
     tcol = signature.get("time_column")
-    if not tcol or tcol not in frame.columns:
+    if not tcol or tcol not in columns:
         raise FeatureViewError(
-            f"the rows lack the time column {tcol!r} the model's feature views are computed as of"
+            f"the rows lack the time column {tcol!r} the model's feature views are computed as of "
+            f"({', '.join(v['view'] + '@v' + str(v['version']) for v in views)}); columns: {', '.join(columns)}"
         )
+    out = []
     for v in views:
+        if strict and v["entity"] not in columns:
+            raise FeatureViewError(
+                f"the rows lack the entity column {v['entity']!r} feature view {v['view']!r} v{v['version']} is "
+                f"looked up by; columns: {', '.join(columns)}"
+            )
         fv = get_view(v["view"], int(v["version"]), lake=lake)
+        absent = [n for n, _ in fv.request_fields if n not in columns]
+        if strict and absent:  # else (the gate's holdout of another model) null inputs, like absent keys
+            raise FeatureViewError(
+                f"the rows lack the request field {absent[0]!r} feature view {fv.name!r} v{fv.version} computes its "
+                f"request features from; columns: {', '.join(columns)}"
+            )
         events, _ = load_source(fv, lake=lake)
-        keys = frame[fv.entity] if fv.entity in frame.columns else pl.Series(fv.entity, [None] * frame.height)
-        values = values_at(prepare(fv, events), keys, frame[tcol])
-        frame = frame.with_columns(values[f] for f in v["features"] if f not in frame.columns)
+        out.append(([f for f in v["features"] if f not in columns], prepare(fv, events)))
+    return out
+
+
+def apply_view_features(frame: pl.DataFrame, needed: Sequence[tuple[list[str], PreparedEvents]],
+                        time_column: str) -> pl.DataFrame:
+    """``frame`` with each view's features as known at each row's ``time_column`` (``values_at``, as a
+    training set); rows without a key (or a frame without the entity column) get the defaults."""
+    for names, prepared in needed:
+        entity = prepared.view.entity
+        keys = frame[entity] if entity in frame.columns else pl.Series(entity, [None] * frame.height)
+        values = view_values(prepared, frame, keys, frame[time_column])
+        frame = frame.with_columns(values[f] for f in names)
     return frame
+
+
+def view_values(prepared: PreparedEvents, rows: pl.DataFrame, entities: pl.Series, times: pl.Series) -> pl.DataFrame:
+    """Every feature of a view for ``rows``: ``values_at`` (as known at ``times``), then the request
+    features computed from the rows' request fields and those values (``FeatureView.request_values``)."""
+    values = values_at(prepared, entities, times)
+    view = prepared.view
+    if not view.request_features:
+        return values
+    inputs = {**{n: rows[n] if n in rows.columns else pl.Series(n, [None] * rows.height, dtype=pl.String if t == "String"
+                                                                else pl.Float64)
+                 for n, t in view.request_fields}, **values.to_dict()}
+    return pl.concat([values, view.request_values(inputs, prepared.schema)], how="horizontal")
+
+
+def with_view_features(frame: pl.DataFrame, signature: Mapping[str, Any], *, strict: bool = False,
+                       lake: Lake) -> pl.DataFrame:
+    """``frame`` with the view features a model needs and ``frame`` lacks, as known at each row's time.
+
+    For scoring a model trained on feature views on rows that do not carry those features (batch
+    scoring, or the gate scoring the champion on another model's holdout): each missing feature
+    is computed exactly as a training set would (``values_at`` on the view version's source,
+    latest version, at the row's ``signature["time_column"]``) by the row's entity key. Rows
+    without a key get the features' defaults. A frame that has every feature is returned as it is.
+
+    Raises:
+        FeatureViewError: the frame lacks the model's time column (nothing to be "as of"), or,
+            with ``strict``, a view's entity column or request field.
+    """
+    needed = view_features_needed(frame.columns, signature, strict=strict, lake=lake)
+    return apply_view_features(frame, needed, signature["time_column"]) if needed else frame

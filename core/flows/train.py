@@ -329,6 +329,7 @@ def _train_on_cluster(
         time_column = training.detect_time_column(schema_frame)
     elif time_column is not None and time_column not in schema_frame.columns:
         raise TrainingError(f"time column {time_column!r} is not a column of dataset {dataset!r}")
+    views = features.training_views(dataset, version, lake=lake)  # a training set of feature views: keys are not features
     frames = None
     split_info: dict[str, Any] = {}
     if served is not None:  # a retrain: its de-duplicated rows are made here, trained on the cluster
@@ -348,9 +349,11 @@ def _train_on_cluster(
         out = train_on_cluster(
             client, cfg, parts=None if frames else parts, frames=frames, target=target, task=task,
             params=user_params, seed=seed, time_column=time_column, exclude=exclude, passthrough=passthrough,
-            feedback_key=feedback_key,
+            feedback_key=feedback_key, entity_keys=list(dict.fromkeys(v["entity"] for v in views)),
         )
         result = out.result
+        if views:
+            _attach_feature_views(result.model.signature, views)
         run.set_tags({"task": result.model.signature["task"]})
         _record(run, result, user_params=user_params, split_info=split_info, target=target,
                 task=result.model.signature["task"], time_column=time_column, exclude=exclude, passthrough=passthrough,
