@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # (module path under the repository, function): the only places in core that resolve config
 EDGES = {
     ("core/__init__.py", "connect"),  # notebooks and scripts: lake, settings = core.connect()
-    ("core/cli/_common.py", "settings_from"),  # the CLI: --lake / --config
+    ("core/cli/_common.py", "_loaded"),  # the CLI: --lake / --config, once per command
     ("core/serving/app.py", "create_app"),  # the serving factory (uvicorn calls it with no arguments)
 }
 
@@ -137,7 +137,7 @@ def test_the_check_can_fail(tmp_path):
     cli.mkdir()
     (cli / "_common.py").write_text(
         "from core.config import load_settings\n\n\n"
-        "def settings_from(args):\n    return load_settings()\n\n\n"
+        "def _loaded(args):\n    return load_settings()\n\n\n"
         "def sneaky():\n    return load_settings()\n"
     )
     assert ambient_calls(tmp_path) == [
