@@ -161,25 +161,28 @@ def bench_pit(root: Path, events: int, labels: int, reps: int) -> None:
 def build_serving_lake(root: Path, rows: int) -> Path:
     """The demo (churn on the usage view) plus ``plain``: the same training frame as a plain dataset."""
     from core import datasets, registry
+    from core.config import Settings
     from core.flows.promote import promote
     from core.flows.seed import seed_demo
     from core.flows.train import train_model
     from core.lake import Lake
 
     lake = Lake(str(root / "lake"))
-    seed_demo(lake=lake, rows=rows)
-    datasets.ingest("churn_training_plain", datasets.load("churn_training", lake=lake), lake=lake)
-    out = train_model("churn_training_plain", target="churned", lake=lake)
+    settings = Settings(lake_uri=lake.uri, actor="bench")
+    seed_demo(lake=lake, rows=rows, settings=settings)
+    datasets.ingest("churn_training_plain", datasets.load("churn_training", lake=lake), lake=lake, settings=Settings())
+    out = train_model("churn_training_plain", target="churned", lake=lake, settings=settings)
     mv = registry.register("plain", out.run_id, lake=lake, actor="bench")
-    promote("plain", mv.version, reason="bench", actor="bench", force=True, lake=lake)
+    promote("plain", mv.version, reason="bench", actor="bench", force=True, lake=lake, settings=settings)
     # ``reqf``: the same view plus two request features (computed per request from its fields)
     from core import demo, features
 
     features.register(features.parse_view({**demo.USAGE_VIEW, **REQ_EXTRA}), lake=lake)
-    features.build_training_set("churn_training_req", labels="churn", views=[REQ_EXTRA["name"]], lake=lake)
-    out = train_model("churn_training_req", target="churned", lake=lake)
+    features.build_training_set("churn_training_req", labels="churn", views=[REQ_EXTRA["name"]], lake=lake,
+                                settings=settings)
+    out = train_model("churn_training_req", target="churned", lake=lake, settings=settings)
     mv = registry.register("reqf", out.run_id, lake=lake, actor="bench")
-    promote("reqf", mv.version, reason="bench", actor="bench", force=True, lake=lake)
+    promote("reqf", mv.version, reason="bench", actor="bench", force=True, lake=lake, settings=settings)
     features.materialize(REQ_EXTRA["name"], lake=lake)
     return root / "lake"
 
@@ -301,6 +304,7 @@ MAT_VIEW = {
 
 def build_mat_lake(root: Path, entities: int) -> tuple[Path, int]:
     from core import datasets, features
+    from core.config import Settings
     from core.lake import Lake
 
     rng = np.random.default_rng(1)
@@ -312,7 +316,7 @@ def build_mat_lake(root: Path, entities: int) -> tuple[Path, int]:
         "x": rng.normal(size=n), "y": rng.normal(size=n),
     }).unique(["entity", "at"])
     lake = Lake(str(root / "matlake"))
-    datasets.ingest("bench_events", ev, lake=lake, validate=False)
+    datasets.ingest("bench_events", ev, lake=lake, validate=False, settings=Settings())
     features.register(features.parse_view(MAT_VIEW), lake=lake)
     return root / "matlake", int(ev["at"].max().timestamp() * 1e6)
 
@@ -332,6 +336,7 @@ def mat_run(lake_path: str, as_of_us: int, full: bool) -> dict[str, Any]:
 
 def add_events(lake_path: Path, entities: int, as_of_us: int) -> None:
     from core import datasets
+    from core.config import Settings
     from core.lake import Lake
 
     rng = np.random.default_rng(2)
@@ -341,7 +346,7 @@ def add_events(lake_path: Path, entities: int, as_of_us: int) -> None:
         "at": pl.Series(as_of_us + rng.integers(1, 3_600_000_000, n)).cast(pl.Datetime("us", "UTC")),
         "x": rng.normal(size=n), "y": rng.normal(size=n),
     }).unique(["entity", "at"])
-    datasets.ingest("bench_events", new, lake=Lake(str(lake_path)), validate=False)
+    datasets.ingest("bench_events", new, lake=Lake(str(lake_path)), validate=False, settings=Settings())
 
 
 def bench_materialize(root: Path, entities: int) -> None:

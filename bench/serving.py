@@ -78,11 +78,13 @@ def _wait(url: str, proc: subprocess.Popen) -> None:
 
 def build_lake(root: Path) -> Path:
     """A lake holding the demo churn champion (seeded like ``lakeops up`` does)."""
+    from core.config import Settings
     from core.flows.seed import seed_demo
     from core.lake import Lake
 
     lake_path = root / "lake"
-    seed_demo(lake=Lake(str(lake_path)), rows=5000, features=False)  # a model whose requests carry every feature
+    settings = Settings(lake_uri=str(lake_path), actor="bench")
+    seed_demo(lake=Lake(str(lake_path)), rows=5000, features=False, settings=settings)  # a model whose requests carry every feature
     return lake_path
 
 

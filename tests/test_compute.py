@@ -63,11 +63,11 @@ def test_compute_settings_are_checked_and_named():
     assert compute.compute_config(load_settings(**base)).engine == "local"
 
 
-def test_partitions_come_from_the_delta_log_not_the_folder(tmp_path):
+def test_partitions_come_from_the_delta_log_not_the_folder(tmp_path, settings):
     lake = Lake(tmp_path / "lake")
     data = demo.generate(900, seed=2)
-    datasets.ingest("churn", data.slice(0, 400), lake=lake)
-    datasets.ingest("churn", data.slice(400, 500), lake=lake)
+    datasets.ingest("churn", data.slice(0, 400), lake=lake, settings=settings)
+    datasets.ingest("churn", data.slice(400, 500), lake=lake, settings=settings)
     # a stray file (a crashed writer's, or someone's copy) in the table folder is not part of any version
     data.slice(0, 50).write_parquet(Path(lake.uri) / "data" / "churn" / "stray.parquet")
     v1, v2 = dataset_parts("churn", 1, lake=lake), dataset_parts("churn", lake=lake)
@@ -129,11 +129,11 @@ def compute_check(lake, section, **kw):
     return measure_drift(MODEL, lake=lake, settings=settings_for(lake, compute=section), now=NOW, window_rows=1500, **kw)
 
 
-def test_training_on_the_cluster_is_tracked_like_a_local_run_and_splits_the_same_rows(client, tmp_path):
+def test_training_on_the_cluster_is_tracked_like_a_local_run_and_splits_the_same_rows(client, tmp_path, settings):
     lake = Lake(tmp_path / "lake")
     data = demo.generate(12000, seed=3)
     for i in range(3):  # three versions: the last one is three files
-        datasets.ingest("churn", data.slice(i * 4000, 4000), lake=lake)
+        datasets.ingest("churn", data.slice(i * 4000, 4000), lake=lake, settings=settings)
     params = {"num_iterations": 25, "num_leaves": 15}
     out = _train(lake, params, engine="dask")
     local = _train(lake, params, engine="local")

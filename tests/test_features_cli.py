@@ -33,11 +33,11 @@ window = "30d"
 
 
 @pytest.fixture
-def cli_lake(lake):
+def cli_lake(lake, settings):
     churn = demo.generate(600, seed=5, start=NOW - timedelta(days=120), days=120, campaign_start=NOW + timedelta(days=999))
-    datasets.ingest("churn", churn, lake=lake)
-    datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=lake)
-    datasets.ingest("no_times", churn.drop("signup_at"), lake=lake)
+    datasets.ingest("churn", churn, lake=lake, settings=settings)
+    datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=lake, settings=settings)
+    datasets.ingest("no_times", churn.drop("signup_at"), lake=lake, settings=settings)
     return lake
 
 

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from core import compute, datasets, demo, features, registry, tracking
-from core.config import load_settings
+from core.config import Settings, load_settings
 from core.errors import FeatureViewError
 from core.features import Feature, FeatureView
 from core.lake import Lake
@@ -52,21 +52,22 @@ def world(tmp_path_factory):
     from core.flows.train import train_model
 
     lake = Lake(tmp_path_factory.mktemp("fv") / "lake")
+    settings = Settings(lake_uri=lake.uri, actor="tester")
     churn = demo.generate(800, seed=3, start=NOW - timedelta(days=120), days=120, campaign_start=NOW + timedelta(days=999))
-    datasets.ingest("churn", churn, lake=lake)
-    datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=lake)
-    datasets.ingest("no_times", churn.drop("signup_at"), lake=lake)
-    datasets.ingest("no_keys", churn.drop("customer_id"), lake=lake)
-    datasets.ingest("no_charges", churn.drop("monthly_charges"), lake=lake)
+    datasets.ingest("churn", churn, lake=lake, settings=settings)
+    datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=lake, settings=settings)
+    datasets.ingest("no_times", churn.drop("signup_at"), lake=lake, settings=settings)
+    datasets.ingest("no_keys", churn.drop("customer_id"), lake=lake, settings=settings)
+    datasets.ingest("no_charges", churn.drop("monthly_charges"), lake=lake, settings=settings)
     # an integer entity key (training never takes it for an id): excluded from the features, a pass-through field
     num = pl.col("customer_id").str.slice(1).cast(pl.Int64).alias("customer")
-    datasets.ingest("labels_int", churn.with_columns(num).drop("customer_id"), lake=lake)
-    datasets.ingest("usage_int", demo.usage_events(churn, until=NOW).with_columns(num).drop("customer_id"), lake=lake)
+    datasets.ingest("labels_int", churn.with_columns(num).drop("customer_id"), lake=lake, settings=settings)
+    datasets.ingest("usage_int", demo.usage_events(churn, until=NOW).with_columns(num).drop("customer_id"), lake=lake, settings=settings)
     features.register(FeatureView(name="usage_int", source="usage_int", entity="customer", event_time="event_at",
                                   features=VIEW.features), lake=lake)
-    features.build_training_set("int_training", labels="labels_int", views=["usage_int"], lake=lake)
+    features.build_training_set("int_training", labels="labels_int", views=["usage_int"], lake=lake, settings=settings)
     features.register(VIEW, lake=lake)
-    features.build_training_set("churn_training", labels="churn", views=["usage"], lake=lake)
+    features.build_training_set("churn_training", labels="churn", views=["usage"], lake=lake, settings=settings)
     out = train_model("churn_training", target="churned", params=PARAMS, lake=lake, engine="local",
                       settings=_settings(lake))
     registry.register("fv", out.run_id, lake=lake, actor="tester")

@@ -13,7 +13,7 @@ import pytest
 
 from core import datasets, demo, features, registry
 from core.cli import run
-from core.config import load_settings
+from core.config import Settings, load_settings
 from core.errors import FeatureViewError
 from core.features import Feature, FeatureView
 from core.flows import promote
@@ -47,17 +47,18 @@ def world(tmp_path_factory):
     """churn labels and usage events, the view, a training set, model ``req`` (champion), online values, an API."""
     root = tmp_path_factory.mktemp("request-features")
     lake = Lake(str(root / "lake"))
+    settings = Settings(lake_uri=lake.uri, actor="tester")
     churn = demo.generate(1200, seed=4, start=NOW - timedelta(days=120), days=120, campaign_start=NOW + timedelta(days=999))
-    datasets.ingest("churn", churn, lake=lake)
-    datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=lake)
-    datasets.ingest("no_plan", churn.drop("plan"), lake=lake)
-    datasets.ingest("plan_codes", churn.with_columns(pl.col("plan").rank("dense").cast(pl.Int64)), lake=lake)
+    datasets.ingest("churn", churn, lake=lake, settings=settings)
+    datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=lake, settings=settings)
+    datasets.ingest("no_plan", churn.drop("plan"), lake=lake, settings=settings)
+    datasets.ingest("plan_codes", churn.with_columns(pl.col("plan").rank("dense").cast(pl.Int64)), lake=lake, settings=settings)
     view, created = features.register(VIEW, lake=lake)
     assert created and view.version == 1
-    features.build_training_set("req_training", labels="churn", views=["usage_req"], lake=lake)
-    out = train_model("req_training", target="churned", params={"num_iterations": 40}, lake=lake)
+    features.build_training_set("req_training", labels="churn", views=["usage_req"], lake=lake, settings=settings)
+    out = train_model("req_training", target="churned", params={"num_iterations": 40}, lake=lake, settings=settings)
     mv = registry.register("req", out.run_id, lake=lake, actor="tester")
-    promote.promote("req", mv.version, reason="test", actor="tester", force=True, lake=lake)
+    promote.promote("req", mv.version, reason="test", actor="tester", force=True, lake=lake, settings=settings)
     features.materialize("usage_req", as_of=NOW, lake=lake)
     with ThreadServer(create_app(serving_settings(root / "lake", root / "wal"))) as srv:
         yield lake, srv
@@ -158,16 +159,16 @@ def test_labels_or_rows_without_a_request_field_are_one_line_exit_2_nothing_writ
     assert not lake.exists("data/t_no_plan") and not lake.exists("data/s_no_plan")
 
 
-def test_a_request_field_the_model_takes_as_a_pass_through_field_only(world):
+def test_a_request_field_the_model_takes_as_a_pass_through_field_only(world, settings):
     lake, _ = world
     pt = ["signup_at", "customer_id", "monthly_charges"]
     out = train_model("req_training", target="churned", params={"num_iterations": 20}, lake=lake,
-                      exclude=["monthly_charges"], passthrough=pt)
+                      exclude=["monthly_charges"], passthrough=pt, settings=settings)
     sig = out.model.signature
     assert "monthly_charges" not in sig.names
     assert "charges_per_call_30d" in sig.names
     mv = registry.register("req_pt", out.run_id, lake=lake, actor="tester")
-    promote.promote("req_pt", mv.version, reason="test", actor="tester", force=True, lake=lake)
+    promote.promote("req_pt", mv.version, reason="test", actor="tester", force=True, lake=lake, settings=settings)
     report = check_skew("req_pt", entities=40, lake=lake)
     assert report.identical and report.max_feature_diff <= 1e-12, report.rows
 

@@ -176,15 +176,15 @@ def _log(lake: Lake, model: str, frame: pl.DataFrame, at: datetime) -> pl.DataFr
     return rows
 
 
-def test_calendar_feature_on_nycflights13_is_reported_not_counted_against_the_training_distribution(tmp_path):
+def test_calendar_feature_on_nycflights13_is_reported_not_counted_against_the_training_distribution(tmp_path, settings):
     flights = _flights()
     train_part = flights.filter(pl.col("month") <= 9)
     lake = Lake(tmp_path / "lake")
-    datasets.ingest("flights", train_part, lake=lake)
+    datasets.ingest("flights", train_part, lake=lake, settings=settings)
     out = train_model("flights", target="delayed", time_column="time_hour", exclude=["flight_id"],
-                      params={"num_iterations": 40, "num_leaves": 15}, lake=lake)
+                      params={"num_iterations": 40, "num_leaves": 15}, lake=lake, settings=settings)
     mv = registry.register("flights", out.run_id, lake=lake, actor="tester")
-    promote.promote("flights", mv.version, reason="first champion", force=True, lake=lake, actor="tester")
+    promote.promote("flights", mv.version, reason="first champion", force=True, lake=lake, actor="tester", settings=settings)
     assert set(mv.signature.names) == set(FLIGHT_FEATURES)  # "day" too: the log has its own
     _log(lake, "flights", flights.filter(pl.col("month") == 11).head(2000), datetime.now(UTC) - timedelta(minutes=1))
     expected = {"models": {"flights": {"drift": {"features": {"month": {"role": "expected_drift"}}}}}}

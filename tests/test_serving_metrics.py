@@ -22,7 +22,7 @@ def _samples(families, name: str) -> list:
     return [s for f in families for s in f.samples if s.name == name]
 
 
-def test_metrics_escape_a_feature_name_with_quote_backslash_and_newline(tmp_path):
+def test_metrics_escape_a_feature_name_with_quote_backslash_and_newline(tmp_path, settings):
     from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -30,13 +30,13 @@ def test_metrics_escape_a_feature_name_with_quote_backslash_and_newline(tmp_path
     rng = np.random.default_rng(0)
     n = 400
     frame = pl.DataFrame({"x": rng.normal(size=n), WEIRD: rng.choice(["a", "b", "c"], n), "y": rng.integers(0, 2, n)})
-    datasets.ingest("odd", frame, lake=lake, actor="tester")
+    datasets.ingest("odd", frame, lake=lake, actor="tester", settings=settings)
     dashed = frame.rename({"x": "x-y", WEIRD: "class"})  # not identifiers, but plain JSON names
-    datasets.ingest("dashed", dashed, lake=lake, actor="tester")
+    datasets.ingest("dashed", dashed, lake=lake, actor="tester", settings=settings)
     for name in ("odd", "dashed"):
-        outcome = train_model(name, target="y", params={"num_iterations": 5}, lake=lake)
+        outcome = train_model(name, target="y", params={"num_iterations": 5}, lake=lake, settings=settings)
         registry.register(name, outcome.run_id, actor="tester", lake=lake)
-        promote(name, 1, reason="test", actor="tester", force=True, lake=lake)
+        promote(name, 1, reason="test", actor="tester", force=True, lake=lake, settings=settings)
     app = create_app(serving_settings(tmp_path / "lake", tmp_path / "wal"), lake=lake)
     rows = [{"x": 0.5, WEIRD: "zzz"}, {"x": 1.0, WEIRD: "a"}, {"x": 1.5, WEIRD: "never seen"}]
     with ThreadServer(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:

@@ -101,7 +101,7 @@ def test_a_wrong_key_is_an_error_naming_it(change, message):
 def test_registration_refuses_a_signature_that_does_not_read(lake: Lake):
     with pytest.raises(SignatureError, match="missing required field `features`"):
         registry._register_files(lake, "m", None, b"x", b'{"task": "binary", "target": "y"}', metrics={},
-                                 dataset_name=None, dataset_version=None)
+                                 dataset_name=None, dataset_version=None, actor="tester")
     assert not lake.exists("registry_versions") or lake.read("registry_versions").height == 0
 
 
@@ -126,7 +126,7 @@ def test_a_trained_model_carries_the_struct_and_serving_scores_from_it(lake: Lak
     assert sig.feedback_key == "customer_id" and {p.role for p in sig.passthrough} == {"id", "event_time"}
     # registered through its stored JSON, it comes back equal, and serving's codec scores from it
     mv = registry._register_files(lake, "churn", None, res.model.text.encode(), sig.to_json(), metrics={},
-                                  dataset_name=None, dataset_version=None)
+                                  dataset_name=None, dataset_version=None, actor="tester")
     assert mv.signature == sig
     loaded = registry.load("churn", version=mv.version, alias=None, lake=lake)
     assert loaded.signature == sig and loaded.model.signature == sig

@@ -33,7 +33,7 @@ from core.errors import (
 from core.features.definitions import FeatureView, parse_view
 from core.features.pit import PreparedEvents, check_label_times, check_windows, prepare, values_at
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.signature import Signature
 
 __all__ = [
@@ -77,12 +77,11 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return name, int(digits)
 
 
-def versions(name: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def versions(name: str | None = None, *, lake: Lake) -> pl.DataFrame:
     """Registered feature view versions (all views, or one), newest version first.
 
     A claim that lost a race for its number (and was withdrawn) is left out.
     """
-    lake = resolve(lake)
     rows = lake.read_or_empty(_TABLE)
     if name is not None:
         rows = rows.filter(pl.col("name") == name)
@@ -93,7 +92,7 @@ def versions(name: str | None = None, *, lake: Lake | None = None) -> pl.DataFra
     return rows.sort(["name", "version"], descending=[False, True])
 
 
-def list_views(*, lake: Lake | None = None) -> pl.DataFrame:
+def list_views(*, lake: Lake) -> pl.DataFrame:
     """One row per view: latest version, number of versions, source, entity, features, last change."""
     rows = versions(lake=lake)
     out = rows.group_by("name", maintain_order=True).agg(
@@ -116,7 +115,7 @@ def _count_features(doc: Mapping[str, Any]) -> int:
     return len(doc["features"]) + len(doc.get("request_features") or ())
 
 
-def get_view(name: str, version: int | None = None, *, lake: Lake | None = None) -> FeatureView:
+def get_view(name: str, version: int | None = None, *, lake: Lake) -> FeatureView:
     """A registered view version (the latest by default) as a ``FeatureView`` with its version.
 
     Raises:
@@ -145,13 +144,12 @@ def _view_row(name: str, version: int, *, lake: Lake) -> dict[str, Any]:
     return rows.row(0, named=True)
 
 
-def load_source(view: FeatureView, version: int | None = None, *, lake: Lake | None = None) -> tuple[pl.DataFrame, int]:
+def load_source(view: FeatureView, version: int | None = None, *, lake: Lake) -> tuple[pl.DataFrame, int]:
     """The view's source dataset at ``version`` (latest by default) and that version.
 
     Raises:
         FeatureViewError: the source dataset does not exist (or not that version).
     """
-    lake = resolve(lake)
     try:
         v = version if version is not None else datasets.latest_version(view.source, lake=lake)
         return datasets.load(view.source, v, lake=lake), v
@@ -159,7 +157,7 @@ def load_source(view: FeatureView, version: int | None = None, *, lake: Lake | N
         raise FeatureViewError(f"feature view {view.name!r}: source {exc}") from None
 
 
-def check_view(view: FeatureView, *, lake: Lake | None = None) -> dict[str, pl.DataType]:
+def check_view(view: FeatureView, *, lake: Lake) -> dict[str, pl.DataType]:
     """Check a definition against its source's latest version (what ``register`` checks); nothing written.
 
     Returns:
@@ -168,13 +166,13 @@ def check_view(view: FeatureView, *, lake: Lake | None = None) -> dict[str, pl.D
     Raises:
         FeatureViewError: the definition does not fit the source (named).
     """
-    events, _ = load_source(view, lake=resolve(lake))
+    events, _ = load_source(view, lake=lake)
     schema = view.output_schema(events.schema)
     check_windows(prepare(view, events, schema=schema))
     return schema
 
 
-def register(view: FeatureView, *, lake: Lake | None = None, actor: str | None = None) -> tuple[FeatureView, bool]:
+def register(view: FeatureView, *, lake: Lake, actor: str | None = None) -> tuple[FeatureView, bool]:
     """Register a definition: check it against its source, and record it as a new version if it changed.
 
     The source's latest version is read to check the definition: the entity and event-time
@@ -189,7 +187,6 @@ def register(view: FeatureView, *, lake: Lake | None = None, actor: str | None =
     Raises:
         FeatureViewError: the definition does not fit the source (nothing is written).
     """
-    lake = resolve(lake)
     schema = check_view(view, lake=lake)
     digest = view.content_hash()
     have = versions(view.name, lake=lake)
@@ -218,9 +215,9 @@ def register(view: FeatureView, *, lake: Lake | None = None, actor: str | None =
     raise FeatureViewError(f"could not claim a version of feature view {view.name!r}: too many concurrent registrations")
 
 
-def view_schema(name: str, version: int, *, lake: Lake | None = None) -> dict[str, pl.DataType]:
+def view_schema(name: str, version: int, *, lake: Lake) -> dict[str, pl.DataType]:
     """Each feature's dtype as recorded at registration."""
-    row = _view_row(name, version, lake=resolve(lake))
+    row = _view_row(name, version, lake=lake)
     return {k: _DTYPES[v] for k, v in json.loads(row["schema_json"]).items()}
 
 
@@ -273,9 +270,9 @@ def build_training_set(
     views: Sequence[str | tuple[str, int | None]],
     label_version: int | None = None,
     time_column: str | None = None,
-    lake: Lake | None = None,
+    lake: Lake,
     actor: str | None = None,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> TrainingSet:
     """Join a label dataset version with feature views as of each label's time; write the result as a dataset version.
 
@@ -294,7 +291,7 @@ def build_training_set(
         time_column: the label rows' event time (default: their only datetime column).
         lake: the lake.
         actor: who builds (recorded).
-        settings: settings for the validation spec (default: loaded).
+        settings: settings for the validation spec.
 
     Raises:
         DataValidationError: the frame broke a validation rule (it is quarantined, nothing written).
@@ -303,7 +300,6 @@ def build_training_set(
             than the data, duplicate entity rows at one time; nothing is written.
         DatasetNotFoundError: no such label dataset or version.
     """
-    lake = resolve(lake)
     if not views:
         raise FeatureViewError("name at least one feature view (--view NAME[@vN])")
     lv = label_version if label_version is not None else datasets.latest_version(labels, lake=lake)
@@ -372,15 +368,15 @@ def build_training_set(
     )
 
 
-def training_sets(view: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def training_sets(view: str | None = None, *, lake: Lake) -> pl.DataFrame:
     """The ``feature_lineage`` rows (training-set versions built from views; all, or one view's), newest first."""
-    rows = resolve(lake).read_or_empty(_LINEAGE)
+    rows = lake.read_or_empty(_LINEAGE)
     if view is not None:
         rows = rows.filter(pl.col("view") == view)
     return rows.sort("at", descending=True)
 
 
-def training_views(dataset: str, version: int, *, lake: Lake | None = None) -> list[dict[str, Any]]:
+def training_views(dataset: str, version: int, *, lake: Lake) -> list[dict[str, Any]]:
     """The feature view versions a training-set dataset version was built from (empty for any other dataset).
 
     Returns:
@@ -388,7 +384,6 @@ def training_views(dataset: str, version: int, *, lake: Lake | None = None) -> l
         "source_version", "time_column"}`` per view, in build order: what a model trained on the
         set records in its signature (``feature_views``) and serving needs to fill the features.
     """
-    lake = resolve(lake)
     if not lake.exists(_LINEAGE):
         return []
     rows = lake.read(_LINEAGE).filter((pl.col("dataset") == dataset) & (pl.col("dataset_version") == version)).sort("view")
@@ -437,7 +432,7 @@ where p.prediction_id = ?
 order by l.view"""
 
 
-def lineage(model: str, prediction_id: str, *, lake: Lake | None = None) -> pl.DataFrame:
+def lineage(model: str, prediction_id: str, *, lake: Lake) -> pl.DataFrame:
     """Run ``lineage_sql`` for one prediction: one row per feature view version behind it (empty if none).
 
     Raises:
@@ -446,11 +441,11 @@ def lineage(model: str, prediction_id: str, *, lake: Lake | None = None) -> pl.D
     """
     from core import sql
 
-    return sql.query(resolve(lake), lineage_sql(model), [prediction_id])
+    return sql.query(lake, lineage_sql(model), [prediction_id])
 
 
 def view_features_needed(columns: Sequence[str], signature: Signature, *, strict: bool = False,
-                         lake: Lake | None = None) -> list[tuple[list[str], PreparedEvents]]:
+                         lake: Lake) -> list[tuple[list[str], PreparedEvents]]:
     """The views whose features a model needs and rows with ``columns`` lack, each prepared for lookups.
 
     The first half of ``with_view_features`` (the source read and prepared once, on the client),
@@ -474,7 +469,6 @@ def view_features_needed(columns: Sequence[str], signature: Signature, *, strict
     views = [v for v in signature.feature_views if any(f not in columns for f in v.features)]
     if not views:
         return []
-    lake = resolve(lake)
     tcol = signature.time_column
     if not tcol or tcol not in columns:
         raise FeatureViewError(
@@ -526,7 +520,7 @@ def view_values(prepared: PreparedEvents, rows: pl.DataFrame, entities: pl.Serie
 
 
 def with_view_features(frame: pl.DataFrame, signature: Signature, *, strict: bool = False,
-                       lake: Lake | None = None) -> pl.DataFrame:
+                       lake: Lake) -> pl.DataFrame:
     """``frame`` with the view features a model needs and ``frame`` lacks, as known at each row's time.
 
     For scoring a model trained on feature views on rows that do not carry those features (batch

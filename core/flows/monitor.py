@@ -24,9 +24,9 @@ import polars as pl
 
 from core import monitoring
 from core.catalog import prediction_table
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.errors import TrainingError
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.monitoring import DriftReport, EstimateReport, PerformanceReport
 
 __all__ = [
@@ -145,8 +145,8 @@ def check_drift_and_alert(
     *,
     window_rows: int | None = None,
     window_hours: float | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
     now: datetime | None = None,
 ) -> DriftReport:
     """Measure drift (``core.monitoring.measure_drift``), then open or resolve its alerts.
@@ -163,8 +163,6 @@ def check_drift_and_alert(
         The report, with ``alert`` (drift) and ``quality_alert`` (no_data, else data_quality) =
         ``opened``, ``ongoing``, ``resolved`` or None.
     """
-    lake = resolve(lake)
-    settings = settings or load_settings()
     rep = monitoring.measure_drift(model, window_rows=window_rows, window_hours=window_hours, lake=lake, settings=settings, now=now)
     if rep.status != "ok" or rep.result is None:
         return rep
@@ -225,8 +223,8 @@ def check_drift_and_alert(
 
 
 def check_performance(
-    model: str, *, window_hours: float | None = None, lake: Lake | None = None,
-    settings: Settings | None = None, now: datetime | None = None,
+    model: str, *, window_hours: float | None = None, lake: Lake,
+    settings: Settings, now: datetime | None = None,
 ) -> PerformanceReport:
     """Run a performance check on labelled predictions and open or resolve the performance alert.
 
@@ -234,8 +232,6 @@ def check_performance(
     with it, so the scheduled performance job also speaks before the labels arrive; its report
     is ``PerformanceReport.estimate``.
     """
-    lake = resolve(lake)
-    settings = settings or load_settings()
     rep = monitoring.check_performance(model, window_hours=window_hours, lake=lake, settings=settings, now=now)
     rep = replace(rep, estimate=check_estimated_performance(model, lake=lake, settings=settings, now=now))
     if rep.degraded is None:
@@ -263,16 +259,14 @@ def check_performance(
 
 
 def check_estimated_performance(
-    model: str, *, window_rows: int | None = None, window_hours: float | None = None, lake: Lake | None = None,
-    settings: Settings | None = None, now: datetime | None = None,
+    model: str, *, window_rows: int | None = None, window_hours: float | None = None, lake: Lake,
+    settings: Settings, now: datetime | None = None,
 ) -> EstimateReport:
     """Estimate performance before labels (``core.monitoring.estimate_performance``); open or resolve its alert.
 
     The ``estimated_performance`` alert opens when the policy metric's estimate is worse than its
     gate-time value by more than ``estimate_tolerance``, and resolves when it is back.
     """
-    lake = resolve(lake)
-    settings = settings or load_settings()
     rep = monitoring.estimate_performance(model, window_rows=window_rows, window_hours=window_hours, lake=lake,
                                           settings=settings, now=now)
     est = rep.estimate
@@ -304,7 +298,7 @@ def check_estimated_performance(
     return replace(rep, alert="resolved" if resolved else None)
 
 
-def alerts_open(model: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def alerts_open(model: str | None = None, *, lake: Lake) -> pl.DataFrame:
     """The currently open alerts (one row per condition), newest first."""
     return monitoring.alerts(model, status="open", lake=lake)
 
@@ -320,7 +314,7 @@ def _served_watermark(name: str, lake: Lake) -> datetime | None:
     return value
 
 
-def record_served(model: str, *, lake: Lake | None = None, settings: Settings | None = None,
+def record_served(model: str, *, lake: Lake, settings: Settings,
                   actor: str | None = None) -> tuple[int, int]:
     """Record the predictions labelled since the last call as a new version of ``<model>_served``.
 
@@ -338,9 +332,6 @@ def record_served(model: str, *, lake: Lake | None = None, settings: Settings | 
         DataValidationError: the batch broke the served dataset's rules (it is then quarantined).
     """
     from core import datasets, trainsets
-
-    lake = resolve(lake)
-    settings = settings or load_settings()
     mv = monitoring.champion(model, lake=lake)
     name = trainsets.served_dataset(model)
     since = _served_watermark(name, lake)
@@ -362,7 +353,7 @@ def record_served(model: str, *, lake: Lake | None = None, settings: Settings | 
     return dv.version, rows.height
 
 
-def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Settings | None = None,
+def retrain(model: str, *, reason: str, lake: Lake, settings: Settings,
             actor: str | None = None) -> RetrainOutcome:
     """Retrain ``model`` on its source data plus its labelled traffic, gate it, promote if the policy allows.
 
@@ -382,9 +373,6 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
     from core import datasets, registry, tracking, trainsets
     from core.flows import promote as promote_flow
     from core.flows.train import train_model
-
-    lake = resolve(lake)
-    settings = settings or load_settings()
     actor = actor or settings.actor
     stated = _STATED_REASON.get()
     reason = stated or reason
@@ -409,7 +397,7 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
         tags={"trigger": "retrain", "reason": reason[:500], "model": model}, lake=lake,
         passthrough=sig.passthrough_names, feedback_key=sig.feedback_key,
         served=(served_name, served_version),
-        dedupe=(trainsets.dedupe_key(sig), [*sig.names, target]),
+        dedupe=(trainsets.dedupe_key(sig), [*sig.names, target]), settings=settings
     )
     new = registry.register(model, outcome.run_id, description=f"retrain: {reason}"[:1000],
                             tags={"trigger": "retrain"}, actor=actor, lake=lake)
@@ -424,7 +412,7 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
     )
 
 
-def retrain_if_needed(model: str, *, lake: Lake | None = None, settings: Settings | None = None,
+def retrain_if_needed(model: str, *, lake: Lake, settings: Settings,
                       actor: str | None = None) -> RetrainOutcome | None:
     """Retrain when a drift or performance alert is open for the current champion and enough new labels came.
 
@@ -435,9 +423,6 @@ def retrain_if_needed(model: str, *, lake: Lake | None = None, settings: Setting
     champion changes). Nothing is retrained while a challenger is staged.
     """
     from core import registry, trainsets
-
-    lake = resolve(lake)
-    settings = settings or load_settings()
     mv = monitoring.champion(model, lake=lake)
     if registry.state(model, lake=lake).stage is not None:
         return None  # a challenger is meeting live traffic: its live gate decides first

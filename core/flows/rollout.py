@@ -26,11 +26,11 @@ import polars as pl
 
 from core import gating, registry
 from core.catalog import prediction_table
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.errors import ConfigError, PromotionRefusedError
 from core.gating import Check, Policy, StagingPolicy
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 
 __all__ = [
     "LiveReport",
@@ -62,7 +62,7 @@ class SmokeResult:
         return asdict(self)
 
 
-def smoke_test(model: str, version: int, *, rows: int = 200, lake: Lake | None = None) -> SmokeResult:
+def smoke_test(model: str, version: int, *, rows: int = 200, lake: Lake) -> SmokeResult:
     """Score a sample of the version's own holdout as the API would, and compare with offline scores.
 
     The rows go through a JSON request body, the serving codec (validation and encoding) and the
@@ -73,8 +73,6 @@ def smoke_test(model: str, version: int, *, rows: int = 200, lake: Lake | None =
 
     from core import tracking, trainsets
     from core.serving.schemas import Codec  # the serving code path is the thing under test
-
-    lake = resolve(lake)
     mv = registry.get_version(model, version, lake=lake)
     try:
         loaded = registry.load(model, version=version, alias=None, lake=lake)
@@ -101,7 +99,7 @@ def smoke_test(model: str, version: int, *, rows: int = 200, lake: Lake | None =
     return SmokeResult(version, len(body), diff, True, f"{len(body)} rows scored as offline (max difference {diff:.3g})")
 
 
-def _policy(model: str, settings: Settings | None, lake: Lake) -> Policy:
+def _policy(model: str, settings: Settings, lake: Lake) -> Policy:
     from core.flows.promote import load_policy
 
     return load_policy(model, settings=settings, lake=lake)
@@ -115,8 +113,8 @@ def stage(
     fraction: float = 0.0,
     reason: str,
     actor: str | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
 ) -> registry.AliasChange:
     """Stage ``version`` as the challenger in ``mode`` (``shadow`` or ``canary``) after a smoke test.
 
@@ -131,8 +129,6 @@ def stage(
     """
     from core.flows.promote.evaluation import latest_gate
     from core.flows.promote.policy import _actor, _reason, authorize
-
-    lake = resolve(lake)
     why = _reason(reason, f"staging {model!r} v{version}")
     authorize(model, "stage", settings=settings, lake=lake)
     if mode not in registry.STAGE_MODES:
@@ -154,12 +150,10 @@ def stage(
     )
 
 
-def unstage(model: str, *, reason: str, actor: str | None = None, lake: Lake | None = None,
-            settings: Settings | None = None) -> registry.AliasChange:
+def unstage(model: str, *, reason: str, actor: str | None = None, lake: Lake,
+            settings: Settings) -> registry.AliasChange:
     """End the staged rollout: the challenger leaves the traffic (the champion answers everything)."""
     from core.flows.promote.policy import _actor, _reason, authorize
-
-    lake = resolve(lake)
     why = _reason(reason, f"ending the staged rollout of {model!r}")
     authorize(model, "stage", settings=settings, lake=lake)
     if registry.state(model, lake=lake).stage is None:
@@ -307,7 +301,7 @@ def _live_log(model: str, since: datetime, lake: Lake) -> pl.DataFrame:
     return monitoring.log_scan(model, lake, shadow=True).filter(pl.col("at") >= since).select(*_LOG_SCHEMA).collect()
 
 
-def compare_live(model: str, *, lake: Lake | None = None, settings: Settings | None = None,
+def compare_live(model: str, *, lake: Lake, settings: Settings,
                  store: bool = True) -> LiveReport:
     """Compare the challenger with the champion on the traffic since the stage began (see the module docstring).
 
@@ -315,8 +309,6 @@ def compare_live(model: str, *, lake: Lake | None = None, settings: Settings | N
         PromotionRefusedError: no staged challenger.
     """
     from core import monitoring
-
-    lake = resolve(lake)
     st = registry.state(model, lake=lake).stage
     champ = registry.champion_version(model, lake)
     if st is None or champ is None:
@@ -410,12 +402,10 @@ def _live_gate(rules: StagingPolicy, mode: str, requests: int, labelled: int, er
     return checks, True, "the challenger did at least as well as the champion on live traffic (within tolerance)"
 
 
-def live_scores(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
+def live_scores(model: str, *, lake: Lake) -> pl.DataFrame:
     """Scores since the stage began, by who scored them: ``role`` (champion / challenger / shadow),
     ``model_version``, ``score`` (for the score overlay of the Models page); empty without a stage."""
     from core import monitoring
-
-    lake = resolve(lake)
     st = registry.state(model, lake=lake).stage
     if st is None or not lake.exists(prediction_table(model)):
         return pl.DataFrame(schema={"role": pl.String, "model_version": pl.Int64, "score": pl.Float64})
@@ -423,9 +413,8 @@ def live_scores(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
             .select("role", "model_version", "score").filter(pl.col("score").is_not_nan()).collect())
 
 
-def live_reports(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
+def live_reports(model: str, *, lake: Lake) -> pl.DataFrame:
     """Every stored live comparison of ``model``, oldest first."""
-    lake = resolve(lake)
     return lake.read_or_empty("stage_reports").filter(pl.col("model") == model).sort("at")
 
 
@@ -445,7 +434,7 @@ class RolloutOutcome:
                 "passed": self.report.passed, "requests": self.report.requests, "labelled": self.report.labelled}
 
 
-def check_rollout(model: str, *, lake: Lake | None = None, settings: Settings | None = None,
+def check_rollout(model: str, *, lake: Lake, settings: Settings,
                   actor: str | None = None) -> RolloutOutcome | None:
     """The live gate: compare, then promote a challenger that passed, withdraw one that failed, or wait.
 
@@ -453,9 +442,6 @@ def check_rollout(model: str, *, lake: Lake | None = None, settings: Settings | 
     """
     from core import monitoring
     from core.flows.promote import promote
-
-    lake = resolve(lake)
-    settings = settings or load_settings()
     actor = actor or settings.actor
     st = registry.state(model, lake=lake).stage
     if st is None:

@@ -17,8 +17,8 @@ from functools import partial
 
 from core import datasets, features, registry, tracking
 from core.compute import compute_config
-from core.config import Settings, load_settings
-from core.lake import Lake, resolve
+from core.config import Settings
+from core.lake import Lake
 
 __all__ = ["ScoreOutcome", "score_dataset"]
 
@@ -48,8 +48,8 @@ def score_dataset(
     output: str | None = None,
     keep: Sequence[str] | None = None,
     engine: str | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
     actor: str | None = None,
 ) -> ScoreOutcome:
     """Score ``dataset`` (a version, default latest) with ``model`` (a version, or the version ``alias`` names).
@@ -72,8 +72,6 @@ def score_dataset(
             view's entity column (nothing written).
         ComputeError: the cluster lost the work.
     """
-    lake = resolve(lake)
-    settings = settings or load_settings()
     cfg = compute_config(settings, engine=engine)
     loaded = registry.load(model, version=model_version, alias=None if model_version is not None else alias, lake=lake)
     version = dataset_version if dataset_version is not None else datasets.latest_version(dataset, lake=lake)
@@ -97,7 +95,7 @@ def score_dataset(
     needed = features.view_features_needed(columns, loaded.signature, strict=True, lake=lake)
     apply = partial(features.apply_view_features, time_column=loaded.signature.time_column or "")
     with tracking.start_run("score", f"{model} v{loaded.version} on {dataset}@v{version}", dataset=(dataset, version),
-                            tags=tags, sync=True, lake=lake) as run:
+                            tags=tags, sync=True, lake=lake, actor=actor or settings.actor) as run:
         if cfg.engine == "dask":
             from core.compute import engine_info, session
             from core.compute.score import score_parts

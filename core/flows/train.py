@@ -15,7 +15,7 @@ from core import datasets, features, tracking, training, trainsets
 from core.compute import compute_config
 from core.config import Settings, read_toml
 from core.errors import ArtifactIntegrityError, DatasetNotFoundError, TrainingError
-from core.lake import Lake, resolve
+from core.lake import Lake
 
 __all__ = [
     "ReproduceOutcome",
@@ -114,13 +114,13 @@ def train_model(
     time_column: str | None = AUTO,
     exclude: Sequence[str] = (),
     tags: Mapping[str, Any] | None = None,
-    lake: Lake | None = None,
+    lake: Lake,
     passthrough: Sequence[str] | None = None,
     feedback_key: str | None = None,
     served: tuple[str, int] | None = None,
     dedupe: tuple[str | None, Sequence[str]] | None = None,
     engine: str | None = None,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> TrainOutcome:
     """Train a model on a dataset version and record it as a run.
 
@@ -157,13 +157,12 @@ def train_model(
             is read from its snapshot files by the workers, split exactly as locally and trained
             with ``lightgbm.dask`` (``core.compute.train``); the run also records ``engine``,
             ``workers`` and ``threads``. A retrain's rows are combined here, then trained there.
-        settings: settings to read ``[compute]`` from (default: loaded).
+        settings: settings to read ``[compute]`` from.
 
     Raises:
         DatasetNotFoundError: unknown dataset or version.
         TrainingError: bad target, params or data (a run already started ends ``failed``).
     """
-    lake = resolve(lake)
     user_params = training.validate_params(params)
     version = _resolve_version(dataset, version, lake)
     task = _checked_task(task)
@@ -172,7 +171,7 @@ def train_model(
         return _train_on_cluster(
             cfg, dataset, version, target=target, user_params=user_params, seed=seed, experiment=experiment, name=name,
             task=task, time_column=time_column, exclude=exclude, tags=tags, lake=lake, passthrough=passthrough,
-            feedback_key=feedback_key, served=served, dedupe=dedupe,
+            feedback_key=feedback_key, served=served, dedupe=dedupe, actor=settings.actor,
         )
     frame = datasets.load(dataset, version, lake=lake)
     if frame.height == 0:
@@ -200,6 +199,7 @@ def train_model(
         tags={"task": task_, "target": target, "source": "lakeops.train", **(tags or {})},
         sync=True,
         lake=lake,
+        actor=settings.actor,
     ) as run:
         result = training.train(
             frame, target, task=task_, params=user_params, seed=seed, time_column=time_column, exclude=exclude,
@@ -307,7 +307,7 @@ def _train_on_cluster(
     cfg: Any, dataset: str, version: int, *, target: str, user_params: dict[str, Any], seed: int,
     experiment: str | None, name: str | None, task: str | None, time_column: str | None, exclude: Sequence[str],
     tags: Mapping[str, Any] | None, lake: Lake, passthrough: Sequence[str] | None, feedback_key: str | None,
-    served: tuple[str, int] | None, dedupe: tuple[str | None, Sequence[str]] | None,
+    served: tuple[str, int] | None, dedupe: tuple[str | None, Sequence[str]] | None, actor: str,
 ) -> TrainOutcome:
     """``train_model`` on the Dask cluster (``core.compute.train``): the same run, params, curves,
     metrics, artifacts and tags, plus ``engine``, ``workers`` and ``threads``."""
@@ -338,6 +338,7 @@ def _train_on_cluster(
         tags={"task": task or "", "target": target, "source": "lakeops.train", "engine": "dask", **(tags or {})},
         sync=True,
         lake=lake,
+        actor=actor,
     ) as run:
         out = train_on_cluster(
             client, cfg, parts=None if frames else parts, frames=frames, target=target, task=task,
@@ -357,7 +358,7 @@ def _train_on_cluster(
     )
 
 
-def run_leakage(run_id: str, *, lake: Lake | None = None) -> dict[str, Any] | None:
+def run_leakage(run_id: str, *, lake: Lake) -> dict[str, Any] | None:
     """The leakage report a training run logged (None for runs of earlier releases)."""
     try:
         return json.loads(tracking.read_artifact(run_id, LEAKAGE_PATH, lake=lake))
@@ -365,15 +366,14 @@ def run_leakage(run_id: str, *, lake: Lake | None = None) -> dict[str, Any] | No
         return None
 
 
-def run_model(run_id: str, *, lake: Lake | None = None) -> training.Model:
+def run_model(run_id: str, *, lake: Lake) -> training.Model:
     """Load the model a training run logged (text + signature, sha256 checked by the artifact read)."""
-    lake = resolve(lake)
     text = tracking.read_artifact(run_id, MODEL_PATH, lake=lake).decode("utf-8")
     signature = training.Signature.from_json(tracking.read_artifact(run_id, SIGNATURE_PATH, lake=lake))
     return training.Model.from_text(text, signature)
 
 
-def feature_importance(run_id: str, *, lake: Lake | None = None) -> pl.DataFrame:
+def feature_importance(run_id: str, *, lake: Lake) -> pl.DataFrame:
     """The run's feature importance: ``feature, gain, split`` (empty when the run has none)."""
     try:
         data = tracking.read_artifact(run_id, IMPORTANCE_PATH, lake=lake)
@@ -384,14 +384,15 @@ def feature_importance(run_id: str, *, lake: Lake | None = None) -> pl.DataFrame
     )
 
 
-def reproduce(run_id: str, *, lake: Lake | None = None) -> ReproduceOutcome:
+def reproduce(run_id: str, *, lake: Lake, settings: Settings) -> ReproduceOutcome:
     """Retrain run ``run_id`` from its recorded dataset version, params and seed; compare sha256.
+
+    ``settings`` give ``[compute]`` (the engine the run recorded is used).
 
     Raises:
         RunNotFoundError: no such run.
         TrainingError: the run is not a lakeops training run (nothing to reproduce from).
     """
-    lake = resolve(lake)
     info = tracking.get_run(run_id, lake=lake)
     needed = ("target", "train_params")
     if info.dataset_name is None or info.dataset_version is None or any(k not in info.params for k in needed):
@@ -419,6 +420,6 @@ def reproduce(run_id: str, *, lake: Lake | None = None) -> ReproduceOutcome:
         served=(info.params["served_dataset"], int(info.params["served_version"]))
         if info.params.get("split_method") == "served_holdout" else None,
         dedupe=(info.params.get("dedupe_key") or None, json.loads(info.params.get("dedupe_content") or "[]")),
-        engine=info.params.get("engine") or "local",
+        engine=info.params.get("engine") or "local", settings=settings
     )
     return ReproduceOutcome(run_id, outcome.run_id, sha, outcome.model.sha256)

@@ -19,10 +19,10 @@ import polars as pl
 from core import drift
 from core.catalog import FEATURES_COLUMN, PASSTHROUGH_COLUMN, prediction_table
 from core.compute import compute_config
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.errors import ConfigError
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.monitoring.config import champion, monitor_config
 from core.monitoring.references import SCORE_ROW, ModelReference, reference
 
@@ -90,7 +90,7 @@ def window(
     hours: float | None = None,
     version: int | None = None,
     now: datetime | None = None,
-    lake: Lake | None = None,
+    lake: Lake,
 ) -> pl.DataFrame:
     """The latest predictions of ``model``: the last ``rows`` rows and/or the last ``hours`` hours.
 
@@ -100,7 +100,6 @@ def window(
     the model declares them, the ``passthrough`` struct; ``features_of(frame)`` gives the
     features as columns (a feature may be named like one of the log's own columns).
     """
-    lake = resolve(lake)
     if not lake.exists(_table(model)):
         return pl.DataFrame()
     scan = log_scan(model, lake)
@@ -212,8 +211,8 @@ def measure_drift(
     *,
     window_rows: int | None = None,
     window_hours: float | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
     now: datetime | None = None,
     actor: str | None = None,
     engine: str | None = None,
@@ -240,8 +239,6 @@ def measure_drift(
     Raises:
         ModelNotFoundError, ModelVersionNotFoundError: unknown model or no champion.
     """
-    lake = resolve(lake)
-    settings = settings or load_settings()
     cfg = monitor_config(model, settings)
     policy = cfg.policy
     if window_rows is None and window_hours is None:
@@ -359,13 +356,12 @@ def _attribution(model: str, version: int, ref: ModelReference, feats: pl.DataFr
                            n_ref=ref.contrib_rows)
 
 
-def drift_history(model: str | None = None, *, last: int = 20, lake: Lake | None = None) -> pl.DataFrame:
+def drift_history(model: str | None = None, *, last: int = 20, lake: Lake) -> pl.DataFrame:
     """``drift_reports`` rows of the last ``last`` checks (of one model or all), oldest first.
 
     Adds ``status`` (``ok``, ``drift``, ``no_data``, ``insufficient``) from each row's stats;
     rows written before statuses existed get ``drift``/``ok`` from ``drifted``.
     """
-    lake = resolve(lake)
     frame = lake.read_or_empty("drift_reports")
     if model is not None:
         frame = frame.filter(pl.col("model") == model)
@@ -384,13 +380,12 @@ def _latest_report(model: str, report_id: str | None, lake: Lake) -> pl.DataFram
     return frame
 
 
-def feature_status(model: str, *, report_id: str | None = None, lake: Lake | None = None) -> pl.DataFrame:
+def feature_status(model: str, *, report_id: str | None = None, lake: Lake) -> pl.DataFrame:
     """Per-feature status and data-quality shares of one check (the latest by default).
 
     Columns: feature, kind, role, status, test, statistic, threshold, drifted, n_cur, null_share,
     ref_null_share, nonfinite_share, out_of_range_share, new_level_share, reasons.
     """
-    lake = resolve(lake)
     frame = _latest_report(model, report_id, lake).filter(~pl.col("feature").is_in([DATASET_ROW, MULTIVARIATE_ROW]))
     rows = []
     for r in frame.iter_rows(named=True):
@@ -410,9 +405,8 @@ def feature_status(model: str, *, report_id: str | None = None, lake: Lake | Non
     return pl.DataFrame(rows, schema=schema)
 
 
-def multivariate_over_time(model: str, *, last: int = 50, lake: Lake | None = None) -> pl.DataFrame:
+def multivariate_over_time(model: str, *, last: int = 50, lake: Lake) -> pl.DataFrame:
     """The domain classifier's AUC per check: at, window_end, auc, threshold, drifted, top (separating features)."""
-    lake = resolve(lake)
     frame = drift_history(model, last=last, lake=lake).filter(pl.col("feature") == MULTIVARIATE_ROW)
     top = [", ".join(t["feature"] for t in (json.loads(s or "{}").get("importance") or [])[:3])
            for s in frame["stats_json"].to_list()]
@@ -420,13 +414,12 @@ def multivariate_over_time(model: str, *, last: int = 50, lake: Lake | None = No
                         "threshold", "drifted").with_columns(pl.Series("top", top, dtype=pl.String))
 
 
-def attribution_of(model: str, *, report_id: str | None = None, lake: Lake | None = None) -> pl.DataFrame:
+def attribution_of(model: str, *, report_id: str | None = None, lake: Lake) -> pl.DataFrame:
     """The score-shift attribution of one check (the latest by default), largest shift first.
 
     Columns: report_id, at, feature, shift (raw-score units; the shifts add up to score_shift),
     share (of the score shift; adds up to 1), reference_mean, current_mean, score_shift.
     """
-    lake = resolve(lake)
     frame = _latest_report(model, report_id, lake).filter(pl.col("feature") == SCORE_ROW)
     schema = {"report_id": pl.String(), "at": pl.Datetime("us", "UTC"), "feature": pl.String(), "shift": pl.Float64(),
               "share": pl.Float64(), "reference_mean": pl.Float64(), "current_mean": pl.Float64(), "score_shift": pl.Float64()}
@@ -442,14 +435,13 @@ def attribution_of(model: str, *, report_id: str | None = None, lake: Lake | Non
 
 def feature_distribution(
     model: str, feature: str, *, window_rows: int | None = None, bins: int = 30,
-    lake: Lake | None = None, settings: Settings | None = None,
+    lake: Lake, settings: Settings,
 ) -> pl.DataFrame:
     """Reference vs current distribution of one feature (or ``score``) as shares per bin/level.
 
     Returns columns ``source`` (reference/current), ``bin`` (level, or the bin's lower edge as
     text), ``lower``, ``upper`` (numeric bins) and ``share``.
     """
-    lake = resolve(lake)
     cfg = monitor_config(model, settings)
     ref = reference(model, lake=lake, settings=settings)
     refd = ref.score if feature == SCORE_ROW else ref.features.get(feature)
@@ -508,13 +500,12 @@ def event_time(model: str, scan: pl.LazyFrame, lake: Lake) -> pl.Expr:
     return pl.coalesce(pl.col(PASSTHROUGH_COLUMN).struct.field(names[0]), pl.col("at"))
 
 
-def score_over_time(model: str, *, every: str = "1h", lake: Lake | None = None) -> pl.DataFrame:
+def score_over_time(model: str, *, every: str = "1h", lake: Lake) -> pl.DataFrame:
     """Score distribution per time bucket: ``bucket, model_version, n, mean, p10, p25, p50, p75, p90``.
 
     The bucket is of the event time when the model declares an event-time pass-through field and
     requests send it (``event_time``), else of the serving time.
     """
-    lake = resolve(lake)
     if not lake.exists(_table(model)):
         return pl.DataFrame()
     s = pl.col("score")

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Self, TypeVar
 
 from core import drift
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.errors import ConfigError, ModelVersionNotFoundError
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.sections import parse_section, section_keys
 
 __all__ = ["MonitorConfig", "champion", "monitor_config"]
@@ -88,13 +88,12 @@ def _config_from(cls: type[C], mon: Mapping[str, Any], drift_sections: Sequence[
     return cfg
 
 
-def monitor_config(model: str, settings: Settings | None = None) -> MonitorConfig:
+def monitor_config(model: str, settings: Settings) -> MonitorConfig:
     """Read ``[models.<model>.monitoring]``, ``[drift]``, ``[models.<model>.drift]`` and ``[alerts]``.
 
     Raises:
         ConfigError: an unknown key or a bad value, named.
     """
-    settings = settings or load_settings()
     return MonitorConfig.from_sections(
         settings.section(f"models.{model}.monitoring"),
         drift=(settings.section("drift"), settings.section(f"models.{model}.drift")),
@@ -103,7 +102,7 @@ def monitor_config(model: str, settings: Settings | None = None) -> MonitorConfi
     )
 
 
-def champion(model: str, *, lake: Lake | None = None) -> Any:
+def champion(model: str, *, lake: Lake) -> Any:
     """Return the champion's ``core.registry.ModelVersion``.
 
     Raises:
@@ -111,8 +110,6 @@ def champion(model: str, *, lake: Lake | None = None) -> Any:
         ModelVersionNotFoundError: the model has no champion yet.
     """
     from core import registry
-
-    lake = resolve(lake)
     registry.versions(model, lake=lake)  # unknown model -> ModelNotFoundError
     version = registry.champion_version(model, lake)
     if version is None:

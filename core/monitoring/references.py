@@ -42,7 +42,7 @@ from core import drift
 from core.config import Settings
 from core.errors import ModelVersionNotFoundError
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.monitoring.config import champion, monitor_config
 from core.signature import Signature
 
@@ -224,14 +224,12 @@ def _estimator_from_bytes(data: bytes) -> dict[str, Any]:
     }
 
 
-def reference(model: str, *, version: int | None = None, lake: Lake | None = None, settings: Settings | None = None) -> ModelReference:
+def reference(model: str, *, version: int | None = None, lake: Lake, settings: Settings) -> ModelReference:
     """Return the reference of ``model`` (the champion by default), building and storing each part once.
 
     Later calls (any process) read the stored arrays, checked by sha256, and keep them in memory.
     """
     from core import registry
-
-    lake = resolve(lake)
     mv = registry.get_version(model, version, lake=lake) if version is not None else champion(model, lake=lake)
     cfg = monitor_config(model, settings)
     policy = cfg.policy

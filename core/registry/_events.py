@@ -17,7 +17,7 @@ from core.errors import (
     RegistryError,
 )
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.registry._base import _actor, _check_alias, _reason, get_version, require_model
 
 __all__ = [
@@ -95,17 +95,16 @@ def record_event(
     *,
     version: int | None = None,
     alias: str | None = None,
-    actor: str | None = None,
+    actor: str,
     reason: str | None = None,
     report: Mapping[str, Any] | None = None,
     event_id: str | None = None,
-    lake: Lake | None = None,
+    lake: Lake,
 ) -> str:
     """Append one event to ``registry_events`` (one commit) and return its id.
 
     Low level: flows (``core.flows.promote``) decide *whether* an event may be written.
     """
-    lake = resolve(lake)
     eid = event_id or new_id()
     who = _actor(actor)
     row = {
@@ -125,9 +124,8 @@ def record_event(
     return eid
 
 
-def events(model: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def events(model: str | None = None, *, lake: Lake) -> pl.DataFrame:
     """Return registry events (all models, or one), in replay order ``(at, event_id)``."""
-    lake = resolve(lake)
     frame = lake.read_or_empty("registry_events")
     if model is not None:
         frame = frame.filter(pl.col("model") == model)
@@ -206,12 +204,11 @@ _cache: dict[tuple[str, str], RegistryState] = {}
 _cache_lock = threading.Lock()
 
 
-def state(model: str, *, lake: Lake | None = None) -> RegistryState:
+def state(model: str, *, lake: Lake) -> RegistryState:
     """Return the model's derived state, recomputed only when ``registry_events`` has a new commit.
 
     Cheap when nothing changed (one listing of the table's ``_delta_log``), so serving may poll it.
     """
-    lake = resolve(lake)
     tv = lake.latest_version_hint("registry_events")
     if tv < 0:
         return RegistryState(model, {}, {}, (), ())
@@ -233,7 +230,7 @@ def state(model: str, *, lake: Lake | None = None) -> RegistryState:
     return result
 
 
-def champion_version(model: str, lake: Lake | None = None) -> int | None:
+def champion_version(model: str, lake: Lake) -> int | None:
     """Return the version holding ``champion`` (None when there is none); reads only the events table.
 
     Serving polls this every second or two: it costs one lookup of the table's latest version
@@ -242,23 +239,23 @@ def champion_version(model: str, lake: Lake | None = None) -> int | None:
     return state(model, lake=lake).aliases.get("champion")
 
 
-def aliases(model: str, *, lake: Lake | None = None) -> dict[str, int]:
+def aliases(model: str, *, lake: Lake) -> dict[str, int]:
     """Return the current alias map of ``model`` (alias -> version)."""
     return dict(state(model, lake=lake).aliases)
 
 
-def statuses(model: str, *, lake: Lake | None = None) -> dict[int, str]:
+def statuses(model: str, *, lake: Lake) -> dict[int, str]:
     """Return every registered version's derived status."""
     return dict(state(model, lake=lake).statuses)
 
 
-def history(model: str, alias: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def history(model: str, alias: str | None = None, *, lake: Lake) -> pl.DataFrame:
     """Return the alias history (deployment history for ``champion``), oldest first.
 
     Columns: at, alias, action, version, previous_version, applied, forced, actor, reason, event_id.
     ``applied`` is False for an event superseded by a concurrent change (it changed nothing).
     """
-    require_model(model, lake=resolve(lake))
+    require_model(model, lake=lake)
     rows = [
         {
             "at": c.at,
@@ -290,13 +287,12 @@ def history(model: str, alias: str | None = None, *, lake: Lake | None = None) -
     return pl.DataFrame(rows, schema=schema)
 
 
-def alias_at(model: str, alias: str, when: datetime, *, lake: Lake | None = None) -> AliasChange | None:
+def alias_at(model: str, alias: str, when: datetime, *, lake: Lake) -> AliasChange | None:
     """Return the alias event in force at ``when``: its ``version`` held ``alias`` then.
 
     The result names who moved the alias there, when and why; None when the alias did not
     exist yet (or had been removed) at that moment.
     """
-    lake = resolve(lake)
     require_model(model, lake=lake)
     if when.tzinfo is None:
         raise RegistryError(f"alias_at needs an aware datetime (UTC), got naive {when.isoformat()}")
@@ -314,12 +310,12 @@ def set_alias(
     alias: str,
     version: int | None,
     *,
-    actor: str | None,
+    actor: str,
     reason: str,
     action: str = "promote",
     report: Mapping[str, Any] | None = None,
     expected: Any = _UNSET,
-    lake: Lake | None = None,
+    lake: Lake,
 ) -> AliasChange:
     """Point ``alias`` at ``version`` (None with action ``unalias`` removes it) as one event.
 
@@ -327,14 +323,14 @@ def set_alias(
         model: registered model name.
         alias: alias name (``champion``, ``challenger``, any name).
         version: the version the alias should point to.
-        actor: who does it (default: settings' actor).
+        actor: who does it (the audit trail's name; required).
         reason: why (required; it is the audit trail).
         action: ``promote``, ``rollback``, ``alias``, ``unalias``, or ``stage``/``unstage`` (the
             ``challenger`` alias in a staged rollout; ``report`` holds ``mode`` and ``fraction``).
         report: extra JSON-able details (gate report id, forced flag ...).
         expected: the version the caller saw holding the alias (None = no holder); when given,
             the change applies only if that still holds at its place in the event order.
-        lake: the lake (default: from settings).
+        lake: the lake.
 
     Returns:
         The replayed change; ``applied`` is False when a concurrent change superseded it.
@@ -342,7 +338,6 @@ def set_alias(
     Raises:
         ModelNotFoundError, ModelVersionNotFoundError, RegistryError (bad alias, no reason).
     """
-    lake = resolve(lake)
     if action not in ALIAS_ACTIONS:
         raise RegistryError(f"alias action {action!r} is unknown: use {', '.join(ALIAS_ACTIONS)}")
     _check_alias(alias)

@@ -404,10 +404,16 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         champ = amap.get("champion")
         sig = registry.get_version(name, champ, lake=lake).signature if champ is not None else None
         served = service.cache.champions.get(name)
+        staged = service.cache.stages.get(name)
         return {
             "name": name,
             "aliases": amap,
             "serving_version": served.version if served is not None else None,
+            # the challenger this server is running beside the champion (shadow or canary), once loaded
+            "serving_stage": (
+                {"version": staged.served.version, "mode": staged.mode, "fraction": staged.fraction}
+                if staged is not None else None
+            ),
             "load_error": service.cache.load_errors.get(name),
             "signature": sig.to_dict() if sig is not None else None,
             "versions": vs.to_dicts(),

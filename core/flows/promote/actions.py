@@ -16,7 +16,7 @@ from core.errors import PromotionRefusedError
 from core.flows.promote.evaluation import approval, evaluate, latest_gate
 from core.flows.promote.policy import _actor, _reason, authorize, load_policy
 from core.gating import GateReport, Policy
-from core.lake import Lake, resolve
+from core.lake import Lake
 
 __all__ = ["PromotionOutcome", "alias", "approve", "evaluate_and_maybe_promote", "promote", "reject", "rollback"]
 
@@ -37,10 +37,9 @@ def _decide(
     action: str,
     reason: str | None,
     actor: str | None,
-    lake: Lake | None,
-    settings: Settings | None,
+    lake: Lake,
+    settings: Settings,
 ) -> str:
-    lake = resolve(lake)
     why = _reason(reason, f"{action} of {model!r} v{version}")
     authorize(model, "approve", settings=settings, lake=lake)
     registry.get_version(model, version, lake=lake)
@@ -55,8 +54,8 @@ def approve(
     *,
     reason: str,
     actor: str | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
 ) -> str:
     """Record a manual approval of a version (needed to promote when the policy requires it)."""
     return _decide(model, version, "approve", reason, actor, lake, settings)
@@ -68,8 +67,8 @@ def reject(
     *,
     reason: str,
     actor: str | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
 ) -> str:
     """Record a manual rejection of a version (it can then only be promoted with ``force``).
 
@@ -81,7 +80,6 @@ def reject(
         RegistryError: no reason.
         PromotionRefusedError: the version is the current champion.
     """
-    lake = resolve(lake)
     refusal = gating.reject_refusal(model, version, registry.champion_version(model, lake))
     if refusal:
         raise PromotionRefusedError(refusal)
@@ -106,8 +104,8 @@ def promote(
     reason: str,
     actor: str | None = None,
     force: bool = False,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
     policy: Policy | None = None,
 ) -> registry.AliasChange:
     """Move ``champion`` to ``version`` if its latest gate passed (and approval was given where required).
@@ -122,7 +120,6 @@ def promote(
         ArtifactIntegrityError: the version's artifact is missing or fails its sha256 (even with
             ``force``: nothing could serve it).
     """
-    lake = resolve(lake)
     why = _reason(reason, f"promoting {model!r} v{version}")
     authorize(model, "promote", settings=settings, lake=lake)
     registry.get_version(model, version, lake=lake)
@@ -163,7 +160,7 @@ def promote(
     return change
 
 
-def _supersede(model: str, version: int, reason: str, lake: Lake, settings: Settings | None) -> None:
+def _supersede(model: str, version: int, reason: str, lake: Lake, settings: Settings) -> None:
     """The champion changed: its predecessor's open alerts no longer describe it (resolved as superseded)."""
     from core import monitoring
 
@@ -175,8 +172,8 @@ def rollback(
     *,
     reason: str,
     actor: str | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
 ) -> registry.AliasChange:
     """Return ``champion`` to the previous champion in one step (its artifact is checked first).
 
@@ -185,7 +182,6 @@ def rollback(
         PromotionRefusedError: there is no previous champion, or a concurrent change won.
         ArtifactIntegrityError: the previous champion's artifact is missing or tampered.
     """
-    lake = resolve(lake)
     why = _reason(reason, f"rolling back {model!r}")
     authorize(model, "rollback", settings=settings, lake=lake)
     registry.versions(model, lake=lake)  # unknown model -> ModelNotFoundError
@@ -222,8 +218,8 @@ def alias(
     reason: str,
     actor: str | None = None,
     delete: bool = False,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
 ) -> registry.AliasChange:
     """Point a non-champion alias (``challenger``, ``shadow`` ...) at a version, or remove it.
 
@@ -242,7 +238,7 @@ def alias(
         actor=_actor(actor, settings),
         reason=why,
         action="unalias" if delete else "alias",
-        lake=resolve(lake),
+        lake=lake,
     )
 
 
@@ -252,15 +248,14 @@ def evaluate_and_maybe_promote(
     *,
     reason: str,
     actor: str | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
 ) -> PromotionOutcome:
     """Gate a version and promote it when the policy allows automatic promotion (the retrain job).
 
     Promotes only if the gate passed, ``auto_promote`` is true and ``require_approval`` is false;
     otherwise the version stays a candidate awaiting a human, and ``why`` says so.
     """
-    lake = resolve(lake)
     policy = load_policy(model, settings=settings, lake=lake)
     report = evaluate(model, version, actor=actor, lake=lake, settings=settings, policy=policy)
     waiting = gating.auto_promotion_refusal(policy, report)

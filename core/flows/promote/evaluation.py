@@ -22,7 +22,7 @@ from core.errors import LakeopsError, PromotionRefusedError
 from core.flows.promote.policy import _actor, authorize, load_policy
 from core.flows.train import run_leakage
 from core.gating import GateReport, Policy
-from core.lake import Lake, resolve
+from core.lake import Lake
 
 __all__ = ["approval", "evaluate", "gate_reports", "latest_gate"]
 
@@ -111,8 +111,8 @@ def evaluate(
     version: int,
     *,
     actor: str | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
     policy: Policy | None = None,
 ) -> GateReport:
     """Run the promotion gate for ``model`` ``version`` and record the report as a ``gate`` event.
@@ -125,7 +125,7 @@ def evaluate(
         model: registered model name.
         version: the candidate version.
         actor: who runs the gate (default: settings' actor).
-        lake: the lake (default: from settings).
+        lake: the lake.
         settings: settings holding ``[models.<model>.policy]``.
         policy: a policy to use instead of the configured one.
 
@@ -137,7 +137,6 @@ def evaluate(
         ArtifactIntegrityError: the candidate's artifact is missing or tampered.
         PromotionRefusedError: the version has no dataset lineage to evaluate on.
     """
-    lake = resolve(lake)
     authorize(model, "evaluate", settings=settings, lake=lake)
     policy = policy or load_policy(model, settings=settings, lake=lake)
     mv = registry.get_version(model, version, lake=lake)
@@ -184,9 +183,8 @@ def evaluate(
     return report
 
 
-def gate_reports(model: str, *, lake: Lake | None = None) -> dict[int, GateReport]:
+def gate_reports(model: str, *, lake: Lake) -> dict[int, GateReport]:
     """Return the latest gate report of every evaluated version of ``model``."""
-    lake = resolve(lake)
     ev = registry.events(model, lake=lake).filter(pl.col("action") == "gate")
     out: dict[int, GateReport] = {}
     for row in ev.iter_rows(named=True):
@@ -194,14 +192,14 @@ def gate_reports(model: str, *, lake: Lake | None = None) -> dict[int, GateRepor
     return out
 
 
-def latest_gate(model: str, version: int, *, lake: Lake | None = None) -> GateReport | None:
+def latest_gate(model: str, version: int, *, lake: Lake) -> GateReport | None:
     """Return the latest gate report of ``model`` ``version``, or None when never evaluated."""
     return gate_reports(model, lake=lake).get(int(version))
 
 
-def approval(model: str, version: int, *, lake: Lake | None = None) -> str | None:
+def approval(model: str, version: int, *, lake: Lake) -> str | None:
     """Return the latest approve/reject decision on a version: ``approved``, ``rejected`` or None."""
-    ev = registry.events(model, lake=resolve(lake)).filter(
+    ev = registry.events(model, lake=lake).filter(
         (pl.col("version") == version) & pl.col("action").is_in(["approve", "reject"])
     )
     return None if ev.height == 0 else ("approved" if ev["action"][-1] == "approve" else "rejected")

@@ -14,10 +14,10 @@ from typing import Any
 import polars as pl
 
 from core import auth, gating, registry
-from core.config import Settings, load_settings, read_toml
+from core.config import Settings, read_toml
 from core.errors import AuthenticationError, PermissionDeniedError
 from core.gating import Policy
-from core.lake import Lake, resolve
+from core.lake import Lake
 
 __all__ = ["allowed_actions", "authorize", "load_policy", "policy_with_source", "set_policy"]
 
@@ -25,9 +25,9 @@ __all__ = ["allowed_actions", "authorize", "load_policy", "policy_with_source", 
 def load_policy(
     model: str,
     *,
-    settings: Settings | None = None,
+    settings: Settings,
     path: str | Path | None = None,
-    lake: Lake | None = None,
+    lake: Lake,
 ) -> Policy:
     """Return the promotion policy of ``model``.
 
@@ -44,20 +44,18 @@ def load_policy(
 def policy_with_source(
     model: str,
     *,
-    settings: Settings | None = None,
+    settings: Settings,
     path: str | Path | None = None,
-    lake: Lake | None = None,
+    lake: Lake,
 ) -> tuple[Policy, str]:
     """Like ``load_policy``, also saying where the policy came from (for ``lakeops models policy``)."""
     if path is not None:
         where = f"policy file {path}"
         return gating.policy_from_dict(read_toml(path, what="policy file"), where=where, model=model), where
-    settings = settings or load_settings()
     section = settings.section(f"models.{model}.policy")
     if section:
         where = f"[models.{model}.policy]"
         return gating.policy_from_dict(section, where=where), f"{where} in {settings.config_path or 'settings'}"
-    lake = resolve(lake)
     recorded = registry.events(model, lake=lake).filter(pl.col("action") == "policy")
     if recorded.height:
         last = recorded.row(-1, named=True)
@@ -72,8 +70,8 @@ def set_policy(
     *,
     reason: str,
     actor: str | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
 ) -> Policy:
     """Record ``model``'s promotion policy in the lake (a ``policy`` registry event).
 
@@ -84,7 +82,6 @@ def set_policy(
         ConfigError: a key or value of the policy is invalid (named).
         RegistryError: no reason given.
     """
-    lake = resolve(lake)
     why = _reason(reason, f"setting the policy of {model!r}")
     parsed = gating.policy_from_dict(policy, where=f"policy of {model!r}", model=model)
     authorize(model, "policy", settings=settings, lake=lake)
@@ -94,13 +91,12 @@ def set_policy(
     return parsed
 
 
-def _actor(actor: str | None, settings: Settings | None) -> str:
+def _actor(actor: str | None, settings: Settings) -> str:
     """Who an event names: the signed-in principal when auth is on (never a name passed in), else ``actor``.
 
     Raises:
         AuthenticationError: auth is on and nobody is signed in.
     """
-    settings = settings or load_settings()
     who = auth.current_principal()
     if who is not None:
         return who.name
@@ -115,8 +111,8 @@ _VERBS = {"evaluate": "run the gate of", "stage": "stage or unstage a challenger
           "policy": "change the policy of"}
 
 
-def authorize(model: str, action: str, *, alias: str | None = None, settings: Settings | None = None,
-              lake: Lake | None = None) -> None:
+def authorize(model: str, action: str, *, alias: str | None = None, settings: Settings,
+              lake: Lake) -> None:
     """Refuse unless whoever acts may take ``action`` on ``model`` (only when auth is on).
 
     The permissions come from the policy in force (lakeops.toml, else the lake), never from a
@@ -134,7 +130,6 @@ def authorize(model: str, action: str, *, alias: str | None = None, settings: Se
         AuthenticationError: auth is on and nobody is signed in.
         PermissionDeniedError: the principal is not allowed by the policy (the message names who is).
     """
-    settings = settings or load_settings()
     if not auth.enabled(settings):
         return
     who = auth.current_principal()
@@ -150,7 +145,7 @@ def authorize(model: str, action: str, *, alias: str | None = None, settings: Se
             f"(permissions.{f'aliases.{alias}' if action == 'alias' and alias in perms.aliases else action})")
 
 
-def allowed_actions(model: str, *, settings: Settings | None = None, lake: Lake | None = None) -> frozenset[str]:
+def allowed_actions(model: str, *, settings: Settings, lake: Lake) -> frozenset[str]:
     """The registry actions whoever acts may take on ``model`` (every one when auth is off): for the UI."""
     out = set()
     for action in gating.PERMISSION_ACTIONS:
