@@ -17,7 +17,7 @@ from core.compute.frames import dataset_parts, log_filter, log_parts, to_dask
 from core.config import load_settings
 from core.errors import ConfigError
 from core.lake import Lake
-from tests.monitor_world import MODEL, build_champion, log_predictions, settings_for, traffic
+from tests.monitor_world import MODEL, build_champion, clone, log_predictions, settings_for, traffic
 
 distributed = pytest.importorskip("distributed")
 
@@ -121,6 +121,82 @@ def test_drift_check_on_the_cluster_equals_the_local_engine(client, world):
     rows = lake.read("drift_reports").filter(pl.col("report_id") == sketch.report_id)
     verdict = json.loads(rows.filter(pl.col("feature") == "__dataset__")["stats_json"][0])
     assert (verdict["engine"], verdict["exact"]) == ("dask", False)
+
+
+def _champion_of_files(root, files=3, rows=1000, seed=4):
+    """A champion trained on a dataset version of ``files`` Parquet files (so the cluster merges partitions)."""
+    from core.flows import promote
+    from core.flows.train import train_model
+    from tests.monitor_world import FAR
+
+    lake = Lake(root)
+    data = demo.generate(files * rows, seed=seed, campaign_start=FAR)
+    for i in range(files):
+        datasets.ingest("churn", data.slice(i * rows, rows), lake=lake)
+    out = train_model("churn", target="churned", params={"num_iterations": 20, "num_leaves": 15}, lake=lake,
+                      settings=load_settings(env={}, lake_uri=lake.uri))
+    mv = registry.register(MODEL, out.run_id, lake=lake, actor="tester")
+    promote.promote(MODEL, mv.version, reason="first champion", force=True, lake=lake, actor="tester")
+    return lake
+
+
+def _same_reference(a, b):
+    from core.drift import NumericReference
+
+    assert (a.rows, a.holdout_rows, a.contrib_rows, a.kinds) == (b.rows, b.holdout_rows, b.contrib_rows, b.kinds)
+    for name, ra in a.features.items():
+        rb = b.features[name]
+        assert type(ra) is type(rb), name
+        if isinstance(ra, NumericReference):  # sorted values, edges, bin counts, moments, quality counts: exact
+            assert np.array_equal(ra.values, rb.values) and np.array_equal(ra.edges, rb.edges), name
+            assert np.array_equal(ra.bin_counts, rb.bin_counts), name
+            assert (ra.mean, ra.std, ra.rows, ra.nulls, ra.nonfinite) == (rb.mean, rb.std, rb.rows, rb.nulls, rb.nonfinite)
+        else:
+            assert (ra.levels, ra.rows, ra.nulls) == (rb.levels, rb.rows, rb.nulls) and np.array_equal(ra.counts, rb.counts)
+    assert np.array_equal(a.score.values, b.score.values) and a.score.mean == b.score.mean
+    assert a.sample.equals(b.sample)
+    assert np.array_equal(a.calibration.x, b.calibration.x) and np.array_equal(a.calibration.y, b.calibration.y)
+    assert (a.calibration.applied, a.calibration.ece_after) == (b.calibration.applied, b.calibration.ece_after)
+    assert np.allclose(a.contrib_mean, b.contrib_mean, rtol=1e-12, atol=1e-15)
+
+
+def test_the_reference_built_on_the_cluster_is_the_local_one(client, tmp_path):
+    from core.monitoring import references
+
+    local = _champion_of_files(tmp_path / "lake")
+    other = clone(local, tmp_path / "other")
+    # below the rows: the reference, the classifier's sample and the attribution rows are seeded samples
+    sections = {"models": {MODEL: {"monitoring": {"reference_rows": 2000}}},
+                "drift": {"multivariate_sample": 500, "attribution_sample": 300}}
+    a = references.reference(MODEL, lake=local, settings=settings_for(local, **sections))
+    with distributed.get_task_stream(client) as stream:
+        b = references.reference(MODEL, lake=other, settings=settings_for(other, compute={"engine": "dask"}, **sections))
+    assert sum("_summarise" in str(t["key"]) for t in stream.data) == 3  # a summary per file, on the cluster
+    assert a.rows == 2000 and a.sample.height == 500 and a.contrib_rows == 300 and a.holdout_rows == 600
+    assert sum(r.nulls for r in a.features.values()) > 0  # the quality counts were really merged
+    _same_reference(a, b)
+    stored = other.read("drift_references")
+    assert stored.filter(pl.col("kind") == "features:training")["rows"].to_list() == [2000]
+    # the holdout as reference, every row of it
+    sections["models"][MODEL]["monitoring"] = {"reference": "holdout", "reference_rows": 10_000}
+    a = references.reference(MODEL, lake=local, settings=settings_for(local, **sections))
+    b = references.reference(MODEL, lake=other, settings=settings_for(other, compute={"engine": "dask"}, **sections))
+    assert a.rows == 600
+    _same_reference(a, b)
+    # the same traffic on both lakes: the same verdicts and statistics, local check against local reference,
+    # cluster check against the cluster's reference
+    for lake in (local, other):
+        log_predictions(lake, traffic(800, seed=21, campaign=True), at=T0.replace(hour=1), spread_s=600)
+    sections["models"][MODEL]["monitoring"] = {"reference_rows": 2000}
+    from core.monitoring import check_drift
+
+    ra = check_drift(MODEL, lake=local, settings=settings_for(local, **sections), now=NOW, window_rows=800)
+    rb = check_drift(MODEL, lake=other, settings=settings_for(other, compute={"engine": "dask"}, **sections), now=NOW,
+                     window_rows=800)
+    assert ra.drifted is rb.drifted is True
+    for x, y in _pairs(ra, rb):
+        assert (x.status, x.drifted, x.n_ref, x.n_cur) == (y.status, y.drifted, y.n_ref, y.n_cur), x.feature
+        assert y.statistic == pytest.approx(x.statistic, rel=1e-12, abs=1e-15), x.feature
 
 
 def compute_check(lake, section, **kw):

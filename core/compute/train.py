@@ -37,7 +37,7 @@ from core.compute import ComputeConfig, engine_info
 from core.compute.frames import Parts, read_part
 from core.errors import ComputeError, TrainingError
 
-__all__ = ["LEAKAGE_SAMPLE", "ClusterTrain", "train_on_cluster"]
+__all__ = ["LEAKAGE_SAMPLE", "ClusterTrain", "split_marks", "train_on_cluster"]
 
 LEAKAGE_SAMPLE = 500_000
 _BINS = 1 << 16
@@ -107,7 +107,7 @@ def _compact(clean: pl.DataFrame, signature: Mapping[str, Any], time_column: str
 
 
 def _prepare(fragment: Any, schema: Any, signature: Mapping[str, Any], time_column: str | None,
-             seed: int) -> dict[str, np.ndarray]:
+             seed: int, sample_seed: int | None = None) -> dict[str, np.ndarray]:
     """Read one partition once, hash its rows with a target as the local split does
     (``clean.hash_rows(seed)`` over every column) and keep only what the split needs: target,
     time, hash and which file rows have a target. The features are read again, one column at a
@@ -124,6 +124,8 @@ def _prepare(fragment: Any, schema: Any, signature: Mapping[str, Any], time_colu
            "t": (clean[time_column].cast(pl.Int64).fill_null(_I64_MIN).to_numpy() if time_column
                  else np.zeros(clean.height, np.int64)),
            "h": clean.hash_rows(seed=seed).to_numpy()}
+    if sample_seed is not None:  # a second, independent row hash (``core.compute.reference``'s samples)
+        out["hs"] = clean.hash_rows(seed=sample_seed).to_numpy()
     if keep is not None:
         out["keep"] = keep
     del clean
@@ -364,6 +366,42 @@ def _cutoff(client: Any, prepared: list[Any], time_column: str | None, cls: Any,
     return {"cls": cls, "cut": (ct, ch), "largest": largest, "ties": ties, "n": n}
 
 
+def split_marks(client: Any, prepared: list[Any], *, time_column: str | None, classes: Sequence[Any], rows: int,
+                valid_fraction: float) -> tuple[list[Any], str]:
+    """``core.training.split`` on the cluster: each prepared partition with ``valid`` added, and the method.
+
+    Args:
+        client: a ``distributed.Client``.
+        prepared: futures of ``_prepare`` (a partition's target, time and row hash).
+        time_column: the split's time column (None: stratified by ``classes``, or by hash over 20).
+        classes: the target's distinct values.
+        rows: rows with a target, over all partitions.
+        valid_fraction: the holdout's share.
+
+    Raises:
+        TrainingError: fewer than 2 rows.
+    """
+    if rows < 2:
+        raise TrainingError(f"cannot split {rows} row(s) into train and valid sets")
+    rules = []
+    if time_column:
+        n_valid = min(rows - 1, max(1, math.ceil(rows * valid_fraction)))
+        rules.append(_cutoff(client, prepared, time_column, None, n_valid, True))
+        method = "time"
+    elif len(classes) <= 20:
+        for c in classes:
+            size = _run(client, _map(client, _range, prepared, c), "counting a class")
+            n_c = sum(r[0] for r in size)
+            rules.append(_cutoff(client, prepared, None, c, max(1, round(n_c * valid_fraction)), False))
+        method = "stratified"
+    else:
+        rules.append(_cutoff(client, prepared, None, None, max(1, round(rows * valid_fraction)), False))
+        method = "hash"
+    marked = [client.submit(_mark, p, [{**r, "part": i} for r in rules], pure=False, retries=2)
+              for i, p in enumerate(prepared)]
+    return marked, method
+
+
 def train_on_cluster(
     client: Any,
     cfg: ComputeConfig,
@@ -424,25 +462,9 @@ def train_on_cluster(
     if parts is not None:
         prepared = [client.submit(_prepare, f, parts.schema, signature, time_column, seed, pure=False, retries=2)
                     for f in parts.fragments]
-        if clean_rows < 2:
-            raise TrainingError(f"cannot split {clean_rows} row(s) into train and valid sets")
-        rules = []
-        if time_column:
-            n_valid = min(clean_rows - 1, max(1, math.ceil(clean_rows * valid_fraction)))
-            rules.append(_cutoff(client, prepared, time_column, None, n_valid, True))
-            method = "time"
-        else:
-            classes = sorted({v for f in facts for v in f["target"] if v is not None})
-            if len(classes) <= 20:
-                for c in classes:
-                    size = _run(client, _map(client, _range, prepared, c), "counting a class")
-                    n_c = sum(r[0] for r in size)
-                    rules.append(_cutoff(client, prepared, None, c, max(1, round(n_c * valid_fraction)), False))
-            else:
-                rules.append(_cutoff(client, prepared, None, None, max(1, round(clean_rows * valid_fraction)), False))
-            method = "stratified" if len(classes) <= 20 else "hash"
-        marked = [client.submit(_mark, p, [{**r, "part": i} for r in rules], pure=False, retries=2)
-                  for i, p in enumerate(prepared)]
+        classes = sorted({v for f in facts for v in f["target"] if v is not None})
+        marked, method = split_marks(client, prepared, time_column=time_column, classes=classes,
+                                     rows=clean_rows, valid_fraction=valid_fraction)
     else:
         marked = []
         for frame, is_valid in ((train_f, False), (valid_f, True)):

@@ -239,7 +239,7 @@ def check_drift(
     if window_rows is None and window_hours is None:
         window_rows, window_hours = cfg.window_rows, cfg.window_hours
     mv = champion(model, lake=lake)
-    ref = reference(model, version=mv.version, lake=lake, settings=settings)
+    ref = reference(model, version=mv.version, lake=lake, settings=settings, engine=engine)
     ccfg = compute_config(settings, engine=engine)
     engine_stats: dict[str, Any] = {}
     if ccfg.engine == "dask":
