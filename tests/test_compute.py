@@ -288,14 +288,21 @@ def test_cli_scores_on_the_cluster_and_names_bad_input_in_one_line(client, world
 
 
 class _KillOnce(distributed.WorkerPlugin):
-    """A worker plugin that ends its worker's process when a drift-summary task starts (fault injection)."""
+    """A worker plugin that ends its worker's process when a ``task`` task starts (fault injection)."""
 
-    def __init__(self, flag: str, always: bool) -> None:
-        self.flag, self.always = flag, always
+    def __init__(self, flag: str, always: bool, task: str = "_summarise") -> None:
+        self.flag, self.always, self.task = flag, always, task
 
     def transition(self, key, start, finish, **kwargs):  # noqa: ANN001
         name = key[0] if isinstance(key, tuple) else str(key)
-        if finish == "executing" and "_summarise" in str(name):
+        if finish == "executing" and self.task in str(name) and self.always == "first":
+            # every attempt of one task (the first seen): Dask gives up on it after allowed-failures
+            path = Path(self.flag)
+            if not path.exists():
+                path.write_text(str(key))
+            if path.read_text() == str(key):
+                os._exit(1)
+        elif finish == "executing" and self.task in str(name):
             if self.always or not os.path.exists(self.flag):
                 Path(self.flag).touch()
                 os._exit(1)
@@ -325,3 +332,40 @@ def test_a_lost_worker_is_retried_or_the_job_run_fails_with_nothing_written(clie
         client.wait_for_workers(2, timeout=60)
     assert failed.status == "failed" and "Dask cluster failed" in (failed.error or "")
     assert lake.read("drift_reports").height == written  # nothing half-written
+
+
+def test_a_worker_lost_during_a_retrain_job_is_retried_or_the_job_fails_with_nothing_registered(client, world, tmp_path):
+    """A worker process dies while a retrain on the cluster spreads its rows over the workers (``_take``):
+    killed once, Dask runs the task again and the retrain finishes; killed every time, the job run
+    fails, the training run is recorded failed, and no model version is registered."""
+    from core.jobruns import run_job
+    from tests.monitor_world import send_feedback
+
+    lake = clone(world, tmp_path / "lake")
+    logged = log_predictions(lake, traffic(1200, seed=31, campaign=True), at=T0.replace(hour=5), spread_s=600)
+    send_feedback(lake, logged)
+    settings = settings_for(lake, compute={"engine": "dask"})
+    versions = registry.versions(MODEL, lake=lake).height
+    client.register_plugin(_KillOnce(str(tmp_path / "once"), always=False, task="_take"), name="kill-take-once")
+    try:
+        ok = run_job("retrain", trigger="manual", lake=lake, settings=settings)
+    finally:
+        client.unregister_worker_plugin("kill-take-once")
+    assert (tmp_path / "once").exists(), (ok.status, ok.error)  # a worker did die mid-retrain
+    assert ok.status == "finished", ok.error
+    client.wait_for_workers(2, timeout=180)
+    out = ok.outputs["models"][MODEL]
+    run = tracking.get_run(out["run_id"], lake=lake)
+    assert (run.status, run.params["engine"], run.params["rows_valid"]) == ("finished", "dask", str(out["holdout_rows"]))
+    assert registry.get_version(MODEL, out["version"], lake=lake).sha256 == run.tags["model_sha256"]
+    assert registry.versions(MODEL, lake=lake).height == versions + 1
+    client.register_plugin(_KillOnce(str(tmp_path / "always"), always="first", task="_take"), name="kill-take-always")
+    try:
+        failed = run_job("retrain", trigger="manual", lake=lake, settings=settings)
+    finally:
+        client.unregister_worker_plugin("kill-take-always")
+        client.wait_for_workers(2, timeout=180)
+    assert failed.status == "failed" and "Dask cluster failed" in (failed.error or ""), failed.error
+    assert registry.versions(MODEL, lake=lake).height == versions + 1  # nothing registered
+    runs = tracking.search_runs(lake=lake, max_results=None).sort("started_at")
+    assert runs["status"][-1] == "failed"  # the training run is closed as failed, not left running

@@ -171,7 +171,8 @@ def _pick(block: tuple[Any, Any], side: bool) -> tuple[np.ndarray, np.ndarray]:
 def _prepare_frame(frame: pl.DataFrame, signature: Mapping[str, Any], time_column: str | None,
                    valid: bool) -> dict[str, np.ndarray]:
     clean = frame.filter(pl.col(signature["target"]).is_not_null())
-    return _compact(clean, signature, time_column, np.zeros(clean.height, np.uint64),
+    # the split is given: no time key is needed (a retrain's served rows may lack the time column)
+    return _compact(clean, signature, None, np.zeros(clean.height, np.uint64),
                     np.full(clean.height, valid, dtype=bool))
 
 
@@ -451,7 +452,8 @@ def train_on_cluster(
     total_rows = sum(f["total"] for f in facts)
     if clean_rows == 0:
         raise TrainingError(f"target {target!r} has no non-null values")
-    proxy = _proxy(facts, schema, target)
+    # an explicit (retrain) split infers the signature from its training rows alone, as locally
+    proxy = _proxy(facts if parts is not None else facts[:1], schema, target)
     if time_column is not None and time_column not in proxy.columns:
         raise TrainingError(f"time column {time_column!r} is not in the dataset")
     signature, excluded = training.infer_signature(
