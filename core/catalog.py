@@ -19,6 +19,7 @@ __all__ = [
     "TS",
     "TableSpec",
     "prediction_common_fields",
+    "prediction_table",
     "spec_for",
 ]
 
@@ -415,6 +416,11 @@ def prediction_common_fields() -> list[pa.Field]:
         pa.field("latency_ms", _F64),
         pa.field("role", _STR),  # champion | challenger (canary) | shadow | pinned (?version=, ?alias=)
     ]
+
+
+def prediction_table(model: str) -> str:
+    """The lake table holding model ``model``'s prediction log: ``predictions/<model>``."""
+    return f"predictions/{model}"
 
 
 PREDICTION_COLUMNS = ("prediction_id", "at", "day", "model_version", "score", "predicted_label", "latency_ms", "role")

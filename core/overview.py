@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from core.catalog import prediction_table
 from core.config import Settings
 from core.errors import LakeopsError
 from core.ids import utcnow
@@ -86,7 +87,7 @@ class ModelStory:
 
 
 def _prediction_counts(lake: Lake, model: str, since: Any) -> tuple[int, int, Any]:
-    table = f"predictions/{model}"
+    table = prediction_table(model)
     if not lake.exists(table):
         return 0, 0, None
     row = (

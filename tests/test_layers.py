@@ -14,9 +14,9 @@ CORE_MODULES = sorted(p for p in (ROOT / "core").rglob("*.py") if p.name != "__m
 
 # library -> the only place (path prefix under the repo) allowed to import it
 OWNERS = {
-    "deltalake": ("core/lake.py",),
+    "deltalake": ("core/lake/",),
     "duckdb": ("core/sql/",),
-    "lightgbm": ("core/training.py",),
+    "lightgbm": ("core/training/",),
     "litestar": ("core/serving/",),
     "apscheduler": ("jobs/",),
     "dask": ("core/compute/",),

@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from core.catalog import FEATURES_COLUMN
+from core.catalog import FEATURES_COLUMN, prediction_table
 from core.errors import DatasetNotFoundError, TableNotFoundError
 from core.lake import Lake
 
@@ -88,7 +88,7 @@ def log_filter(*, model_version: int | None = None, since: datetime | None = Non
 
 def log_parts(model: str, *, lake: Lake, filter: pads.Expression | None = None) -> Parts:  # noqa: A002
     """The partitions of ``predictions/<model>`` whose partition values and statistics may match ``filter``."""
-    table = f"predictions/{model}"
+    table = prediction_table(model)
     ver, schema, frags = lake.snapshot_files(table, filter=filter)
     return Parts(table, ver, schema, _split(frags))
 

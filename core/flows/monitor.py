@@ -23,6 +23,7 @@ from typing import Any
 import polars as pl
 
 from core import monitoring
+from core.catalog import prediction_table
 from core.config import Settings, load_settings
 from core.errors import TrainingError
 from core.lake import Lake, resolve
@@ -346,7 +347,7 @@ def record_served(model: str, *, lake: Lake | None = None, settings: Settings | 
     if since is not None:
         truth = truth.filter(pl.col("labelled_at") > since)
     latest = datasets.latest_version(name, lake=lake) if lake.exists(datasets.table_name(name)) else 0
-    if truth.height == 0 or not lake.exists(f"predictions/{model}"):
+    if truth.height == 0 or not lake.exists(prediction_table(model)):
         return latest, 0
     log = monitoring.log_scan(model, lake).join(truth.lazy(), on="prediction_id", how="semi").collect()
     rows = trainsets.served_rows(log, truth, mv.signature)

@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from core import gating, registry
+from core.catalog import prediction_table
 from core.config import Settings, load_settings
 from core.errors import ConfigError, PromotionRefusedError
 from core.gating import Check, Policy, StagingPolicy
@@ -231,7 +232,7 @@ def compare_live(model: str, *, lake: Lake | None = None, settings: Settings | N
     empty = pl.DataFrame(schema={"prediction_id": pl.String, "at": pl.Datetime("us", "UTC"), "model_version": pl.Int64,
                                  "score": pl.Float64, "predicted_label": pl.Int64, "latency_ms": pl.Float64,
                                  "role": pl.String})
-    if lake.exists(f"predictions/{model}"):
+    if lake.exists(prediction_table(model)):
         log = (monitoring.log_scan(model, lake, shadow=True).filter(pl.col("at") >= st.since)
                .select(*empty.columns).collect())
     else:
@@ -371,7 +372,7 @@ def live_scores(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
 
     lake = resolve(lake)
     st = registry.state(model, lake=lake).stage
-    if st is None or not lake.exists(f"predictions/{model}"):
+    if st is None or not lake.exists(prediction_table(model)):
         return pl.DataFrame(schema={"role": pl.String, "model_version": pl.Int64, "score": pl.Float64})
     return (monitoring.log_scan(model, lake, shadow=True).filter(pl.col("at") >= st.since)
             .select("role", "model_version", "score").filter(pl.col("score").is_not_nan()).collect())

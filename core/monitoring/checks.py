@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from core import drift
-from core.catalog import FEATURES_COLUMN, PASSTHROUGH_COLUMN
+from core.catalog import FEATURES_COLUMN, PASSTHROUGH_COLUMN, prediction_table
 from core.compute import compute_config
 from core.config import Settings, load_settings
 from core.errors import ConfigError
@@ -37,7 +37,7 @@ MULTIVARIATE_ROW = "__multivariate__"
 
 
 def _table(model: str) -> str:
-    return f"predictions/{model}"
+    return prediction_table(model)
 
 
 _LEGACY_OWN = ("prediction_id", "at", "day", "model_version", "score", "label", "latency_ms")

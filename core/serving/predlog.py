@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 
 from core import registry
-from core.catalog import FEATURES_COLUMN, PASSTHROUGH_COLUMN, TS
+from core.catalog import FEATURES_COLUMN, PASSTHROUGH_COLUMN, TS, prediction_table
 from core.errors import CommitConflictError, LakeopsError, LakeUnavailableError, SchemaMismatchError
 from core.ids import utcnow
 from core.lake import Lake
@@ -69,11 +69,6 @@ _HISTORY_LIMIT = 5_000
 _UNIQUE = ("prediction_id", "at", "score", "latency_ms")  # no Parquet dictionary for these
 # Errors that say the lake (not the segment) is the problem: retry, never dead-letter.
 _TRANSIENT = (LakeUnavailableError, CommitConflictError, OSError)
-
-
-def prediction_table(model: str) -> str:
-    """Return the lake table holding model ``model``'s prediction log."""
-    return f"predictions/{model}"
 
 
 class ForeignSegmentError(LakeopsError):
