@@ -9,7 +9,7 @@ worker process reads by itself; nothing flows through the client.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,7 +22,8 @@ from core.catalog import FEATURES_COLUMN, prediction_table
 from core.errors import DatasetNotFoundError, TableNotFoundError
 from core.lake import Lake
 
-__all__ = ["LOG_OWN", "Parts", "dataset_parts", "log_filter", "log_parts", "read_log_part", "read_part", "to_dask"]
+__all__ = ["BATCH_ROWS", "LOG_OWN", "Parts", "dataset_parts", "iter_part", "log_filter", "log_parts", "read_log_part",
+           "read_part", "to_dask"]
 
 LOG_OWN = ("prediction_id", "at", "day", "model_version", "score", "predicted_label", "label", "latency_ms")
 """Columns of a prediction log that are the log's own (a legacy log keeps its features beside them)."""
@@ -100,6 +101,25 @@ def read_part(fragment: Any, schema: pa.Schema, columns: Sequence[str] | None = 
     out = pl.from_arrow(table)
     assert isinstance(out, pl.DataFrame)
     return out
+
+
+BATCH_ROWS = 131_072
+"""Rows a worker decodes at once when it reads every column of a partition (``iter_part``)."""
+
+
+def iter_part(fragment: Any, schema: pa.Schema, columns: Sequence[str] | None = None,
+              batch_rows: int = BATCH_ROWS) -> Iterator[pl.DataFrame]:
+    """Read one partition as polars frames of at most ``batch_rows`` rows (on a worker).
+
+    A partition is a Parquet row group, up to a million rows (1,048,576 by the writer's default):
+    decoded at once, a wide one holds hundreds of MB, which a worker with a low memory limit cannot
+    afford beside what it keeps. Batches bound that to ``batch_rows`` rows whatever the files.
+    """
+    for batch in fragment.to_batches(schema=schema, columns=list(columns) if columns else None,
+                                     batch_size=batch_rows):
+        out = pl.from_arrow(batch)
+        assert isinstance(out, pl.DataFrame)
+        yield out
 
 
 def read_log_part(fragment: Any, schema: pa.Schema, filter: pads.Expression | None,  # noqa: A002

@@ -34,7 +34,7 @@ import polars as pl
 
 from core import training
 from core.compute import ComputeConfig, engine_info
-from core.compute.frames import Parts, read_part
+from core.compute.frames import Parts, iter_part
 from core.errors import ComputeError, TrainingError
 
 __all__ = ["LEAKAGE_SAMPLE", "ClusterTrain", "split_marks", "train_on_cluster"]
@@ -87,7 +87,22 @@ def _facts(fragment: Any, schema: Any, target: str) -> dict[str, Any]:
                                                                       or pa.types.is_large_string(f.type)
                                                                       or pa.types.is_string_view(f.type)
                                                                       or pa.types.is_dictionary(f.type)))]
-    return _string_facts(read_part(fragment, schema, cols), target)
+    return _merge_facts([_string_facts(b, target) for b in iter_part(fragment, schema, cols)], target)
+
+
+def _merge_facts(facts: list[dict[str, Any]], target: str) -> dict[str, Any]:
+    """The facts of a partition's batches as one: levels united, a column's hashes kept only when
+    every batch kept them (all distinct within each; the client checks across)."""
+    if not facts:
+        return {"rows": 0, "total": 0, "target": [], "strings": {}}
+    strings = {}
+    for name in facts[0]["strings"]:
+        parts = [f["strings"][name] for f in facts]
+        hashes = [p["hashes"] for p in parts]
+        strings[name] = {"levels": sorted({v for p in parts for v in p["levels"]}),
+                         "hashes": np.concatenate(hashes) if all(h is not None for h in hashes) else None}
+    return {"rows": sum(f["rows"] for f in facts), "total": sum(f["total"] for f in facts),
+            "target": list({v for f in facts for v in f["target"]}), "strings": strings}
 
 
 def _compact(clean: pl.DataFrame, signature: Mapping[str, Any], time_column: str | None, h: np.ndarray,
@@ -113,22 +128,27 @@ def _prepare(fragment: Any, schema: Any, signature: Mapping[str, Any], time_colu
     time, hash and which file rows have a target. The features are read again, one column at a
     time, straight into a worker's block (``_build``), so a worker never holds its partitions and
     its block at once."""
+    target = signature["target"]
+    pieces: dict[str, list[np.ndarray]] = {"y": [], "t": [], "h": [], "hs": [], "keep": []}
+    for frame in iter_part(fragment, schema):  # bounded batches: a row group can be a million wide rows
+        keep = frame[target].is_not_null().to_numpy()
+        clean = frame.filter(pl.Series(keep)) if not keep.all() else frame
+        del frame
+        pieces["keep"].append(keep)
+        pieces["y"].append(clean[target].cast(pl.Float64).to_numpy())
+        pieces["t"].append(clean[time_column].cast(pl.Int64).fill_null(_I64_MIN).to_numpy() if time_column
+                           else np.zeros(clean.height, np.int64))
+        pieces["h"].append(clean.hash_rows(seed=seed).to_numpy())  # row-wise: the same in batches as whole
+        if sample_seed is not None:  # a second, independent row hash (``core.compute.reference``'s samples)
+            pieces["hs"].append(clean.hash_rows(seed=sample_seed).to_numpy())
+        del clean
+    empty = {"y": np.empty(0), "t": np.empty(0, np.int64), "h": np.empty(0, np.uint64), "hs": np.empty(0, np.uint64),
+             "keep": np.empty(0, bool)}
+    out = {k: (np.concatenate(v) if v else empty[k]) for k, v in pieces.items() if k != "hs" or sample_seed is not None}
+    if out["keep"].all():
+        del out["keep"]
     import pyarrow as pa
 
-    frame = read_part(fragment, schema)
-    target = signature["target"]
-    keep = frame[target].is_not_null().to_numpy() if frame[target].null_count() else None
-    clean = frame.filter(pl.Series(keep)) if keep is not None else frame
-    del frame
-    out = {"y": clean[target].cast(pl.Float64).to_numpy(),
-           "t": (clean[time_column].cast(pl.Int64).fill_null(_I64_MIN).to_numpy() if time_column
-                 else np.zeros(clean.height, np.int64)),
-           "h": clean.hash_rows(seed=seed).to_numpy()}
-    if sample_seed is not None:  # a second, independent row hash (``core.compute.reference``'s samples)
-        out["hs"] = clean.hash_rows(seed=sample_seed).to_numpy()
-    if keep is not None:
-        out["keep"] = keep
-    del clean
     pa.default_memory_pool().release_unused()
     return out
 
