@@ -369,3 +369,4 @@ def test_a_worker_lost_during_a_retrain_job_is_retried_or_the_job_fails_with_not
     assert registry.versions(MODEL, lake=lake).height == versions + 1  # nothing registered
     runs = tracking.search_runs(lake=lake, max_results=None).sort("started_at")
     assert runs["status"][-1] == "failed"  # the training run is closed as failed, not left running
+
