@@ -153,42 +153,55 @@ def _prepare(fragment: Any, schema: Any, signature: Mapping[str, Any], time_colu
     return out
 
 
-def _build(schema: Any, signature: Mapping[str, Any], fragments: list[Any], *keys: Mapping[str, np.ndarray],
-           ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """One worker's (training, holdout) blocks: its partitions' features streamed in bounded batches
-    (``iter_part``), encoded by ``Model.encode``'s rules, written into column-major matrices
-    (zero-copy for LightGBM). A worker holds its block and one batch, never a decoded partition."""
+def _build(schema: Any, signature: Mapping[str, Any], fragments: list[Any], ranges: list[tuple[int, int]],
+           *keys: Mapping[str, np.ndarray]) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """One worker's (training, holdout) blocks: rows ``ranges[k]`` (of the rows with a target) of each of
+    its partitions, streamed in bounded batches (``iter_part``), encoded by ``Model.encode``'s rules and
+    written into column-major matrices (zero-copy for LightGBM). A worker holds its block and one
+    batch, never a decoded partition."""
     import pyarrow as pa
 
     feats = signature["features"]
     names = [f["name"] for f in feats]
     exprs = [training._encode_expr(f) for f in feats]
-    n_tr = int(sum((~kd["valid"]).sum() for kd in keys))
-    n_va = int(sum(kd["valid"].sum() for kd in keys))
+    vs = [kd["valid"][lo:hi] for kd, (lo, hi) in zip(keys, ranges, strict=True)]
+    ys = [kd["y"][lo:hi] for kd, (lo, hi) in zip(keys, ranges, strict=True)]
+    n_tr = int(sum((~v).sum() for v in vs))
+    n_va = int(sum(v.sum() for v in vs))
     X_tr = np.empty((n_tr, len(feats)), dtype=np.float64, order="F")
     X_va = np.empty((n_va, len(feats)), dtype=np.float64, order="F")
-    y_tr = np.concatenate([kd["y"][~kd["valid"]] for kd in keys]) if keys else np.empty(0)
-    y_va = np.concatenate([kd["y"][kd["valid"]] for kd in keys]) if keys else np.empty(0)
+    y_tr = np.concatenate([y[~v] for y, v in zip(ys, vs, strict=True)]) if keys else np.empty(0)
+    y_va = np.concatenate([y[v] for y, v in zip(ys, vs, strict=True)]) if keys else np.empty(0)
     at_tr = at_va = 0
-    for frag, kd in zip(fragments, keys, strict=True):
+    for frag, kd, (lo, hi) in zip(fragments, keys, ranges, strict=True):
         v = kd["valid"]
         keep = kd.get("keep")
         row = clean_at = 0  # the batch's first row in the file, and in the partition's rows with a target
         for batch in iter_part(frag, schema, names):
+            if clean_at >= hi:
+                break
             if keep is not None:
                 kb = keep[row:row + batch.height]
                 row += batch.height
                 batch = batch.filter(pl.Series(kb))
-            vb = v[clean_at:clean_at + batch.height]
+            a0, a1 = max(lo, clean_at), min(hi, clean_at + batch.height)  # this worker's rows of the batch
+            if a0 < a1:
+                part = batch.slice(a0 - clean_at, a1 - a0)
+                vb = v[a0:a1]
+                enc = training._encode(exprs, names, part)
+                a, b = int((~vb).sum()), int(vb.sum())
+                X_tr[at_tr:at_tr + a] = enc[~vb]
+                X_va[at_va:at_va + b] = enc[vb]
+                at_tr, at_va = at_tr + a, at_va + b
+                del part, enc
             clean_at += batch.height
-            enc = training._encode(exprs, names, batch)
-            a, b = int((~vb).sum()), int(vb.sum())
-            X_tr[at_tr:at_tr + a] = enc[~vb]
-            X_va[at_va:at_va + b] = enc[vb]
-            at_tr, at_va = at_tr + a, at_va + b
-            del batch, enc
+            del batch
         pa.default_memory_pool().release_unused()
     return (X_tr, y_tr), (X_va, y_va)
+
+
+def _block_sizes(block: tuple[Any, Any]) -> tuple[int, int]:
+    return int(block[0][1].size), int(block[1][1].size)
 
 
 def _pick(block: tuple[Any, Any], side: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -626,27 +639,28 @@ def _slices(client: Any, encoded: list[Any], sizes: list[int], k: int, side: boo
 
 def _blocks(client: Any, parts: Parts, marked: list[Any], counts: list[tuple[int, int]],
             signature: Mapping[str, Any]) -> tuple[list[Any], list[Any], list[int], list[int], list[str]]:
-    """Each worker's (training, holdout) blocks, built on it from a contiguous run of partitions holding
-    about an equal share of the rows (``_build``)."""
+    """Each worker's (training, holdout) blocks, built on it from an equal share of the rows (``_build``)."""
     workers = sorted(client.scheduler_info().get("workers", {}))
-    rows = np.array([a + b for a, b in counts])
-    cum = np.cumsum(rows)
-    total = int(cum[-1]) if cum.size else 0
-    owner = np.minimum((np.concatenate(([0], cum[:-1])) + rows / 2) * len(workers) // max(total, 1),
-                       len(workers) - 1).astype(int)
-    train, valid, n_tr, n_va, where = [], [], [], [], []
-    for wi, w in enumerate(workers):
-        mine = [i for i in range(len(marked)) if owner[i] == wi]
-        if not mine:
+    rows = np.array([a + b for a, b in counts], dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(rows)))
+    total = int(starts[-1])
+    # equal shares of the rows, whatever the partitions' sizes (a row group is up to a million rows):
+    # a partition on a boundary is read by both workers, each keeping its own rows
+    bounds = np.linspace(0, total, len(workers) + 1).round().astype(np.int64)
+    train, valid, where, blocks = [], [], [], []
+    for w, lo, hi in zip(workers, bounds[:-1], bounds[1:], strict=True):
+        mine = [i for i in range(len(marked)) if rows[i] and starts[i] < hi and starts[i + 1] > lo]
+        if hi <= lo or not mine:
             continue
-        block = client.submit(_build, parts.schema, signature, [parts.fragments[i] for i in mine],
+        ranges = [(int(max(lo, starts[i]) - starts[i]), int(min(hi, starts[i + 1]) - starts[i])) for i in mine]
+        block = client.submit(_build, parts.schema, signature, [parts.fragments[i] for i in mine], ranges,
                               *[marked[i] for i in mine], workers=[w], allow_other_workers=True, pure=False)
         train.append(client.submit(_pick, block, False, workers=[w], allow_other_workers=True, pure=False))
         valid.append(client.submit(_pick, block, True, workers=[w], allow_other_workers=True, pure=False))
-        n_tr.append(int(sum(counts[i][0] for i in mine)))
-        n_va.append(int(sum(counts[i][1] for i in mine)))
+        blocks.append(client.submit(_block_sizes, block, workers=[w], allow_other_workers=True, pure=False))
         where.append(w)
-    return train, valid, n_tr, n_va, where
+    sizes = _run(client, blocks, "building the workers' blocks")
+    return train, valid, [a for a, _ in sizes], [b for _, b in sizes], where
 
 
 def _dask_frames(client: Any, pairs: list[Any], sizes: list[int], names: list[str], where: list[str],
@@ -667,9 +681,13 @@ def _dask_frames(client: Any, pairs: list[Any], sizes: list[int], names: list[st
     # of 9, both blocks then trained on one worker, which copied them together: 880 MB against 500).
     # Computed here, pinned to the worker holding the block, the very keys LightGBM asks for are
     # already in memory where they belong.
+    # (Where each block is now: a worker lost since the block was built has a new address. Loose
+    # restrictions: a worker lost from here on does not leave a part waiting for it forever.)
+    _wait(xs + ys, "placing the training blocks")
+    holders = client.who_has(xs)
     pinned = []
-    for xd, yd, w in zip(X.to_delayed(), y.to_delayed(), [w for w, n in zip(where, sizes, strict=True) if n],
-                         strict=True):
-        pinned += client.compute([xd, yd], workers=[w], allow_other_workers=False)
+    for xd, yd, f in zip(X.to_delayed(), y.to_delayed(), xs, strict=True):
+        on = list(holders.get(f.key, ()))
+        pinned += client.compute([xd, yd], workers=on or None, allow_other_workers=True)
     _wait(pinned, "placing the training blocks")
     return X, y, pinned
