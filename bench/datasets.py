@@ -62,6 +62,7 @@ def child(step: str, lake_dir: str, path: str) -> None:
         make(rows, 2).write_parquet(Path(path, "b.parquet"))
         return
     from core import datasets, profiling, validation
+    from core.config import Settings
     from core.lake import Lake
 
     lake = Lake(lake_dir)
@@ -69,7 +70,7 @@ def child(step: str, lake_dir: str, path: str) -> None:
     start_mb = _rss_mb()
     t = time.perf_counter()
     if step in ("first", "second"):
-        dv = datasets.ingest("bench", path, lake=lake, spec={"unique": []}, source=Path(path).name)
+        dv = datasets.ingest("bench", path, lake=lake, spec={"unique": []}, source=Path(path).name, settings=Settings())
         out.update(version=dv.version, rows=dv.rows, total_rows=dv.total_rows, status=dv.validation_status)
     else:
         frame = pl.read_parquet(path)

@@ -16,7 +16,8 @@ of the sizes). Everything on 127.0.0.1.
    customer's id, the service fills the 4 usage features) and ``plain`` (the same training
    frame as a plain dataset: the request sends the 4 values itself); plus the HTTP floor. wrk at
    concurrency 1, 1 and 100 rows; server CPU per request. Also in-process: ``OnlineCodec.decode``
-   against ``Codec.decode`` of the same request.
+   against ``Codec.decode`` of the same request, and of a model whose view adds two request
+   features (computed per request from its fields: ``FeatureView.request_values``).
 3. **Materialisation**: ``--entities`` (1M) entities with 5 events each over two years; a full materialisation of
    a 6-feature view, then an incremental one after 1 % new events; each in a fresh process.
 """
@@ -160,18 +161,41 @@ def bench_pit(root: Path, events: int, labels: int, reps: int) -> None:
 def build_serving_lake(root: Path, rows: int) -> Path:
     """The demo (churn on the usage view) plus ``plain``: the same training frame as a plain dataset."""
     from core import datasets, registry
+    from core.config import Settings
     from core.flows.promote import promote
     from core.flows.seed import seed_demo
     from core.flows.train import train_model
     from core.lake import Lake
 
     lake = Lake(str(root / "lake"))
-    seed_demo(lake=lake, rows=rows)
-    datasets.ingest("churn_training_plain", datasets.load("churn_training", lake=lake), lake=lake)
-    out = train_model("churn_training_plain", target="churned", lake=lake)
+    settings = Settings(lake_uri=lake.uri, actor="bench")
+    seed_demo(lake=lake, rows=rows, settings=settings)
+    datasets.ingest("churn_training_plain", datasets.load("churn_training", lake=lake), lake=lake, settings=Settings())
+    out = train_model("churn_training_plain", target="churned", lake=lake, settings=settings)
     mv = registry.register("plain", out.run_id, lake=lake, actor="bench")
-    promote("plain", mv.version, reason="bench", actor="bench", force=True, lake=lake)
+    promote("plain", mv.version, reason="bench", actor="bench", force=True, lake=lake, settings=settings)
+    # ``reqf``: the same view plus two request features (computed per request from its fields)
+    from core import demo, features
+
+    features.register(features.parse_view({**demo.USAGE_VIEW, **REQ_EXTRA}), lake=lake)
+    features.build_training_set("churn_training_req", labels="churn", views=[REQ_EXTRA["name"]], lake=lake,
+                                settings=settings)
+    out = train_model("churn_training_req", target="churned", lake=lake, settings=settings)
+    mv = registry.register("reqf", out.run_id, lake=lake, actor="bench")
+    promote("reqf", mv.version, reason="bench", actor="bench", force=True, lake=lake, settings=settings)
+    features.materialize(REQ_EXTRA["name"], lake=lake)
     return root / "lake"
+
+
+REQ_EXTRA = {
+    "name": "churn_usage_req",
+    "request": {"monthly_charges": "Float64", "plan": "String"},
+    "request_features": [
+        {"name": "charges_per_call_30d", "expr": "pl.col('monthly_charges') / (pl.col('calls_30d') + 1)"},
+        {"name": "premium_data_7d", "expr": "pl.when(pl.col('plan') == 'premium').then(pl.col('data_gb_7d')).otherwise(0.0)"},
+    ],
+}
+"""The demo's usage view plus two request features (``reqf``)."""
 
 
 def _bodies(lake_path: Path, root: Path) -> dict[tuple[str, int], Path]:
@@ -193,6 +217,7 @@ def _bodies(lake_path: Path, root: Path) -> dict[tuple[str, int], Path]:
             path = root / f"{model}{n}.json"
             path.write_text(json.dumps(frame.to_dicts()))
             out[(model, n)] = path
+        out[("reqf", n)] = out[("churn", n)]  # the same request: key + fields; the service adds 4 + 2 features
     return out
 
 
@@ -228,10 +253,12 @@ def bench_online(root: Path, rows: int, duration: float, reps: int) -> None:
     bodies = _bodies(lake, root)
     costs = in_fresh_process("codec_cost", lake_path=str(lake), bodies={f"{m}:{n}": str(p) for (m, n), p in bodies.items()},
                              seconds=max(1.0, duration / 2))
+    bodies = {k: v for k, v in bodies.items() if k[0] != "reqf"}  # in-process only
     print("## in-process decode, us per request (OnlineCodec fills the view features; Codec gets them sent)")
     for n in (1, 100):
         print(f"rows={n:<3d} OnlineCodec {costs[f'churn:{n}']:8.1f} us  Codec {costs[f'plain:{n}']:8.1f} us  "
-              f"added {costs[f'churn:{n}'] - costs[f'plain:{n}']:+8.1f} us")
+              f"added {costs[f'churn:{n}'] - costs[f'plain:{n}']:+8.1f} us  | with 2 request features "
+              f"{costs[f'reqf:{n}']:8.1f} us (+{costs[f'reqf:{n}'] - costs[f'churn:{n}']:.1f} us over the lookup)")
     server, url = sb.start_lakeops(lake, root, "features", {})
     floor, furl = sb.start_floor()
     try:
@@ -277,6 +304,7 @@ MAT_VIEW = {
 
 def build_mat_lake(root: Path, entities: int) -> tuple[Path, int]:
     from core import datasets, features
+    from core.config import Settings
     from core.lake import Lake
 
     rng = np.random.default_rng(1)
@@ -288,7 +316,7 @@ def build_mat_lake(root: Path, entities: int) -> tuple[Path, int]:
         "x": rng.normal(size=n), "y": rng.normal(size=n),
     }).unique(["entity", "at"])
     lake = Lake(str(root / "matlake"))
-    datasets.ingest("bench_events", ev, lake=lake, validate=False)
+    datasets.ingest("bench_events", ev, lake=lake, validate=False, settings=Settings())
     features.register(features.parse_view(MAT_VIEW), lake=lake)
     return root / "matlake", int(ev["at"].max().timestamp() * 1e6)
 
@@ -308,6 +336,7 @@ def mat_run(lake_path: str, as_of_us: int, full: bool) -> dict[str, Any]:
 
 def add_events(lake_path: Path, entities: int, as_of_us: int) -> None:
     from core import datasets
+    from core.config import Settings
     from core.lake import Lake
 
     rng = np.random.default_rng(2)
@@ -317,7 +346,7 @@ def add_events(lake_path: Path, entities: int, as_of_us: int) -> None:
         "at": pl.Series(as_of_us + rng.integers(1, 3_600_000_000, n)).cast(pl.Datetime("us", "UTC")),
         "x": rng.normal(size=n), "y": rng.normal(size=n),
     }).unique(["entity", "at"])
-    datasets.ingest("bench_events", new, lake=Lake(str(lake_path)), validate=False)
+    datasets.ingest("bench_events", new, lake=Lake(str(lake_path)), validate=False, settings=Settings())
 
 
 def bench_materialize(root: Path, entities: int) -> None:

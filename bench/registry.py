@@ -16,6 +16,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import datasets, demo, registry  # noqa: E402
+from core.config import Settings  # noqa: E402
 from core.flows import promote  # noqa: E402
 from core.flows.train import train_model  # noqa: E402
 from core.lake import Lake  # noqa: E402
@@ -36,8 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     n_events = 50 if args.quick else 300
     lake = Lake(Path(tempfile.mkdtemp()) / "lake")
-    datasets.ingest("churn", demo.generate(n=3000), lake=lake)
-    run_id = train_model("churn", target="churned", params={"num_iterations": 50}, lake=lake).run_id
+    settings = Settings(lake_uri=lake.uri, actor="bench")
+    datasets.ingest("churn", demo.generate(n=3000), lake=lake, settings=Settings())
+    run_id = train_model("churn", target="churned", params={"num_iterations": 50}, lake=lake, settings=settings).run_id
 
     t0 = time.perf_counter()
     for _ in range(3):
@@ -65,7 +67,7 @@ def main() -> None:
     p50, p95 = _ms(lambda: registry.load("churn", version=1, alias=None, lake=lake), 10)
     print(f"load (sha256 checked): p50 {p50:.0f} ms, p95 {p95:.0f} ms")
     t0 = time.perf_counter()
-    report = promote.evaluate("churn", 2, lake=lake, actor="bench")
+    report = promote.evaluate("churn", 2, lake=lake, actor="bench", settings=settings)
     print(f"evaluate (holdout 600 rows, champion rescored, latency measured): {(time.perf_counter() - t0) * 1000:.0f} ms")
     for c in report.checks:
         if c.name.startswith("max_p95_latency_ms"):

@@ -34,12 +34,14 @@ def main() -> None:
     args = ap.parse_args()
 
     from core import demo, registry
+    from core.config import Settings
     from core.flows.train import train_model
     from core.lake import Lake
 
     root = Path(tempfile.mkdtemp(prefix="lakeops-rollout-"))
     lake = build_lake(root)
-    out = train_model("churn", target="churned", params={"num_iterations": 120}, seed=7, lake=Lake(str(lake)))
+    settings = Settings(lake_uri=str(lake), actor="bench")
+    out = train_model("churn", target="churned", params={"num_iterations": 120}, seed=7, lake=Lake(str(lake)), settings=settings)
     v2 = registry.register("churn", out.run_id, actor="bench", lake=Lake(str(lake))).version
     shadow_lake = root / "lake-shadow"
     shutil.copytree(lake, shadow_lake)

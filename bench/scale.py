@@ -85,6 +85,7 @@ def _worker_stats() -> dict[str, float]:
 def make(lake_dir: str, rows: int, train_rows: int, log: bool = True) -> dict:
     from core import datasets, registry
     from core.catalog import FEATURES_COLUMN
+    from core.config import Settings
     from core.flows import promote
     from core.flows.train import train_model
     from core.ids import new_ids
@@ -92,6 +93,7 @@ def make(lake_dir: str, rows: int, train_rows: int, log: bool = True) -> dict:
     from core.serving.schemas import prediction_schema
 
     lake = Lake(lake_dir)
+    settings = Settings(lake_uri=lake.uri, actor="bench")
     out: dict = {}
     if not lake.exists("data/scale"):
         t = time.time()
@@ -105,16 +107,16 @@ def make(lake_dir: str, rows: int, train_rows: int, log: bool = True) -> dict:
             (pl.lit(START) + pl.duration(seconds=pl.int_range(train_rows) * 5)).alias("at"),
             pl.Series("target", y),
         )
-        datasets.ingest("scale", frame, lake=lake, validate=False)
+        datasets.ingest("scale", frame, lake=lake, validate=False, settings=Settings())
         del frame, cols
         out["ingest_s"] = round(time.time() - t, 1)
     if log and not lake.exists("predictions/m"):
         # a champion for the drift check: trained locally on a 200k sample (not measured)
         small = datasets.load("scale", lake=lake).sample(200_000, seed=0)
-        datasets.ingest("scale_small", small, lake=lake, validate=False)
-        run = train_model("scale_small", target="target", params={"num_iterations": 30}, lake=lake)
+        datasets.ingest("scale_small", small, lake=lake, validate=False, settings=Settings())
+        run = train_model("scale_small", target="target", params={"num_iterations": 30}, lake=lake, settings=settings)
         mv = registry.register("m", run.run_id, lake=lake, actor="bench")
-        promote.promote("m", mv.version, reason="bench", force=True, lake=lake, actor="bench")
+        promote.promote("m", mv.version, reason="bench", force=True, lake=lake, actor="bench", settings=settings)
         feats = registry.load("m", lake=lake).signature["features"]
         schema = prediction_schema(feats)
         t = time.time()
@@ -165,14 +167,14 @@ def step(mode: str, lake_dir: str, workers: int, memory: str, rows: int, days: i
         base = client.run(_worker_stats)
     out: dict = {}
     if mode.startswith("drift"):
-        from core.monitoring import check_drift
+        from core.monitoring import measure_drift
         from core.monitoring.references import reference
 
         reference("m", lake=lake, settings=settings)  # built once per champion (not measured)
         now = START + timedelta(days=max(1, rows // DAY))  # the end of the last day
         hours = 24 * (days or 400)
         c0, w0 = _cpu(), time.time()
-        rep = check_drift("m", lake=lake, settings=settings, now=now, window_hours=hours, window_rows=None)
+        rep = measure_drift("m", lake=lake, settings=settings, now=now, window_hours=hours, window_rows=None)
         out.update(wall_s=round(time.time() - w0, 1), cpu_s=round(_cpu() - c0, 1), rows=rep.window_rows,
                    drifted=rep.drifted_features, verdict=rep.drifted)
         sk = [f.stats.get("wasserstein_norm_bound") for f in rep.result.features if f.kind == "numeric"]

@@ -28,12 +28,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
 import psutil
 from litestar import Litestar, Request, Response, post
+
+if TYPE_CHECKING:
+    import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -73,11 +78,13 @@ def _wait(url: str, proc: subprocess.Popen) -> None:
 
 def build_lake(root: Path) -> Path:
     """A lake holding the demo churn champion (seeded like ``lakeops up`` does)."""
+    from core.config import Settings
     from core.flows.seed import seed_demo
     from core.lake import Lake
 
     lake_path = root / "lake"
-    seed_demo(lake=Lake(str(lake_path)), rows=5000, features=False)  # a model whose requests carry every feature
+    settings = Settings(lake_uri=str(lake_path), actor="bench")
+    seed_demo(lake=Lake(str(lake_path)), rows=5000, features=False, settings=settings)  # a model whose requests carry every feature
     return lake_path
 
 
@@ -198,7 +205,19 @@ def model_floor(lake: Path, rows: dict[int, list[dict]], seconds: float) -> dict
     return out
 
 
-def main() -> None:
+A, A2, B, C = (
+    "a lakeops, log on (wal_sync=write)", "a' lakeops, log on (wal_sync=fsync)",
+    "b lakeops, log off", "c HTTP floor (const JSON)",
+)
+AA = "a arrow body (Arrow IPC stream)"
+AA0 = "a0 arrow body, baseline checkout"
+A0, E, W2 = "a0 baseline checkout, log on", "e lakeops, log on, auth on", "w2 lakeops, log on, 2 workers"
+BOOST, MAT, COLD = "d model floor (booster.predict, 1 thread)", "d' predict_matrix (lakeops)", "d'' predict_matrix, caches cold"
+Cell = tuple[str, int, int]  # (server, rows, concurrency)
+Server = tuple[subprocess.Popen, str]  # (process, base URL)
+
+
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="2 s per cell instead of 6")
     ap.add_argument("--duration", type=float, default=None)
@@ -211,8 +230,187 @@ def main() -> None:
     ap.add_argument("--baseline", default=None, help="another checkout (e.g. /work/main): its server a runs as a0")
     ap.add_argument("--arrow", action="store_true", help="also post the bodies as Arrow IPC streams to server a "
                     "(categoricals dictionary-encoded): the 'a arrow' cells")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _bodies(frame: pl.DataFrame, rows: dict[int, list[dict]], root: Path, arrow: bool,
+            ) -> tuple[dict[int, Path], dict[int, Path]]:
+    """The request bodies per payload size: JSON, and Arrow IPC streams when ``arrow``."""
+    bodies, arrow_bodies = {}, {}
+    for n, body in rows.items():
+        bodies[n] = root / f"body{n}.json"
+        bodies[n].write_text(json.dumps(body))
+        if arrow:
+            import polars as pl
+            import pyarrow as pa
+
+            table = frame.head(n).with_columns(pl.col(pl.String).cast(pl.Categorical)).to_arrow()
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as w:
+                w.write_table(table)
+            arrow_bodies[n] = root / f"body{n}.arrow"
+            arrow_bodies[n].write_bytes(sink.getvalue().to_pybytes())
+    return bodies, arrow_bodies
+
+
+def _servers(lake: Path, root: Path, args: argparse.Namespace) -> dict[str, tuple[str, Callable[[], Server]]]:
+    """Each server's name -> (its --servers key, a function starting it)."""
+    return {
+        A: ("a", lambda: start_lakeops(lake, root, "log_on", {})),
+        A0: ("a0", lambda: start_lakeops(lake, root, "baseline", {}, code=Path(args.baseline))),
+        E: ("e", lambda: start_lakeops(lake, root, "auth_on", {}, env={"LAKEOPS_AUTH": "tokens"})),
+        W2: ("w2", lambda: start_lakeops(lake, root, "two_workers", {}, workers=2)),
+        A2: ("a'", lambda: start_lakeops(lake, root, "log_fsync", {"wal_sync": "fsync"})),
+        B: ("b", lambda: start_lakeops(lake, root, "log_off", {"log_predictions": False})),
+        C: ("c", start_floor),
+    }
+
+
+def _warm(running: dict[str, Server], bodies: dict[int, Path], sizes: list[int], bearer: str) -> None:
+    """One checked request and a 1 s wrk run per server and payload size."""
+    for name, (proc, url) in running.items():
+        target = url + "/v1/models/churn/predict"
+        hdr = {"authorization": bearer} if name == E else {}
+        for n in sizes:
+            httpx.post(target, content=bodies[n].read_bytes(),
+                       headers={"content-type": "application/json", **hdr}).raise_for_status()
+            run_wrk(target, bodies[n], 8, 1.0, proc, auth=bearer if name == E else "")  # warm-up
+
+
+def _round_robin(running: dict[str, Server], bodies: dict[int, Path], arrow_bodies: dict[int, Path],
+                 args: argparse.Namespace, sizes: list[int], concs: list[int], duration: float, bearer: str,
+                 ) -> dict[Cell, list[dict]]:
+    """Every cell ``--reps`` times, server innermost: each cell's runs."""
+    samples: dict[Cell, list[dict]] = {}
+    for rep in range(args.reps):
+        for n in sizes:
+            for conc in concs:
+                cells = [(name, proc, url, bodies[n], "application/json") for name, (proc, url) in running.items()]
+                if args.arrow and A in running:
+                    cells.append((AA, running[A][0], running[A][1], arrow_bodies[n], ARROW))
+                if args.arrow and A0 in running:  # the same Arrow body to the baseline's code
+                    cells.append((AA0, running[A0][0], running[A0][1], arrow_bodies[n], ARROW))
+                for name, proc, url, body, ctype in cells:
+                    r = run_wrk(url + "/v1/models/churn/predict", body, conc, duration, proc, ctype,
+                                auth=bearer if name == E else "")
+                    samples.setdefault((name, n, conc), []).append(r)
+                    print(f"[{rep + 1}/{args.reps}] {name:38s} rows={n:<3d} c={conc:<2d} {r['rps']:9.0f} req/s  "
+                          f"p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms  cpu {r['cpu_us']:7.0f} us/req  "
+                          f"errors {r['errors']}", flush=True)
+    return samples
+
+
+def _measure(lake: Path, root: Path, args: argparse.Namespace, bodies: dict[int, Path], arrow_bodies: dict[int, Path],
+             sizes: list[int], concs: list[int], duration: float) -> tuple[dict[Cell, list[dict]], set[str]]:
+    """Start the wanted servers, warm them, run the cells, stop them: each cell's runs and the servers that ran."""
     wanted = set(args.servers.split(","))
+    bearer = ""
+    if "e" in wanted:
+        from core import auth
+        from core.lake import Lake
+
+        bearer = "Bearer " + auth.create_token("bench", ["predict"], actor="bench", lake=Lake(str(lake)))[0]
+    # Every server runs for the whole benchmark and the cells go round-robin (server innermost),
+    # repeated --reps times; each figure is the median of its repetitions. This machine's speed
+    # drifts by up to 2x over minutes (shared host), which one pass per server turns into bias.
+    running: dict[str, Server] = {}
+    try:
+        if args.baseline:
+            wanted.add("a0")
+        for name, (key, start) in _servers(lake, root, args).items():
+            if key in wanted:
+                running[name] = start()
+        _warm(running, bodies, sizes, bearer)
+        samples = _round_robin(running, bodies, arrow_bodies, args, sizes, concs, duration, bearer)
+    finally:
+        for proc, _url in running.values():
+            proc.terminate()
+            proc.wait(timeout=60)
+    return samples, set(running)
+
+
+def _medians(samples: dict[Cell, list[dict]], reps: int, duration: float) -> dict[Cell, dict]:
+    results: dict[Cell, dict] = {
+        cell: {k: float(np.median([r[k] for r in rs])) for k in rs[0]} for cell, rs in samples.items()
+    }
+    print(f"\n## medians of {reps} round-robin repetitions, {duration:g} s each")
+    for (name, n, conc), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+        print(f"{name:38s} rows={n:<3d} c={conc:<2d} {r['rps']:9.0f} req/s  p50 {r['p50']:7.2f} ms  "
+              f"p99 {r['p99']:7.2f} ms  cpu {r['cpu_us']:7.0f} us/req  errors {r['errors']:.0f}")
+    return results
+
+
+def _add_model_floor(results: dict[Cell, dict], lake: Path, rows: dict[int, list[dict]], sizes: list[int],
+                     duration: float) -> None:
+    floor = model_floor(lake, {n: rows[n] for n in sizes}, duration / 2)
+    for n, r in floor.items():
+        for label, key in ((BOOST, "booster"), (MAT, "matrix"), (COLD, "cold")):
+            results[(label, n, 1)] = r[key]
+            print(f"{label:42s} rows={n:<3d} {r[key]['rps']:9.0f} calls/s p50 {r[key]['p50']:7.3f} ms  "
+                  f"p99 {r[key]['p99']:7.3f} ms  cpu {r[key]['cpu_us']:7.1f} us/call")
+
+
+def _field(results: dict[Cell, dict], key: str, name: str, n: int, conc: int) -> float:
+    return results[(name, n, conc)][key] if (name, n, conc) in results else float("nan")
+
+
+def _report_goals(results: dict[Cell, dict], sizes: list[int], concs: list[int], arrow: bool) -> None:
+    def cpu(name: str, n: int, conc: int) -> float:
+        return _field(results, "cpu_us", name, n, conc)
+
+    def rps(name: str, n: int, conc: int) -> float:
+        return _field(results, "rps", name, n, conc)
+
+    print("\n## goals (server CPU per request)")
+    for conc in concs:
+        parts = [f"c={conc:<2d}"]
+        if 1 in sizes:
+            parts.append(f"1-row vs HTTP floor: {cpu(A, 1, conc) / cpu(C, 1, conc):.2f}x (goal <= 1.5x)")
+        if 100 in sizes:
+            r1 = cpu(A, 100, conc) / (cpu(BOOST, 100, 1) + cpu(C, 100, conc))
+            r2 = cpu(A, 100, conc) / (cpu(MAT, 100, 1) + cpu(C, 100, conc))
+            parts.append(f"100-row vs model+HTTP floor: {r1:.2f}x (goal <= 1.3x; {r2:.2f}x with predict_matrix as floor)")
+            if arrow:
+                ra = cpu(AA, 100, conc) / (cpu(BOOST, 100, 1) + cpu(C, 100, conc))
+                rc = cpu(AA, 100, conc) / (cpu(COLD, 100, 1) + cpu(C, 100, conc))
+                parts.append(f"Arrow 100-row vs model+HTTP floor: {ra:.2f}x (goal <= 1.3x; {rc:.2f}x with the "
+                             "cache-cold model call as floor)")
+        print("; ".join(parts))
+    for n in sizes:
+        for conc in concs:
+            off = rps(B, n, conc)
+            print(f"rows={n:<3d} c={conc:<2d} logging cost: wal_sync=write {100 * (1 - rps(A, n, conc) / off):5.1f} % "
+                  f"of throughput, wal_sync=fsync {100 * (1 - rps(A2, n, conc) / off):5.1f} % (goal < 10 %)")
+
+
+def _report_comparisons(results: dict[Cell, dict], sizes: list[int], concs: list[int], arrow: bool, ran: set[str]) -> None:
+    def cpu(name: str, n: int, conc: int) -> float:
+        return _field(results, "cpu_us", name, n, conc)
+
+    def rps(name: str, n: int, conc: int) -> float:
+        return _field(results, "rps", name, n, conc)
+
+    for n in sizes:
+        for conc in concs:
+            if E in ran:
+                print(f"rows={n:<3d} c={conc:<2d} auth on vs off: {cpu(E, n, conc) - cpu(A, n, conc):+6.1f} us CPU/req, "
+                      f"p50 {results[(E, n, conc)]['p50'] - results[(A, n, conc)]['p50']:+.3f} ms, "
+                      f"throughput {100 * (rps(E, n, conc) / rps(A, n, conc) - 1):+5.1f} %")
+            if A0 in ran and arrow:
+                print(f"rows={n:<3d} c={conc:<2d} Arrow body, this checkout vs baseline: "
+                      f"{cpu(AA, n, conc) - cpu(AA0, n, conc):+6.1f} us CPU/req "
+                      f"({cpu(AA0, n, conc):.0f} -> {cpu(AA, n, conc):.0f})")
+            if A0 in ran:
+                print(f"rows={n:<3d} c={conc:<2d} this checkout vs baseline (auth off): "
+                      f"{cpu(A, n, conc) - cpu(A0, n, conc):+6.1f} us CPU/req, "
+                      f"throughput {100 * (rps(A, n, conc) / rps(A0, n, conc) - 1):+5.1f} %")
+            if W2 in ran:
+                print(f"rows={n:<3d} c={conc:<2d} 2 workers vs 1: throughput x{rps(W2, n, conc) / rps(A, n, conc):.2f} "
+                      f"({rps(A, n, conc):.0f} -> {rps(W2, n, conc):.0f} req/s)")
+
+
+def main() -> None:
+    args = _args()
     sizes = [int(x) for x in args.rows.split(",")]
     concs = [int(x) for x in args.conc.split(",")]
     duration = args.duration or (2.0 if args.quick else 6.0)
@@ -225,141 +423,12 @@ def main() -> None:
     print(f"# lake seeded in {time.time() - t0:.1f} s at {lake}")
     frame = demo.generate(n=100, seed=7).select(demo.FEATURES)
     rows = {1: frame.head(1).to_dicts(), 100: frame.to_dicts()}
-    bodies = {}
-    arrow_bodies = {}
-    for n, body in rows.items():
-        bodies[n] = root / f"body{n}.json"
-        bodies[n].write_text(json.dumps(body))
-        if args.arrow:
-            import polars as pl
-            import pyarrow as pa
-
-            table = frame.head(n).with_columns(pl.col(pl.String).cast(pl.Categorical)).to_arrow()
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, table.schema) as w:
-                w.write_table(table)
-            arrow_bodies[n] = root / f"body{n}.arrow"
-            arrow_bodies[n].write_bytes(sink.getvalue().to_pybytes())
-
-    A, A2, B, C = (
-        "a lakeops, log on (wal_sync=write)", "a' lakeops, log on (wal_sync=fsync)",
-        "b lakeops, log off", "c HTTP floor (const JSON)",
-    )
-    AA = "a arrow body (Arrow IPC stream)"
-    AA0 = "a0 arrow body, baseline checkout"
-    A0, E, W2 = "a0 baseline checkout, log on", "e lakeops, log on, auth on", "w2 lakeops, log on, 2 workers"
-    bearer = ""
-    if "e" in wanted:
-        from core import auth
-        from core.lake import Lake
-
-        bearer = "Bearer " + auth.create_token("bench", ["predict"], actor="bench", lake=Lake(str(lake)))[0]
-    servers = {
-        A: ("a", lambda: start_lakeops(lake, root, "log_on", {})),
-        A0: ("a0", lambda: start_lakeops(lake, root, "baseline", {}, code=Path(args.baseline))),
-        E: ("e", lambda: start_lakeops(lake, root, "auth_on", {}, env={"LAKEOPS_AUTH": "tokens"})),
-        W2: ("w2", lambda: start_lakeops(lake, root, "two_workers", {}, workers=2)),
-        A2: ("a'", lambda: start_lakeops(lake, root, "log_fsync", {"wal_sync": "fsync"})),
-        B: ("b", lambda: start_lakeops(lake, root, "log_off", {"log_predictions": False})),
-        C: ("c", start_floor),
-    }
-    # Every server runs for the whole benchmark and the cells go round-robin (server innermost),
-    # repeated --reps times; each figure is the median of its repetitions. This machine's speed
-    # drifts by up to 2x over minutes (shared host), which one pass per server turns into bias.
-    running: dict[str, tuple[subprocess.Popen, str]] = {}
-    try:
-        if args.baseline:
-            wanted.add("a0")
-        for name, (key, start) in servers.items():
-            if key in wanted:
-                running[name] = start()
-        for name, (proc, url) in running.items():
-            target = url + "/v1/models/churn/predict"
-            hdr = {"authorization": bearer} if name == E else {}
-            for n in sizes:
-                httpx.post(target, content=bodies[n].read_bytes(),
-                           headers={"content-type": "application/json", **hdr}).raise_for_status()
-                run_wrk(target, bodies[n], 8, 1.0, proc, auth=bearer if name == E else "")  # warm-up
-        samples: dict[tuple[str, int, int], list[dict]] = {}
-        for rep in range(args.reps):
-            for n in sizes:
-                for conc in concs:
-                    cells = [(name, proc, url, bodies[n], "application/json") for name, (proc, url) in running.items()]
-                    if args.arrow and A in running:
-                        cells.append((AA, running[A][0], running[A][1], arrow_bodies[n], ARROW))
-                    if args.arrow and A0 in running:  # the same Arrow body to the baseline's code
-                        cells.append((AA0, running[A0][0], running[A0][1], arrow_bodies[n], ARROW))
-                    for name, proc, url, body, ctype in cells:
-                        r = run_wrk(url + "/v1/models/churn/predict", body, conc, duration, proc, ctype,
-                                    auth=bearer if name == E else "")
-                        samples.setdefault((name, n, conc), []).append(r)
-                        print(f"[{rep + 1}/{args.reps}] {name:38s} rows={n:<3d} c={conc:<2d} {r['rps']:9.0f} req/s  "
-                              f"p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms  cpu {r['cpu_us']:7.0f} us/req  "
-                              f"errors {r['errors']}", flush=True)
-    finally:
-        for proc, _url in running.values():
-            proc.terminate()
-            proc.wait(timeout=60)
-    results: dict[tuple[str, int, int], dict] = {
-        cell: {k: float(np.median([r[k] for r in rs])) for k in rs[0]} for cell, rs in samples.items()
-    }
-    print(f"\n## medians of {args.reps} round-robin repetitions, {duration:g} s each")
-    for (name, n, conc), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
-        print(f"{name:38s} rows={n:<3d} c={conc:<2d} {r['rps']:9.0f} req/s  p50 {r['p50']:7.2f} ms  "
-              f"p99 {r['p99']:7.2f} ms  cpu {r['cpu_us']:7.0f} us/req  errors {r['errors']:.0f}")
-    floor = model_floor(lake, {n: rows[n] for n in sizes}, duration / 2)
-    for n, r in floor.items():
-        for label, key in (("d model floor (booster.predict, 1 thread)", "booster"), ("d' predict_matrix (lakeops)", "matrix"),
-                           ("d'' predict_matrix, caches cold", "cold")):
-            results[(label, n, 1)] = r[key]
-            print(f"{label:42s} rows={n:<3d} {r[key]['rps']:9.0f} calls/s p50 {r[key]['p50']:7.3f} ms  "
-                  f"p99 {r[key]['p99']:7.3f} ms  cpu {r[key]['cpu_us']:7.1f} us/call")
-
-    def cpu(name: str, n: int, conc: int) -> float:
-        return results[(name, n, conc)]["cpu_us"] if (name, n, conc) in results else float("nan")
-
-    def rps(name: str, n: int, conc: int) -> float:
-        return results[(name, n, conc)]["rps"] if (name, n, conc) in results else float("nan")
-
-    print("\n## goals (server CPU per request)")
-    boost = "d model floor (booster.predict, 1 thread)"
-    mat = "d' predict_matrix (lakeops)"
-    for conc in concs:
-        parts = [f"c={conc:<2d}"]
-        if 1 in sizes:
-            parts.append(f"1-row vs HTTP floor: {cpu(A, 1, conc) / cpu(C, 1, conc):.2f}x (goal <= 1.5x)")
-        if 100 in sizes:
-            r1 = cpu(A, 100, conc) / (cpu(boost, 100, 1) + cpu(C, 100, conc))
-            r2 = cpu(A, 100, conc) / (cpu(mat, 100, 1) + cpu(C, 100, conc))
-            parts.append(f"100-row vs model+HTTP floor: {r1:.2f}x (goal <= 1.3x; {r2:.2f}x with predict_matrix as floor)")
-            if args.arrow:
-                ra = cpu(AA, 100, conc) / (cpu(boost, 100, 1) + cpu(C, 100, conc))
-                rc = cpu(AA, 100, conc) / (cpu("d'' predict_matrix, caches cold", 100, 1) + cpu(C, 100, conc))
-                parts.append(f"Arrow 100-row vs model+HTTP floor: {ra:.2f}x (goal <= 1.3x; {rc:.2f}x with the "
-                             "cache-cold model call as floor)")
-        print("; ".join(parts))
-    for n in sizes:
-        for conc in concs:
-            off = rps(B, n, conc)
-            print(f"rows={n:<3d} c={conc:<2d} logging cost: wal_sync=write {100 * (1 - rps(A, n, conc) / off):5.1f} % "
-                  f"of throughput, wal_sync=fsync {100 * (1 - rps(A2, n, conc) / off):5.1f} % (goal < 10 %)")
-    for n in sizes:
-        for conc in concs:
-            if E in running:
-                print(f"rows={n:<3d} c={conc:<2d} auth on vs off: {cpu(E, n, conc) - cpu(A, n, conc):+6.1f} us CPU/req, "
-                      f"p50 {results[(E, n, conc)]['p50'] - results[(A, n, conc)]['p50']:+.3f} ms, "
-                      f"throughput {100 * (rps(E, n, conc) / rps(A, n, conc) - 1):+5.1f} %")
-            if A0 in running and args.arrow:
-                print(f"rows={n:<3d} c={conc:<2d} Arrow body, this checkout vs baseline: "
-                      f"{cpu(AA, n, conc) - cpu(AA0, n, conc):+6.1f} us CPU/req "
-                      f"({cpu(AA0, n, conc):.0f} -> {cpu(AA, n, conc):.0f})")
-            if A0 in running:
-                print(f"rows={n:<3d} c={conc:<2d} this checkout vs baseline (auth off): "
-                      f"{cpu(A, n, conc) - cpu(A0, n, conc):+6.1f} us CPU/req, "
-                      f"throughput {100 * (rps(A, n, conc) / rps(A0, n, conc) - 1):+5.1f} %")
-            if W2 in running:
-                print(f"rows={n:<3d} c={conc:<2d} 2 workers vs 1: throughput x{rps(W2, n, conc) / rps(A, n, conc):.2f} "
-                      f"({rps(A, n, conc):.0f} -> {rps(W2, n, conc):.0f} req/s)")
+    bodies, arrow_bodies = _bodies(frame, rows, root, args.arrow)
+    samples, ran = _measure(lake, root, args, bodies, arrow_bodies, sizes, concs, duration)
+    results = _medians(samples, args.reps, duration)
+    _add_model_floor(results, lake, rows, sizes, duration)
+    _report_goals(results, sizes, concs, args.arrow)
+    _report_comparisons(results, sizes, concs, args.arrow, ran)
     print(f"# total {time.time() - t0:.0f} s; machine: {os.cpu_count()} cores, shared")
 
 

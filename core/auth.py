@@ -47,7 +47,7 @@ import polars as pl
 from core.config import Settings
 from core.errors import AuthenticationError, ConfigError, NotFoundError, PermissionDeniedError
 from core.ids import utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 
 __all__ = [
     "ROUTE_SETTINGS",
@@ -417,7 +417,7 @@ class TokenStore:
         return _verify(self._records, token, utcnow())
 
 
-def authenticate(token: str | None, *, lake: Lake | None = None) -> Principal:
+def authenticate(token: str | None, *, lake: Lake) -> Principal:
     """Verify ``token`` against the lake's ``tokens`` table (one read; for the CLI and the UI).
 
     Raises:
@@ -426,7 +426,7 @@ def authenticate(token: str | None, *, lake: Lake | None = None) -> Principal:
     if not token:
         raise AuthenticationError("auth is on: set LAKEOPS_TOKEN to your token (an admin creates one with "
                                   "'lakeops tokens create NAME --scope read')", "missing")
-    store = TokenStore(resolve(lake))
+    store = TokenStore(lake)
     store.refresh()
     return store.verify(token.strip())
 
@@ -446,7 +446,7 @@ def create_token(
     expires_days: float | None = None,
     actor: str,
     reason: str | None = None,
-    lake: Lake | None = None,
+    lake: Lake,
 ) -> tuple[str, dict[str, Any]]:
     """Create a token for ``principal``; return the token (shown once) and its public record.
 
@@ -455,7 +455,6 @@ def create_token(
     Raises:
         ConfigError: a bad principal name, scope, role or expiry (named).
     """
-    lake = resolve(lake)
     _check_name(principal)
     granted = _scopes(list(scopes), "--scope")
     if not granted:
@@ -478,14 +477,13 @@ def create_token(
     return f"{TOKEN_PREFIX}{tid}_{secret}", public
 
 
-def revoke_token(token_id: str, *, actor: str, reason: str, lake: Lake | None = None) -> dict[str, Any]:
+def revoke_token(token_id: str, *, actor: str, reason: str, lake: Lake) -> dict[str, Any]:
     """Revoke a token (a ``revoke`` row); every API replica refuses it after its next poll.
 
     Raises:
         NotFoundError: no such token.
         ConfigError: no reason, or the token is already revoked.
     """
-    lake = resolve(lake)
     if not (reason or "").strip():
         raise ConfigError('revoking a token needs a reason: pass --reason "..." (it goes into the audit trail)')
     store = TokenStore(lake)
@@ -501,13 +499,15 @@ def revoke_token(token_id: str, *, actor: str, reason: str, lake: Lake | None = 
     return {"token_id": token_id, "principal": rec.principal, "revoked_by": actor}
 
 
-def list_tokens(*, lake: Lake | None = None) -> pl.DataFrame:
+def list_tokens(*, lake: Lake) -> pl.DataFrame:
     """Every token's public record and status (``active``, ``revoked``, ``expired``); no hash or salt."""
-    lake = resolve(lake)
     frame = lake.read_or_empty(TABLE)
-    schema = {"token_id": pl.String, "principal": pl.String, "scopes": pl.String, "roles": pl.String,
-              "status": pl.String, "created_at": pl.Datetime("us", "UTC"), "created_by": pl.String,
-              "expires_at": pl.Datetime("us", "UTC"), "revoked_at": pl.Datetime("us", "UTC"), "revoked_by": pl.String}
+    ts = pl.Datetime("us", "UTC")
+    schema: dict[str, pl.DataType] = {
+        "token_id": pl.String(), "principal": pl.String(), "scopes": pl.String(), "roles": pl.String(),
+        "status": pl.String(), "created_at": ts, "created_by": pl.String(), "expires_at": ts, "revoked_at": ts,
+        "revoked_by": pl.String(),
+    }
     if frame.height == 0:
         return pl.DataFrame(schema=schema)
     now = utcnow()
@@ -518,7 +518,7 @@ def list_tokens(*, lake: Lake | None = None) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema).sort("created_at")
 
 
-def has_active_admin(*, lake: Lake | None = None) -> bool:
+def has_active_admin(*, lake: Lake) -> bool:
     """Whether some active token holds ``admin`` (until one does, the first admin token may be created freely)."""
     tokens = list_tokens(lake=lake)
     return tokens.filter((pl.col("status") == "active") & pl.col("scopes").str.contains("admin")).height > 0

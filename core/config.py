@@ -25,15 +25,17 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from core.errors import ConfigError
+from core.errors import ConfigError, LakeopsError
+from core.sections import parse_section
 
-__all__ = ["AUTH_MODES", "Settings", "load_settings"]
+__all__ = ["AUTH_MODES", "Settings", "build_settings", "load_settings", "read_toml"]
 
 _DEFAULT_LAKE = "data/lake"
 AUTH_MODES = ("off", "tokens")
 _SECRET_OPTION_WORDS = ("secret", "token", "password", "session", "credential")
+S = TypeVar("S", bound="Settings")
 
 
 def _default_actor() -> str:
@@ -199,28 +201,116 @@ def _mask_option(key: str, value: str) -> str:
     return value
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: str | Path, *, what: str = "config file", error: type[LakeopsError] = ConfigError) -> dict[str, Any]:
+    """Read a TOML file: the one reader of lakeops.toml, policy, params, spec and feature view files.
+
+    Args:
+        path: the file.
+        what: what the file is, for the messages (``"policy file"``).
+        error: the exception raised (``ConfigError``, or the caller's own such as ``TrainingError``).
+
+    Raises:
+        error: the file cannot be read (``cannot read <what> <path>: <reason>``) or is not TOML
+            (``<what> <path> is not valid TOML: <where>``).
+    """
+    p = Path(path)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+        raise error(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what} {p} is not valid TOML: {exc}") from None
 
 
-def _int(name: str, value: Any) -> int:
+# [section] key -> Settings field; these sections are Settings' own (an unknown key is an error)
+_TOML_FIELDS: dict[str, dict[str, str]] = {
+    "lake": {"uri": "lake_uri", "storage_options": "storage_options"},
+    "api": {"host": "api_host", "port": "api_port", "allowed_hosts": "api_allowed_hosts"},
+    "ui": {"port": "ui_port"},
+    "sql": {"memory_limit": "sql_memory_limit", "threads": "sql_threads", "timeout_s": "sql_timeout_s",
+            "max_rows": "sql_max_rows", "max_result_mb": "sql_max_result_mb"},
+}
+# how each field is named in errors: its TOML key
+_FIELD_NAMES = {f: f"[{sec}] {key}" for sec, keys in _TOML_FIELDS.items() for key, f in keys.items()}
+_FIELD_NAMES |= {"auth_mode": "[auth] mode", "actor": "actor"}
+_ENV_STORAGE = {
+    "LAKEOPS_S3_ENDPOINT": "AWS_ENDPOINT_URL",
+    "LAKEOPS_S3_REGION": "AWS_REGION",
+    "LAKEOPS_S3_ACCESS_KEY": "AWS_ACCESS_KEY_ID",
+    "LAKEOPS_S3_SECRET_KEY": "AWS_SECRET_ACCESS_KEY",
+    "LAKEOPS_S3_ALLOW_HTTP": "AWS_ALLOW_HTTP",
+}
+
+
+def _int(name: str, value: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be an integer, got {value!r}") from None
 
 
-def _hosts(env_value: str | None, toml_value: Any) -> tuple[str, ...]:
-    if env_value:
-        return tuple(h.strip() for h in env_value.split(",") if h.strip())
-    if isinstance(toml_value, str) or not isinstance(toml_value, list):
-        raise ConfigError(f"[api] allowed_hosts must be a list of host names, got {toml_value!r}")
-    return tuple(str(h) for h in toml_value)
+def _toml_values(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings fields from the TOML document: only the keys it has (the rest keep their field defaults)."""
+    values: dict[str, Any] = {}
+    for sec, keys in _TOML_FIELDS.items():
+        table = doc.get(sec, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[{sec}] in lakeops.toml must be a table, got {type(table).__name__}")
+        unknown = sorted(set(table) - set(keys))
+        if unknown:
+            raise ConfigError(f"[{sec}]: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(keys))}")
+        values |= {keys[k]: v for k, v in table.items()}
+    if isinstance(values.get("storage_options"), Mapping):  # TOML true/false/numbers as the store's strings
+        values["storage_options"] = {str(k): str(v) for k, v in values["storage_options"].items()}
+    auth = doc.get("auth", {})  # [auth]'s other keys are core.auth's
+    if not isinstance(auth, Mapping):
+        raise ConfigError(f"[auth] in lakeops.toml must be a table, got {type(auth).__name__}")
+    if "mode" in auth:
+        values["auth_mode"] = auth["mode"]
+    if "actor" in doc:
+        values["actor"] = doc["actor"]
+    return values
+
+
+def _env_values(env: Mapping[str, str], storage: Mapping[str, str]) -> dict[str, Any]:
+    """Settings fields from ``LAKEOPS_*`` variables (they win over the file)."""
+    values: dict[str, Any] = {}
+    for var, name in (("LAKEOPS_LAKE", "lake_uri"), ("LAKEOPS_API_HOST", "api_host"), ("LAKEOPS_AUTH", "auth_mode"),
+                      ("LAKEOPS_METRICS_DIR", "metrics_dir"), ("LAKEOPS_ACTOR", "actor")):
+        if env.get(var):
+            values[name] = env[var]
+    for var, name in (("LAKEOPS_API_PORT", "api_port"), ("LAKEOPS_UI_PORT", "ui_port")):
+        if env.get(var):
+            values[name] = _int(var, env[var])
+    if env.get("LAKEOPS_API_ALLOWED_HOSTS"):
+        values["api_allowed_hosts"] = tuple(h.strip() for h in env["LAKEOPS_API_ALLOWED_HOSTS"].split(",") if h.strip())
+    if env.get("LAKEOPS_TOKEN"):
+        values["token"] = env["LAKEOPS_TOKEN"].strip()
+    extra = {key: env[var] for var, key in _ENV_STORAGE.items() if env.get(var)}
+    if extra:
+        values["storage_options"] = {**storage, **extra}
+    return values
+
+
+def build_settings(cls: type[S], doc: Mapping[str, Any], env: Mapping[str, str], *,
+                  config_path: str | None = None, **overrides: Any) -> S:
+    """Build settings of type ``cls`` from a parsed TOML document, an environment and overrides.
+
+    Only the keys the document and the environment have are passed on, so every default is the
+    field default of ``cls`` (``Settings`` or a subclass).
+
+    Raises:
+        ConfigError: an unknown key of ``[lake]``, ``[api]``, ``[ui]`` or ``[sql]``, or a value of
+            the wrong type, naming the key.
+    """
+    values = _toml_values(doc)
+    values |= _env_values(env, values.get("storage_options", {}))
+    if isinstance(values.get("auth_mode"), str):
+        values["auth_mode"] = values["auth_mode"].strip().lower()
+    values["sections"] = {k: v for k, v in doc.items() if k not in _TOML_FIELDS}
+    values["config_path"] = config_path
+    out = parse_section(cls, values, where="settings", names=_FIELD_NAMES)
+    return replace(out, **overrides) if overrides else out
 
 
 def load_settings(
@@ -247,49 +337,5 @@ def load_settings(
         path = Path(env["LAKEOPS_CONFIG"])
     elif Path("lakeops.toml").is_file():
         path = Path("lakeops.toml")
-    doc = _read_toml(path) if path is not None else {}
-
-    lake = dict(doc.get("lake", {}))
-    api = dict(doc.get("api", {}))
-    ui = dict(doc.get("ui", {}))
-    sql = dict(doc.get("sql", {}))
-    storage = {str(k): str(v) for k, v in dict(lake.get("storage_options", {})).items()}
-    env_storage = {
-        "LAKEOPS_S3_ENDPOINT": "AWS_ENDPOINT_URL",
-        "LAKEOPS_S3_REGION": "AWS_REGION",
-        "LAKEOPS_S3_ACCESS_KEY": "AWS_ACCESS_KEY_ID",
-        "LAKEOPS_S3_SECRET_KEY": "AWS_SECRET_ACCESS_KEY",
-        "LAKEOPS_S3_ALLOW_HTTP": "AWS_ALLOW_HTTP",
-    }
-    for var, key in env_storage.items():
-        if env.get(var):
-            storage[key] = env[var]
-
-    values: dict[str, Any] = {
-        "lake_uri": env.get("LAKEOPS_LAKE") or lake.get("uri") or _DEFAULT_LAKE,
-        "storage_options": storage,
-        "api_host": env.get("LAKEOPS_API_HOST") or api.get("host", "127.0.0.1"),
-        "api_port": _int("api port", env.get("LAKEOPS_API_PORT") or api.get("port", 8000)),
-        "api_allowed_hosts": _hosts(env.get("LAKEOPS_API_ALLOWED_HOSTS"), api.get("allowed_hosts", [])),
-        "ui_port": _int("ui port", env.get("LAKEOPS_UI_PORT") or ui.get("port", 8501)),
-        "sql_memory_limit": str(sql.get("memory_limit", "2GB")),
-        "sql_threads": _int("sql threads", sql.get("threads", 2)),
-        "sql_timeout_s": float(sql.get("timeout_s", 60.0)),
-        "sql_max_rows": _int("[sql] max_rows", sql.get("max_rows", 1_000_000)),
-        "sql_max_result_mb": float(sql.get("max_result_mb", 256.0)),
-        "sections": {k: v for k, v in doc.items() if k not in {"lake", "api", "ui", "sql"}},
-        "config_path": str(path) if path is not None else None,
-    }
-    auth = doc.get("auth", {})
-    if not isinstance(auth, Mapping):
-        raise ConfigError(f"[auth] in lakeops.toml must be a table, got {type(auth).__name__}")
-    values["auth_mode"] = str(env.get("LAKEOPS_AUTH") or auth.get("mode", "off")).strip().lower()
-    if env.get("LAKEOPS_TOKEN"):
-        values["token"] = env["LAKEOPS_TOKEN"].strip()
-    if env.get("LAKEOPS_METRICS_DIR"):
-        values["metrics_dir"] = env["LAKEOPS_METRICS_DIR"]
-    actor = env.get("LAKEOPS_ACTOR") or doc.get("actor")
-    if actor:
-        values["actor"] = str(actor)
-    values.update(overrides)
-    return Settings(**values)
+    doc = read_toml(path) if path is not None else {}
+    return build_settings(Settings, doc, env, config_path=str(path) if path is not None else None, **overrides)

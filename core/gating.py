@@ -67,11 +67,12 @@ point estimate at 5x ``min_labelled``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.errors import ConfigError
+from core.sections import parse_section, section_keys
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -82,11 +83,24 @@ __all__ = [
     "PERMISSION_ACTIONS",
     "Permissions",
     "Policy",
+    "PromotionState",
     "StagingPolicy",
+    "alias_refusal",
+    "approval_refusal",
+    "auto_promotion_refusal",
+    "champion_refusal",
     "default_metric",
+    "gate_refusal",
     "higher_is_better",
+    "live_promotion_refusal",
     "policy_from_dict",
+    "policy_table",
+    "promotion_refusal",
+    "reject_refusal",
+    "rollback_refusal",
     "run_gate",
+    "stage_refusal",
+    "staging_refusal",
 ]
 
 HIGHER_IS_BETTER: dict[str, bool] = {
@@ -102,23 +116,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "mae": False,
 }
 _VALID_DATA = ("passed", "warned")
-_KEYS = {
-    "min",
-    "max",
-    "beat_champion",
-    "require_validated_data",
-    "max_size_bytes",
-    "max_p95_latency_ms",
-    "require_approval",
-    "auto_promote",
-    "significance",
-    "refuse_leakage",
-    "staging",
-    "permissions",
-}
+_LEVEL = 0.05  # the default significance level
 PERMISSION_ACTIONS = ("evaluate", "stage", "approve", "promote", "rollback", "alias", "policy")
 _DEFAULT_ALLOWED = ("role:admin",)
-_STAGING_KEYS = {"mode", "fraction", "min_requests", "min_labelled", "max_disagreement", "max_error_rate", "tolerance"}
 
 
 def higher_is_better(metric: str) -> bool:
@@ -223,10 +223,16 @@ class Policy:
     max_p95_latency_ms: Mapping[int, float] = field(default_factory=lambda: {1: 50.0, 100: 200.0})
     require_approval: bool = False
     auto_promote: bool = False
-    significance: float | None = 0.05
+    significance: float | None = _LEVEL
     refuse_leakage: bool = True
     staging: StagingPolicy | None = None
     permissions: Permissions = field(default_factory=Permissions)
+
+    @property
+    def alpha(self) -> float:
+        """The level of the paired test against the champion: ``significance``, or the default level
+        when significance is off (the comparison is still measured and reported)."""
+        return _LEVEL if self.significance is None else self.significance
 
     def to_dict(self) -> dict[str, Any]:
         """Return the policy as a JSON-able dict (the form ``policy_from_dict`` reads)."""
@@ -262,94 +268,54 @@ def _metric_map(value: Any, where: str) -> dict[str, float]:
     return {str(k): _number(v, f"{where}.{k}") for k, v in value.items()}
 
 
-def policy_from_dict(data: Mapping[str, Any], *, where: str = "policy") -> Policy:
-    """Parse and validate a policy from a TOML section.
-
-    Args:
-        data: the section's keys (missing keys take their defaults); a top-level ``policy``
-            table is unwrapped, so a ``--policy`` file may use ``[policy]`` or bare keys.
-        where: how the section is named in error messages, e.g. ``"[models.churn.policy]"``.
-
-    Returns:
-        The validated policy.
-
-    Raises:
-        ConfigError: an unknown key or a value of the wrong type, naming the key.
-    """
-    if set(data) == {"policy"} and isinstance(data["policy"], Mapping):
-        data = data["policy"]
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}")
+def _beat_champion(value: Any, where: str) -> BeatChampion | None:
+    if value is False:
+        return None
+    if value is True:
+        return BeatChampion()
+    if not isinstance(value, Mapping):
+        raise ConfigError(f'{where} must be false or {{metric = "auc", margin = 0.005}}')
+    extra = set(value) - {"metric", "margin"}
+    if extra:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; use metric, margin")
     kw: dict[str, Any] = {}
-    if "min" in data:
-        kw["min"] = _metric_map(data["min"], _where(where, "min"))
-    if "max" in data:
-        kw["max"] = _metric_map(data["max"], _where(where, "max"))
-    if "beat_champion" in data:
-        bc = data["beat_champion"]
-        if bc is False:
-            kw["beat_champion"] = None
-        elif bc is True:
-            kw["beat_champion"] = BeatChampion()
-        elif isinstance(bc, Mapping):
-            extra = set(bc) - {"metric", "margin"}
-            if extra:
-                raise ConfigError(
-                    f"{_where(where, 'beat_champion')}: unknown key(s) {', '.join(sorted(extra))}; use metric, margin"
-                )
-            metric = bc.get("metric")
-            if metric is not None and not isinstance(metric, str):
-                raise ConfigError(
-                    f"{_where(where, 'beat_champion.metric')} must be a metric name, got {metric!r}"
-                )
-            margin = _number(bc.get("margin", 0.0), _where(where, "beat_champion.margin"))
-            if margin < 0:
-                raise ConfigError(f"{_where(where, 'beat_champion.margin')} must be >= 0, got {margin}")
-            kw["beat_champion"] = BeatChampion(metric, margin)
-        else:
-            raise ConfigError(
-                f'{_where(where, "beat_champion")} must be false or {{metric = "auc", margin = 0.005}}'
-            )
-    for key in ("require_validated_data", "require_approval", "auto_promote", "refuse_leakage"):
-        if key in data:
-            kw[key] = _bool(data[key], _where(where, key))
-    if "staging" in data:
-        kw["staging"] = _staging(data["staging"], _where(where, "staging"))
-    if "permissions" in data:
-        kw["permissions"] = _permissions(data["permissions"], _where(where, "permissions"))
-    if "significance" in data:
-        sig = data["significance"]
-        if sig is False:
-            kw["significance"] = None
-        else:
-            level = _number(sig, _where(where, "significance"))
-            if not 0 < level <= 0.5:
-                raise ConfigError(f"{_where(where, 'significance')} must be a level in (0, 0.5] (e.g. 0.05) or false, got {sig!r}")
-            kw["significance"] = level
-    if "max_size_bytes" in data:
-        size = data["max_size_bytes"]
-        if size is False:
-            kw["max_size_bytes"] = None
-        elif isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise ConfigError(f"{_where(where, 'max_size_bytes')} must be a positive integer, got {size!r}")
-        else:
-            kw["max_size_bytes"] = size
-    if "max_p95_latency_ms" in data:
-        lat = data["max_p95_latency_ms"]
-        if lat is False:
-            kw["max_p95_latency_ms"] = {}
-        else:
-            raw = _metric_map(lat, _where(where, "max_p95_latency_ms"))
-            out: dict[int, float] = {}
-            for k, v in raw.items():
-                if not k.isdigit() or int(k) < 1:
-                    raise ConfigError(
-                        f"{_where(where, 'max_p95_latency_ms')}: key {k!r} must be a batch size in rows, e.g. 1 or 100"
-                    )
-                out[int(k)] = v
-            kw["max_p95_latency_ms"] = out
-    return Policy(**kw)
+    if "metric" in value:
+        if value["metric"] is not None and not isinstance(value["metric"], str):
+            raise ConfigError(f"{where}.metric must be a metric name, got {value['metric']!r}")
+        kw["metric"] = value["metric"]
+    if "margin" in value:
+        kw["margin"] = _number(value["margin"], f"{where}.margin")
+        if kw["margin"] < 0:
+            raise ConfigError(f"{where}.margin must be >= 0, got {kw['margin']}")
+    return BeatChampion(**kw)
+
+
+def _significance(value: Any, where: str) -> float | None:
+    if value is False:
+        return None
+    level = _number(value, where)
+    if not 0 < level <= 0.5:
+        raise ConfigError(f"{where} must be a level in (0, 0.5] (e.g. 0.05) or false, got {value!r}")
+    return level
+
+
+def _size(value: Any, where: str) -> int | None:
+    if value is False:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where} must be a positive integer, got {value!r}")
+    return value
+
+
+def _latency(value: Any, where: str) -> dict[int, float]:
+    if value is False:
+        return {}
+    out: dict[int, float] = {}
+    for k, v in _metric_map(value, where).items():
+        if not k.isdigit() or int(k) < 1:
+            raise ConfigError(f"{where}: key {k!r} must be a batch size in rows, e.g. 1 or 100")
+        out[int(k)] = v
+    return out
 
 
 def _staging(value: Any, where: str) -> StagingPolicy | None:
@@ -359,32 +325,77 @@ def _staging(value: Any, where: str) -> StagingPolicy | None:
         return StagingPolicy()
     if not isinstance(value, Mapping):
         raise ConfigError(f'{where} must be false or a table like {{mode = "shadow", min_requests = 500}}')
-    unknown = sorted(set(value) - _STAGING_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_STAGING_KEYS))}")
-    kw: dict[str, Any] = {}
-    if "mode" in value:
-        if value["mode"] not in ("shadow", "canary"):
-            raise ConfigError(f"{where}.mode must be 'shadow' or 'canary', got {value['mode']!r}")
-        kw["mode"] = value["mode"]
+    table = {k: v for k, v in value.items() if not (k == "max_disagreement" and v is False)}
+    out = parse_section(StagingPolicy, table, where=where, names={k: f"{where}.{k}" for k in section_keys(StagingPolicy)})
+    if out.mode not in ("shadow", "canary"):
+        raise ConfigError(f"{where}.mode must be 'shadow' or 'canary', got {out.mode!r}")
     for key in ("fraction", "max_disagreement", "max_error_rate", "tolerance"):
-        if key == "max_disagreement" and value.get(key) is False:
-            kw[key] = None
-            continue
-        if key in value:
-            kw[key] = _number(value[key], f"{where}.{key}")
-            if not 0 <= kw[key] <= 1:
-                raise ConfigError(f"{where}.{key} must be between 0 and 1, got {value[key]!r}")
+        share = getattr(out, key)
+        if share is not None and not 0 <= share <= 1:
+            raise ConfigError(f"{where}.{key} must be between 0 and 1, got {share!r}")
     for key in ("min_requests", "min_labelled"):
-        if key in value:
-            n = value[key]
-            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                raise ConfigError(f"{where}.{key} must be a whole number >= 0, got {n!r}")
-            kw[key] = n
-    out = StagingPolicy(**kw)
+        if getattr(out, key) < 0:
+            raise ConfigError(f"{where}.{key} must be a whole number >= 0, got {getattr(out, key)!r}")
     if out.mode == "canary" and not 0 < out.fraction < 1:
         raise ConfigError(f"{where}.fraction must be between 0 and 1 for a canary, got {out.fraction}")
     return out
+
+
+# one parser per policy key: the key's TOML value -> the Policy field (absent keys keep the field default)
+_PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "min": _metric_map,
+    "max": _metric_map,
+    "beat_champion": _beat_champion,
+    "require_validated_data": _bool,
+    "max_size_bytes": _size,
+    "max_p95_latency_ms": _latency,
+    "require_approval": _bool,
+    "auto_promote": _bool,
+    "significance": _significance,
+    "refuse_leakage": _bool,
+    "staging": _staging,
+    "permissions": _permissions,
+}
+_KEYS = set(_PARSERS)
+
+
+def policy_table(data: Mapping[str, Any], model: str | None = None) -> Mapping[str, Any]:
+    """The policy keys of a document: ``[models.<model>.policy]`` when ``model`` is given and the
+    document has it, else a lone ``[policy]`` table, else the document's top level (bare keys).
+
+    The one nesting rule of every policy source: lakeops.toml sections, ``--policy`` files and
+    ``lakeops models policy --set`` files, policies recorded in the lake.
+    """
+    models = data.get("models")
+    if model is not None and isinstance(models, Mapping):
+        entry = models.get(model)
+        if isinstance(entry, Mapping) and isinstance(entry.get("policy"), Mapping):
+            return entry["policy"]
+    if set(data) == {"policy"} and isinstance(data["policy"], Mapping):
+        return data["policy"]
+    return data
+
+
+def policy_from_dict(data: Mapping[str, Any], *, where: str = "policy", model: str | None = None) -> Policy:
+    """Parse and validate a policy.
+
+    Args:
+        data: the policy's keys (missing keys take their defaults), or a document holding them
+            (``policy_table``: ``[models.<model>.policy]``, ``[policy]`` or bare keys).
+        where: how the section is named in error messages, e.g. ``"[models.churn.policy]"``.
+        model: the model whose ``[models.<model>.policy]`` table a document may hold.
+
+    Returns:
+        The validated policy.
+
+    Raises:
+        ConfigError: an unknown key or a value of the wrong type, naming the key.
+    """
+    data = policy_table(data, model)
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}")
+    return Policy(**{key: _PARSERS[key](value, _where(where, key)) for key, value in data.items()})
 
 
 @dataclass(frozen=True)
@@ -615,3 +626,147 @@ def _leakage_check(policy: Policy, inp: GateInputs) -> list[Check]:
     detail = (f"feature {first['feature']!r} alone: {first['why']}; a feature this strong is usually the target "
               "in disguise (exclude it and retrain), or set refuse_leakage = false if it is legitimate")
     return [Check("no_leakage", first["feature"], None, False, detail, advisory=not policy.refuse_leakage)]
+
+
+# ---------------------------------------------------------------------------- refusal rules
+# When a candidate may not move: plain functions over what the flows read from the registry.
+# Each returns the refusal (one sentence naming the model, the version and the fix) or None.
+@dataclass(frozen=True)
+class PromotionState:
+    """What the registry says about a candidate when someone asks to promote it.
+
+    Attributes:
+        model, version: the candidate.
+        champion: the current champion version (None: no champion yet).
+        report: the candidate's latest gate report (None: never evaluated).
+        decision: the latest approve/reject decision: ``approved``, ``rejected`` or None.
+        live_passed: whether its latest live gate against ``champion`` passed (read only when
+            the policy has ``staging``).
+    """
+
+    model: str
+    version: int
+    champion: int | None
+    report: GateReport | None = None
+    decision: str | None = None
+    live_passed: bool = False
+
+
+def _v(version: int | None) -> str:
+    return "none" if version is None else f"v{version}"
+
+
+def champion_refusal(model: str, version: int, champion: int | None) -> str | None:
+    """Refused even with ``force``: the version already is the champion."""
+    if champion == version:
+        return f"model {model!r} v{version} is already the champion"
+    return None
+
+
+def gate_refusal(state: PromotionState) -> str | None:
+    """Refused: no gate report, a failed gate, or a gate measured against another champion."""
+    model, version, report = state.model, state.version, state.report
+    fix = f"run 'lakeops models evaluate {model} {version}'"
+    if report is None:
+        return f"model {model!r} v{version} has no gate report; {fix} first"
+    if not report.passed:
+        failed = ", ".join(f"{c.name} (value {c.value}, threshold {c.threshold})" for c in report.failed)
+        return f"model {model!r} v{version} failed its gate: {failed}; retrain, or use --force with a reason"
+    if report.champion_version != state.champion:
+        return (
+            f"model {model!r} v{version} was gated against champion {_v(report.champion_version)}, but the champion "
+            f"is now {_v(state.champion)}; {fix} again"
+        )
+    return None
+
+
+def staging_refusal(policy: Policy, state: PromotionState) -> str | None:
+    """Refused: the policy asks for a live period and the candidate's live gate has not passed."""
+    if policy.staging is None or state.live_passed:
+        return None
+    return (
+        f"the policy of {state.model!r} requires a live period first: 'lakeops models stage {state.model} "
+        f"{state.version} --mode {policy.staging.mode} --reason ...', then its live gate must pass "
+        f"(lakeops models rollout {state.model})"
+    )
+
+
+def approval_refusal(policy: Policy, state: PromotionState) -> str | None:
+    """Refused: the candidate was rejected, or the policy requires an approval it lacks."""
+    if state.decision == "rejected":
+        return f"model {state.model!r} v{state.version} was rejected; approve it again or use --force with a reason"
+    if policy.require_approval and state.decision != "approved":
+        return (f"the policy of {state.model!r} requires approval: run 'lakeops models approve {state.model} "
+                f"{state.version} --reason ...' first")
+    return None
+
+
+def promotion_refusal(policy: Policy, state: PromotionState) -> str | None:
+    """Why an unforced promotion of ``state.version`` is refused, or None when it is allowed.
+
+    In order: the gate (present, passed, against the current champion), the live period the
+    policy's ``staging`` asks for, then rejection and required approval.
+
+    Example:
+        >>> promotion_refusal(Policy(), PromotionState("m", 2, None))
+        "model 'm' v2 has no gate report; run 'lakeops models evaluate m 2' first"
+    """
+    return gate_refusal(state) or staging_refusal(policy, state) or approval_refusal(policy, state)
+
+
+def auto_promotion_refusal(policy: Policy, report: GateReport) -> str | None:
+    """Why the retrain job leaves a freshly gated version for a person, or None when it may go on.
+
+    Going on means staging it (when the policy has ``staging``) or promoting it.
+    """
+    if not report.passed:
+        return report.summary()
+    if not policy.auto_promote:
+        return "gate passed; auto_promote is off, awaiting a manual promotion"
+    if policy.significance is not None and report.significant is False:
+        detail = next(c.detail for c in report.checks if c.name.startswith("significant:"))
+        return (f"gate passed, but the improvement is not significant at {policy.significance:g} ({detail}); not "
+                "promoted automatically (promote by hand with a reason if you mean it, or set significance = false)")
+    if policy.require_approval:
+        return "gate passed; the policy requires approval before promotion"
+    return None
+
+
+def live_promotion_refusal(policy: Policy) -> str | None:
+    """Why a challenger that passed its live gate waits for a person instead of being promoted, or None."""
+    if not policy.auto_promote or policy.require_approval:
+        return "live gate passed; awaiting a manual promotion"
+    return None
+
+
+def stage_refusal(model: str, version: int, champion: int | None, report: GateReport | None) -> str | None:
+    """Why ``version`` may not be staged beside the champion (it is the champion, or lacks a passing gate)."""
+    if champion == version:
+        return f"model {model!r} v{version} is the champion; stage another version"
+    if report is None or not report.passed or report.champion_version != champion:
+        return (f"model {model!r} v{version} needs a passing gate against the current champion before it meets "
+                f"traffic: run 'lakeops models evaluate {model} {version}'")
+    return None
+
+
+def reject_refusal(model: str, version: int, champion: int | None) -> str | None:
+    """The current champion cannot be rejected: it keeps serving until the alias moves."""
+    if champion == version:
+        return (f"model {model!r} v{version} is the champion and keeps serving until the alias moves; "
+                "roll back or promote another version first, then reject it")
+    return None
+
+
+def rollback_refusal(model: str, champion_stack: Sequence[int]) -> str | None:
+    """A rollback needs a previous champion (``champion_stack``: the champions, oldest first)."""
+    if len(champion_stack) < 2:
+        held = ", ".join(f"v{v}" for v in champion_stack) or "none"
+        return f"model {model!r} has no previous champion to roll back to (champion history: {held})"
+    return None
+
+
+def alias_refusal(name: str) -> str | None:
+    """The champion alias moves only through the gated ``promote`` or ``rollback``."""
+    if name == "champion":
+        return "the champion alias moves only through 'promote' (gated) or 'rollback'"
+    return None

@@ -20,12 +20,14 @@ from core.catalog import prediction_table
 from core.config import Settings
 from core.errors import LakeopsError
 from core.ids import utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 
 __all__ = ["ModelStory", "ModelSummary", "Overview", "TIMELINE_SCHEMA", "model_story", "overview"]
 
-TIMELINE_SCHEMA = {"at": pl.Datetime("us", "UTC"), "source": pl.String, "event": pl.String,
-                   "version": pl.Int64, "actor": pl.String, "detail": pl.String}
+TIMELINE_SCHEMA = pl.Schema({
+    "at": pl.Datetime("us", "UTC"), "source": pl.String(), "event": pl.String(), "version": pl.Int64(),
+    "actor": pl.String(), "detail": pl.String(),
+})
 
 
 @dataclass(frozen=True)
@@ -103,16 +105,14 @@ def _prediction_counts(lake: Lake, model: str, since: Any) -> tuple[int, int, An
     return int(row["total"]), int(row["recent"] or 0), row["last"]
 
 
-def overview(*, lake: Lake | None = None, recent_hours: float = 24.0) -> Overview:
+def overview(*, lake: Lake, recent_hours: float = 24.0) -> Overview:
     """Summarise the lake: dataset and run counts, open alerts, and each model's champion.
 
     Args:
-        lake: the lake (default: from settings).
+        lake: the lake.
         recent_hours: the window of "recent" predictions.
     """
     from core import registry
-
-    lake = resolve(lake)
     since = utcnow() - timedelta(hours=recent_hours)
     n_datasets = lake.read_or_empty("datasets", columns=["name"]).n_unique() if lake.exists("datasets") else 0
     n_runs = lake.read_or_empty("runs", columns=["run_id"])["run_id"].n_unique()
@@ -143,13 +143,13 @@ def overview(*, lake: Lake | None = None, recent_hours: float = 24.0) -> Overvie
 
 
 def model_story(
-    model: str, *, lake: Lake | None = None, settings: Settings | None = None, events: int = 12
+    model: str, *, lake: Lake, settings: Settings, events: int = 12
 ) -> ModelStory:
     """Tell one model's recent story (see ``ModelStory``); reads only.
 
     Args:
         model: a registered model.
-        lake: the lake (default: from settings).
+        lake: the lake.
         settings: settings (monitoring config: metric, tolerance, min_labels).
         events: how many timeline events to keep.
 
@@ -158,8 +158,6 @@ def model_story(
     """
     from core import monitoring, registry
     from core.gating import higher_is_better
-
-    lake = resolve(lake)
     hist = registry.history(model, "champion", lake=lake).filter(pl.col("applied"))
     champion = registry.champion_version(model, lake)
     last = hist.row(-1, named=True) if hist.height and champion is not None else None

@@ -64,13 +64,13 @@ def profile(frame: pl.DataFrame, *, bins: int = 20, top: int = 20) -> dict[str, 
     # One pass for null counts (NaN counts as missing) and for the few non-numeric statistics.
     exprs: list[pl.Expr] = []
     for c, dtype in frame.schema.items():
-        col = pl.col(c)
-        missing = col.is_null() | col.is_nan() if dtype.is_float() else col.is_null()
+        values = pl.col(c)
+        missing = values.is_null() | values.is_nan() if dtype.is_float() else values.is_null()
         exprs.append(missing.sum().alias(f"{c}\x00nulls"))
         if kinds[c] in ("datetime", "other"):
-            exprs.append(col.n_unique().alias(f"{c}\x00distinct"))
+            exprs.append(values.n_unique().alias(f"{c}\x00distinct"))
         if kinds[c] == "datetime":
-            exprs += [col.min().alias(f"{c}\x00min"), col.max().alias(f"{c}\x00max")]
+            exprs += [values.min().alias(f"{c}\x00min"), values.max().alias(f"{c}\x00max")]
     stats = frame.select(exprs).row(0, named=True) if exprs else {}
     columns: dict[str, dict[str, Any]] = {}
     for c, dtype in frame.schema.items():
@@ -101,7 +101,7 @@ def _numeric(series: pl.Series, bins: int) -> dict[str, Any]:
     """Statistics of one numeric column from one sorted copy of its values (NaN/inf dropped)."""
     x = series.cast(pl.Float64).to_numpy()
     x = np.sort(x[np.isfinite(x)])
-    empty = {"distinct": 0, "min": None, "max": None, "mean": None, "std": None,
+    empty: dict[str, Any] = {"distinct": 0, "min": None, "max": None, "mean": None, "std": None,
              "quantiles": {str(q): None for q in QUANTILES}, "histogram": {"edges": [], "counts": []}}
     if x.size == 0:
         return empty

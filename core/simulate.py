@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from core.config import Settings
 from core.errors import ConfigError
 
 __all__ = ["SimulationStats", "simulate"]
@@ -87,7 +88,7 @@ def simulate(
     progress: Callable[[SimulationStats], Any] | None = None,
     realtime: bool = True,
     token: str | None = None,
-    settings: Any = None,
+    settings: Settings | None = None,
 ) -> SimulationStats:
     """Send simulated churn traffic and late labels to a running prediction API.
 
@@ -110,7 +111,8 @@ def simulate(
             loop without sleeping (as fast as the API answers; for tests and benchmarks).
         token: a bearer token for an API with auth on (scopes ``predict`` and ``feedback``).
         settings: lakeops settings naming the API's lake (needed only when the champion uses
-            feature views: the simulated customers' usage events are written there).
+            feature views: the simulated customers' usage events are written there; without
+            them such a champion is refused, never guessed from the environment).
 
     Returns:
         The stats.
@@ -205,7 +207,8 @@ def _event_time_field(client: Any, model: str) -> str | None:
 
 
 def _predict(client: Any, model: str, rows: pl.DataFrame, offset: int, truth: np.ndarray, gets_label: np.ndarray,
-             is_campaign: np.ndarray, due: float, pending: collections.deque, stats: SimulationStats) -> None:
+             is_campaign: np.ndarray, due: float, pending: collections.deque[tuple[float, list[str], list[float]]],
+             stats: SimulationStats) -> None:
     import httpx
 
     if rows.height == 0:
@@ -247,7 +250,7 @@ def _feedback(client: Any, model: str, ids: list[str], labels: list[float], stat
 
 
 def _usage_for_views(client: Any, data: pl.DataFrame, views: list[dict[str, Any]], at: datetime, seed: int,
-                     settings: Any) -> pl.DataFrame:
+                     settings: Settings | None) -> pl.DataFrame:
     """Give the simulated customers ids of their own and usage events; materialise; wait for the API.
 
     Returns:
@@ -256,18 +259,21 @@ def _usage_for_views(client: Any, data: pl.DataFrame, views: list[dict[str, Any]
     from core import datasets, demo
     from core import features as fs
     from core.ids import new_id
-    from core.lake import Lake, resolve
+    from core.lake import Lake
 
     if any(v["view"] != demo.USAGE_VIEW["name"] or v["entity"] != demo.ID_COLUMN for v in views):
         names = ", ".join(f"{v['view']} v{v['version']}" for v in views)
         raise ConfigError(f"the champion uses feature views {names}; simulate only knows the demo's "
                           f"{demo.USAGE_VIEW['name']!r} (by {demo.ID_COLUMN})")
-    lake = Lake.from_settings(settings) if settings is not None else resolve(None)
+    if settings is None:
+        raise ConfigError("the champion uses feature views: pass settings= naming the API's lake (the simulated "
+                          "customers' usage events are written there; 'lakeops simulate' passes its own)")
+    lake = Lake.from_settings(settings)
     run = new_id().replace("-", "")[-8:].upper()  # customers of this run only: their events are new
     data = data.with_columns(pl.format("S{}-{}", pl.lit(run), pl.int_range(pl.len()).cast(pl.String).str.zfill(6))
                              .alias(demo.ID_COLUMN))
     events = demo.usage_events(data, seed=seed, at=at, until=at)
-    datasets.ingest(demo.USAGE_DATASET, events, lake=lake, source="core.simulate usage events")
+    datasets.ingest(demo.USAGE_DATASET, events, lake=lake, source="core.simulate usage events", settings=settings)
     for v in views:
         m = fs.materialize(v["view"], version=int(v["version"]), lake=lake)
         key = f"{v['view']}@v{v['version']}"

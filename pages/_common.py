@@ -9,8 +9,11 @@ and run it inside ``acting()`` so ``core.flows`` checks and records that princip
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import streamlit as st
 
@@ -23,12 +26,30 @@ from core.lake import Lake
 _KEY = "lakeops_principal"
 
 
+@functools.lru_cache(maxsize=8)
+def _load(_env: tuple[tuple[str, str], ...], _cwd: str, _config_stamp: tuple[str, int] | None) -> Settings:
+    return load_settings()
+
+
+def _loaded() -> Settings:
+    """The UI's one settings resolver (environment + lakeops.toml), read again only when either changes.
+
+    The pages get their ``Settings`` and ``Lake`` from here and pass them to ``core`` explicitly.
+    """
+    path = Path(os.environ.get("LAKEOPS_CONFIG") or "lakeops.toml")
+    try:
+        stamp: tuple[str, int] | None = (str(path.resolve()), path.stat().st_mtime_ns)
+    except OSError:
+        stamp = None
+    return _load(tuple(sorted(os.environ.items())), str(Path.cwd()), stamp)
+
+
 def settings() -> Settings:
-    """The settings of this UI process (environment + lakeops.toml; cheap to read).
+    """The settings of this UI process (environment + lakeops.toml, see ``_loaded``).
 
     With auth on, the actor is the signed-in principal (never a name typed into a form).
     """
-    s = load_settings()
+    s = _loaded()
     who = principal()
     if who is not None and auth.enabled(s):
         s = s.with_(actor=who.name)
@@ -42,14 +63,14 @@ def _lake(uri: str, storage_options_json: str) -> Lake:
 
 def lake() -> Lake:
     """The lake this UI reads: one handle per lake URI; each query opens its own snapshot."""
-    s = load_settings()
+    s = _loaded()
     return _lake(s.lake_uri, json.dumps(dict(s.storage_options), sort_keys=True))
 
 
 # ---------------------------------------------------------------- who is signed in
 def auth_on() -> bool:
     """Whether this UI requires a login."""
-    return auth.enabled(load_settings())
+    return auth.enabled(_loaded())
 
 
 def principal() -> Principal | None:
@@ -81,7 +102,7 @@ def _allowed(model: str) -> frozenset[str]:
     from core.flows.promote import allowed_actions
 
     with acting():
-        return allowed_actions(model, settings=load_settings(), lake=lake())
+        return allowed_actions(model, settings=_loaded(), lake=lake())
 
 
 def who_acts() -> str:
@@ -110,7 +131,7 @@ def sign_in() -> Principal | None:
     """Gate the app: with auth on, show the login and stop the script until someone signs in."""
     if not auth_on():
         return None
-    config = auth.auth_config(load_settings())
+    config = auth.auth_config(_loaded())
     who = principal()
     if who is not None and not _still_valid(who):
         st.session_state.pop(_KEY, None)

@@ -33,7 +33,7 @@ except LakeopsError as exc:
     show_error(exc)
     st.stop()
 if views.height == 0:
-    empty("No feature view yet.", "Register one with `lakeops features register view.toml`, or seed the demo with `lakeops up`.")
+    empty("No feature view yet.", "Register one with `lakeops features register view.toml` (or `views.py`), or seed the demo with `lakeops up`.")
     st.stop()
 table(views)
 
@@ -45,7 +45,7 @@ row = versions.filter(pl.col("version") == version).row(0, named=True)
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Source", view.source)
 c2.metric("Entity", view.entity)
-c3.metric("Features", len(view.features))
+c3.metric("Features", len(view.all_feature_names))
 c4.metric("Unknown entity", "default" if view.missing == "default" else "422 error")
 st.caption(f"Event time `{view.event_time}` · content hash `{row['content_hash']}` · registered {when(row['created_at'])} "
            f"by {row['created_by'] or '-'}" + (f" · {view.description}" if view.description else ""))
@@ -55,10 +55,17 @@ tab_def, tab_online, tab_entity, tab_lineage = st.tabs(["Definition", "Online fr
 with tab_def:
     table(pl.DataFrame([{"feature": f.name, "expression": f.expr or "(rows)", "aggregate": f.agg or "latest value",
                          "window": f.window or "", "default": json.dumps(f.fill), "description": f.description}
-                        for f in view.features]))
+                        for f in view.features]
+                       + [{"feature": f.name, "expression": f.expr, "aggregate": "per request", "window": "",
+                           "default": "", "description": f.description} for f in view.request_features]))
+    if view.request_fields:
+        st.caption("Request features are computed per row from the request-time fields "
+                   + ", ".join(f"`{n}` ({t})" for n, t in view.request_fields)
+                   + " and the looked-up features, in training sets and in each prediction request alike.")
     table(versions.select("version", pl.col("content_hash").str.slice(0, 16).alias("hash"), "created_at", "created_by"))
     with st.expander("Definition as data (what `lakeops features register` reads, as TOML)"):
         st.json(view.to_dict())
+
 
 with tab_online:
     mine = fresh.filter((pl.col("view") == name) & (pl.col("version") == version))

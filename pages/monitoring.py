@@ -42,7 +42,7 @@ def _check_buttons(model: str) -> None:
     try:
         if c1.button("Run drift check now", key="run_drift", icon=":material/play_arrow:"):
             with st.spinner("Checking drift..."):
-                rep = monitor.check_drift(model, lake=lake(), settings=settings())
+                rep = monitor.check_drift_and_alert(model, lake=lake(), settings=settings())
             if rep.status != "ok":
                 st.warning(f"Only {rep.window_rows} predictions in the window: no verdict yet.")
             else:

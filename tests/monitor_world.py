@@ -31,12 +31,13 @@ def settings_for(lake: Lake, **sections) -> Settings:
 def build_champion(root: Path, *, rows: int = 3000, seed: int = 1) -> Lake:
     """A lake with dataset churn v1 (pre-campaign) and model churn v1 as champion."""
     lake = Lake(root)
+    settings = settings_for(lake)
     data = demo.generate(rows, seed=seed, campaign_start=FAR)
-    datasets.ingest("churn", data, lake=lake)
-    out = train_model("churn", target="churned", params={"num_iterations": 30, "num_leaves": 15}, lake=lake)
+    datasets.ingest("churn", data, lake=lake, settings=settings_for(lake))
+    out = train_model("churn", target="churned", params={"num_iterations": 30, "num_leaves": 15}, lake=lake, settings=settings)
     mv = registry.register(MODEL, out.run_id, lake=lake, actor="tester")
     report = promote.evaluate(MODEL, mv.version, lake=lake, settings=settings_for(lake))
-    promote.promote(MODEL, mv.version, reason="first champion", force=not report.passed, lake=lake, actor="tester")
+    promote.promote(MODEL, mv.version, reason="first champion", force=not report.passed, lake=lake, actor="tester", settings=settings)
     return lake
 
 

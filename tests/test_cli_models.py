@@ -8,6 +8,7 @@ import pytest
 
 from core import datasets, demo, registry
 from core.cli import run
+from core.config import Settings
 from core.flows.train import train_model
 from core.lake import Lake
 
@@ -15,11 +16,12 @@ from core.lake import Lake
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     lake = Lake(tmp_path_factory.mktemp("cli") / "lake")
-    datasets.ingest("churn", demo.generate(n=2000, seed=5), lake=lake)
-    run_a = train_model("churn", target="churned", params={"num_iterations": 20}, lake=lake).run_id
+    settings = Settings(lake_uri=lake.uri, actor="tester")
+    datasets.ingest("churn", demo.generate(n=2000, seed=5), lake=lake, settings=settings)
+    run_a = train_model("churn", target="churned", params={"num_iterations": 20}, lake=lake, settings=settings).run_id
     run_b = train_model(
         "churn", target="churned", params={"num_iterations": 5, "num_leaves": 2}, seed=2, lake=lake
-    ).run_id
+    , settings=settings).run_id
     return lake, run_a, run_b
 
 

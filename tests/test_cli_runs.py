@@ -9,8 +9,8 @@ from core.cli import run
 
 
 @pytest.fixture
-def cli_lake(lake, tmp_path):
-    datasets.ingest("churn", demo.generate(n=900), lake=lake)
+def cli_lake(lake, tmp_path, settings):
+    datasets.ingest("churn", demo.generate(n=900), lake=lake, settings=settings)
     params = tmp_path / "params.toml"
     params.write_text("[params]\nnum_iterations = 20\nnum_leaves = 7\nmin_data_in_leaf = 10\n")
     return lake, params

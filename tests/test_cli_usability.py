@@ -84,7 +84,7 @@ def test_up_refuses_a_port_in_use_in_one_line_before_anything_starts(tmp_path, c
     assert "cannot share port 8123" in capsys.readouterr().err
 
 
-def test_demo_export_then_train_and_register(tmp_path, capsys):
+def test_demo_export_then_train_and_register(tmp_path, capsys, settings):
     target = tmp_path / "new.csv"
     assert run(["demo", "export", str(target), "--rows", "800"]) == 0
     assert "wrote 800 customers" in capsys.readouterr().out
@@ -97,7 +97,7 @@ def test_demo_export_then_train_and_register(tmp_path, capsys):
     capsys.readouterr()
 
     lake = Lake(tmp_path / "lake")
-    datasets.ingest("churn", demo.generate(2000, seed=3), lake=lake)
+    datasets.ingest("churn", demo.generate(2000, seed=3), lake=lake, settings=settings)
     assert run(["--lake", lake.uri, "data", "ingest", "churn", str(target)]) == 0
     assert "version 2 (800 rows appended, 2,800 in total)" in capsys.readouterr().out
     assert run(["--lake", lake.uri, "train", "--dataset", "churn", "--target", "churned", "--register", "churn"]) == 0

@@ -48,14 +48,14 @@ def test_closed_loop(tmp_path):
         s1 = simulate(srv.url, speed=600, duration=20, rate=30, seed=1, realtime=False)
         assert s1.errors == 0 and s1.rows == 600
         _wait(lambda: logged() == 600)
-        calm = monitor.check_drift(MODEL, lake=lake, settings=settings)
+        calm = monitor.check_drift_and_alert(MODEL, lake=lake, settings=settings)
         assert calm.drifted is False and calm.alert is None
 
         # 2. the campaign starts; labels arrive a simulated minute later
         s2 = simulate(srv.url, speed=600, duration=100, rate=30, campaign_after=0, feedback_delay=1, seed=2, realtime=False)
         assert s2.errors == 0 and s2.campaign_rows == s2.rows == 3000
         _wait(lambda: logged() == 3600 and labels() == s1.labels + s2.labels)
-        shifted = monitor.check_drift(MODEL, lake=lake, settings=settings)
+        shifted = monitor.check_drift_and_alert(MODEL, lake=lake, settings=settings)
         assert shifted.drifted and shifted.alert == "opened"
         assert {"age", "plan", "signup_channel"} <= set(shifted.drifted_features)
 
@@ -69,7 +69,7 @@ def test_closed_loop(tmp_path):
         s3 = simulate(srv.url, speed=600, duration=20, rate=30, campaign_after=0, seed=3, realtime=False)
         assert s3.errors == 0 and s3.versions.get(2, 0) > 0
         _wait(lambda: logged() == 4200)
-        after = monitor.check_drift(MODEL, lake=lake, settings=settings)
+        after = monitor.check_drift_and_alert(MODEL, lake=lake, settings=settings)
         assert after.model_version == 2 and after.drifted is False and after.alert is None
 
     # every step happened, in order, as recorded in the tables

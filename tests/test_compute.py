@@ -63,11 +63,11 @@ def test_compute_settings_are_checked_and_named():
     assert compute.compute_config(load_settings(**base)).engine == "local"
 
 
-def test_partitions_come_from_the_delta_log_not_the_folder(tmp_path):
+def test_partitions_come_from_the_delta_log_not_the_folder(tmp_path, settings):
     lake = Lake(tmp_path / "lake")
     data = demo.generate(900, seed=2)
-    datasets.ingest("churn", data.slice(0, 400), lake=lake)
-    datasets.ingest("churn", data.slice(400, 500), lake=lake)
+    datasets.ingest("churn", data.slice(0, 400), lake=lake, settings=settings)
+    datasets.ingest("churn", data.slice(400, 500), lake=lake, settings=settings)
     # a stray file (a crashed writer's, or someone's copy) in the table folder is not part of any version
     data.slice(0, 50).write_parquet(Path(lake.uri) / "data" / "churn" / "stray.parquet")
     v1, v2 = dataset_parts("churn", 1, lake=lake), dataset_parts("churn", lake=lake)
@@ -132,11 +132,12 @@ def _champion_of_files(root, files=3, rows=1000, seed=4):
     lake = Lake(root)
     data = demo.generate(files * rows, seed=seed, campaign_start=FAR)
     for i in range(files):
-        datasets.ingest("churn", data.slice(i * rows, rows), lake=lake)
+        datasets.ingest("churn", data.slice(i * rows, rows), lake=lake, settings=settings_for(lake))
     out = train_model("churn", target="churned", params={"num_iterations": 20, "num_leaves": 15}, lake=lake,
-                      settings=load_settings(env={}, lake_uri=lake.uri))
+                      settings=settings_for(lake))
     mv = registry.register(MODEL, out.run_id, lake=lake, actor="tester")
-    promote.promote(MODEL, mv.version, reason="first champion", force=True, lake=lake, actor="tester")
+    promote.promote(MODEL, mv.version, reason="first champion", force=True, lake=lake, actor="tester",
+                    settings=settings_for(lake))
     return lake
 
 
@@ -188,10 +189,10 @@ def test_the_reference_built_on_the_cluster_is_the_local_one(client, tmp_path):
     for lake in (local, other):
         log_predictions(lake, traffic(800, seed=21, campaign=True), at=T0.replace(hour=1), spread_s=600)
     sections["models"][MODEL]["monitoring"] = {"reference_rows": 2000}
-    from core.monitoring import check_drift
+    from core.monitoring import measure_drift
 
-    ra = check_drift(MODEL, lake=local, settings=settings_for(local, **sections), now=NOW, window_rows=800)
-    rb = check_drift(MODEL, lake=other, settings=settings_for(other, compute={"engine": "dask"}, **sections), now=NOW,
+    ra = measure_drift(MODEL, lake=local, settings=settings_for(local, **sections), now=NOW, window_rows=800)
+    rb = measure_drift(MODEL, lake=other, settings=settings_for(other, compute={"engine": "dask"}, **sections), now=NOW,
                      window_rows=800)
     assert ra.drifted is rb.drifted is True
     for x, y in _pairs(ra, rb):
@@ -200,16 +201,16 @@ def test_the_reference_built_on_the_cluster_is_the_local_one(client, tmp_path):
 
 
 def compute_check(lake, section, **kw):
-    from core.monitoring import check_drift
+    from core.monitoring import measure_drift
 
-    return check_drift(MODEL, lake=lake, settings=settings_for(lake, compute=section), now=NOW, window_rows=1500, **kw)
+    return measure_drift(MODEL, lake=lake, settings=settings_for(lake, compute=section), now=NOW, window_rows=1500, **kw)
 
 
-def test_training_on_the_cluster_is_tracked_like_a_local_run_and_splits_the_same_rows(client, tmp_path):
+def test_training_on_the_cluster_is_tracked_like_a_local_run_and_splits_the_same_rows(client, tmp_path, settings):
     lake = Lake(tmp_path / "lake")
     data = demo.generate(12000, seed=3)
     for i in range(3):  # three versions: the last one is three files
-        datasets.ingest("churn", data.slice(i * 4000, 4000), lake=lake)
+        datasets.ingest("churn", data.slice(i * 4000, 4000), lake=lake, settings=settings)
     params = {"num_iterations": 25, "num_leaves": 15}
     out = _train(lake, params, engine="dask")
     local = _train(lake, params, engine="local")

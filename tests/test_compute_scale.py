@@ -32,11 +32,11 @@ def test_training_on_data_larger_than_a_worker_memory_limit_is_tracked_like_a_lo
     logit = cols["x0"] - 0.5 * cols["x1"] + cols["c0"].str.ends_with("7-of-a-long-category-name").cast(pl.Float64).to_numpy()
     cols["y"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
     lake = Lake(tmp_path / "lake")
-    datasets.ingest("wide", pl.DataFrame(cols), lake=lake, validate=False)
-    del cols
-    assert datasets.load("wide", lake=lake).estimated_size() > limit  # the data as one machine reads it
     settings = load_settings(env={}, lake_uri=lake.uri, sections={
         "compute": {"engine": "dask", "scheduler": "local:2", "memory_limit": str(limit)}})
+    datasets.ingest("wide", pl.DataFrame(cols), lake=lake, validate=False, settings=settings)
+    del cols
+    assert datasets.load("wide", lake=lake).estimated_size() > limit  # the data as one machine reads it
     out = train_model("wide", target="y", params={"num_iterations": 10, "num_leaves": 15}, lake=lake,
                       settings=settings)
     info = tracking.get_run(out.run_id, lake=lake)

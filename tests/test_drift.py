@@ -384,7 +384,7 @@ def test_policy_config_for_quality_multivariate_and_statistics() -> None:
     assert policy.quality.null_share == 0.2 and policy.quality.new_level_share == 0.01
     assert (policy.multivariate_threshold, policy.multivariate_sample, policy.min_values) == (0.6, 2000, 10)
     assert policy.features["m"] == drift.FeatureRule(None, 0.3, "expected_drift")
-    for bad, match in (({"quality": {"nulls": 0.1}}, "unknown key 'nulls'"), ({"quality": {"null_share": 2}}, "share in"),
+    for bad, match in (({"quality": {"nulls": 0.1}}, r"\[drift.quality\]: unknown key\(s\) nulls"), ({"quality": {"null_share": 2}}, "share in"),
                        ({"statistics": "some"}, "statistics"), ({"multivariate_threshold": 0.3}, "AUC"),
                        ({"multivariate": "yes"}, "true or false")):
         with pytest.raises(ConfigError, match=match):

@@ -33,11 +33,11 @@ window = "30d"
 
 
 @pytest.fixture
-def cli_lake(lake):
+def cli_lake(lake, settings):
     churn = demo.generate(600, seed=5, start=NOW - timedelta(days=120), days=120, campaign_start=NOW + timedelta(days=999))
-    datasets.ingest("churn", churn, lake=lake)
-    datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=lake)
-    datasets.ingest("no_times", churn.drop("signup_at"), lake=lake)
+    datasets.ingest("churn", churn, lake=lake, settings=settings)
+    datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=lake, settings=settings)
+    datasets.ingest("no_times", churn.drop("signup_at"), lake=lake, settings=settings)
     return lake
 
 
@@ -120,3 +120,78 @@ def test_a_real_process_exits_2_on_a_bad_definition(cli_lake, tmp_path):
     assert done.stderr.strip().splitlines() == [
         "lakeops: error: feature view 'churn_usage', feature 'minutes_per_call_30d': agg 'median' is not one of sum, mean, count, min, max"
     ]
+
+
+PY_VIEWS = '''
+from core.features import Feature, FeatureView
+
+USAGE = FeatureView(
+    name="churn_usage", source="churn_usage", entity="customer_id", event_time="event_at", missing="default",
+    features=(
+        Feature("calls_30d", "pl.col('calls')", agg="sum", window="30d"),
+        Feature("minutes_per_call_30d", "pl.col('minutes') / pl.col('calls')", agg="mean", window="30d"),
+    ),
+)
+views = [
+    FeatureView(name="usage_7d", source="churn_usage", entity="customer_id", event_time="event_at",
+                features=(Feature("calls_7d", "pl.col('calls')", agg="sum", window="7d"),)),
+]
+'''
+
+
+def test_views_declared_in_python_register_like_toml(cli_lake, tmp_path, capsys):
+    path = tmp_path / "views.py"
+    path.write_text(PY_VIEWS)
+    assert _cli(cli_lake, "register", str(path)) == 0
+    out = capsys.readouterr().out
+    assert "feature view churn_usage v1: registered" in out and "feature view usage_7d v1: registered" in out
+    # the same definition in TOML has the same content hash: unchanged, not a new version
+    toml = tmp_path / "view.toml"
+    toml.write_text(VIEW)
+    assert _cli(cli_lake, "register", str(toml)) == 0
+    assert "churn_usage v1: unchanged" in capsys.readouterr().out
+    path.write_text(PY_VIEWS.replace('window="7d"', 'window="14d"'))
+    assert _cli(cli_lake, "register", str(path)) == 0
+    out = capsys.readouterr().out
+    assert "churn_usage v1: unchanged" in out and "usage_7d v2: registered" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("x = 1\n", "feature view file views.py defines no FeatureView (from core.features import FeatureView)"),
+        ("raise RuntimeError('no database here')\n", "feature view file views.py failed: RuntimeError: no database here"),
+        ("def (:\n", "feature view file views.py is not valid Python: invalid syntax (line 1)"),
+        (PY_VIEWS.replace("pl.col('calls')\", agg=\"sum\", window=\"7d\"", "pl.col('sms')\", agg=\"sum\", window=\"7d\""),
+         "feature view 'usage_7d', feature 'calls_7d': column 'sms' is not a column of dataset 'churn_usage'"),
+        (PY_VIEWS.replace('agg="mean"', 'agg="median"'),
+         "feature view file views.py: feature view 'churn_usage', feature 'minutes_per_call_30d': agg 'median' is not one of"),
+    ],
+)
+def test_a_bad_python_view_file_exits_2_with_one_line_and_writes_nothing(cli_lake, tmp_path, capsys, text, message):
+    path = tmp_path / "views.py"
+    path.write_text(text)
+    assert _cli(cli_lake, "register", str(path)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not cli_lake.exists("feature_views")  # not even the good view of the file
+
+
+def test_a_toml_view_with_request_fields_registers_and_shows_them(cli_lake, tmp_path, capsys):
+    path = tmp_path / "view.toml"
+    path.write_text(VIEW + '''
+[request]
+monthly_charges = "Float64"
+
+[[request_features]]
+name = "charges_per_call_30d"
+expr = "pl.col('monthly_charges') / (pl.col('calls_30d') + 1)"
+''')
+    assert _cli(cli_lake, "register", str(path)) == 0
+    assert "churn_usage v1: registered" in capsys.readouterr().out
+    assert _cli(cli_lake, "show", "churn_usage") == 0
+    shown = capsys.readouterr().out
+    assert "charges_per_call_30d" in shown and "request fields: monthly_charges (Float64)" in shown
+    path.write_text(path.read_text().replace('"Float64"', '"Money"'))
+    assert _cli(cli_lake, "register", str(path)) == 2
+    assert "request field 'monthly_charges': type 'Money' is not one of Float64, Int64, Boolean, String" in capsys.readouterr().err

@@ -51,13 +51,13 @@ def flights():
     return events, labels
 
 
-def test_plane_delays_point_in_time_training_serving_and_skew(lake, flights):
+def test_plane_delays_point_in_time_training_serving_and_skew(lake, flights, settings):
     events, labels = flights
-    datasets.ingest("plane_events", events, lake=lake)
-    datasets.ingest("flight_labels", labels, lake=lake)
+    datasets.ingest("plane_events", events, lake=lake, settings=settings)
+    datasets.ingest("flight_labels", labels, lake=lake, settings=settings)
     view, _ = features.register(features.parse_view(VIEW), lake=lake)
     ts = features.build_training_set("flights_training", labels="flight_labels", views=["plane_delays"], time_column="sched_dep",
-                                     lake=lake)
+                                     lake=lake, settings=settings)
     frame = datasets.load("flights_training", lake=lake)
     assert ts.rows == labels.height and frame.columns[-5:] == view.feature_names
 
@@ -73,31 +73,31 @@ def test_plane_delays_point_in_time_training_serving_and_skew(lake, flights):
         mean = week["dep_delay"].mean()
         assert (r["dep_delay_mean_7d"] is None and mean is None) or abs(r["dep_delay_mean_7d"] - mean) < 1e-9
 
-    with_view = train_model("flights_training", target="late", params={"num_iterations": 40}, lake=lake)
+    with_view = train_model("flights_training", target="late", params={"num_iterations": 40}, lake=lake, settings=settings)
     assert {"name": "tailnum", "type": "string", "role": "segment"} in with_view.model.signature["passthrough"]
     assert not with_view.leakage["flagged"]
     gain = dict(with_view.model.importance().select("feature", "gain").iter_rows())
     assert gain["last_arr_delay"] > 0 and gain["dep_delay_mean_7d"] > 0  # the plane's history is used
 
     mv = registry.register("flights", with_view.run_id, lake=lake, actor="tester")
-    promote.promote("flights", mv.version, reason="test", actor="tester", force=True, lake=lake)
+    promote.promote("flights", mv.version, reason="test", actor="tester", force=True, lake=lake, settings=settings)
     features.materialize("plane_delays", as_of=events["known_at"].max(), lake=lake)
     report = check_skew("flights", entities=80, lake=lake)
     assert report.identical and report.max_feature_diff == 0.0 and report.max_score_diff == 0.0
 
 
-def test_the_scheduled_time_as_event_time_would_leak_the_label(lake, flights):
+def test_the_scheduled_time_as_event_time_would_leak_the_label(lake, flights, settings):
     events, labels = flights
     naive = events.with_columns(pl.col("scheduled_at").alias("known_at")).unique(["tailnum", "known_at"])
-    datasets.ingest("plane_events", naive, lake=lake)
-    datasets.ingest("flight_labels", labels, lake=lake)
+    datasets.ingest("plane_events", naive, lake=lake, settings=settings)
+    datasets.ingest("flight_labels", labels, lake=lake, settings=settings)
     features.register(features.parse_view(VIEW), lake=lake)
     features.build_training_set("naive_training", labels="flight_labels", views=["plane_delays"], time_column="sched_dep",
-                                lake=lake)
+                                lake=lake, settings=settings)
     frame = datasets.load("naive_training", lake=lake)
     own = frame.join(events.select("tailnum", pl.col("scheduled_at").alias("sched_dep"), "arr_delay"),
                      on=["tailnum", "sched_dep"], how="inner")
     assert (own["last_arr_delay"] == own["arr_delay"]).mean() > 0.99  # each flight sees its own arrival delay
-    leaky = train_model("naive_training", target="late", params={"num_iterations": 40}, lake=lake)
-    honest = train_model("flight_labels", target="late", params={"num_iterations": 40}, exclude=["tailnum"], lake=lake)
+    leaky = train_model("naive_training", target="late", params={"num_iterations": 40}, lake=lake, settings=settings)
+    honest = train_model("flight_labels", target="late", params={"num_iterations": 40}, exclude=["tailnum"], lake=lake, settings=settings)
     assert leaky.metrics["auc"] > honest.metrics["auc"] + 0.1

@@ -14,6 +14,7 @@ import pytest
 
 from core import auth, datasets, demo, features, registry
 from core.cli import run
+from core.config import Settings
 from core.flows import promote
 from core.flows.seed import seed_demo
 from core.flows.train import train_model
@@ -32,12 +33,13 @@ def world(tmp_path_factory):
     """The demo (churn on churn_usage v1, missing = default) plus churn_strict on v2 (missing = error, not materialised)."""
     root = tmp_path_factory.mktemp("features-serving")
     lake = Lake(str(root / "lake"))
-    seed_demo(lake=lake, rows=1500)
+    settings = Settings(lake_uri=lake.uri, actor="tester")
+    seed_demo(lake=lake, rows=1500, settings=settings)
     strict, _ = features.register(features.parse_view({**demo.USAGE_VIEW, "missing": "error"}), lake=lake)
-    features.build_training_set("churn_strict_training", labels="churn", views=[("churn_usage", strict.version)], lake=lake)
-    out = train_model("churn_strict_training", target="churned", params={"num_iterations": 30}, lake=lake)
+    features.build_training_set("churn_strict_training", labels="churn", views=[("churn_usage", strict.version)], lake=lake, settings=Settings(lake_uri=lake.uri, actor="tester"))
+    out = train_model("churn_strict_training", target="churned", params={"num_iterations": 30}, lake=lake, settings=settings)
     mv = registry.register("churn_strict", out.run_id, lake=lake, actor="tester")
-    promote.promote("churn_strict", mv.version, reason="test", actor="tester", force=True, lake=lake)
+    promote.promote("churn_strict", mv.version, reason="test", actor="tester", force=True, lake=lake, settings=settings)
     settings = serving_settings(root / "lake", root / "wal")
     with ThreadServer(create_app(settings)) as srv:
         yield lake, srv, root
@@ -131,7 +133,7 @@ def test_not_materialised_is_503_then_served_after_materialising_and_refreshing(
     assert no_key.status_code == 422 and no_key.json()["errors"][0] == {"row": 0, "field": "customer_id", "message": "missing entity key"}
 
 
-def test_new_events_reach_the_served_values_without_a_restart(world):
+def test_new_events_reach_the_served_values_without_a_restart(world, settings):
     lake, srv, _ = world
     row = _rows(lake, 1)[0]
     cid = row["customer_id"]
@@ -139,7 +141,7 @@ def test_new_events_reach_the_served_values_without_a_restart(world):
     extra = pl.DataFrame({"customer_id": [cid] * 3, "event_at": [now - timedelta(hours=h) for h in (1, 2, 3)],
                           "calls": [50, 50, 50], "minutes": [100.0] * 3, "data_gb": [1.0] * 3})
     before = features.entity_vector("churn_usage", cid, version=1, lake=lake)["calls_30d"]
-    datasets.ingest("churn_usage", extra, lake=lake, validate=False)
+    datasets.ingest("churn_usage", extra, lake=lake, validate=False, settings=settings)
     m = features.materialize("churn_usage", version=1, lake=lake)
     assert features.entity_vector("churn_usage", cid, version=1, lake=lake)["calls_30d"] == before + 150
     deadline = time.time() + 30
@@ -186,7 +188,7 @@ def test_lineage_query_walks_a_prediction_back_to_its_sources(world, capsys):
     assert sql.query(lake, "select count(*) as n from data_churn_training")["n"][0] == 1500
 
 
-def test_openapi_and_plain_models_keep_the_plain_codec(world):
+def test_openapi_and_plain_models_keep_the_plain_codec(world, settings):
     lake, srv, _ = world
     doc = httpx.get(srv.url + "/schema/openapi.json").json()
     body = json.dumps(doc["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"])
@@ -195,7 +197,7 @@ def test_openapi_and_plain_models_keep_the_plain_codec(world):
     from core.serving.models import ModelCache
 
     cache = ModelCache(lake, serving_config(serving_settings(lake.uri, lake.uri + "-wal")))
-    train = train_model("churn", target="churned", params={"num_iterations": 10}, lake=lake)
+    train = train_model("churn", target="churned", params={"num_iterations": 10}, lake=lake, settings=settings)
     mv = registry.register("plain", train.run_id, lake=lake, actor="tester")
     assert type(cache._load("plain", mv.version).codec) is Codec
     assert type(cache._load("churn", 1).codec).__name__ == "OnlineCodec"

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from core import datasets, demo, features
+from core.config import Settings
 from core.errors import FeatureViewError, FeatureViewNotFoundError
 from core.flows.train import reproduce, train_model
 
@@ -17,8 +18,8 @@ NOW = datetime(2025, 6, 1, tzinfo=UTC)
 
 def _seed(lake, rows: int = 1200) -> None:
     churn = demo.generate(rows, seed=3, start=NOW - timedelta(days=120), days=120, campaign_start=NOW + timedelta(days=999))
-    datasets.ingest("churn", churn, lake=lake)
-    datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=lake)
+    datasets.ingest("churn", churn, lake=lake, settings=Settings(lake_uri=lake.uri, actor="tester"))
+    datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=lake, settings=Settings(lake_uri=lake.uri, actor="tester"))
 
 
 def _view(**changes) -> features.FeatureView:
@@ -66,20 +67,20 @@ def test_register_refuses_a_definition_that_does_not_fit_and_writes_nothing(lake
     assert not lake.exists("feature_views")
 
 
-def test_register_refuses_duplicate_rows_for_a_latest_value(lake):
+def test_register_refuses_duplicate_rows_for_a_latest_value(lake, settings):
     _seed(lake, rows=300)
     events = datasets.load("churn_usage", lake=lake)
-    datasets.ingest("churn_usage", events.head(3), lake=lake, validate=False)
+    datasets.ingest("churn_usage", events.head(3), lake=lake, validate=False, settings=settings)
     latest = _view(features=[{"name": "last_calls", "expr": "pl.col('calls')"}])
     with pytest.raises(FeatureViewError, match=r"3 \(customer_id, event_at\) pair\(s\) with more than one row"):
         features.register(latest, lake=lake)
     assert not lake.exists("feature_views")
 
 
-def test_training_set_lineage_and_a_model_that_names_its_views(lake):
+def test_training_set_lineage_and_a_model_that_names_its_views(lake, settings):
     _seed(lake)
     features.register(_view(), lake=lake)
-    ts = features.build_training_set("churn_training", labels="churn", views=["churn_usage@v1"], lake=lake, actor="ana")
+    ts = features.build_training_set("churn_training", labels="churn", views=["churn_usage@v1"], lake=lake, actor="ana", settings=settings)
     assert (ts.version, ts.rows, ts.time_column) == (1, 1200, "signup_at")
     frame = datasets.load("churn_training", lake=lake)
     assert frame.columns == [*datasets.load("churn", lake=lake).columns, *features.get_view("churn_usage", lake=lake).feature_names]
@@ -88,7 +89,7 @@ def test_training_set_lineage_and_a_model_that_names_its_views(lake):
     assert (lineage["source_dataset"], lineage["source_version"], lineage["label_dataset"], lineage["label_version"]) == ("churn_usage", 1, "churn", 1)
     assert datasets.describe("churn_training", lake=lake)["validation_status"] == "passed"
 
-    out = train_model("churn_training", target="churned", params={"num_iterations": 30}, lake=lake)
+    out = train_model("churn_training", target="churned", params={"num_iterations": 30}, lake=lake, settings=settings)
     sig = out.model.signature
     [fv] = sig["feature_views"]
     assert (fv["view"], fv["version"], fv["entity"], fv["missing"]) == ("churn_usage", 1, "customer_id", "default")
@@ -96,27 +97,27 @@ def test_training_set_lineage_and_a_model_that_names_its_views(lake):
     assert fv["defaults"] == {"calls_30d": 0, "active_30d": 0, "long_calls_30d": 0, "data_gb_7d": 0}
     assert {"name": "customer_id", "type": "string", "role": "id"} in sig["passthrough"]
     assert set(fv["features"]) <= {f["name"] for f in sig["features"]} and "customer_id" not in {f["name"] for f in sig["features"]}
-    assert reproduce(out.run_id, lake=lake).matches
+    assert reproduce(out.run_id, lake=lake, settings=settings).matches
 
 
-def test_training_set_bad_input_writes_nothing(lake):
+def test_training_set_bad_input_writes_nothing(lake, settings):
     _seed(lake, rows=300)
     features.register(_view(), lake=lake)
     no_time = datasets.load("churn", lake=lake).drop("signup_at")
-    datasets.ingest("labels_no_time", no_time, lake=lake)
+    datasets.ingest("labels_no_time", no_time, lake=lake, settings=settings)
     with pytest.raises(FeatureViewError, match="label dataset 'labels_no_time' has no event-time column"):
-        features.build_training_set("t", labels="labels_no_time", views=["churn_usage"], lake=lake)
-    datasets.ingest("labels_no_key", datasets.load("churn", lake=lake).drop("customer_id"), lake=lake)
+        features.build_training_set("t", labels="labels_no_time", views=["churn_usage"], lake=lake, settings=settings)
+    datasets.ingest("labels_no_key", datasets.load("churn", lake=lake).drop("customer_id"), lake=lake, settings=settings)
     with pytest.raises(FeatureViewError, match="label dataset 'labels_no_key' has no entity column 'customer_id'"):
-        features.build_training_set("t", labels="labels_no_key", views=["churn_usage"], lake=lake)
+        features.build_training_set("t", labels="labels_no_key", views=["churn_usage"], lake=lake, settings=settings)
     clash = datasets.load("churn", lake=lake).with_columns(pl.lit(1).alias("calls_30d"))
-    datasets.ingest("labels_clash", clash, lake=lake)
+    datasets.ingest("labels_clash", clash, lake=lake, settings=settings)
     with pytest.raises(FeatureViewError, match="feature 'calls_30d' of view 'churn_usage' is also a column of label dataset"):
-        features.build_training_set("t", labels="labels_clash", views=["churn_usage"], lake=lake)
+        features.build_training_set("t", labels="labels_clash", views=["churn_usage"], lake=lake, settings=settings)
     with pytest.raises(FeatureViewError, match="no event-time column 'when'"):
-        features.build_training_set("t", labels="churn", views=["churn_usage"], time_column="when", lake=lake)
+        features.build_training_set("t", labels="churn", views=["churn_usage"], time_column="when", lake=lake, settings=settings)
     with pytest.raises(FeatureViewError, match="'churn_usage@v0': write name@vN"):
-        features.build_training_set("t", labels="churn", views=["churn_usage@v0"], lake=lake)
+        features.build_training_set("t", labels="churn", views=["churn_usage@v0"], lake=lake, settings=settings)
     assert not lake.exists("data/t") and not lake.exists("feature_lineage")
 
 
@@ -132,13 +133,13 @@ def _changed_events(lake, when: datetime, seed: int) -> pl.DataFrame:
     }).unique(["customer_id", "event_at"])
 
 
-def test_incremental_materialisation_equals_a_full_one(lake):
+def test_incremental_materialisation_equals_a_full_one(lake, settings):
     _seed(lake)
     features.register(_view(), lake=lake)
     first = features.materialize("churn_usage", as_of=NOW, lake=lake)
     assert (first.mode, first.why) == ("full", "first materialisation of this version")
     later = NOW + timedelta(days=3)  # rows leave the 7- and 30-day windows, new rows arrive
-    datasets.ingest("churn_usage", _changed_events(lake, later, 1), lake=lake, validate=False)
+    datasets.ingest("churn_usage", _changed_events(lake, later, 1), lake=lake, validate=False, settings=settings)
     inc = features.materialize("churn_usage", as_of=later, lake=lake)
     assert inc.mode == "incremental" and 0 < inc.entities < first.entities
     incremental, _ = features.current_values("churn_usage", 1, lake=lake)
@@ -151,14 +152,14 @@ def test_incremental_materialisation_equals_a_full_one(lake):
     assert lake.read("feature_materializations").sort("at")["mode"].to_list() == ["full", "incremental", "full"]
 
 
-def test_late_rows_replaced_sources_and_time_going_back(lake):
+def test_late_rows_replaced_sources_and_time_going_back(lake, settings):
     _seed(lake, rows=600)
     features.register(_view(), lake=lake)
     features.materialize("churn_usage", as_of=NOW, lake=lake)
-    datasets.ingest("churn_usage", _changed_events(lake, NOW - timedelta(days=50), 2), lake=lake, validate=False)
+    datasets.ingest("churn_usage", _changed_events(lake, NOW - timedelta(days=50), 2), lake=lake, validate=False, settings=settings)
     late = features.materialize("churn_usage", as_of=NOW + timedelta(hours=1), lake=lake)
     assert late.mode == "full" and "late row(s) at or before the incremental horizon" in late.why
-    datasets.ingest("churn_usage", datasets.load("churn_usage", lake=lake).head(5000), mode="replace", lake=lake, validate=False)
+    datasets.ingest("churn_usage", datasets.load("churn_usage", lake=lake).head(5000), mode="replace", lake=lake, validate=False, settings=settings)
     replaced = features.materialize("churn_usage", as_of=NOW + timedelta(hours=2), lake=lake)
     assert replaced.mode == "full" and "was replaced" in replaced.why
     current, _ = features.current_values("churn_usage", 1, lake=lake)
@@ -184,22 +185,22 @@ def test_materialize_all_covers_latest_versions_and_champions(lake, settings):
         features.entity_vector("churn_usage", "NOPE", lake=lake)
 
 
-def test_the_gate_scores_a_feature_view_champion_on_rows_without_its_features(lake):
+def test_the_gate_scores_a_feature_view_champion_on_rows_without_its_features(lake, settings):
     from core import registry
     from core.flows import promote
 
     _seed(lake)
     features.register(_view(), lake=lake)
-    features.build_training_set("churn_training", labels="churn", views=["churn_usage"], lake=lake)
-    champ = train_model("churn_training", target="churned", params={"num_iterations": 30}, lake=lake)
+    features.build_training_set("churn_training", labels="churn", views=["churn_usage"], lake=lake, settings=settings)
+    champ = train_model("churn_training", target="churned", params={"num_iterations": 30}, lake=lake, settings=settings)
     registry.register("churn", champ.run_id, lake=lake, actor="t")
-    promote.promote("churn", 1, reason="t", actor="t", force=True, lake=lake)
+    promote.promote("churn", 1, reason="t", actor="t", force=True, lake=lake, settings=settings)
     rows = datasets.load("churn", lake=lake)
     filled = features.with_view_features(rows, champ.model.signature, lake=lake)
     assert filled.equals(datasets.load("churn_training", lake=lake))  # as a training set would have them
-    plain = train_model("churn", target="churned", params={"num_iterations": 30}, lake=lake)
+    plain = train_model("churn", target="churned", params={"num_iterations": 30}, lake=lake, settings=settings)
     registry.register("churn", plain.run_id, lake=lake, actor="t")
-    report = promote.evaluate("churn", 2, lake=lake)
+    report = promote.evaluate("churn", 2, lake=lake, settings=settings)
     check = next(c for c in report.checks if c.name == "beat_champion:auc")
     assert "champion v1" in check.detail and 0.5 < float(check.threshold) < 1
     with pytest.raises(FeatureViewError, match="lack the time column 'signup_at'"):

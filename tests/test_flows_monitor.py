@@ -42,9 +42,9 @@ def test_drift_alert_opens_once_and_resolves(lake):
     try:
         s = _settings(lake, auto_promote=False, hook=receiver.url)
         log_predictions(lake, traffic(800, seed=21, campaign=True))
-        first = monitor.check_drift(MODEL, lake=lake, settings=s)
+        first = monitor.check_drift_and_alert(MODEL, lake=lake, settings=s)
         assert first.drifted and first.alert == "opened"
-        second = monitor.check_drift(MODEL, lake=lake, settings=s)
+        second = monitor.check_drift_and_alert(MODEL, lake=lake, settings=s)
         assert second.drifted and second.alert == "ongoing"
         open_ = monitor.alerts_open(MODEL, lake=lake).filter(pl.col("kind") == "drift")
         assert open_.height == 1 and open_["severity"][0] == "warning"
@@ -52,7 +52,7 @@ def test_drift_alert_opens_once_and_resolves(lake):
         assert evidence["report_id"] == first.report_id
         assert {f["feature"] for f in evidence["features"]} == set(first.drifted_features)
         log_predictions(lake, traffic(800, seed=22, campaign=False))
-        clean = monitor.check_drift(MODEL, window_rows=800, lake=lake, settings=s)
+        clean = monitor.check_drift_and_alert(MODEL, window_rows=800, lake=lake, settings=s)
         assert clean.drifted is False and clean.alert == "resolved"
         assert monitor.alerts_open(MODEL, lake=lake).height == 0
         assert [b["status"] for b in receiver.bodies if b["kind"] == "drift"] == ["open", "resolved"]
@@ -118,7 +118,7 @@ def test_retrain_if_needed_follows_alerts(lake):
     s = _settings(lake, auto_promote=True)
     assert monitor.retrain_if_needed(MODEL, lake=lake, settings=s) is None  # no alert
     logged = log_predictions(lake, traffic(1500, seed=26, campaign=True))
-    assert monitor.check_drift(MODEL, lake=lake, settings=s).alert == "opened"
+    assert monitor.check_drift_and_alert(MODEL, lake=lake, settings=s).alert == "opened"
     assert monitor.retrain_if_needed(MODEL, lake=lake, settings=s) is None  # no labels yet
     send_feedback(lake, logged)
     out = monitor.retrain_if_needed(MODEL, lake=lake, settings=s)
@@ -128,7 +128,7 @@ def test_retrain_if_needed_follows_alerts(lake):
     # drift; its feature reference is its whole training set, one third campaign rows, and a window
     # of campaign traffic still differs from that mixture
     log_predictions(lake, traffic(1500, seed=27, campaign=True))
-    after = monitor.check_drift(MODEL, window_rows=1500, lake=lake, settings=s)
+    after = monitor.check_drift_and_alert(MODEL, window_rows=1500, lake=lake, settings=s)
     ref = monitoring.reference(MODEL, lake=lake, settings=s)
     assert after.model_version == 2 and ref.model_version == 2 and ref.rows == 4500
     assert ref.holdout_rows == 300  # the newest fifth of the 1,500 labelled campaign predictions
@@ -141,7 +141,7 @@ def test_retrain_if_needed_follows_alerts(lake):
     # with the holdout as the feature reference (the newest 20 %, all campaign) the window matches
     holdout = settings_for(lake, models={MODEL: {"policy": {"auto_promote": True}, "monitoring": {
         "min_labels": 100, "min_rows": 100, "reference": "holdout", "alert_on_multivariate_drift": False}}})
-    again = monitor.check_drift(MODEL, window_rows=1500, lake=lake, settings=holdout)
+    again = monitor.check_drift_and_alert(MODEL, window_rows=1500, lake=lake, settings=holdout)
     assert again.drifted is False and again.alert == "resolved"
 
 

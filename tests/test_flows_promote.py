@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from core import datasets, demo, registry, training
-from core.config import load_settings
+from core.config import Settings, load_settings
 from core.errors import ConfigError, PromotionRefusedError, RegistryError
 from core.flows import promote
 from core.flows.train import train_model
@@ -18,21 +18,22 @@ from core.lake import Lake
 def world(tmp_path_factory):
     """One lake with two dataset versions and three small trained runs, shared by the tests."""
     lake = Lake(tmp_path_factory.mktemp("promote") / "lake")
+    settings = Settings(lake_uri=lake.uri, actor="tester")
     data = demo.generate(n=3000, seed=3)
-    datasets.ingest("churn", data.head(2000), lake=lake)
-    datasets.ingest("churn", data.tail(1000), lake=lake)
-    datasets.ingest("raw", data, lake=lake, validate=False)
+    datasets.ingest("churn", data.head(2000), lake=lake, settings=settings)
+    datasets.ingest("churn", data.tail(1000), lake=lake, settings=settings)
+    datasets.ingest("raw", data, lake=lake, validate=False, settings=settings)
     runs = {
         "a": train_model(
             "churn", target="churned", version=1, params={"num_iterations": 20}, lake=lake
-        ).run_id,
+        , settings=settings).run_id,
         "b": train_model(
             "churn", target="churned", version=2, params={"num_iterations": 40}, seed=1, lake=lake
-        ).run_id,
+        , settings=settings).run_id,
         "c": train_model(
             "churn", target="churned", version=2, params={"num_iterations": 5, "num_leaves": 2}, lake=lake
-        ).run_id,
-        "raw": train_model("raw", target="churned", params={"num_iterations": 10}, lake=lake).run_id,
+        , settings=settings).run_id,
+        "raw": train_model("raw", target="churned", params={"num_iterations": 10}, lake=lake, settings=settings).run_id,
     }
     return lake, runs
 
@@ -43,7 +44,7 @@ def _settings(lake: Lake, model: str, **policy):
     )
 
 
-def test_first_version_passes_with_no_champion_and_is_promoted(world):
+def test_first_version_passes_with_no_champion_and_is_promoted(world, settings):
     lake, runs = world
     registry.register("m1", runs["a"], lake=lake, actor="alice")
     report = promote.evaluate("m1", 1, lake=lake, settings=_settings(lake, "m1"))
@@ -58,16 +59,16 @@ def test_first_version_passes_with_no_champion_and_is_promoted(world):
     }
     assert report.eval_dataset == "churn" and report.eval_dataset_version == 1 and report.eval_rows == 400
     assert promote.latest_gate("m1", 1, lake=lake) == report
-    change = promote.promote("m1", 1, reason="launch", lake=lake, actor="alice")
+    change = promote.promote("m1", 1, reason="launch", lake=lake, actor="alice", settings=settings)
     assert change.applied and registry.champion_version("m1", lake) == 1
     with pytest.raises(PromotionRefusedError, match="already the champion"):
-        promote.promote("m1", 1, reason="again", lake=lake)
+        promote.promote("m1", 1, reason="again", lake=lake, settings=settings)
 
 
 def test_champion_is_rescored_on_the_candidates_holdout(world):
     lake, runs = world
-    registry.register("m2", runs["a"], lake=lake)  # trained on churn v1
-    registry.register("m2", runs["b"], lake=lake)  # trained on churn v2
+    registry.register("m2", runs["a"], lake=lake, actor="tester")  # trained on churn v1
+    registry.register("m2", runs["b"], lake=lake, actor="tester")  # trained on churn v2
     registry.set_alias("m2", "champion", 1, actor="t", reason="seed", lake=lake)
     report = promote.evaluate(
         "m2", 2, lake=lake, settings=_settings(lake, "m2", beat_champion={"metric": "auc", "margin": 0.0})
@@ -90,7 +91,7 @@ def test_champion_is_rescored_on_the_candidates_holdout(world):
 
 def test_failed_gate_refuses_promotion_unless_forced(world):
     lake, runs = world
-    registry.register("m3", runs["c"], lake=lake)
+    registry.register("m3", runs["c"], lake=lake, actor="tester")
     settings = _settings(lake, "m3", min={"auc": 0.99}, max={"brier": 0.01})
     report = promote.evaluate("m3", 1, lake=lake, settings=settings)
     assert not report.passed
@@ -108,7 +109,7 @@ def test_failed_gate_refuses_promotion_unless_forced(world):
 
 def test_approval_required_and_reject(world):
     lake, runs = world
-    registry.register("m4", runs["a"], lake=lake)
+    registry.register("m4", runs["a"], lake=lake, actor="tester")
     settings = _settings(lake, "m4", require_approval=True)
     promote.evaluate("m4", 1, lake=lake, settings=settings)
     with pytest.raises(PromotionRefusedError, match="requires approval"):
@@ -123,10 +124,10 @@ def test_approval_required_and_reject(world):
     assert registry.statuses("m4", lake=lake)[1] == "champion"
 
 
-def test_stale_gate_and_rollback(world):
+def test_stale_gate_and_rollback(world, settings):
     lake, runs = world
     for r in ("a", "b", "c"):
-        registry.register("m5", runs[r], lake=lake)
+        registry.register("m5", runs[r], lake=lake, actor="tester")
     s = _settings(lake, "m5", beat_champion=False)
     promote.evaluate("m5", 1, lake=lake, settings=s)
     promote.promote("m5", 1, reason="v1", lake=lake, settings=s)
@@ -137,13 +138,13 @@ def test_stale_gate_and_rollback(world):
         promote.promote("m5", 3, reason="v3", lake=lake, settings=s)
     promote.evaluate("m5", 3, lake=lake, settings=s)
     promote.promote("m5", 3, reason="v3", lake=lake, settings=s)
-    back = promote.rollback("m5", reason="latency incident", lake=lake, actor="oncall")
+    back = promote.rollback("m5", reason="latency incident", lake=lake, actor="oncall", settings=settings)
     assert (back.version, back.previous_version, back.action) == (2, 3, "rollback")
     assert registry.champion_version("m5", lake) == 2
-    promote.rollback("m5", reason="still bad", lake=lake)
+    promote.rollback("m5", reason="still bad", lake=lake, settings=settings)
     assert registry.champion_version("m5", lake) == 1
     with pytest.raises(PromotionRefusedError, match="no previous champion"):
-        promote.rollback("m5", reason="again", lake=lake)
+        promote.rollback("m5", reason="again", lake=lake, settings=settings)
     assert registry.statuses("m5", lake=lake) == {1: "champion", 2: "archived", 3: "archived"}
     when = registry.history("m5", "champion", lake=lake)["at"][2] + timedelta(microseconds=1)
     held = registry.alias_at("m5", "champion", when, lake=lake)
@@ -152,16 +153,16 @@ def test_stale_gate_and_rollback(world):
 
 def test_unvalidated_training_data_fails_the_gate(world):
     lake, runs = world
-    registry.register("m6", runs["raw"], lake=lake)
+    registry.register("m6", runs["raw"], lake=lake, actor="tester")
     report = promote.evaluate("m6", 1, lake=lake, settings=_settings(lake, "m6"))
     check = next(c for c in report.checks if c.name == "validated_data")
     assert not check.passed and check.value == "skipped" and not report.passed
 
 
-def test_auto_promote_and_aliases(world):
+def test_auto_promote_and_aliases(world, settings):
     lake, runs = world
-    registry.register("m7", runs["a"], lake=lake)
-    registry.register("m7", runs["b"], lake=lake)
+    registry.register("m7", runs["a"], lake=lake, actor="tester")
+    registry.register("m7", runs["b"], lake=lake, actor="tester")
     off = promote.evaluate_and_maybe_promote(
         "m7", 1, reason="retrain", lake=lake, settings=_settings(lake, "m7")
     )
@@ -170,31 +171,31 @@ def test_auto_promote_and_aliases(world):
         "m7", 1, reason="retrain", lake=lake, settings=_settings(lake, "m7", auto_promote=True)
     )
     assert on.promoted and registry.champion_version("m7", lake) == 1
-    promote.alias("m7", "challenger", 2, reason="shadow traffic", lake=lake)
+    promote.alias("m7", "challenger", 2, reason="shadow traffic", lake=lake, settings=settings)
     assert registry.aliases("m7", lake=lake) == {"champion": 1, "challenger": 2}
     with pytest.raises(PromotionRefusedError, match="only through 'promote'"):
-        promote.alias("m7", "champion", 2, reason="sneak", lake=lake)
-    promote.alias("m7", "challenger", None, delete=True, reason="done", lake=lake)
+        promote.alias("m7", "champion", 2, reason="sneak", lake=lake, settings=settings)
+    promote.alias("m7", "challenger", None, delete=True, reason="done", lake=lake, settings=settings)
     assert registry.aliases("m7", lake=lake) == {"champion": 1}
 
 
-def test_policy_from_file_and_bad_keys(tmp_path):
+def test_policy_from_file_and_bad_keys(tmp_path, lake, settings):
     f = tmp_path / "p.toml"
     f.write_text("[policy]\nmin = {auc = 0.7}\nrequire_approval = true\nmax_p95_latency_ms = {1 = 5}\n")
-    pol = promote.load_policy("churn", path=f)
+    pol = promote.load_policy("churn", path=f, settings=settings, lake=lake)
     assert pol == Policy(min={"auc": 0.7}, require_approval=True, max_p95_latency_ms={1: 5.0})
     f.write_text("min = {auc = 'high'}\n")
     with pytest.raises(ConfigError, match="min.auc must be a number"):
-        promote.load_policy("churn", path=f)
-    settings = load_settings(env={}, sections={"models": {"churn": {"policy": {"beat": 1}}}})
+        promote.load_policy("churn", path=f, settings=settings, lake=lake)
+    bad = load_settings(env={}, sections={"models": {"churn": {"policy": {"beat": 1}}}})
     with pytest.raises(ConfigError, match=r"\[models.churn.policy\]: unknown key\(s\) beat"):
-        promote.load_policy("churn", settings=settings)
+        promote.load_policy("churn", settings=bad, lake=lake)
 
 
 def test_rejecting_the_champion_is_refused_until_it_is_replaced(world):
     lake, runs = world
     for r in ("a", "b"):
-        registry.register("m8", runs[r], lake=lake)
+        registry.register("m8", runs[r], lake=lake, actor="tester")
     s = _settings(lake, "m8", beat_champion=False)
     promote.evaluate("m8", 1, lake=lake, settings=s)
     promote.promote("m8", 1, reason="v1", lake=lake, settings=s)

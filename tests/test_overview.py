@@ -20,7 +20,7 @@ def world(tmp_path_factory):
     lake = build_champion(tmp_path_factory.mktemp("overview") / "lake", rows=2000)
     s = settings_for(lake, models={MODEL: {"monitoring": {"min_labels": 100}}})
     send_feedback(lake, log_predictions(lake, traffic(400, seed=5, campaign=True)))
-    monitor.check_drift(MODEL, lake=lake, settings=s)
+    monitor.check_drift_and_alert(MODEL, lake=lake, settings=s)
     return lake, s
 
 

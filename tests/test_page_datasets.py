@@ -18,12 +18,12 @@ def test_empty_lake_shows_hint(ui_lake):
     assert "No dataset yet" in at.info[0].value
 
 
-def test_versions_profile_validation_diff_quarantine(ui_lake):
+def test_versions_profile_validation_diff_quarantine(ui_lake, settings):
     f = demo.generate(3_000, seed=4)
-    datasets.ingest("churn", f.head(1_800), lake=ui_lake, spec={})
-    datasets.ingest("churn", f.tail(1_200), lake=ui_lake, spec={})
+    datasets.ingest("churn", f.head(1_800), lake=ui_lake, spec={}, settings=settings)
+    datasets.ingest("churn", f.tail(1_200), lake=ui_lake, spec={}, settings=settings)
     with pytest.raises(DataValidationError):
-        datasets.ingest("churn", f.head(10).drop("plan"), lake=ui_lake, source="broken.csv", spec={})
+        datasets.ingest("churn", f.head(10).drop("plan"), lake=ui_lake, source="broken.csv", spec={}, settings=settings)
     at = _run()
     assert at.dataframe[0].value["name"].tolist() == ["churn"]
     versions = at.dataframe[1].value

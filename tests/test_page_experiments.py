@@ -18,12 +18,12 @@ def test_empty_lake_shows_hint(ui_lake):
     assert "No run yet" in _run().info[0].value
 
 
-def test_runs_curves_compare_importance_lineage(ui_lake):
-    datasets.ingest("churn", demo.generate(n=1000), lake=ui_lake)
-    a = train_model("churn", target="churned", params=FAST, seed=1, name="small", lake=ui_lake)
+def test_runs_curves_compare_importance_lineage(ui_lake, settings):
+    datasets.ingest("churn", demo.generate(n=1000), lake=ui_lake, settings=settings)
+    a = train_model("churn", target="churned", params=FAST, seed=1, name="small", lake=ui_lake, settings=settings)
     b = train_model(
         "churn", target="churned", params={**FAST, "num_leaves": 15}, seed=2, name="bigger", lake=ui_lake
-    )
+    , settings=settings)
     with tracking.start_run("scratch", name="manual", lake=ui_lake) as run:
         run.log_metric("score", 1.0)
     tracking.flush(ui_lake)

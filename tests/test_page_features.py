@@ -15,12 +15,12 @@ def test_empty_lake_shows_hint(ui_lake):
     assert "No feature view yet" in at.info[0].value
 
 
-def test_views_definition_freshness_entity_and_training_sets(ui_lake):
+def test_views_definition_freshness_entity_and_training_sets(ui_lake, settings):
     churn = demo.generate(400, seed=2, start=NOW - timedelta(days=120), days=120, campaign_start=NOW + timedelta(days=999))
-    datasets.ingest("churn", churn, lake=ui_lake)
-    datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=ui_lake)
+    datasets.ingest("churn", churn, lake=ui_lake, settings=settings)
+    datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=ui_lake, settings=settings)
     features.register(features.parse_view(demo.USAGE_VIEW), lake=ui_lake)
-    features.build_training_set("churn_training", labels="churn", views=["churn_usage"], lake=ui_lake)
+    features.build_training_set("churn_training", labels="churn", views=["churn_usage"], lake=ui_lake, settings=settings)
     features.materialize("churn_usage", as_of=NOW, lake=ui_lake)
     features.register(features.parse_view({**demo.USAGE_VIEW, "missing": "error"}), lake=ui_lake)
 
@@ -44,3 +44,18 @@ def test_views_definition_freshness_entity_and_training_sets(ui_lake):
     assert any("has no online values in churn_usage v1" in e.value for e in at.error)
     sets = [d.value for d in at.dataframe if "label_dataset" in d.value.columns]
     assert sets and sets[0]["dataset"].tolist() == ["churn_training"]
+
+
+def test_a_view_with_request_features_shows_them_and_their_fields(ui_lake, settings):
+    churn = demo.generate(300, seed=3, start=NOW - timedelta(days=120), days=120, campaign_start=NOW + timedelta(days=999))
+    datasets.ingest("churn_usage", demo.usage_events(churn, until=NOW), lake=ui_lake, settings=settings)
+    doc = {**demo.USAGE_VIEW, "request": {"monthly_charges": "Float64"},
+           "request_features": [{"name": "charges_per_call_30d", "expr": "pl.col('monthly_charges') / (pl.col('calls_30d') + 1)"}]}
+    features.register(features.parse_view(doc), lake=ui_lake)
+    at = run_page("pages/features.py")
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Features"] == "5"
+    definition = at.dataframe[1].value
+    assert definition["feature"].tolist()[-1] == "charges_per_call_30d"
+    assert definition["aggregate"].tolist()[-1] == "per request"
+    assert any("`monthly_charges` (Float64)" in c.value for c in at.caption)

@@ -14,17 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def ui_lake(lake, monkeypatch):
+def ui_lake(lake, monkeypatch, settings):
     monkeypatch.setenv("LAKEOPS_LAKE", lake.uri)
     monkeypatch.setenv("LAKEOPS_ACTOR", "uiuser")
     monkeypatch.delenv("LAKEOPS_CONFIG", raising=False)
     st.cache_resource.clear()  # pages/_common caches the lake handle per process: drop other tests' lakes
-    datasets.ingest("churn", demo.generate(n=1500, seed=7), lake=lake)
+    datasets.ingest("churn", demo.generate(n=1500, seed=7), lake=lake, settings=settings)
     for seed, iters in ((0, 20), (1, 5)):
-        run = train_model("churn", target="churned", params={"num_iterations": iters}, seed=seed, lake=lake)
+        run = train_model("churn", target="churned", params={"num_iterations": iters}, seed=seed, lake=lake, settings=settings)
         registry.register("churn", run.run_id, lake=lake, actor="tester")
-    promote.evaluate("churn", 1, lake=lake, actor="tester")
-    promote.promote("churn", 1, reason="launch", lake=lake, actor="tester")
+    promote.evaluate("churn", 1, lake=lake, actor="tester", settings=settings)
+    promote.promote("churn", 1, reason="launch", lake=lake, actor="tester", settings=settings)
     return lake
 
 
@@ -99,13 +99,13 @@ def test_actions_need_a_reason_and_alias_moves_need_a_confirmation(ui_lake):
     assert [m.value for m in at.metric] == ["v1"]
 
 
-def test_staged_rollout_section_shows_the_challenger_and_aborts_with_a_reason(ui_lake):
+def test_staged_rollout_section_shows_the_challenger_and_aborts_with_a_reason(ui_lake, settings):
     from core.flows import rollout
     from core.gating import Policy
 
     assert promote.evaluate("churn", 2, lake=ui_lake, actor="tester",
-                            policy=Policy(beat_champion=None, max_p95_latency_ms={})).passed
-    rollout.stage("churn", 2, mode="canary", fraction=0.2, reason="try on a fifth", actor="tester", lake=ui_lake)
+                            policy=Policy(beat_champion=None, max_p95_latency_ms={}), settings=settings).passed
+    rollout.stage("churn", 2, mode="canary", fraction=0.2, reason="try on a fifth", actor="tester", lake=ui_lake, settings=settings)
     at = _page()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Challenger"] == "v2" and metrics["Mode"] == "canary" and metrics["Traffic share"] == "20%"

@@ -37,9 +37,9 @@ def ui_lake(tmp_path, monkeypatch):
     st.cache_resource.clear()
     s = settings_for(lake)
     send_feedback(lake, log_predictions(lake, traffic(600, seed=31, campaign=False)), share=0.5)
-    monitor.check_drift(MODEL, lake=lake, settings=s)
+    monitor.check_drift_and_alert(MODEL, lake=lake, settings=s)
     send_feedback(lake, log_predictions(lake, traffic(600, seed=32, campaign=True)), share=0.5)
-    monitor.check_drift(MODEL, window_rows=600, lake=lake, settings=s)
+    monitor.check_drift_and_alert(MODEL, window_rows=600, lake=lake, settings=s)
     return lake
 
 
@@ -94,14 +94,14 @@ def test_alerts_are_acknowledged_and_resolved_with_a_reason(ui_lake):
     assert not any(" · drift · " in e.label for e in at.expander)
 
 
-def test_score_chart_draws_each_version_apart_without_bridging_gaps(tmp_path, monkeypatch):
+def test_score_chart_draws_each_version_apart_without_bridging_gaps(tmp_path, monkeypatch, settings):
     lake = build_champion(tmp_path / "lake", rows=1500)
     now = utcnow()
     log_predictions(lake, traffic(50, seed=1, campaign=False), at=now - timedelta(hours=3))
     log_predictions(lake, traffic(50, seed=2, campaign=False), at=now - timedelta(hours=1))
-    run = train_model("churn", target="churned", params={"num_iterations": 10}, seed=3, lake=lake)
+    run = train_model("churn", target="churned", params={"num_iterations": 10}, seed=3, lake=lake, settings=settings)
     registry.register(MODEL, run.run_id, lake=lake, actor="tester")
-    promote.promote(MODEL, 2, reason="v2", force=True, lake=lake, actor="tester")
+    promote.promote(MODEL, 2, reason="v2", force=True, lake=lake, actor="tester", settings=settings)
     log_predictions(lake, traffic(50, seed=4, campaign=False), at=now, version=2)
     monkeypatch.setenv("LAKEOPS_LAKE", lake.uri)
     st.cache_resource.clear()
@@ -133,10 +133,10 @@ def quality_lake(tmp_path, monkeypatch):
     st.cache_resource.clear()
     s = settings_for(lake)
     send_feedback(lake, log_predictions(lake, traffic(600, seed=33, campaign=True)), share=0.5)
-    monitor.check_drift(MODEL, lake=lake, settings=s)
+    monitor.check_drift_and_alert(MODEL, lake=lake, settings=s)
     broken = traffic(600, seed=34, campaign=True).with_columns(pl.lit(None, dtype=pl.Float64).alias("age"))
     send_feedback(lake, log_predictions(lake, broken), share=0.5)
-    monitor.check_drift(MODEL, window_rows=600, lake=lake, settings=s)
+    monitor.check_drift_and_alert(MODEL, window_rows=600, lake=lake, settings=s)
     return lake
 
 

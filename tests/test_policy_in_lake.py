@@ -13,7 +13,7 @@ from core.registry import events
 
 def test_recorded_policy_applies_until_a_toml_section_overrides_it(lake, settings):
     assert promote.policy_with_source("churn", settings=settings, lake=lake)[1] == "defaults"
-    promote.set_policy("churn", {"auto_promote": True, "min": {"auc": 0.7}}, reason="demo", actor="ann", lake=lake)
+    promote.set_policy("churn", {"auto_promote": True, "min": {"auc": 0.7}}, reason="demo", actor="ann", lake=lake, settings=settings)
     policy, source = promote.policy_with_source("churn", settings=settings, lake=lake)
     assert policy.auto_promote and dict(policy.min) == {"auc": 0.7}
     assert "recorded in the lake by ann" in source
@@ -23,11 +23,11 @@ def test_recorded_policy_applies_until_a_toml_section_overrides_it(lake, setting
     assert promote.load_policy("churn", settings=toml, lake=lake).auto_promote is False
 
 
-def test_bad_policy_or_missing_reason_is_refused_and_nothing_recorded(lake):
+def test_bad_policy_or_missing_reason_is_refused_and_nothing_recorded(lake, settings):
     with pytest.raises(ConfigError, match="beat"):
-        promote.set_policy("churn", {"beat": 1}, reason="x", lake=lake)
+        promote.set_policy("churn", {"beat": 1}, reason="x", lake=lake, settings=settings)
     with pytest.raises(RegistryError, match="reason"):
-        promote.set_policy("churn", {"auto_promote": True}, reason="", lake=lake)
+        promote.set_policy("churn", {"auto_promote": True}, reason="", lake=lake, settings=settings)
     assert not lake.exists("registry_events") or events("churn", lake=lake).height == 0
 
 

@@ -56,7 +56,7 @@ def test_the_loop_closes_month_after_month_on_real_flights(tmp_path):
     base = data.filter(pl.col("month") <= 2)
     datasets.ingest("flights", base, lake=lake, settings=settings, actor="tester")
     first = train_model("flights", target="late", time_column="time_hour", feedback_key="flight_id",
-                        params={"num_iterations": 150}, lake=lake)
+                        params={"num_iterations": 150}, lake=lake, settings=settings)
     assert first.leakage is not None and not first.leakage["flagged"]
     registry.register(MODEL, first.run_id, actor="tester", lake=lake)
     assert promote.evaluate_and_maybe_promote(MODEL, 1, reason="first model", lake=lake, settings=settings).promoted
@@ -83,7 +83,7 @@ def test_the_loop_closes_month_after_month_on_real_flights(tmp_path):
                 lake.read(f"predictions/{MODEL}", columns=["prediction_id"])["prediction_id"].to_list()), timeout=60)
             wait_for(lambda: monitoring.ground_truth(MODEL, lake=lake).height >= len(acked) - 250, timeout=60)
             champion = registry.champion_version(MODEL, lake)
-            drift = monitor.check_drift(MODEL, lake=lake, settings=settings)
+            drift = monitor.check_drift_and_alert(MODEL, lake=lake, settings=settings)
             monitor.check_performance(MODEL, lake=lake, settings=settings)
             out = monitor.retrain_if_needed(MODEL, lake=lake, settings=settings)
             cycles.append((month, champion, drift, out))

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from core import cli, datasets, monitoring, registry, sql
-from core.config import load_settings
+from core.config import Settings, load_settings
 from core.errors import PromotionRefusedError, TrainingError
 from core.flows import monitor, promote
 from core.flows.train import train_model
@@ -25,15 +25,16 @@ RENAMES = {"distance": "score", "sched_dep_time": "at", "dewp": "label", "humid"
 def test_features_named_like_the_logs_own_columns_are_served_logged_and_monitored(tmp_path):
     data = flights(fraction=0.03, seed=2).rename(RENAMES)
     lake = Lake(tmp_path / "lake")
-    datasets.ingest("named", data.filter(pl.col("month") <= 6), lake=lake, actor="tester")
-    out = train_model("named", target="late", time_column="time_hour", params={"num_iterations": 30}, lake=lake)
+    plain = Settings(lake_uri=lake.uri, actor="tester")
+    datasets.ingest("named", data.filter(pl.col("month") <= 6), lake=lake, actor="tester", settings=plain)
+    out = train_model("named", target="late", time_column="time_hour", params={"num_iterations": 30}, lake=lake, settings=plain)
     sig = out.model.signature
     names = {f["name"] for f in sig["features"]}
     assert {"score", "at", "label", "model_version", "latency_ms", "predicted_label", "features", "passthrough",
             "day"} <= names
     assert "prediction_id" in {p["name"] for p in sig["passthrough"]}  # named like an id: a pass-through field
     registry.register("named", out.run_id, actor="tester", lake=lake)
-    promote.promote("named", 1, reason="test", actor="tester", force=True, lake=lake)
+    promote.promote("named", 1, reason="test", actor="tester", force=True, lake=lake, settings=plain)
     settings = load_settings(env={}, config_path=None, lake_uri=lake.uri, actor="tester", sections={
         "serving": {"wal_dir": str(tmp_path / "wal"), "flush_interval_s": 0.2, "poll_interval_s": 0.2},
         "models": {"named": {"monitoring": {"min_rows": 100}}}})
@@ -53,24 +54,24 @@ def test_features_named_like_the_logs_own_columns_are_served_logged_and_monitore
         assert feats["score"][i] == sent["score"] and feats["at"][i] == sent["at"]
         assert feats["features"][i] == sent["features"] and pts["prediction_id"][i] == sent["prediction_id"]
         assert 0.0 <= row["score"] <= 1.0 and row["score"] != sent["score"]  # the model's score, its own column
-    rep = monitor.check_drift("named", lake=lake, settings=settings)
+    rep = monitor.check_drift_and_alert("named", lake=lake, settings=settings)
     rows = {f.feature for f in rep.result.features}
     assert {"score", "at", "model_version"} <= rows and rep.score is not None and rep.score.feature == "__score__"
     q = sql.query(lake, "select features.score as distance, score from predictions_named order by prediction_id limit 1")
     assert q.height == 1 and q["distance"][0] == feats["score"][0]
 
 
-def test_lakeops_own_prefix_is_refused_with_the_fix(tmp_path):
+def test_lakeops_own_prefix_is_refused_with_the_fix(tmp_path, settings):
     lake = Lake(tmp_path / "lake")
-    datasets.ingest("p", flights(fraction=0.01).rename({"temp": "__temp"}), lake=lake, actor="tester")
+    datasets.ingest("p", flights(fraction=0.01).rename({"temp": "__temp"}), lake=lake, actor="tester", settings=settings)
     with pytest.raises(TrainingError, match="'__temp'.*rename it"):
-        train_model("p", target="late", time_column="time_hour", params={"num_iterations": 5}, lake=lake)
+        train_model("p", target="late", time_column="time_hour", params={"num_iterations": 5}, lake=lake, settings=settings)
 
 
-def test_a_feature_that_is_the_target_in_disguise_is_flagged_and_refused_by_the_gate(tmp_path, capsys):
+def test_a_feature_that_is_the_target_in_disguise_is_flagged_and_refused_by_the_gate(tmp_path, capsys, settings):
     data = flights(fraction=0.03, seed=3, keep=("dep_delay",))  # late = dep_delay > 15: the answer itself
     lake = Lake(tmp_path / "lake")
-    datasets.ingest("leaky", data, lake=lake, actor="tester")
+    datasets.ingest("leaky", data, lake=lake, actor="tester", settings=settings)
     capsys.readouterr()
     code = cli.run(["--lake", lake.uri, "train", "--dataset", "leaky", "--target", "late", "--time-column", "time_hour"])
     assert code == 0
@@ -82,11 +83,11 @@ def test_a_feature_that_is_the_target_in_disguise_is_flagged_and_refused_by_the_
     info = tracking.get_run(run_id, lake=lake)
     assert info.tags["leakage"] == "dep_delay"
     registry_run = registry.register("leaky", run_id, actor="tester", lake=lake)
-    report = promote.evaluate("leaky", registry_run.version, lake=lake)
+    report = promote.evaluate("leaky", registry_run.version, lake=lake, settings=settings)
     assert not report.passed and [c.name for c in report.failed] == ["no_leakage"]
     assert "dep_delay" in report.failed[0].detail and "AUC 1.0000" in report.failed[0].detail
     with pytest.raises(PromotionRefusedError, match="no_leakage"):
-        promote.promote("leaky", registry_run.version, reason="try", actor="tester", lake=lake)
+        promote.promote("leaky", registry_run.version, reason="try", actor="tester", lake=lake, settings=settings)
     clean = train_model("leaky", target="late", time_column="time_hour", exclude=["dep_delay"],
-                        params={"num_iterations": 30}, lake=lake)
+                        params={"num_iterations": 30}, lake=lake, settings=settings)
     assert not clean.leakage["flagged"] and clean.metrics["auc"] < 0.9  # the honest model

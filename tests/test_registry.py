@@ -136,7 +136,7 @@ def test_bad_names_give_clear_errors(lake):
     with pytest.raises(RegistryError, match="invalid"):
         registry._register_files(
             lake, "bad/name", None, b"x", b"{}", metrics={}, dataset_name=None, dataset_version=None
-        )
+        , actor="tester")
 
 
 def test_superseded_alias_change_is_recorded_but_not_applied(lake):

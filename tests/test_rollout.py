@@ -132,13 +132,13 @@ def test_canary_routes_each_key_to_one_model_and_says_which(staged_lake, tmp_pat
     assert [by_id[i] for i in ids] == list(zip(first["roles"], first["versions"], strict=True))
 
 
-def test_a_challenger_that_fails_on_live_traffic_is_withdrawn_with_an_alert(tmp_path, tmp_path_factory):
+def test_a_challenger_that_fails_on_live_traffic_is_withdrawn_with_an_alert(tmp_path, tmp_path_factory, settings):
     lake = Lake(str(copy_lake(champion_lake_path(tmp_path_factory), tmp_path / "lake")))
     s = _settings(lake.uri, tmp_path / "wal", mode="shadow", min_requests=20, min_labelled=0)
     # v3 needs a feature the clients never send: the service cannot score their requests with it
     extra = demo.generate(n=3000, seed=0).with_columns((pl.col("age") * 2.0).alias("age_twice"))
-    datasets.ingest("churn_plus", extra, lake=lake, actor="tester")
-    run = train_model("churn_plus", target="churned", params={"num_iterations": 20}, lake=lake)
+    datasets.ingest("churn_plus", extra, lake=lake, actor="tester", settings=settings)
+    run = train_model("churn_plus", target="churned", params={"num_iterations": 20}, lake=lake, settings=settings)
     v3 = registry.register("churn", run.run_id, actor="tester", lake=lake).version
     assert promote.evaluate("churn", v3, lake=lake, settings=s).passed
     rollout.stage("churn", v3, mode="shadow", reason="try it", lake=lake, settings=s)
@@ -181,7 +181,7 @@ def _load(url: str, stop: threading.Event, answers: list, failures: list) -> Non
             answers.extend(zip(body["prediction_ids"], roles, versions, strict=True))
 
 
-def test_shadow_canary_promote_abort_under_load_without_a_failed_request(staged_lake, tmp_path):
+def test_shadow_canary_promote_abort_under_load_without_a_failed_request(staged_lake, tmp_path, settings):
     lake, s = staged_lake
     answers: list = []
     failures: list = []
@@ -194,7 +194,7 @@ def test_shadow_canary_promote_abort_under_load_without_a_failed_request(staged_
             steps = [
                 lambda: rollout.stage("churn", 2, mode="shadow", reason="shadow", lake=lake, settings=s),
                 lambda: rollout.stage("churn", 2, mode="canary", fraction=0.5, reason="canary", lake=lake, settings=s),
-                lambda: promote.promote("churn", 2, reason="done", actor="tester", force=True, lake=lake),
+                lambda: promote.promote("churn", 2, reason="done", actor="tester", force=True, lake=lake, settings=settings),
                 lambda: promote.evaluate("churn", 1, lake=lake, settings=s),
                 lambda: rollout.stage("churn", 1, mode="shadow", reason="look back", lake=lake, settings=s),
                 lambda: rollout.unstage("churn", reason="abort", lake=lake, settings=s),

@@ -50,7 +50,11 @@ def test_retrain_goes_through_a_shadow_period_before_promotion(tmp_path):
         assert stage is not None and stage.version == out["version"] == 2 and stage.mode == "shadow"
         early = run_job("rollout", lake=lake, settings=settings)
         assert early.outputs["models"][MODEL]["action"] == "waiting"  # no live traffic yet
-        _wait(lambda: httpx.get(srv.url + "/metrics").text.count("lakeops_shadow") > 0, 20)
+        # the server runs the challenger once its registry poll has loaded it: traffic sent before
+        # that is (rightly) not shadowed, so wait for the server to say so before sending s2
+        staged = lambda: httpx.get(srv.url + f"/v1/models/{MODEL}").json()["serving_stage"]  # noqa: E731
+        _wait(lambda: (staged() or {}).get("version") == 2, 60)
+        assert staged() == {"version": 2, "mode": "shadow", "fraction": 0.0}
         s2 = simulate(srv.url, speed=600, duration=30, rate=30, campaign_after=0, feedback_delay=1, seed=3, realtime=False)
         assert s2.errors == 0 and s2.versions == {1: s2.rows}  # the champion answers throughout
         text = httpx.get(srv.url + "/metrics").text

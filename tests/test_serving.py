@@ -230,7 +230,7 @@ def test_models_health_ready_metrics_and_openapi(server):
     assert "platinum" not in row_schema["properties"]["plan"]["enum"] and "basic" in row_schema["properties"]["plan"]["enum"]
 
 
-def test_hot_swap_under_concurrent_load(server, lake_path):
+def test_hot_swap_under_concurrent_load(server, lake_path, settings):
     from core.flows.promote import promote, rollback
 
     lake = Lake(str(lake_path))
@@ -253,11 +253,11 @@ def test_hot_swap_under_concurrent_load(server, lake_path):
         t.start()
     try:
         time.sleep(0.5)
-        promote("churn", 2, reason="test hot swap", actor="tester", force=True, lake=lake)
+        promote("churn", 2, reason="test hot swap", actor="tester", force=True, lake=lake, settings=settings)
         t_promote = time.time()
         wait_for(lambda: any(v == 2 and t > t_promote for t, v, _ in results), timeout=10)
         time.sleep(1.0)
-        rollback("churn", reason="test rollback", actor="tester", lake=lake)
+        rollback("churn", reason="test rollback", actor="tester", lake=lake, settings=settings)
         t_rollback = time.time()
         wait_for(lambda: any(v == 1 and t > t_rollback for t, v, _ in results), timeout=10)
         time.sleep(1.0)

@@ -28,11 +28,11 @@ def _tamper(lake: Lake, version: int) -> None:
     path.write_bytes(path.read_bytes() + b"\n# edited by hand\n")
 
 
-def test_force_never_promotes_a_tampered_artifact(tmp_path, tmp_path_factory, capsys):
+def test_force_never_promotes_a_tampered_artifact(tmp_path, tmp_path_factory, capsys, settings):
     lake = Lake(str(copy_lake(champion_lake_path(tmp_path_factory), tmp_path / "lake")))
     _tamper(lake, 2)
     with pytest.raises(ArtifactIntegrityError, match="sha256"):
-        promote.promote("churn", 2, reason="because", actor="t", force=True, lake=lake)
+        promote.promote("churn", 2, reason="because", actor="t", force=True, lake=lake, settings=settings)
     capsys.readouterr()
     assert cli.run(["--lake", lake.uri, "models", "promote", "churn", "2", "--force", "--reason", "x"]) == 2
     err = capsys.readouterr().err

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from core import datasets, demo, monitoring, registry
+from core.config import Settings
 from core.flows.promote import promote
 from core.flows.train import train_model
 from core.lake import Lake
@@ -22,10 +23,11 @@ FEEDBACK = "/v1/models/churn/feedback"
 @pytest.fixture(scope="module")
 def keyed_lake(tmp_path_factory) -> Lake:
     lake = Lake(str(tmp_path_factory.mktemp("keyed") / "lake"))
-    datasets.ingest("churn", demo.generate(n=2000, seed=3), lake=lake, actor="tester")
-    out = train_model("churn", target="churned", params={"num_iterations": 20}, feedback_key="customer_id", lake=lake)
+    settings = Settings(lake_uri=lake.uri, actor="tester")
+    datasets.ingest("churn", demo.generate(n=2000, seed=3), lake=lake, actor="tester", settings=settings)
+    out = train_model("churn", target="churned", params={"num_iterations": 20}, feedback_key="customer_id", lake=lake, settings=settings)
     registry.register("churn", out.run_id, actor="tester", lake=lake)
-    promote("churn", 1, reason="test", actor="tester", force=True, lake=lake)
+    promote("churn", 1, reason="test", actor="tester", force=True, lake=lake, settings=settings)
     return lake
 
 

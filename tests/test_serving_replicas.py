@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 
 from core import registry
+from core.config import Settings
 from core.flows.promote import promote
 from core.lake import Lake
 from tests.test_serving_support import (
@@ -127,7 +128,7 @@ def _workers_case(lake: Lake, lake_uri: str, tmp_path: Path, env: dict[str, str]
                        if ln.startswith("lakeops_model_version{")}
             assert workers == {"w0", "w1"}, text
             assert metric(text, "lakeops_requests_total", route="/v1/models/{name}/predict", status="200") == 160
-        promote("churn", 2, reason="replicas test", actor="tester", force=True, lake=lake)
+        promote("churn", 2, reason="replicas test", actor="tester", force=True, lake=lake, settings=Settings(lake_uri=lake.uri, actor="tester"))
         t0 = time.monotonic()  # the promotion is committed
         print(f"both workers serve v2 {_swap_seconds(server.url, 2, 2, t0):.2f} s after the promotion (poll {POLL_S} s)")
         after = Load(server.url, threads=4, requests=10).start().join()
@@ -155,7 +156,7 @@ def test_workers_on_an_s3_lake(tmp_path, s3_server):
 
 
 @pytest.mark.slow
-def test_two_replicas_one_killed_under_load_lose_nothing_and_both_swap(tmp_path, tmp_path_factory):
+def test_two_replicas_one_killed_under_load_lose_nothing_and_both_swap(tmp_path, tmp_path_factory, settings):
     lake_path = copy_lake(champion_lake_path(tmp_path_factory), tmp_path / "lake")
     lake = Lake(str(lake_path))
     cfg = _config(tmp_path)  # one config, one WAL root: each replica claims its own slot folder
@@ -165,7 +166,7 @@ def test_two_replicas_one_killed_under_load_lose_nothing_and_both_swap(tmp_path,
     try:
         first = [Load(s.url, threads=2, requests=2000).start() for s in (a, b)]  # stopped below
         time.sleep(0.5)
-        promote("churn", 2, reason="two replicas", actor="tester", force=True, lake=lake)
+        promote("churn", 2, reason="two replicas", actor="tester", force=True, lake=lake, settings=settings)
         t0 = time.monotonic()  # the promotion is committed
         swaps: dict[int, float] = {}
         watchers = [threading.Thread(target=lambda s=s: swaps.__setitem__(s.port, _swap_seconds(s.url, 2, 1, t0)))

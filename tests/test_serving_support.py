@@ -29,11 +29,12 @@ def build_champion_lake(path: Path | Lake, *, versions: int = 2) -> Lake:
     from core.flows.train import train_model
 
     lake = path if isinstance(path, Lake) else Lake(str(path))
-    datasets.ingest("churn", demo.generate(n=3000, seed=0), lake=lake, actor="tester")
+    settings = Settings(lake_uri=lake.uri, actor="tester")
+    datasets.ingest("churn", demo.generate(n=3000, seed=0), lake=lake, actor="tester", settings=Settings(lake_uri=lake.uri, actor="tester"))
     for i in range(versions):
-        outcome = train_model("churn", target="churned", params={"num_iterations": 30 + 5 * i}, seed=i, lake=lake)
+        outcome = train_model("churn", target="churned", params={"num_iterations": 30 + 5 * i}, seed=i, lake=lake, settings=settings)
         registry.register("churn", outcome.run_id, actor="tester", lake=lake)
-    promote("churn", 1, reason="test", actor="tester", force=True, lake=lake)
+    promote("churn", 1, reason="test", actor="tester", force=True, lake=lake, settings=settings)
     return lake
 
 

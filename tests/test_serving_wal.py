@@ -16,7 +16,7 @@ from core.lake import Lake
 from core.serving.predlog import PredictionLog
 from core.serving.schemas import Codec
 from core.serving.service import batch_ids, batch_ids_json
-from core.serving.wal import WriteAheadLog, claim_slot, read_segment, scan_segment
+from core.serving.wal import PredictionRecord, WriteAheadLog, claim_slot, read_segment, scan_segment
 from tests.test_serving_support import champion_lake_path, copy_lake, demo_rows
 
 _pack = msgspec.msgpack.encode
@@ -53,9 +53,9 @@ def test_a_version_header_is_written_once_per_segment_before_its_first_record(tm
     finally:
         wal.close()
         slot.close()
-    kinds = [(r["k"], r["v"]) if isinstance(r, dict) else ("q", r[2]) for r in read_segment(first)]
+    kinds = [(r["k"], r["v"]) if isinstance(r, dict) else ("q", r.version) for r in read_segment(first)]
     assert kinds == [("h", 1), ("q", 1), ("q", 1), ("h", 2), ("q", 2), ("q", 1)]
-    kinds = [(r["k"], r["v"]) if isinstance(r, dict) else ("q", r[2]) for r in read_segment(second)]
+    kinds = [(r["k"], r["v"]) if isinstance(r, dict) else ("q", r.version) for r in read_segment(second)]
     assert kinds == [("h", 1), ("q", 1)]  # a new segment repeats the header: each reads on its own
 
 
@@ -168,6 +168,58 @@ def test_request_encoding_equals_training_encoding_on_clean_and_messy_rows(tmp_p
         strict.decode(json.dumps(body).replace("Infinity", "1e999").encode())
     assert err.value.report[0]["field"] == "monthly_charges"  # type: ignore[attr-defined]
 
+
+
+def _replayed(lake_path, wal_dir, records: list[bytes], header) -> pl.DataFrame:
+    """Write ``records`` (msgpack bytes) to a real WAL segment, replay it into the lake, read the rows back."""
+    lake = Lake(str(lake_path))
+    slot = claim_slot(wal_dir)
+    wal = WriteAheadLog(slot, sync=False, fsync_interval_s=None, lake_id=lake.lake_id)
+    for rec in records:
+        wal.append(rec, header)
+    log = PredictionLog(lake, wal, interval_s=60, actor="tester")
+    try:
+        assert log.flush() == 5
+    finally:
+        wal.close()
+        slot.close()
+    ids = [_id(k) for k in range(1, 6)]
+    return lake.read("predictions/churn").filter(pl.col("prediction_id").is_in(ids)).sort("prediction_id")
+
+
+def test_segments_of_the_earlier_list_records_replay_as_the_named_record_does(tmp_path, tmp_path_factory):
+    """Earlier releases wrote a prediction record as a plain msgpack list of 10, 11 or 12 elements
+    (``passthrough`` and ``role`` came later); a segment of them replays into the same rows as
+    one of ``PredictionRecord``s, which encodes to the very bytes of the 12-element list."""
+    src = champion_lake_path(tmp_path_factory)
+    loaded = registry.load("churn", lake=Lake(str(src)))
+    codec = Codec(loaded.signature, unknown_category="missing", max_rows=10_000)
+    rows = demo_rows(5)
+    rows[2] = {**rows[2], "plan": "platinum"}  # an unseen level: logged as sent
+    decoded = codec.decode(json.dumps(rows).encode())
+    assert decoded.unknown == {"plan": [(2, "platinum")]}
+    scores = loaded.model.predict_matrix(decoded.X)
+    v = loaded.version
+    header = (("churn", v), _pack({"k": "h", "m": "churn", "v": v, "fn": codec.names, "lv": codec.levels,
+                                   "thr": loaded.signature["threshold"], "pt": []}))
+    ids = "".join(_id(k) for k in range(1, 6)).encode()
+    at = time.time_ns() // 1000
+    old, new = [], []
+    for a, b, length, role in ((0, 2, 10, "champion"), (2, 4, 11, "champion"), (4, 5, 12, "pinned")):
+        unknown = {"plan": [[2 - a, "platinum"]]} if a <= 2 < b else None
+        fields = ["churn", v, at, 1.5, b - a, ids[36 * a : 36 * b], scores[a:b].tobytes(),
+                  decoded.X[a:b].tobytes(), unknown, None, role]
+        old.append(_pack(["q", *fields][:length]))
+        new.append(_pack(PredictionRecord(*fields)))
+    assert new[2] == old[2]  # the same bytes as the list of the release before
+    from_old = _replayed(copy_lake(src, tmp_path / "old"), tmp_path / "wal-old", old, header)
+    from_new = _replayed(copy_lake(src, tmp_path / "new"), tmp_path / "wal-new", new, header)
+    assert from_old.height == 5 and from_old.equals(from_new)
+    assert from_old["score"].to_list() == scores.tolist()
+    assert from_old["role"].to_list() == ["champion"] * 4 + ["pinned"]
+    feats = from_old.unnest("features")
+    assert feats["plan"].to_list() == [r["plan"] for r in rows]
+    assert feats["tenure_months"].to_list() == [float(r["tenure_months"]) for r in rows]
 
 
 def _three_record_segment(tmp_path):

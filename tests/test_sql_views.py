@@ -15,21 +15,21 @@ def _events(lake: Lake) -> dict[str, str]:
     ev = registry.record_event
     ids = {}
     for v in (1, 2, 3):
-        ev("churn", "register", version=v, lake=lake)
-    ids["p1"] = ev("churn", "promote", version=1, alias="champion", reason="first", lake=lake)
-    ids["p2"] = ev("churn", "promote", version=2, alias="champion", reason="better", report={"expected": 1}, lake=lake)
+        ev("churn", "register", version=v, lake=lake, actor="tester")
+    ids["p1"] = ev("churn", "promote", version=1, alias="champion", reason="first", lake=lake, actor="tester")
+    ids["p2"] = ev("churn", "promote", version=2, alias="champion", reason="better", report={"expected": 1}, lake=lake, actor="tester")
     # a promotion that lost the race: it expected v1 but v2 held the alias, so it does not apply
-    ids["lost"] = ev("churn", "promote", version=3, alias="champion", reason="stale", report={"expected": 1}, lake=lake)
-    ids["ch"] = ev("churn", "alias", version=3, alias="challenger", reason="shadow", lake=lake)
-    ids["again"] = ev("churn", "promote", version=2, alias="champion", reason="same", report={"expected": 2}, lake=lake)
-    ids["rb"] = ev("churn", "rollback", version=1, alias="champion", reason="bad v2", report={"expected": 2}, lake=lake)
-    ids["shadow"] = ev("churn", "alias", version=2, alias="shadow", reason="try", report={"expected": None}, lake=lake)
-    ids["un"] = ev("churn", "unalias", alias="challenger", reason="done", lake=lake)
-    ev("price", "register", version=5, lake=lake)
-    ids["price"] = ev("price", "promote", version=5, alias="champion", reason="first", lake=lake)
-    ids["race"] = ev("race", "promote", version=1, alias="champion", reason="first", report={"expected": None}, lake=lake)
+    ids["lost"] = ev("churn", "promote", version=3, alias="champion", reason="stale", report={"expected": 1}, lake=lake, actor="tester")
+    ids["ch"] = ev("churn", "alias", version=3, alias="challenger", reason="shadow", lake=lake, actor="tester")
+    ids["again"] = ev("churn", "promote", version=2, alias="champion", reason="same", report={"expected": 2}, lake=lake, actor="tester")
+    ids["rb"] = ev("churn", "rollback", version=1, alias="champion", reason="bad v2", report={"expected": 2}, lake=lake, actor="tester")
+    ids["shadow"] = ev("churn", "alias", version=2, alias="shadow", reason="try", report={"expected": None}, lake=lake, actor="tester")
+    ids["un"] = ev("churn", "unalias", alias="challenger", reason="done", lake=lake, actor="tester")
+    ev("price", "register", version=5, lake=lake, actor="tester")
+    ids["price"] = ev("price", "promote", version=5, alias="champion", reason="first", lake=lake, actor="tester")
+    ids["race"] = ev("race", "promote", version=1, alias="champion", reason="first", report={"expected": None}, lake=lake, actor="tester")
     # the last event lost its race (it expected no champion): v1 keeps the alias
-    ev("race", "promote", version=2, alias="champion", reason="late", report={"expected": None}, lake=lake)
+    ev("race", "promote", version=2, alias="champion", reason="late", report={"expected": None}, lake=lake, actor="tester")
     return ids
 
 
@@ -53,8 +53,8 @@ def test_champions_and_aliases_agree_with_the_registry(lake: Lake):
 
 def test_since_stays_while_the_same_version_is_promoted_again(lake: Lake):
     ev = registry.record_event
-    first = ev("m", "promote", version=4, alias="champion", reason="a", lake=lake)
-    ev("m", "promote", version=4, alias="champion", reason="again", report={"expected": 4}, lake=lake)
+    first = ev("m", "promote", version=4, alias="champion", reason="a", lake=lake, actor="tester")
+    ev("m", "promote", version=4, alias="champion", reason="again", report={"expected": 4}, lake=lake, actor="tester")
     since = query(lake, "select since from champions").item()
     assert since == query(lake, "select at from registry_events where event_id = ?", [first]).item()
 

@@ -67,7 +67,7 @@ def build_parser() -> CliParser:
     return parser
 
 
-def _add_common(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_common(sub: argparse._SubParsersAction[CliParser]) -> None:
     """Let ``--lake``/``--config`` also follow the subcommand (``lakeops sql --lake X ...``)."""
     for child in set(sub.choices.values()):
         if "--lake" not in child._option_string_actions:

@@ -39,6 +39,19 @@ def one_line(text: str) -> str:
     return " ".join(_ANSI.sub("", text).split())
 
 
+def _loaded(args: argparse.Namespace) -> Settings:
+    """The CLI's one settings resolver: environment + TOML with ``--lake``/``--config``, read once per command."""
+    cached = getattr(args, "_lakeops_settings", None)
+    if isinstance(cached, Settings):
+        return cached
+    overrides: dict[str, Any] = {}
+    if getattr(args, "lake", None):
+        overrides["lake_uri"] = args.lake
+    settings = load_settings(config_path=getattr(args, "config", None), **overrides)
+    args._lakeops_settings = settings  # the parsed command carries what it resolved
+    return settings
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the environment and config file, with ``--lake`` winning.
 
@@ -47,10 +60,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """
     from core import auth
 
-    overrides: dict[str, Any] = {}
-    if getattr(args, "lake", None):
-        overrides["lake_uri"] = args.lake
-    settings = load_settings(config_path=getattr(args, "config", None), **overrides)
+    settings = _loaded(args)
     who = auth.current_principal()
     if who is not None and auth.enabled(settings):
         settings = settings.with_(actor=who.name)

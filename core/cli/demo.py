@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ def _export(args: argparse.Namespace) -> int:
     else:
         frame.write_parquet(path)
     first, last = frame[demo.TIME_COLUMN].min(), frame[demo.TIME_COLUMN].max()
+    assert isinstance(first, datetime) and isinstance(last, datetime)  # signup times of >= 1 customer
     sys.stdout.write(
         f"wrote {frame.height:,} customers who signed up {first:%Y-%m-%d} to {last:%Y-%m-%d} (UTC), during the "
         f"marketing campaign, with their churn label, to {path}\n"

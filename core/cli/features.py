@@ -27,8 +27,9 @@ def register(sub: Any) -> None:
     p.add_argument("--version", type=int, help="view version (default: latest)")
     p.set_defaults(handler=_show)
 
-    p = fsub.add_parser("register", help="register a view definition (TOML); a changed definition is a new version")
-    p.add_argument("path", help="a TOML file: name, source, entity, event_time, [[features]]")
+    p = fsub.add_parser("register", help="register view definitions (TOML or Python); a changed definition is a new version")
+    p.add_argument("path", help="a TOML file (name, source, entity, event_time, [[features]]) or a Python file "
+                                "defining FeatureView objects (each is registered)")
     p.set_defaults(handler=_register)
 
     p = fsub.add_parser("build-training", help="join a label dataset with views as of each row's time; write a dataset")
@@ -97,7 +98,12 @@ def _show(args: argparse.Namespace) -> None:
         out.write(f"{view.description}\n")
     rows = [{"feature": f.name, "expr": f.expr or "(rows)", "agg": f.agg or "latest", "window": f.window,
              "default": None if f.fill is None else str(f.fill)} for f in view.features]
-    out.write(render_table(pl.DataFrame(rows)) + "\n\nversions\n")
+    rows += [{"feature": f.name, "expr": f.expr, "agg": "request", "window": None, "default": None}
+             for f in view.request_features]
+    out.write(render_table(pl.DataFrame(rows)) + "\n")
+    if view.request_fields:
+        out.write("request fields: " + ", ".join(f"{n} ({t})" for n, t in view.request_fields) + "\n")
+    out.write("\nversions\n")
     vs = features.versions(view.name, lake=lake).select("version", pl.col("content_hash").str.slice(0, 12).alias("hash"),
                                                         "created_at", "created_by")
     out.write(render_table(vs) + "\n")
@@ -110,10 +116,15 @@ def _register(args: argparse.Namespace) -> None:
     from core import features
 
     settings = settings_from(args)
-    view, created = features.register(features.load_view(args.path), lake=open_lake(args, create=True), actor=settings.actor)
-    state = "registered" if created else "unchanged (same content hash as the latest version)"
-    sys.stdout.write(f"feature view {view.name} v{view.version}: {state}; hash {view.content_hash()[:12]}, "
-                     f"{len(view.features)} features over {view.source}\n")
+    lake = open_lake(args, create=True)
+    defined = features.load_views(args.path)
+    for view in defined:  # every definition checked against its source before any is written
+        features.check_view(view, lake=lake)
+    for view in defined:
+        view, created = features.register(view, lake=lake, actor=settings.actor)
+        state = "registered" if created else "unchanged (same content hash as the latest version)"
+        sys.stdout.write(f"feature view {view.name} v{view.version}: {state}; hash {view.content_hash()[:12]}, "
+                         f"{len(view.features)} features over {view.source}\n")
 
 
 def _build(args: argparse.Namespace) -> None:

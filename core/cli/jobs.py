@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from core.cli._common import emit_frame, open_lake, settings_from
 
@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_history)
 
 
-def _scheduler(args: argparse.Namespace) -> int:
+def _scheduler(args: argparse.Namespace) -> NoReturn:
     # Processes, not imports, cross the top: core never imports jobs, so become `python -m jobs`.
     settings = settings_from(args)
     argv = [sys.executable, "-m", "jobs", "--lake", settings.lake_uri]
@@ -48,7 +48,6 @@ def _scheduler(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter and module
-    return 0  # not reached
 
 
 def _list(args: argparse.Namespace) -> None:

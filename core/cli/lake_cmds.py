@@ -44,10 +44,10 @@ def _sql(args: argparse.Namespace) -> None:
 
     settings = settings_from(args)
     lake = open_lake(args)
-    limits = {"memory_limit": settings.sql_memory_limit, "threads": settings.sql_threads}
     if args.output:
         # an export may run longer than a console query: ten times the console's time limit
-        rows = export(lake, args.query, args.output, timeout_s=settings.sql_timeout_s * 10, **limits)
+        rows = export(lake, args.query, args.output, timeout_s=settings.sql_timeout_s * 10,
+                      memory_limit=settings.sql_memory_limit, threads=settings.sql_threads)
         sys.stdout.write(f"wrote {rows:,} rows to {args.output}\n")
         return
     frame = query(
@@ -56,7 +56,8 @@ def _sql(args: argparse.Namespace) -> None:
         timeout_s=settings.sql_timeout_s,
         max_rows=settings.sql_max_rows,
         max_bytes=int(settings.sql_max_result_mb * 1e6),
-        **limits,
+        memory_limit=settings.sql_memory_limit,
+        threads=settings.sql_threads,
     )
     emit_frame(frame, args.format)
 

@@ -344,21 +344,13 @@ def _alias(args: argparse.Namespace) -> None:
 
 
 def _policy(args: argparse.Namespace) -> None:
-    import tomllib
-    from pathlib import Path
-
-    from core.errors import ConfigError
+    from core.config import read_toml
     from core.flows import promote
 
     settings = settings_from(args)
     lake = open_lake(args)
     if args.policy_file:
-        try:
-            data = tomllib.loads(Path(args.policy_file).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"policy file {args.policy_file}: cannot read it ({exc.strerror})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"policy file {args.policy_file}: invalid TOML: {exc}") from None
+        data = read_toml(args.policy_file, what="policy file")
         promote.set_policy(args.model, data, reason=args.reason, actor=settings.actor, lake=lake, settings=settings)
     policy, source = promote.policy_with_source(args.model, settings=settings, lake=lake)
     sys.stdout.write(f"policy of {args.model!r} ({source}):\n")

@@ -81,7 +81,7 @@ def _num(value: float | None) -> str:
 def _drift_check(args: argparse.Namespace) -> int:
     from core.flows import monitor
 
-    rep = monitor.check_drift(args.model, window_rows=args.rows, window_hours=args.hours,
+    rep = monitor.check_drift_and_alert(args.model, window_rows=args.rows, window_hours=args.hours,
                               lake=open_lake(args), settings=settings_from(args))
     if rep.status != "ok":
         sys.stdout.write(f"{args.model} v{rep.model_version}: only {rep.window_rows} predictions in the window; no verdict\n")

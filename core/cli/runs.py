@@ -166,7 +166,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from core.flows.train import reproduce
 
-    out = reproduce(args.run_id, lake=open_lake(args))
+    out = reproduce(args.run_id, lake=open_lake(args), settings=settings_from(args))
     verdict = "MATCH" if out.matches else "MISMATCH"
     sys.stdout.write(
         f"{verdict}: run {out.run_id} sha256 {out.sha256}\n"

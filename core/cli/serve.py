@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from core.cli._common import settings_from
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 __all__ = ["check_bind", "register"]
 
@@ -73,8 +77,6 @@ def _serve(args: argparse.Namespace) -> int:
     settings = settings_from(args).with_(**overrides)
     config = serving_config(settings)  # fail fast, in one line, on a bad [serving] section
     if args.action != "run":
-        from pathlib import Path
-
         root = Path(args.wal_dir).expanduser() if args.wal_dir else config.wal_path(settings)
         return _wal_action(args, settings, root, config.legacy_wal_path(settings))
     if args.workers < 1:
@@ -124,67 +126,92 @@ def _run(uvicorn: Any, settings: Any, args: argparse.Namespace) -> None:
     )
 
 
-def _wal_action(args: argparse.Namespace, settings: Any, root: Any, legacy: Any) -> int:
+def _wal_action(args: argparse.Namespace, settings: Settings, root: Path, legacy: Path | None) -> int:
     """``serve status|replay|discard``: the write-ahead log of this lake and host/port."""
-    import json
+    if args.action == "status":
+        return _wal_status(args, root, legacy)
+    if args.action == "discard":
+        return _wal_discard(args, settings, root)
+    return _wal_replay(args, settings, root)
 
-    from core.errors import ConfigError
-    from core.lake import Lake
-    from core.serving.predlog import PredictionLog, dead_letters, discard_dead_letter
+
+def _wal_slots(root: Path) -> list[dict[str, Any]]:
+    """Each slot folder of the WAL: whether its server runs, what it holds that the lake does not."""
     from core.serving.wal import orphan_slots, scan_segment, segments
 
-    if args.action == "status":
-        slots = []
-        for path in sorted(root.glob("w*")):
-            if not path.is_dir():
-                continue
-            pending = segments(path)
-            live = next((s for s in orphan_slots(root) if s.path == path), None)
-            if live is not None:
-                live.close()
-            slots.append({
-                "slot": path.name, "server_running": live is None, "pending_segments": len(pending),
-                "pending_bytes": sum(p.stat().st_size for p in pending),
-                "unreadable": [f"{p.name}: {sc.detail}" for p in pending if (sc := scan_segment(p)).problem == "corrupt"],
-            })
-        letters = [d.to_dict() for d in dead_letters(root)]
-        out = {"wal_dir": str(root), "slots": slots, "dead_letters": letters,
-               "earlier_release_wal": str(legacy) if legacy is not None and any(legacy.glob("w*/seg-*.wal")) else None}
-        if args.format == "json":
-            sys.stdout.write(json.dumps(out, indent=1) + "\n")
-            return 0
-        lines = [f"WAL {root}"]
-        if not slots:
-            lines.append("  no slots (no server has run with this lake and --host/--port, or another --wal-dir)")
-        for s in slots:
-            state = "server running" if s["server_running"] else "no server"
-            lines.append(f"  {s['slot']}: {state}, {s['pending_segments']} segment(s) not yet in the lake ({s['pending_bytes']:,} bytes)")
-            lines += [f"    unreadable: {u}" for u in s["unreadable"]]
-        lines.append(f"dead letters: {len(letters)}" + (" (lakeops serve replay after a fix; lakeops serve discard --segment NAME --reason ...)" if letters else ""))
-        for d in letters:
-            lines.append(f"  {d['segment']} [{d['kind']}, {d['attempts']} attempts, {d['at']}]: {d['error']}")
-        if out["earlier_release_wal"]:
-            lines.append(f"segments of an earlier release (no lake identity): {out['earlier_release_wal']}; "
-                         f"if they belong to this lake: lakeops serve replay --wal-dir {out['earlier_release_wal']}")
-        sys.stdout.write("\n".join(lines) + "\n")
-        return 0
-    if args.action == "discard":
-        if not args.segment or not (args.reason or "").strip():
-            raise ConfigError("serve discard needs --segment NAME and --reason \"...\" (its predictions are given up)")
-        match = [d for d in dead_letters(root) if args.segment in (d.path.name, d.segment)]
-        if not match:
-            raise ConfigError(f"no dead letter {args.segment!r} in {root / 'dead-letter'}; see lakeops serve status")
-        from core.monitoring import raise_alert
+    slots = []
+    for path in sorted(root.glob("w*")):
+        if not path.is_dir():
+            continue
+        pending = segments(path)
+        live = next((s for s in orphan_slots(root) if s.path == path), None)
+        if live is not None:
+            live.close()
+        slots.append({
+            "slot": path.name, "server_running": live is None, "pending_segments": len(pending),
+            "pending_bytes": sum(p.stat().st_size for p in pending),
+            "unreadable": [f"{p.name}: {sc.detail}" for p in pending if (sc := scan_segment(p)).problem == "corrupt"],
+        })
+    return slots
 
-        lake = Lake.from_settings(settings, create=False)
-        for d in match:
-            discard_dead_letter(d)
-            raise_alert("prediction_log", None, severity="warning", fingerprint=f"prediction_log:discard:{d.path}",
-                        message=f"{settings.actor} discarded WAL dead letter {d.segment} ({d.bytes:,} bytes): {args.reason}",
-                        evidence={**d.to_dict(), "reason": args.reason, "actor": settings.actor}, lake=lake,
-                        settings=settings)
-        sys.stdout.write(f"discarded {len(match)} dead letter(s)\n")
+
+def _wal_status(args: argparse.Namespace, root: Path, legacy: Path | None) -> int:
+    import json
+
+    from core.serving.predlog import dead_letters
+
+    slots = _wal_slots(root)
+    letters = [d.to_dict() for d in dead_letters(root)]
+    earlier = str(legacy) if legacy is not None and any(legacy.glob("w*/seg-*.wal")) else None
+    if args.format == "json":
+        out = {"wal_dir": str(root), "slots": slots, "dead_letters": letters, "earlier_release_wal": earlier}
+        sys.stdout.write(json.dumps(out, indent=1) + "\n")
         return 0
+    lines = [f"WAL {root}"]
+    if not slots:
+        lines.append("  no slots (no server has run with this lake and --host/--port, or another --wal-dir)")
+    for s in slots:
+        state = "server running" if s["server_running"] else "no server"
+        lines.append(f"  {s['slot']}: {state}, {s['pending_segments']} segment(s) not yet in the lake ({s['pending_bytes']:,} bytes)")
+        lines += [f"    unreadable: {u}" for u in s["unreadable"]]
+    lines.append(f"dead letters: {len(letters)}" + (" (lakeops serve replay after a fix; lakeops serve discard --segment NAME --reason ...)" if letters else ""))
+    for d in letters:
+        lines.append(f"  {d['segment']} [{d['kind']}, {d['attempts']} attempts, {d['at']}]: {d['error']}")
+    if earlier:
+        lines.append(f"segments of an earlier release (no lake identity): {earlier}; "
+                     f"if they belong to this lake: lakeops serve replay --wal-dir {earlier}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _wal_discard(args: argparse.Namespace, settings: Settings, root: Path) -> int:
+    from core.errors import ConfigError
+    from core.lake import Lake
+    from core.serving.predlog import dead_letters, discard_dead_letter
+
+    if not args.segment or not (args.reason or "").strip():
+        raise ConfigError("serve discard needs --segment NAME and --reason \"...\" (its predictions are given up)")
+    match = [d for d in dead_letters(root) if args.segment in (d.path.name, d.segment)]
+    if not match:
+        raise ConfigError(f"no dead letter {args.segment!r} in {root / 'dead-letter'}; see lakeops serve status")
+    from core.monitoring import raise_alert
+
+    lake = Lake.from_settings(settings, create=False)
+    for d in match:
+        discard_dead_letter(d)
+        raise_alert("prediction_log", None, severity="warning", fingerprint=f"prediction_log:discard:{d.path}",
+                    message=f"{settings.actor} discarded WAL dead letter {d.segment} ({d.bytes:,} bytes): {args.reason}",
+                    evidence={**d.to_dict(), "reason": args.reason, "actor": settings.actor}, lake=lake,
+                    settings=settings)
+    sys.stdout.write(f"discarded {len(match)} dead letter(s)\n")
+    return 0
+
+
+def _wal_replay(args: argparse.Namespace, settings: Settings, root: Path) -> int:
+    from core.lake import Lake
+    from core.serving.predlog import PredictionLog
+    from core.serving.wal import orphan_slots
+
     lake = Lake.from_settings(settings, create=False)
     log = PredictionLog.offline(lake, root, actor=settings.actor)
     orphans = list(orphan_slots(root)) if root.exists() else []

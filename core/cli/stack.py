@@ -212,11 +212,9 @@ def _up(args: argparse.Namespace) -> int:
             print(f"  {c.name:<10} {c.url}", flush=True)  # noqa: T201
         print("lakeops: press Ctrl-C to stop", flush=True)  # noqa: T201
         while not stop["signal"]:
-            dead = [c for c in children if c.proc is not None and c.proc.poll() is not None]
+            dead = [(c.name, rc) for c in children if c.proc is not None and (rc := c.proc.poll()) is not None]
             if dead:
-                sys.stderr.write(
-                    f"lakeops: {dead[0].name} exited unexpectedly (code {dead[0].proc.returncode}); stopping\n"  # type: ignore[union-attr]
-                )
+                sys.stderr.write(f"lakeops: {dead[0][0]} exited unexpectedly (code {dead[0][1]}); stopping\n")
                 code = 1
                 break
             time.sleep(0.2)

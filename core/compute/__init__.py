@@ -25,7 +25,6 @@ A ``LocalCluster`` takes seconds to start, so a long-lived process (or a test) c
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import copy
 import re
 import threading
@@ -33,10 +32,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.errors import ComputeError, ConfigError
 
-__all__ = ["ENGINES", "WORKER_ENV", "ComputeConfig", "compute_config", "configured", "engine_info", "local_cluster",
+__all__ = ["ENGINES", "WORKER_ENV", "ComputeConfig", "compute_config", "engine_info", "local_cluster",
            "session", "use"]
 
 ENGINES = ("local", "dask")
@@ -86,32 +85,13 @@ class ComputeConfig:
                              self.exact_values, self.grid)
 
 
-_DEFAULT: contextvars.ContextVar[Settings | None] = contextvars.ContextVar("lakeops_compute_settings", default=None)
-
-
-@contextlib.contextmanager
-def configured(settings: Settings) -> Iterator[None]:
-    """Within the block, ``compute_config()`` without settings reads ``settings`` (not the process's).
-
-    A job runs flows that do not all take settings (a retrain's ``train_model``); the job's
-    settings still decide the engine they run on.
-    """
-    token = _DEFAULT.set(settings)
-    try:
-        yield
-    finally:
-        _DEFAULT.reset(token)
-
-
-def compute_config(settings: Settings | None = None, *, engine: str | None = None) -> ComputeConfig:
-    """Read ``[compute]`` (``engine`` overrides the configured engine, e.g. ``--engine dask``).
-
-    Without ``settings``: the settings of the enclosing ``configured`` block, else the process's.
+def compute_config(settings: Settings, *, engine: str | None = None) -> ComputeConfig:
+    """Read ``[compute]`` of ``settings`` (``engine`` overrides the configured engine, e.g. ``--engine dask``).
 
     Raises:
         ConfigError: an unknown key or a bad value, named.
     """
-    sec: Mapping[str, Any] = (settings or _DEFAULT.get() or load_settings()).section("compute")
+    sec: Mapping[str, Any] = settings.section("compute")
     bad = set(sec) - _KEYS
     if bad:
         raise ConfigError(f"[compute] unknown key(s) {sorted(bad)}; known: {', '.join(sorted(_KEYS))}")

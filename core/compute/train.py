@@ -443,6 +443,19 @@ def split_marks(client: Any, prepared: list[Any], *, time_column: str | None, cl
     return marked, method
 
 
+def _entity_columns(proxy: pl.DataFrame, entity_keys: Sequence[str], target: str, time_column: str | None,
+                    exclude: Sequence[str], passthrough: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """The local rule (``core.flows.train._feature_view_columns``) on the proxy, which is id-like where the data is."""
+    for e in entity_keys:
+        if e not in proxy.columns:
+            raise TrainingError(f"entity key {e!r} of the training set's feature views is not a column of the dataset")
+    tcols = [time_column] if time_column else []
+    idlike = training.id_like_columns(proxy, exclude=[target, *tcols, *exclude])
+    out_ex = [*exclude, *(e for e in entity_keys if e not in exclude and e not in idlike)]
+    pt = [*tcols, *idlike] if passthrough is None else list(passthrough)
+    return out_ex, [*pt, *(e for e in entity_keys if e not in pt)]
+
+
 def train_on_cluster(
     client: Any,
     cfg: ComputeConfig,
@@ -457,6 +470,7 @@ def train_on_cluster(
     exclude: Sequence[str] = (),
     passthrough: Sequence[str] | None = None,
     feedback_key: str | None = None,
+    entity_keys: Sequence[str] = (),
 ) -> ClusterTrain:
     """Train on the cluster from a dataset version's partitions (split here) or from explicit (train, valid) frames.
 
@@ -468,6 +482,10 @@ def train_on_cluster(
             ``core.trainsets.retrain_frames``), spread over the workers as they are.
         target, task, params, seed, time_column, exclude, passthrough, feedback_key: as
             ``core.training.train``.
+        entity_keys: a training set's feature-view entity keys (``core.features.training_views``):
+            pass-through fields, never features. One training takes for an id anyway (``*_id``,
+            or every value distinct, decided on the whole data) keeps that role; any other is
+            excluded, as ``core.flows.train`` does locally.
 
     Raises:
         TrainingError: bad target, params or data, as locally.
@@ -496,6 +514,8 @@ def train_on_cluster(
     proxy = _proxy(facts if parts is not None else facts[:1], schema, target)
     if time_column is not None and time_column not in proxy.columns:
         raise TrainingError(f"time column {time_column!r} is not in the dataset")
+    if entity_keys:
+        exclude, passthrough = _entity_columns(proxy, entity_keys, target, time_column, exclude, passthrough)
     signature, excluded = training.infer_signature(
         proxy, target, task=task, time_column=time_column, exclude=exclude, threshold=threshold,  # type: ignore[arg-type]
         passthrough=passthrough, feedback_key=feedback_key,

@@ -18,7 +18,6 @@ so the same rows in any order give the same hash, on any polars/pyarrow version.
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, Literal
 import polars as pl
 
 from core import profiling, validation
-from core.config import Settings, load_settings
+from core.config import Settings, read_toml
 from core.datasets.files import _MAX_FILE_BYTES, _as_frame, _normalise, read_file
 from core.datasets.hashing import content_hash, row_hashes
 from core.errors import (
@@ -38,7 +37,7 @@ from core.errors import (
     TableNotFoundError,
 )
 from core.ids import new_id, utcnow
-from core.lake import Lake, conform, resolve
+from core.lake import Lake, conform
 
 __all__ = [
     "DatasetDiff",
@@ -93,24 +92,20 @@ def table_name(name: str) -> str:
     return f"data/{name}"
 
 
-def _spec(name: str, spec: Mapping[str, Any] | str | Path | None, settings: Settings | None) -> validation.Spec:
+def _spec(name: str, spec: Mapping[str, Any] | str | Path | None, settings: Settings) -> validation.Spec:
     """Declared rules: an explicit mapping or TOML file, else ``[datasets.<name>]`` in lakeops.toml."""
     if isinstance(spec, (str, Path)):
         path = Path(spec)
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"spec file {path}: {exc}") from None
+        doc = read_toml(path, what="spec file")
         table = doc.get("datasets", {}).get(name, doc) if "datasets" in doc else doc
         return validation.parse_spec(table, where=f"spec file {path.name}")
     if spec is not None:
         return validation.parse_spec(spec)
-    settings = settings or load_settings()
     return validation.parse_spec(settings.section(f"datasets.{name}"), where=f"[datasets.{name}] in lakeops.toml")
 
 
-def _max_bytes(settings: Settings | None) -> int:
-    raw = (settings or load_settings()).sections.get("datasets", {})
+def _max_bytes(settings: Settings) -> int:
+    raw = settings.sections.get("datasets", {})
     value = raw.get("max_file_mb") if isinstance(raw, Mapping) else None
     if value is None:
         return _MAX_FILE_BYTES
@@ -148,11 +143,11 @@ def ingest(
     data: Any,
     *,
     mode: Literal["append", "replace"] = "append",
-    lake: Lake | None = None,
+    lake: Lake,
     source: str | None = None,
     actor: str | None = None,
     spec: Mapping[str, Any] | str | Path | None = None,
-    settings: Settings | None = None,
+    settings: Settings,
     separator: str | None = None,
     validate: bool = True,
 ) -> DatasetVersion:
@@ -162,11 +157,11 @@ def ingest(
         name: dataset name (letters, digits, ``_``, ``-``).
         data: a polars/pandas frame, or the path of a CSV/TSV/Parquet file.
         mode: ``append`` adds the rows; ``replace`` makes them the whole dataset.
-        lake: the lake (default: from settings).
+        lake: the lake.
         source: where the rows came from (default: the file name).
         actor: who ingests (commit metadata and the ``datasets`` row); default ``settings.actor``.
         spec: declared rules: a mapping or TOML file; default ``[datasets.<name>]`` in lakeops.toml.
-        settings: settings to read the spec section and file limit from (default: loaded).
+        settings: settings to read the spec section and file limit from.
         separator: CSV separator (default by file suffix).
         validate: False skips validation (profiles and hashes are still recorded).
 
@@ -179,15 +174,13 @@ def ingest(
         SchemaMismatchError: rows that cannot be stored in the dataset's table.
 
     Example:
-        >>> ingest("churn", core.demo.generate(1000)).version          # doctest: +SKIP
+        >>> ingest("churn", core.demo.generate(1000), lake=lake, settings=settings).version  # doctest: +SKIP
         1
     """
-    lake = resolve(lake)
     if mode not in ("append", "replace"):
         raise DataValidationError(f"mode {mode!r} is not supported: use 'append' or 'replace'")
     tname = table_name(name)
     lake.table_uri(tname)  # validates the name before any work
-    settings = settings or load_settings()
     actor = actor or settings.actor
     frame, file_name = _as_frame(data, name, lake, separator, _max_bytes(settings))
     source = source or file_name
@@ -264,9 +257,8 @@ def ingest(
 
 
 # ---------------------------------------------------------------------------- reading back
-def load(name: str, version: int | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def load(name: str, version: int | None = None, *, lake: Lake) -> pl.DataFrame:
     """Read dataset ``name`` at ``version`` (latest by default), exactly as it was committed."""
-    lake = resolve(lake)
     try:
         return lake.read(table_name(name), version=version)
     except TableNotFoundError as exc:
@@ -275,26 +267,23 @@ def load(name: str, version: int | None = None, *, lake: Lake | None = None) -> 
         raise DatasetNotFoundError(f"dataset {name!r}: {exc}") from None
 
 
-def latest_version(name: str, *, lake: Lake | None = None) -> int:
+def latest_version(name: str, *, lake: Lake) -> int:
     """Return the latest version of dataset ``name``."""
-    lake = resolve(lake)
     if not lake.exists(table_name(name)):
         raise DatasetNotFoundError(f"dataset {name!r} does not exist")
     return lake.version(table_name(name))
 
 
-def versions(name: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def versions(name: str | None = None, *, lake: Lake) -> pl.DataFrame:
     """Return the ``datasets`` rows (all datasets, or one), newest version first."""
-    lake = resolve(lake)
     frame = lake.read_or_empty("datasets")
     if name is not None:
         frame = frame.filter(pl.col("name") == name)
     return frame.sort(["name", "version"], descending=[False, True])
 
 
-def list_datasets(*, lake: Lake | None = None) -> pl.DataFrame:
+def list_datasets(*, lake: Lake) -> pl.DataFrame:
     """One row per dataset: latest version, number of versions, rows, last validation, last change."""
-    lake = resolve(lake)
     rows = versions(lake=lake)
     return (
         rows.group_by("name")
@@ -310,13 +299,12 @@ def list_datasets(*, lake: Lake | None = None) -> pl.DataFrame:
     )
 
 
-def describe(name: str, version: int | None = None, *, lake: Lake | None = None) -> dict[str, Any]:
+def describe(name: str, version: int | None = None, *, lake: Lake) -> dict[str, Any]:
     """The ``datasets`` row of one version with ``profile`` (dict) and ``report`` (ValidationReport).
 
     Raises:
         DatasetNotFoundError: no such dataset or version (names the versions that exist).
     """
-    lake = resolve(lake)
     rows = versions(name, lake=lake)
     if rows.height == 0:
         raise DatasetNotFoundError(f"dataset {name!r} does not exist (see 'lakeops data list')")
@@ -332,7 +320,7 @@ def describe(name: str, version: int | None = None, *, lake: Lake | None = None)
     return row
 
 
-def profile_of(name: str, version: int | None = None, *, lake: Lake | None = None) -> dict[str, Any]:
+def profile_of(name: str, version: int | None = None, *, lake: Lake) -> dict[str, Any]:
     """The stored profile of a version (latest by default), without rereading the data.
 
     See ``core.profiling`` for its shape; drift checks use it as the reference.
@@ -340,13 +328,12 @@ def profile_of(name: str, version: int | None = None, *, lake: Lake | None = Non
     return dict(describe(name, version, lake=lake)["profile"])
 
 
-def diff(name: str, a: int, b: int, *, lake: Lake | None = None) -> DatasetDiff:
+def diff(name: str, a: int, b: int, *, lake: Lake) -> DatasetDiff:
     """Compare versions ``a`` and ``b``: rows added/removed (by content), schema, distributions.
 
     The per-column frame has ``column``, ``kind``, ``psi`` (of b against a's profile bins),
     ``mean_a``/``mean_b``, ``null_pct_a``/``null_pct_b`` and ``distinct_a``/``distinct_b``.
     """
-    lake = resolve(lake)
     da, db = describe(name, a, lake=lake), describe(name, b, lake=lake)
     fa, fb = load(name, a, lake=lake), load(name, b, lake=lake)
     ha = pl.Series("h", row_hashes(fa)).value_counts(name="na")
@@ -381,9 +368,8 @@ def _comparable(col: Mapping[str, Any]) -> bool:
     return col.get("kind") == "categorical" and 0 < int(col.get("distinct") or 0) <= 50
 
 
-def quarantined(name: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def quarantined(name: str | None = None, *, lake: Lake) -> pl.DataFrame:
     """The quarantined batches (all, or of dataset ``name``), newest first, with their status."""
-    lake = resolve(lake)
     frame = lake.read_or_empty("quarantine")
     if name is not None:
         frame = frame.filter(pl.col("dataset") == name)

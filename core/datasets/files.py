@@ -198,7 +198,7 @@ def _normalise(frame: pl.DataFrame, name: str) -> pl.DataFrame:
         if isinstance(dtype, (pl.Categorical, pl.Enum)) or dtype == pl.Null:
             casts.append(pl.col(col).cast(pl.String))
         elif dtype.is_integer() and dtype != pl.Int64:
-            if dtype == pl.UInt64 and frame[col].max() is not None and frame[col].max() > 2**63 - 1:  # type: ignore[operator]
+            if dtype == pl.UInt64 and isinstance(top := frame[col].max(), int) and top > 2**63 - 1:
                 raise DataValidationError(f"dataset {name!r}: column {col!r} has values above 2^63-1")
             casts.append(pl.col(col).cast(pl.Int64))
         elif dtype == pl.Float32:

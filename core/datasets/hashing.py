@@ -50,8 +50,9 @@ def _text_hash(series: pl.Series) -> np.ndarray:
     total = series.len()
     if total == 0:
         return out
-    avg = max(1, int(series.cast(pl.Binary).bin.size().mean() or 1) if series.dtype == pl.Binary
-              else int(series.str.len_bytes().mean() or 1))
+    sizes = series.cast(pl.Binary).bin.size() if series.dtype == pl.Binary else series.str.len_bytes()
+    mean = sizes.mean()
+    avg = max(1, int(mean)) if isinstance(mean, (int, float)) and mean else 1
     step = max(1, min(_CHUNK, _CHUNK_BYTES // avg))
     for start in range(0, total, step):
         arr = series.slice(start, step).to_arrow()

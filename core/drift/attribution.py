@@ -74,7 +74,7 @@ def attribute(
         raise ValueError(f"contributions need {k + 1} columns ({k} features + expected value), got {ref.shape}, {cur.shape}")
     shifts = cur[:k] - ref[:k]
     total = float(shifts.sum()) + float(cur[k] - ref[k])  # the expected value is the same constant: adds 0
-    rows = [
+    rows: list[dict[str, float | str]] = [
         {"feature": name, "reference_mean": float(r), "current_mean": float(c), "shift": float(d),
          "share": float(d) / total if total != 0 and not math.isnan(total) else math.nan}
         for name, r, c, d in zip(names, ref[:k], cur[:k], shifts, strict=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import polars as pl
@@ -27,6 +27,7 @@ from core.drift.reference import (
 )
 from core.drift.stats import CategoricalStats, NumericStats, categorical_stats, numeric_stats
 from core.errors import ConfigError
+from core.sections import parse_section
 
 __all__ = [
     "MIN_VALUES",
@@ -169,52 +170,19 @@ class DriftPolicy:
     def from_config(cls, *sections: Mapping[str, Any]) -> DriftPolicy:
         """Build a policy from TOML sections, later ones overriding earlier ones.
 
+        A key a section lacks keeps the field default of ``cls``; ``thresholds`` and ``quality``
+        merge key by key, ``features`` feature by feature and key by key.
+
         Raises:
             ConfigError: naming the bad key.
         """
-        merged: dict[str, Any] = {}
-        thresholds: dict[str, float] = {}
-        features: dict[str, FeatureRule] = {}
-        quality: dict[str, float] = {}
-        scalars = {"share", "small_sample", "min_values", "bins", "statistics", "numeric_test", "categorical_test",
-                   "multivariate", "multivariate_threshold", "multivariate_sample", "attribution_sample"}
-        known = scalars | {"thresholds", "features", "quality"}
-        passthrough = {"window_rows", "window_hours", "min_rows"}  # read by core.monitoring
-        quality_keys = {f.name for f in fields(QualityTolerances)}
-        for sec in sections:
-            for key, value in sec.items():
-                if key in passthrough:
-                    continue
-                if key not in known:
-                    raise ConfigError(f"[drift] unknown key {key!r}; known: {', '.join(sorted(known | passthrough))}")
-                if key == "thresholds":
-                    for tname, tval in dict(value).items():
-                        thresholds[tname] = _float(f"drift.thresholds.{tname}", tval)
-                elif key == "quality":
-                    for qname, qval in dict(value).items():
-                        if qname not in quality_keys:
-                            raise ConfigError(f"[drift.quality] unknown key {qname!r}; known: {', '.join(sorted(quality_keys))}")
-                        quality[qname] = _float(f"drift.quality.{qname}", qval)
-                elif key == "features":
-                    for feat, rule in dict(value).items():
-                        features[feat] = _rule(feat, dict(rule), features.get(feat))
-                else:
-                    merged[key] = value
-        try:
-            kwargs = {k: merged[k] for k in scalars if k in merged}
-            for k in ("share", "multivariate_threshold"):
-                if k in kwargs:
-                    kwargs[k] = _float(f"drift.{k}", kwargs[k])
-            for k in ("small_sample", "min_values", "bins", "multivariate_sample", "attribution_sample"):
-                if k in kwargs:
-                    kwargs[k] = int(kwargs[k])
-            if "multivariate" in kwargs and not isinstance(kwargs["multivariate"], bool):
-                raise ConfigError(f"[drift] multivariate must be true or false, got {kwargs['multivariate']!r}")
-            return cls(**kwargs, thresholds=thresholds, features=features, quality=QualityTolerances(**quality))
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(f"[drift] invalid value: {exc}") from None
+        merged = _merge(sections)
+        for feat, rule in merged["features"].items():
+            parse_section(FeatureRule, rule, where=f"[drift.features.{feat}]")  # names a bad key of one feature
+        for tname, tval in merged["thresholds"].items():
+            _float(f"drift.thresholds.{tname}", tval)
+        parse_section(QualityTolerances, merged["quality"], where="[drift.quality]")
+        return parse_section(cls, merged, where="[drift]", ignore=_PASSTHROUGH)
 
     def role_of(self, feature: str) -> str:
         """The feature's role: ``feature`` (counted) or ``expected_drift`` (reported only)."""
@@ -231,17 +199,27 @@ class DriftPolicy:
         return test, float(threshold)
 
 
-def _rule(feat: str, rule: dict[str, Any], earlier: FeatureRule | None) -> FeatureRule:
-    bad = set(rule) - {"test", "threshold", "role"}
-    if bad:
-        raise ConfigError(f"[drift.features.{feat}] unknown key(s) {sorted(bad)}; use test, threshold, role")
-    base = earlier or FeatureRule()
-    thr = rule.get("threshold")
-    return FeatureRule(
-        rule.get("test", base.test),
-        base.threshold if thr is None else _float(f"drift.features.{feat}.threshold", thr),
-        str(rule.get("role", base.role)),
-    )
+_PASSTHROUGH = ("window_rows", "window_hours", "min_rows")  # read by core.monitoring
+_NESTED = ("thresholds", "quality", "features")
+
+
+def _merge(sections: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One section out of several, later keys winning (nested tables merged key by key)."""
+    merged: dict[str, Any] = {key: {} for key in _NESTED}
+    for sec in sections:
+        for key, value in sec.items():
+            if key not in _NESTED:
+                merged[key] = value
+                continue
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"[drift.{key}] must be a table, got {value!r}")
+            for name, item in value.items():
+                if key == "features":
+                    if not isinstance(item, Mapping):
+                        raise ConfigError(f"[drift.features.{name}] must be a table, got {item!r}")
+                    item = {**merged[key].get(name, {}), **item}
+                merged[key][name] = item
+    return merged
 
 
 def _float(key: str, value: Any) -> float:
@@ -456,12 +434,12 @@ def check_numeric_sketch(feature: str, reference: NumericReference, grid: Any, s
 
     test, threshold = policy.rule_for(feature, "numeric", reference.n, sketch.usable)
     values, extra = sketch_stats(reference, grid, sketch, ks=policy.statistics == "all" or test == "ks")
-    st = NumericStats(reference.n, sketch.usable, values["wasserstein"], values["wasserstein_norm"],  # type: ignore[arg-type]
-                      values["psi"], values["ks"], values["ks_p_value"])  # type: ignore[arg-type]
+    st = NumericStats(reference.n, sketch.usable, values["wasserstein"], values["wasserstein_norm"],
+                      values["psi"], values["ks"], values["ks_p_value"])
     quality = numeric_quality_counts(reference, rows=sketch.rows, nulls=sketch.nulls, nonfinite=sketch.nonfinite,
                                      usable=sketch.usable, below=extra["below"], above=extra["above"], tol=policy.quality)
     out = _verdict(feature, "numeric", st, quality, policy, test, threshold)
-    bounds = {k: extra[k] for k in ("wasserstein_bound", "wasserstein_norm_bound", "ks_bound", "exhaustive_grid")
+    bounds: dict[str, Any] = {k: extra[k] for k in ("wasserstein_bound", "wasserstein_norm_bound", "ks_bound", "exhaustive_grid")
               if k in extra}
     return replace(out, stats={**out.stats, **bounds, "engine": "sketch"})
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -52,6 +52,16 @@ __all__ = [
 ]
 
 _STD_FLOOR = 1e-3
+
+
+class _Values(TypedDict):
+    """``NumericStats.as_dict`` of a sketch: the first three are always computed (NaN when empty)."""
+
+    wasserstein: float
+    wasserstein_norm: float
+    psi: float
+    ks: float | None
+    ks_p_value: float | None
 
 
 @dataclass(frozen=True)
@@ -167,7 +177,7 @@ def merge_numeric(parts: list[NumericSketch]) -> NumericSketch:
 
 
 def sketch_stats(reference: NumericReference, grid: Grid | None, sketch: NumericSketch, *, ks: bool,
-                 p_value: bool | None = None) -> tuple[dict[str, float | None], dict[str, Any]]:
+                 p_value: bool | None = None) -> tuple[_Values, dict[str, Any]]:
     """Wasserstein (raw, normed), PSI and optionally KS from a merged summary, with error bounds.
 
     The true Wasserstein distance lies in ``[wasserstein, wasserstein + wasserstein_bound]``, the
@@ -182,9 +192,9 @@ def sketch_stats(reference: NumericReference, grid: Grid | None, sketch: Numeric
     n, m = reference.n, sketch.usable
     nan = math.nan
     if grid is None or n == 0 or m == 0:
-        stats = {"wasserstein": nan, "wasserstein_norm": nan, "psi": nan, "ks": nan if ks else None,
-                 "ks_p_value": nan if p_value else None}
-        return stats, {"n_ref": n, "n_cur": m, "below": 0, "above": 0}
+        empty: _Values = {"wasserstein": nan, "wasserstein_norm": nan, "psi": nan, "ks": nan if ks else None,
+                          "ks_p_value": nan if p_value else None}
+        return empty, {"n_ref": n, "n_cur": m, "below": 0, "above": 0}
     assert sketch.open_counts is not None and sketch.point_counts is not None and sketch.wsum is not None
     g = grid.points
     pc, oc, ws = sketch.point_counts, sketch.open_counts, sketch.wsum
@@ -210,7 +220,7 @@ def sketch_stats(reference: NumericReference, grid: Grid | None, sketch: Numeric
         bound = 2.0 * float(slack.sum())
     std = max(reference.std, _STD_FLOOR)
     psi = _psi_from_counts(np.asarray(reference.bin_counts, dtype=np.float64), np.asarray(sketch.bin_counts, dtype=np.float64))
-    stats: dict[str, float | None] = {"wasserstein": total, "wasserstein_norm": total / std, "psi": psi,
+    stats: _Values = {"wasserstein": total, "wasserstein_norm": total / std, "psi": psi,
                                       "ks": None, "ks_p_value": None}
     extra: dict[str, Any] = {"n_ref": n, "n_cur": m, "wasserstein_bound": bound, "wasserstein_norm_bound": bound / std,
                              "exhaustive_grid": grid.exhaustive, "below": int(oc[0]), "above": int(oc[g.size])}

@@ -7,7 +7,16 @@
 - ``online``: materialisation into ``online/<view>_v<N>`` (incremental), current values, freshness.
 """
 
-from core.features.definitions import AGGREGATIONS, Feature, FeatureView, compile_expr, load_view, parse_view
+from core.features.definitions import (
+    AGGREGATIONS,
+    Feature,
+    FeatureView,
+    RequestPlan,
+    compile_expr,
+    load_view,
+    load_views,
+    parse_view,
+)
 from core.features.online import (
     Materialization,
     current_values,
@@ -22,7 +31,9 @@ from core.features.online import (
 from core.features.pit import check_windows, point_in_time, prepare, values_at
 from core.features.store import (
     TrainingSet,
+    apply_view_features,
     build_training_set,
+    check_view,
     get_view,
     lineage,
     lineage_sql,
@@ -33,6 +44,9 @@ from core.features.store import (
     training_sets,
     training_views,
     versions,
+    view_features_needed,
+    view_schema,
+    view_values,
     with_view_features,
 )
 
@@ -41,8 +55,11 @@ __all__ = [
     "Feature",
     "FeatureView",
     "Materialization",
+    "RequestPlan",
     "TrainingSet",
+    "apply_view_features",
     "build_training_set",
+    "check_view",
     "check_windows",
     "compile_expr",
     "current_values",
@@ -55,9 +72,10 @@ __all__ = [
     "list_views",
     "load_source",
     "load_view",
+    "load_views",
+    "materializations",
     "materialize",
     "materialize_all",
-    "materializations",
     "online_table",
     "parse_ref",
     "parse_view",
@@ -68,5 +86,8 @@ __all__ = [
     "training_views",
     "values_at",
     "versions",
+    "view_features_needed",
+    "view_schema",
+    "view_values",
     "with_view_features",
 ]

@@ -32,7 +32,7 @@ from core.features.definitions import FeatureView
 from core.features.pit import prepare, time_us, values_at
 from core.features.store import get_view, load_source, versions, view_schema
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 
 __all__ = [
     "ONLINE_META",
@@ -73,9 +73,8 @@ class Materialization:
     why: str = ""
 
 
-def last_materialization(view: str, version: int, *, lake: Lake | None = None) -> dict[str, Any] | None:
+def last_materialization(view: str, version: int, *, lake: Lake) -> dict[str, Any] | None:
     """The newest ``feature_materializations`` row of a view version, or None."""
-    lake = resolve(lake)
     runs = lake.read_or_empty(_RUNS).filter((pl.col("view") == view) & (pl.col("view_version") == version))
     if runs.height == 0:
         return None
@@ -102,7 +101,7 @@ def _full_reason(view: FeatureView, prev: dict[str, Any] | None, source_version:
         (pl.col("version") > int(prev["source_version"])) & (pl.col("version") <= source_version) & (pl.col("mode") == "replace")
     )
     if replaced.height:
-        return f"dataset {view.source!r} was replaced (v{int(replaced['version'].min())})"
+        return f"dataset {view.source!r} was replaced (v{min(replaced['version'].to_list())})"
     horizon = int(prev["as_of"].timestamp() * 1_000_000) - view.max_window_us
     table = datasets.table_name(view.source)
 
@@ -119,7 +118,7 @@ def materialize(
     version: int | None = None,
     as_of: datetime | None = None,
     full: bool = False,
-    lake: Lake | None = None,
+    lake: Lake,
     actor: str | None = None,
 ) -> Materialization:
     """Materialise a view version's feature values at ``as_of`` into its online table (incrementally when exact).
@@ -136,7 +135,6 @@ def materialize(
         FeatureViewNotFoundError: no such view or version.
         FeatureViewError: ``as_of`` before the last run's, or a source that does not fit.
     """
-    lake = resolve(lake)
     fv = get_view(view, version, lake=lake)
     assert fv.version is not None
     started = utcnow()
@@ -186,7 +184,7 @@ def _repeat(value: int, n: int) -> np.ndarray:
     return np.full(n, value, dtype=np.int64)
 
 
-def materialize_all(*, lake: Lake | None = None, actor: str | None = None) -> dict[str, Any]:
+def materialize_all(*, lake: Lake, actor: str | None = None) -> dict[str, Any]:
     """Materialise every view version that is the latest of its view or used by a champion model.
 
     The scheduler's ``features_materialize`` job. A view that fails is reported, not raised, so
@@ -195,7 +193,6 @@ def materialize_all(*, lake: Lake | None = None, actor: str | None = None) -> di
     Returns:
         ``{"views": {"<view>@v<N>": {"mode", "entities", "as_of"} or {"error"}}}``.
     """
-    lake = resolve(lake)
     wanted = {(r["name"], int(r["version"])) for r in versions(lake=lake).group_by("name").agg(pl.col("version").max()).iter_rows(named=True)}
     wanted |= _champion_views(lake)
     out: dict[str, Any] = {}
@@ -224,13 +221,12 @@ def _champion_views(lake: Lake) -> set[tuple[str, int]]:
     return found
 
 
-def current_values(view: str, version: int, *, lake: Lake | None = None) -> tuple[pl.DataFrame, int]:
+def current_values(view: str, version: int, *, lake: Lake) -> tuple[pl.DataFrame, int]:
     """The current online values of a view version: one row per entity, and the table version read.
 
     Raises:
         FeatureViewError: the version was never materialised (the message says how).
     """
-    lake = resolve(lake)
     table = online_table(view, version)
     if not lake.exists(table):
         raise FeatureViewError(
@@ -246,13 +242,12 @@ def current_values(view: str, version: int, *, lake: Lake | None = None) -> tupl
     return frame, tv
 
 
-def entity_vector(view: str, entity: Any, *, version: int | None = None, lake: Lake | None = None) -> dict[str, Any]:
+def entity_vector(view: str, entity: Any, *, version: int | None = None, lake: Lake) -> dict[str, Any]:
     """One entity's current online feature vector with its ``__as_of`` (for people: the Features page, the CLI).
 
     Raises:
         FeatureViewError: no online values, or no row for that entity.
     """
-    lake = resolve(lake)
     fv = get_view(view, version, lake=lake)
     assert fv.version is not None
     frame, _ = current_values(fv.name, fv.version, lake=lake)
@@ -267,25 +262,26 @@ def entity_vector(view: str, entity: Any, *, version: int | None = None, lake: L
     return row.row(0, named=True)
 
 
-def materializations(view: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def materializations(view: str | None = None, *, lake: Lake) -> pl.DataFrame:
     """The ``feature_materializations`` rows (all views, or one), newest first."""
-    runs = resolve(lake).read_or_empty(_RUNS)
+    runs = lake.read_or_empty(_RUNS)
     if view is not None:
         runs = runs.filter(pl.col("view") == view)
     return runs.sort(["as_of", "materialization_id"], descending=True)
 
 
-def freshness(*, lake: Lake | None = None) -> pl.DataFrame:
+def freshness(*, lake: Lake) -> pl.DataFrame:
     """Per view version that has been materialised: the last run, its ``as_of``, age and source lag.
 
     Columns: ``view, version, as_of, age_s, mode, entities, source, source_version,
     latest_source_version, runs``.
     """
-    lake = resolve(lake)
     runs = lake.read_or_empty(_RUNS)
-    schema = {"view": pl.String, "version": pl.Int64, "as_of": pl.Datetime("us", "UTC"), "age_s": pl.Float64,
-              "mode": pl.String, "entities": pl.Int64, "source": pl.String, "source_version": pl.Int64,
-              "latest_source_version": pl.Int64, "runs": pl.Int64}
+    schema: dict[str, pl.DataType] = {
+        "view": pl.String(), "version": pl.Int64(), "as_of": pl.Datetime("us", "UTC"), "age_s": pl.Float64(),
+        "mode": pl.String(), "entities": pl.Int64(), "source": pl.String(), "source_version": pl.Int64(),
+        "latest_source_version": pl.Int64(), "runs": pl.Int64(),
+    }
     if runs.height == 0:
         return pl.DataFrame(schema=schema)
     now = utcnow()

@@ -295,7 +295,7 @@ def _aggregate(f: Feature, prepared: PreparedEvents, rows: np.ndarray, bounds: n
         big = np.inf if values.dtype.kind == "f" else np.iinfo(np.int64).max
         if f.agg == "min":
             masked = np.where(valid, values, big)
-            ufunc = np.minimum
+            ufunc: np.ufunc = np.minimum
         else:
             masked = np.where(valid, values, -big)
             ufunc = np.maximum

@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
@@ -33,11 +33,12 @@ from core.errors import (
 from core.features.definitions import FeatureView, parse_view
 from core.features.pit import PreparedEvents, check_label_times, check_windows, prepare, values_at
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 
 __all__ = [
     "TrainingSet",
     "build_training_set",
+    "check_view",
     "get_view",
     "lineage",
     "lineage_sql",
@@ -48,7 +49,10 @@ __all__ = [
     "training_sets",
     "training_views",
     "versions",
+    "apply_view_features",
+    "view_features_needed",
     "view_schema",
+    "view_values",
     "with_view_features",
 ]
 
@@ -72,12 +76,11 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return name, int(digits)
 
 
-def versions(name: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def versions(name: str | None = None, *, lake: Lake) -> pl.DataFrame:
     """Registered feature view versions (all views, or one), newest version first.
 
     A claim that lost a race for its number (and was withdrawn) is left out.
     """
-    lake = resolve(lake)
     rows = lake.read_or_empty(_TABLE)
     if name is not None:
         rows = rows.filter(pl.col("name") == name)
@@ -88,7 +91,7 @@ def versions(name: str | None = None, *, lake: Lake | None = None) -> pl.DataFra
     return rows.sort(["name", "version"], descending=[False, True])
 
 
-def list_views(*, lake: Lake | None = None) -> pl.DataFrame:
+def list_views(*, lake: Lake) -> pl.DataFrame:
     """One row per view: latest version, number of versions, source, entity, features, last change."""
     rows = versions(lake=lake)
     out = rows.group_by("name", maintain_order=True).agg(
@@ -97,7 +100,7 @@ def list_views(*, lake: Lake | None = None) -> pl.DataFrame:
         pl.col("source").first(),
         pl.col("entity").first(),
         pl.col("event_time").first(),
-        pl.col("definition_json").first().map_elements(lambda d: len(json.loads(d)["features"]), return_dtype=pl.Int64)
+        pl.col("definition_json").first().map_elements(lambda d: _count_features(json.loads(d)), return_dtype=pl.Int64)
         .alias("features"),
         pl.col("content_hash").first().str.slice(0, 12).alias("hash"),
         pl.col("created_at").first().alias("updated_at"),
@@ -106,7 +109,12 @@ def list_views(*, lake: Lake | None = None) -> pl.DataFrame:
     return out.sort("name")
 
 
-def get_view(name: str, version: int | None = None, *, lake: Lake | None = None) -> FeatureView:
+def _count_features(doc: Mapping[str, Any]) -> int:
+    """Features of a stored definition: looked up and request features."""
+    return len(doc["features"]) + len(doc.get("request_features") or ())
+
+
+def get_view(name: str, version: int | None = None, *, lake: Lake) -> FeatureView:
     """A registered view version (the latest by default) as a ``FeatureView`` with its version.
 
     Raises:
@@ -135,13 +143,12 @@ def _view_row(name: str, version: int, *, lake: Lake) -> dict[str, Any]:
     return rows.row(0, named=True)
 
 
-def load_source(view: FeatureView, version: int | None = None, *, lake: Lake | None = None) -> tuple[pl.DataFrame, int]:
+def load_source(view: FeatureView, version: int | None = None, *, lake: Lake) -> tuple[pl.DataFrame, int]:
     """The view's source dataset at ``version`` (latest by default) and that version.
 
     Raises:
         FeatureViewError: the source dataset does not exist (or not that version).
     """
-    lake = resolve(lake)
     try:
         v = version if version is not None else datasets.latest_version(view.source, lake=lake)
         return datasets.load(view.source, v, lake=lake), v
@@ -149,7 +156,22 @@ def load_source(view: FeatureView, version: int | None = None, *, lake: Lake | N
         raise FeatureViewError(f"feature view {view.name!r}: source {exc}") from None
 
 
-def register(view: FeatureView, *, lake: Lake | None = None, actor: str | None = None) -> tuple[FeatureView, bool]:
+def check_view(view: FeatureView, *, lake: Lake) -> dict[str, pl.DataType]:
+    """Check a definition against its source's latest version (what ``register`` checks); nothing written.
+
+    Returns:
+        Each feature's output dtype.
+
+    Raises:
+        FeatureViewError: the definition does not fit the source (named).
+    """
+    events, _ = load_source(view, lake=lake)
+    schema = view.output_schema(events.schema)
+    check_windows(prepare(view, events, schema=schema))
+    return schema
+
+
+def register(view: FeatureView, *, lake: Lake, actor: str | None = None) -> tuple[FeatureView, bool]:
     """Register a definition: check it against its source, and record it as a new version if it changed.
 
     The source's latest version is read to check the definition: the entity and event-time
@@ -164,10 +186,7 @@ def register(view: FeatureView, *, lake: Lake | None = None, actor: str | None =
     Raises:
         FeatureViewError: the definition does not fit the source (nothing is written).
     """
-    lake = resolve(lake)
-    events, _ = load_source(view, lake=lake)
-    schema = view.output_schema(events.schema)
-    check_windows(prepare(view, events, schema=schema))
+    schema = check_view(view, lake=lake)
     digest = view.content_hash()
     have = versions(view.name, lake=lake)
     if have.height and have["content_hash"][0] == digest:
@@ -181,7 +200,8 @@ def register(view: FeatureView, *, lake: Lake | None = None, actor: str | None =
     }
     for _ in range(_MAX_CLAIMS):
         taken = versions(view.name, lake=lake)
-        number = int(taken["version"].max() or 0) + 1 if taken.height else 1
+        top = taken["version"].max()
+        number = top + 1 if isinstance(top, int) else 1
         claim = {**row, "version": number, "registration_id": new_id(), "created_at": utcnow()}
         commit = lake.append(_TABLE, [claim], metadata={"actor": actor or "", "feature_view": view.name, "action": "register"})
         before = lake.read(_TABLE, version=commit - 1, columns=["name", "version", "status"]) if commit > 0 else None
@@ -194,9 +214,9 @@ def register(view: FeatureView, *, lake: Lake | None = None, actor: str | None =
     raise FeatureViewError(f"could not claim a version of feature view {view.name!r}: too many concurrent registrations")
 
 
-def view_schema(name: str, version: int, *, lake: Lake | None = None) -> dict[str, pl.DataType]:
+def view_schema(name: str, version: int, *, lake: Lake) -> dict[str, pl.DataType]:
     """Each feature's dtype as recorded at registration."""
-    row = _view_row(name, version, lake=resolve(lake))
+    row = _view_row(name, version, lake=lake)
     return {k: _DTYPES[v] for k, v in json.loads(row["schema_json"]).items()}
 
 
@@ -249,9 +269,9 @@ def build_training_set(
     views: Sequence[str | tuple[str, int | None]],
     label_version: int | None = None,
     time_column: str | None = None,
-    lake: Lake | None = None,
+    lake: Lake,
     actor: str | None = None,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> TrainingSet:
     """Join a label dataset version with feature views as of each label's time; write the result as a dataset version.
 
@@ -270,7 +290,7 @@ def build_training_set(
         time_column: the label rows' event time (default: their only datetime column).
         lake: the lake.
         actor: who builds (recorded).
-        settings: settings for the validation spec (default: loaded).
+        settings: settings for the validation spec.
 
     Raises:
         DataValidationError: the frame broke a validation rule (it is quarantined, nothing written).
@@ -279,7 +299,6 @@ def build_training_set(
             than the data, duplicate entity rows at one time; nothing is written.
         DatasetNotFoundError: no such label dataset or version.
     """
-    lake = resolve(lake)
     if not views:
         raise FeatureViewError("name at least one feature view (--view NAME[@vN])")
     lv = label_version if label_version is not None else datasets.latest_version(labels, lake=lake)
@@ -292,7 +311,7 @@ def build_training_set(
     for ref in views:
         vname, vver = parse_ref(ref) if isinstance(ref, str) else ref
         view = get_view(vname, vver, lake=lake)
-        for f in view.feature_names:
+        for f in view.all_feature_names:
             if f in frame.columns:
                 raise FeatureViewError(f"feature {f!r} of view {view.name!r} is also a column of label dataset {labels!r}; rename one")
             if f in seen:
@@ -303,16 +322,30 @@ def build_training_set(
                 f"label dataset {labels!r} has no entity column {view.entity!r} (feature view {view.name!r}); "
                 f"columns: {', '.join(frame.columns)}"
             )
+        absent = [n for n, _ in view.request_fields if n not in frame.columns]
+        if absent:
+            raise FeatureViewError(
+                f"label dataset {labels!r} has no request field {absent[0]!r} (feature view {view.name!r} computes its "
+                f"request features from it); columns: {', '.join(frame.columns)}"
+            )
+        for n, declared in view.request_fields:
+            dtype = frame.schema[n]
+            is_string = dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum)
+            if (declared == "String") != is_string or not (is_string or dtype.is_numeric() or dtype == pl.Boolean):
+                raise FeatureViewError(
+                    f"label dataset {labels!r}: request field {n!r} has type {dtype}; feature view {view.name!r} "
+                    f"declares it {declared}"
+                )
         events, sv = load_source(view, lake=lake)
         prepared = prepare(view, events, schema=view.output_schema(events.schema))
         check_windows(prepared)
         resolved.append((view, events, sv, prepared))
     parts = [frame]
     for view, _events, _sv, prepared in resolved:
-        parts.append(values_at(prepared, frame[view.entity], frame[tcol]))
+        parts.append(view_values(prepared, frame, frame[view.entity], frame[tcol]))
     out = pl.concat(parts, how="horizontal")
     source = f"features: {labels}@v{lv} + " + ", ".join(f"{v.name}@v{v.version}" for v, *_ in resolved)
-    mode = "replace" if lake.exists(datasets.table_name(name)) else "append"
+    mode: Literal["append", "replace"] = "replace" if lake.exists(datasets.table_name(name)) else "append"
     try:
         dv = datasets.ingest(name, out, mode=mode, lake=lake, source=source, actor=actor, settings=settings)
     except SchemaMismatchError as exc:
@@ -329,20 +362,20 @@ def build_training_set(
     lake.append(_LINEAGE, lineage, metadata={"actor": actor or "", "dataset": name, "action": "build_training_set"})
     return TrainingSet(
         name, dv.version, out.height, labels, lv, tcol,
-        [{"view": v.name, "version": v.version, "source": v.source, "source_version": sv, "features": v.feature_names}
+        [{"view": v.name, "version": v.version, "source": v.source, "source_version": sv, "features": v.all_feature_names}
          for v, _e, sv, _p in resolved],
     )
 
 
-def training_sets(view: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def training_sets(view: str | None = None, *, lake: Lake) -> pl.DataFrame:
     """The ``feature_lineage`` rows (training-set versions built from views; all, or one view's), newest first."""
-    rows = resolve(lake).read_or_empty(_LINEAGE)
+    rows = lake.read_or_empty(_LINEAGE)
     if view is not None:
         rows = rows.filter(pl.col("view") == view)
     return rows.sort("at", descending=True)
 
 
-def training_views(dataset: str, version: int, *, lake: Lake | None = None) -> list[dict[str, Any]]:
+def training_views(dataset: str, version: int, *, lake: Lake) -> list[dict[str, Any]]:
     """The feature view versions a training-set dataset version was built from (empty for any other dataset).
 
     Returns:
@@ -350,7 +383,6 @@ def training_views(dataset: str, version: int, *, lake: Lake | None = None) -> l
         "source_version", "time_column"}`` per view, in build order: what a model trained on the
         set records in its signature (``feature_views``) and serving needs to fill the features.
     """
-    lake = resolve(lake)
     if not lake.exists(_LINEAGE):
         return []
     rows = lake.read(_LINEAGE).filter((pl.col("dataset") == dataset) & (pl.col("dataset_version") == version)).sort("view")
@@ -359,8 +391,8 @@ def training_views(dataset: str, version: int, *, lake: Lake | None = None) -> l
         view = get_view(r["view"], int(r["view_version"]), lake=lake)
         out.append({
             "view": view.name, "version": view.version, "hash": r["view_hash"], "entity": view.entity,
-            "features": view.feature_names, "missing": view.missing,
-            "defaults": {f.name: f.fill for f in view.features},
+            "features": view.all_feature_names, "missing": view.missing,
+            "defaults": {f.name: f.fill for f in view.features},  # request features are computed, even then
             "source": r["source_dataset"], "source_version": int(r["source_version"]),
             "time_column": r["label_time_column"],
         })
@@ -399,7 +431,7 @@ where p.prediction_id = ?
 order by l.view"""
 
 
-def lineage(model: str, prediction_id: str, *, lake: Lake | None = None) -> pl.DataFrame:
+def lineage(model: str, prediction_id: str, *, lake: Lake) -> pl.DataFrame:
     """Run ``lineage_sql`` for one prediction: one row per feature view version behind it (empty if none).
 
     Raises:
@@ -408,34 +440,97 @@ def lineage(model: str, prediction_id: str, *, lake: Lake | None = None) -> pl.D
     """
     from core import sql
 
-    return sql.query(resolve(lake), lineage_sql(model), [prediction_id])
+    return sql.query(lake, lineage_sql(model), [prediction_id])
 
 
-def with_view_features(frame: pl.DataFrame, signature: Mapping[str, Any], *, lake: Lake | None = None) -> pl.DataFrame:
-    """``frame`` with the view features a model needs and ``frame`` lacks, as known at each row's time.
+def view_features_needed(columns: Sequence[str], signature: Mapping[str, Any], *, strict: bool = False,
+                         lake: Lake) -> list[tuple[list[str], PreparedEvents]]:
+    """The views whose features a model needs and rows with ``columns`` lack, each prepared for lookups.
 
-    For scoring a model trained on feature views on rows that do not carry those features (the
-    gate scoring the champion on another model's holdout): each missing feature is computed
-    exactly as a training set would (``values_at`` on the view version's source, latest
-    version, at the row's ``signature["time_column"]``) by the row's entity key. Rows without a
-    key get the features' defaults. A frame that has every feature is returned as it is.
+    The first half of ``with_view_features`` (the source read and prepared once, on the client),
+    so batch scoring on a cluster can ship it to the workers and run the second half,
+    ``apply_view_features``, next to each partition: the same code as a training set.
+
+    Args:
+        columns: the columns the rows have.
+        signature: the model's signature (its ``feature_views`` and ``time_column``).
+        strict: also refuse rows without a view's entity column or a request field (batch
+            scoring: every row would get the defaults or null request features, which is never
+            what was meant); otherwise those rows get them.
+        lake: the lake.
+
+    Returns:
+        ``(features to add, prepared source)`` per view that has something to add.
 
     Raises:
-        FeatureViewError: the frame lacks the model's time column (nothing to be "as of").
+        FeatureViewError: the rows lack the model's time column (or, ``strict``, an entity column or a request field).
     """
-    views = [v for v in signature.get("feature_views") or () if any(f not in frame.columns for f in v["features"])]
+    views = [v for v in signature.get("feature_views") or () if any(f not in columns for f in v["features"])]
     if not views:
-        return frame
-    lake = resolve(lake)
+        return []
     tcol = signature.get("time_column")
-    if not tcol or tcol not in frame.columns:
+    if not tcol or tcol not in columns:
         raise FeatureViewError(
-            f"the rows lack the time column {tcol!r} the model's feature views are computed as of"
+            f"the rows lack the time column {tcol!r} the model's feature views are computed as of "
+            f"({', '.join(v['view'] + '@v' + str(v['version']) for v in views)}); columns: {', '.join(columns)}"
         )
+    out = []
     for v in views:
+        if strict and v["entity"] not in columns:
+            raise FeatureViewError(
+                f"the rows lack the entity column {v['entity']!r} feature view {v['view']!r} v{v['version']} is "
+                f"looked up by; columns: {', '.join(columns)}"
+            )
         fv = get_view(v["view"], int(v["version"]), lake=lake)
+        absent = [n for n, _ in fv.request_fields if n not in columns]
+        if strict and absent:  # else (the gate's holdout of another model) null inputs, like absent keys
+            raise FeatureViewError(
+                f"the rows lack the request field {absent[0]!r} feature view {fv.name!r} v{fv.version} computes its "
+                f"request features from; columns: {', '.join(columns)}"
+            )
         events, _ = load_source(fv, lake=lake)
-        keys = frame[fv.entity] if fv.entity in frame.columns else pl.Series(fv.entity, [None] * frame.height)
-        values = values_at(prepare(fv, events), keys, frame[tcol])
-        frame = frame.with_columns(values[f] for f in v["features"] if f not in frame.columns)
+        out.append(([f for f in v["features"] if f not in columns], prepare(fv, events)))
+    return out
+
+
+def apply_view_features(frame: pl.DataFrame, needed: Sequence[tuple[list[str], PreparedEvents]],
+                        time_column: str) -> pl.DataFrame:
+    """``frame`` with each view's features as known at each row's ``time_column`` (``values_at``, as a
+    training set); rows without a key (or a frame without the entity column) get the defaults."""
+    for names, prepared in needed:
+        entity = prepared.view.entity
+        keys = frame[entity] if entity in frame.columns else pl.Series(entity, [None] * frame.height)
+        values = view_values(prepared, frame, keys, frame[time_column])
+        frame = frame.with_columns(values[f] for f in names)
     return frame
+
+
+def view_values(prepared: PreparedEvents, rows: pl.DataFrame, entities: pl.Series, times: pl.Series) -> pl.DataFrame:
+    """Every feature of a view for ``rows``: ``values_at`` (as known at ``times``), then the request
+    features computed from the rows' request fields and those values (``FeatureView.request_values``)."""
+    values = values_at(prepared, entities, times)
+    view = prepared.view
+    if not view.request_features:
+        return values
+    inputs = {**{n: rows[n] if n in rows.columns else pl.Series(n, [None] * rows.height, dtype=pl.String if t == "String"
+                                                                else pl.Float64)
+                 for n, t in view.request_fields}, **values.to_dict()}
+    return pl.concat([values, view.request_values(inputs, prepared.schema)], how="horizontal")
+
+
+def with_view_features(frame: pl.DataFrame, signature: Mapping[str, Any], *, strict: bool = False,
+                       lake: Lake) -> pl.DataFrame:
+    """``frame`` with the view features a model needs and ``frame`` lacks, as known at each row's time.
+
+    For scoring a model trained on feature views on rows that do not carry those features (batch
+    scoring, or the gate scoring the champion on another model's holdout): each missing feature
+    is computed exactly as a training set would (``values_at`` on the view version's source,
+    latest version, at the row's ``signature["time_column"]``) by the row's entity key. Rows
+    without a key get the features' defaults. A frame that has every feature is returned as it is.
+
+    Raises:
+        FeatureViewError: the frame lacks the model's time column (nothing to be "as of"), or,
+            with ``strict``, a view's entity column or request field.
+    """
+    needed = view_features_needed(frame.columns, signature, strict=strict, lake=lake)
+    return apply_view_features(frame, needed, signature["time_column"]) if needed else frame

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.errors import RegistryError
 from core.jobruns import JobRunResult, LeaseState, run_job
 from core.lake import Lake
@@ -39,8 +39,8 @@ def run_by_hand(
     *,
     actor: str | None = None,
     reason: str | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
 ) -> JobRunResult:
     """Run ``job`` now (trigger ``manual``) on behalf of ``actor``, recorded in ``job_runs``.
 
@@ -48,8 +48,8 @@ def run_by_hand(
         job: a job of the catalog (``lakeops jobs list``).
         actor: who runs it (default: the settings' actor); recorded by every change the job makes.
         reason: why; required when the job can move an alias (``moves_aliases``).
-        lake: the lake (default: from settings).
-        settings: settings (default: from the environment).
+        lake: the lake.
+        settings: the settings (config sections and the actor).
 
     Returns:
         The final state of the execution (a failing job is recorded, not raised).
@@ -58,7 +58,6 @@ def run_by_hand(
         RegistryError: no reason for a job that can move an alias.
         NotFoundError: no such job.
     """
-    settings = settings or load_settings()
     why = (reason or "").strip() or None
     if moves_aliases(job) and why is None:
         raise RegistryError(

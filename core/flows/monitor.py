@@ -24,15 +24,15 @@ import polars as pl
 
 from core import monitoring
 from core.catalog import prediction_table
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.errors import TrainingError
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.monitoring import DriftReport, EstimateReport, PerformanceReport
 
 __all__ = [
     "RetrainOutcome",
     "alerts_open",
-    "check_drift",
+    "check_drift_and_alert",
     "check_estimated_performance",
     "check_performance",
     "record_served",
@@ -140,16 +140,16 @@ def _sync_feature_alert(kind: str, model: str, features: list[str], message: str
     return result
 
 
-def check_drift(
+def check_drift_and_alert(
     model: str,
     *,
     window_rows: int | None = None,
     window_hours: float | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
     now: datetime | None = None,
 ) -> DriftReport:
-    """Run a drift check (``core.monitoring.check_drift``) and open or resolve its alerts.
+    """Measure drift (``core.monitoring.measure_drift``), then open or resolve its alerts.
 
     Three conditions, three alerts: ``drift`` (the verdict), ``no_data`` (a counted feature populated
     in the reference has no usable value in the window; critical) and ``data_quality`` (a counted
@@ -163,11 +163,10 @@ def check_drift(
         The report, with ``alert`` (drift) and ``quality_alert`` (no_data, else data_quality) =
         ``opened``, ``ongoing``, ``resolved`` or None.
     """
-    lake = resolve(lake)
-    settings = settings or load_settings()
-    rep = monitoring.check_drift(model, window_rows=window_rows, window_hours=window_hours, lake=lake, settings=settings, now=now)
+    rep = monitoring.measure_drift(model, window_rows=window_rows, window_hours=window_hours, lake=lake, settings=settings, now=now)
     if rep.status != "ok" or rep.result is None:
         return rep
+    result = rep.result  # kept narrowed across the replace()s below
     quality = _quality_evidence(rep)
     empty = [q for q in quality if "no_data" in q["flags"]]
     flagged = [q for q in quality if "no_data" not in q["flags"]]  # an empty column is the no_data alert's
@@ -193,16 +192,16 @@ def check_drift(
             "model_version": rep.model_version,
             "window": {"rows": rep.window_rows, "start": str(rep.window_start), "end": str(rep.window_end)},
             "reference": {"dataset": rep.reference_dataset, "version": rep.reference_version},
-            "share": rep.result.share,
-            "share_threshold": rep.result.share_threshold,
+            "share": result.share,
+            "share_threshold": result.share_threshold,
             "features": [
                 {"feature": f.feature, "test": f.test, "statistic": f.statistic, "p_value": f.p_value,
                  "threshold": f.threshold, "reasons": list(f.reasons)}
-                for f in rep.result.features if f.status == "drift" and f.counted
+                for f in result.features if f.status == "drift" and f.counted
             ],
             "expected_drift": [
                 {"feature": f.feature, "status": f.status, "statistic": f.statistic}
-                for f in rep.result.features if not f.counted
+                for f in result.features if not f.counted
             ],
             "score": None if rep.score is None else {"test": rep.score.test, "statistic": rep.score.statistic, "drifted": rep.score.drifted},
             "attribution": None if rep.attribution is None else {
@@ -216,16 +215,16 @@ def check_drift(
                                         severity="warning", lake=lake, settings=settings, model_version=rep.model_version)
         return replace(rep, alert="opened" if opened else "ongoing")
     resolved = monitoring.resolve_alert(
-        "drift", model, message=f"drift on model {model!r} cleared (report {rep.report_id}, share {rep.result.share:.2f})",
-        evidence={"report_id": rep.report_id, "model_version": rep.model_version, "share": rep.result.share},
+        "drift", model, message=f"drift on model {model!r} cleared (report {rep.report_id}, share {result.share:.2f})",
+        evidence={"report_id": rep.report_id, "model_version": rep.model_version, "share": result.share},
         lake=lake, settings=settings,
     )
     return replace(rep, alert="resolved" if resolved else None)
 
 
 def check_performance(
-    model: str, *, window_hours: float | None = None, lake: Lake | None = None,
-    settings: Settings | None = None, now: datetime | None = None,
+    model: str, *, window_hours: float | None = None, lake: Lake,
+    settings: Settings, now: datetime | None = None,
 ) -> PerformanceReport:
     """Run a performance check on labelled predictions and open or resolve the performance alert.
 
@@ -233,8 +232,6 @@ def check_performance(
     with it, so the scheduled performance job also speaks before the labels arrive; its report
     is ``PerformanceReport.estimate``.
     """
-    lake = resolve(lake)
-    settings = settings or load_settings()
     rep = monitoring.check_performance(model, window_hours=window_hours, lake=lake, settings=settings, now=now)
     rep = replace(rep, estimate=check_estimated_performance(model, lake=lake, settings=settings, now=now))
     if rep.degraded is None:
@@ -262,16 +259,14 @@ def check_performance(
 
 
 def check_estimated_performance(
-    model: str, *, window_rows: int | None = None, window_hours: float | None = None, lake: Lake | None = None,
-    settings: Settings | None = None, now: datetime | None = None,
+    model: str, *, window_rows: int | None = None, window_hours: float | None = None, lake: Lake,
+    settings: Settings, now: datetime | None = None,
 ) -> EstimateReport:
     """Estimate performance before labels (``core.monitoring.estimate_performance``); open or resolve its alert.
 
     The ``estimated_performance`` alert opens when the policy metric's estimate is worse than its
     gate-time value by more than ``estimate_tolerance``, and resolves when it is back.
     """
-    lake = resolve(lake)
-    settings = settings or load_settings()
     rep = monitoring.estimate_performance(model, window_rows=window_rows, window_hours=window_hours, lake=lake,
                                           settings=settings, now=now)
     est = rep.estimate
@@ -303,7 +298,7 @@ def check_estimated_performance(
     return replace(rep, alert="resolved" if resolved else None)
 
 
-def alerts_open(model: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def alerts_open(model: str | None = None, *, lake: Lake) -> pl.DataFrame:
     """The currently open alerts (one row per condition), newest first."""
     return monitoring.alerts(model, status="open", lake=lake)
 
@@ -316,10 +311,10 @@ def _served_watermark(name: str, lake: Lake) -> datetime | None:
     if not lake.exists(datasets.table_name(name)):
         return None
     value = lake.scan(datasets.table_name(name)).select(pl.col("__labelled_at").max()).collect().item()
-    return value  # type: ignore[no-any-return]
+    return value
 
 
-def record_served(model: str, *, lake: Lake | None = None, settings: Settings | None = None,
+def record_served(model: str, *, lake: Lake, settings: Settings,
                   actor: str | None = None) -> tuple[int, int]:
     """Record the predictions labelled since the last call as a new version of ``<model>_served``.
 
@@ -337,9 +332,6 @@ def record_served(model: str, *, lake: Lake | None = None, settings: Settings | 
         DataValidationError: the batch broke the served dataset's rules (it is then quarantined).
     """
     from core import datasets, trainsets
-
-    lake = resolve(lake)
-    settings = settings or load_settings()
     mv = monitoring.champion(model, lake=lake)
     name = trainsets.served_dataset(model)
     since = _served_watermark(name, lake)
@@ -357,11 +349,11 @@ def record_served(model: str, *, lake: Lake | None = None, settings: Settings | 
     spec = {"infer": False, "required": [target, "__prediction_id", "__served_at", "__labelled_at"],
             "unique": ["__prediction_id"]}
     dv = datasets.ingest(name, rows, lake=lake, settings=settings, actor=actor or settings.actor, spec=spec,
-                         source=f"labelled traffic of {model} up to {rows['__labelled_at'].max()}")
+                         source=f"labelled traffic of {model} up to {rows['__labelled_at'].dt.max()}")
     return dv.version, rows.height
 
 
-def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Settings | None = None,
+def retrain(model: str, *, reason: str, lake: Lake, settings: Settings,
             actor: str | None = None) -> RetrainOutcome:
     """Retrain ``model`` on its source data plus its labelled traffic, gate it, promote if the policy allows.
 
@@ -381,9 +373,6 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
     from core import datasets, registry, tracking, trainsets
     from core.flows import promote as promote_flow
     from core.flows.train import train_model
-
-    lake = resolve(lake)
-    settings = settings or load_settings()
     actor = actor or settings.actor
     stated = _STATED_REASON.get()
     reason = stated or reason
@@ -408,7 +397,7 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
         tags={"trigger": "retrain", "reason": reason[:500], "model": model}, lake=lake,
         passthrough=[p["name"] for p in sig.get("passthrough") or ()], feedback_key=sig.get("feedback_key"),
         served=(served_name, served_version),
-        dedupe=(trainsets.dedupe_key(sig), [f["name"] for f in sig["features"]] + [target]),
+        dedupe=(trainsets.dedupe_key(sig), [f["name"] for f in sig["features"]] + [target]), settings=settings
     )
     new = registry.register(model, outcome.run_id, description=f"retrain: {reason}"[:1000],
                             tags={"trigger": "retrain"}, actor=actor, lake=lake)
@@ -423,7 +412,7 @@ def retrain(model: str, *, reason: str, lake: Lake | None = None, settings: Sett
     )
 
 
-def retrain_if_needed(model: str, *, lake: Lake | None = None, settings: Settings | None = None,
+def retrain_if_needed(model: str, *, lake: Lake, settings: Settings,
                       actor: str | None = None) -> RetrainOutcome | None:
     """Retrain when a drift or performance alert is open for the current champion and enough new labels came.
 
@@ -434,9 +423,6 @@ def retrain_if_needed(model: str, *, lake: Lake | None = None, settings: Setting
     champion changes). Nothing is retrained while a challenger is staged.
     """
     from core import registry, trainsets
-
-    lake = resolve(lake)
-    settings = settings or load_settings()
     mv = monitoring.champion(model, lake=lake)
     if registry.state(model, lake=lake).stage is not None:
         return None  # a challenger is meeting live traffic: its live gate decides first

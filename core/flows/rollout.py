@@ -26,11 +26,11 @@ import polars as pl
 
 from core import gating, registry
 from core.catalog import prediction_table
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.errors import ConfigError, PromotionRefusedError
 from core.gating import Check, Policy, StagingPolicy
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 
 __all__ = [
     "LiveReport",
@@ -62,7 +62,7 @@ class SmokeResult:
         return asdict(self)
 
 
-def smoke_test(model: str, version: int, *, rows: int = 200, lake: Lake | None = None) -> SmokeResult:
+def smoke_test(model: str, version: int, *, rows: int = 200, lake: Lake) -> SmokeResult:
     """Score a sample of the version's own holdout as the API would, and compare with offline scores.
 
     The rows go through a JSON request body, the serving codec (validation and encoding) and the
@@ -73,13 +73,13 @@ def smoke_test(model: str, version: int, *, rows: int = 200, lake: Lake | None =
 
     from core import tracking, trainsets
     from core.serving.schemas import Codec  # the serving code path is the thing under test
-
-    lake = resolve(lake)
     mv = registry.get_version(model, version, lake=lake)
     try:
         loaded = registry.load(model, version=version, alias=None, lake=lake)
+        if mv.run_id is None or mv.dataset_name is None or mv.dataset_version is None:
+            raise ValueError(f"{model} v{version} records no training run or dataset")
         run = tracking.get_run(mv.run_id, lake=lake)
-        frames = trainsets.run_frames(dataset=mv.dataset_name, version=int(mv.dataset_version), params=run.params,
+        frames = trainsets.run_frames(dataset=mv.dataset_name, version=mv.dataset_version, params=run.params,
                                       signature=mv.signature, seed=int(run.seed or 0), lake=lake)
         sample = frames.holdout.head(rows)
         names = [f["name"] for f in mv.signature["features"]]
@@ -99,7 +99,7 @@ def smoke_test(model: str, version: int, *, rows: int = 200, lake: Lake | None =
     return SmokeResult(version, len(body), diff, True, f"{len(body)} rows scored as offline (max difference {diff:.3g})")
 
 
-def _policy(model: str, settings: Settings | None, lake: Lake) -> Policy:
+def _policy(model: str, settings: Settings, lake: Lake) -> Policy:
     from core.flows.promote import load_policy
 
     return load_policy(model, settings=settings, lake=lake)
@@ -113,8 +113,8 @@ def stage(
     fraction: float = 0.0,
     reason: str,
     actor: str | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
 ) -> registry.AliasChange:
     """Stage ``version`` as the challenger in ``mode`` (``shadow`` or ``canary``) after a smoke test.
 
@@ -127,9 +127,8 @@ def stage(
             champion, or the smoke test failed (its reason is given).
         RegistryError: no reason.
     """
-    from core.flows.promote import _actor, _reason, authorize, latest_gate
-
-    lake = resolve(lake)
+    from core.flows.promote.evaluation import latest_gate
+    from core.flows.promote.policy import _actor, _reason, authorize
     why = _reason(reason, f"staging {model!r} v{version}")
     authorize(model, "stage", settings=settings, lake=lake)
     if mode not in registry.STAGE_MODES:
@@ -137,14 +136,9 @@ def stage(
     if mode == "canary" and not 0 < fraction < 1:
         raise ConfigError(f"a canary needs a traffic fraction between 0 and 1 (e.g. 0.1), got {fraction}")
     champion = registry.champion_version(model, lake)
-    if champion == version:
-        raise PromotionRefusedError(f"model {model!r} v{version} is the champion; stage another version")
-    report = latest_gate(model, version, lake=lake)
-    if report is None or not report.passed or report.champion_version != champion:
-        raise PromotionRefusedError(
-            f"model {model!r} v{version} needs a passing gate against the current champion before it meets "
-            f"traffic: run 'lakeops models evaluate {model} {version}'"
-        )
+    refusal = gating.stage_refusal(model, version, champion, latest_gate(model, version, lake=lake))
+    if refusal:
+        raise PromotionRefusedError(refusal)
     smoke = smoke_test(model, version, lake=lake)
     if not smoke.ok:
         raise PromotionRefusedError(f"model {model!r} v{version} failed its smoke test through the serving path: {smoke.reason}")
@@ -156,12 +150,10 @@ def stage(
     )
 
 
-def unstage(model: str, *, reason: str, actor: str | None = None, lake: Lake | None = None,
-            settings: Settings | None = None) -> registry.AliasChange:
+def unstage(model: str, *, reason: str, actor: str | None = None, lake: Lake,
+            settings: Settings) -> registry.AliasChange:
     """End the staged rollout: the challenger leaves the traffic (the champion answers everything)."""
-    from core.flows.promote import _actor, _reason, authorize
-
-    lake = resolve(lake)
+    from core.flows.promote.policy import _actor, _reason, authorize
     why = _reason(reason, f"ending the staged rollout of {model!r}")
     authorize(model, "stage", settings=settings, lake=lake)
     if registry.state(model, lake=lake).stage is None:
@@ -205,21 +197,118 @@ class LiveReport:
 
 
 def _median(values: pl.Series) -> float | None:
-    v = values.drop_nulls()
-    return float(v.median()) if v.len() else None  # type: ignore[arg-type]
+    median = values.drop_nulls().median()  # None when nothing is left
+    return float(median) if isinstance(median, int | float) else None
 
 
-def compare_live(model: str, *, lake: Lake | None = None, settings: Settings | None = None,
+_LOG_SCHEMA: dict[str, Any] = {"prediction_id": pl.String, "at": pl.Datetime("us", "UTC"), "model_version": pl.Int64, "score": pl.Float64,
+               "predicted_label": pl.Int64, "latency_ms": pl.Float64, "role": pl.String}
+
+
+@dataclass
+class _Live:
+    """What one mode measured on the live traffic (``_shadow_live`` / ``_canary_live``)."""
+
+    requests: int
+    latency: dict[str, float | None]
+    labelled: int = 0
+    agreement: float | None = None
+    score_drift: dict[str, Any] | None = None
+    comparison: dict[str, Any] | None = None
+    champion_value: float | None = None
+    challenger_value: float | None = None
+
+
+@dataclass(frozen=True)
+class _Metric:
+    """How the realised metric is computed and compared."""
+
+    task: str
+    name: str
+    threshold: float
+    margin: float
+    alpha: float
+
+
+def _score_drift(reference: np.ndarray, current: pl.Series) -> dict[str, Any]:
+    from core import drift
+
+    d = drift.check_column("__score__", drift.NumericReference.from_values(reference), current)
+    return {"test": d.test, "statistic": d.statistic, "threshold": d.threshold, "drifted": d.drifted}
+
+
+def _shadow_live(h: pl.DataFrame, c: pl.DataFrame, truth: pl.DataFrame, m: _Metric) -> _Live:
+    """Shadow: both scored every request; compare them row by row (paired)."""
+    from core import significance
+    from core.training import compute_metrics
+
+    pairs = h.join(c.select("prediction_id", pl.col("score").alias("c_score"),
+                            pl.col("predicted_label").alias("c_label"), pl.col("latency_ms").alias("c_latency")),
+                   on="prediction_id", how="inner").filter(pl.col("c_score").is_not_nan())
+    out = _Live(requests=h.height,  # every answer the challenger was meant to score beside the champion
+                latency={"champion": _median(pairs["latency_ms"]) if pairs.height else None,
+                         "challenger": _median(pairs["c_latency"]) if pairs.height else None})
+    if pairs.height and m.task == "binary":
+        agree = (pairs["predicted_label"] == pairs["c_label"]).mean()
+        out.agreement = float(agree) if isinstance(agree, int | float) else None
+    if pairs.height >= 2:
+        out.score_drift = _score_drift(pairs["score"].to_numpy(), pairs["c_score"])
+    lab = pairs.join(truth, on="prediction_id", how="inner")
+    out.labelled = lab.height
+    if not out.labelled or lab["truth"].n_unique() <= 1:
+        return out
+    y = lab["truth"].to_numpy()
+    out.champion_value = compute_metrics(m.task, y, lab["score"].to_numpy(), m.threshold).get(m.name)
+    out.challenger_value = compute_metrics(m.task, y, lab["c_score"].to_numpy(), m.threshold).get(m.name)
+    try:
+        out.comparison = significance.compare(m.name, y, lab["c_score"].to_numpy(), lab["score"].to_numpy(),
+                                              margin=m.margin, alpha=m.alpha, threshold=m.threshold).to_dict()
+    except ValueError:
+        out.comparison = None
+    return out
+
+
+def _canary_live(h: pl.DataFrame, c: pl.DataFrame, truth: pl.DataFrame, m: _Metric) -> _Live:
+    """Canary: each request went to one of them; compare the two groups (unpaired)."""
+    from core import significance
+    from core.training import compute_metrics
+
+    out = _Live(requests=h.height + c.height,
+                latency={"champion": _median(h["latency_ms"]), "challenger": _median(c["latency_ms"])})
+    lab_h = h.join(truth, on="prediction_id", how="inner")
+    lab_c = c.filter(pl.col("score").is_not_nan()).join(truth, on="prediction_id", how="inner")
+    out.labelled = min(lab_h.height, lab_c.height)
+    if c.height >= 2 and h.height >= 2:
+        out.score_drift = _score_drift(h["score"].to_numpy(), c["score"].filter(c["score"].is_not_nan()))
+    if not out.labelled or lab_h["truth"].n_unique() <= 1 or lab_c["truth"].n_unique() <= 1:
+        return out
+    out.champion_value = compute_metrics(m.task, lab_h["truth"].to_numpy(), lab_h["score"].to_numpy(), m.threshold).get(m.name)
+    out.challenger_value = compute_metrics(m.task, lab_c["truth"].to_numpy(), lab_c["score"].to_numpy(),
+                                           m.threshold).get(m.name)
+    out.comparison = significance.compare_unpaired(
+        m.name, lab_c["truth"].to_numpy(), lab_c["score"].to_numpy(), lab_h["truth"].to_numpy(),
+        lab_h["score"].to_numpy(), margin=m.margin, alpha=m.alpha, threshold=m.threshold,
+    ).to_dict()
+    return out
+
+
+def _live_log(model: str, since: datetime, lake: Lake) -> pl.DataFrame:
+    """Every answer logged since the stage began (champion, challenger and shadow rows)."""
+    from core import monitoring
+
+    if not lake.exists(prediction_table(model)):
+        return pl.DataFrame(schema=_LOG_SCHEMA)
+    return monitoring.log_scan(model, lake, shadow=True).filter(pl.col("at") >= since).select(*_LOG_SCHEMA).collect()
+
+
+def compare_live(model: str, *, lake: Lake, settings: Settings,
                  store: bool = True) -> LiveReport:
     """Compare the challenger with the champion on the traffic since the stage began (see the module docstring).
 
     Raises:
         PromotionRefusedError: no staged challenger.
     """
-    from core import drift, monitoring, significance
-    from core.training import compute_metrics
-
-    lake = resolve(lake)
+    from core import monitoring
     st = registry.state(model, lake=lake).stage
     champ = registry.champion_version(model, lake)
     if st is None or champ is None:
@@ -228,15 +317,9 @@ def compare_live(model: str, *, lake: Lake | None = None, settings: Settings | N
     rules = policy.staging or StagingPolicy()
     sig = registry.get_version(model, champ, lake=lake).signature
     task = sig.get("task", "binary")
-    metric = (policy.beat_champion.metric if policy.beat_champion else None) or gating.default_metric(task)
-    empty = pl.DataFrame(schema={"prediction_id": pl.String, "at": pl.Datetime("us", "UTC"), "model_version": pl.Int64,
-                                 "score": pl.Float64, "predicted_label": pl.Int64, "latency_ms": pl.Float64,
-                                 "role": pl.String})
-    if lake.exists(prediction_table(model)):
-        log = (monitoring.log_scan(model, lake, shadow=True).filter(pl.col("at") >= st.since)
-               .select(*empty.columns).collect())
-    else:
-        log = empty
+    metric = _Metric(task, (policy.beat_champion.metric if policy.beat_champion else None) or gating.default_metric(task),
+                     float(sig.get("threshold", 0.5)), -rules.tolerance, policy.alpha)
+    log = _live_log(model, st.since, lake)
     h = log.filter((pl.col("role") == "champion") & (pl.col("model_version") == champ))
     role = "shadow" if st.mode == "shadow" else "challenger"
     c = log.filter((pl.col("role") == role) & (pl.col("model_version") == st.version))
@@ -246,68 +329,22 @@ def compare_live(model: str, *, lake: Lake | None = None, settings: Settings | N
         errors += refused.height
         c = pl.concat([c, refused])
     truth = monitoring.ground_truth(model, lake=lake)
-    agreement = None
-    drift_row = None
-    comparison = None
-    champion_value = challenger_value = None
-    labelled = 0
-    if st.mode == "shadow":
-        pairs = h.join(c.select("prediction_id", pl.col("score").alias("c_score"),
-                                pl.col("predicted_label").alias("c_label"), pl.col("latency_ms").alias("c_latency")),
-                       on="prediction_id", how="inner").filter(pl.col("c_score").is_not_nan())
-        requests = h.height  # every answer the challenger was meant to score beside the champion
-        if pairs.height and task == "binary":
-            agreement = float((pairs["predicted_label"] == pairs["c_label"]).mean())  # type: ignore[arg-type]
-        if pairs.height >= 2:
-            ref = drift.NumericReference.from_values(pairs["score"].to_numpy())
-            d = drift.check_column("__score__", ref, pairs["c_score"])
-            drift_row = {"test": d.test, "statistic": d.statistic, "threshold": d.threshold, "drifted": d.drifted}
-        lab = pairs.join(truth, on="prediction_id", how="inner")
-        labelled = lab.height
-        if labelled and lab["truth"].n_unique() > 1:
-            y = lab["truth"].to_numpy()
-            thr = float(sig.get("threshold", 0.5))
-            champion_value = compute_metrics(task, y, lab["score"].to_numpy(), thr).get(metric)
-            challenger_value = compute_metrics(task, y, lab["c_score"].to_numpy(), thr).get(metric)
-            try:
-                comparison = significance.compare(metric, y, lab["c_score"].to_numpy(), lab["score"].to_numpy(),
-                                                  margin=-rules.tolerance, alpha=policy.significance or 0.05,
-                                                  threshold=thr).to_dict()
-            except ValueError:
-                comparison = None
-        latency = {"champion": _median(pairs["latency_ms"]) if pairs.height else None,
-                   "challenger": _median(pairs["c_latency"]) if pairs.height else None}
-    else:
-        requests = h.height + c.height
-        lab_h = h.join(truth, on="prediction_id", how="inner")
-        lab_c = c.filter(pl.col("score").is_not_nan()).join(truth, on="prediction_id", how="inner")
-        labelled = min(lab_h.height, lab_c.height)
-        if c.height >= 2 and h.height >= 2:
-            ref = drift.NumericReference.from_values(h["score"].to_numpy())
-            d = drift.check_column("__score__", ref, c["score"].filter(c["score"].is_not_nan()))
-            drift_row = {"test": d.test, "statistic": d.statistic, "threshold": d.threshold, "drifted": d.drifted}
-        if labelled and lab_h["truth"].n_unique() > 1 and lab_c["truth"].n_unique() > 1:
-            thr = float(sig.get("threshold", 0.5))
-            champion_value = compute_metrics(task, lab_h["truth"].to_numpy(), lab_h["score"].to_numpy(), thr).get(metric)
-            challenger_value = compute_metrics(task, lab_c["truth"].to_numpy(), lab_c["score"].to_numpy(), thr).get(metric)
-            comparison = significance.compare_unpaired(
-                metric, lab_c["truth"].to_numpy(), lab_c["score"].to_numpy(), lab_h["truth"].to_numpy(),
-                lab_h["score"].to_numpy(), margin=-rules.tolerance, alpha=policy.significance or 0.05, threshold=thr,
-            ).to_dict()
-        latency = {"champion": _median(h["latency_ms"]), "challenger": _median(c["latency_ms"])}
-    challenger_rows = c.height
-    error_rate = errors / challenger_rows if challenger_rows else 0.0
-    checks, passed, why = _live_gate(rules, st.mode, requests, labelled, error_rate, agreement, comparison, metric)
+    live = (_shadow_live if st.mode == "shadow" else _canary_live)(h, c, truth, metric)
+    error_rate = errors / c.height if c.height else 0.0
+    checks, passed, why = _live_gate(rules, st.mode, live.requests, live.labelled, error_rate, live.agreement,
+                                     live.comparison, metric.name)
     report = LiveReport(
-        new_id(), model, champ, st.version, st.mode, st.since, utcnow(), requests, challenger_rows, errors, error_rate,
-        agreement, drift_row, latency, labelled, metric, champion_value, challenger_value, comparison, checks, passed, why,
+        new_id(), model, champ, st.version, st.mode, st.since, utcnow(), live.requests, c.height, errors, error_rate,
+        live.agreement, live.score_drift, live.latency, live.labelled, metric.name, live.champion_value,
+        live.challenger_value, live.comparison, checks, passed, why,
     )
     if store:
         lake.append("stage_reports", [{
             "report_id": report.report_id, "model": model, "champion_version": champ, "challenger_version": st.version,
-            "mode": st.mode, "since": st.since, "at": report.at, "requests": requests, "labelled": labelled,
-            "error_rate": error_rate, "agreement": agreement, "metric": metric, "champion_value": champion_value,
-            "challenger_value": challenger_value, "passed": passed, "report_json": json.dumps(report.to_dict(), default=str),
+            "mode": st.mode, "since": st.since, "at": report.at, "requests": live.requests, "labelled": live.labelled,
+            "error_rate": error_rate, "agreement": live.agreement, "metric": metric.name,
+            "champion_value": live.champion_value, "challenger_value": live.challenger_value, "passed": passed,
+            "report_json": json.dumps(report.to_dict(), default=str),
         }], metadata={"model": model, "report_id": report.report_id})
     return report
 
@@ -365,12 +402,10 @@ def _live_gate(rules: StagingPolicy, mode: str, requests: int, labelled: int, er
     return checks, True, "the challenger did at least as well as the champion on live traffic (within tolerance)"
 
 
-def live_scores(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
+def live_scores(model: str, *, lake: Lake) -> pl.DataFrame:
     """Scores since the stage began, by who scored them: ``role`` (champion / challenger / shadow),
     ``model_version``, ``score`` (for the score overlay of the Models page); empty without a stage."""
     from core import monitoring
-
-    lake = resolve(lake)
     st = registry.state(model, lake=lake).stage
     if st is None or not lake.exists(prediction_table(model)):
         return pl.DataFrame(schema={"role": pl.String, "model_version": pl.Int64, "score": pl.Float64})
@@ -378,9 +413,8 @@ def live_scores(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
             .select("role", "model_version", "score").filter(pl.col("score").is_not_nan()).collect())
 
 
-def live_reports(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
+def live_reports(model: str, *, lake: Lake) -> pl.DataFrame:
     """Every stored live comparison of ``model``, oldest first."""
-    lake = resolve(lake)
     return lake.read_or_empty("stage_reports").filter(pl.col("model") == model).sort("at")
 
 
@@ -400,7 +434,7 @@ class RolloutOutcome:
                 "passed": self.report.passed, "requests": self.report.requests, "labelled": self.report.labelled}
 
 
-def check_rollout(model: str, *, lake: Lake | None = None, settings: Settings | None = None,
+def check_rollout(model: str, *, lake: Lake, settings: Settings,
                   actor: str | None = None) -> RolloutOutcome | None:
     """The live gate: compare, then promote a challenger that passed, withdraw one that failed, or wait.
 
@@ -408,9 +442,6 @@ def check_rollout(model: str, *, lake: Lake | None = None, settings: Settings | 
     """
     from core import monitoring
     from core.flows.promote import promote
-
-    lake = resolve(lake)
-    settings = settings or load_settings()
     actor = actor or settings.actor
     st = registry.state(model, lake=lake).stage
     if st is None:
@@ -428,8 +459,9 @@ def check_rollout(model: str, *, lake: Lake | None = None, settings: Settings | 
         return RolloutOutcome(model, "withdrawn", st.version, report, report.why)
     if report.passed is None:
         return RolloutOutcome(model, "waiting", st.version, report, report.why)
-    if not policy.auto_promote or policy.require_approval:
-        return RolloutOutcome(model, "passed", st.version, report, "live gate passed; awaiting a manual promotion")
+    waiting = gating.live_promotion_refusal(policy)
+    if waiting:
+        return RolloutOutcome(model, "passed", st.version, report, waiting)
     try:
         promote(model, st.version, reason=f"live gate passed ({st.mode}): {report.why}", actor=actor, lake=lake,
                 settings=settings, policy=policy)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
-from core import datasets, registry, tracking
+from core import datasets, features, registry, tracking
 from core.compute import compute_config
-from core.config import Settings, load_settings
-from core.lake import Lake, resolve
+from core.config import Settings
+from core.lake import Lake
 
 __all__ = ["ScoreOutcome", "score_dataset"]
 
@@ -47,8 +48,8 @@ def score_dataset(
     output: str | None = None,
     keep: Sequence[str] | None = None,
     engine: str | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
     actor: str | None = None,
 ) -> ScoreOutcome:
     """Score ``dataset`` (a version, default latest) with ``model`` (a version, or the version ``alias`` names).
@@ -67,10 +68,10 @@ def score_dataset(
         DatasetNotFoundError, ModelNotFoundError, ModelVersionNotFoundError: unknown input.
         ArtifactIntegrityError: the model artifact fails its sha256.
         DataValidationError: the dataset lacks a feature the model needs.
+        FeatureViewError: a model trained on feature views, on rows without its time column or a
+            view's entity column (nothing written).
         ComputeError: the cluster lost the work.
     """
-    lake = resolve(lake)
-    settings = settings or load_settings()
     cfg = compute_config(settings, engine=engine)
     loaded = registry.load(model, version=model_version, alias=None if model_version is not None else alias, lake=lake)
     version = dataset_version if dataset_version is not None else datasets.latest_version(dataset, lake=lake)
@@ -80,21 +81,32 @@ def score_dataset(
         keep = [p["name"] for p in loaded.signature.get("passthrough") or ()]
     tags = {"model": model, "model_version": loaded.version, "model_sha256": loaded.sha256, "output_dataset": out_name,
             "engine": cfg.engine, "source": "lakeops.score"}
+    if cfg.engine == "dask":
+        from core.compute.frames import dataset_parts
+
+        parts = dataset_parts(dataset, version, lake=lake)
+        columns = list(parts.schema.names)
+    else:
+        rows = datasets.load(dataset, version, lake=lake)
+        columns = rows.columns
+    # a model trained on feature views: its view features as of each row's time, computed as a training
+    # set computes them (the sources read and prepared once, here); missing time/entity columns refused
+    # before anything is written
+    needed = features.view_features_needed(columns, loaded.signature, strict=True, lake=lake)
+    apply = partial(features.apply_view_features, time_column=str(loaded.signature.get("time_column") or ""))
     with tracking.start_run("score", f"{model} v{loaded.version} on {dataset}@v{version}", dataset=(dataset, version),
-                            tags=tags, sync=True, lake=lake) as run:
+                            tags=tags, sync=True, lake=lake, actor=actor or settings.actor) as run:
         if cfg.engine == "dask":
             from core.compute import engine_info, session
-            from core.compute.frames import dataset_parts
             from core.compute.score import score_parts
 
-            parts = dataset_parts(dataset, version, lake=lake)
-            with session(cfg) as client:
-                scores = score_parts(client, parts, loaded.model, keep)
+            with session(cfg) as client:  # the view features beside each partition, on the workers
+                scores = score_parts(client, parts, loaded.model, keep, transform=apply if needed else None, data=needed)
                 run.set_tags({"workers": engine_info(client)["workers"], "partitions": len(parts)})
         else:
             from core.compute.score import score_frame
 
-            scores = score_frame(datasets.load(dataset, version, lake=lake), loaded.model, keep)
+            scores = score_frame(apply(rows, needed) if needed else rows, loaded.model, keep)
         written = datasets.ingest(
             out_name, scores, mode="replace", lake=lake, settings=settings, actor=actor or settings.actor, validate=False,
             source=f"lakeops score: model {model} v{loaded.version} (sha256 {loaded.sha256}) on {dataset}@v{version}",
@@ -103,3 +115,4 @@ def score_dataset(
         run.log_metric("rows", scores.height)
     return ScoreOutcome(run.run_id, dataset, version, model, loaded.version, out_name, written.version, scores.height,
                         cfg.engine)
+

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.errors import NotFoundError
 from core.ids import utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 
 __all__ = ["DEMO_DATASET", "DEMO_MODEL", "DEMO_POLICY", "DEMO_TRAINING_SET", "SeedOutcome", "seed_demo"]
 
@@ -47,8 +47,8 @@ class SeedOutcome:
 
 def seed_demo(
     *,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
     rows: int = 20_000,
     seed: int = 0,
     log: Callable[[str], Any] = lambda _m: None,
@@ -57,8 +57,8 @@ def seed_demo(
     """Seed the demo if the model has no champion yet; return None when nothing was needed.
 
     Args:
-        lake: the lake (default: from settings).
-        settings: settings (default: from the environment).
+        lake: the lake.
+        settings: the settings (config sections and the actor).
         rows: demo rows to generate (pre-campaign customers).
         seed: seed of the data and of training.
         log: progress callback, one line per step.
@@ -68,9 +68,6 @@ def seed_demo(
     from core import datasets, demo, registry
     from core.flows import promote as promote_flow
     from core.flows.train import train_model
-
-    lake = resolve(lake)
-    settings = settings or load_settings()
     try:
         if "champion" in registry.aliases(DEMO_MODEL, lake=lake):
             return None
@@ -84,15 +81,15 @@ def seed_demo(
         # the champion is trained before the campaign: the campaign starts after the seeded period
         # (``lakeops simulate --campaign-after`` brings it), so its traffic drifts from the reference
         frame = demo.generate(rows, seed=seed, start=start, days=120, campaign_start=start + timedelta(days=3650))
-        version = datasets.ingest(DEMO_DATASET, frame, lake=lake, source="core.demo", actor=settings.actor).version
+        version = datasets.ingest(DEMO_DATASET, frame, lake=lake, source="core.demo", actor=settings.actor, settings=settings).version
         log(f"ingested demo dataset {DEMO_DATASET!r} v{version} ({frame.height} rows)")
     source, source_version = DEMO_DATASET, version
     if features:
         source, source_version = DEMO_TRAINING_SET, _seed_features(lake, settings, version, log)
-    outcome = train_model(source, target=demo.TARGET, version=source_version, seed=seed, experiment=DEMO_MODEL, lake=lake)
+    outcome = train_model(source, target=demo.TARGET, version=source_version, seed=seed, experiment=DEMO_MODEL, lake=lake, settings=settings)
     log(f"trained run {outcome.run_id} (auc {outcome.metrics.get('auc', float('nan')):.3f})")
     if not settings.section(f"models.{DEMO_MODEL}.policy"):
-        promote_flow.set_policy(DEMO_MODEL, DEMO_POLICY, reason=DEMO_POLICY_REASON, actor=settings.actor, lake=lake)
+        promote_flow.set_policy(DEMO_MODEL, DEMO_POLICY, reason=DEMO_POLICY_REASON, actor=settings.actor, lake=lake, settings=settings)
     mv = registry.register(DEMO_MODEL, outcome.run_id, description="demo model seeded by lakeops up", actor=settings.actor, lake=lake)
     report = promote_flow.evaluate(DEMO_MODEL, mv.version, actor=settings.actor, lake=lake, settings=settings)
     passed = bool(getattr(report, "passed", False))
@@ -120,7 +117,7 @@ def _seed_features(lake: Lake, settings: Settings, churn_version: int, log: Call
     else:
         customers = datasets.load(DEMO_DATASET, churn_version, lake=lake)
         events = demo.usage_events(customers, until=utcnow())
-        dv = datasets.ingest(demo.USAGE_DATASET, events, lake=lake, source="core.demo usage events", actor=settings.actor)
+        dv = datasets.ingest(demo.USAGE_DATASET, events, lake=lake, source="core.demo usage events", actor=settings.actor, settings=settings)
         log(f"ingested usage events {demo.USAGE_DATASET!r} v{dv.version} ({events.height} rows)")
     view, created = fs.register(fs.parse_view(demo.USAGE_VIEW), lake=lake, actor=settings.actor)
     log(f"feature view {view.name!r} v{view.version} " + ("registered" if created else "already registered"))

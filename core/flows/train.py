@@ -13,9 +13,9 @@ import polars as pl
 
 from core import datasets, features, tracking, training, trainsets
 from core.compute import compute_config
-from core.config import Settings
+from core.config import Settings, read_toml
 from core.errors import ArtifactIntegrityError, DatasetNotFoundError, TrainingError
-from core.lake import Lake, resolve
+from core.lake import Lake
 
 __all__ = [
     "ReproduceOutcome",
@@ -71,14 +71,7 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
     Raises:
         TrainingError: the file is unreadable, not TOML, or has unknown parameter names.
     """
-    import tomllib
-
-    try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TrainingError(f"cannot read params file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise TrainingError(f"params file {path} is not valid TOML: {exc}") from None
+    doc = read_toml(path, what="params file", error=TrainingError)
     params = doc.get("params", doc)
     if not isinstance(params, dict):
         raise TrainingError(f"params file {path}: [params] must be a table")
@@ -97,6 +90,17 @@ def _resolve_version(dataset: str, version: int | None, lake: Lake) -> int:
     return version
 
 
+def _checked_task(task: str | None) -> training.Task | None:
+    """``task`` as a training task (None: inferred from the target), or a TrainingError naming it."""
+    if task is None:
+        return None
+    if task == "binary":
+        return "binary"
+    if task == "regression":
+        return "regression"
+    raise TrainingError(f"task must be 'binary' or 'regression', got {task!r}")
+
+
 def train_model(
     dataset: str,
     *,
@@ -110,13 +114,13 @@ def train_model(
     time_column: str | None = AUTO,
     exclude: Sequence[str] = (),
     tags: Mapping[str, Any] | None = None,
-    lake: Lake | None = None,
+    lake: Lake,
     passthrough: Sequence[str] | None = None,
     feedback_key: str | None = None,
     served: tuple[str, int] | None = None,
     dedupe: tuple[str | None, Sequence[str]] | None = None,
     engine: str | None = None,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> TrainOutcome:
     """Train a model on a dataset version and record it as a run.
 
@@ -153,23 +157,21 @@ def train_model(
             is read from its snapshot files by the workers, split exactly as locally and trained
             with ``lightgbm.dask`` (``core.compute.train``); the run also records ``engine``,
             ``workers`` and ``threads``. A retrain's rows are combined here, then trained there.
-        settings: settings to read ``[compute]`` from (default: loaded).
+        settings: settings to read ``[compute]`` from.
 
     Raises:
         DatasetNotFoundError: unknown dataset or version.
         TrainingError: bad target, params or data (a run already started ends ``failed``).
     """
-    lake = resolve(lake)
     user_params = training.validate_params(params)
     version = _resolve_version(dataset, version, lake)
-    if task not in (None, "binary", "regression"):
-        raise TrainingError(f"task must be 'binary' or 'regression', got {task!r}")
+    task = _checked_task(task)
     cfg = compute_config(settings, engine=engine)
     if cfg.engine == "dask":
         return _train_on_cluster(
             cfg, dataset, version, target=target, user_params=user_params, seed=seed, experiment=experiment, name=name,
             task=task, time_column=time_column, exclude=exclude, tags=tags, lake=lake, passthrough=passthrough,
-            feedback_key=feedback_key, served=served, dedupe=dedupe,
+            feedback_key=feedback_key, served=served, dedupe=dedupe, actor=settings.actor,
         )
     frame = datasets.load(dataset, version, lake=lake)
     if frame.height == 0:
@@ -197,11 +199,12 @@ def train_model(
         tags={"task": task_, "target": target, "source": "lakeops.train", **(tags or {})},
         sync=True,
         lake=lake,
+        actor=settings.actor,
     ) as run:
         result = training.train(
             frame, target, task=task_, params=user_params, seed=seed, time_column=time_column, exclude=exclude,
             passthrough=passthrough, feedback_key=feedback_key, valid=valid_frame,
-        )  # type: ignore[arg-type]
+        )
         if views:
             _attach_feature_views(result.model.signature, views)
         _record(run, result, user_params=user_params, split_info=split_info, target=target, task=task_,
@@ -310,7 +313,7 @@ def _train_on_cluster(
     cfg: Any, dataset: str, version: int, *, target: str, user_params: dict[str, Any], seed: int,
     experiment: str | None, name: str | None, task: str | None, time_column: str | None, exclude: Sequence[str],
     tags: Mapping[str, Any] | None, lake: Lake, passthrough: Sequence[str] | None, feedback_key: str | None,
-    served: tuple[str, int] | None, dedupe: tuple[str | None, Sequence[str]] | None,
+    served: tuple[str, int] | None, dedupe: tuple[str | None, Sequence[str]] | None, actor: str,
 ) -> TrainOutcome:
     """``train_model`` on the Dask cluster (``core.compute.train``): the same run, params, curves,
     metrics, artifacts and tags, plus ``engine``, ``workers`` and ``threads``."""
@@ -326,6 +329,7 @@ def _train_on_cluster(
         time_column = training.detect_time_column(schema_frame)
     elif time_column is not None and time_column not in schema_frame.columns:
         raise TrainingError(f"time column {time_column!r} is not a column of dataset {dataset!r}")
+    views = features.training_views(dataset, version, lake=lake)  # a training set of feature views: keys are not features
     frames = None
     split_info: dict[str, Any] = {}
     if served is not None:  # a retrain: its de-duplicated rows are made here, trained on the cluster
@@ -340,13 +344,16 @@ def _train_on_cluster(
         tags={"task": task or "", "target": target, "source": "lakeops.train", "engine": "dask", **(tags or {})},
         sync=True,
         lake=lake,
+        actor=actor,
     ) as run:
         out = train_on_cluster(
-            client, cfg, parts=None if frames else parts, frames=frames, target=target, task=task,  # type: ignore[arg-type]
+            client, cfg, parts=None if frames else parts, frames=frames, target=target, task=task,
             params=user_params, seed=seed, time_column=time_column, exclude=exclude, passthrough=passthrough,
-            feedback_key=feedback_key,
+            feedback_key=feedback_key, entity_keys=list(dict.fromkeys(v["entity"] for v in views)),
         )
         result = out.result
+        if views:
+            _attach_feature_views(result.model.signature, views)
         run.set_tags({"task": result.model.signature["task"]})
         _record(run, result, user_params=user_params, split_info=split_info, target=target,
                 task=result.model.signature["task"], time_column=time_column, exclude=exclude, passthrough=passthrough,
@@ -357,23 +364,22 @@ def _train_on_cluster(
     )
 
 
-def run_leakage(run_id: str, *, lake: Lake | None = None) -> dict[str, Any] | None:
+def run_leakage(run_id: str, *, lake: Lake) -> dict[str, Any] | None:
     """The leakage report a training run logged (None for runs of earlier releases)."""
     try:
-        return json.loads(tracking.read_artifact(run_id, LEAKAGE_PATH, lake=lake))  # type: ignore[no-any-return]
+        return json.loads(tracking.read_artifact(run_id, LEAKAGE_PATH, lake=lake))
     except ArtifactIntegrityError:
         return None
 
 
-def run_model(run_id: str, *, lake: Lake | None = None) -> training.Model:
+def run_model(run_id: str, *, lake: Lake) -> training.Model:
     """Load the model a training run logged (text + signature, sha256 checked by the artifact read)."""
-    lake = resolve(lake)
     text = tracking.read_artifact(run_id, MODEL_PATH, lake=lake).decode("utf-8")
     signature = json.loads(tracking.read_artifact(run_id, SIGNATURE_PATH, lake=lake))
     return training.Model.from_text(text, signature)
 
 
-def feature_importance(run_id: str, *, lake: Lake | None = None) -> pl.DataFrame:
+def feature_importance(run_id: str, *, lake: Lake) -> pl.DataFrame:
     """The run's feature importance: ``feature, gain, split`` (empty when the run has none)."""
     try:
         data = tracking.read_artifact(run_id, IMPORTANCE_PATH, lake=lake)
@@ -384,14 +390,15 @@ def feature_importance(run_id: str, *, lake: Lake | None = None) -> pl.DataFrame
     )
 
 
-def reproduce(run_id: str, *, lake: Lake | None = None) -> ReproduceOutcome:
+def reproduce(run_id: str, *, lake: Lake, settings: Settings) -> ReproduceOutcome:
     """Retrain run ``run_id`` from its recorded dataset version, params and seed; compare sha256.
+
+    ``settings`` give ``[compute]`` (the engine the run recorded is used).
 
     Raises:
         RunNotFoundError: no such run.
         TrainingError: the run is not a lakeops training run (nothing to reproduce from).
     """
-    lake = resolve(lake)
     info = tracking.get_run(run_id, lake=lake)
     needed = ("target", "train_params")
     if info.dataset_name is None or info.dataset_version is None or any(k not in info.params for k in needed):
@@ -419,6 +426,6 @@ def reproduce(run_id: str, *, lake: Lake | None = None) -> ReproduceOutcome:
         served=(info.params["served_dataset"], int(info.params["served_version"]))
         if info.params.get("split_method") == "served_holdout" else None,
         dedupe=(info.params.get("dedupe_key") or None, json.loads(info.params.get("dedupe_content") or "[]")),
-        engine=info.params.get("engine") or "local",
+        engine=info.params.get("engine") or "local", settings=settings
     )
     return ReproduceOutcome(run_id, outcome.run_id, sha, outcome.model.sha256)

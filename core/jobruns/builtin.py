@@ -11,7 +11,6 @@ from typing import Any
 
 import polars as pl
 
-import core.lake
 from core.config import Settings
 from core.ids import utcnow
 from core.jobruns.catalog import jobs_config, jsonable
@@ -30,11 +29,10 @@ def _champions(lake: Lake) -> list[str]:
 
 def drift_check(*, lake: Lake, settings: Settings, trigger: str = "manual", **args: Any) -> dict[str, Any]:
     """Check drift of every model with a champion (``args``: window_rows, window_hours)."""
-    from core.compute import configured
-    from core.flows.monitor import check_drift
+    from core.flows.monitor import check_drift_and_alert
 
-    with configured(settings):  # the [compute] engine of the job's settings
-        return {"models": {m: jsonable(check_drift(m, lake=lake, settings=settings, **args)) for m in _champions(lake)}}
+    # the flows read the [compute] engine from the job's settings, passed to each of them
+    return {"models": {m: jsonable(check_drift_and_alert(m, lake=lake, settings=settings, **args)) for m in _champions(lake)}}
 
 
 def performance_check(*, lake: Lake, settings: Settings, trigger: str = "manual", **args: Any) -> dict[str, Any]:
@@ -44,7 +42,7 @@ def performance_check(*, lake: Lake, settings: Settings, trigger: str = "manual"
     return {"models": {m: jsonable(check_performance(m, lake=lake, settings=settings, **args)) for m in _champions(lake)}}
 
 
-def pending_alerts(job: str = "retrain", *, lake: Lake | None = None, settings: Settings | None = None) -> pl.DataFrame:
+def pending_alerts(job: str = "retrain", *, lake: Lake, settings: Settings) -> pl.DataFrame:
     """Return the open drift/performance alerts (one per model, newest) that ``job`` should answer.
 
     An open alert is due when its episode opened after the last start of ``job`` (a new alert),
@@ -52,7 +50,6 @@ def pending_alerts(job: str = "retrain", *, lake: Lake | None = None, settings: 
     open: ``retrain_if_needed`` may have been waiting for labels). Kinds are the alert kinds
     containing one of ``[jobs] alert_kinds``.
     """
-    lake = core.lake.resolve(lake)
     due = _alerted(lake, settings)
     last = history(job, lake=lake, limit=1)
     last_start = last["started_at"][0] if last.height else None
@@ -61,7 +58,7 @@ def pending_alerts(job: str = "retrain", *, lake: Lake | None = None, settings: 
     return due
 
 
-def _alerted(lake: Lake, settings: Settings | None) -> pl.DataFrame:
+def _alerted(lake: Lake, settings: Settings) -> pl.DataFrame:
     """The newest open alert per model whose kind contains one of ``[jobs] alert_kinds``."""
     from core.monitoring import alerts
 
@@ -79,19 +76,18 @@ def _alerted(lake: Lake, settings: Settings | None) -> pl.DataFrame:
 
 def retrain(*, lake: Lake, settings: Settings, trigger: str, **args: Any) -> dict[str, Any]:
     """Retrain: on an alert, each alerted model if ``retrain_if_needed`` agrees; else every champion."""
-    from core.compute import configured
     from core.flows.monitor import retrain as retrain_flow
     from core.flows.monitor import retrain_if_needed
 
     out: dict[str, Any] = {}
-    with configured(settings):  # the retrain trains on the [compute] engine of the job's settings
-        if trigger == "alert":
-            for model in _alerted(lake, settings)["model"].to_list():
-                outcome = retrain_if_needed(model, lake=lake, settings=settings)
-                out[model] = jsonable(outcome) if outcome is not None else {"retrained": False, "why": "not needed yet"}
-        else:
-            for model in _champions(lake):
-                out[model] = jsonable(retrain_flow(model, reason=f"{trigger} retrain", lake=lake, settings=settings, **args))
+    # the retrain trains on the [compute] engine of the job's settings (passed to the flows)
+    if trigger == "alert":
+        for model in _alerted(lake, settings)["model"].to_list():
+            outcome = retrain_if_needed(model, lake=lake, settings=settings)
+            out[model] = jsonable(outcome) if outcome is not None else {"retrained": False, "why": "not needed yet"}
+    else:
+        for model in _champions(lake):
+            out[model] = jsonable(retrain_flow(model, reason=f"{trigger} retrain", lake=lake, settings=settings, **args))
     return {"models": out}
 
 
@@ -109,13 +105,12 @@ def rollout(*, lake: Lake, settings: Settings, trigger: str = "manual", **args: 
     return {"models": out}
 
 
-def maintain_lake(*, lake: Lake | None = None, retention_hours: int = 168) -> dict[str, Any]:
+def maintain_lake(*, lake: Lake, retention_hours: int = 168) -> dict[str, Any]:
     """Maintain every table, keeping the dataset versions registered models were trained on.
 
     Returns:
         Outputs: tables maintained, files before/after, files vacuumed, versions kept.
     """
-    lake = core.lake.resolve(lake)
     used = lake.read_or_empty("model_versions", columns=["dataset_name", "dataset_version"]).drop_nulls().unique()
     keep: dict[str, list[int]] = {}
     for r in used.iter_rows(named=True):
@@ -130,7 +125,7 @@ def maintain_lake(*, lake: Lake | None = None, retention_hours: int = 168) -> di
     }
 
 
-def compact_hot(*, lake: Lake | None = None, min_small_files: int = 50) -> dict[str, Any]:
+def compact_hot(*, lake: Lake, min_small_files: int = 50) -> dict[str, Any]:
     """Compact every table holding at least ``min_small_files`` small files (no vacuum).
 
     Tables written in many small commits (prediction logs, job and tracking records) slow down
@@ -140,7 +135,6 @@ def compact_hot(*, lake: Lake | None = None, min_small_files: int = 50) -> dict[
     Returns:
         Outputs: tables checked, and per compacted table the files removed and added.
     """
-    lake = core.lake.resolve(lake)
     tables = lake.tables()
     done: dict[str, dict[str, Any]] = {}
     for name in tables:

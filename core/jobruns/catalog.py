@@ -41,8 +41,7 @@ from typing import Any
 
 import polars as pl
 
-import core.lake
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.errors import ConfigError, NotFoundError
 from core.jobruns.lease import current_holder
 from core.jobruns.records import JobRunResult, finish_run, history, start_run
@@ -111,9 +110,9 @@ _GLOBAL_DEFAULTS: dict[str, Any] = {
 _JOB_KEYS = {"func", "enabled", "interval_s", "cron", "on_alert", "args", "description"}
 
 
-def jobs_config(settings: Settings | None = None) -> dict[str, Any]:
+def jobs_config(settings: Settings) -> dict[str, Any]:
     """Return the scheduler-wide ``[jobs]`` settings (lease_ttl_s, alert_poll_s, ...) with defaults."""
-    section = (settings or load_settings()).section("jobs")
+    section = settings.section("jobs")
     out = dict(_GLOBAL_DEFAULTS)
     for key, value in section.items():
         if isinstance(value, Mapping):
@@ -127,13 +126,12 @@ def jobs_config(settings: Settings | None = None) -> dict[str, Any]:
     return out
 
 
-def job_specs(settings: Settings | None = None) -> dict[str, JobSpec]:
+def job_specs(settings: Settings) -> dict[str, JobSpec]:
     """Return every job (built-ins with their ``[jobs.NAME]`` overrides, then ``[jobs.extra.NAME]``).
 
     Raises:
         ConfigError: a key or value in the ``[jobs]`` section is invalid (the message names it).
     """
-    settings = settings or load_settings()
     section = settings.section("jobs")
     extra = section.get("extra", {})
     if not isinstance(extra, Mapping):
@@ -182,21 +180,24 @@ def _spec(where: str, name: str, conf: dict[str, Any]) -> JobSpec:
 def _resolve_func(spec: JobSpec) -> Callable[..., Any]:
     module, _, attr = spec.func.partition(":")
     try:
-        return getattr(import_module(module), attr)  # type: ignore[no-any-return]
+        func = getattr(import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"job {spec.name!r}: cannot load {spec.func!r} ({exc}); fix func in [jobs]") from exc
+    if not callable(func):
+        raise ConfigError(f"job {spec.name!r}: {spec.func!r} is not a function; fix func in [jobs]")
+    return func
 
 
 def run_job(
-    name: str, *, trigger: str = "manual", lake: Lake | None = None, settings: Settings | None = None
+    name: str, *, trigger: str = "manual", lake: Lake, settings: Settings
 ) -> JobRunResult:
     """Run job ``name`` now in this process, recorded in ``job_runs``; a failure is recorded, not raised.
 
     Args:
         name: a job from :func:`job_specs`.
         trigger: ``manual``, ``schedule`` or ``alert``.
-        lake: the lake (default: the settings' lake).
-        settings: settings (default: from the environment).
+        lake: the lake.
+        settings: the settings (config sections and the actor).
 
     Returns:
         The final state of the execution (``finished`` with outputs, or ``failed`` with the error).
@@ -206,8 +207,6 @@ def run_job(
     Raises:
         NotFoundError: no job of that name (the message lists the jobs).
     """
-    settings = settings or load_settings()
-    lake = core.lake.resolve(lake)
     specs = job_specs(settings)
     if name not in specs:
         raise NotFoundError(f"no job named {name!r}; jobs: {', '.join(specs)}")
@@ -229,10 +228,8 @@ def run_job(
     return finish_run(run, "finished", outputs=outputs if isinstance(outputs, dict) else {"result": outputs}, lake=lake)
 
 
-def list_jobs(*, lake: Lake | None = None, settings: Settings | None = None) -> pl.DataFrame:
+def list_jobs(*, lake: Lake, settings: Settings) -> pl.DataFrame:
     """Return one row per job: schedule, next run (from the running scheduler) and last status."""
-    settings = settings or load_settings()
-    lake = core.lake.resolve(lake)
     holder = current_holder("scheduler", lake=lake)
     next_runs = (holder.info.get("next_runs") or {}) if holder else {}
     last = history(lake=lake).group_by("job", maintain_order=True).first()

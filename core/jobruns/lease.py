@@ -39,7 +39,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import core.lake
 from core.catalog import TABLES
 from core.errors import CommitConflictError, ConfigError, TableNotFoundError
 from core.ids import new_id, utcnow
@@ -123,9 +122,8 @@ def _read_state(lake: Lake, name: str) -> tuple[int, LeaseState | None]:
     return base, replace(state, expires_at=expires, info=beat.get("info") or state.info)
 
 
-def current_holder(name: str = "scheduler", *, lake: Lake | None = None) -> LeaseState | None:
+def current_holder(name: str = "scheduler", *, lake: Lake) -> LeaseState | None:
     """Return the state of lease ``name`` while someone holds it, else None."""
-    lake = core.lake.resolve(lake)
     _, state = _read_state(lake, name)
     return state if state is not None and state.active() else None
 
@@ -144,10 +142,10 @@ class Lease:
         >>> if lease.acquire(): ...  # then lease.renew() every ttl/3 and check lease.held
     """
 
-    def __init__(self, lake: Lake | None = None, name: str = "scheduler", holder: str | None = None, ttl_s: float = 30) -> None:
+    def __init__(self, lake: Lake, name: str = "scheduler", holder: str | None = None, ttl_s: float = 30) -> None:
         if ttl_s <= 0:
             raise ConfigError(f"lease ttl_s must be > 0, got {ttl_s}")
-        self.lake = core.lake.resolve(lake)
+        self.lake = lake
         self.name = name
         self.holder_id = holder or f"{_HOST}:{os.getpid()}:{new_id()[-6:]}"
         self.ttl = timedelta(seconds=ttl_s)

@@ -13,7 +13,6 @@ from typing import Any
 
 import polars as pl
 
-import core.lake
 from core.errors import LakeopsError
 from core.ids import new_id, utcnow
 from core.lake import Lake
@@ -40,9 +39,8 @@ class JobRunResult:
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
-def start_run(job: str, trigger: str, *, lake: Lake | None = None) -> JobRunResult:
+def start_run(job: str, trigger: str, *, lake: Lake) -> JobRunResult:
     """Append the ``running`` row of a new execution of ``job`` and return it."""
-    lake = core.lake.resolve(lake)
     run = JobRunResult(new_id(), job, trigger, "running", utcnow())
     lake.append(_TABLE, [_row(run)], metadata={"job": job, "trigger": trigger, "status": "running"})
     return run
@@ -54,12 +52,11 @@ def finish_run(
     *,
     error: str | None = None,
     outputs: Mapping[str, Any] | None = None,
-    lake: Lake | None = None,
+    lake: Lake,
 ) -> JobRunResult:
     """Append the final row (``finished``, ``failed``, ``interrupted``, ``abandoned``) of ``run``."""
     if status not in _FINAL:
         raise LakeopsError(f"job run status {status!r} is not final: use one of {', '.join(_FINAL)}")
-    lake = core.lake.resolve(lake)
     done = JobRunResult(run.job_run_id, run.job, run.trigger, status, run.started_at, utcnow(), error, dict(outputs or {}))
     lake.append(_TABLE, [_row(done)], metadata={"job": run.job, "trigger": run.trigger, "status": status})
     return done
@@ -81,15 +78,14 @@ def _row(run: JobRunResult) -> dict[str, Any]:
     }
 
 
-def history(job: str | None = None, *, lake: Lake | None = None, limit: int | None = None) -> pl.DataFrame:
+def history(job: str | None = None, *, lake: Lake, limit: int | None = None) -> pl.DataFrame:
     """Return one row per execution (its latest state), newest first, with ``duration_s``.
 
     Args:
         job: only this job's executions.
-        lake: the lake (default: the current settings' lake).
+        lake: the lake.
         limit: at most this many rows.
     """
-    lake = core.lake.resolve(lake)
     frame = lake.read_or_empty(_TABLE)
     if job is not None:
         frame = frame.filter(pl.col("job") == job)
@@ -104,7 +100,7 @@ def history(job: str | None = None, *, lake: Lake | None = None, limit: int | No
     return out.head(limit) if limit is not None else out
 
 
-def abandon_stale(*, lake: Lake | None = None, mine: bool = False, reason: str | None = None) -> int:
+def abandon_stale(*, lake: Lake, mine: bool = False, reason: str | None = None) -> int:
     """Close executions still ``running`` whose process will never close them.
 
     Args:
@@ -122,7 +118,6 @@ def abandon_stale(*, lake: Lake | None = None, mine: bool = False, reason: str |
     A manual execution started on another host is left alone: whether its process still runs
     cannot be known from here.
     """
-    lake = core.lake.resolve(lake)
     me = (pl.col("pid") == os.getpid()) & (pl.col("host") == _HOST)
     running = history(lake=lake).filter(pl.col("status") == "running")
     scheduled = pl.col("trigger").is_in(["schedule", "alert"])

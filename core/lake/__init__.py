@@ -21,15 +21,13 @@ The package is split along those seams: ``_store`` (root, object store, plain fi
 
 from __future__ import annotations
 
-import threading
-
-from core.lake._common import MaintenanceReport, _uri_key
+from core.lake._common import MaintenanceReport
 from core.lake._conform import conform
 from core.lake._maintenance import LakeMaintenance
 from core.lake._reads import LakeReads
 from core.lake._writes import LakeWrites
 
-__all__ = ["Lake", "MaintenanceReport", "conform", "resolve"]
+__all__ = ["Lake", "MaintenanceReport", "conform"]
 
 
 class Lake(LakeWrites, LakeReads, LakeMaintenance):
@@ -45,25 +43,3 @@ class Lake(LakeWrites, LakeReads, LakeMaintenance):
         >>> lake = Lake("/tmp/lake")                                    # doctest: +SKIP
         >>> lake.append("feedback", [{"prediction_id": "p1", "label": 1.0, "at": now}])  # doctest: +SKIP
     """
-
-
-_default: Lake | None = None
-_default_lock = threading.Lock()
-
-
-def resolve(lake: Lake | None = None) -> Lake:
-    """Return ``lake``, or the default lake of the current settings (opened once per process).
-
-    Every public ``core`` function takes ``lake: Lake | None = None`` and calls this, so
-    ``core.datasets.load("churn")`` works from a notebook with no setup.
-    """
-    global _default
-    if lake is not None:
-        return lake
-    from core.config import load_settings
-
-    with _default_lock:
-        settings = load_settings()
-        if _default is None or _default.uri != _uri_key(settings.lake_uri):
-            _default = Lake.from_settings(settings)
-        return _default

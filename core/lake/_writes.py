@@ -90,7 +90,9 @@ class LakeWrites(LakeTables):
             for attempt in range(_APPEND_ATTEMPTS):
                 try:
                     dt = self._tables.get(name) or self._open(name)
-                    write_deltalake(
+                    # deltalake 1.x's overloads type writer_properties as WriterProperties, its
+                    # implementation takes (and defaults to) None: the stubs are wrong, not the call
+                    write_deltalake(  # type: ignore[call-overload]
                         dt,
                         table,
                         mode="append",

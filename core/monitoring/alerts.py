@@ -18,10 +18,10 @@ from typing import Any
 
 import polars as pl
 
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.errors import LakeopsError, NotFoundError
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.monitoring.checks import json_default
 from core.monitoring.config import monitor_config
 
@@ -57,16 +57,15 @@ class Alert:
     model_version: int | None = None
 
 
-def alert_history(model: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def alert_history(model: str | None = None, *, lake: Lake) -> pl.DataFrame:
     """Every ``alerts`` row (of one model or all), oldest first."""
-    lake = resolve(lake)
     frame = lake.read_or_empty("alerts")
     if model is not None:
         frame = frame.filter(pl.col("model") == model)
     return frame.sort("at")
 
 
-def alerts(model: str | None = None, *, status: str | None = "open", lake: Lake | None = None) -> pl.DataFrame:
+def alerts(model: str | None = None, *, status: str | None = "open", lake: Lake) -> pl.DataFrame:
     """Current state per fingerprint (its latest row), filtered by ``status`` (None: all), newest first.
 
     The ``opened_at`` column is when the current episode began.
@@ -100,17 +99,16 @@ def _latest(fingerprint: str, lake: Lake) -> dict[str, Any]:
     return {"status": status, "model_version": row.get("model_version")}
 
 
-def _write_alert(lake: Lake, alert: Alert, settings: Settings | None) -> None:
+def _write_alert(lake: Lake, alert: Alert, settings: Settings) -> None:
     lake.append("alerts", [{
         "alert_id": alert.alert_id, "kind": alert.kind, "severity": alert.severity, "model": alert.model,
         "message": alert.message, "payload_json": json.dumps(alert.evidence, default=json_default),
         "fingerprint": alert.fingerprint, "status": alert.status, "at": alert.at, "model_version": alert.model_version,
     }], metadata={"model": alert.model or "", "alert": alert.fingerprint, "status": alert.status},
         merge_schema=True)  # older alerts tables gain model_version
-    cfg = monitor_config(alert.model or "_", settings) if alert.model else None
-    url = cfg.webhook_url if cfg else (settings or load_settings()).section("alerts").get("webhook_url")
-    if url:
-        _post(url, alert, cfg.webhook_timeout_s if cfg else 5.0)
+    cfg = monitor_config(alert.model or "_", settings)  # no model: [alerts] with the defaults of the rest
+    if cfg.webhook_url:
+        _post(cfg.webhook_url, alert, cfg.webhook_timeout_s)
 
 
 def _post(url: str, alert: Alert, timeout: float) -> bool:
@@ -132,7 +130,7 @@ def _post(url: str, alert: Alert, timeout: float) -> bool:
 
 def raise_alert(
     kind: str, model: str | None, *, message: str, evidence: Mapping[str, Any], severity: str = "warning",
-    fingerprint: str | None = None, lake: Lake | None = None, settings: Settings | None = None,
+    fingerprint: str | None = None, lake: Lake, settings: Settings,
     model_version: int | None = None,
 ) -> Alert | None:
     """Open an alert unless the same condition (fingerprint) is already open; return the new row or None.
@@ -140,7 +138,6 @@ def raise_alert(
     An open alert raised for another model version (an earlier champion) is resolved as
     superseded first, and a new episode opens for ``model_version``.
     """
-    lake = resolve(lake)
     fp = fingerprint or f"{kind}:{model}"
     current = _latest(fp, lake)
     if current.get("status") == "open":
@@ -155,8 +152,8 @@ def raise_alert(
     return alert
 
 
-def supersede_alerts(model: str, version: int, *, reason: str, lake: Lake | None = None,
-                     settings: Settings | None = None) -> list[Alert]:
+def supersede_alerts(model: str, version: int, *, reason: str, lake: Lake,
+                     settings: Settings) -> list[Alert]:
     """Resolve the open alerts of ``model`` raised for a version other than ``version`` (the new champion).
 
     Called when the champion changes: conditions found on the old champion say nothing about the
@@ -166,7 +163,6 @@ def supersede_alerts(model: str, version: int, *, reason: str, lake: Lake | None
     Returns:
         The ``resolved`` rows written.
     """
-    lake = resolve(lake)
     out = []
     open_ = alerts(model, status=None, lake=lake).filter(pl.col("status").is_in(["open", "acknowledged"]))
     for row in open_.iter_rows(named=True):
@@ -183,10 +179,9 @@ def supersede_alerts(model: str, version: int, *, reason: str, lake: Lake | None
 
 def resolve_alert(
     kind: str, model: str | None, *, message: str, evidence: Mapping[str, Any] | None = None,
-    fingerprint: str | None = None, lake: Lake | None = None, settings: Settings | None = None,
+    fingerprint: str | None = None, lake: Lake, settings: Settings,
 ) -> Alert | None:
     """Write a ``resolved`` row when the condition's alert is open; return it, or None if nothing was open."""
-    lake = resolve(lake)
     fp = fingerprint or f"{kind}:{model}"
     if _current(fp, lake) != "open":
         return None
@@ -200,13 +195,12 @@ HANDLED_KEY = "handled"
 """Key of the evidence entry a person's acknowledge/resolve writes: ``{action, actor, reason, at}``."""
 
 
-def find_alert(alert: str, *, lake: Lake | None = None) -> dict[str, Any]:
+def find_alert(alert: str, *, lake: Lake) -> dict[str, Any]:
     """Return the current (latest) row of an alert named by its fingerprint or any of its row ids.
 
     Raises:
         NotFoundError: no alert row has that id or fingerprint.
     """
-    lake = resolve(lake)
     rows = alert_history(lake=lake)
     hit = rows.filter((pl.col("alert_id") == alert) | (pl.col("fingerprint") == alert))
     if hit.height == 0:
@@ -216,8 +210,7 @@ def find_alert(alert: str, *, lake: Lake | None = None) -> dict[str, Any]:
 
 
 def _handle(alert: str, action: str, status: str, reason: str | None, actor: str | None,
-            lake: Lake | None, settings: Settings | None) -> Alert:
-    lake = resolve(lake)
+            lake: Lake, settings: Settings) -> Alert:
     why = (reason or "").strip()
     if not why:
         raise LakeopsError(f"{action} of alert {alert!r} needs a reason (it goes into the alert's record)")
@@ -226,7 +219,7 @@ def _handle(alert: str, action: str, status: str, reason: str | None, actor: str
         raise LakeopsError(f"alert {row['fingerprint']!r} is {row['status']} since {row['at']:%Y-%m-%d %H:%M:%S} UTC; nothing to {action}")
     if status == row["status"]:
         raise LakeopsError(f"alert {row['fingerprint']!r} is already {status}")
-    who = actor or (settings or load_settings()).actor
+    who = actor or settings.actor
     now = utcnow()
     evidence = json.loads(row["payload_json"] or "{}")
     evidence[HANDLED_KEY] = {"action": action, "actor": who, "reason": why, "at": now.isoformat()}
@@ -238,7 +231,7 @@ def _handle(alert: str, action: str, status: str, reason: str | None, actor: str
 
 
 def acknowledge_alert(
-    alert: str, *, reason: str, actor: str | None = None, lake: Lake | None = None, settings: Settings | None = None,
+    alert: str, *, reason: str, actor: str | None = None, lake: Lake, settings: Settings,
 ) -> Alert:
     """Mark an open alert as taken by a person (status ``acknowledged``), recording who and why.
 
@@ -260,7 +253,7 @@ def acknowledge_alert(
 
 
 def close_alert(
-    alert: str, *, reason: str, actor: str | None = None, lake: Lake | None = None, settings: Settings | None = None,
+    alert: str, *, reason: str, actor: str | None = None, lake: Lake, settings: Settings,
 ) -> Alert:
     """Resolve an open or acknowledged alert by hand, recording who and why.
 

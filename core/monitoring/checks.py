@@ -19,15 +19,15 @@ import polars as pl
 from core import drift
 from core.catalog import FEATURES_COLUMN, PASSTHROUGH_COLUMN, prediction_table
 from core.compute import compute_config
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.errors import ConfigError
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.monitoring.config import champion, monitor_config
 from core.monitoring.references import SCORE_ROW, ModelReference, reference
 
 __all__ = [
-    "DATASET_ROW", "MULTIVARIATE_ROW", "DriftReport", "attribution_of", "check_drift", "drift_history",
+    "DATASET_ROW", "MULTIVARIATE_ROW", "DriftReport", "attribution_of", "measure_drift", "drift_history",
     "feature_distribution", "feature_status", "features_of", "json_default", "log_scan", "multivariate_over_time",
     "passthrough_of", "score_over_time", "window", "window_features",
 ]
@@ -90,7 +90,7 @@ def window(
     hours: float | None = None,
     version: int | None = None,
     now: datetime | None = None,
-    lake: Lake | None = None,
+    lake: Lake,
 ) -> pl.DataFrame:
     """The latest predictions of ``model``: the last ``rows`` rows and/or the last ``hours`` hours.
 
@@ -100,7 +100,6 @@ def window(
     the model declares them, the ``passthrough`` struct; ``features_of(frame)`` gives the
     features as columns (a feature may be named like one of the log's own columns).
     """
-    lake = resolve(lake)
     if not lake.exists(_table(model)):
         return pl.DataFrame()
     scan = log_scan(model, lake)
@@ -114,6 +113,12 @@ def window(
     if rows is not None:
         scan = scan.sort("at", descending=True).head(rows)
     return scan.sort("at").collect()
+
+
+def _span(at: pl.Series) -> tuple[datetime | None, datetime | None]:
+    """The first and last time of a datetime column (None for a column of nulls)."""
+    first, last = at.min(), at.max()
+    return (first if isinstance(first, datetime) else None, last if isinstance(last, datetime) else None)
 
 
 def window_features(frame: pl.DataFrame, names: Sequence[str]) -> pl.DataFrame:
@@ -201,18 +206,20 @@ def json_default(value: Any) -> Any:
     return str(value)
 
 
-def check_drift(
+def measure_drift(
     model: str,
     *,
     window_rows: int | None = None,
     window_hours: float | None = None,
-    lake: Lake | None = None,
-    settings: Settings | None = None,
+    lake: Lake,
+    settings: Settings,
     now: datetime | None = None,
     actor: str | None = None,
     engine: str | None = None,
 ) -> DriftReport:
-    """Compare the champion's latest prediction window with its stored reference; write ``drift_reports``.
+    """Measure drift: compare the champion's latest prediction window with its stored reference; write ``drift_reports``.
+
+    It opens no alert: ``core.flows.monitor.check_drift_and_alert`` calls it and opens or resolves them.
 
     Args:
         model: model name.
@@ -232,8 +239,6 @@ def check_drift(
     Raises:
         ModelNotFoundError, ModelVersionNotFoundError: unknown model or no champion.
     """
-    lake = resolve(lake)
-    settings = settings or load_settings()
     cfg = monitor_config(model, settings)
     policy = cfg.policy
     if window_rows is None and window_hours is None:
@@ -329,7 +334,7 @@ def _multivariate(ref: ModelReference, feats: pl.DataFrame, policy: drift.DriftP
     status = "drift" if drifted else ("ok" if drifted is False else "insufficient")
     top = [{"feature": n, "importance": v} for n, v in res.importance[:10]]
     reasons = (f"domain classifier AUC {res.auc:.3f} >= {effective:.3f}; separated most by "
-               + ", ".join(t["feature"] for t in top[:3]),) if drifted else ()
+               + ", ".join(n for n, _ in res.importance[:3]),) if drifted else ()
     return drift.FeatureDrift(
         MULTIVARIATE_ROW, "multivariate", "domain_classifier", res.auc, None, effective, drifted, res.n_ref,
         res.n_cur, {"auc": res.auc, "fold_aucs": res.fold_aucs, "folds": res.folds, "se0": se0,
@@ -351,13 +356,12 @@ def _attribution(model: str, version: int, ref: ModelReference, feats: pl.DataFr
                            n_ref=ref.contrib_rows)
 
 
-def drift_history(model: str | None = None, *, last: int = 20, lake: Lake | None = None) -> pl.DataFrame:
+def drift_history(model: str | None = None, *, last: int = 20, lake: Lake) -> pl.DataFrame:
     """``drift_reports`` rows of the last ``last`` checks (of one model or all), oldest first.
 
     Adds ``status`` (``ok``, ``drift``, ``no_data``, ``insufficient``) from each row's stats;
     rows written before statuses existed get ``drift``/``ok`` from ``drifted``.
     """
-    lake = resolve(lake)
     frame = lake.read_or_empty("drift_reports")
     if model is not None:
         frame = frame.filter(pl.col("model") == model)
@@ -376,13 +380,12 @@ def _latest_report(model: str, report_id: str | None, lake: Lake) -> pl.DataFram
     return frame
 
 
-def feature_status(model: str, *, report_id: str | None = None, lake: Lake | None = None) -> pl.DataFrame:
+def feature_status(model: str, *, report_id: str | None = None, lake: Lake) -> pl.DataFrame:
     """Per-feature status and data-quality shares of one check (the latest by default).
 
     Columns: feature, kind, role, status, test, statistic, threshold, drifted, n_cur, null_share,
     ref_null_share, nonfinite_share, out_of_range_share, new_level_share, reasons.
     """
-    lake = resolve(lake)
     frame = _latest_report(model, report_id, lake).filter(~pl.col("feature").is_in([DATASET_ROW, MULTIVARIATE_ROW]))
     rows = []
     for r in frame.iter_rows(named=True):
@@ -402,9 +405,8 @@ def feature_status(model: str, *, report_id: str | None = None, lake: Lake | Non
     return pl.DataFrame(rows, schema=schema)
 
 
-def multivariate_over_time(model: str, *, last: int = 50, lake: Lake | None = None) -> pl.DataFrame:
+def multivariate_over_time(model: str, *, last: int = 50, lake: Lake) -> pl.DataFrame:
     """The domain classifier's AUC per check: at, window_end, auc, threshold, drifted, top (separating features)."""
-    lake = resolve(lake)
     frame = drift_history(model, last=last, lake=lake).filter(pl.col("feature") == MULTIVARIATE_ROW)
     top = [", ".join(t["feature"] for t in (json.loads(s or "{}").get("importance") or [])[:3])
            for s in frame["stats_json"].to_list()]
@@ -412,16 +414,15 @@ def multivariate_over_time(model: str, *, last: int = 50, lake: Lake | None = No
                         "threshold", "drifted").with_columns(pl.Series("top", top, dtype=pl.String))
 
 
-def attribution_of(model: str, *, report_id: str | None = None, lake: Lake | None = None) -> pl.DataFrame:
+def attribution_of(model: str, *, report_id: str | None = None, lake: Lake) -> pl.DataFrame:
     """The score-shift attribution of one check (the latest by default), largest shift first.
 
     Columns: report_id, at, feature, shift (raw-score units; the shifts add up to score_shift),
     share (of the score shift; adds up to 1), reference_mean, current_mean, score_shift.
     """
-    lake = resolve(lake)
     frame = _latest_report(model, report_id, lake).filter(pl.col("feature") == SCORE_ROW)
-    schema = {"report_id": pl.String, "at": pl.Datetime("us", "UTC"), "feature": pl.String, "shift": pl.Float64,
-              "share": pl.Float64, "reference_mean": pl.Float64, "current_mean": pl.Float64, "score_shift": pl.Float64}
+    schema = {"report_id": pl.String(), "at": pl.Datetime("us", "UTC"), "feature": pl.String(), "shift": pl.Float64(),
+              "share": pl.Float64(), "reference_mean": pl.Float64(), "current_mean": pl.Float64(), "score_shift": pl.Float64()}
     rows = []
     for r in frame.iter_rows(named=True):
         att = json.loads(r["stats_json"] or "{}").get("attribution")
@@ -434,14 +435,13 @@ def attribution_of(model: str, *, report_id: str | None = None, lake: Lake | Non
 
 def feature_distribution(
     model: str, feature: str, *, window_rows: int | None = None, bins: int = 30,
-    lake: Lake | None = None, settings: Settings | None = None,
+    lake: Lake, settings: Settings,
 ) -> pl.DataFrame:
     """Reference vs current distribution of one feature (or ``score``) as shares per bin/level.
 
     Returns columns ``source`` (reference/current), ``bin`` (level, or the bin's lower edge as
     text), ``lower``, ``upper`` (numeric bins) and ``share``.
     """
-    lake = resolve(lake)
     cfg = monitor_config(model, settings)
     ref = reference(model, lake=lake, settings=settings)
     refd = ref.score if feature == SCORE_ROW else ref.features.get(feature)
@@ -472,11 +472,11 @@ def feature_distribution(
     edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
     rows = []
     for source, vals in (("reference", ref_vals), ("current", cur_vals)):
-        counts = np.diff(np.searchsorted(vals, edges, side="left"))
-        counts[-1] += int(np.count_nonzero(vals == edges[-1]))
+        hist = np.diff(np.searchsorted(vals, edges, side="left"))
+        hist[-1] += int(np.count_nonzero(vals == edges[-1]))
         total = max(vals.size, 1)
         rows += [{"source": source, "bin": f"{edges[i]:.4g}", "lower": float(edges[i]), "upper": float(edges[i + 1]),
-                  "share": float(counts[i]) / total} for i in range(bins)]
+                  "share": float(hist[i]) / total} for i in range(bins)]
     return pl.DataFrame(rows, schema={"source": pl.String, "bin": pl.String, "lower": pl.Float64, "upper": pl.Float64, "share": pl.Float64})
 
 
@@ -500,13 +500,12 @@ def event_time(model: str, scan: pl.LazyFrame, lake: Lake) -> pl.Expr:
     return pl.coalesce(pl.col(PASSTHROUGH_COLUMN).struct.field(names[0]), pl.col("at"))
 
 
-def score_over_time(model: str, *, every: str = "1h", lake: Lake | None = None) -> pl.DataFrame:
+def score_over_time(model: str, *, every: str = "1h", lake: Lake) -> pl.DataFrame:
     """Score distribution per time bucket: ``bucket, model_version, n, mean, p10, p25, p50, p75, p90``.
 
     The bucket is of the event time when the model declares an event-time pass-through field and
     requests send it (``event_time``), else of the serving time.
     """
-    lake = resolve(lake)
     if not lake.exists(_table(model)):
         return pl.DataFrame()
     s = pl.col("score")

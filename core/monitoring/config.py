@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Self, TypeVar
 
 from core import drift
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.errors import ConfigError, ModelVersionNotFoundError
-from core.lake import Lake, resolve
+from core.lake import Lake
+from core.sections import parse_section, section_keys
 
 __all__ = ["MonitorConfig", "champion", "monitor_config"]
+
+C = TypeVar("C", bound="MonitorConfig")
 
 
 @dataclass(frozen=True)
@@ -33,51 +37,48 @@ class MonitorConfig:
     webhook_url: str | None = None
     webhook_timeout_s: float = 5.0
 
+    @classmethod
+    def from_sections(cls, monitoring: Mapping[str, Any], *, drift: Sequence[Mapping[str, Any]] = (),
+                      alerts: Mapping[str, Any] | None = None, where: str = "[monitoring]") -> Self:
+        """Build the settings from a ``[models.<m>.monitoring]`` section, the drift sections (later
+        wins) and ``[alerts]``; a key a section lacks keeps the field default of ``cls``.
+
+        Raises:
+            ConfigError: an unknown key or a bad value, named.
+        """
+        return _config_from(cls, monitoring, drift, alerts or {}, where)
+
 
 _REFERENCE_ALIASES = {"all": "training"}  # "all" was the name of the training distribution before it was the default
-
-_MON_KEYS = {
-    "window_rows", "window_hours", "min_rows", "reference", "metric", "tolerance", "min_labels",
-    "performance_window_hours", "alert_on_score_drift", "alert_on_multivariate_drift", "reference_rows",
-    "estimate_tolerance",
-}
+_NOT_MONITORING = ("policy", "webhook_url", "webhook_timeout_s")  # from [drift] and [alerts], not this section
+_ALERT_KEYS = {"webhook_url": "webhook_url", "timeout_s": "webhook_timeout_s"}  # [alerts] key -> field
 
 
-def monitor_config(model: str, settings: Settings | None = None) -> MonitorConfig:
-    """Read ``[models.<model>.monitoring]``, ``[drift]``, ``[models.<model>.drift]`` and ``[alerts]``.
-
-    Raises:
-        ConfigError: an unknown key or a bad value, named.
-    """
-    settings = settings or load_settings()
-    where = f"[models.{model}.monitoring]"
-    mon = settings.section(f"models.{model}.monitoring")
-    bad = set(mon) - _MON_KEYS
+def _monitoring_values(mon: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The section's keys as ``MonitorConfig`` fields (only those it has)."""
+    known = section_keys(MonitorConfig) - set(_NOT_MONITORING)
+    bad = sorted(set(mon) - known)
     if bad:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(bad)}; known: {', '.join(sorted(_MON_KEYS))}")
-    alerts_sec = settings.section("alerts")
-    try:
-        cfg = MonitorConfig(
-            window_rows=None if mon.get("window_hours") and "window_rows" not in mon else int(mon.get("window_rows", 5000)),
-            window_hours=float(mon["window_hours"]) if mon.get("window_hours") else None,
-            min_rows=int(mon.get("min_rows", 200)),
-            reference=_REFERENCE_ALIASES.get(str(mon.get("reference", "training")), str(mon.get("reference", "training"))),
-            reference_rows=int(mon.get("reference_rows", 1_000_000)),
-            metric=mon.get("metric"),
-            tolerance=float(mon.get("tolerance", 0.05)),
-            min_labels=int(mon.get("min_labels", 200)),
-            performance_window_hours=float(mon.get("performance_window_hours", 168.0)),
-            alert_on_score_drift=bool(mon.get("alert_on_score_drift", True)),
-            alert_on_multivariate_drift=bool(mon.get("alert_on_multivariate_drift", True)),
-            estimate_tolerance=float(mon["estimate_tolerance"]) if mon.get("estimate_tolerance") is not None else None,
-            policy=drift.DriftPolicy.from_config(settings.section("drift"), settings.section(f"models.{model}.drift")),
-            webhook_url=alerts_sec.get("webhook_url") or None,
-            webhook_timeout_s=float(alerts_sec.get("timeout_s", 5.0)),
-        )
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"{where}: invalid value ({exc})") from None
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    values = dict(mon)
+    if values.get("window_hours") and "window_rows" not in values:
+        values["window_rows"] = None  # hours alone: the window is the last N hours, however many rows
+    if "window_hours" in values and not values["window_hours"]:
+        values["window_hours"] = None
+    if isinstance(values.get("reference"), str):
+        values["reference"] = _REFERENCE_ALIASES.get(values["reference"], values["reference"])
+    return values
+
+
+def _config_from(cls: type[C], mon: Mapping[str, Any], drift_sections: Sequence[Mapping[str, Any]],
+                 alerts: Mapping[str, Any], where: str) -> C:
+    values = _monitoring_values(mon, where)
+    values |= {field: alerts[key] for key, field in _ALERT_KEYS.items() if key in alerts}
+    if "webhook_url" in values and not values["webhook_url"]:
+        values["webhook_url"] = None
+    names = {field: f"[alerts] {key}" for key, field in _ALERT_KEYS.items()}
+    cfg = parse_section(cls, values, where=where, names=names)
+    cfg = replace(cfg, policy=drift.DriftPolicy.from_config(*drift_sections))
     if cfg.reference not in ("holdout", "training"):
         raise ConfigError(f"{where} reference must be 'training' (or 'all') or 'holdout', got {cfg.reference!r}")
     if cfg.reference_rows < 1000:
@@ -87,7 +88,21 @@ def monitor_config(model: str, settings: Settings | None = None) -> MonitorConfi
     return cfg
 
 
-def champion(model: str, *, lake: Lake | None = None) -> Any:
+def monitor_config(model: str, settings: Settings) -> MonitorConfig:
+    """Read ``[models.<model>.monitoring]``, ``[drift]``, ``[models.<model>.drift]`` and ``[alerts]``.
+
+    Raises:
+        ConfigError: an unknown key or a bad value, named.
+    """
+    return MonitorConfig.from_sections(
+        settings.section(f"models.{model}.monitoring"),
+        drift=(settings.section("drift"), settings.section(f"models.{model}.drift")),
+        alerts=settings.section("alerts"),
+        where=f"[models.{model}.monitoring]",
+    )
+
+
+def champion(model: str, *, lake: Lake) -> Any:
     """Return the champion's ``core.registry.ModelVersion``.
 
     Raises:
@@ -95,8 +110,6 @@ def champion(model: str, *, lake: Lake | None = None) -> Any:
         ModelVersionNotFoundError: the model has no champion yet.
     """
     from core import registry
-
-    lake = resolve(lake)
     registry.versions(model, lake=lake)  # unknown model -> ModelNotFoundError
     version = registry.champion_version(model, lake)
     if version is None:

@@ -22,10 +22,10 @@ from typing import Any
 import polars as pl
 
 from core import drift
-from core.config import Settings, load_settings
+from core.config import Settings
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
-from core.monitoring.checks import _table, log_scan, window
+from core.lake import Lake
+from core.monitoring.checks import _span, _table, log_scan, window
 from core.monitoring.config import champion, monitor_config
 from core.monitoring.performance import _baseline, labelled_window
 from core.monitoring.references import reference
@@ -67,8 +67,8 @@ class EstimateReport:
 
 
 def estimate_performance(
-    model: str, *, window_rows: int | None = None, window_hours: float | None = None, lake: Lake | None = None,
-    settings: Settings | None = None, now: datetime | None = None, actor: str | None = None,
+    model: str, *, window_rows: int | None = None, window_hours: float | None = None, lake: Lake,
+    settings: Settings, now: datetime | None = None, actor: str | None = None,
 ) -> EstimateReport:
     """Estimate the champion's performance on its latest window from its scores; write ``performance_estimates``.
 
@@ -77,9 +77,6 @@ def estimate_performance(
     """
     from core.gating import default_metric
     from core.training import compute_metrics
-
-    lake = resolve(lake)
-    settings = settings or load_settings()
     cfg = monitor_config(model, settings)
     if window_rows is None and window_hours is None:
         window_rows, window_hours = cfg.window_rows, cfg.window_hours
@@ -89,8 +86,7 @@ def estimate_performance(
     tolerance = cfg.estimate_tolerance if cfg.estimate_tolerance is not None else cfg.tolerance
     rep_id = new_id()
     frame = window(model, rows=window_rows, hours=window_hours, version=mv.version, now=now, lake=lake)
-    start = frame["at"].min() if frame.height else None
-    end = frame["at"].max() if frame.height else None
+    start, end = _span(frame["at"]) if frame.height else (None, None)  # an empty window may have no columns
     baseline, source = _baseline(model, mv, metric, lake)
 
     def empty(status: str) -> EstimateReport:
@@ -139,8 +135,8 @@ def _labels_for(frame: pl.DataFrame, model: str, lake: Lake) -> pl.DataFrame:
 
 
 def estimated_performance_over_time(
-    model: str, *, every: str = "1h", metric: str | None = None, lake: Lake | None = None,
-    settings: Settings | None = None,
+    model: str, *, every: str = "1h", metric: str | None = None, lake: Lake,
+    settings: Settings,
 ) -> pl.DataFrame:
     """Estimated vs realised performance of the champion's predictions per time bucket.
 
@@ -151,10 +147,9 @@ def estimated_performance_over_time(
     from core.gating import default_metric
     from core.training import compute_metrics
 
-    lake = resolve(lake)
-    schema = {"bucket": pl.Datetime("us", "UTC"), "model_version": pl.Int64, "predictions": pl.Int64,
-              "labelled": pl.Int64, "coverage": pl.Float64, "metric": pl.String, "estimate": pl.Float64,
-              "lower": pl.Float64, "upper": pl.Float64, "sampling_error": pl.Float64, "realised": pl.Float64}
+    schema = {"bucket": pl.Datetime("us", "UTC"), "model_version": pl.Int64(), "predictions": pl.Int64(),
+              "labelled": pl.Int64(), "coverage": pl.Float64(), "metric": pl.String(), "estimate": pl.Float64(),
+              "lower": pl.Float64(), "upper": pl.Float64(), "sampling_error": pl.Float64(), "realised": pl.Float64()}
     if not lake.exists(_table(model)):
         return pl.DataFrame(schema=schema)
     mv = champion(model, lake=lake)

@@ -11,8 +11,8 @@ import numpy as np
 import polars as pl
 
 from core.config import Settings
-from core.lake import Lake, resolve
-from core.monitoring.checks import _table, event_time, log_scan, window
+from core.lake import Lake
+from core.monitoring.checks import _span, _table, event_time, log_scan, window
 from core.monitoring.config import champion, monitor_config
 
 __all__ = [
@@ -20,10 +20,10 @@ __all__ = [
 ]
 
 
-_TRUTH_SCHEMA = {"prediction_id": pl.String, "truth": pl.Float64, "labelled_at": pl.Datetime("us", "UTC")}
+_TRUTH_SCHEMA = {"prediction_id": pl.String(), "truth": pl.Float64(), "labelled_at": pl.Datetime("us", "UTC")}
 
 
-def ground_truth(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
+def ground_truth(model: str, *, lake: Lake) -> pl.DataFrame:
     """The latest ground-truth label of each labelled prediction of ``model``.
 
     Labels sent by prediction id join by it; labels sent by the model's feedback key (an entity
@@ -35,7 +35,6 @@ def ground_truth(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
     Returns:
         ``prediction_id, truth, labelled_at``, one row per labelled prediction.
     """
-    lake = resolve(lake)
     fb = lake.read_or_empty("feedback")
     if fb.height == 0:
         return pl.DataFrame(schema=_TRUTH_SCHEMA)
@@ -73,9 +72,8 @@ def ground_truth(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
             .unique("prediction_id", keep="last", maintain_order=True))
 
 
-def orphan_labels(model: str, *, lake: Lake | None = None) -> int:
+def orphan_labels(model: str, *, lake: Lake) -> int:
     """How many labels sent by prediction id name a prediction the log does not (yet) hold."""
-    lake = resolve(lake)
     fb = lake.read_or_empty("feedback")
     if fb.height == 0:
         return 0
@@ -110,9 +108,8 @@ class PerformanceReport:
 
 
 def labelled_window(model: str, *, hours: float | None = None, version: int | None = None,
-                    now: datetime | None = None, lake: Lake | None = None) -> tuple[pl.DataFrame, int]:
+                    now: datetime | None = None, lake: Lake) -> tuple[pl.DataFrame, int]:
     """Predictions in the window joined to their latest feedback label; returns (labelled rows, all rows)."""
-    lake = resolve(lake)
     preds = window(model, hours=hours, version=version, now=now, lake=lake)
     if preds.height == 0:
         return preds, 0
@@ -133,8 +130,8 @@ def _baseline(model: str, mv: Any, metric: str, lake: Lake) -> tuple[float | Non
 
 
 def check_performance(
-    model: str, *, window_hours: float | None = None, lake: Lake | None = None,
-    settings: Settings | None = None, now: datetime | None = None,
+    model: str, *, window_hours: float | None = None, lake: Lake,
+    settings: Settings, now: datetime | None = None,
 ) -> PerformanceReport:
     """Compute the champion's metrics on its labelled predictions and compare with the gate-time metric.
 
@@ -143,8 +140,6 @@ def check_performance(
     """
     from core.gating import default_metric, higher_is_better
     from core.training import compute_metrics
-
-    lake = resolve(lake)
     cfg = monitor_config(model, settings)
     mv = champion(model, lake=lake)
     task = mv.signature.get("task", "binary")
@@ -154,8 +149,7 @@ def check_performance(
     baseline, source = _baseline(model, mv, metric, lake)
     n = joined.height
     coverage = n / total if total else 0.0
-    start = joined["at"].min() if n else None
-    end = joined["at"].max() if n else None
+    start, end = _span(joined["at"]) if n else (None, None)  # an empty window may have no columns
     if n < cfg.min_labels:
         return PerformanceReport(model, mv.version, "insufficient_labels", start, end, total, n, coverage, {},
                                  metric, None, baseline, source, cfg.tolerance, None)
@@ -170,16 +164,15 @@ def check_performance(
                              value, baseline, source, cfg.tolerance, degraded)
 
 
-def performance_over_time(model: str, *, every: str = "1h", lake: Lake | None = None, settings: Settings | None = None) -> pl.DataFrame:
+def performance_over_time(model: str, *, every: str = "1h", lake: Lake, settings: Settings) -> pl.DataFrame:
     """Per time bucket: predictions, labelled, coverage and the training metrics of the labelled rows.
 
     Buckets are of the event time when requests send it (``core.monitoring.checks.event_time``).
     """
     from core.training import compute_metrics
 
-    lake = resolve(lake)
-    schema = {"bucket": pl.Datetime("us", "UTC"), "model_version": pl.Int64, "predictions": pl.Int64,
-              "labelled": pl.Int64, "coverage": pl.Float64, "metric": pl.String, "value": pl.Float64}
+    schema = {"bucket": pl.Datetime("us", "UTC"), "model_version": pl.Int64(), "predictions": pl.Int64(),
+              "labelled": pl.Int64(), "coverage": pl.Float64(), "metric": pl.String(), "value": pl.Float64()}
     if not lake.exists(_table(model)):
         return pl.DataFrame(schema=schema)
     from core import registry

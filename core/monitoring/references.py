@@ -43,7 +43,7 @@ from core.compute import compute_config
 from core.config import Settings
 from core.errors import ModelVersionNotFoundError
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.monitoring.config import champion, monitor_config
 
 __all__ = ["SCORE_ROW", "ModelReference", "clear_cache", "reference"]
@@ -284,7 +284,7 @@ def _estimator_from_bytes(data: bytes) -> dict[str, Any]:
     }
 
 
-def reference(model: str, *, version: int | None = None, lake: Lake | None = None, settings: Settings | None = None,
+def reference(model: str, *, version: int | None = None, lake: Lake, settings: Settings,
               engine: str | None = None) -> ModelReference:
     """Return the reference of ``model`` (the champion by default), building and storing each part once.
 
@@ -293,8 +293,6 @@ def reference(model: str, *, version: int | None = None, lake: Lake | None = Non
     per-partition summaries on the cluster (``core.compute.reference``), equal to the local build.
     """
     from core import registry
-
-    lake = resolve(lake)
     mv = registry.get_version(model, version, lake=lake) if version is not None else champion(model, lake=lake)
     cfg = monitor_config(model, settings)
     policy = cfg.policy

@@ -18,7 +18,7 @@ from core.errors import (
     ModelVersionNotFoundError,
     RegistryError,
 )
-from core.lake import Lake, resolve
+from core.lake import Lake
 
 __all__ = [
     "ModelVersion",
@@ -78,12 +78,11 @@ def artifact_path(model: str, version: int, name: str = "model.txt") -> str:
     return f"artifacts/models/{model}/{version}/{name}"
 
 
-def _actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    from core.config import load_settings
-
-    return load_settings().actor
+def _actor(actor: str) -> str:
+    """The actor of an event: required, never guessed from the environment (the edges pass ``Settings.actor``)."""
+    if not (actor or "").strip():
+        raise RegistryError("a registry change needs an actor (who does it): pass actor=, e.g. settings.actor")
+    return actor
 
 
 _claims_cache: dict[str, tuple[int, int, pl.DataFrame]] = {}
@@ -151,14 +150,13 @@ def _to_version(row: Mapping[str, Any], uri: str) -> ModelVersion:
     )
 
 
-def get_version(model: str, version: int, *, lake: Lake | None = None) -> ModelVersion:
+def get_version(model: str, version: int, *, lake: Lake) -> ModelVersion:
     """Return one registered version.
 
     Raises:
         ModelNotFoundError: no such model.
         ModelVersionNotFoundError: the model exists but not that version.
     """
-    lake = resolve(lake)
     rows = require_model(model, lake=lake)
     hit = rows.filter(pl.col("version") == int(version))
     if hit.height == 0:

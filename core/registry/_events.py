@@ -17,7 +17,7 @@ from core.errors import (
     RegistryError,
 )
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.registry._base import _actor, _check_alias, _reason, get_version, require_model
 
 __all__ = [
@@ -95,17 +95,16 @@ def record_event(
     *,
     version: int | None = None,
     alias: str | None = None,
-    actor: str | None = None,
+    actor: str,
     reason: str | None = None,
     report: Mapping[str, Any] | None = None,
     event_id: str | None = None,
-    lake: Lake | None = None,
+    lake: Lake,
 ) -> str:
     """Append one event to ``registry_events`` (one commit) and return its id.
 
     Low level: flows (``core.flows.promote``) decide *whether* an event may be written.
     """
-    lake = resolve(lake)
     eid = event_id or new_id()
     who = _actor(actor)
     row = {
@@ -125,89 +124,91 @@ def record_event(
     return eid
 
 
-def events(model: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def events(model: str | None = None, *, lake: Lake) -> pl.DataFrame:
     """Return registry events (all models, or one), in replay order ``(at, event_id)``."""
-    lake = resolve(lake)
     frame = lake.read_or_empty("registry_events")
     if model is not None:
         frame = frame.filter(pl.col("model") == model)
     return frame.sort(["at", "event_id"])
 
 
+_STATUS_OF_ACTION = {"register": "candidate", "approve": "approved", "reject": "rejected", "archive": "archived"}
+
+
+@dataclass
+class _Replay:
+    """A model's state while its events are replayed, oldest first."""
+
+    aliases: dict[str, int] = field(default_factory=dict)
+    statuses: dict[int, str] = field(default_factory=dict)
+    stack: list[int] = field(default_factory=list)  # the champion's versions, newest last
+    stage: Stage | None = None
+
+    def apply(self, ev: Mapping[str, Any], report: Mapping[str, Any], current: int | None, new: int | None) -> None:
+        """Apply one alias event that took effect (``current`` -> ``new`` on ``ev["alias"]``)."""
+        action, alias, v = ev["action"], ev["alias"], ev["version"]
+        if action == "stage":
+            since = ev["at"] if current != v or self.stage is None else self.stage.since
+            self.stage = Stage(v, str(report.get("mode", "shadow")), float(report.get("fraction", 0.0)), since,
+                               ev["actor"], ev["reason"])
+        elif alias == "challenger" and action in ("unstage", "unalias", "alias"):
+            self.stage = None
+        if alias == "champion":
+            self._move_champion(action, current, new)
+        if new is None:
+            self.aliases.pop(alias, None)
+        else:
+            self.aliases[alias] = new
+
+    def _move_champion(self, action: str, current: int | None, new: int | None) -> None:
+        if action == "rollback" and self.stack:
+            self.stack.pop()
+        if new is None:
+            self.stack.clear()
+        elif not self.stack or self.stack[-1] != new:
+            self.stack.append(new)
+        if current is not None and current != new:
+            self.statuses[current] = "archived"
+        if new is not None and self.aliases.get("challenger") == new:  # the challenger won: its stage ends
+            self.aliases.pop("challenger", None)
+            self.stage = None
+
+
 def _replay(model: str, rows: list[dict[str, Any]], table_version: int) -> RegistryState:
     """Derive the alias map, statuses and alias history from ordered events."""
-    alias_map: dict[str, int] = {}
-    status: dict[int, str] = {}
-    stack: list[int] = []
+    st = _Replay()
     changes: list[AliasChange] = []
-    stage: Stage | None = None
     for ev in rows:
         action, v = ev["action"], ev["version"]
-        if action == "register":
-            status[v] = "candidate"
-        elif action in ("approve", "reject", "archive"):
-            status[v] = {"approve": "approved", "reject": "rejected", "archive": "archived"}[action]
+        if action in _STATUS_OF_ACTION:
+            st.statuses[v] = _STATUS_OF_ACTION[action]
         if action not in ALIAS_ACTIONS or not ev["alias"]:
             continue
-        alias = ev["alias"]
         report = json.loads(ev["report_json"]) if ev["report_json"] else {}
-        current = alias_map.get(alias)
+        current = st.aliases.get(ev["alias"])
         new = None if action in ("unalias", "unstage") else v
+        # an event written against an alias that moved meanwhile (its expected version) changes nothing
         applied = "expected" not in report or report["expected"] == current
         if applied:
-            if action == "stage":
-                stage = Stage(v, str(report.get("mode", "shadow")), float(report.get("fraction", 0.0)),
-                              ev["at"] if current != v or stage is None else stage.since, ev["actor"], ev["reason"])
-            elif alias == "challenger" and action in ("unstage", "unalias", "alias"):
-                stage = None
-            if alias == "champion":
-                if action == "rollback" and stack:
-                    stack.pop()
-                if new is None:
-                    stack.clear()
-                elif not stack or stack[-1] != new:
-                    stack.append(new)
-                if current is not None and current != new:
-                    status[current] = "archived"
-                if new is not None and alias_map.get("challenger") == new:  # the challenger won: its stage ends
-                    alias_map.pop("challenger", None)
-                    stage = None
-            if new is None:
-                alias_map.pop(alias, None)
-            else:
-                alias_map[alias] = new
-        changes.append(
-            AliasChange(
-                model,
-                alias,
-                new,
-                current,
-                action,
-                ev["actor"],
-                ev["reason"],
-                ev["at"],
-                ev["event_id"],
-                applied,
-                report,
-            )
-        )
-    if "champion" in alias_map:
-        status[alias_map["champion"]] = "champion"
-    if stage is not None:
-        status[stage.version] = f"challenger ({stage.mode})"
-    return RegistryState(model, alias_map, status, tuple(stack), tuple(changes), table_version, stage)
+            st.apply(ev, report, current, new)
+        changes.append(AliasChange(model, ev["alias"], new, current, action, ev["actor"], ev["reason"], ev["at"],
+                                   ev["event_id"], applied, report))
+    if "champion" in st.aliases:
+        st.statuses[st.aliases["champion"]] = "champion"
+    if st.stage is not None:
+        st.statuses[st.stage.version] = f"challenger ({st.stage.mode})"
+    return RegistryState(model, st.aliases, st.statuses, tuple(st.stack), tuple(changes), table_version, st.stage)
 
 
 _cache: dict[tuple[str, str], RegistryState] = {}
 _cache_lock = threading.Lock()
 
 
-def state(model: str, *, lake: Lake | None = None) -> RegistryState:
+def state(model: str, *, lake: Lake) -> RegistryState:
     """Return the model's derived state, recomputed only when ``registry_events`` has a new commit.
 
     Cheap when nothing changed (one listing of the table's ``_delta_log``), so serving may poll it.
     """
-    lake = resolve(lake)
     tv = lake.latest_version_hint("registry_events")
     if tv < 0:
         return RegistryState(model, {}, {}, (), ())
@@ -229,7 +230,7 @@ def state(model: str, *, lake: Lake | None = None) -> RegistryState:
     return result
 
 
-def champion_version(model: str, lake: Lake | None = None) -> int | None:
+def champion_version(model: str, lake: Lake) -> int | None:
     """Return the version holding ``champion`` (None when there is none); reads only the events table.
 
     Serving polls this every second or two: it costs one lookup of the table's latest version
@@ -238,23 +239,23 @@ def champion_version(model: str, lake: Lake | None = None) -> int | None:
     return state(model, lake=lake).aliases.get("champion")
 
 
-def aliases(model: str, *, lake: Lake | None = None) -> dict[str, int]:
+def aliases(model: str, *, lake: Lake) -> dict[str, int]:
     """Return the current alias map of ``model`` (alias -> version)."""
     return dict(state(model, lake=lake).aliases)
 
 
-def statuses(model: str, *, lake: Lake | None = None) -> dict[int, str]:
+def statuses(model: str, *, lake: Lake) -> dict[int, str]:
     """Return every registered version's derived status."""
     return dict(state(model, lake=lake).statuses)
 
 
-def history(model: str, alias: str | None = None, *, lake: Lake | None = None) -> pl.DataFrame:
+def history(model: str, alias: str | None = None, *, lake: Lake) -> pl.DataFrame:
     """Return the alias history (deployment history for ``champion``), oldest first.
 
     Columns: at, alias, action, version, previous_version, applied, forced, actor, reason, event_id.
     ``applied`` is False for an event superseded by a concurrent change (it changed nothing).
     """
-    require_model(model, lake=resolve(lake))
+    require_model(model, lake=lake)
     rows = [
         {
             "at": c.at,
@@ -271,28 +272,27 @@ def history(model: str, alias: str | None = None, *, lake: Lake | None = None) -
         for c in state(model, lake=lake).changes
         if alias is None or c.alias == alias
     ]
-    schema = {
+    schema: dict[str, pl.DataType] = {
         "at": pl.Datetime("us", "UTC"),
-        "alias": pl.String,
-        "action": pl.String,
-        "version": pl.Int64,
-        "previous_version": pl.Int64,
-        "applied": pl.Boolean,
-        "forced": pl.Boolean,
-        "actor": pl.String,
-        "reason": pl.String,
-        "event_id": pl.String,
+        "alias": pl.String(),
+        "action": pl.String(),
+        "version": pl.Int64(),
+        "previous_version": pl.Int64(),
+        "applied": pl.Boolean(),
+        "forced": pl.Boolean(),
+        "actor": pl.String(),
+        "reason": pl.String(),
+        "event_id": pl.String(),
     }
     return pl.DataFrame(rows, schema=schema)
 
 
-def alias_at(model: str, alias: str, when: datetime, *, lake: Lake | None = None) -> AliasChange | None:
+def alias_at(model: str, alias: str, when: datetime, *, lake: Lake) -> AliasChange | None:
     """Return the alias event in force at ``when``: its ``version`` held ``alias`` then.
 
     The result names who moved the alias there, when and why; None when the alias did not
     exist yet (or had been removed) at that moment.
     """
-    lake = resolve(lake)
     require_model(model, lake=lake)
     if when.tzinfo is None:
         raise RegistryError(f"alias_at needs an aware datetime (UTC), got naive {when.isoformat()}")
@@ -310,12 +310,12 @@ def set_alias(
     alias: str,
     version: int | None,
     *,
-    actor: str | None,
+    actor: str,
     reason: str,
     action: str = "promote",
     report: Mapping[str, Any] | None = None,
     expected: Any = _UNSET,
-    lake: Lake | None = None,
+    lake: Lake,
 ) -> AliasChange:
     """Point ``alias`` at ``version`` (None with action ``unalias`` removes it) as one event.
 
@@ -323,14 +323,14 @@ def set_alias(
         model: registered model name.
         alias: alias name (``champion``, ``challenger``, any name).
         version: the version the alias should point to.
-        actor: who does it (default: settings' actor).
+        actor: who does it (the audit trail's name; required).
         reason: why (required; it is the audit trail).
         action: ``promote``, ``rollback``, ``alias``, ``unalias``, or ``stage``/``unstage`` (the
             ``challenger`` alias in a staged rollout; ``report`` holds ``mode`` and ``fraction``).
         report: extra JSON-able details (gate report id, forced flag ...).
         expected: the version the caller saw holding the alias (None = no holder); when given,
             the change applies only if that still holds at its place in the event order.
-        lake: the lake (default: from settings).
+        lake: the lake.
 
     Returns:
         The replayed change; ``applied`` is False when a concurrent change superseded it.
@@ -338,7 +338,6 @@ def set_alias(
     Raises:
         ModelNotFoundError, ModelVersionNotFoundError, RegistryError (bad alias, no reason).
     """
-    lake = resolve(lake)
     if action not in ALIAS_ACTIONS:
         raise RegistryError(f"alias action {action!r} is unknown: use {', '.join(ALIAS_ACTIONS)}")
     _check_alias(alias)

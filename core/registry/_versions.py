@@ -16,7 +16,7 @@ from core.errors import (
     RegistryError,
 )
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.registry._base import (
     ModelVersion,
     _actor,
@@ -49,14 +49,13 @@ class LoadedModel:
 
 
 def resolve_version(
-    model: str, *, version: int | None = None, alias: str | None = "champion", lake: Lake | None = None
+    model: str, *, version: int | None = None, alias: str | None = "champion", lake: Lake
 ) -> int:
     """Return ``version`` if given (checked), else the version ``alias`` points to.
 
     Raises:
         ModelNotFoundError, ModelVersionNotFoundError: unknown model/version, or no such alias.
     """
-    lake = resolve(lake)
     if version is not None:
         return get_version(model, version, lake=lake).version
     require_model(model, lake=lake)
@@ -69,13 +68,12 @@ def resolve_version(
     return amap[alias]
 
 
-def versions(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
+def versions(model: str, *, lake: Lake) -> pl.DataFrame:
     """Return every version of ``model`` with its status, aliases, latest gate result and metrics.
 
     Columns: version, status, aliases, gate, created_at, created_by, run_id, dataset_name,
     dataset_version, sha256, size_bytes, description, then one column per metric.
     """
-    lake = resolve(lake)
     rows = require_model(model, lake=lake).sort("version")
     st = state(model, lake=lake)
     by_version: dict[int, list[str]] = {}
@@ -116,9 +114,8 @@ def versions(model: str, *, lake: Lake | None = None) -> pl.DataFrame:
     return out.select(first + [c for c in out.columns if c not in first])
 
 
-def list_models(*, lake: Lake | None = None) -> pl.DataFrame:
+def list_models(*, lake: Lake) -> pl.DataFrame:
     """Return one row per registered model: model, versions, latest_version, champion, aliases."""
-    lake = resolve(lake)
     claims = valid_claims(lake)
     schema = {
         "model": pl.String,
@@ -135,7 +132,7 @@ def list_models(*, lake: Lake | None = None) -> pl.DataFrame:
             {
                 "model": name,
                 "versions": vs.len(),
-                "latest_version": int(vs.max()),  # type: ignore[arg-type]
+                "latest_version": vs.max(),
                 "champion": amap.get("champion"),
                 "aliases": ", ".join(f"{a}=v{v}" for a, v in sorted(amap.items())),
             }
@@ -196,8 +193,8 @@ def register(
     *,
     description: str | None = None,
     tags: Mapping[str, str] | None = None,
-    actor: str | None = None,
-    lake: Lake | None = None,
+    actor: str,
+    lake: Lake,
 ) -> ModelVersion:
     """Register the model of run ``run_id`` as the next version of ``model``.
 
@@ -211,8 +208,6 @@ def register(
         RegistryError: invalid model name.
     """
     from core import tracking
-
-    lake = resolve(lake)
     _check_model_name(model)
     run = tracking.get_run(run_id, lake=lake)
     if run.status != "finished":
@@ -253,7 +248,7 @@ def _register_files(
     dataset_version: int | None,
     description: str | None = None,
     tags: Mapping[str, str] | None = None,
-    actor: str | None = None,
+    actor: str,
 ) -> ModelVersion:
     """Claim a version, copy the artifact files, then write the ``register`` event."""
     _check_model_name(model)
@@ -290,7 +285,7 @@ def _register_files(
 
 
 def load(
-    model: str, *, version: int | None = None, alias: str | None = "champion", lake: Lake | None = None
+    model: str, *, version: int | None = None, alias: str | None = "champion", lake: Lake
 ) -> LoadedModel:
     """Load a version (or the one an alias points to) after checking its artifact's sha256.
 
@@ -300,8 +295,6 @@ def load(
             recorded one (naming the file and both hashes).
     """
     from core.training import Model
-
-    lake = resolve(lake)
     v = version if version is not None else resolve_version(model, alias=alias, lake=lake)
     mv = get_version(model, v, lake=lake)
     path = artifact_path(model, v)

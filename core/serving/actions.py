@@ -64,7 +64,7 @@ _UNKNOWN = re.compile(r"unknown field `(\w+)`")
 def _decode(body: bytes, kind: type[msgspec.Struct]) -> Any:
     """Decode the body as ``kind``; a 422 problem naming the field otherwise."""
     try:
-        value = msgspec.json.decode(body, type=kind)
+        value: Any = msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
         text = str(exc)
         m = _UNKNOWN.search(text) or _PATH.search(text)

@@ -46,7 +46,7 @@ def authorization_header(scope: Any) -> bytes | None:
     """The raw ``Authorization`` header of an ASGI scope, or None."""
     for key, value in scope["headers"]:
         if key == b"authorization":
-            return value  # type: ignore[no-any-return]
+            return bytes(value)
     return None
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.serving.problems import PROBLEM_MEDIA_TYPE, problem_body
+from core.serving.problems import Problem
 
 __all__ = ["HostCheck", "host_name"]
 
@@ -52,17 +52,13 @@ class HostCheck:
         if name in self.allowed:
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
         shown = name or "(none)"
-        body = problem_body(
+        await Problem(
             400,
             "invalid-host",
             f"this API does not answer to host {shown!r}: call it by {', '.join(sorted(self.allowed))}, "
             "or add the name to [api] allowed_hosts (LAKEOPS_API_ALLOWED_HOSTS)",
-            instance=scope.get("path"),
-        )
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        headers = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 400, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        ).send(send, scope.get("path"))

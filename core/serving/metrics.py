@@ -243,56 +243,63 @@ def _aggregate(snapshots: Iterator[tuple[dict[str, Any], bool]], replica: str) -
     hist: dict[str, list[Any]] = {}
     gauges: dict[str, tuple[str, str, dict[Labels, float]]] = {}
     for snap, live in snapshots:
-        for name, series in snap["counters"].items():
-            acc = counters.setdefault(name, {})
-            for labels, value in series:
-                key = tuple((str(k), str(v)) for k, v in labels)
-                acc[key] = acc.get(key, 0.0) + value
-        for name, (help_, value) in snap.get("extra", {}).items():
-            helps[name] = help_
-            acc = counters.setdefault(name, {})
-            acc[()] = acc.get((), 0.0) + value
+        _add_counters(snap, counters, helps)
         for route, (counts, total) in snap["hist"].items():
             cur = hist.setdefault(route, [[0] * len(counts), 0.0])
             cur[0] = [a + b for a, b in zip(cur[0], counts, strict=True)]
             cur[1] += total
-        if not live:
-            continue
-        for name, (help_, agg, series) in snap["gauges"].items():
-            _, _, acc = gauges.setdefault(name, (help_, agg, {}))
-            for labels, value in series:
-                key = tuple((str(k), str(v)) for k, v in labels)
-                if agg == "worker":
-                    acc[(*key, ("worker", str(snap["worker"])))] = value
-                elif key not in acc:
-                    acc[key] = value
-                else:
-                    acc[key] = {"sum": acc[key] + value, "min": min(acc[key], value), "max": max(acc[key], value)}[agg]
-    rep = ("replica", replica)
+        if live:
+            _add_gauges(snap, gauges)
     out: list[Any] = []
     for name, series in counters.items():
-        names = _label_names(series)
-        fam = CounterMetricFamily(name, helps[name], labels=[*names, "replica"])
+        fam = CounterMetricFamily(name, helps[name], labels=[*_label_names(series), "replica"])
         for labels, value in sorted(series.items()):
             fam.add_metric([*(v for _, v in labels), replica], value)
         out.append(fam)
-    fam = HistogramMetricFamily("lakeops_request_duration_seconds", "Time to answer a request, by route.",
-                                labels=["route", "replica"])
+    go_string: Callable[[float], str] = floatToGoString  # how Prometheus spells a bucket bound
+    hfam = HistogramMetricFamily("lakeops_request_duration_seconds", "Time to answer a request, by route.",
+                                 labels=["route", "replica"])
     for route, (counts, total) in sorted(hist.items()):
         cum, buckets = 0, []
         for bound, c in zip(BUCKETS, counts, strict=False):
             cum += c
-            buckets.append((floatToGoString(bound), cum))
+            buckets.append((go_string(bound), cum))
         buckets.append(("+Inf", cum + counts[-1]))
-        fam.add_metric([route, replica], buckets, total)
-    out.append(fam)
+        hfam.add_metric([route, replica], buckets, total)
+    out.append(hfam)
     for name, (help_, _agg, series) in gauges.items():
-        names = _label_names(series)
-        g = GaugeMetricFamily(name, help_, labels=[*names, rep[0]])
+        g = GaugeMetricFamily(name, help_, labels=[*_label_names(series), "replica"])
         for labels, value in sorted(series.items()):
             g.add_metric([*(v for _, v in labels), replica], value)
         out.append(g)
     return out
+
+
+def _add_counters(snap: dict[str, Any], counters: dict[str, dict[Labels, float]], helps: dict[str, str]) -> None:
+    """Add one worker's counters (labelled, and the service's unlabelled extras) to the sums."""
+    for name, series in snap["counters"].items():
+        acc = counters.setdefault(name, {})
+        for labels, value in series:
+            key = tuple((str(k), str(v)) for k, v in labels)
+            acc[key] = acc.get(key, 0.0) + value
+    for name, (help_, value) in snap.get("extra", {}).items():
+        helps[name] = help_
+        acc = counters.setdefault(name, {})
+        acc[()] = acc.get((), 0.0) + value
+
+
+def _add_gauges(snap: dict[str, Any], gauges: dict[str, tuple[str, str, dict[Labels, float]]]) -> None:
+    """Combine one live worker's gauges: summed, min, max, or one series per worker (``worker``)."""
+    for name, (help_, agg, series) in snap["gauges"].items():
+        _, _, acc = gauges.setdefault(name, (help_, agg, {}))
+        for labels, value in series:
+            key = tuple((str(k), str(v)) for k, v in labels)
+            if agg == "worker":
+                acc[(*key, ("worker", str(snap["worker"])))] = value
+            elif key not in acc:
+                acc[key] = value
+            else:
+                acc[key] = {"sum": acc[key] + value, "min": min(acc[key], value), "max": max(acc[key], value)}[agg]
 
 
 def _label_names(series: Mapping[Labels, float]) -> list[str]:

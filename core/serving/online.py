@@ -195,6 +195,20 @@ class _ViewFill:
     # so the snapshot's matrix row is copied as it is into X[:, slice]
     slice: slice | None = None
     snapshot_names: list[str] | None = None
+    request: _RequestFill | None = None  # the view's request features, computed after the lookup
+
+
+@dataclass
+class _RequestFill:
+    """A view's request features: computed per request by ``FeatureView.request_values`` (the training set's code)."""
+
+    plan: features.RequestPlan
+    # (input name, matrix column or -1 for a pass-through field, levels of a categorical column or None)
+    inputs: list[tuple[str, int, list[str] | None]]
+    # (request feature, matrix column, levels of a categorical feature or None)
+    outputs: list[tuple[str, int, list[str] | None]]
+    # the matrix columns of the plan's numeric inputs, when every one is a numeric model feature (one gather)
+    block_cols: np.ndarray | None = None
 
 
 class OnlineCodec:
@@ -231,9 +245,12 @@ class OnlineCodec:
                 raise FeatureViewError(f"feature view {v['view']!r}: its entity {v['entity']!r} is not a pass-through field of the model")
             h = stores.holder(v["view"], int(v["version"]))
             fill = _ViewFill(v["entity"], h, f"{v['view']} v{v['version']}", v.get("missing", "error"))
-            defaults = np.full(len(v["features"]), _NAN)
-            fill.all_positions = np.array([pos[name] for name in v["features"]], dtype=np.intp)
-            for k, name in enumerate(v["features"]):
+            fill.request = self._request_fill(v, stores.lake, pos, feats, pt_names)
+            computed = {o[0] for o in fill.request.outputs} if fill.request else set()
+            looked_up = [name for name in v["features"] if name not in computed]
+            defaults = np.full(len(looked_up), _NAN)
+            fill.all_positions = np.array([pos[name] for name in looked_up], dtype=np.intp)
+            for k, name in enumerate(looked_up):
                 f = feats[pos[name]]
                 d = (v.get("defaults") or {}).get(name)
                 if f["kind"] == "categorical":
@@ -245,12 +262,87 @@ class OnlineCodec:
                     defaults[k] = float(d) if d is not None else _NAN
             fill.defaults = defaults
             first = int(fill.all_positions[0]) if fill.all_positions.size else 0
-            if not fill.strings and list(fill.all_positions) == list(range(first, first + len(v["features"]))):
-                fill.slice = slice(first, first + len(v["features"]))
-                fill.snapshot_names = list(v["features"])  # a snapshot with exactly these numeric columns
+            if not fill.strings and list(fill.all_positions) == list(range(first, first + len(looked_up))):
+                fill.slice = slice(first, first + len(looked_up))
+                fill.snapshot_names = looked_up  # a snapshot with exactly these numeric columns
             self._views.append(fill)
         k = self._req_pos.size
         self._req_slice = slice(0, k) if list(self._req_pos) == list(range(k)) else None
+
+    @staticmethod
+    def _request_fill(v: Mapping[str, Any], lake: Lake, pos: Mapping[str, int], feats: Sequence[Mapping[str, Any]],
+                      pt_names: set[str]) -> _RequestFill | None:
+        """How to compute a view's request features: each input from the matrix (a model feature) or
+        the pass-through fields; None for a view without request features.
+
+        Raises:
+            FeatureViewError: an input the request cannot carry (neither a model feature nor a
+                pass-through field).
+        """
+        fv = features.get_view(v["view"], int(v["version"]), lake=lake)
+        wanted = [f.name for f in fv.request_features if f.name in v["features"]]
+        if not wanted:
+            return None
+        inputs: list[tuple[str, int, list[str] | None]] = []
+        for name in fv.request_inputs:
+            if name in pos:
+                f = feats[pos[name]]
+                inputs.append((name, pos[name], list(f.get("levels") or []) if f["kind"] == "categorical" else None))
+            elif name in pt_names:
+                inputs.append((name, -1, None))
+            else:
+                raise FeatureViewError(
+                    f"feature view {fv.name!r} v{fv.version}: request features need {name!r}, which is neither a feature "
+                    "nor a pass-through field of the model (train with --passthrough to let requests carry it)"
+                )
+        outputs: list[tuple[str, int, list[str] | None]] = []
+        for name in wanted:
+            f = feats[pos[name]]
+            outputs.append((name, pos[name], list(f.get("levels") or []) if f["kind"] == "categorical" else None))
+        schema = features.view_schema(fv.name, int(fv.version or 0), lake=lake)
+        plan = fv.request_plan(schema)
+        where = {name: col for name, col, levels in inputs if levels is None}
+        for name, col, levels in inputs:
+            if (name in plan.numeric) != (levels is None and col >= 0) and col >= 0:
+                raise FeatureViewError(
+                    f"feature view {fv.name!r} v{fv.version}: request field {name!r} is declared "
+                    f"{'a number' if name in plan.numeric else 'a string'} but the model takes it as "
+                    f"{'categorical' if levels is not None else 'numeric'}"
+                )
+        cols = [where.get(name, -1) for name in plan.numeric]
+        block_cols = np.array(cols, dtype=np.intp) if all(c >= 0 for c in cols) else None
+        return _RequestFill(plan, inputs, outputs, block_cols)
+
+    @staticmethod
+    def _compute_request(r: _RequestFill, X: np.ndarray, pt: Mapping[str, Any], n: int) -> None:
+        """Write a view's request features into ``X`` from the request fields and the looked-up features
+        (``RequestPlan.values_block``; categorical values decoded from, and encoded to, level indexes
+        as ``Model.encode`` does)."""
+        block = X[:, r.block_cols] if r.block_cols is not None else np.empty((n, len(r.plan.numeric)))
+        strings: dict[str, pl.Series] = {}
+        for name, col, levels in r.inputs:
+            if col < 0:  # a pass-through field
+                values = pl.Series(name, pt.get(name) or [None] * n, strict=False)
+                if name in r.plan.strings:
+                    strings[name] = values
+                else:
+                    block[:, r.plan.numeric.index(name)] = values.cast(pl.Float64, strict=False).to_numpy()
+            elif levels is None:
+                if r.block_cols is None:
+                    block[:, r.plan.numeric.index(name)] = X[:, col]
+            else:
+                codes = X[:, col]  # a level's index, NaN for null/unknown: the last slot of ``table`` (None)
+                table = np.asarray([*levels, None], dtype=object)
+                idx = np.where(np.isnan(codes), len(levels), codes).astype(np.intp)
+                strings[name] = pl.Series(name, table[idx].tolist(), dtype=pl.String)
+        out = r.plan.values_block(block, strings)
+        for name, col, levels_out in r.outputs:
+            s = out[name]
+            if levels_out is None:
+                X[:, col] = s.cast(pl.Float64).to_numpy()  # null -> NaN (``Model.encode``'s rule)
+            else:
+                X[:, col] = (s.cast(pl.String).replace_strict(levels_out, list(range(len(levels_out))), default=None,
+                                                              return_dtype=pl.Float64).fill_null(_NAN).to_numpy())
 
     def decode(self, body: bytes) -> Decoded:
         """Decode a request and fill in the view features (see the module docstring).
@@ -282,51 +374,57 @@ class OnlineCodec:
             X[:, self._req_pos] = d.X
         pt = d.passthrough or {}
         for v in self._views:
-            keys = pt.get(v.entity)
-            if keys is None and v.missing == "default":
-                keys = [None] * n  # no key at all: every row is an entity without values
-            if v.missing == "error" and (keys is None or None in keys):
-                rows = list(range(n)) if keys is None else [i for i, k in enumerate(keys) if k is None]
-                raise DataValidationError(
-                    f"row {rows[0]}, {v.entity}: the entity key is required: the model's features {v.name} are looked up by it",
-                    report=[{"row": i, "field": v.entity, "message": "missing entity key"} for i in rows[:20]],
-                )
-            snap = v.holder.snapshot
-            if snap is None:
-                raise ProblemError(503, "features-unavailable",
-                                   f"online features {v.name} are not loaded: {v.holder.error or 'not materialised yet'}")
-            get = snap.index.get
-            if n == 1:
-                r = get(keys[0], -1)  # type: ignore[index]
-                unknown = [0] if r < 0 else []
-                if r >= 0 and v.slice is not None and snap.numeric_names == v.snapshot_names:
-                    X[0, v.slice] = snap.numeric[r]
-                    continue
-                idx = [r]
-            else:
-                idx = [get(k, -1) for k in keys]  # type: ignore[union-attr]
-                unknown = [i for i, r in enumerate(idx) if r < 0] if -1 in idx else []  # a None key is unknown too
-            if unknown and v.missing == "error":
-                first = unknown[0]
-                raise ProblemError(
-                    422, "unknown-entity",
-                    f"{len(unknown)} {v.entity} value(s) have no online features in {v.name}; first: row {first}, "
-                    f"{v.entity}={keys[first]!r}",  # type: ignore[index]
-                    [{"row": i, "field": v.entity, "message": f"unknown entity {keys[i]!r}: no online features"}  # type: ignore[index]
-                     for i in unknown[:20]],
-                )
-            if snap.rows:
-                rows = np.array(idx, dtype=np.intp)  # -1 (unknown) reads the last row; overwritten below
-                if v.slice is not None and snap.numeric_names == v.snapshot_names:
-                    X[:, v.slice] = snap.numeric[rows]
-                else:
-                    if v.positions:
-                        X[:, v.positions] = snap.numeric[rows][:, self._numeric_cols(v, snap)]
-                    for col, name, lookup in v.strings:
-                        X[:, col] = [lookup.get(x, _NAN) if x is not None else _NAN for x in snap.strings[name][rows]]
-            if unknown:
-                X[np.array(unknown)[:, None], v.all_positions[None, :]] = v.defaults
+            self._lookup(v, X, pt, n)
+            if v.request is not None:  # after the lookup: request features read the view's values
+                self._compute_request(v.request, X, pt, n)
         return Decoded(X, n, d.unknown, d.passthrough)
+
+    def _lookup(self, v: _ViewFill, X: np.ndarray, pt: Mapping[str, Any], n: int) -> None:
+        """Copy one view's online values into ``X`` by entity key (defaults or a problem per its policy)."""
+        keys = pt.get(v.entity)
+        if keys is None and v.missing == "default":
+            keys = [None] * n  # no key at all: every row is an entity without values
+        if v.missing == "error" and (keys is None or None in keys):
+            rows = list(range(n)) if keys is None else [i for i, k in enumerate(keys) if k is None]
+            raise DataValidationError(
+                f"row {rows[0]}, {v.entity}: the entity key is required: the model's features {v.name} are looked up by it",
+                report=[{"row": i, "field": v.entity, "message": "missing entity key"} for i in rows[:20]],
+            )
+        snap = v.holder.snapshot
+        if snap is None:
+            raise ProblemError(503, "features-unavailable",
+                               f"online features {v.name} are not loaded: {v.holder.error or 'not materialised yet'}")
+        get = snap.index.get
+        if n == 1:
+            r = get(keys[0], -1)  # type: ignore[index]
+            unknown = [0] if r < 0 else []
+            if r >= 0 and v.slice is not None and snap.numeric_names == v.snapshot_names:
+                X[0, v.slice] = snap.numeric[r]
+                return
+            idx = [r]
+        else:
+            idx = [get(k, -1) for k in keys]  # type: ignore[union-attr]
+            unknown = [i for i, r in enumerate(idx) if r < 0] if -1 in idx else []  # a None key is unknown too
+        if unknown and v.missing == "error":
+            first = unknown[0]
+            raise ProblemError(
+                422, "unknown-entity",
+                f"{len(unknown)} {v.entity} value(s) have no online features in {v.name}; first: row {first}, "
+                f"{v.entity}={keys[first]!r}",  # type: ignore[index]
+                [{"row": i, "field": v.entity, "message": f"unknown entity {keys[i]!r}: no online features"}  # type: ignore[index]
+                 for i in unknown[:20]],
+            )
+        if snap.rows:
+            at = np.array(idx, dtype=np.intp)  # -1 (unknown) reads the last row; overwritten below
+            if v.slice is not None and snap.numeric_names == v.snapshot_names:
+                X[:, v.slice] = snap.numeric[at]
+            else:
+                if v.positions:
+                    X[:, v.positions] = snap.numeric[at][:, self._numeric_cols(v, snap)]
+                for col, name, lookup in v.strings:
+                    X[:, col] = [lookup.get(x, _NAN) if x is not None else _NAN for x in snap.strings[name][at]]
+        if unknown:
+            X[np.array(unknown)[:, None], v.all_positions[None, :]] = v.defaults
 
     def _numeric_cols(self, v: _ViewFill, snap: OnlineSnapshot) -> np.ndarray:
         """The snapshot matrix's columns of the view's numeric model features (same for every
@@ -427,6 +525,8 @@ def check_skew(
     if not views:
         raise FeatureViewError(f"model {model!r} v{v} was not trained on feature views; nothing to compare")
     mv = registry.get_version(model, v, lake=lake)
+    if mv.dataset_name is None:
+        raise FeatureViewError(f"model {model!r} v{v} records no training dataset; nothing to compare")
     train = datasets.load(mv.dataset_name, mv.dataset_version, lake=lake)
     stores = OnlineStores(lake)
     codec = OnlineCodec(sig, stores=stores, unknown_category="missing", max_rows=max(entities + len(views), 1))
@@ -454,10 +554,11 @@ def check_skew(
     req_names = list(codec.inner.names)
     offline = pick.drop([f for s in views for f in s["features"] if f in pick.columns])
     for spec, snap in zip(views, snaps, strict=True):
-        offline = offline.with_columns(_offline_values(spec, snap, offline[spec["entity"]], lake=lake))
+        offline = offline.with_columns(_offline_values(spec, snap, offline, lake=lake))
     X_off = loaded.model.encode(offline)
     s_off = loaded.model.predict_matrix(X_off)
-    body = msgspec.json.encode([_request_row(r, req_names, views) for r in pick.iter_rows(named=True)])
+    extra = [name for fill in codec._views if fill.request for name, col, _ in fill.request.inputs if col < 0]
+    body = msgspec.json.encode([_request_row(r, req_names, views, extra) for r in pick.iter_rows(named=True)])
     X_on = codec.decode(body).X
     s_on = loaded.model.predict_matrix(X_on)
     fdiff = _diff(X_off, X_on)
@@ -481,14 +582,18 @@ def check_skew(
 def _stranger(keys: pl.Series) -> pl.Expr:
     """An entity value no training row or online row has (of the key's type)."""
     if keys.dtype.is_integer():
-        return pl.lit(int(keys.max() or 0) + 10_000_000, dtype=keys.dtype)
+        top = keys.max()
+        return pl.lit((top if isinstance(top, int) else 0) + 10_000_000, dtype=keys.dtype)
     return pl.lit("__lakeops_skew_check_unknown__")
 
 
-def _offline_values(spec: Mapping[str, Any], snap: OnlineSnapshot, keys: pl.Series, *, lake: Lake) -> list[pl.Series]:
-    """The training path's values of a view's features for ``keys``, each at the time and source
-    version its online row was computed from (entities without an online row: at that snapshot's newest time)."""
+def _offline_values(spec: Mapping[str, Any], snap: OnlineSnapshot, rows: pl.DataFrame, *, lake: Lake) -> list[pl.Series]:
+    """The training path's values of a view's features for ``rows`` (``features.view_values``: the
+    lookup, then the request features from the rows' request fields), each entity at the time and
+    source version its online row was computed from (entities without an online row: at that
+    snapshot's newest time)."""
     fv = features.get_view(spec["view"], int(spec["version"]), lake=lake)
+    keys = rows[fv.entity]
     online, _ = features.current_values(fv.name, int(spec["version"]), lake=lake)
     meta = keys.to_frame(fv.entity).with_row_index("__k").join(
         online.select(fv.entity, "__as_of", "__source_version"), on=fv.entity, how="left")
@@ -500,7 +605,8 @@ def _offline_values(spec: Mapping[str, Any], snap: OnlineSnapshot, keys: pl.Seri
     for sv in meta["__source_version"].unique().sort().to_list():
         part = meta.filter(pl.col("__source_version") == sv)
         events, _ = features.load_source(fv, int(sv), lake=lake)
-        out.append(features.values_at(features.prepare(fv, events), part[fv.entity], part["__as_of"]))
+        prepared = features.prepare(fv, events, schema=features.view_schema(fv.name, int(spec["version"]), lake=lake))
+        out.append(features.view_values(prepared, rows[part["__k"]], part[fv.entity], part["__as_of"]))
         order.append(part["__k"].to_numpy())
     frame = pl.concat(out)
     inverse = np.empty(keys.len(), dtype=np.int64)
@@ -509,10 +615,13 @@ def _offline_values(spec: Mapping[str, Any], snap: OnlineSnapshot, keys: pl.Seri
     return [frame[name] for name in spec["features"]]
 
 
-def _request_row(row: Mapping[str, Any], req_names: Sequence[str], views: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _request_row(row: Mapping[str, Any], req_names: Sequence[str], views: Sequence[Mapping[str, Any]],
+                 extra: Sequence[str] = ()) -> dict[str, Any]:
     out = {n: _jsonable(row[n]) for n in req_names}
     for spec in views:
         out[spec["entity"]] = row[spec["entity"]]
+    for n in extra:  # request fields the model takes as pass-through fields only
+        out[n] = _jsonable(row[n])
     return out
 
 

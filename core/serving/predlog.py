@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from core.errors import CommitConflictError, LakeopsError, LakeUnavailableError,
 from core.ids import utcnow
 from core.lake import Lake
 from core.serving.schemas import passthrough_type, prediction_schema
-from core.serving.wal import Slot, WriteAheadLog, scan_segment, segments
+from core.serving.wal import PredictionRecord, Slot, WriteAheadLog, scan_segment, segments
 
 __all__ = [
     "DEAD_LETTER",
@@ -575,29 +575,14 @@ def _tables(
         header_of: a model version's header when the segment lacks it (never expected: the WAL
             writes it first), else the records cannot be decoded.
     """
-    preds: dict[str, list[list[Any]]] = {}
-    legacy: dict[str, list[dict]] = {}
-    headers: dict[tuple[str, int], dict[str, Any]] = {}
-    feedback: list[dict] = []
-    for r in records:
-        if type(r) is list:
-            if r and r[0] == "q":
-                preds.setdefault(r[1], []).append(r)
-        elif isinstance(r, dict):
-            k = r.get("k")
-            if k == "h":
-                headers[(r["m"], r["v"])] = r
-            elif k == "p":
-                legacy.setdefault(r["m"], []).append(r)
-            elif k == "f":
-                feedback.append(r)
+    preds, legacy, headers, feedback = _grouped(records)
     out: dict[str, pa.Table] = {}
     for model in dict.fromkeys([*preds, *legacy]):
         parts = []
         if model in preds:
             recs = preds[model]
             hdrs: dict[int, dict[str, Any]] = {}
-            for v in {r[2] for r in recs}:
+            for v in {r.version for r in recs}:
                 hdr = headers.get((model, v))
                 if hdr is None:
                     if header_of is None:
@@ -616,6 +601,28 @@ def _tables(
     if feedback:
         out[FEEDBACK_TABLE] = _feedback_table(feedback)
     return out
+
+
+def _grouped(records: list[Any]) -> tuple[dict[str, list[PredictionRecord]], dict[str, list[dict[str, Any]]],
+                                          dict[tuple[str, int], dict[str, Any]], list[dict[str, Any]]]:
+    """A segment's records by kind: (prediction records by model, ``p`` records of an earlier
+    release by model, version headers by (model, version), feedback records)."""
+    preds: dict[str, list[PredictionRecord]] = {}
+    legacy: dict[str, list[dict[str, Any]]] = {}
+    headers: dict[tuple[str, int], dict[str, Any]] = {}
+    feedback: list[dict[str, Any]] = []
+    for r in records:
+        if type(r) is PredictionRecord:
+            preds.setdefault(r.model, []).append(r)
+            continue
+        k = r.get("k")
+        if k == "h":
+            headers[(r["m"], r["v"])] = r
+        elif k == "p":
+            legacy.setdefault(r["m"], []).append(r)
+        elif k == "f":
+            feedback.append(r)
+    return preds, legacy, headers, feedback
 
 
 def _conform_structs(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -656,26 +663,30 @@ def _struct(arrays: dict[str, pa.Array], total: int) -> pa.StructArray:
     return pa.StructArray.from_arrays(list(arrays.values()), names=list(arrays))
 
 
-def _q_table(recs: list[list[Any]], headers: dict[int, dict[str, Any]]) -> pa.Table:
+_N, _VERSION, _AT, _LATENCY = attrgetter("n"), attrgetter("version"), attrgetter("at"), attrgetter("latency_ms")
+_IDS, _SCORES, _X = attrgetter("ids"), attrgetter("scores"), attrgetter("X")
+
+
+def _q_table(recs: list[PredictionRecord], headers: dict[int, dict[str, Any]]) -> pa.Table:
     """Build one model's table from its ``q`` records: numpy over the raw bytes, no per-row Python.
 
     Per-record work is a handful of C-level ``map``/``join`` passes; per-row work is numpy.
     """
     r_count = len(recs)
-    counts = np.fromiter(map(itemgetter(5), recs), dtype=np.int64, count=r_count)
+    counts = np.fromiter(map(_N, recs), dtype=np.int64, count=r_count)
     total = int(counts.sum())
     starts = np.cumsum(counts) - counts
-    versions = np.fromiter(map(itemgetter(2), recs), dtype=np.int64, count=r_count)
+    versions = np.fromiter(map(_VERSION, recs), dtype=np.int64, count=r_count)
     single = len(headers) == 1
-    at = np.repeat(np.fromiter(map(itemgetter(3), recs), dtype=np.int64, count=r_count), counts)
-    scores = np.frombuffer(b"".join(map(itemgetter(7), recs)), dtype=np.float64)
+    at = np.repeat(np.fromiter(map(_AT, recs), dtype=np.int64, count=r_count), counts)
+    scores = np.frombuffer(b"".join(map(_SCORES, recs)), dtype=np.float64)
     thr_of = {v: (np.nan if h.get("thr") is None else float(h["thr"])) for v, h in headers.items()}
     if single:
         thr = np.full(total, next(iter(thr_of.values())))
     else:
         thr = np.repeat(np.array([thr_of[v] for v in versions.tolist()], dtype=np.float64), counts)
     label = np.where(np.isnan(thr), -1, scores >= thr).astype(np.int64)
-    ids = b"".join(map(itemgetter(6), recs))
+    ids = b"".join(map(_IDS, recs))
     if len(ids) != _ID_LEN * total:
         raise LakeopsError("WAL prediction record with malformed ids")
     offsets = np.arange(0, _ID_LEN * (total + 1), _ID_LEN, dtype=np.int32)
@@ -686,24 +697,24 @@ def _q_table(recs: list[list[Any]], headers: dict[int, dict[str, Any]]) -> pa.Ta
         "model_version": pa.array(np.repeat(versions, counts)),
         "score": pa.array(scores, pa.float64()),
         "predicted_label": pa.array(label, pa.int64(), mask=label < 0),
-        "latency_ms": pa.array(np.repeat(np.fromiter(map(itemgetter(4), recs), np.float64, r_count), counts)),
+        "latency_ms": pa.array(np.repeat(np.fromiter(map(_LATENCY, recs), np.float64, r_count), counts)),
         "role": _roles(recs, counts),
     }
     names_of = {v: list(h["fn"]) for v, h in headers.items()}
     names = list(dict.fromkeys(n for v in sorted(names_of, reverse=True) for n in names_of[v]))
     if all(fn == names for fn in names_of.values()):
-        X = np.frombuffer(b"".join(map(itemgetter(8), recs)), dtype=np.float64).reshape(total, len(names))
+        X = np.frombuffer(b"".join(map(_X, recs)), dtype=np.float64).reshape(total, len(names))
         XT = _columns_of(X)
         matrix = {n: XT[j] for j, n in enumerate(names)}
     else:  # versions with different features in one flush: align by name, NaN where absent
         parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for r in recs:
-            fn = names_of[r[2]]
-            m = np.frombuffer(r[8], dtype=np.float64).reshape(r[5], len(fn))
+            fn = names_of[r.version]
+            m = np.frombuffer(r.X, dtype=np.float64).reshape(r.n, len(fn))
             for n in names:
-                parts[n].append(m[:, fn.index(n)] if n in fn else np.full(r[5], np.nan))
+                parts[n].append(m[:, fn.index(n)] if n in fn else np.full(r.n, np.nan))
         matrix = {n: np.concatenate(p) for n, p in parts.items()}
-    unknown = [(i, r[9]) for i, r in enumerate(recs) if r[9]]
+    unknown = [(i, r.unknown) for i, r in enumerate(recs) if r.unknown]
     feats: dict[str, pa.Array] = {}
     for name in names:
         col = matrix[name]
@@ -745,20 +756,21 @@ def _q_table(recs: list[list[Any]], headers: dict[int, dict[str, Any]]) -> pa.Ta
 _ROLES = ("champion", "challenger", "shadow", "pinned")
 
 
-def _roles(recs: list[list[Any]], counts: np.ndarray) -> pa.Array:
-    """Each row's role (element 11 of a record; ``champion`` for records of earlier releases)."""
-    codes = np.fromiter((_ROLES.index(r[11]) if len(r) > 11 and r[11] in _ROLES else 0 for r in recs),
+def _roles(recs: list[PredictionRecord], counts: np.ndarray) -> pa.Array:
+    """Each row's role (``champion`` for records of earlier releases, which had none)."""
+    codes = np.fromiter((_ROLES.index(r.role) if r.role in _ROLES else 0 for r in recs),
                         dtype=np.int32, count=len(recs))
     return pa.array(list(_ROLES), pa.string()).take(pa.array(np.repeat(codes, counts), pa.int32()))
 
 
-def _passthrough(recs: list[list[Any]], counts: np.ndarray, fields: list[tuple[str, str]], total: int) -> pa.StructArray:
-    """The pass-through struct: each record's ``{field: [values]}`` (element 10), nulls where absent."""
+def _passthrough(recs: list[PredictionRecord], counts: np.ndarray, fields: list[tuple[str, str]],
+                 total: int) -> pa.StructArray:
+    """The pass-through struct: each record's ``{field: [values]}``, nulls where absent."""
     arrays: dict[str, pa.Array] = {}
     for name, kind in fields:
         values: list[Any] = []
         for r, n in zip(recs, counts.tolist(), strict=True):
-            got = (r[10] or {}).get(name) if len(r) > 10 and r[10] else None
+            got = r.passthrough.get(name) if r.passthrough else None
             values += got if got is not None else [None] * n
         typ = passthrough_type(kind)
         if kind == "datetime":  # logged as microseconds since the epoch
@@ -770,7 +782,7 @@ def _passthrough(recs: list[list[Any]], counts: np.ndarray, fields: list[tuple[s
     return _struct(arrays, total)
 
 
-def _repeat(recs: list[dict], key: str) -> list[Any]:
+def _repeat(recs: list[dict[str, Any]], key: str) -> list[Any]:
     """Each (feedback) record's ``key`` value once per row of the record."""
     out: list[Any] = []
     for r in recs:
@@ -778,7 +790,7 @@ def _repeat(recs: list[dict], key: str) -> list[Any]:
     return out
 
 
-def _concat(recs: list[dict], key: str) -> list[Any]:
+def _concat(recs: list[dict[str, Any]], key: str) -> list[Any]:
     out: list[Any] = []
     for r in recs:
         out += r[key]
@@ -788,7 +800,7 @@ def _concat(recs: list[dict], key: str) -> list[Any]:
 _ID_LEN = 36
 
 
-def _ids_array(recs: list[dict], total: int) -> pa.Array:
+def _ids_array(recs: list[dict[str, Any]], total: int) -> pa.Array:
     """The prediction ids as one Arrow string array, from fixed-width id blobs when possible."""
     if all("idb" in r for r in recs):
         data = "".join(r["idb"] for r in recs).encode("ascii")
@@ -805,7 +817,7 @@ def _ids_array(recs: list[dict], total: int) -> pa.Array:
     return pa.array(ids, pa.string())
 
 
-def _legacy_categorical(recs: list[dict], counts: np.ndarray, name: str, codes: np.ndarray) -> pa.Array:
+def _legacy_categorical(recs: list[dict[str, Any]], counts: np.ndarray, name: str, codes: np.ndarray) -> pa.Array:
     """One categorical column of earlier-format ``p`` records (levels + codes, or strings)."""
     dictionary: list[Any] = []
     memo: dict[tuple[str, ...], int] = {}
@@ -834,7 +846,7 @@ def _legacy_categorical(recs: list[dict], counts: np.ndarray, name: str, codes: 
     return _strings(dictionary, index)
 
 
-def _prediction_table(recs: list[dict]) -> pa.Table:
+def _prediction_table(recs: list[dict[str, Any]]) -> pa.Table:
     """Build one table from earlier-format ``p`` records (still replayed, no longer written)."""
     counts = np.array([r["n"] if "n" in r else len(r["ids"]) for r in recs], dtype=np.int64)
     total = int(counts.sum())
@@ -873,7 +885,7 @@ def _prediction_table(recs: list[dict]) -> pa.Table:
     return pa.table(cols)
 
 
-def _feedback_table(recs: list[dict]) -> pa.Table:
+def _feedback_table(recs: list[dict[str, Any]]) -> pa.Table:
     cols = {
         "prediction_id": pa.array(_concat(recs, "ids"), pa.string()),
         "model": pa.array(_repeat(recs, "m"), pa.string()),

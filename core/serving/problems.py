@@ -7,15 +7,21 @@ errors, an ``errors`` list of ``{"row", "field", "message"}`` items.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from core import errors as E
 
-__all__ = ["PROBLEM_MEDIA_TYPE", "STATUS", "ProblemError", "errors_of", "problem_body", "status_for"]
+__all__ = [
+    "PROBLEM_MEDIA_TYPE", "STATUS", "Problem", "ProblemError", "auth_headers", "errors_of", "problem_body", "problem_of", "status_for",
+]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+_PROBLEM_MEDIA_B = PROBLEM_MEDIA_TYPE.encode()
+_log = logging.getLogger("lakeops.serving")
 
 # Most specific class first: the first isinstance match wins.
 STATUS: tuple[tuple[type[BaseException], int, str], ...] = (
@@ -105,3 +111,48 @@ def errors_of(exc: BaseException) -> list[dict[str, Any]]:
     if isinstance(report, list) and all(isinstance(r, dict) for r in report):
         return report
     return []
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One refusal, ready to answer: status, problem type, detail, field errors, extra headers."""
+
+    status: int
+    slug: str
+    detail: str
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    headers: dict[str, str] | None = None
+
+    def body(self, instance: str | None) -> bytes:
+        """The problem document (``instance``: the request path)."""
+        return problem_body(self.status, self.slug, self.detail, errors=self.errors, instance=instance)
+
+    async def send(self, send: Any, instance: str | None) -> None:
+        """Answer on a bare ASGI ``send`` (for code in front of Litestar's router)."""
+        body = self.body(instance)
+        headers = [(b"content-type", _PROBLEM_MEDIA_B), (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (self.headers or {}).items()]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def problem_of(exc: BaseException, where: str) -> Problem:
+    """The problem answering ``exc`` (raised while serving ``where``, a request path).
+
+    An error that is not a lakeops error is a 500 whose detail says "see the server log", where
+    it is logged with its traceback (its text may hold internals). A 401 says which scheme to
+    use (RFC 6750), with ``error="invalid_token"`` when a token was presented.
+    """
+    status, slug = status_for(exc)
+    internal = status >= 500 and not isinstance(exc, E.LakeopsError)
+    if internal:
+        _log.exception("unhandled error on %s", where, exc_info=exc)
+    detail = "internal error; see the server log" if internal else str(exc)
+    return Problem(status, slug, detail, errors_of(exc), auth_headers(status, getattr(exc, "reason", "missing")))
+
+
+def auth_headers(status: int, reason: str = "missing") -> dict[str, str] | None:
+    """A 401's ``WWW-Authenticate`` (RFC 6750: say which scheme; ``invalid_token`` when one was presented)."""
+    if status != 401:
+        return None
+    return {"WWW-Authenticate": 'Bearer realm="lakeops"' + ("" if reason == "missing" else ', error="invalid_token"')}

@@ -29,7 +29,7 @@ from core.serving.problems import ProblemError
 
 __all__ = ["Codec", "Decoded", "json_schema", "passthrough_type", "prediction_schema"]
 
-_PATH = re.compile(r"at `\$(?:\[(?P<row>\d+)\](?:\.(?P<f1>\w+))?|\.columns(?:\.(?P<f2>\w+))?(?:\[(?P<row2>\d+)\])?)`")
+_PATH = re.compile(r"at `\$(?:\[(?P<row>\d+)\](?:\.(?P<f1>[^`\[]+))?|\.columns(?:\.(?P<f2>[^`\[]+))?(?:\[(?P<row2>\d+)\])?)`")
 _INF = (float("inf"), float("-inf"))
 _FIELD = re.compile(r"field `(?P<field>[^`]+)`")
 _NAN = float("nan")
@@ -110,17 +110,27 @@ class Codec:
         # Pass-through fields: optional, after the features (so a row's first values are the matrix's)
         self.passthrough: list[dict[str, Any]] = list(signature.get("passthrough") or [])
         self._pt = [(p["name"], p["type"]) for p in self.passthrough]
+        # Struct attributes f0, f1 ... named after the features and pass-through fields in JSON: a
+        # column name need not be a Python identifier ("monthly-charges", "class").
+        every = self.names + [name for name, _ in self._pt]
+        self._attr = {name: f"f{j}" for j, name in enumerate(every)}
+        plain = all(map(_encodable, every))
+        rename = {a: name for name, a in self._attr.items()} if plain else None
+        # msgspec refuses a quote, a backslash or a control character in an encoded field name:
+        # such a signature's bodies are decoded generically and their keys renamed (``_convert``)
+        self._back = None if plain else {a: name for name, a in self._attr.items()}
         row_fields: list[Any] = [
-            (f["name"], (str | None) if f["kind"] == "categorical" else _numeric_type(f)) for f in self.features
+            (self._attr[f["name"]], (str | None) if f["kind"] == "categorical" else _numeric_type(f)) for f in self.features
         ]
-        col_fields: list[Any] = [(name, list[tp]) for name, tp in row_fields]  # type: ignore[valid-type]
+        col_fields: list[Any] = [(a, list[tp]) for a, tp in row_fields]  # type: ignore[valid-type]
         for name, kind in self._pt:
-            row_fields.append((name, _PT_PY[kind] | None, None))  # type: ignore[operator]
-            col_fields.append((name, list[_PT_PY[kind] | None] | None, None))  # type: ignore[operator,valid-type]
-        self._Row = msgspec.defstruct("Row", row_fields, forbid_unknown_fields=True, gc=False)
-        self._Cols = msgspec.defstruct("Columns", col_fields, forbid_unknown_fields=True)
+            row_fields.append((self._attr[name], _PT_PY[kind] | None, None))
+            col_fields.append((self._attr[name], list[_PT_PY[kind] | None] | None, None))  # type: ignore[valid-type]
+        self._Row = msgspec.defstruct("Row", row_fields, forbid_unknown_fields=True, gc=False, rename=rename)
+        self._Cols = msgspec.defstruct("Columns", col_fields, forbid_unknown_fields=True, rename=rename)
         self._Body = msgspec.defstruct("ColumnarBody", [("columns", self._Cols)], forbid_unknown_fields=True)
-        self._decoder = msgspec.json.Decoder(list[self._Row] | self._Body)  # type: ignore[name-defined]
+        self._type = list[self._Row] | self._Body  # type: ignore[name-defined]
+        self._decoder = msgspec.json.Decoder(self._type)
 
     def decode(self, body: bytes) -> Decoded:
         """Decode and validate a request body; return the encoded matrix.
@@ -131,9 +141,9 @@ class Codec:
                 report naming the row and field.
         """
         try:
-            obj = self._decoder.decode(body)
+            obj = self._decoder.decode(body) if self._back is None else self._convert(body)
         except msgspec.ValidationError as exc:
-            raise _validation_problem(str(exc)) from None
+            raise _validation_problem(str(exc), self._back) from None
         except msgspec.DecodeError as exc:
             raise ProblemError(400, "not-json", f"the request body is not valid JSON: {exc}") from None
         pt: dict[str, list[Any]] | None = None
@@ -148,7 +158,7 @@ class Codec:
                 return Decoded(X, n, None, pt)
             columns = self._raw_columns(obj)  # as sent (``flat`` has codes now)
         else:
-            columns = {name: getattr(obj.columns, name) for name in self.names}
+            columns = {name: getattr(obj.columns, self._attr[name]) for name in self.names}
             if self._pt:
                 pt = self._columns_passthrough(obj.columns)
             lengths = {name: len(v) for name, v in columns.items()}
@@ -172,6 +182,23 @@ class Codec:
                 return Decoded(X, n, None, pt)
         unknown: dict[str, list[tuple[int, str]]] = {}
         return Decoded(self._encode(columns, n, unknown), n, unknown or None, pt)
+
+    def _convert(self, body: bytes) -> Any:
+        """Decode a body whose field names msgspec cannot match itself: generically, then keys
+        renamed to the struct's attributes (a key that is one already is marked unknown)."""
+        raw = msgspec.json.decode(body)
+        attr, back = self._attr, self._back or {}
+
+        def renamed(obj: Any) -> Any:
+            if not isinstance(obj, dict):
+                return obj
+            return {attr.get(k) or (f"~{k}" if k in back else k): v for k, v in obj.items()}
+
+        if isinstance(raw, list):
+            raw = [renamed(r) for r in raw]
+        elif isinstance(raw, dict) and isinstance(raw.get("columns"), dict):
+            raw = {**raw, "columns": renamed(raw["columns"])}
+        return msgspec.convert(raw, self._type)
 
     def decode_arrow(self, body: bytes) -> Decoded:
         """Decode and validate an Arrow IPC stream body (``application/vnd.apache.arrow.stream``).
@@ -213,8 +240,8 @@ class Codec:
             report = [{"row": int(i), "field": self.names[k], "message": "value is not finite"}
                       for i, k in np.argwhere(np.isinf(X))[:20]]
             raise DataValidationError(f"row {report[0]['row']}, {report[0]['field']}: value is not finite", report=report)
-        pt = {name: _arrow_logged(name, _one_array(columns[i]), kind) for name, i, kind in pts}
-        pt = {k: v for k, v in pt.items() if v.count(None) != n} or None
+        logged = {name: _arrow_logged(name, _one_array(columns[i]), kind) for name, i, kind in pts}
+        pt = {k: v for k, v in logged.items() if v.count(None) != n} or None
         return Decoded(X, n, unknown or None, pt)
 
     def _arrow_plan(self, schema: pa.Schema) -> tuple[list[tuple[int, int, int]], list[tuple[str, int, str]]]:
@@ -325,7 +352,7 @@ class Codec:
     def _columns_passthrough(self, cols: Any) -> dict[str, list[Any]] | None:
         out = {}
         for name, kind in self._pt:
-            values = getattr(cols, name)
+            values = getattr(cols, self._attr[name])
             if values is not None and values.count(None) != len(values):
                 out[name] = _as_logged(values, kind)
         return out or None
@@ -496,8 +523,16 @@ def _as_logged(values: list[Any], kind: str) -> list[Any]:
     return values
 
 
-def _validation_problem(message: str) -> DataValidationError:
-    """Turn a msgspec validation message into a DataValidationError naming row and field."""
+def _encodable(name: str) -> bool:
+    """Whether msgspec takes ``name`` as a field's name in JSON (no quote, backslash or control character)."""
+    return not any(c in '"\\' or c < " " for c in name)
+
+
+def _validation_problem(message: str, back: Mapping[str, str] | None = None) -> DataValidationError:
+    """Turn a msgspec validation message into a DataValidationError naming row and field.
+
+    ``back``: struct attribute -> field name, when the message names attributes (``Codec._convert``).
+    """
     m = _PATH.search(message)
     row: int | None = None
     field: str | None = None
@@ -508,6 +543,8 @@ def _validation_problem(message: str) -> DataValidationError:
     fm = _FIELD.search(message)
     if fm and ("missing required field" in message or "unknown field" in message):
         field = fm.group("field")
+    if back is not None and field is not None:
+        field = back.get(field) or (field[1:] if field.startswith("~") else field)
     text = message.split(" - at ")[0]
     if "missing required field" in message:
         text = f"missing feature {field!r}"

@@ -26,7 +26,7 @@ from core.serving.models import ModelCache, Served, ServedStage
 from core.serving.predlog import PredictionLog, dead_letters
 from core.serving.problems import ProblemError
 from core.serving.schemas import Decoded
-from core.serving.wal import Slot, WriteAheadLog, claim_slot, orphan_slots
+from core.serving.wal import PredictionRecord, Slot, WriteAheadLog, claim_slot, orphan_slots
 
 __all__ = ["Service", "batch_ids", "batch_ids_json"]
 
@@ -199,6 +199,7 @@ class Service:
         self.predlog: PredictionLog | None = None
         self._slot: Slot | None = None
         self.inflight = 0
+        self.bodies_decoded = 0  # predict bodies decoded (a refused request is decoded once too)
         self.started = False
         self._shadow_q: collections.deque[tuple[Any, ...]] = collections.deque()
         self._shadow_wake = threading.Event()
@@ -311,6 +312,7 @@ class Service:
         """
         t0 = time.perf_counter()
         served = self.cache.fast(name, version, alias) or await self.cache.get(name, version, alias)
+        self.bodies_decoded += 1
         decoded = served.codec.decode_arrow(body) if arrow else served.codec.decode(body)
         pinned = version is not None or (alias is not None and alias != "champion")
         stage = None if pinned else self.cache.stages.get(name)
@@ -331,10 +333,10 @@ class Service:
             # as one fixed-width ASCII blob, scores and the float64 matrix as raw bytes (the
             # categorical columns are their codes; the levels are in this version's header
             # record), plus any unseen categorical strings as (row, value) by feature.
-            record = [
-                "q", name, served.version, time.time_ns() // 1000, (time.perf_counter() - t0) * 1000.0, n,
+            record = PredictionRecord(
+                name, served.version, time.time_ns() // 1000, (time.perf_counter() - t0) * 1000.0, n,
                 idb, scores.tobytes(), decoded.X.tobytes(), decoded.unknown, decoded.passthrough, role,
-            ]
+            )
             await self._durable(_pack(record), served.wal_header)
         self.metrics.rows_scored[name] += n
         if decoded.unknown:
@@ -420,11 +422,11 @@ class Service:
             for f in set(pt) | set(d.passthrough or {}):
                 pt.setdefault(f, [None] * start).extend((d.passthrough or {}).get(f) or [None] * d.rows)
             start += d.rows
-        record = [
-            "q", name, ch.version, time.time_ns() // 1000, (time.perf_counter() - t0) * 1000.0 / len(group), n,
+        record = PredictionRecord(
+            name, ch.version, time.time_ns() // 1000, (time.perf_counter() - t0) * 1000.0 / len(group), n,
             b"".join(idb for _, _, idb in group), scores.tobytes(), np.ascontiguousarray(X).tobytes(),
             unknown or None, pt or None, "shadow",
-        ]
+        )
         try:
             assert self.wal is not None
             self.wal.write(_pack(record), ch.wal_header)
@@ -443,8 +445,9 @@ class Service:
             return
         sub = b"".join(idb[i * 36 : (i + 1) * 36] for i in rows.tolist())
         width = len(ch.codec.names)
-        record = ["q", name, ch.version, time.time_ns() // 1000, 0.0, int(rows.size), sub,
-                  np.full(rows.size, np.nan).tobytes(), np.full((rows.size, width), np.nan).tobytes(), None, None, "shadow"]
+        record = PredictionRecord(name, ch.version, time.time_ns() // 1000, 0.0, int(rows.size), sub,
+                                  np.full(rows.size, np.nan).tobytes(), np.full((rows.size, width), np.nan).tobytes(),
+                                  None, None, "shadow")
         try:
             self.wal.write(_pack(record), ch.wal_header)
         except OSError:
@@ -485,8 +488,9 @@ class Service:
                 sub_ids = b"".join(idb[i * 36 : (i + 1) * 36] for i in rows.tolist()) if len(parts) > 1 else idb
                 unknown = _rows_of(mine.unknown, rows) if len(parts) > 1 else mine.unknown
                 pt = {k: [v[i] for i in rows.tolist()] for k, v in mine.passthrough.items()} if mine.passthrough else None
-                record = ["q", name, model.version, time.time_ns() // 1000, (time.perf_counter() - t0) * 1000.0,
-                          rows.size, sub_ids, s.tobytes(), np.ascontiguousarray(X).tobytes(), unknown, pt, role]
+                record = PredictionRecord(name, model.version, time.time_ns() // 1000,
+                                          (time.perf_counter() - t0) * 1000.0, int(rows.size), sub_ids, s.tobytes(),
+                                          np.ascontiguousarray(X).tobytes(), unknown, pt, role)
                 await self._durable(_pack(record), model.wal_header)
         self.metrics.rows_scored[name] += n
         label_list = labels.tolist() if champion.task == "binary" else None

@@ -47,9 +47,10 @@ Records:
 - ``{"k": "h", "m", "v", "fn", "lv", "thr"}``: a model version's header (feature names,
   categorical levels, threshold), written once per segment before that version's first
   prediction record in it, so every segment can be read on its own.
-- ``["q", model, version, at_us, latency_ms, n, ids, scores, X, unknown]``: one predict request's
-  rows (ids: ``36 * n`` ASCII bytes; scores and X: raw float64; categorical columns as codes
-  into the header's levels; ``unknown``: unseen categorical strings by feature, or nil).
+- ``["q", model, version, at_us, latency_ms, n, ids, scores, X, unknown, passthrough, role]``: one
+  predict request's rows, a ``PredictionRecord`` (a msgpack array: the writer and every reader
+  share that one definition; records of earlier releases without the last two or three
+  elements still decode, with their defaults).
 - ``{"k": "f", ...}``: a feedback batch; ``{"k": "p", ...}``: the previous, self-describing
   prediction record (still read, no longer written).
 """
@@ -75,6 +76,7 @@ from core.ids import new_id
 
 __all__ = [
     "MAGIC",
+    "PredictionRecord",
     "SegmentScan",
     "Slot",
     "WriteAheadLog",
@@ -91,6 +93,45 @@ MAGIC = b"LKWAL\x02\n\x00"
 _crc32 = zlib.crc32
 Header = tuple[Hashable, bytes]  # (key, msgpack header record), see WriteAheadLog.append
 _log = logging.getLogger("lakeops.serving")
+
+
+class PredictionRecord(msgspec.Struct, array_like=True, tag="q", gc=False):
+    """One predict request's rows in the WAL: a msgpack array ``["q", model, version, ...]``.
+
+    An array, not a map: cheap to write on the request's path and to turn into Arrow later. The
+    writer (``core.serving.service``) and the reader (``core.serving.predlog``) share this one
+    definition; earlier releases wrote the same array as a plain list, 10 to 12 elements long
+    (``passthrough`` and ``role`` came later), which decodes into this with the defaults.
+
+    Attributes:
+        model: the model name.
+        version: the model version that scored the rows (its header record names the features).
+        at: when, microseconds since the epoch (UTC).
+        latency_ms: the request's time to score, per row group.
+        n: the number of rows.
+        ids: the prediction ids, ``36 * n`` ASCII bytes back to back.
+        scores: ``n`` float64, raw bytes.
+        X: the ``n x features`` float64 matrix, raw bytes, row-major (categorical columns as codes
+            into the header's levels, NaN for missing).
+        unknown: unseen categorical strings by feature, ``[(row, value), ...]``, or None.
+        passthrough: pass-through fields by name, one value per row, or None.
+        role: ``champion``, ``challenger``, ``shadow`` or ``pinned``.
+    """
+
+    model: str
+    version: int
+    at: int
+    latency_ms: float
+    n: int
+    ids: bytes
+    scores: bytes
+    X: bytes
+    unknown: dict[str, Any] | None = None
+    passthrough: dict[str, Any] | None = None
+    role: str = "champion"
+
+
+_decoder = msgspec.msgpack.Decoder(PredictionRecord | dict[str, Any])
 
 
 class Slot:
@@ -165,8 +206,8 @@ class SegmentScan:
     """What a segment holds: its records, its header, and whether every byte was readable.
 
     Attributes:
-        records: the decoded records in order (maps, or arrays for prediction records), without
-            the segment header.
+        records: the decoded records in order (maps, or ``PredictionRecord``), without the
+            segment header.
         header: the segment header (``{"k": "s", "lake", "slot", "epoch"}``), or None for a
             segment of the earlier format.
         size: the file's size in bytes.
@@ -190,7 +231,7 @@ def scan_segment(path: Path) -> SegmentScan:
     """Read a segment file (either format) and report how far it is readable."""
     data = memoryview(path.read_bytes())  # records are decoded from views: no copy per record
     size = len(data)
-    decoder = msgspec.msgpack.Decoder()
+    decoder = _decoder
     out: list[Any] = []
     header: dict[str, Any] | None = None
     if bytes(data[: len(MAGIC)]) == MAGIC:
@@ -232,7 +273,7 @@ def scan_segment(path: Path) -> SegmentScan:
 
 
 def read_segment(path: Path) -> list[Any]:
-    """Decode a segment's records (maps, or arrays for prediction records), in order.
+    """Decode a segment's records (maps, or ``PredictionRecord``), in order.
 
     Reading stops at the first frame that is cut short or fails its checksum (see
     ``scan_segment`` for what was left unread). The segment header is not returned.
@@ -337,7 +378,7 @@ class WriteAheadLog:
             if self._broken:
                 self._roll()
             if header is None or header[0] in self._headers:
-                data, added = frame(record), []
+                data, added = frame(record), list[Hashable]()
             else:
                 data, added = self._with_headers([(header, record)])
             try:
@@ -513,7 +554,8 @@ def _write_all(fd: int, data: bytes) -> None:
             mv = mv[os.write(fd, mv) :]
 
 
-def _resolve(waiters: list, err: OSError | None) -> None:
+def _resolve(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | threading.Event],
+             err: OSError | None) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for w in waiters:
         if isinstance(w, threading.Event):

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
+from core.config import Settings
 from core.errors import LakeopsError, SqlError, SqlRefusedError, SqlResultTooLargeError, TableNotFoundError
 from core.sql._pool import Limits, acquire, exchange, parse_size, release, size_text
 from core.sql._statements import check, quote_at, time_travel
@@ -49,8 +50,10 @@ if TYPE_CHECKING:  # the worker process imports this package: keep polars and de
 __all__ = ["DERIVED_VIEWS", "export", "query", "query_arrow", "quote_at", "view_name", "views"]
 
 _VERSIONED = re.compile(r"^data_(?P<name>[A-Za-z0-9_-]+)_v(?P<version>\d+)$")
-_MAX_ROWS = 1_000_000
-_MAX_BYTES = 256_000_000
+# the defaults are Settings' ([sql] in lakeops.toml), written once there
+_MAX_ROWS = Settings.sql_max_rows
+_MAX_BYTES = int(Settings.sql_max_result_mb * 1e6)
+_EXPORT_TIMEOUT_S = Settings.sql_timeout_s * 10  # an export streams everything: ten query timeouts
 _DUCKDB_SHARE = 0.7  # of memory_limit for DuckDB's buffer pool; the rest is headroom to the kill
 
 
@@ -179,9 +182,9 @@ def query_arrow(
     sql: str,
     params: Sequence[Any] | None = None,
     *,
-    memory_limit: str = "2GB",
-    threads: int = 2,
-    timeout_s: float = 60.0,
+    memory_limit: str = Settings.sql_memory_limit,
+    threads: int = Settings.sql_threads,
+    timeout_s: float = Settings.sql_timeout_s,
     max_rows: int | None = _MAX_ROWS,
     max_bytes: int | None = _MAX_BYTES,
 ) -> pa.Table:
@@ -229,9 +232,9 @@ def export(
     path: str | os.PathLike[str],
     params: Sequence[Any] | None = None,
     *,
-    memory_limit: str = "2GB",
-    threads: int = 2,
-    timeout_s: float = 600.0,
+    memory_limit: str = Settings.sql_memory_limit,
+    threads: int = Settings.sql_threads,
+    timeout_s: float = _EXPORT_TIMEOUT_S,
 ) -> int:
     """Stream the result of one read-only query to a Parquet or CSV file, with no row limit.
 

@@ -91,7 +91,8 @@ def _serve(job: dict[str, Any], tx: Connection) -> None:
         tx.send_bytes(b"S")
         timer.start()
         try:
-            rel = con.sql(job["sql"], params=job["params"] or None)
+            # duckdb 1.x (which pyproject still allows) gives None for a statement with no result; 2.x never
+            rel: duckdb.DuckDBPyRelation | None = con.sql(job["sql"], params=job["params"] or None)
             if rel is None:
                 tx.send_bytes(b"B" + _ipc(pa.schema([]), []))
                 tx.send_bytes(b"D{}")

@@ -2,7 +2,7 @@
 
 Usage (MLflow-like)::
 
-    with tracking.start_run(experiment="churn", name="baseline", dataset=("churn", 3), seed=7) as run:
+    with tracking.start_run(experiment="churn", name="baseline", dataset=("churn", 3), seed=7, lake=lake) as run:
         run.log_params({"num_leaves": 31})
         for step in range(100):
             run.log_metrics({"train_loss": ..., "valid_loss": ...}, step=step)

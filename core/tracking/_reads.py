@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from core.catalog import spec_for
 from core.errors import ArtifactIntegrityError, RunNotFoundError
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.tracking import search as _search
 from core.tracking._writer import flush, writer
 
@@ -108,13 +108,12 @@ def _latest_metrics(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def get_run(run_id: str, *, lake: Lake | None = None) -> RunInfo:
+def get_run(run_id: str, *, lake: Lake) -> RunInfo:
     """Return run ``run_id`` as recorded (this process's buffered writes are flushed first).
 
     Raises:
         RunNotFoundError: no run has that id.
     """
-    lake = resolve(lake)
     flush(lake)
     rows = _read(lake, "runs", [run_id])
     if rows.height == 0:
@@ -150,7 +149,7 @@ def get_run(run_id: str, *, lake: Lake | None = None) -> RunInfo:
 
 
 def metric_history(
-    run_ids: str | Sequence[str], keys: str | Sequence[str] | None = None, *, lake: Lake | None = None
+    run_ids: str | Sequence[str], keys: str | Sequence[str] | None = None, *, lake: Lake
 ) -> pl.DataFrame:
     """Every logged value of the runs' metrics: ``run_id, key, step, value, at`` by run, key, step.
 
@@ -159,7 +158,6 @@ def metric_history(
         keys: one metric name (``"loss"``) or several; None for all.
         lake: the lake.
     """
-    lake = resolve(lake)
     flush(lake)
     ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
     frame = _read(lake, "metrics", ids)
@@ -169,9 +167,8 @@ def metric_history(
     return frame.select("run_id", "key", "step", "value", "at").sort(["run_id", "key", "step", "at"])
 
 
-def list_artifacts(run_id: str, *, lake: Lake | None = None) -> pl.DataFrame:
+def list_artifacts(run_id: str, *, lake: Lake) -> pl.DataFrame:
     """The run's artifacts: ``path, sha256, size_bytes, uri, at`` (latest record per path)."""
-    lake = resolve(lake)
     flush(lake)
     frame = _read(lake, "artifacts", [run_id])
     return (
@@ -182,13 +179,12 @@ def list_artifacts(run_id: str, *, lake: Lake | None = None) -> pl.DataFrame:
     )
 
 
-def read_artifact(run_id: str, path: str, *, lake: Lake | None = None) -> bytes:
+def read_artifact(run_id: str, path: str, *, lake: Lake) -> bytes:
     """Return the bytes of artifact ``path`` of run ``run_id``, checked against its sha256.
 
     Raises:
         ArtifactIntegrityError: no such artifact, or its bytes do not match the recorded sha256.
     """
-    lake = resolve(lake)
     arts = list_artifacts(run_id, lake=lake)
     match = arts.filter(pl.col("path") == path)
     if match.height == 0:
@@ -223,7 +219,7 @@ def _pivot(frame: pl.DataFrame, prefix: str, order: list[str]) -> pl.DataFrame:
     return wide.select("run_id", *[pl.col(k).alias(f"{prefix}.{k}") for k in keys])
 
 
-def runs_frame(*, lake: Lake | None = None) -> pl.DataFrame:
+def runs_frame(*, lake: Lake) -> pl.DataFrame:
     """Every run's latest state with ``metrics.<key>``, ``params.<key>``, ``tags.<key>`` columns.
 
     Cached per lake and keyed by the versions of the four tables it is built from. Within
@@ -232,7 +228,6 @@ def runs_frame(*, lake: Lake | None = None) -> pl.DataFrame:
     that long); after it, the table versions are checked (a few ms) and the pivot is rebuilt
     only when one changed.
     """
-    lake = resolve(lake)
     w = writer(lake)
     w.flush()
     now = time.monotonic()
@@ -274,7 +269,7 @@ def search_runs(
     order_by: Sequence[str] | str | None = None,
     max_results: int | None = 1000,
     *,
-    lake: Lake | None = None,
+    lake: Lake,
     filter_string: str | None = None,
     experiment_names: str | Sequence[str] | None = None,
 ) -> pl.DataFrame:
@@ -323,7 +318,7 @@ def search_runs(
     return out.select(keep) if out.height else out.select([c for c in out.columns if "." not in c])
 
 
-def experiments(*, lake: Lake | None = None) -> pl.DataFrame:
+def experiments(*, lake: Lake) -> pl.DataFrame:
     """Experiments with their run counts by status and last start time, newest first."""
     frame = runs_frame(lake=lake)
     return (
@@ -339,13 +334,12 @@ def experiments(*, lake: Lake | None = None) -> pl.DataFrame:
     )
 
 
-def compare_runs(run_ids: Sequence[str], *, lake: Lake | None = None) -> pl.DataFrame:
+def compare_runs(run_ids: Sequence[str], *, lake: Lake) -> pl.DataFrame:
     """Side by side: one row per attribute/param/metric (``section, key``), one column per run.
 
     Raises:
         RunNotFoundError: one of the runs does not exist.
     """
-    lake = resolve(lake)
     infos = [get_run(r, lake=lake) for r in run_ids]
     labels = [i.name and f"{i.name} ({i.run_id[-8:]})" or i.run_id for i in infos]
     sections: list[tuple[str, str, list[str | None]]] = []

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from core.errors import LakeopsError
 from core.ids import new_id, utcnow
-from core.lake import Lake, resolve
+from core.lake import Lake
 from core.tracking._writer import writer
 
 __all__ = ["Run", "Status", "active_run", "start_run"]
@@ -47,12 +47,12 @@ def _git(cwd: Path) -> tuple[str | None, bool | None]:
         return None, None
 
 
-def _who() -> dict[str, Any]:
-    """The run's user when someone is signed in (auth on): the principal, never the self-declared name."""
+def _who(actor: str | None) -> dict[str, Any]:
+    """The run's user: the signed-in principal when auth is on (never the self-declared name), else ``actor``."""
     from core import auth
 
     who = auth.current_principal()
-    return {"user": who.name} if who is not None else {}
+    return {"user": who.name if who is not None else actor}
 
 
 @functools.cache
@@ -69,19 +69,12 @@ def _lineage() -> dict[str, Any]:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    try:
-        from core.config import load_settings
-
-        user = load_settings().actor
-    except LakeopsError:
-        user = None
     return {
         "git_sha": sha,
         "git_dirty": dirty,
         "python_version": platform.python_version(),
         "packages_json": json.dumps(packages, sort_keys=True),
         "host": socket.gethostname(),
-        "user": user,
     }
 
 
@@ -101,13 +94,18 @@ def _dataset(dataset: tuple[str, int | None] | str | None, lake: Lake) -> tuple[
 
 
 # ---------------------------------------------------------------------------- runs
-_active = threading.local()
+class _Active(threading.local):
+    """Each thread's stack of active runs (``__init__`` runs once per thread, on its first use)."""
+
+    def __init__(self) -> None:
+        self.runs: list[Run] = []
+
+
+_active = _Active()
 
 
 def _stack() -> list[Run]:
-    if not hasattr(_active, "runs"):
-        _active.runs = []
-    return _active.runs  # type: ignore[no-any-return]
+    return _active.runs
 
 
 def active_run() -> Run | None:
@@ -135,6 +133,7 @@ class Run:
         seed: int | None,
         parent_run_id: str | None,
         sync: bool,
+        actor: str | None = None,
     ) -> None:
         self.lake = lake
         self.run_id = new_id()
@@ -159,7 +158,7 @@ class Run:
             "dataset_version": self.dataset_version,
             "seed": seed,
             **_lineage(),
-            **_who(),
+            **_who(actor),
         }
         self._writer.add_row(
             "runs",
@@ -324,7 +323,8 @@ def start_run(
     parent_run_id: str | None = None,
     tags: Mapping[str, Any] | None = None,
     sync: bool = False,
-    lake: Lake | None = None,
+    lake: Lake,
+    actor: str | None = None,
 ) -> Run:
     """Start a run; use it as a context manager so its status is set on exit.
 
@@ -336,7 +336,9 @@ def start_run(
         parent_run_id: the parent of a nested run; default: the run active in this thread.
         tags: tags to set right away.
         sync: commit the run's data when it ends (see the module docstring on durability).
-        lake: the lake (default: the settings' lake).
+        lake: the lake.
+        actor: who starts it, recorded as the run's ``user`` (the signed-in principal wins when
+            auth is on; None: not recorded).
 
     Returns:
         The started ``Run``. ``with start_run(...) as run:`` ends it ``finished``, ``failed``
@@ -345,7 +347,6 @@ def start_run(
     Raises:
         DatasetNotFoundError: the dataset (version) to resolve does not exist.
     """
-    lake = resolve(lake)
     if not experiment or not _KEY.match(experiment):
         raise LakeopsError(f"experiment name {experiment!r} is invalid: use letters, digits, _ - . /")
     parent = parent_run_id or (r.run_id if (r := active_run()) is not None else None)
@@ -357,6 +358,7 @@ def start_run(
         seed=seed,
         parent_run_id=parent,
         sync=sync,
+        actor=actor,
     )
     _stack().append(run)
     if tags:

@@ -111,15 +111,15 @@ class _Writer:
                             "at": pa.array(a, TS),
                         }
                     )
-            r, k, v, s, a = self._metrics
-            if r:
+            mr, mk, mv, ms, ma = self._metrics
+            if mr:
                 taken["metrics"] = pa.table(
                     {
-                        "run_id": pa.array(r, pa.string()),
-                        "key": pa.array(k, pa.string()),
-                        "value": pa.array(v, pa.float64()),
-                        "step": pa.array(s, pa.int64()),
-                        "at": pa.array(a, TS),
+                        "run_id": pa.array(mr, pa.string()),
+                        "key": pa.array(mk, pa.string()),
+                        "value": pa.array(mv, pa.float64()),
+                        "step": pa.array(ms, pa.int64()),
+                        "at": pa.array(ma, TS),
                     }
                 )
             for table in ("artifacts", "runs"):
@@ -138,7 +138,7 @@ class _Writer:
                     continue
                 cols = data.to_pydict()
                 cols["at"] = [int(t.timestamp() * 1_000_000) if t else None for t in cols["at"]]
-                target = self._metrics if table == "metrics" else self._kv[table]
+                target: tuple[list[Any], ...] = self._metrics if table == "metrics" else self._kv[table]
                 names = (
                     ["run_id", "key", "value", "step", "at"]
                     if table == "metrics"

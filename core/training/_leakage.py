@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import polars as pl
@@ -24,6 +24,17 @@ share alone is not evidence)."""
 LEAKAGE_GAIN_SCORE = 0.9
 DOMINANT_GAIN = 0.5
 """A single feature holding this share of the gain (but under ``LEAKAGE_GAIN``) is only warned about."""
+
+
+class _Flag(TypedDict):
+    feature: str
+    why: str
+    score: float
+
+
+class _Warning(TypedDict):
+    feature: str
+    why: str
 
 
 
@@ -84,7 +95,8 @@ def leakage(
     if importance is not None and importance.height and float(importance["gain"].sum()) > 0:
         total = float(importance["gain"].sum())
         share = {r["feature"]: round(float(r["gain"]) / total, 6) for r in importance.iter_rows(named=True)}
-    flagged, warnings = [], []
+    flagged: list[_Flag] = []
+    warnings: list[_Warning] = []
     what = "AUC" if task == "binary" else "|rho| / R²"
     for name in scores:
         sc, sh = scores[name], share.get(name, 0.0)

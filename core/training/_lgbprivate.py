@@ -114,7 +114,8 @@ def disable(reason: str) -> None:
 # ---------------------------------------------------------------------------- parameter aliases
 def _alias_table(private: bool) -> dict[str, Any]:
     if private:
-        table = lgb.basic._ConfigAliases._get_all_param_aliases()
+        # typed dict[str, list[str]] by LightGBM, but private: checked as an unknown value
+        table: object = lgb.basic._ConfigAliases._get_all_param_aliases()
         if not isinstance(table, dict) or not all(
             isinstance(k, str) and not isinstance(v, str) and all(isinstance(n, str) for n in v)
             for k, v in table.items()
@@ -146,9 +147,18 @@ def param_aliases(private: bool | None = None) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- scoring
+def _lib() -> ctypes.CDLL:
+    """``lightgbm.basic._LIB``, the ctypes handle on LightGBM's C library (basic imports it from
+    ``lightgbm.libpath`` without re-exporting it, so it is read as the untyped attribute it is)."""
+    lib = getattr(lgb.basic, "_LIB", None)
+    if lib is None:
+        raise AttributeError("lightgbm.basic._LIB is missing")
+    return lib
+
+
 def _check(code: int) -> None:
     if code != 0:
-        raise PrivateApiError(f"LightGBM's C API failed: {lgb.basic._LIB.LGBM_GetLastError().decode()}")
+        raise PrivateApiError(f"LightGBM's C API failed: {_lib().LGBM_GetLastError().decode()}")
 
 
 def _handle(booster: lgb.Booster) -> ctypes.c_void_p:
@@ -175,7 +185,7 @@ class SingleRow:
     def __init__(self, booster: lgb.Booster, ncol: int, num_iteration: int) -> None:
         self._config: ctypes.c_void_p | None = None
         try:
-            lib = lgb.basic._LIB
+            lib = _lib()
             config = ctypes.c_void_p()
             _check(
                 lib.LGBM_BoosterPredictForMatSingleRowFastInit(
@@ -202,16 +212,18 @@ class SingleRow:
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Score one C-contiguous float64 row (shape ``(1, ncol)``)."""
         try:
-            _check(self._call(self._config, ctypes.c_void_p(X.ctypes.data), self._len_ref, self._out_ref))
+            code = self._call(self._config, ctypes.c_void_p(X.ctypes.data), self._len_ref, self._out_ref)
         except _PRIVATE_FAILURES as exc:
             raise PrivateApiError(f"single-row predict: {type(exc).__name__}: {exc}") from None
+        if code:  # inline, not _check: this is the hottest call of serving
+            _check(code)
         return np.array(self._out, dtype=np.float64)
 
     def __del__(self) -> None:
         config = getattr(self, "_config", None)
         if config is not None and config.value:
             try:
-                lgb.basic._LIB.LGBM_FastConfigFree(config)
+                _lib().LGBM_FastConfigFree(config)
             except Exception:  # noqa: BLE001,S110 - interpreter shutdown: nothing left to free
                 pass
 
@@ -227,7 +239,7 @@ def predict_mat(booster: lgb.Booster, X: np.ndarray, ncol: int, num_iteration: i
     got = ctypes.c_int64(0)
     try:
         _check(
-            lgb.basic._LIB.LGBM_BoosterPredictForMat(
+            _lib().LGBM_BoosterPredictForMat(
                 _handle(booster),
                 ctypes.c_void_p(X.ctypes.data),
                 ctypes.c_int(_DTYPE_FLOAT64),
