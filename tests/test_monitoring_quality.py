@@ -44,7 +44,9 @@ def _alerts(lake: Lake, kind: str) -> pl.DataFrame:
 
 def test_a_feature_empty_in_the_window_is_no_data_and_alerted(lake):
     s = settings_for(lake)
-    log_predictions(lake, traffic(1200, seed=41, campaign=False).with_columns(pl.lit(None, dtype=pl.Float64).alias("age")))
+    # batches a second apart: each window of 1200 rows is exactly one batch, however fast the checks run
+    t0 = datetime.now(UTC)
+    log_predictions(lake, traffic(1200, seed=41, campaign=False).with_columns(pl.lit(None, dtype=pl.Float64).alias("age")), at=t0 + timedelta(seconds=1))
     rep = monitor.check_drift_and_alert(MODEL, window_rows=1200, lake=lake, settings=s)
     age = next(f for f in rep.result.features if f.feature == "age")
     assert age.status == "no_data" and age.drifted is None and age.no_data_side == "current"
@@ -58,14 +60,14 @@ def test_a_feature_empty_in_the_window_is_no_data_and_alerted(lake):
     assert row["status"] == "no_data" and row["drifted"] is None and np.isnan(row["statistic"])
     status = monitoring.feature_status(MODEL, lake=lake)
     assert status.filter(pl.col("feature") == "age")["null_share"][0] == 1.0
-    log_predictions(lake, traffic(1200, seed=42, campaign=False))
+    log_predictions(lake, traffic(1200, seed=42, campaign=False), at=t0 + timedelta(seconds=2))
     back = monitor.check_drift_and_alert(MODEL, window_rows=1200, lake=lake, settings=s)
     assert back.quality_alert == "resolved" and _alerts(lake, "no_data").height == 0
     # a second column going empty while the first still is: its own alert, not hidden behind the ongoing one
     both = traffic(1200, seed=46, campaign=False).with_columns(pl.lit(None, dtype=pl.Float64).alias("age"))
-    log_predictions(lake, both)
+    log_predictions(lake, both, at=t0 + timedelta(seconds=3))
     monitor.check_drift_and_alert(MODEL, window_rows=1200, lake=lake, settings=s)
-    log_predictions(lake, both.with_columns(pl.lit(None, dtype=pl.String).alias("plan")))
+    log_predictions(lake, both.with_columns(pl.lit(None, dtype=pl.String).alias("plan")), at=t0 + timedelta(seconds=4))
     monitor.check_drift_and_alert(MODEL, window_rows=1200, lake=lake, settings=s)
     now_open = _alerts(lake, "no_data")
     assert now_open.height == 1 and "age, plan" in now_open["message"][0]

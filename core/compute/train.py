@@ -354,8 +354,8 @@ def _proxy(facts: list[dict[str, Any]], schema: Mapping[str, Any], target: str) 
         elif name in levels and unique[name]:
             cols[name] = pl.Series(name, [f"u{i}" for i in range(height)]).cast(dtype)
         elif name in levels:
-            lv = levels[name]
-            vals = [*lv, *([lv[0] if lv else None] * (height - len(lv)))]
+            known = levels[name]
+            vals = [*known, *([known[0] if known else None] * (height - len(known)))]
             cols[name] = pl.Series(name, vals, dtype=pl.String).cast(dtype)
         else:
             cols[name] = pl.Series(name, [None] * height).cast(dtype)

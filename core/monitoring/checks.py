@@ -494,7 +494,8 @@ def event_time(model: str, scan: pl.LazyFrame, lake: Lake) -> pl.Expr:
         return pl.col("at")
     sig = registry.get_version(model, version, lake=lake).signature
     names = [p["name"] for p in sig.get("passthrough") or () if p.get("role") == "event_time" and p["type"] == "datetime"]
-    fields = [f.name for f in scan.collect_schema()[PASSTHROUGH_COLUMN].fields]  # type: ignore[attr-defined]
+    dtype = scan.collect_schema()[PASSTHROUGH_COLUMN]
+    fields = [f.name for f in dtype.fields] if isinstance(dtype, pl.Struct) else []
     if not names or names[0] not in fields:
         return pl.col("at")
     return pl.coalesce(pl.col(PASSTHROUGH_COLUMN).struct.field(names[0]), pl.col("at"))
