@@ -17,7 +17,7 @@ from core.compute.frames import dataset_parts, log_filter, log_parts, to_dask
 from core.config import load_settings
 from core.errors import ConfigError
 from core.lake import Lake
-from tests.monitor_world import MODEL, build_champion, log_predictions, settings_for, traffic
+from tests.monitor_world import MODEL, build_champion, clone, log_predictions, settings_for, traffic
 
 distributed = pytest.importorskip("distributed")
 
@@ -123,6 +123,83 @@ def test_drift_check_on_the_cluster_equals_the_local_engine(client, world):
     assert (verdict["engine"], verdict["exact"]) == ("dask", False)
 
 
+def _champion_of_files(root, files=3, rows=1000, seed=4):
+    """A champion trained on a dataset version of ``files`` Parquet files (so the cluster merges partitions)."""
+    from core.flows import promote
+    from core.flows.train import train_model
+    from tests.monitor_world import FAR
+
+    lake = Lake(root)
+    data = demo.generate(files * rows, seed=seed, campaign_start=FAR)
+    for i in range(files):
+        datasets.ingest("churn", data.slice(i * rows, rows), lake=lake, settings=settings_for(lake))
+    out = train_model("churn", target="churned", params={"num_iterations": 20, "num_leaves": 15}, lake=lake,
+                      settings=settings_for(lake))
+    mv = registry.register(MODEL, out.run_id, lake=lake, actor="tester")
+    promote.promote(MODEL, mv.version, reason="first champion", force=True, lake=lake, actor="tester",
+                    settings=settings_for(lake))
+    return lake
+
+
+def _same_reference(a, b):
+    from core.drift import NumericReference
+
+    assert (a.rows, a.holdout_rows, a.contrib_rows, a.kinds) == (b.rows, b.holdout_rows, b.contrib_rows, b.kinds)
+    for name, ra in a.features.items():
+        rb = b.features[name]
+        assert type(ra) is type(rb), name
+        if isinstance(ra, NumericReference):  # sorted values, edges, bin counts, moments, quality counts: exact
+            assert np.array_equal(ra.values, rb.values) and np.array_equal(ra.edges, rb.edges), name
+            assert np.array_equal(ra.bin_counts, rb.bin_counts), name
+            assert (ra.mean, ra.std, ra.rows, ra.nulls, ra.nonfinite) == (rb.mean, rb.std, rb.rows, rb.nulls, rb.nonfinite)
+        else:
+            assert (ra.levels, ra.rows, ra.nulls) == (rb.levels, rb.rows, rb.nulls) and np.array_equal(ra.counts, rb.counts)
+    assert np.array_equal(a.score.values, b.score.values) and a.score.mean == b.score.mean
+    assert a.sample.equals(b.sample)
+    assert np.array_equal(a.calibration.x, b.calibration.x) and np.array_equal(a.calibration.y, b.calibration.y)
+    assert (a.calibration.applied, a.calibration.ece_after) == (b.calibration.applied, b.calibration.ece_after)
+    assert np.allclose(a.contrib_mean, b.contrib_mean, rtol=1e-12, atol=1e-15)
+
+
+def test_the_reference_built_on_the_cluster_is_the_local_one(client, tmp_path):
+    from core.monitoring import references
+
+    local = _champion_of_files(tmp_path / "lake")
+    other = clone(local, tmp_path / "other")
+    # below the rows: the reference, the classifier's sample and the attribution rows are seeded samples
+    sections = {"models": {MODEL: {"monitoring": {"reference_rows": 2000}}},
+                "drift": {"multivariate_sample": 500, "attribution_sample": 300}}
+    a = references.reference(MODEL, lake=local, settings=settings_for(local, **sections))
+    with distributed.get_task_stream(client) as stream:
+        b = references.reference(MODEL, lake=other, settings=settings_for(other, compute={"engine": "dask"}, **sections))
+    assert sum("_summarise" in str(t["key"]) for t in stream.data) == 3  # a summary per file, on the cluster
+    assert a.rows == 2000 and a.sample.height == 500 and a.contrib_rows == 300 and a.holdout_rows == 600
+    assert sum(r.nulls for r in a.features.values()) > 0  # the quality counts were really merged
+    _same_reference(a, b)
+    stored = other.read("drift_references")
+    assert stored.filter(pl.col("kind") == "features:training")["rows"].to_list() == [2000]
+    # the holdout as reference, every row of it
+    sections["models"][MODEL]["monitoring"] = {"reference": "holdout", "reference_rows": 10_000}
+    a = references.reference(MODEL, lake=local, settings=settings_for(local, **sections))
+    b = references.reference(MODEL, lake=other, settings=settings_for(other, compute={"engine": "dask"}, **sections))
+    assert a.rows == 600
+    _same_reference(a, b)
+    # the same traffic on both lakes: the same verdicts and statistics, local check against local reference,
+    # cluster check against the cluster's reference
+    for lake in (local, other):
+        log_predictions(lake, traffic(800, seed=21, campaign=True), at=T0.replace(hour=1), spread_s=600)
+    sections["models"][MODEL]["monitoring"] = {"reference_rows": 2000}
+    from core.monitoring import measure_drift
+
+    ra = measure_drift(MODEL, lake=local, settings=settings_for(local, **sections), now=NOW, window_rows=800)
+    rb = measure_drift(MODEL, lake=other, settings=settings_for(other, compute={"engine": "dask"}, **sections), now=NOW,
+                     window_rows=800)
+    assert ra.drifted is rb.drifted is True
+    for x, y in _pairs(ra, rb):
+        assert (x.status, x.drifted, x.n_ref, x.n_cur) == (y.status, y.drifted, y.n_ref, y.n_cur), x.feature
+        assert y.statistic == pytest.approx(x.statistic, rel=1e-12, abs=1e-15), x.feature
+
+
 def compute_check(lake, section, **kw):
     from core.monitoring import measure_drift
 
@@ -212,14 +289,21 @@ def test_cli_scores_on_the_cluster_and_names_bad_input_in_one_line(client, world
 
 
 class _KillOnce(distributed.WorkerPlugin):
-    """A worker plugin that ends its worker's process when a drift-summary task starts (fault injection)."""
+    """A worker plugin that ends its worker's process when a ``task`` task starts (fault injection)."""
 
-    def __init__(self, flag: str, always: bool) -> None:
-        self.flag, self.always = flag, always
+    def __init__(self, flag: str, always: bool, task: str = "_summarise") -> None:
+        self.flag, self.always, self.task = flag, always, task
 
     def transition(self, key, start, finish, **kwargs):  # noqa: ANN001
         name = key[0] if isinstance(key, tuple) else str(key)
-        if finish == "executing" and "_summarise" in str(name):
+        if finish == "executing" and self.task in str(name) and self.always == "first":
+            # every attempt of one task (the first seen): Dask gives up on it after allowed-failures
+            path = Path(self.flag)
+            if not path.exists():
+                path.write_text(str(key))
+            if path.read_text() == str(key):
+                os._exit(1)
+        elif finish == "executing" and self.task in str(name):
             if self.always or not os.path.exists(self.flag):
                 Path(self.flag).touch()
                 os._exit(1)
@@ -249,3 +333,41 @@ def test_a_lost_worker_is_retried_or_the_job_run_fails_with_nothing_written(clie
         client.wait_for_workers(2, timeout=60)
     assert failed.status == "failed" and "Dask cluster failed" in (failed.error or "")
     assert lake.read("drift_reports").height == written  # nothing half-written
+
+
+def test_a_worker_lost_during_a_retrain_job_is_retried_or_the_job_fails_with_nothing_registered(client, world, tmp_path):
+    """A worker process dies while a retrain on the cluster spreads its rows over the workers (``_take``):
+    killed once, Dask runs the task again and the retrain finishes; killed every time, the job run
+    fails, the training run is recorded failed, and no model version is registered."""
+    from core.jobruns import run_job
+    from tests.monitor_world import send_feedback
+
+    lake = clone(world, tmp_path / "lake")
+    logged = log_predictions(lake, traffic(1200, seed=31, campaign=True), at=T0.replace(hour=5), spread_s=600)
+    send_feedback(lake, logged)
+    settings = settings_for(lake, compute={"engine": "dask"})
+    versions = registry.versions(MODEL, lake=lake).height
+    client.register_plugin(_KillOnce(str(tmp_path / "once"), always=False, task="_take"), name="kill-take-once")
+    try:
+        ok = run_job("retrain", trigger="manual", lake=lake, settings=settings)
+    finally:
+        client.unregister_worker_plugin("kill-take-once")
+    assert (tmp_path / "once").exists(), (ok.status, ok.error)  # a worker did die mid-retrain
+    assert ok.status == "finished", ok.error
+    client.wait_for_workers(2, timeout=180)
+    out = ok.outputs["models"][MODEL]
+    run = tracking.get_run(out["run_id"], lake=lake)
+    assert (run.status, run.params["engine"], run.params["rows_valid"]) == ("finished", "dask", str(out["holdout_rows"]))
+    assert registry.get_version(MODEL, out["version"], lake=lake).sha256 == run.tags["model_sha256"]
+    assert registry.versions(MODEL, lake=lake).height == versions + 1
+    client.register_plugin(_KillOnce(str(tmp_path / "always"), always="first", task="_take"), name="kill-take-always")
+    try:
+        failed = run_job("retrain", trigger="manual", lake=lake, settings=settings)
+    finally:
+        client.unregister_worker_plugin("kill-take-always")
+        client.wait_for_workers(2, timeout=180)
+    assert failed.status == "failed" and "Dask cluster failed" in (failed.error or ""), failed.error
+    assert registry.versions(MODEL, lake=lake).height == versions + 1  # nothing registered
+    runs = tracking.search_runs(lake=lake, max_results=None).sort("started_at")
+    assert runs["status"][-1] == "failed"  # the training run is closed as failed, not left running
+

@@ -9,7 +9,7 @@ worker process reads by itself; nothing flows through the client.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,7 +22,8 @@ from core.catalog import FEATURES_COLUMN, prediction_table
 from core.errors import DatasetNotFoundError, TableNotFoundError
 from core.lake import Lake
 
-__all__ = ["LOG_OWN", "Parts", "dataset_parts", "log_filter", "log_parts", "read_log_part", "read_part", "to_dask"]
+__all__ = ["BATCH_ROWS", "LOG_OWN", "Parts", "dataset_parts", "iter_part", "log_filter", "log_parts", "read_log_part",
+           "read_part", "to_dask"]
 
 LOG_OWN = ("prediction_id", "at", "day", "model_version", "score", "predicted_label", "label", "latency_ms")
 """Columns of a prediction log that are the log's own (a legacy log keeps its features beside them)."""
@@ -100,6 +101,51 @@ def read_part(fragment: Any, schema: pa.Schema, columns: Sequence[str] | None = 
     out = pl.from_arrow(table)
     assert isinstance(out, pl.DataFrame)
     return out
+
+
+BATCH_ROWS = 65_536
+"""Rows a worker decodes at once when it reads every column of a partition (``iter_part``)."""
+
+
+def iter_part(fragment: Any, schema: pa.Schema, columns: Sequence[str] | None = None,
+              batch_rows: int = BATCH_ROWS) -> Iterator[pl.DataFrame]:
+    """Read one partition as polars frames of at most ``batch_rows`` rows (on a worker), as ``read_part`` would.
+
+    A partition is a Parquet row group of up to 1,048,576 rows (the writer's default). Decoded at
+    once, a wide one holds hundreds of MB a worker with a low memory limit cannot afford beside
+    what it keeps, and a dataset scanner's batches do not help (it reads the whole group ahead).
+    So the file is streamed: unbuffered-ahead pages through a 1 MiB buffer, ``batch_rows`` rows at a
+    time (measured on a 1M-row group of 10 columns, 4 of them strings: 373 MB over the process's
+    baseline read whole, 380 MB in a scanner's batches, 61-133 MB streamed in 32k-131k-row batches).
+    Columns are conformed to ``schema``: a partition column takes the file's partition value, a
+    column the file predates is null.
+    """
+    import pyarrow.parquet as pq
+
+    names = list(columns) if columns else list(schema.names)
+    pf = pq.ParquetFile(fragment.path, filesystem=fragment.filesystem, pre_buffer=False, buffer_size=1 << 20)
+    in_file = set(pf.schema_arrow.names)
+    read = [n for n in names if n in in_file]
+    if not read:  # nothing stored in the file itself: the dataset reader knows the row count
+        yield read_part(fragment, schema, names)
+        return
+    expr = fragment.partition_expression
+    keys = pads.get_partition_keys(expr) if expr is not None else {}
+    groups = [rg.id for rg in fragment.row_groups] if fragment.row_groups else None
+    fields = [schema.field(n) for n in names]
+    for batch in pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=read, use_threads=False):
+        arrays = []
+        for f in fields:
+            if f.name in in_file:
+                col = batch.column(f.name)
+                arrays.append(col if col.type == f.type else col.cast(f.type))
+            elif f.name in keys:
+                arrays.append(pa.array([keys[f.name]] * batch.num_rows, type=f.type))
+            else:
+                arrays.append(pa.nulls(batch.num_rows, f.type))
+        out = pl.from_arrow(pa.Table.from_arrays(arrays, schema=pa.schema(fields)))
+        assert isinstance(out, pl.DataFrame)
+        yield out
 
 
 def read_log_part(fragment: Any, schema: pa.Schema, filter: pads.Expression | None,  # noqa: A002

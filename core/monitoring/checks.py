@@ -244,7 +244,7 @@ def measure_drift(
     if window_rows is None and window_hours is None:
         window_rows, window_hours = cfg.window_rows, cfg.window_hours
     mv = champion(model, lake=lake)
-    ref = reference(model, version=mv.version, lake=lake, settings=settings)
+    ref = reference(model, version=mv.version, lake=lake, settings=settings, engine=engine)
     ccfg = compute_config(settings, engine=engine)
     engine_stats: dict[str, Any] = {}
     if ccfg.engine == "dask":
@@ -494,7 +494,8 @@ def event_time(model: str, scan: pl.LazyFrame, lake: Lake) -> pl.Expr:
         return pl.col("at")
     sig = registry.get_version(model, version, lake=lake).signature
     names = [p.name for p in sig.passthrough if p.role == "event_time" and p.type == "datetime"]
-    fields = [f.name for f in scan.collect_schema()[PASSTHROUGH_COLUMN].fields]  # type: ignore[attr-defined]
+    dtype = scan.collect_schema()[PASSTHROUGH_COLUMN]
+    fields = [f.name for f in dtype.fields] if isinstance(dtype, pl.Struct) else []
     if not names or names[0] not in fields:
         return pl.col("at")
     return pl.coalesce(pl.col(PASSTHROUGH_COLUMN).struct.field(names[0]), pl.col("at"))

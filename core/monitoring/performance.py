@@ -51,7 +51,7 @@ def ground_truth(model: str, *, lake: Lake) -> pl.DataFrame:
             if "passthrough" not in scan.collect_schema().names():
                 continue
             fields = scan.collect_schema()["passthrough"]
-            if key not in [f.name for f in fields.fields]:  # type: ignore[attr-defined]
+            if not isinstance(fields, pl.Struct) or key not in [f.name for f in fields.fields]:
                 continue
             log = (scan.select("prediction_id", pl.col("at").alias("served_at"),
                                pl.col("passthrough").struct.field(key).cast(pl.String).alias("key_value"))

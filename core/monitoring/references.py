@@ -39,6 +39,7 @@ import numpy as np
 import polars as pl
 
 from core import drift
+from core.compute import compute_config
 from core.config import Settings
 from core.errors import ModelVersionNotFoundError
 from core.ids import new_id, utcnow
@@ -135,17 +136,77 @@ def _split_of(mv: Any, lake: Lake) -> _Split:
 def _frames(split: _Split, mode: str, max_rows: int, lake: Lake) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(feature reference rows, holdout rows) of the run's training data (``core.trainsets``).
 
-    The reference is every row the model was trained and validated on (a stated, seeded uniform
-    sample of ``max_rows`` above that), or its holdout alone with ``mode = "holdout"``.
+    The reference is every row the model was trained and validated on (above ``max_rows``, the
+    ``max_rows`` rows of smallest sample hash: a seeded uniform sample the Dask engine draws too),
+    or its holdout alone with ``mode = "holdout"``.
     """
     from core import trainsets
+    from core.compute.reference import hash_sample
 
     frames = trainsets.run_frames(dataset=split.dataset, version=split.version, params=split.params,
                                   signature=split.signature, seed=split.seed, lake=lake)
     ref = frames.holdout if mode == "holdout" else pl.concat([frames.train, frames.holdout], how="diagonal_relaxed")
     if ref.height > max_rows:
-        ref = ref.sample(max_rows, seed=split.seed)
+        ref = hash_sample(ref, max_rows, split.seed)
     return ref, frames.holdout
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A reference's parts before they are stored: from the run's rows here, or from the Dask cluster."""
+
+    rows: int
+    kinds: dict[str, str]
+    features: dict[str, drift.Reference]
+    sample: pl.DataFrame
+    holdout_rows: int
+    scores: np.ndarray | None
+    labels: np.ndarray | None
+    contrib_mean: np.ndarray | None
+    contrib_rows: int
+
+
+def _build_locally(split: _Split, cfg: Any, declared: Mapping[str, str], model: Any, lake: Lake) -> _Built:
+    from core.compute.reference import hash_sample
+
+    policy = cfg.policy
+    ref_frame, holdout = _frames(split, cfg.reference, cfg.reference_rows, lake)
+    kinds = {c: k for c, k in declared.items() if c in ref_frame.columns}
+    refs = drift.build_reference(
+        ref_frame, numeric=[c for c, k in kinds.items() if k == "numeric"],
+        categorical=[c for c, k in kinds.items() if k == "categorical"], bins=policy.bins,
+    )
+    sample = hash_sample(ref_frame, policy.multivariate_sample, split.seed).select(list(kinds))
+    scores = labels = contrib = None
+    contrib_rows = 0
+    if model is not None:
+        scores = model.predict(holdout)
+        labels = holdout[split.target].cast(pl.Float64).to_numpy() if split.target in holdout.columns else None
+        if policy.attribution_sample > 0 and holdout.height:
+            part = hash_sample(holdout, policy.attribution_sample, split.seed)
+            contrib, contrib_rows = model.contributions(part).mean(axis=0), part.height
+    return _Built(ref_frame.height, kinds, refs, sample, holdout.height, scores, labels, contrib, contrib_rows)
+
+
+def _build_on_cluster(split: _Split, cfg: Any, declared: Mapping[str, str], model: Any, lake: Lake,
+                      ccfg: Any) -> _Built:
+    """The same parts from per-partition summaries on the Dask cluster (``core.compute.reference``)."""
+    from core.compute import session
+    from core.compute.frames import dataset_parts
+    from core.compute.reference import build_on_cluster
+
+    policy = cfg.policy
+    parts = dataset_parts(split.dataset, split.version, lake=lake)
+    kinds = {c: k for c, k in declared.items() if c in parts.schema.names}
+    with session(ccfg) as client:
+        got = build_on_cluster(
+            client, parts=parts, signature=split.signature, time_column=split.time_column, seed=split.seed,
+            valid_fraction=split.fraction, holdout_mode=cfg.reference == "holdout", max_rows=cfg.reference_rows,
+            kinds=kinds, bins=policy.bins, sample_rows=policy.multivariate_sample,
+            attribution_rows=policy.attribution_sample, model=model,
+        )
+    return _Built(got.rows, kinds, got.features, got.sample, int(got.scores.size), got.scores if model else None,
+                  got.labels if model else None, got.contrib_mean, got.contrib_rows)
 
 
 def _cached(path: str, lake: Lake) -> tuple[tuple[str, str], dict[str, Any] | None]:
@@ -224,10 +285,13 @@ def _estimator_from_bytes(data: bytes) -> dict[str, Any]:
     }
 
 
-def reference(model: str, *, version: int | None = None, lake: Lake, settings: Settings) -> ModelReference:
+def reference(model: str, *, version: int | None = None, lake: Lake, settings: Settings,
+              engine: str | None = None) -> ModelReference:
     """Return the reference of ``model`` (the champion by default), building and storing each part once.
 
     Later calls (any process) read the stored arrays, checked by sha256, and keep them in memory.
+    On the ``dask`` engine (``engine``, default ``[compute] engine``) a missing part is built from
+    per-partition summaries on the cluster (``core.compute.reference``), equal to the local build.
     """
     from core import registry
     mv = registry.get_version(model, version, lake=lake) if version is not None else champion(model, lake=lake)
@@ -246,36 +310,35 @@ def reference(model: str, *, version: int | None = None, lake: Lake, settings: S
     scores = _load(scores_path, lake, drift.reference_from_bytes)
     est = _load(est_path, lake, _estimator_from_bytes)
     if feats is None or sample is None or scores is None or est is None:
-        ref_frame, holdout = _frames(split, cfg.reference, cfg.reference_rows, lake)
-        kinds = {c: k for c, k in declared.items() if c in ref_frame.columns}
+        loaded = registry.load(model, version=mv.version, alias=None, lake=lake) if scores is None or est is None else None
+        ccfg = compute_config(settings, engine=engine)
+        if ccfg.engine == "dask" and split.params.get("split_method") != "served_holdout":
+            built = _build_on_cluster(split, cfg, declared, loaded.model if loaded else None, lake, ccfg)
+        else:  # a retrain's rows (source plus served traffic, de-duplicated) are made here on every engine
+            built = _build_locally(split, cfg, declared, loaded.model if loaded else None, lake)
+        kinds = built.kinds
         common = {"dataset": split.dataset, "dataset_version": split.version}
         if feats is None:
-            refs = drift.build_reference(
-                ref_frame, numeric=[c for c, k in kinds.items() if k == "numeric"],
-                categorical=[c for c, k in kinds.items() if k == "categorical"], bins=policy.bins,
-            )
-            feats = _store(path, drift.reference_to_bytes(refs), refs, {
-                "kind": f"features:{cfg.reference}", **common, "rows": ref_frame.height,
+            feats = _store(path, drift.reference_to_bytes(built.features), built.features, {
+                "kind": f"features:{cfg.reference}", **common, "rows": built.rows,
                 "columns_json": json.dumps(kinds)}, lake)
         if sample is None:
-            rows = ref_frame.select(list(kinds))
-            if rows.height > policy.multivariate_sample:
-                rows = rows.sample(policy.multivariate_sample, seed=split.seed)
+            rows = built.sample
             sample = _store(sample_path, _parquet(rows), rows, {
                 "kind": f"sample:{cfg.reference}", **common, "rows": rows.height, "columns_json": json.dumps(kinds)}, lake)
-        if scores is None or est is None:
-            loaded = registry.load(model, version=mv.version, alias=None, lake=lake)
+        if loaded is not None and built.scores is not None:
             if scores is None:
-                score_ref = drift.NumericReference.from_values(loaded.model.predict(holdout), bins=policy.bins)
+                score_ref = drift.NumericReference.from_values(built.scores, bins=policy.bins)
                 scores = _store(scores_path, drift.reference_to_bytes({SCORE_ROW: score_ref}), {SCORE_ROW: score_ref}, {
-                    "kind": "scores", **common, "model": model, "model_version": mv.version, "rows": holdout.height,
+                    "kind": "scores", **common, "model": model, "model_version": mv.version, "rows": built.holdout_rows,
                     "columns_json": json.dumps({SCORE_ROW: "numeric"})}, lake)
             if est is None:
-                est_value = _build_estimator(loaded.model, holdout, split, policy.attribution_sample)
+                est_value = _build_estimator(loaded.model, built, split)
                 data = _estimator_bytes(est_value["calibration"], est_value["contrib_mean"], est_value["contrib_rows"])
                 est = _store(est_path, data, _estimator_from_bytes(data), {
                     "kind": "estimator", **common, "model": model, "model_version": mv.version,
-                    "rows": holdout.height, "columns_json": json.dumps(list(declared))}, lake)
+                    "rows": built.holdout_rows, "columns_json": json.dumps(list(declared))}, lake)
+    assert feats is not None and sample is not None and scores is not None and est is not None
     row = feats["row"]
     score = scores["value"].get(SCORE_ROW) or scores["value"]["score"]  # "score": stored by earlier releases
     assert isinstance(score, drift.NumericReference)
@@ -288,18 +351,13 @@ def reference(model: str, *, version: int | None = None, lake: Lake, settings: S
     )
 
 
-def _build_estimator(model: Any, holdout: pl.DataFrame, split: _Split, attribution_rows: int) -> dict[str, Any]:
-    """CBPE calibration (binary models) and mean contributions over a holdout sample."""
+def _build_estimator(model: Any, built: _Built, split: _Split) -> dict[str, Any]:
+    """CBPE calibration (binary models) on the holdout's scores and labels; the mean contributions as built."""
     calibration = None
-    if model.signature.binary and split.target in holdout.columns:
-        labels = holdout[split.target].cast(pl.Float64).to_numpy()
-        calibration = drift.Calibration.fit(model.predict(holdout), labels,
+    if model.signature.binary and built.labels is not None and built.scores is not None:
+        calibration = drift.Calibration.fit(built.scores, built.labels,
                                             threshold=model.signature.threshold, seed=split.seed)
-    contrib, rows = None, 0
-    if attribution_rows > 0 and holdout.height:
-        part = holdout if holdout.height <= attribution_rows else holdout.sample(attribution_rows, seed=split.seed)
-        contrib, rows = model.contributions(part).mean(axis=0), part.height
-    return {"calibration": calibration, "contrib_mean": contrib, "contrib_rows": rows}
+    return {"calibration": calibration, "contrib_mean": built.contrib_mean, "contrib_rows": built.contrib_rows}
 
 
 def _remember(key: tuple[str, str], value: dict[str, Any]) -> None:
