@@ -47,10 +47,10 @@ def test_training_on_data_larger_than_a_worker_memory_limit_is_tracked_like_a_lo
     assert curve.height == 10  # a value per round, as a local run logs
     assert out.metrics["auc"] > 0.6
     sig = out.model.signature
-    assert [f["name"] for f in sig["features"] if f["kind"] == "categorical"] == [f"c{j}" for j in range(8)]
+    assert [f.name for f in sig.features if f.categorical] == [f"c{j}" for j in range(8)]
     assert info.tags["model_sha256"] == out.model.sha256
-    assert json.loads(tracking.read_artifact(out.run_id, SIGNATURE_PATH, lake=lake)) == sig
+    assert json.loads(tracking.read_artifact(out.run_id, SIGNATURE_PATH, lake=lake)) == sig.to_dict()
     imp = json.loads(tracking.read_artifact(out.run_id, IMPORTANCE_PATH, lake=lake))
-    assert {d["feature"] for d in imp} == {f["name"] for f in sig["features"]}
+    assert {d["feature"] for d in imp} == set(sig.names)
     mv = registry.register("wide", out.run_id, lake=lake, actor="tester")
     assert (mv.sha256, mv.dataset_name, mv.dataset_version) == (out.model.sha256, "wide", 1)
