@@ -43,36 +43,7 @@ PassThroughType = Literal["string", "integer", "number", "datetime", "date"]
 Role = Literal["id", "event_time", "segment"]
 
 
-class _KeyReads:
-    """Transitional: ``x["key"]`` and ``x.get("key")`` as the attributes, for code (and branches
-    in flight) written against the old dict; lakeops' own code reads attributes. Remove when
-    ``grep -rn 'signature\\[\\|sig\\[\\|signature\\.get(' core`` finds none."""
-
-    __slots__ = ()
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in self.__struct_fields__ or (key == "levels" and getattr(self, "kind", None) != "categorical"):  # type: ignore[attr-defined]
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def keys(self) -> list[str]:
-        return [k for k in self.__struct_fields__ if k in self]  # type: ignore[attr-defined]
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            self[key]  # type: ignore[index]
-        except (KeyError, TypeError):
-            return False
-        return True
-
-
-class Feature(_KeyReads, msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Feature(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One model feature: its name, kind, polars dtype and (categorical only) sorted levels.
 
     A categorical value is encoded as its index in ``levels``; an unknown or null value as NaN.
@@ -94,7 +65,7 @@ class Feature(_KeyReads, msgspec.Struct, frozen=True, forbid_unknown_fields=True
         return out
 
 
-class PassThrough(_KeyReads, msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class PassThrough(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A field a request may carry beside the features: validated and logged, never scored."""
 
     name: str
@@ -105,7 +76,7 @@ class PassThrough(_KeyReads, msgspec.Struct, frozen=True, forbid_unknown_fields=
         return {"name": self.name, "type": self.type, "role": self.role}
 
 
-class FeatureViewRef(_KeyReads, msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class FeatureViewRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A feature view version the model's training set was built from (a reference to a
     ``core.features.FeatureView``, not the definition itself): serving fills its
     ``features`` from the view's online values by the request's ``entity`` field."""
@@ -123,7 +94,7 @@ class FeatureViewRef(_KeyReads, msgspec.Struct, frozen=True, forbid_unknown_fiel
                 "features": list(self.features), "missing": self.missing, "defaults": dict(self.defaults)}
 
 
-class Signature(_KeyReads, msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Signature(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What a model was trained on and what a request to it carries (see the module docstring)."""
 
     task: Literal["binary", "regression"]

@@ -146,15 +146,10 @@ def test_a_trained_model_carries_the_struct_and_serving_scores_from_it(lake: Lak
     assert "tenure_months" in json.dumps(schema) and "customer_id" in json.dumps(schema)
 
 
-def test_transitional_key_reads_answer_as_the_old_dict_did():
-    """Code written against the dict (branches in flight) keeps working until it reads attributes."""
+
+def test_no_key_reads_left():
+    """The struct is read by attribute: the old dict's ``sig["key"]`` is a TypeError, not a silent default."""
     sig = Signature.from_json(STORED_TODAY)
-    assert sig["target"] == "churned" and sig.get("feedback_key") is None and sig.get("nope", 1) == 1
-    assert [f["name"] for f in sig["features"]] == sig.names
-    assert sig["features"][1]["levels"] == ("basic", "premium", "standard")
-    assert sig["features"][0].get("levels") is None and "levels" not in sig["features"][0]  # numeric: no levels key
-    assert sig["feature_views"][0]["entity"] == "customer_id" and sig["passthrough"][1]["role"] == "id"
-    with pytest.raises(KeyError):
-        sig["targets"]
-    oldest = as_signature(STORED_OLDEST)
-    assert not oldest.get("feature_views") and dict(oldest)["task"] == "regression"
+    with pytest.raises(TypeError):
+        sig["target"]  # type: ignore[index]
+    assert not hasattr(sig, "get") and not hasattr(sig.features[0], "get")
