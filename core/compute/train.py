@@ -494,18 +494,7 @@ def train_on_cluster(
     user = training.validate_params(params)
     valid_fraction = float(user.pop("valid_fraction", 0.2))
     threshold = float(user.pop("threshold", 0.5))
-    workers = max(1, len(client.scheduler_info().get("workers", {})))
-    if parts is not None:
-        facts = _run(client, [client.submit(_facts, f, parts.schema, target, pure=False, retries=2)
-                              for f in parts.fragments], "reading the data's facts")
-        schema = pl.DataFrame(pl.from_arrow(parts.schema.empty_table())).schema
-    else:
-        assert frames is not None
-        train_f, valid_f = frames
-        if target not in train_f.columns:
-            raise TrainingError(f"target {target!r} is not a column of the dataset; columns: {', '.join(train_f.columns)}")
-        facts = [_string_facts(train_f, target), _string_facts(valid_f, target)]
-        schema = train_f.schema
+    facts, schema = _read_facts(client, parts, frames, target)
     clean_rows = sum(f["rows"] for f in facts)
     total_rows = sum(f["total"] for f in facts)
     if clean_rows == 0:
@@ -520,79 +509,16 @@ def train_on_cluster(
         proxy, target, task=task, time_column=time_column, exclude=exclude, threshold=threshold,  # type: ignore[arg-type]
         passthrough=passthrough, feedback_key=feedback_key,
     )
-    task_ = signature.task
-    if parts is not None:
-        prepared = [client.submit(_prepare, f, parts.schema, signature, time_column, seed, pure=False, retries=2)
-                    for f in parts.fragments]
-        classes = sorted({v for f in facts for v in f["target"] if v is not None})
-        marked, method = split_marks(client, prepared, time_column=time_column, classes=classes,
-                                     rows=clean_rows, valid_fraction=valid_fraction)
-    else:
-        marked = []
-        for frame, is_valid in ((train_f, False), (valid_f, True)):
-            step = max(1, math.ceil(frame.height / workers))
-            marked += [client.submit(_prepare_frame, frame.slice(i, step), signature, time_column, is_valid, pure=False)
-                       for i in range(0, frame.height, step)]
-        prepared, method = marked, "explicit"
-    counts = _run(client, _map(client, _counts, marked), "splitting")
+    prepared, marked, method = _split(client, parts, frames, facts, signature, time_column=time_column, seed=seed,
+                                      rows=clean_rows, valid_fraction=valid_fraction)
+    counts = _check_split(client, marked, signature.task, target)
     n_train, n_valid_rows = sum(c[0] for c in counts), sum(c[1] for c in counts)
-    if n_train == 0 or n_valid_rows == 0:
-        raise TrainingError(f"a split needs rows on both sides (train {n_train}, valid {n_valid_rows})")
-    if task_ == "binary":
-        for side, name in ((False, "training"), (True, "validation")):
-            seen = _run(client, _map(client, _classes, marked, side), "checking classes")
-            if len(set().union(*seen)) < 2:
-                raise TrainingError(f"the {name} set has a single class of {target!r}; more rows or another split are needed")
-    names = training.lgb_feature_names(signature)
-    if parts is not None:
-        slices_train, slices_valid, sizes_tr, sizes_va, where = _blocks(client, parts, marked, counts, signature)
-    else:
-        slices_train, sizes_tr, where = _slices(client, marked, [c[0] for c in counts], len(names), False)
-        slices_valid, sizes_va, _ = _slices(client, marked, [c[1] for c in counts], len(names), True)
-    _wait(slices_train + slices_valid, "spreading the rows over the workers")
+    staged = _stage(client, parts, marked, counts, signature)
     del prepared, marked  # only the per-worker blocks are needed from here on
-    X_tr, y_tr, pinned = _dask_frames(client, slices_train, sizes_tr, names, where)
-    X_va, y_va, pinned_va = _dask_frames(client, slices_valid, sizes_va, names, where)
-    # leakage on a seeded sample of the training rows
-    rng = np.random.default_rng(seed)
-    want = min(n_train, LEAKAGE_SAMPLE)
-    picked = np.sort(rng.choice(n_train, want, replace=False)) if n_train > want else np.arange(n_train)
-    offsets = np.cumsum([0, *sizes_tr])
-    pieces = []
-    for i, sl in enumerate(slices_train):
-        sel = picked[(picked >= offsets[i]) & (picked < offsets[i + 1])] - offsets[i]
-        if sel.size:
-            pieces.append(client.submit(_sample, sl, sel, signature, pure=False))
-    sample = pl.concat(_run(client, pieces, "sampling for the leakage check"), how="diagonal_relaxed")
-    effective = {**training.DEFAULT_PARAMS, **user}
-    try:
-        full_text, eff = training.train_distributed(client, X_tr, y_tr, X_va, y_va, signature=signature,
-                                                    params=effective, seed=seed, timeout_s=cfg.timeout_s)
-    except TrainingError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a lost worker or a network failure inside lightgbm.dask
-        raise ComputeError(f"distributed training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    del pinned, pinned_va, X_tr, y_tr, X_va, y_va  # LightGBM's parts, held where they were placed until it trained
-    # the curves over all rows (each worker's LightGBM only sees its share) and the best round
-    full_f = client.submit(_const, full_text, pure=False)
-    history: dict[str, list[float]] = {}
-    for name, enc, n in (("train", slices_train, n_train), ("valid", slices_valid, n_valid_rows)):
-        sums = _run(client, [client.submit(_losses, e, full_f, task_, pure=False) for e in enc], "evaluating rounds")
-        for metric in sums[0]:
-            history[f"{name}.{metric}"] = [float(v) for v in np.sum([s[metric] for s in sums], axis=0) / n]
-    rounds = int(eff.get("early_stopping_round", 0) or 0)
-    first = "binary_logloss" if task_ == "binary" else "l2"
-    best = training.best_round(history[f"valid.{first}"], rounds)
-    history = {k: v[: best + rounds] if rounds else v for k, v in history.items()}  # what early stopping would have run
-    text = training.truncate_model(full_text, best)
+    full_text, eff, sample = _train(client, cfg, staged, signature, {**training.DEFAULT_PARAMS, **user}, seed, n_train)
+    history, best, text = _curves(client, full_text, staged, signature.task, eff, n_train, n_valid_rows)
     model = training.Model(text, signature)
-    text_f = client.submit(_const, text, pure=False)
-    metrics = {}
-    for name, enc in (("valid", slices_valid), ("train", slices_train)):
-        scored = _run(client, [client.submit(_score, e, text_f, signature, pure=False) for e in enc], "scoring the holdout")
-        y = np.concatenate([s[0] for s in scored])
-        p = np.concatenate([s[1] for s in scored])
-        metrics[name] = training.compute_metrics(task_, y, p, threshold)
+    metrics = _metrics(client, text, signature, staged, threshold)
     leak = training.leakage(sample, signature, model.importance())
     leak["sample_rows"] = sample.height
     eng = engine_info(client)
@@ -605,6 +531,146 @@ def train_on_cluster(
         leakage=leak,
     )
     return ClusterTrain(result, eng, clean_rows)
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """The rows spread over the workers: per worker, a (training, holdout) pair of encoded blocks."""
+
+    train: list[Any]
+    valid: list[Any]
+    sizes_train: list[int]
+    sizes_valid: list[int]
+    where: list[str]
+
+
+def _read_facts(client: Any, parts: Parts | None, frames: tuple[pl.DataFrame, pl.DataFrame] | None,
+                target: str) -> tuple[list[dict[str, Any]], Mapping[str, Any]]:
+    """The facts the signature is inferred from (per partition, or per explicit frame), and the schema."""
+    if parts is not None:
+        facts = _run(client, [client.submit(_facts, f, parts.schema, target, pure=False, retries=2)
+                              for f in parts.fragments], "reading the data's facts")
+        return facts, pl.DataFrame(pl.from_arrow(parts.schema.empty_table())).schema
+    assert frames is not None
+    train_f, valid_f = frames
+    if target not in train_f.columns:
+        raise TrainingError(f"target {target!r} is not a column of the dataset; columns: {', '.join(train_f.columns)}")
+    return [_string_facts(train_f, target), _string_facts(valid_f, target)], train_f.schema
+
+
+def _split(client: Any, parts: Parts | None, frames: tuple[pl.DataFrame, pl.DataFrame] | None,
+           facts: list[dict[str, Any]], signature: training.Signature, *, time_column: str | None, seed: int,
+           rows: int, valid_fraction: float) -> tuple[list[Any], list[Any], str]:
+    """The encoded rows on the workers, each marked training or holdout: (prepared, marked, split method).
+
+    A dataset version is split here, exactly as ``core.training.split``; an explicit (retrain) split
+    is kept as it is, its frames cut into about one slice per worker."""
+    if parts is not None:
+        prepared = [client.submit(_prepare, f, parts.schema, signature, time_column, seed, pure=False, retries=2)
+                    for f in parts.fragments]
+        classes = sorted({v for f in facts for v in f["target"] if v is not None})
+        marked, method = split_marks(client, prepared, time_column=time_column, classes=classes,
+                                     rows=rows, valid_fraction=valid_fraction)
+        return prepared, marked, method
+    assert frames is not None
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    marked = []
+    for frame, is_valid in ((frames[0], False), (frames[1], True)):
+        step = max(1, math.ceil(frame.height / workers))
+        marked += [client.submit(_prepare_frame, frame.slice(i, step), signature, time_column, is_valid, pure=False)
+                   for i in range(0, frame.height, step)]
+    return marked, marked, "explicit"
+
+
+def _check_split(client: Any, marked: list[Any], task: str, target: str) -> list[tuple[int, int]]:
+    """Each part's (training, holdout) row counts; both sides need rows (and, binary, both classes)."""
+    counts: list[tuple[int, int]] = _run(client, _map(client, _counts, marked), "splitting")
+    n_train, n_valid_rows = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    if n_train == 0 or n_valid_rows == 0:
+        raise TrainingError(f"a split needs rows on both sides (train {n_train}, valid {n_valid_rows})")
+    if task == "binary":
+        for side, name in ((False, "training"), (True, "validation")):
+            seen = _run(client, _map(client, _classes, marked, side), "checking classes")
+            if len(set().union(*seen)) < 2:
+                raise TrainingError(f"the {name} set has a single class of {target!r}; more rows or another split are needed")
+    return counts
+
+
+def _stage(client: Any, parts: Parts | None, marked: list[Any], counts: list[tuple[int, int]],
+           signature: training.Signature) -> _Staged:
+    """The marked rows re-cut into one (training, holdout) pair of blocks per worker, built there."""
+    if parts is not None:
+        train, valid, sizes_tr, sizes_va, where = _blocks(client, parts, marked, counts, signature)
+    else:
+        k = len(training.lgb_feature_names(signature))
+        train, sizes_tr, where = _slices(client, marked, [c[0] for c in counts], k, False)
+        valid, sizes_va, _ = _slices(client, marked, [c[1] for c in counts], k, True)
+    _wait(train + valid, "spreading the rows over the workers")
+    return _Staged(train, valid, sizes_tr, sizes_va, where)
+
+
+def _leakage_sample(client: Any, staged: _Staged, signature: training.Signature, seed: int, n_train: int) -> pl.DataFrame:
+    """A seeded sample of at most ``LEAKAGE_SAMPLE`` training rows, for the leakage check."""
+    rng = np.random.default_rng(seed)
+    want = min(n_train, LEAKAGE_SAMPLE)
+    picked = np.sort(rng.choice(n_train, want, replace=False)) if n_train > want else np.arange(n_train)
+    offsets = np.cumsum([0, *staged.sizes_train])
+    pieces = []
+    for i, sl in enumerate(staged.train):
+        sel = picked[(picked >= offsets[i]) & (picked < offsets[i + 1])] - offsets[i]
+        if sel.size:
+            pieces.append(client.submit(_sample, sl, sel, signature, pure=False))
+    return pl.concat(_run(client, pieces, "sampling for the leakage check"), how="diagonal_relaxed")
+
+
+def _train(client: Any, cfg: ComputeConfig, staged: _Staged, signature: training.Signature,
+           effective: dict[str, Any], seed: int, n_train: int) -> tuple[str, dict[str, Any], pl.DataFrame]:
+    """``lightgbm.dask`` on the staged blocks: (the full model text, the effective params, the leakage sample).
+
+    LightGBM's dask frames (and the parts pinned where the blocks are) live only in this call."""
+    names = training.lgb_feature_names(signature)
+    X_tr, y_tr, pinned = _dask_frames(client, staged.train, staged.sizes_train, names, staged.where)
+    X_va, y_va, pinned_va = _dask_frames(client, staged.valid, staged.sizes_valid, names, staged.where)
+    sample = _leakage_sample(client, staged, signature, seed, n_train)
+    try:
+        full_text, eff = training.train_distributed(client, X_tr, y_tr, X_va, y_va, signature=signature,
+                                                    params=effective, seed=seed, timeout_s=cfg.timeout_s)
+    except TrainingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a lost worker or a network failure inside lightgbm.dask
+        raise ComputeError(f"distributed training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    del pinned, pinned_va, X_tr, y_tr, X_va, y_va  # LightGBM's parts, held where they were placed until it trained
+    return full_text, eff, sample
+
+
+def _curves(client: Any, full_text: str, staged: _Staged, task: str, eff: Mapping[str, Any], n_train: int,
+            n_valid_rows: int) -> tuple[dict[str, list[float]], int, str]:
+    """The curves over all rows (each worker's LightGBM only sees its share) and the best round:
+    (history as early stopping would have run it, best round, the model text truncated there)."""
+    full_f = client.submit(_const, full_text, pure=False)
+    history: dict[str, list[float]] = {}
+    for name, enc, n in (("train", staged.train, n_train), ("valid", staged.valid, n_valid_rows)):
+        sums = _run(client, [client.submit(_losses, e, full_f, task, pure=False) for e in enc], "evaluating rounds")
+        for metric in sums[0]:
+            history[f"{name}.{metric}"] = [float(v) for v in np.sum([s[metric] for s in sums], axis=0) / n]
+    rounds = int(eff.get("early_stopping_round", 0) or 0)
+    first = "binary_logloss" if task == "binary" else "l2"
+    best = training.best_round(history[f"valid.{first}"], rounds)
+    history = {k: v[: best + rounds] if rounds else v for k, v in history.items()}  # what early stopping would have run
+    return history, best, training.truncate_model(full_text, best)
+
+
+def _metrics(client: Any, text: str, signature: training.Signature, staged: _Staged,
+             threshold: float) -> dict[str, dict[str, Any]]:
+    """Metrics on the holdout and on the training rows, from scores computed where the rows are."""
+    text_f = client.submit(_const, text, pure=False)
+    metrics = {}
+    for name, enc in (("valid", staged.valid), ("train", staged.train)):
+        scored = _run(client, [client.submit(_score, e, text_f, signature, pure=False) for e in enc], "scoring the holdout")
+        y = np.concatenate([s[0] for s in scored])
+        p = np.concatenate([s[1] for s in scored])
+        metrics[name] = training.compute_metrics(signature.task, y, p, threshold)
+    return metrics
 
 
 def _take(ranges: list[tuple[int, int]], k: int, side: bool, *parts: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
