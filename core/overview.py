@@ -165,7 +165,7 @@ def model_story(
     if last is not None:
         story |= {"champion_since": last["at"], "champion_by": last["actor"], "champion_reason": last["reason"]}
         try:
-            perf = monitoring.check_performance(model, lake=lake, settings=settings)
+            perf = monitoring.measure_performance(model, lake=lake, settings=settings)
         except LakeopsError:
             perf = None
         if perf is not None:

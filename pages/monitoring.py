@@ -53,7 +53,7 @@ def _check_buttons(model: str) -> None:
                     f"data-quality alert {rep.quality_alert or 'none'}")
         if c2.button("Run performance check now", key="run_perf", icon=":material/play_arrow:"):
             with st.spinner("Checking performance..."):
-                perf = monitor.check_performance(model, lake=lake(), settings=settings())
+                perf = monitor.check_performance_and_alert(model, lake=lake(), settings=settings())
             est = perf.estimate.estimate if perf.estimate is not None else None
             text = (f"{perf.labelled:,} of {perf.predictions:,} predictions labelled; {perf.metric} {num(perf.value)} "
                     f"vs {num(perf.baseline)} at the {perf.baseline_source}"

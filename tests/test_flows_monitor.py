@@ -64,12 +64,12 @@ def test_drift_alert_opens_once_and_resolves(lake):
 def test_performance_alert(lake):
     s = settings_for(lake, models={MODEL: {"monitoring": {"min_labels": 100, "tolerance": 0.02}}})
     send_feedback(lake, log_predictions(lake, traffic(1200, seed=23, campaign=True)))
-    rep = monitor.check_performance(MODEL, lake=lake, settings=s)
+    rep = monitor.check_performance_and_alert(MODEL, lake=lake, settings=s)
     assert rep.degraded and rep.alert == "opened"
     alert = monitor.alerts_open(MODEL, lake=lake)
     assert alert["kind"].to_list() == ["performance"] and alert["severity"][0] == "critical"
     assert "auc" in alert["message"][0]
-    assert monitor.check_performance(MODEL, lake=lake, settings=s).alert == "ongoing"
+    assert monitor.check_performance_and_alert(MODEL, lake=lake, settings=s).alert == "ongoing"
 
 
 def test_retrain_records_labelled_traffic_as_its_own_dataset_gates_on_the_newest_and_promotes(lake):

@@ -129,10 +129,10 @@ def test_window_by_hours_and_version(lake):
 def test_performance_uses_only_labelled_rows(lake):
     s = settings_for(lake, models={MODEL: {"monitoring": {"min_labels": 100}}})
     logged = log_predictions(lake, traffic(1000, seed=16, campaign=False))
-    rep = monitoring.check_performance(MODEL, lake=lake, settings=s)
+    rep = monitoring.measure_performance(MODEL, lake=lake, settings=s)
     assert rep.status == "insufficient_labels" and rep.labelled == 0 and rep.predictions == 1000
     n = send_feedback(lake, logged, share=0.4)
-    rep = monitoring.check_performance(MODEL, lake=lake, settings=s)
+    rep = monitoring.measure_performance(MODEL, lake=lake, settings=s)
     assert rep.status == "ok" and rep.labelled == n and rep.coverage == pytest.approx(n / 1000)
     joined, _ = monitoring.labelled_window(MODEL, lake=lake)
     expected = compute_metrics("binary", joined["truth"].to_numpy(), joined["score"].to_numpy())
@@ -144,7 +144,7 @@ def test_performance_uses_only_labelled_rows(lake):
 def test_performance_drop_under_concept_drift(lake):
     s = settings_for(lake, models={MODEL: {"monitoring": {"min_labels": 100, "tolerance": 0.03}}})
     send_feedback(lake, log_predictions(lake, traffic(1500, seed=17, campaign=True)))
-    rep = monitoring.check_performance(MODEL, lake=lake, settings=s)
+    rep = monitoring.measure_performance(MODEL, lake=lake, settings=s)
     assert rep.status == "ok" and rep.degraded is True
     assert rep.value < rep.baseline - 0.03
 

@@ -120,7 +120,7 @@ def test_estimated_performance_is_stored_beside_realised_and_alerts(lake):
     rows = lake.read("performance_estimates")
     assert sorted(rows["metric"].to_list()) == sorted(drift.CBPE_METRICS) and rows["report_id"].n_unique() == 1
     send_feedback(lake, logged)
-    rep = monitor.check_performance(MODEL, lake=lake, settings=s)  # realised and estimated together
+    rep = monitor.check_performance_and_alert(MODEL, lake=lake, settings=s)  # realised and estimated together
     est = rep.estimate
     assert est is not None and est.labelled == 2000
     truth = compute_metrics("binary", logged["truth"].to_numpy(), logged["score"].to_numpy())

@@ -84,7 +84,7 @@ def test_the_loop_closes_month_after_month_on_real_flights(tmp_path):
             wait_for(lambda: monitoring.ground_truth(MODEL, lake=lake).height >= len(acked) - 250, timeout=60)
             champion = registry.champion_version(MODEL, lake)
             drift = monitor.check_drift_and_alert(MODEL, lake=lake, settings=settings)
-            monitor.check_performance(MODEL, lake=lake, settings=settings)
+            monitor.check_performance_and_alert(MODEL, lake=lake, settings=settings)
             out = monitor.retrain_if_needed(MODEL, lake=lake, settings=settings)
             cycles.append((month, champion, drift, out))
             if out is not None and out.promoted:

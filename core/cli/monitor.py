@@ -110,7 +110,7 @@ def _drift_history(args: argparse.Namespace) -> None:
 def _performance(args: argparse.Namespace) -> None:
     from core.flows import monitor
 
-    rep = monitor.check_performance(args.model, window_hours=args.hours, lake=open_lake(args), settings=settings_from(args))
+    rep = monitor.check_performance_and_alert(args.model, window_hours=args.hours, lake=open_lake(args), settings=settings_from(args))
     sys.stdout.write(
         f"{args.model} v{rep.model_version}: {rep.labelled} of {rep.predictions} predictions labelled "
         f"({rep.coverage:.1%})\n"

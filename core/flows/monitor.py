@@ -34,7 +34,7 @@ __all__ = [
     "alerts_open",
     "check_drift_and_alert",
     "check_estimated_performance",
-    "check_performance",
+    "check_performance_and_alert",
     "record_served",
     "retrain",
     "retrain_if_needed",
@@ -222,7 +222,7 @@ def check_drift_and_alert(
     return replace(rep, alert="resolved" if resolved else None)
 
 
-def check_performance(
+def check_performance_and_alert(
     model: str, *, window_hours: float | None = None, lake: Lake,
     settings: Settings, now: datetime | None = None,
 ) -> PerformanceReport:
@@ -232,7 +232,7 @@ def check_performance(
     with it, so the scheduled performance job also speaks before the labels arrive; its report
     is ``PerformanceReport.estimate``.
     """
-    rep = monitoring.check_performance(model, window_hours=window_hours, lake=lake, settings=settings, now=now)
+    rep = monitoring.measure_performance(model, window_hours=window_hours, lake=lake, settings=settings, now=now)
     rep = replace(rep, estimate=check_estimated_performance(model, lake=lake, settings=settings, now=now))
     if rep.degraded is None:
         return rep

@@ -37,9 +37,9 @@ def drift_check(*, lake: Lake, settings: Settings, trigger: str = "manual", **ar
 
 def performance_check(*, lake: Lake, settings: Settings, trigger: str = "manual", **args: Any) -> dict[str, Any]:
     """Check the performance of every model with a champion (``args``: window_hours)."""
-    from core.flows.monitor import check_performance
+    from core.flows.monitor import check_performance_and_alert
 
-    return {"models": {m: jsonable(check_performance(m, lake=lake, settings=settings, **args)) for m in _champions(lake)}}
+    return {"models": {m: jsonable(check_performance_and_alert(m, lake=lake, settings=settings, **args)) for m in _champions(lake)}}
 
 
 def pending_alerts(job: str = "retrain", *, lake: Lake, settings: Settings) -> pl.DataFrame:

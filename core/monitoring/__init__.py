@@ -87,9 +87,9 @@ from core.monitoring.config import MonitorConfig, champion, monitor_config
 from core.monitoring.estimation import EstimateReport, estimate_performance, estimated_performance_over_time
 from core.monitoring.performance import (
     PerformanceReport,
-    check_performance,
     ground_truth,
     labelled_window,
+    measure_performance,
     orphan_labels,
     performance_over_time,
 )
@@ -111,7 +111,7 @@ __all__ = [
     "alerts",
     "attribution_of",
     "champion",
-    "check_performance",
+    "measure_performance",
     "clear_cache",
     "close_alert",
     "drift_history",

@@ -16,7 +16,7 @@ from core.monitoring.checks import _span, _table, event_time, log_scan, window
 from core.monitoring.config import champion, monitor_config
 
 __all__ = [
-    "PerformanceReport", "check_performance", "ground_truth", "labelled_window", "orphan_labels", "performance_over_time",
+    "PerformanceReport", "measure_performance", "ground_truth", "labelled_window", "orphan_labels", "performance_over_time",
 ]
 
 
@@ -129,7 +129,7 @@ def _baseline(model: str, mv: Any, metric: str, lake: Lake) -> tuple[float | Non
     return (float(value), "registration") if value is not None else (None, "none")
 
 
-def check_performance(
+def measure_performance(
     model: str, *, window_hours: float | None = None, lake: Lake,
     settings: Settings, now: datetime | None = None,
 ) -> PerformanceReport:
