@@ -245,7 +245,12 @@ def codec_cost(lake_path: str, bodies: dict[str, str], seconds: float) -> dict[s
 
 
 def bench_online(root: Path, rows: int, duration: float, reps: int) -> None:
-    import serving as sb  # bench/serving.py: wrk, the lakeops server and the HTTP floor
+    import importlib.util  # bench/serving.py (wrk, the lakeops server, the HTTP floor), loaded by path
+
+    spec = importlib.util.spec_from_file_location("bench_serving", Path(__file__).with_name("serving.py"))
+    assert spec is not None and spec.loader is not None
+    sb = sys.modules["bench_serving"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sb)
 
     t = time.time()
     lake = build_serving_lake(root, rows)
@@ -375,7 +380,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.events, args.labels, args.entities, args.duration = args.events // 10, args.labels // 10, args.entities // 10, 2.0
-    sys.path.insert(0, str(ROOT / "bench"))
     root = Path(tempfile.mkdtemp(prefix="lakeops-bench-features-"))
     t0 = time.time()
     wanted = set(args.only.split(","))

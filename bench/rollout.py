@@ -11,6 +11,7 @@ The goal (issue 16): at most +10 % p50 for 1 and 100 rows at c=1.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import sys
@@ -22,9 +23,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from serving import build_lake, run_wrk, start_lakeops  # noqa: E402
+# bench/serving.py (wrk, the lakeops server), loaded by path: bench/ is scripts, not a package
+_spec = importlib.util.spec_from_file_location("bench_serving", ROOT / "bench" / "serving.py")
+assert _spec is not None and _spec.loader is not None
+_serving = sys.modules["bench_serving"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_serving)
+build_lake, run_wrk, start_lakeops = _serving.build_lake, _serving.run_wrk, _serving.start_lakeops
 
 
 def main() -> None:
