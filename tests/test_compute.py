@@ -296,17 +296,27 @@ class _KillOnce(distributed.WorkerPlugin):
 
     def transition(self, key, start, finish, **kwargs):  # noqa: ANN001
         name = key[0] if isinstance(key, tuple) else str(key)
-        if finish == "executing" and self.task in str(name) and self.always == "first":
+        if finish != "executing" or self.task not in str(name):
+            return
+        if self.always == "first":
             # every attempt of one task (the first seen): Dask gives up on it after allowed-failures
-            path = Path(self.flag)
-            if not path.exists():
-                path.write_text(str(key))
-            if path.read_text() == str(key):
+            _claim(self.flag, str(key))
+            if Path(self.flag).read_text() == str(key):
                 os._exit(1)
-        elif finish == "executing" and self.task in str(name):
-            if self.always or not os.path.exists(self.flag):
-                Path(self.flag).touch()
-                os._exit(1)
+        elif self.always or _claim(self.flag, str(key)):
+            os._exit(1)
+
+
+def _claim(flag: str, key: str) -> bool:
+    """Create ``flag`` holding ``key`` if nobody has yet: atomic (O_EXCL), so of two workers starting
+    the task at the same moment exactly one wins (a check-then-touch let both die in CI)."""
+    try:
+        fd = os.open(flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return True
 
 
 def test_a_lost_worker_is_retried_or_the_job_run_fails_with_nothing_written(client, world, tmp_path):
@@ -314,7 +324,7 @@ def test_a_lost_worker_is_retried_or_the_job_run_fails_with_nothing_written(clie
 
     lake = world
     settings = settings_for(lake, compute={"engine": "dask"}, jobs={"drift_check": {"args": {"window_rows": 1500}}})
-    before = lake.read("drift_reports").height
+    before = _reports(lake)  # 0 when run alone: an earlier test's drift check made the table
     client.register_plugin(_KillOnce(str(tmp_path / "once"), always=False), name="kill-once")
     try:
         ok = run_job("drift_check", lake=lake, settings=settings)
@@ -322,9 +332,9 @@ def test_a_lost_worker_is_retried_or_the_job_run_fails_with_nothing_written(clie
         client.unregister_worker_plugin("kill-once")
     assert (tmp_path / "once").exists()  # a worker did die mid-check
     assert ok.status == "finished", ok.error
-    assert lake.read("drift_reports").height > before
+    assert _reports(lake) > before
     client.wait_for_workers(2, timeout=60)
-    written = lake.read("drift_reports").height
+    written = _reports(lake)
     client.register_plugin(_KillOnce(str(tmp_path / "always"), always=True), name="kill-always")
     try:
         failed = run_job("drift_check", lake=lake, settings=settings)
@@ -332,7 +342,11 @@ def test_a_lost_worker_is_retried_or_the_job_run_fails_with_nothing_written(clie
         client.unregister_worker_plugin("kill-always")
         client.wait_for_workers(2, timeout=60)
     assert failed.status == "failed" and "Dask cluster failed" in (failed.error or "")
-    assert lake.read("drift_reports").height == written  # nothing half-written
+    assert _reports(lake) == written  # nothing half-written
+
+
+def _reports(lake: Lake) -> int:
+    return lake.read("drift_reports").height if lake.exists("drift_reports") else 0
 
 
 def test_a_worker_lost_during_a_retrain_job_is_retried_or_the_job_fails_with_nothing_registered(client, world, tmp_path):
