@@ -415,6 +415,8 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
                 if staged is not None else None
             ),
             "load_error": service.cache.load_errors.get(name),
+            # what scores the champion in this worker: LightGBM or its compiled trees (``[serving] predictor``)
+            "predictor": served.score.status() if served is not None else None,
             "signature": sig.to_dict() if sig is not None else None,
             "versions": vs.to_dicts(),
         }

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -26,7 +27,7 @@ from core.serving.online import OnlineCodec, OnlineStores, codec_for
 from core.serving.schemas import Codec
 from core.signature import Signature
 
-__all__ = ["ModelCache", "Served", "ServedStage"]
+__all__ = ["ModelCache", "Scorer", "Served", "ServedStage"]
 
 _log = logging.getLogger("lakeops.serving")
 _PINNED_MAX = 8
@@ -34,11 +35,83 @@ _SOLO_MAX = 8
 _PROBE_EVERY = 16
 
 
+class Scorer:
+    """Scores one served version: LightGBM until the version is hot, then its compiled trees.
+
+    ``predictor = "auto"`` counts the rows scored and, past ``compile_after_rows``, compiles the
+    model in a background thread (``core.training.compile_model``: checked against LightGBM on
+    a probe of every split before use); requests keep scoring through LightGBM meanwhile and
+    switch with one attribute assignment when the compiled model is ready. One-row requests
+    stay on LightGBM's single-row path (cheaper than a compiled call's Python wrapper).
+
+    Attributes:
+        state: ``"lightgbm"`` (not compiled, or never will be), ``"compiling"``, ``"compiled"``,
+            ``"refused"`` (the model cannot be compiled exactly; ``reason`` says why).
+    """
+
+    def __init__(self, model: Any, label: str, mode: str = "lightgbm", after_rows: int = 0,
+                 cache_dir: Path | None = None) -> None:
+        self._model = model
+        self._label = label
+        self._cache_dir = cache_dir
+        self._compiled: Any = None
+        self._started = threading.Lock()
+        self.state = "lightgbm"
+        self.reason: str | None = None
+        self.seconds: float | None = None
+        self._left: int | None = None if mode == "lightgbm" else (0 if mode == "compiled" else after_rows)
+        if self._left == 0:
+            self._start()
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        compiled = self._compiled
+        if compiled is not None and X.shape[0] > 1:
+            return np.asarray(compiled.predict_matrix(X))
+        left = self._left
+        if left is not None:
+            left -= X.shape[0]
+            self._left = left
+            if left <= 0:
+                self._start()
+        return np.asarray(self._model.predict_matrix(X))
+
+    def _start(self) -> None:
+        if not self._started.acquire(blocking=False):
+            return  # already started (two threads crossed the threshold together)
+        self._left = None
+        self.state = "compiling"
+        threading.Thread(target=self._compile, name=f"lakeops-compile-{self._label}", daemon=True).start()
+
+    def _compile(self) -> None:
+        from core.training import CompileRefused, compile_model
+
+        try:
+            compiled = compile_model(self._model, self._cache_dir)
+        except CompileRefused as exc:
+            self.state, self.reason = "refused", str(exc)
+            _log.warning("model %s: scores through LightGBM: %s", self._label, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - the model keeps scoring through LightGBM
+            self.state, self.reason = "refused", f"{type(exc).__name__}: {exc}"
+            _log.exception("model %s: compiling failed; it scores through LightGBM", self._label)
+            return
+        self.seconds = compiled.seconds
+        self._compiled = compiled
+        self.state = "compiled"
+        _log.info("model %s: compiled trees in use (%.2f s%s; largest difference from LightGBM on the probe %.1e)",
+                  self._label, compiled.seconds, ", from the cache" if compiled.cached else "", compiled.max_diff)
+
+    def status(self) -> dict[str, Any]:
+        """``{"predictor", "state", "reason", "compile_s"}`` for ``/ready`` and the model detail."""
+        return {"predictor": "compiled" if self.state == "compiled" else "lightgbm", "state": self.state,
+                "reason": self.reason, "compile_s": None if self.seconds is None else round(self.seconds, 3)}
+
+
 class _Batcher:
     """Collects the matrices of requests that arrive in one event-loop turn; scores them at once."""
 
-    def __init__(self, model: Any) -> None:
-        self._model = model
+    def __init__(self, score: Scorer) -> None:
+        self._model = score
         self._pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
         self._scheduled = False
         self._solo = 0  # consecutive flushes that found one request only
@@ -70,9 +143,9 @@ class _Batcher:
         self._solo = self._solo + 1 if len(items) == 1 else 0
         try:
             if len(items) == 1:
-                items[0][1].set_result(self._model.predict_matrix(items[0][0]))
+                items[0][1].set_result(self._model(items[0][0]))
                 return
-            scores = self._model.predict_matrix(np.vstack([x for x, _ in items]))
+            scores = self._model(np.vstack([x for x, _ in items]))
         except Exception as exc:  # noqa: BLE001 - handed to every waiting request
             for _, f in items:
                 if not f.done():
@@ -108,13 +181,16 @@ class Served:
     codec: Codec | OnlineCodec
     task: str
     threshold: float
+    scorer: Scorer | None = field(repr=False, default=None)  # default: LightGBM, never compiled
+    score: Scorer = field(init=False, repr=False)
     batcher: _Batcher = field(repr=False, default=None)  # type: ignore[assignment]
     wal_header: tuple[tuple[str, int], bytes] = field(repr=False, default=None)  # type: ignore[assignment]
     response_head: bytes = field(repr=False, default=b"")
     _heads: dict[str, bytes] = field(repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.batcher = _Batcher(self.model)
+        self.score = self.scorer or Scorer(self.model, f"{self.name} v{self.version}")
+        self.batcher = _Batcher(self.score)
         binary = self.task == "binary"
         # Written to a WAL segment once, before this version's first prediction record in it
         # (see ``core.serving.wal``): what the log writer needs to turn records into rows.
@@ -171,6 +247,7 @@ class ModelCache:
         self.load_errors: dict[str, dict[str, Any]] = {}
         self.on_load_error: Any = None  # called with (model, version, error) the first time
         self.online = OnlineStores(lake)  # online feature values of models trained on feature views
+        self.compile_dir: Path | None = None  # compiled models' cache (``ServingConfig.compile_path``)
 
     def start(self) -> None:
         """Load every champion once and start polling."""
@@ -207,6 +284,8 @@ class ModelCache:
                             max_rows=self.config.max_rows),
             task=sig.task,
             threshold=sig.threshold,
+            scorer=Scorer(loaded.model, f"{name} v{loaded.version}", self.config.predictor,
+                         self.config.compile_after_rows, self.compile_dir),
         )
         with self._lock:
             self._pinned[key] = served

@@ -194,6 +194,7 @@ class Service:
         self.lake = lake
         self.metrics = Metrics()
         self.cache = ModelCache(lake, config)
+        self.cache.compile_dir = config.compile_path(settings)
         self.wal: WriteAheadLog | None = None
         self.predlog: PredictionLog | None = None
         self._slot: Slot | None = None
@@ -407,7 +408,7 @@ class Service:
         X = np.vstack([d.X for _, d, _ in group]) if len(group) > 1 else group[0][1].X
         n = X.shape[0]
         try:
-            scores = ch.model.predict_matrix(X)
+            scores = ch.score(X)
         except Exception as exc:  # noqa: BLE001 - a failing challenger is data: NaN scores, counted
             _log.warning("shadow challenger %s v%s failed: %s", name, ch.version, exc)
             self.metrics.shadow_errors[name] += n
@@ -510,15 +511,15 @@ class Service:
         n = X.shape[0]
         if n == 1:
             # LightGBM's single-row fast path (~10 us) costs less than a trip through the batcher
-            return served.model.predict_matrix(X)
+            return served.score(X)
         if n > self.config.offload_rows:
-            return await asyncio.to_thread(served.model.predict_matrix, X)
+            return await asyncio.to_thread(served.score, X)
         if self.config.microbatch and served.batcher.worth_it():
             # Requests that arrived in the same event-loop turn are scored in one predict call
             # (the fixed cost of a LightGBM call dominates small requests); with no concurrency
             # the batcher says so and the request is scored inline (no event-loop hop).
             return await served.batcher.submit(X)
-        return served.model.predict_matrix(X)
+        return served.score(X)
 
     async def _durable(self, record: bytes, header: tuple[Any, bytes] | None = None) -> None:
         assert self.wal is not None
@@ -621,6 +622,9 @@ class Service:
                 reasons.append(text)  # nothing answers for this model
             else:  # the previous version answers: reported, not a reason to leave the pool
                 degraded.append(f"{text}; v{err['serving']} answers meanwhile")
+        for name, served in sorted(self.cache.champions.items()):
+            if served.score.state == "refused":  # it answers, at LightGBM's cost: reported, not a reason
+                degraded.append(f"{name} v{served.version} scores through LightGBM, not compiled: {served.score.reason}")
         if backlog > self.config.wal_max_bytes:
             reasons.append(f"prediction log backlog {backlog} bytes is over wal_max_bytes={self.config.wal_max_bytes}")
         if self.wal is not None and self.wal.error is not None:
@@ -645,6 +649,7 @@ class Service:
             "champion_load_errors": dict(self.cache.load_errors),
             "legacy_wal": str(self.legacy_wal) if self.legacy_wal else None,
             "online_features": self.cache.online.status(),
+            "predictors": {n: {"version": s.version, **s.score.status()} for n, s in sorted(self.cache.champions.items())},
         }
         return not reasons, details
 
@@ -661,6 +666,10 @@ class Service:
             "lakeops_log_queue_segments": ("WAL segments not yet in the lake.", "sum", {(): pending_segments}),
             "lakeops_lake_ok": ("1 when the last prediction-log append of every worker succeeded.", "min",
                                 {(): float(self.predlog.lake_ok if self.predlog else 1)}),
+            "lakeops_model_compiled": (
+                "1 when the champion scores through its compiled trees in this worker, 0 through LightGBM.", "worker",
+                {(("model", n),): float(s.score.state == "compiled") for n, s in self.cache.champions.items()},
+            ),
         }
         counters = {
             "lakeops_log_rows_committed_total": ("Prediction-log rows appended to the lake.",

@@ -36,7 +36,8 @@ therefore the same sha256.
 
 The package's modules: ``_params`` (defaults, ``validate_params``), ``_signature`` (``infer_signature``), ``_encoding`` (the
 one encoder), ``_model`` (``Model``), ``_fastpredict`` (its one-row and small-batch scoring),
-``_lgbprivate`` (the only user of LightGBM's private API), ``_split``, ``_metrics``, ``_leakage``,
+``_lgbprivate`` (the only user of LightGBM's private API), ``_compiled`` (a model's trees compiled
+to machine code with lleaves, checked against LightGBM: serving's hot models), ``_split``, ``_metrics``, ``_leakage``,
 ``_fit`` (``train``), ``_distributed`` (``lightgbm.dask``) and ``_domain`` (the drift domain
 classifier). Import from ``core.training``, not from the modules.
 """
@@ -54,6 +55,7 @@ from core.signature import (
     as_signature,
     feature_views_of,
 )
+from core.training._compiled import CompiledModel, CompileRefused, compile_model
 from core.training._distributed import best_round, iteration_losses, train_distributed, truncate_model
 from core.training._domain import DOMAIN_PARAMS, DomainClassifierResult, domain_classifier
 from core.training._encoding import _encode as _encode
@@ -69,6 +71,9 @@ from core.training._signature import detect_time_column, id_like_columns, infer_
 from core.training._split import split
 
 __all__ = [
+    "CompileRefused",
+    "CompiledModel",
+    "compile_model",
     "DEFAULT_PARAMS",
     "DOMINANT_GAIN",
     "LEAKAGE_GAIN",

@@ -70,6 +70,14 @@ class Model:
         """Whether one row and small batches score through LightGBM's C API (else ``Booster.predict``)."""
         return self._fast.private
 
+    def prediction_text(self) -> str:
+        """The model text with exactly the trees prediction uses (up to the best iteration)."""
+        return str(self._booster.model_to_string(num_iteration=self._num_iteration))
+
+    def dump(self) -> dict[str, Any]:
+        """The trees prediction uses as LightGBM's JSON dump (``Booster.dump_model``)."""
+        return dict(self._booster.dump_model(num_iteration=self._num_iteration))
+
     def encode(self, frame: pl.DataFrame) -> np.ndarray:
         """Return the float64 matrix (rows x features, signature order) LightGBM is fed.
 
