@@ -9,7 +9,11 @@ that checkout's code, for before/after figures in one interleaved run. Everythin
 ``wal_sync = "write"``), (a') the same with ``wal_sync = "fsync"``, (b) logging off, (c) the HTTP
 floor, (d) ``booster.predict`` on one thread in this process (the model floor), (d')
 ``Model.predict_matrix``, the cheaper C-API path the server scores with, (d'') the same with the CPU caches
-cold (each call after a 32 MB scan, the scan's CPU subtracted): what a call costs in a server. Server CPU per request
+cold (each call after a 32 MB scan, the scan's CPU subtracted): what a call costs in a server, (t, t')
+the model's trees compiled to machine code (lleaves), hot and cold: what a hot model scores with in
+the server (``[serving] predictor = "auto"``; the warm-up scores past ``compile_after_rows`` and waits
+for every worker's ``lakeops_model_compiled``), and (l) server a with ``predictor = "lightgbm"``
+(before/after the compiled trees, in the same interleaved run). Server CPU per request
 is the server process's user+system CPU time (all its threads: event loop, WAL fsync, lake
 writer, poller) over the run, divided by the requests wrk completed; the lake writer flushes
 every ``flush_interval_s`` (5 s), so short cells see its cost unevenly: prefer ``--duration`` >= 6.
@@ -195,13 +199,19 @@ def model_floor(lake: Path, rows: dict[int, list[dict]], seconds: float) -> dict
     junk = np.random.default_rng(0).random(4_000_000)
     scan = measure(lambda: junk.sum())
 
+    from core.training import compile_model
+
+    trees = compile_model(model, None)
     out = {}
     for n, body in rows.items():
         X = model.encode(pl.DataFrame(body))
         cold = measure(lambda X=X: (junk.sum(), model.predict_matrix(X)))
+        trees_cold = measure(lambda X=X: (junk.sum(), trees.predict_matrix(X)))
         out[n] = {"booster": measure(lambda X=X: booster.predict(X, num_threads=1)),
                   "matrix": measure(lambda X=X: model.predict_matrix(X)),
-                  "cold": {**cold, "cpu_us": cold["cpu_us"] - scan["cpu_us"]}}
+                  "cold": {**cold, "cpu_us": cold["cpu_us"] - scan["cpu_us"]},
+                  "trees": measure(lambda X=X: trees.predict_matrix(X)),
+                  "trees_cold": {**trees_cold, "cpu_us": trees_cold["cpu_us"] - scan["cpu_us"]}}
     return out
 
 
@@ -212,7 +222,9 @@ A, A2, B, C = (
 AA = "a arrow body (Arrow IPC stream)"
 AA0 = "a0 arrow body, baseline checkout"
 A0, E, W2 = "a0 baseline checkout, log on", "e lakeops, log on, auth on", "w2 lakeops, log on, 2 workers"
+L, AL = "l lakeops, log on, predictor=lightgbm", "l arrow body, predictor=lightgbm"
 BOOST, MAT, COLD = "d model floor (booster.predict, 1 thread)", "d' predict_matrix (lakeops)", "d'' predict_matrix, caches cold"
+TREES, TREES_COLD = "t compiled trees (lleaves, 1 thread)", "t' compiled trees, caches cold"
 Cell = tuple[str, int, int]  # (server, rows, concurrency)
 Server = tuple[subprocess.Popen, str]  # (process, base URL)
 
@@ -222,7 +234,8 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="2 s per cell instead of 6")
     ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--servers", default="a,a',b,c", help="subset of a (log on, default wal_sync=write), "
-                    "a' (log on, wal_sync=fsync), b (log off), c (HTTP floor); d always runs")
+                    "a' (log on, wal_sync=fsync), b (log off), c (HTTP floor), l (a scoring through LightGBM only: "
+                    "predictor = lightgbm), e, w2 (see above); d and t always run")
     ap.add_argument("--rows", default="1,100", help="payload sizes, e.g. 1")
     ap.add_argument("--conc", default="1,8,64", help="concurrencies, e.g. 1,64")
     ap.add_argument("--lake", default=None, help="reuse a seeded lake (skips seeding)")
@@ -262,6 +275,7 @@ def _servers(lake: Path, root: Path, args: argparse.Namespace) -> dict[str, tupl
         W2: ("w2", lambda: start_lakeops(lake, root, "two_workers", {}, workers=2)),
         A2: ("a'", lambda: start_lakeops(lake, root, "log_fsync", {"wal_sync": "fsync"})),
         B: ("b", lambda: start_lakeops(lake, root, "log_off", {"log_predictions": False})),
+        L: ("l", lambda: start_lakeops(lake, root, "lightgbm", {"predictor": "lightgbm"})),
         C: ("c", start_floor),
     }
 
@@ -275,6 +289,24 @@ def _warm(running: dict[str, Server], bodies: dict[int, Path], sizes: list[int],
             httpx.post(target, content=bodies[n].read_bytes(),
                        headers={"content-type": "application/json", **hdr}).raise_for_status()
             run_wrk(target, bodies[n], 8, 1.0, proc, auth=bearer if name == E else "")  # warm-up
+    if 100 in sizes:  # the warm-up scored past compile_after_rows: wait for the compiled trees
+        for name, (_proc, url) in running.items():
+            if name != C:
+                print(f"# {name}: {_predictor(url, name == L)}", flush=True)
+
+
+def _predictor(url: str, never: bool, timeout: float = 90.0) -> str:
+    """Wait until every worker of the server scores through its compiled trees (``lakeops_model_compiled``)."""
+    if never:
+        return "scores through LightGBM (predictor = lightgbm)"
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        values = [float(line.rsplit(" ", 1)[1]) for line in httpx.get(url + "/metrics", timeout=10).text.splitlines()
+                  if line.startswith("lakeops_model_compiled{")]
+        if values and min(values) == 1.0:
+            return f"compiled trees in use after {time.time() - t0:.1f} s"
+        time.sleep(0.2)
+    return "STILL LightGBM (not compiled in time)"
 
 
 def _round_robin(running: dict[str, Server], bodies: dict[int, Path], arrow_bodies: dict[int, Path],
@@ -288,6 +320,8 @@ def _round_robin(running: dict[str, Server], bodies: dict[int, Path], arrow_bodi
                 cells = [(name, proc, url, bodies[n], "application/json") for name, (proc, url) in running.items()]
                 if args.arrow and A in running:
                     cells.append((AA, running[A][0], running[A][1], arrow_bodies[n], ARROW))
+                if args.arrow and L in running:
+                    cells.append((AL, running[L][0], running[L][1], arrow_bodies[n], ARROW))
                 if args.arrow and A0 in running:  # the same Arrow body to the baseline's code
                     cells.append((AA0, running[A0][0], running[A0][1], arrow_bodies[n], ARROW))
                 for name, proc, url, body, ctype in cells:
@@ -344,7 +378,8 @@ def _add_model_floor(results: dict[Cell, dict], lake: Path, rows: dict[int, list
                      duration: float) -> None:
     floor = model_floor(lake, {n: rows[n] for n in sizes}, duration / 2)
     for n, r in floor.items():
-        for label, key in ((BOOST, "booster"), (MAT, "matrix"), (COLD, "cold")):
+        for label, key in ((BOOST, "booster"), (MAT, "matrix"), (COLD, "cold"), (TREES, "trees"),
+                           (TREES_COLD, "trees_cold")):
             results[(label, n, 1)] = r[key]
             print(f"{label:42s} rows={n:<3d} {r[key]['rps']:9.0f} calls/s p50 {r[key]['p50']:7.3f} ms  "
                   f"p99 {r[key]['p99']:7.3f} ms  cpu {r[key]['cpu_us']:7.1f} us/call")
@@ -373,8 +408,9 @@ def _report_goals(results: dict[Cell, dict], sizes: list[int], concs: list[int],
             if arrow:
                 ra = cpu(AA, 100, conc) / (cpu(BOOST, 100, 1) + cpu(C, 100, conc))
                 rc = cpu(AA, 100, conc) / (cpu(COLD, 100, 1) + cpu(C, 100, conc))
+                rt = cpu(AA, 100, conc) / (cpu(TREES_COLD, 100, 1) + cpu(C, 100, conc))
                 parts.append(f"Arrow 100-row vs model+HTTP floor: {ra:.2f}x (goal <= 1.3x; {rc:.2f}x with the "
-                             "cache-cold model call as floor)")
+                             f"cache-cold model call as floor, {rt:.2f}x with the cache-cold compiled trees)")
         print("; ".join(parts))
     for n in sizes:
         for conc in concs:
@@ -404,6 +440,11 @@ def _report_comparisons(results: dict[Cell, dict], sizes: list[int], concs: list
                 print(f"rows={n:<3d} c={conc:<2d} this checkout vs baseline (auth off): "
                       f"{cpu(A, n, conc) - cpu(A0, n, conc):+6.1f} us CPU/req, "
                       f"throughput {100 * (rps(A, n, conc) / rps(A0, n, conc) - 1):+5.1f} %")
+            if L in ran:
+                print(f"rows={n:<3d} c={conc:<2d} compiled trees vs LightGBM (server a vs l): "
+                      f"{cpu(A, n, conc) - cpu(L, n, conc):+6.1f} us CPU/req JSON"
+                      + (f", {cpu(AA, n, conc) - cpu(AL, n, conc):+6.1f} us Arrow" if arrow else "")
+                      + f", throughput {100 * (rps(A, n, conc) / rps(L, n, conc) - 1):+5.1f} %")
             if W2 in ran:
                 print(f"rows={n:<3d} c={conc:<2d} 2 workers vs 1: throughput x{rps(W2, n, conc) / rps(A, n, conc):.2f} "
                       f"({rps(A, n, conc):.0f} -> {rps(W2, n, conc):.0f} req/s)")

@@ -15,7 +15,15 @@ from core.serving.config import serving_config
 from core.training import CompileRefused, Model, compile_model, train
 from core.training._compiled import TOLERANCE, _probe
 from tests.realdata import flights
-from tests.test_serving_support import ThreadServer, champion_lake_path, copy_lake, demo_rows, metric, serving_settings, wait_for
+from tests.test_serving_support import (
+    ThreadServer,
+    champion_lake_path,
+    copy_lake,
+    demo_rows,
+    metric,
+    serving_settings,
+    wait_for,
+)
 
 pytest.importorskip("lleaves")
 PREDICT = "/v1/models/churn/predict"

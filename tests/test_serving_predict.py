@@ -76,11 +76,11 @@ def test_single_row_path_is_safe_across_threads(models):
 def test_micro_batcher_batches_concurrent_requests_and_goes_inline_when_alone(models):
     import asyncio
 
-    from core.serving.models import _PROBE_EVERY, _SOLO_MAX, _Batcher
+    from core.serving.models import _PROBE_EVERY, _SOLO_MAX, Scorer, _Batcher
 
     model = models["binary"]
     X = model.encode(_frame(30, seed=5))
-    batcher = _Batcher(model)
+    batcher = _Batcher(Scorer(model, "binary v1"))
 
     async def together():
         parts = [X[0:10], X[10:11], X[11:30]]
