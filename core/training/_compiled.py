@@ -59,10 +59,10 @@ class CompiledModel:
         cached: whether the object file came from the cache.
     """
 
-    __slots__ = ("_ll", "_ncol", "cached", "max_diff", "seconds")
+    __slots__ = ("_ll", "cached", "max_diff", "seconds")
 
-    def __init__(self, ll: Any, ncol: int, max_diff: float, seconds: float, cached: bool) -> None:
-        self._ll, self._ncol = ll, ncol
+    def __init__(self, ll: Any, max_diff: float, seconds: float, cached: bool) -> None:
+        self._ll = ll
         self.max_diff, self.seconds, self.cached = max_diff, seconds, cached
 
     def predict_matrix(self, X: np.ndarray) -> np.ndarray:
@@ -178,7 +178,7 @@ def compile_model(model: Any, cache_dir: Path | None) -> CompiledModel:
                         out.replace(cache)  # whole or not at all; another worker's copy is identical
         except Exception as exc:  # noqa: BLE001 - whatever LLVM raises, the model keeps LightGBM
             raise CompileRefused(f"compiling failed: {type(exc).__name__}: {exc}") from None
-    compiled = CompiledModel(ll, ncol, 0.0, 0.0, cached)
+    compiled = CompiledModel(ll, 0.0, 0.0, cached)
     got = compiled.predict_matrix(probe)
     diff = _relative_diff(got, expected)
     if not diff <= TOLERANCE:
