@@ -101,6 +101,64 @@ def test_a_segment_of_two_versions_unknown_levels_and_an_old_record_becomes_the_
     assert lake.read("feedback").filter(pl.col("prediction_id") == _id(4)).height == 1
 
 
+def test_a_large_flush_is_written_in_parts_as_one_commit_with_every_row_once(tmp_path, tmp_path_factory, monkeypatch):
+    """A flush bigger than a part (64k rows in production, 4 here) is built and written a part at
+    a time: one commit, every row once, unseen levels (repeated across records and parts) and
+    two versions' features right in every part."""
+    from core.serving import predlog
+
+    monkeypatch.setattr(predlog, "_PART_ROWS", 4)
+    lake = Lake(str(copy_lake(champion_lake_path(tmp_path_factory), tmp_path / "lake")))
+    model = "parts"
+    slot = claim_slot(tmp_path / "wal")
+    wal = WriteAheadLog(slot, sync=False, fsync_interval_s=None)
+    h1 = _header(model, 1, ["age", "plan"], {"plan": ["basic", "premium"]}, thr=0.5)
+    h2 = _header(model, 2, ["age", "plan", "tenure"], {"plan": ["gold", "basic"]}, thr=0.8)
+    expect: dict[str, tuple] = {}
+    k = 0
+    for r in range(9):  # 9 records of 1 to 3 rows: parts cut between records
+        v, h = (1, h1) if r % 3 else (2, h2)
+        n = r % 3 + 1
+        ids = [_id(k + i) for i in range(n)]
+        X = [[float(k + i), float(i % 2)] + ([float(i)] if v == 2 else []) for i in range(n)]
+        unknown = {"plan": [[n - 1, "platinum" if r % 2 else "silver"]]}
+        wal.append(_q(model, v, ids, [0.1 * (i + 1) for i in range(n)], X, unknown=unknown), h)
+        levels = ["basic", "premium"] if v == 1 else ["gold", "basic"]
+        for i in range(n):
+            plan = unknown["plan"][0][1] if i == n - 1 else levels[i % 2]
+            expect[ids[i]] = (v, float(k + i), plan, float(i) if v == 2 else None)
+        k += n
+    log = PredictionLog(lake, wal, interval_s=60, actor="tester")
+    before = log.commits
+    try:
+        assert log.flush() == len(expect) == 18
+    finally:
+        wal.close()
+        slot.close()
+    assert log.commits - before == 1  # one Delta commit for all the parts
+    got = lake.read(f"predictions/{model}")
+    assert got.height == len(expect) and got["prediction_id"].n_unique() == len(expect)
+    for row in got.iter_rows(named=True):
+        f = row["features"]
+        assert (row["model_version"], f["age"], f["plan"], f["tenure"]) == expect[row["prediction_id"]], row
+
+
+def test_table_parts_can_be_appended_again(tmp_path):
+    """``TableParts`` makes a fresh iterator each time (what a retried append needs)."""
+    import pyarrow as pa
+
+    from core.lake import TableParts
+
+    lake = Lake(str(tmp_path / "lake"), create=True)
+    schema = pa.schema([("k", pa.int64()), ("v", pa.string())])
+    first = pa.table({"k": [0, 1], "v": ["a", "b"]}, schema=schema)
+    parts = TableParts(first, lambda: (pa.table({"k": [i], "v": [str(i)]}, schema=schema) for i in range(2, 5)), 5)
+    lake.append("data/parts", parts, schema=schema)
+    lake.append("data/parts", parts, schema=schema)
+    assert sorted(lake.read("data/parts")["k"].to_list()) == sorted([0, 1, 2, 3, 4] * 2)
+    assert [t.num_rows for t in parts] == [2, 1, 1, 1]
+
+
 def test_a_record_without_its_header_is_decoded_from_the_registry(tmp_path, tmp_path_factory):
     lake = Lake(str(copy_lake(champion_lake_path(tmp_path_factory), tmp_path / "lake")))
     loaded = registry.load("churn", lake=lake)

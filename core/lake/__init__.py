@@ -25,9 +25,9 @@ from core.lake._common import MaintenanceReport
 from core.lake._conform import conform
 from core.lake._maintenance import LakeMaintenance
 from core.lake._reads import LakeReads
-from core.lake._writes import LakeWrites
+from core.lake._writes import LakeWrites, TableParts
 
-__all__ = ["Lake", "MaintenanceReport", "conform"]
+__all__ = ["Lake", "MaintenanceReport", "TableParts", "conform"]
 
 
 class Lake(LakeWrites, LakeReads, LakeMaintenance):

@@ -7,7 +7,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -27,7 +27,68 @@ from core.lake._common import (
 from core.lake._conform import _arrow, conform
 from core.lake._tables import LakeTables
 
-__all__ = ["LakeWrites"]
+__all__ = ["LakeWrites", "TableParts"]
+
+_STREAM_ROWS = 65_536  # rows per record batch handed to delta-rs
+
+
+class TableParts:
+    """The rows of one append, built a part at a time while delta-rs writes them.
+
+    A prediction log flush holds hundreds of thousands of rows; as one Arrow table they (and
+    delta-rs's per-partition copies of them) are fresh memory every flush, paid for in page
+    faults. Parts of ~64k rows are built, written and freed in turn, so memory stays bounded
+    and is reused. Iterable more than once (``rest`` makes a fresh iterator), so a write that
+    loses its commit race can be retried.
+
+    Args:
+        first: the first part (its schema is the append's schema).
+        rest: returns an iterator over the other parts, each with ``first``'s schema.
+        num_rows: the rows in all parts.
+    """
+
+    def __init__(self, first: pa.Table, rest: Callable[[], Iterator[pa.Table]], num_rows: int) -> None:
+        self.first = first
+        self.rest = rest
+        self.num_rows = num_rows
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.first.schema
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        yield self.first
+        yield from self.rest()
+
+    def read_all(self) -> pa.Table:
+        """All parts as one table (for the rare paths that need the rows at once)."""
+        return pa.concat_tables(list(self))
+
+
+def _stream(table: pa.Table) -> pa.Table | pa.RecordBatchReader:
+    """A large table as a stream of record batches of at most ``_STREAM_ROWS`` rows.
+
+    delta-rs splits each batch it is given by partition value into fresh arrays: one batch of a
+    prediction log flush (~700k rows) cost ~2x the write's own CPU in page faults (system time);
+    64k-row batches reuse the same memory (bench/predlog_write.py).
+    """
+    if table.num_rows <= _STREAM_ROWS:
+        return table
+    return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=_STREAM_ROWS))
+
+
+def _stream_parts(first: pa.Table, parts: TableParts, schema: pa.Schema, name: str) -> pa.RecordBatchReader:
+    """``parts`` (``first`` already conformed) as one record batch stream, each later part
+    conformed to ``schema`` as delta-rs asks for it."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield from first.to_batches(max_chunksize=_STREAM_ROWS)
+        it = iter(parts)
+        next(it)  # the first part, conformed above
+        for part in it:
+            yield from conform(part, schema, table_name=name).to_batches(max_chunksize=_STREAM_ROWS)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 class LakeWrites(LakeTables):
@@ -53,7 +114,8 @@ class LakeWrites(LakeTables):
 
         Args:
             name: table name.
-            data: pyarrow table, polars/pandas frame or list of row dicts.
+            data: pyarrow table, polars/pandas frame, list of row dicts, or ``TableParts`` (a
+                large append built and written a part at a time).
             metadata: commit metadata (actor, run id, job ...) kept in the Delta log.
             schema: schema for a non-catalog table's first append.
             partition_by: partition columns for a non-catalog table's first append.
@@ -71,7 +133,8 @@ class LakeWrites(LakeTables):
             CommitConflictError: the commit lost every retry.
         """
         spec = self._spec(name, schema, partition_by)
-        raw = _arrow(data)
+        parts = data if isinstance(data, TableParts) else None
+        raw = _arrow(data.first if parts is not None else data)
         if raw.num_rows == 0 and raw.num_columns == 0:  # e.g. an empty list: nothing to check or write
             return self.version(name) if self.exists(name) else -1
         table = conform(raw, spec.schema, table_name=name)
@@ -94,7 +157,7 @@ class LakeWrites(LakeTables):
                     # implementation takes (and defaults to) None: the stubs are wrong, not the call
                     write_deltalake(  # type: ignore[call-overload]
                         dt,
-                        table,
+                        _stream(table) if parts is None else _stream_parts(table, parts, spec.schema, name),
                         mode="append",
                         partition_by=list(spec.partition_by) or None,
                         commit_properties=props,

@@ -35,7 +35,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from operator import attrgetter
+from itertools import chain
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from core import registry
 from core.catalog import FEATURES_COLUMN, PASSTHROUGH_COLUMN, TS, prediction_table
 from core.errors import CommitConflictError, LakeopsError, LakeUnavailableError, SchemaMismatchError
 from core.ids import utcnow
-from core.lake import Lake
+from core.lake import Lake, TableParts
 from core.serving.schemas import passthrough_type, prediction_schema
 from core.serving.wal import PredictionRecord, Slot, WriteAheadLog, scan_segment, segments
 from core.signature import Signature
@@ -332,12 +333,12 @@ class PredictionLog:
             LakeopsError, OSError, pyarrow errors: the append failed (see ``flush``).
         """
         marker = f"{slot.id}/{seg.name}"
-        scan = scan_segment(seg)
-        owner = (scan.header or {}).get("lake")
         mine = self._lake()
-        if owner and mine and owner != mine:
-            raise ForeignSegmentError(f"segment {seg.name} belongs to lake {owner}, not to this lake ({mine})")
         with _gc_paused():
+            scan = scan_segment(seg)
+            owner = (scan.header or {}).get("lake")
+            if owner and mine and owner != mine:
+                raise ForeignSegmentError(f"segment {seg.name} belongs to lake {owner}, not to this lake ({mine})")
             tables = _tables(scan.records, self._schema, self._header_of)
         rows = 0
         for name, table in tables.items():
@@ -355,7 +356,7 @@ class PredictionLog:
         self.rows_committed += rows
         return rows
 
-    def _append(self, name: str, table: pa.Table, marker: str) -> int:
+    def _append(self, name: str, table: pa.Table | TableParts, marker: str) -> int:
         is_pred = name != FEEDBACK_TABLE
         meta = {"actor": self.actor, "source": "serving", "wal_segment": marker}
         if not is_pred:  # feedback gained columns (key, key_value): merge them into older tables
@@ -367,7 +368,8 @@ class PredictionLog:
         if stored is None:
             schema = table.schema
         elif FEATURES_COLUMN not in stored.names:
-            table, schema, merge = _as_legacy(table, stored, name)
+            whole = table.read_all() if isinstance(table, TableParts) else table
+            table, schema, merge = _as_legacy(whole, stored, name)
         else:
             schema, merge = _merged(stored, table.schema)
         self.lake.append(
@@ -566,8 +568,8 @@ def _tables(
     records: list[Any],
     schema_of: Callable[[str], pa.Schema | None],
     header_of: Callable[[str, int], dict[str, Any]] | None = None,
-) -> dict[str, pa.Table]:
-    """Group a segment's records into one Arrow table per lake table (the new layout).
+) -> dict[str, pa.Table | TableParts]:
+    """Group a segment's records into one Arrow table (or ``TableParts``) per lake table (the new layout).
 
     Args:
         records: the segment's decoded records, in order (see ``core.serving.wal``).
@@ -576,7 +578,7 @@ def _tables(
             writes it first), else the records cannot be decoded.
     """
     preds, legacy, headers, feedback = _grouped(records)
-    out: dict[str, pa.Table] = {}
+    out: dict[str, pa.Table | TableParts] = {}
     for model in dict.fromkeys([*preds, *legacy]):
         parts = []
         if model in preds:
@@ -589,6 +591,9 @@ def _tables(
                         raise LakeopsError(f"WAL segment has predictions of {model} v{v} without its header")
                     hdr = header_of(model, v)
                 hdrs[v] = hdr
+            if model not in legacy:
+                out[prediction_table(model)] = _q_parts(recs, hdrs, schema_of(model))
+                continue
             parts.append(_q_table(recs, hdrs))
         if model in legacy:
             parts.append(_prediction_table(legacy[model]))
@@ -603,6 +608,39 @@ def _tables(
     return out
 
 
+_PART_ROWS = 65_536  # rows per part of a flush (see TableParts)
+
+
+def _q_parts(recs: list[PredictionRecord], headers: dict[int, dict[str, Any]],
+             schema: pa.Schema | None) -> pa.Table | TableParts:
+    """One model's ``q`` records as a table, or as ``TableParts`` of ~``_PART_ROWS`` rows each
+    (built one at a time as the lake writes them: bounded memory, reused, few page faults).
+
+    Every part has the same schema: a part's columns and types follow from ``headers`` (all
+    the versions in the segment), never from the rows it holds.
+    """
+    counts = np.fromiter(map(_N, recs), dtype=np.int64, count=len(recs))
+    total = int(counts.sum())
+    # record boundaries closest to each multiple of _PART_ROWS
+    cuts = np.unique(np.searchsorted(np.cumsum(counts), np.arange(_PART_ROWS, total, _PART_ROWS), side="left") + 1)
+    bounds = [0, *[int(c) for c in cuts if 0 < c < len(recs)], len(recs)]
+
+    def build(i: int) -> pa.Table:
+        with _gc_paused():
+            return _q_table(recs[bounds[i] : bounds[i + 1]], headers)
+
+    first = build(0)
+    target = first.schema if schema is None else _merged(schema, first.schema)[0]
+
+    def fit(t: pa.Table) -> pa.Table:
+        return t if t.schema.equals(target) else _conform_structs(t, target)
+
+    first = fit(first)
+    if len(bounds) == 2:
+        return first
+    return TableParts(first, lambda: (fit(build(i)) for i in range(1, len(bounds) - 1)), total)
+
+
 def _grouped(records: list[Any]) -> tuple[dict[str, list[PredictionRecord]], dict[str, list[dict[str, Any]]],
                                           dict[tuple[str, int], dict[str, Any]], list[dict[str, Any]]]:
     """A segment's records by kind: (prediction records by model, ``p`` records of an earlier
@@ -612,7 +650,7 @@ def _grouped(records: list[Any]) -> tuple[dict[str, list[PredictionRecord]], dic
     headers: dict[tuple[str, int], dict[str, Any]] = {}
     feedback: list[dict[str, Any]] = []
     for r in records:
-        if type(r) is PredictionRecord:
+        if isinstance(r, PredictionRecord):
             preds.setdefault(r.model, []).append(r)
             continue
         k = r.get("k")
@@ -741,10 +779,15 @@ def _q_table(recs: list[PredictionRecord], headers: dict[int, dict[str, Any]]) -
             index += np.repeat(np.array([offset.get(v, 0) for v in versions.tolist()], dtype=np.int64), counts)
             nan |= np.repeat(np.array([v not in offset for v in versions.tolist()]), counts)
         index[nan] = -1
-        for i, unk in unknown:
-            for row, value in unk.get(name, ()):
-                index[starts[i] + row] = len(dictionary)
-                dictionary.append(value)
+        hits = [(starts[i], unk[name]) for i, unk in unknown if unk.get(name)]
+        if hits:  # unseen strings: appended to the dictionary once each, by C-level passes
+            pairs = list(chain.from_iterable(p for _, p in hits))
+            rows = np.repeat(np.array([s for s, _ in hits], dtype=np.int64), [len(p) for _, p in hits])
+            rows += np.fromiter(map(itemgetter(0), pairs), dtype=np.int64, count=len(pairs))
+            values = list(map(itemgetter(1), pairs))
+            new = {v: len(dictionary) + k for k, v in enumerate(dict.fromkeys(values))}
+            index[rows] = np.fromiter(map(new.__getitem__, values), dtype=np.int64, count=len(values))
+            dictionary += list(new)
         feats[name] = _strings(dictionary, index)
     cols[FEATURES_COLUMN] = _struct(feats, total)
     pt_fields = list(dict.fromkeys((p["name"], p["type"]) for v in sorted(headers) for p in headers[v].get("pt") or ()))
