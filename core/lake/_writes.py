@@ -157,9 +157,7 @@ class LakeWrites(LakeTables):
             for attempt in range(_APPEND_ATTEMPTS):
                 try:
                     dt = self._tables.get(name) or self._open(name)
-                    # deltalake 1.x's overloads type writer_properties as WriterProperties, its
-                    # implementation takes (and defaults to) None: the stubs are wrong, not the call
-                    write_deltalake(  # type: ignore[call-overload]
+                    write_deltalake(
                         dt,
                         _stream(table) if parts is None else _stream_parts(table, parts, spec.schema, name),
                         mode="append",

@@ -37,7 +37,7 @@ _NAN = float("nan")
 _POS_INF = float("inf")
 _NEG_INF = float("-inf")
 _SMALL = 8  # rows up to which plain list scans beat a numpy call
-_NUMBER, _CAST, _CATEGORY = 0, 1, 2  # how an Arrow column becomes a feature (Codec._arrow_plan)
+_NUMBER, _CAST, _CATEGORY, _TENSOR = 0, 1, 2, 3  # how an Arrow column becomes a feature (Codec._arrow_plan)
 _astuple = msgspec.structs.astuple
 
 
@@ -109,7 +109,7 @@ class Codec:
         ]
         self._width = len(self.features)
         self._dictionaries: dict[str, tuple[Any, list[Any], np.ndarray, np.ndarray | None]] = {}  # Arrow dictionaries seen
-        self._arrow_last: tuple[pa.Schema, Any] | None = None  # the last Arrow schema's plan (_arrow_plan)
+        self._arrow_last: tuple[bytes | None, pa.Schema, Any] | None = None  # the last Arrow schema's plan (_arrow_plan)
         self.levels = {f.name: list(f.levels) for f in self.features if f.categorical}
         # pre-encoded for the prediction log's records (msgpack copies Raw bytes as they are)
         self.names_raw = msgspec.Raw(msgspec.msgpack.encode(self.names))
@@ -231,40 +231,52 @@ class Codec:
             raise ProblemError(400, "not-arrow", f"the body is not an Arrow IPC stream: {exc}") from None
         n = table.num_rows
         self._check_rows(n)
-        features, pts = self._arrow_plan(table.schema)
-        columns = table.columns  # by position: a record batch's arrays (a table's chunked arrays)
-        XT = np.empty((self._width, n), dtype=np.float64)  # filled row by row (contiguous), transposed once
+        features, pts, block = self._arrow_plan(table.schema, _schema_message(body))
+        X = np.empty((n, self._width), dtype=np.float64)
         unknown: dict[str, list[tuple[int, str]]] = {}
+        if block is not None and n and isinstance(table, pa.RecordBatch):
+            # the plain numeric columns in one call: Arrow casts them to a common type into a
+            # row-major tensor, nulls as NaN (~2.5 us a column less than one by one)
+            positions, indices = block
+            X[:, positions] = np.asarray(table.select(indices).to_tensor(null_to_nan=True, row_major=True))
+            features = [f for f in features if f[2] != _TENSOR]
         for j, i, how in features:
-            arr = _one_array(columns[i])
-            if how == _NUMBER:
-                # zero-copy; numpy converts to float64 as it fills the matrix; nulls become NaN (missing)
-                XT[j] = arr.to_numpy() if not arr.null_count else arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            arr = _one_array(table.column(i))
+            if how == _NUMBER or how == _TENSOR:
+                # numpy converts to float64 as it fills the column; nulls become NaN (missing)
+                X[:, j] = arr.to_numpy() if not arr.null_count else arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
             elif how == _CAST:
-                XT[j] = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+                X[:, j] = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
             else:
-                XT[j] = self._arrow_codes(self.names[j], arr, unknown)
-        X = np.ascontiguousarray(XT.T)
+                X[:, j] = self._arrow_codes(self.names[j], arr, unknown)
         if np.isinf(X).any():
             report = [{"row": int(i), "field": self.names[k], "message": "value is not finite"}
                       for i, k in np.argwhere(np.isinf(X))[:20]]
             raise DataValidationError(f"row {report[0]['row']}, {report[0]['field']}: value is not finite", report=report)
-        logged = {name: _arrow_logged(name, _one_array(columns[i]), kind) for name, i, kind in pts}
+        logged = {name: _arrow_logged(name, _one_array(table.column(i)), kind) for name, i, kind in pts}
         pt = {k: v for k, v in logged.items() if v.count(None) != n} or None
         return Decoded(X, n, unknown or None, pt)
 
-    def _arrow_plan(self, schema: pa.Schema) -> tuple[list[tuple[int, int, int]], list[tuple[str, int, str]]]:
+    def _arrow_plan(self, schema: pa.Schema, key: bytes | None = None) -> tuple[
+            list[tuple[int, int, int]], list[tuple[str, int, str]], tuple[Any, list[int]] | None]:
         """Where each feature is in an Arrow body of ``schema`` and how to read it, checked once per schema.
 
         A client sends the same schema with every request: the names and types are checked (and
         the column positions found) when it changes, not per request (~40 us of a small body).
+        ``key``, the body's schema message as sent, finds the last plan without comparing
+        schemas (``Schema.equals`` costs ~6 us on a 16-column schema with field metadata).
+
+        Returns:
+            (feature, column, how) by feature; (pass-through field, column, kind); and, when
+            two or more features are plain numbers, (their feature positions, their columns)
+            for one ``to_tensor`` call.
 
         Raises:
             DataValidationError: an unknown or missing column, a feature of the wrong type (422).
         """
         last = self._arrow_last
-        if last is not None and last[0].equals(schema):
-            return last[1]
+        if last is not None and ((key is not None and key == last[0]) or last[1].equals(schema)):
+            return last[2]
         names = schema.names
         known = set(self.names) | {p for p, _ in self._pt}
         errors = [{"row": None, "field": c, "message": "unknown field: neither a feature nor a pass-through field"}
@@ -282,15 +294,23 @@ class Codec:
                     raise DataValidationError(f"{name}: a categorical feature takes strings, got Arrow type {t}",
                                               report=[{"row": None, "field": name, "message": f"expected strings, got {t}"}])
                 features.append((j, at[name], _CATEGORY))
-            elif pa.types.is_integer(t) or pa.types.is_floating(t):
+            elif pa.types.is_integer(t) or pa.types.is_float32(t) or pa.types.is_float64(t):
+                features.append((j, at[name], _TENSOR))
+            elif pa.types.is_floating(t):
                 features.append((j, at[name], _NUMBER))
             elif pa.types.is_boolean(t) or pa.types.is_null(t):
                 features.append((j, at[name], _CAST))
             else:
                 raise DataValidationError(f"{name}: a numeric feature takes numbers, got Arrow type {t}",
                                           report=[{"row": None, "field": name, "message": f"expected a number, got {t}"}])
-        plan = (features, [(name, at[name], kind) for name, kind in self._pt if name in at])
-        self._arrow_last = (schema, plan)
+        tensor = [(j, i) for j, i, how in features if how == _TENSOR]
+        block = None
+        if len(tensor) >= 2:
+            js = [j for j, _ in tensor]
+            contiguous = js == list(range(js[0], js[0] + len(js)))
+            block = (slice(js[0], js[0] + len(js)) if contiguous else np.array(js), [i for _, i in tensor])
+        plan = (features, [(name, at[name], kind) for name, kind in self._pt if name in at], block)
+        self._arrow_last = (key, schema, plan)
         return plan
 
     def _arrow_codes(self, name: str, arr: pa.Array, unknown: dict[str, list[tuple[int, str]]]) -> np.ndarray:
@@ -323,7 +343,7 @@ class Codec:
             if new is not None:
                 hit = np.flatnonzero(new[idx])
                 if hit.size:
-                    unknown[name] = [(int(i), values[int(idx[i])]) for i in hit]
+                    unknown[name] = list(zip(hit.tolist(), map(values.__getitem__, idx[hit].tolist()), strict=True))
         elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
             raw = arr.to_pylist()
             codes = np.array(list(map(_null_as_nan(lookup), raw)), dtype=object)
@@ -485,6 +505,17 @@ class Codec:
                 report=errors,
             )
         return np.array([row], dtype=np.float64)
+
+
+def _schema_message(body: bytes) -> bytes | None:
+    """The schema message at the start of an Arrow IPC stream, as sent (a cache key), or None.
+
+    A stream opens with its schema: a continuation marker (0xFFFFFFFF), the metadata's length
+    (int32, little-endian), then that many bytes of flatbuffer; the same bytes are the same schema.
+    """
+    if len(body) < 8 or body[:4] != b"\xff\xff\xff\xff":
+        return None
+    return body[: 8 + int.from_bytes(body[4:8], "little")]
 
 
 def _one_array(col: pa.ChunkedArray | pa.Array) -> pa.Array:
