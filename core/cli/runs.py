@@ -92,6 +92,9 @@ def _train(args: argparse.Namespace) -> int:
         f"run {out.run_id} finished: dataset {out.dataset}@v{out.dataset_version}, "
         f"best iteration {out.best_iteration}, model sha256 {out.model.sha256}\n"
     )
+    left_out = {c: why for c, why in (out.excluded or {}).items() if why != "excluded by request"}
+    if left_out:
+        sys.stdout.write("left out of the features: " + "; ".join(f"{c}: {why}" for c, why in left_out.items()) + "\n")
     for d in (out.leakage or {}).get("flagged", []):
         sys.stderr.write(f"lakeops: warning: possible target leakage: feature {d['feature']!r} {d['why']}; "
                          f"exclude it (--exclude {d['feature']}) unless it is known before the outcome\n")

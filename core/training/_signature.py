@@ -26,18 +26,28 @@ def detect_time_column(frame: pl.DataFrame, preferred: str | None = None) -> str
     return None
 
 
+# Row numbers written by exports (R's rownames, pandas' index, SQL rowid): never a property of the row.
+_ROW_INDEX_NAMES = frozenset({"rownames", "row.names", "row_names", "rowid", "row_id", "index", "level_0", "unnamed: 0", ""})
+
+
 def id_like_columns(frame: pl.DataFrame, *, exclude: Sequence[str] = ()) -> list[str]:
-    """Return string columns that look like ids: named ``id``/``*_id`` or all values unique."""
+    """Return the columns that look like ids, not properties of the row.
+
+    A string column named ``id``/``*_id`` or with every value unique; an integer column named
+    ``id``/``*_id`` or like an exported row number (``rownames``, ``index``, ``Unnamed: 0``, ...).
+    An integer column is judged by its name only: an all-unique integer may be a measurement
+    (a credit limit), and the rule must decide the same on a sample (the Dask engine's proxy).
+    """
     out = []
     for name, dtype in frame.schema.items():
-        if name in exclude or dtype not in (pl.String, pl.Categorical):
+        if name in exclude:
             continue
-        col = frame[name]
-        if (
-            name.lower() == "id"
-            or name.lower().endswith("_id")
-            or (frame.height > 1 and col.n_unique() == frame.height)
-        ):
+        lower = name.lower()
+        named = lower == "id" or lower.endswith("_id")
+        if dtype in (pl.String, pl.Categorical):
+            if named or (frame.height > 1 and frame[name].n_unique() == frame.height):
+                out.append(name)
+        elif dtype.is_integer() and (named or lower in _ROW_INDEX_NAMES):
             out.append(name)
     return out
 
@@ -111,7 +121,7 @@ def infer_signature(
     for c in exclude:
         excluded.setdefault(c, "excluded by request")
     for c in id_like_columns(frame, exclude=[target, *excluded]):
-        excluded[c] = "id-like (named *_id or every value unique)"
+        excluded[c] = "id-like (an id or row-number name, or every value unique)"
     features: list[Feature] = []
     for name, dtype in frame.schema.items():
         if name == target or name in excluded:
