@@ -101,7 +101,8 @@ def test_exported_row_numbers_are_left_out_and_dates_as_text_are_pointed_out(tmp
     loans = pl.from_pandas(rdata("openintro", "loans_full_schema")).head(3000).with_columns(
         (pl.col("interest_rate") > 15).cast(pl.Int64).alias("high_rate"),
         pl.int_range(pl.len()).alias("loan_id"),  # an integer id named like one
-    ).select("rownames", "loan_id", "annual_income", "debt_to_income", "total_credit_limit", "term",
+        pl.col("issue_month").str.strptime(pl.Date, "%b-%Y").alias("issued"),  # the same month as a date
+    ).select("rownames", "loan_id", "issued", "annual_income", "debt_to_income", "total_credit_limit", "term",
              "loan_purpose", "homeownership", "emp_length", "issue_month", "high_rate")
     assert loans["total_credit_limit"].dtype == pl.Int64  # an integer measurement: stays a feature
     lake = Lake(tmp_path / "lake")
@@ -113,6 +114,7 @@ def test_exported_row_numbers_are_left_out_and_dates_as_text_are_pointed_out(tmp
     printed = capsys.readouterr()
     out = printed.out
     assert "left out of the features: rownames: id-like" in out and "loan_id: id-like" in out
+    assert "issued: a date, not a feature; the holdout was drawn at random: --time-column issued" in out
     assert "note: feature 'issue_month' holds dates as text" in printed.err and "format %b-%Y" in printed.err
     assert "'loan_purpose' holds" not in printed.err and "'homeownership' holds" not in printed.err
     sig = registry.load("loans", version=1, lake=lake).signature

@@ -131,6 +131,10 @@ def infer_signature(
         elif dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
             levels = sorted(frame[name].cast(pl.String).drop_nulls().unique().to_list())
             features.append(Feature(name=name, kind="categorical", dtype="String", levels=tuple(levels)))
+        elif dtype.is_temporal() and not isinstance(dtype, pl.Duration) and time_column is None:
+            kind = "a date" if dtype == pl.Date else "a time"
+            excluded[name] = (f"{kind}, not a feature; the holdout was drawn at random: --time-column {name} "
+                              "would hold out the newest rows instead")
         else:
             excluded[name] = f"unsupported type {dtype}"
     if not features:
