@@ -111,8 +111,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "bench"))
-    from serving import build_lake  # the serving bench's lake: the demo champion
+    from bench.serving import build_lake  # the serving bench's lake: the demo champion
 
     root = Path(tempfile.mkdtemp(prefix="lakeops-predlog-"))
     try:

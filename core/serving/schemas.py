@@ -237,9 +237,8 @@ class Codec:
         if block is not None and n and isinstance(table, pa.RecordBatch):
             # the plain numeric columns in one call: Arrow casts them to a common type into a
             # row-major tensor, nulls as NaN (~2.5 us a column less than one by one)
-            positions, indices = block
+            positions, indices, features = block
             X[:, positions] = np.asarray(table.select(indices).to_tensor(null_to_nan=True, row_major=True))
-            features = [f for f in features if f[2] != _TENSOR]
         for j, i, how in features:
             arr = _one_array(table.column(i))
             if how == _NUMBER or how == _TENSOR:
@@ -258,7 +257,7 @@ class Codec:
         return Decoded(X, n, unknown or None, pt)
 
     def _arrow_plan(self, schema: pa.Schema, key: bytes | None = None) -> tuple[
-            list[tuple[int, int, int]], list[tuple[str, int, str]], tuple[Any, list[int]] | None]:
+            list[tuple[int, int, int]], list[tuple[str, int, str]], tuple[Any, list[int], list[tuple[int, int, int]]] | None]:
         """Where each feature is in an Arrow body of ``schema`` and how to read it, checked once per schema.
 
         A client sends the same schema with every request: the names and types are checked (and
@@ -268,8 +267,8 @@ class Codec:
 
         Returns:
             (feature, column, how) by feature; (pass-through field, column, kind); and, when
-            two or more features are plain numbers, (their feature positions, their columns)
-            for one ``to_tensor`` call.
+            two or more features are plain numbers, (their feature positions, their columns,
+            the other features) for one ``to_tensor`` call and the rest column by column.
 
         Raises:
             DataValidationError: an unknown or missing column, a feature of the wrong type (422).
@@ -308,7 +307,8 @@ class Codec:
         if len(tensor) >= 2:
             js = [j for j, _ in tensor]
             contiguous = js == list(range(js[0], js[0] + len(js)))
-            block = (slice(js[0], js[0] + len(js)) if contiguous else np.array(js), [i for _, i in tensor])
+            block = (slice(js[0], js[0] + len(js)) if contiguous else np.array(js), [i for _, i in tensor],
+                     [f for f in features if f[2] != _TENSOR])
         plan = (features, [(name, at[name], kind) for name, kind in self._pt if name in at], block)
         self._arrow_last = (key, schema, plan)
         return plan

@@ -131,8 +131,8 @@ def infer_signature(
         elif dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
             levels = sorted(frame[name].cast(pl.String).drop_nulls().unique().to_list())
             features.append(Feature(name=name, kind="categorical", dtype="String", levels=tuple(levels)))
-        elif dtype.is_temporal() and not isinstance(dtype, pl.Duration) and time_column is None:
-            kind = "a date" if dtype == pl.Date else "a time"
+        elif (dtype == pl.Date or isinstance(dtype, pl.Datetime)) and time_column is None:
+            kind = "a date" if dtype == pl.Date else "a datetime"
             excluded[name] = (f"{kind}, not a feature; the holdout was drawn at random: --time-column {name} "
                               "would hold out the newest rows instead")
         else:
